@@ -1,0 +1,1 @@
+"""Rendering: everything that reads a plan and produces audio (clean-up, correction, chain, master)."""
