@@ -149,6 +149,7 @@ def load_audio(
     import av
 
     p = _check_readable(path)
+    _check_wav_complete(p)
     chunks: list[np.ndarray] = []
     with _open_container(p) as container:
         stream = container.streams.audio[0]
@@ -168,24 +169,16 @@ def load_audio(
             )
         limit = int(max_duration_s * file_sr) + file_sr
         total = 0
-        # Convert every frame to planar float at the file's rate and layout.
-        resampler = None
         try:
             for frame in container.decode(stream):
-                if resampler is None:
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
-                for out in resampler.resample(frame):
-                    arr = out.to_ndarray()
-                    chunks.append(arr.astype(np.float32, copy=False))
-                    total += arr.shape[1]
+                arr = _frame_to_float(frame)
+                chunks.append(arr)
+                total += arr.shape[1]
                 if total > limit:
                     raise AudioContentError(
                         f"{p}: is longer than {max_duration_s / 60:.0f} min, the longest take or backing "
                         "Melisma accepts; trim it to the song and try again"
                     )
-            if resampler is not None:
-                for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray().astype(np.float32, copy=False))
         except av.FFmpegError as exc:
             if not chunks:
                 raise DecodeError(
@@ -213,6 +206,61 @@ def load_audio(
         y = resample(y, orig_sr=file_sr, target_sr=sr)
         file_sr = sr
     return np.ascontiguousarray(y, dtype=np.float32), file_sr
+
+
+def _check_wav_complete(p: Path) -> None:
+    """Refuse a RIFF/WAVE file whose data chunk claims more bytes than the file holds.
+
+    FFmpeg quietly clamps such a file to its size, so a cut-off upload would otherwise be mixed
+    as if it were the whole take. Streaming writers that leave the size as 0 or 0xFFFFFFFF are
+    accepted.
+    """
+    import struct
+
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return
+                if pos + 8 + chunk_size > size:
+                    raise DecodeError(
+                        f"{p}: the WAV header promises {chunk_size} bytes of audio but the file holds only "
+                        f"{size - pos - 8}; the file is truncated — upload it again"
+                    )
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)
+
+
+_SAMPLE_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0, "flt": 1.0, "dbl": 1.0}
+
+
+def _frame_to_float(frame) -> np.ndarray:
+    """A decoded frame as (channels, samples) float32.
+
+    Done by hand rather than with av.AudioResampler, which crashes on layouts FFmpeg cannot
+    name (e.g. an 8-channel WAV without a channel mask).
+    """
+    fmt = frame.format.name
+    base = fmt.rstrip("p")
+    if base not in _SAMPLE_SCALE:
+        raise DecodeError(f"unsupported sample format {fmt!r} in the audio stream")
+    channels = frame.layout.nb_channels
+    arr = frame.to_ndarray()
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, channels).T
+    out = arr.astype(np.float32)
+    if base == "u8":
+        out -= 128.0
+    if _SAMPLE_SCALE[base] != 1.0:
+        out *= np.float32(1.0 / _SAMPLE_SCALE[base])
+    return out
 
 
 def check_finite(y: np.ndarray, *, name: str = "audio") -> None:
@@ -332,26 +380,38 @@ def write_audio(
     sr: int,
     overwrite: bool = False,
     bit_rate: int | None = None,
+    float_wav: bool = False,
 ) -> None:
     """Encode ``y`` to ``path`` atomically; the format follows the extension.
 
-    wav (24-bit PCM), flac (24-bit), m4a (AAC), mp3, ogg/opus. ``y`` is ``(samples,)`` or
-    ``(channels, samples)`` float in [-1, 1]; values beyond are clipped by the encoder.
+    wav (24-bit PCM, or 32-bit float with ``float_wav`` for stems that may exceed full scale),
+    flac (24-bit), m4a (AAC), mp3, ogg/opus. ``y`` is ``(samples,)`` or ``(channels, samples)``
+    float; fixed-point formats clip at ±1.
     """
+    output_format(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        encode_audio(tmp, y, sr=sr, bit_rate=bit_rate, float_wav=float_wav)
+
+
+def encode_audio(
+    path: str | os.PathLike, y: np.ndarray, *, sr: int, bit_rate: int | None = None, float_wav: bool = False
+) -> None:
+    """Encode ``y`` straight to ``path`` (not atomic: use :func:`write_audio` unless staging yourself)."""
     container_fmt, codec, sample_fmt, default_rate = output_format(path)
+    if float_wav and container_fmt == "wav":
+        codec = "pcm_f32le"
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 1:
         y = y[None, :]
-    if y.ndim != 2 or y.shape[0] not in (1, 2) and y.shape[0] > 8:
-        raise AudioIOError(f"write_audio: expected (samples,) or (channels, samples), got shape {y.shape}")
+    if y.ndim != 2 or y.shape[0] > 2 or y.shape[1] == 0:
+        raise AudioIOError(f"can write mono or stereo audio shaped (samples,) or (channels, samples), got shape {y.shape}")
     check_finite(y, name=f"output for {path}")
     allowed = _ENCODER_RATES.get(codec)
     enc_sr = sr
     if allowed and sr not in allowed:
-        enc_sr = min(allowed, key=lambda r: abs(r - sr) if r >= sr else 10**9 + r)
+        enc_sr = min((r for r in allowed if r >= sr), default=max(allowed))
         y = resample(y, orig_sr=sr, target_sr=enc_sr)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        _encode(tmp, y, enc_sr, container_fmt, codec, sample_fmt, bit_rate or default_rate)
+    _encode(Path(path), y, enc_sr, container_fmt, codec, sample_fmt, bit_rate or default_rate)
 
 
 def _encode(tmp: Path, y: np.ndarray, sr: int, container_fmt: str, codec: str, sample_fmt: str, bit_rate: int | None) -> None:
@@ -360,7 +420,8 @@ def _encode(tmp: Path, y: np.ndarray, sr: int, container_fmt: str, codec: str, s
     layout = {1: "mono", 2: "stereo"}.get(y.shape[0])
     if layout is None:
         raise AudioIOError(f"can write mono or stereo, got {y.shape[0]} channels; mix down first")
-    y = np.clip(y, -1.0, 1.0)
+    if codec != "pcm_f32le":
+        y = np.clip(y, -1.0, 1.0)
     try:
         with av.open(str(tmp), mode="w", format=container_fmt) as out:
             stream = out.add_stream(codec, rate=sr)
@@ -369,6 +430,8 @@ def _encode(tmp: Path, y: np.ndarray, sr: int, container_fmt: str, codec: str, s
                 stream.codec_context.bit_rate = bit_rate
             if codec in ("pcm_s24le", "flac"):
                 stream.codec_context.format = "s32"
+            elif codec == "pcm_f32le":
+                stream.codec_context.format = "flt"
             block = 4096
             for start in range(0, y.shape[1], block):
                 seg = np.ascontiguousarray(y[:, start : start + block])

@@ -1,0 +1,214 @@
+"""The ``melisma`` command: mix, analyze, render and demo.
+
+Every error Melisma raises on purpose is printed as one line naming the problem and exits
+non-zero (the code depends on the subsystem, see :mod:`melisma.errors`); no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import ConfigError, MelismaError
+
+SLIDER_FLAGS = {
+    "warmth": "−1 brighter … +1 warmer",
+    "reverb": "−1 drier … +1 wetter",
+    "vocal_level": "−1 vocal back … +1 vocal forward",
+    "air": "−1 less … +1 more high-frequency air",
+}
+
+
+def _slider_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number; sliders take −1…+1, e.g. 0.5") from None
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside −1…+1")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
+def _add_sliders(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("semantic sliders (each −1…+1, 0 = the style's default)")
+    for name, doc in SLIDER_FLAGS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_slider_value, default=None, metavar="X", help=doc)
+
+
+def _add_style(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    from .semantic import STYLE_PRESETS
+
+    p.add_argument("--style", choices=sorted(STYLE_PRESETS), default=default,
+                   help="balance and reverb preset" + (f" (default {default})" if default else " (default: the plan's)"))
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="mix file: .wav, .flac, .m4a or .mp3 (also .ogg)")
+    p.add_argument("--report", metavar="REPORT.json", help="write the mix report (JSON)")
+    p.add_argument("--stems", metavar="DIR", help="also write the processed vocal and the backing as placed before the master")
+    p.add_argument("--plot", metavar="PICTURE.png", help="write a picture of the mix (alignment, levels, spectrum)")
+    p.add_argument("--target-lufs", type=_finite_float, default=None, metavar="LUFS", help="master loudness (default −14)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="melisma",
+        description="Melisma: a phone take plus a backing track in, a finished mix out.",
+    )
+    parser.add_argument("--version", action="version", version=f"melisma {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("mix", help="one tap: align, clean, process, balance and master a take over a backing")
+    p.add_argument("take", help="the singer's take (m4a, mp3, ogg/opus, amr, wav, flac; any rate/channels)")
+    p.add_argument("backing", help="the backing track")
+    _add_outputs(p)
+    _add_style(p, default="neutral")
+    _add_sliders(p)
+    p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS",
+                   help="calibrated phone round-trip latency, used when the take has no backing bleed")
+    _add_common(p)
+
+    p = sub.add_parser("analyze", help="do the expensive analysis once and save a plan (JSON + cache folder)")
+    p.add_argument("take")
+    p.add_argument("backing")
+    p.add_argument("-o", "--output", required=True, metavar="PLAN.json")
+    _add_style(p, default="neutral")
+    _add_sliders(p)
+    p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS")
+    p.add_argument("--target-lufs", type=_finite_float, default=None, metavar="LUFS")
+    p.add_argument("--force", action="store_true", help="overwrite an existing plan")
+    _add_common(p)
+
+    p = sub.add_parser("render", help="render a saved plan with new slider values (no re-analysis)")
+    p.add_argument("plan", metavar="PLAN.json")
+    _add_outputs(p)
+    _add_style(p, default=None)
+    _add_sliders(p)
+    p.add_argument("--start", type=_finite_float, default=None, metavar="S", help="preview window start, seconds")
+    p.add_argument("--duration", type=_finite_float, default=None, metavar="D", help="preview window length, seconds")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="mix the bundled example take and write the mix, its report and a picture")
+    p.add_argument("-o", "--output-dir", default="melisma-demo", metavar="DIR", help="where to write (default ./melisma-demo)")
+    _add_style(p, default="cpop")
+    p.add_argument("--force", action="store_true", help="overwrite the demo's earlier outputs")
+    _add_common(p)
+    return parser
+
+
+def _sliders(args: argparse.Namespace) -> dict[str, float]:
+    return {name: getattr(args, name) for name in SLIDER_FLAGS if getattr(args, name, None) is not None}
+
+
+def _summary(report: dict[str, Any], out: str | None) -> str:
+    lines = []
+    if out:
+        lines.append(f"wrote {out}")
+    al = report.get("alignment") or {}
+    if al:
+        lines.append(f"  alignment: take was {al.get('offset_ms', 0):+.1f} ms late ({al.get('method')}, confidence {al.get('confidence', 0):.2f})")
+    bal = report.get("balance") or {}
+    if bal:
+        lines.append(f"  balance:   vocal {bal.get('vocal_to_backing_lu', float('nan')):+.1f} LU over the backing (target {bal.get('target_lu', float('nan')):+.1f})")
+    loud = report.get("loudness") or {}
+    if loud:
+        lines.append(f"  loudness:  {loud.get('integrated_lufs', float('nan')):.1f} LUFS, true peak {loud.get('true_peak_dbtp', float('nan')):.1f} dBTP")
+    for w in report.get("warnings", []):
+        lines.append(f"  warning:   {w}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import pipeline
+    from .progress import TerminalProgress
+
+    bar = TerminalProgress(args.command, quiet=args.quiet)
+    try:
+        if args.command == "mix":
+            report = pipeline.mix_files(
+                args.take, args.backing, args.output, style=args.style, sliders=_sliders(args),
+                latency_ms=args.latency_ms,
+                target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
+                report_path=args.report, stems_dir=args.stems, plot_path=args.plot, overwrite=args.force, progress=bar,
+            )
+            out = args.output
+        elif args.command == "analyze":
+            plan = pipeline.analyze_files(
+                args.take, args.backing, args.output, latency_ms=args.latency_ms, style=args.style,
+                sliders=_sliders(args),
+                target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
+                overwrite=args.force, progress=bar,
+            )
+            report, out = plan.record, args.output
+        elif args.command == "render":
+            report = pipeline.render_plan(
+                args.plan, args.output, style=args.style, sliders=_sliders(args), target_lufs=args.target_lufs,
+                start_s=args.start, duration_s=args.duration, report_path=args.report, stems_dir=args.stems,
+                plot_path=args.plot, overwrite=args.force, progress=bar,
+            )
+            out = args.output
+        elif args.command == "demo":
+            report, out = _demo(args, bar)
+        else:  # pragma: no cover - argparse guards this
+            raise ConfigError(f"unknown command {args.command}")
+    finally:
+        bar.close()
+    if not args.quiet:
+        print(_summary(report, out))
+    return 0
+
+
+def _demo(args: argparse.Namespace, bar) -> tuple[dict[str, Any], str]:
+    from . import examples, pipeline
+
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mix = out_dir / "mix.m4a"
+    report = pipeline.mix_files(
+        examples.TAKE, examples.BACKING, mix, style=args.style, report_path=out_dir / "report.json",
+        plot_path=out_dir / "mix.png", stems_dir=out_dir / "stems", overwrite=args.force, progress=bar,
+    )
+    if not args.quiet:
+        print(f"demo: mixed the bundled example take ({examples.TAKE.name}) over {examples.BACKING.name}")
+        print(f"      report {out_dir / 'report.json'}, picture {out_dir / 'mix.png'}, stems {out_dir / 'stems'}")
+    return report, str(mix)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except MelismaError as exc:
+        print(f"melisma: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("melisma: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("melisma: error: out of memory; try a shorter take or close other programs", file=sys.stderr)
+        return 11
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""The engine: analyse a take against a backing once, render the mix as often as wanted.
+
+``analyze`` does the expensive work (decode, resample, align, clean, analyse) and returns a
+:class:`~melisma.plan.Plan`; ``render`` reads only the plan and its cached audio, applies the
+style preset and sliders, and returns the mix with its report. ``mix_files``,
+``analyze_files`` and ``render_plan`` are the file-level entry points the CLI and the device
+service call.
+
+Examples
+--------
+>>> from melisma import pipeline, examples  # doctest: +SKIP
+>>> report = pipeline.mix_files(examples.TAKE, examples.BACKING, "mix.m4a", style="cpop")  # doctest: +SKIP
+>>> round(report["loudness"]["integrated_lufs"])  # doctest: +SKIP
+-14
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import __version__
+from .audio_io import (
+    atomic_path,
+    check_writable,
+    encode_audio,
+    file_sha256,
+    load_audio,
+    output_format,
+    probe,
+)
+from .errors import AudioContentError, ConfigError, MelismaError, PlanError, RenderError
+from .plan import Plan, new_record, to_json
+from .progress import ProgressCallback, StageClock
+
+#: Sample rate of everything inside the engine.
+ENGINE_SR = 48000
+#: A take quieter than this everywhere is treated as silent (dBFS, peak).
+SILENCE_PEAK_DBFS = -60.0
+#: Shortest take worth mixing, in seconds.
+MIN_TAKE_S = 1.0
+#: Reverb/compressor run-in before a preview window, in seconds (so the window sounds as in the full mix).
+PREVIEW_PREROLL_S = 1.0
+DEFAULT_TARGET_LUFS = -14.0
+
+ANALYSIS_WEIGHTS = {"decode": 10, "align": 8, "cleanup": 35, "analyse_voice": 6, "analyse_backing": 6, "cache": 5}
+RENDER_WEIGHTS = {"vocal_chain": 30, "balance": 15, "master": 40, "write": 15}
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _peak_dbfs(y: np.ndarray) -> float:
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    return 20 * np.log10(peak) if peak > 0 else -np.inf
+
+
+def _input_info(path: str | os.PathLike, y: np.ndarray) -> dict[str, Any]:
+    info = probe(path)
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "codec": info.codec,
+        "sr": info.sr,
+        "channels": info.channels,
+        "duration_s": round(y.shape[-1] / ENGINE_SR, 3),
+    }
+
+
+def load_take(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    """Decode a take to mono at the engine rate; refuse silence and too-short takes."""
+    warnings: list[str] = []
+    info = probe(path)
+    y, _ = load_audio(path, sr=ENGINE_SR, mono=True)
+    if _peak_dbfs(y) < SILENCE_PEAK_DBFS:
+        raise AudioContentError(
+            f"{path}: the take is silent (peak {_peak_dbfs(y):.0f} dBFS); check the phone's microphone "
+            "permission and record again"
+        )
+    if y.shape[0] < MIN_TAKE_S * ENGINE_SR:
+        raise AudioContentError(
+            f"{path}: the take is only {y.shape[0] / ENGINE_SR:.2f} s long; Melisma needs at least {MIN_TAKE_S:.0f} s of singing"
+        )
+    if info.sr < 16000:
+        warnings.append(f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull")
+    if info.channels > 1:
+        warnings.append(f"take has {info.channels} channels; they were averaged to mono")
+    return y, _input_info(path, y), warnings
+
+
+def load_backing(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    """Decode a backing to stereo (2, n) at the engine rate."""
+    warnings: list[str] = []
+    y, _ = load_audio(path, sr=ENGINE_SR, mono=False)
+    if _peak_dbfs(y) < SILENCE_PEAK_DBFS:
+        raise AudioContentError(f"{path}: the backing track is silent (peak {_peak_dbfs(y):.0f} dBFS); choose the right file")
+    channels = y.shape[0]
+    if channels == 1:
+        y = np.repeat(y, 2, axis=0)
+    elif channels > 2:
+        # Fold a multichannel file to stereo: odd-numbered channels left, even right.
+        y = np.stack([y[0::2].mean(axis=0), y[1::2].mean(axis=0)]).astype(np.float32)
+        warnings.append(f"backing has {channels} channels; they were folded down to stereo")
+    return np.ascontiguousarray(y, dtype=np.float32), _input_info(path, y), warnings
+
+
+# ----------------------------------------------------------------------------------------------
+# Analyse
+
+
+def analyze(
+    take_path: str | os.PathLike,
+    backing_path: str | os.PathLike,
+    *,
+    latency_ms: float | None = None,
+    style: str = "neutral",
+    sliders: dict[str, float] | None = None,
+    target_lufs: float = DEFAULT_TARGET_LUFS,
+    progress: ProgressCallback | None = None,
+) -> Plan:
+    """Do the expensive work once and return the plan (with its audio held in memory)."""
+    from .analysis.align import apply_offset, estimate_offset
+    from .analysis.cleanup import analyze_cleanup
+    from .analysis.voice import analyze_backing, analyze_voice
+    from .render.clean import clean_take
+    from .semantic import resolve_settings
+
+    settings = resolve_settings(style, sliders)  # fail on bad settings before any work
+    _check_target_lufs(target_lufs)
+    if latency_ms is not None and not (np.isfinite(latency_ms) and -2000 <= latency_ms <= 2000):
+        raise ConfigError(f"latency_ms={latency_ms} is out of range; give the calibrated latency in −2000…2000 ms")
+
+    clock = StageClock(ANALYSIS_WEIGHTS, progress)
+    record = new_record()
+    record["melisma_version"] = __version__
+    record["sr"] = ENGINE_SR
+    warnings: list[str] = []
+    with clock.stage("decode"):
+        take, take_info, w = load_take(take_path)
+        warnings += w
+        backing, backing_info, w = load_backing(backing_path)
+        warnings += w
+    record["inputs"] = {"take": take_info, "backing": backing_info}
+
+    with clock.stage("align"):
+        alignment = estimate_offset(take, backing, sr=ENGINE_SR, latency_ms=latency_ms)
+        length = backing.shape[1]
+        aligned = apply_offset(take, offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+        del take
+        sung_s = aligned.shape[0] / ENGINE_SR
+        backing_s = length / ENGINE_SR
+        if sung_s > backing_s + 2.0:
+            warnings.append(f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence")
+            length = aligned.shape[0]
+        elif sung_s < 0.5 * backing_s:
+            warnings.append(f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only")
+        aligned = _fit_length(aligned, length)
+        if backing.shape[1] < length:
+            backing = np.pad(backing, ((0, 0), (0, length - backing.shape[1])))
+        if alignment.confidence < 0.3 and alignment.method != "calibrated":
+            warnings.append(
+                f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
+                "record with the phone speaker on, or calibrate the latency in the app"
+            )
+    record["alignment"] = alignment.to_dict()
+
+    with clock.stage("cleanup"):
+        cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
+        vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup)
+        del aligned
+        warnings += list(cleanup.get("warnings", []))
+    record["cleanup"] = {"analysis": cleanup, "actions": actions}
+
+    with clock.stage("analyse_voice"):
+        record["voice"] = analyze_voice(vocal, sr=ENGINE_SR)
+    with clock.stage("analyse_backing"):
+        record["backing"] = analyze_backing(backing, sr=ENGINE_SR)
+
+    record["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": float(target_lufs)}
+    record["warnings"] = warnings
+    plan = Plan(record=record)
+    with clock.stage("cache"):
+        plan.attach("vocal", vocal)
+        plan.attach("backing", backing)
+    record["timings_s"] = {"analysis": clock.timings_s}
+    return plan
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    if y.shape[-1] >= n:
+        return y[..., :n]
+    pad = [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])]
+    return np.pad(y, pad)
+
+
+def _check_target_lufs(target_lufs: float) -> None:
+    if not (np.isfinite(target_lufs) and -30.0 <= target_lufs <= -6.0):
+        raise ConfigError(
+            f"target_lufs={target_lufs} is out of range; use −30…−6 LUFS (−14 suits phones and streaming, −16 for Apple Music)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Render
+
+
+def render(
+    plan: Plan,
+    *,
+    style: str | None = None,
+    sliders: dict[str, float] | None = None,
+    target_lufs: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Render the mix from a plan.
+
+    Returns ``(mix, stems, report)``: the mastered stereo mix at :data:`ENGINE_SR`, the vocal and
+    backing as placed before the master bus, and the report (the plan's record plus what this
+    render did). ``start_s``/``duration_s`` render a preview window only.
+    """
+    from .render.chain import build_vocal_chain
+    from .render.master import balance, master
+    from .semantic import MixSettings, resolve_settings
+
+    base = plan.record.get("settings", {})
+    merged_sliders = dict(base.get("sliders", {}))
+    merged_sliders.update(sliders or {})
+    settings: MixSettings = resolve_settings(style or base.get("style", "neutral"), merged_sliders)
+    target = float(base.get("target_lufs", DEFAULT_TARGET_LUFS) if target_lufs is None else target_lufs)
+    _check_target_lufs(target)
+
+    clock = StageClock(RENDER_WEIGHTS, progress)
+    vocal_all = plan.array("vocal")
+    backing_all = plan.array("backing")
+    n_total = vocal_all.shape[0]
+    window = _window(n_total, start_s, duration_s)
+    lo, hi, cut = window["lo"], window["hi"], window["cut"]
+    vocal = np.array(vocal_all[lo:hi], dtype=np.float32)
+    backing = np.array(backing_all[:, lo:hi], dtype=np.float32)
+
+    with clock.stage("vocal_chain"):
+        chain, explanation = build_vocal_chain(settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
+        wet = chain(vocal, ENGINE_SR)
+        if wet.ndim == 1:
+            wet = np.stack([wet, wet])
+        del vocal
+    if cut:
+        wet, backing = wet[:, cut:], backing[:, cut:]
+    with clock.stage("balance"):
+        vocal_placed, backing_placed, balance_report = balance(
+            wet, backing, sr=ENGINE_SR, vocal_to_backing_lu=settings.vocal_to_backing_lu, duck_db=settings.duck_db
+        )
+        del wet, backing
+    with clock.stage("master"):
+        mix = vocal_placed + backing_placed
+        mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=target)
+    if not np.all(np.isfinite(mix)):
+        raise RenderError("the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file")
+
+    report = _report_base(plan)
+    report["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": target, "mix": settings.to_dict()}
+    report["chain"] = explanation
+    report["balance"] = balance_report
+    report["master"] = master_report
+    report["loudness"] = {
+        "integrated_lufs": master_report["integrated_lufs"],
+        "true_peak_dbtp": master_report["true_peak_dbtp"],
+        "target_lufs": target,
+    }
+    if window["preview"]:
+        report["window"] = {"start_s": window["start_s"], "duration_s": window["duration_s"]}
+        report["warnings"].append("preview window: loudness was matched on the window alone")
+    report["timings_s"]["render"] = clock.timings_s
+    stems = {"vocal": vocal_placed, "backing": backing_placed}
+    return mix, stems, report
+
+
+def _window(n_total: int, start_s: float | None, duration_s: float | None) -> dict[str, Any]:
+    if start_s is None and duration_s is None:
+        return {"lo": 0, "hi": n_total, "cut": 0, "preview": False}
+    start_s = 0.0 if start_s is None else float(start_s)
+    total_s = n_total / ENGINE_SR
+    if not np.isfinite(start_s) or start_s < 0 or start_s >= total_s:
+        raise ConfigError(f"--start {start_s} is outside the take; use 0…{max(total_s - 0.1, 0):.1f} s")
+    duration_s = total_s - start_s if duration_s is None else float(duration_s)
+    if not np.isfinite(duration_s) or duration_s <= 0.5:
+        raise ConfigError(f"--duration {duration_s} is too short; previews need at least 0.5 s (10 s is typical)")
+    start = int(round(start_s * ENGINE_SR))
+    stop = min(n_total, start + int(round(duration_s * ENGINE_SR)))
+    lo = max(0, start - int(PREVIEW_PREROLL_S * ENGINE_SR))
+    return {"lo": lo, "hi": stop, "cut": start - lo, "preview": True, "start_s": start_s, "duration_s": (stop - start) / ENGINE_SR}
+
+
+def _report_base(plan: Plan) -> dict[str, Any]:
+    rec = plan.record
+    return {
+        "format": "melisma-report",
+        "version": 1,
+        "melisma_version": __version__,
+        "platform": platform.machine(),
+        "inputs": rec.get("inputs"),
+        "alignment": rec.get("alignment"),
+        "cleanup": rec.get("cleanup"),
+        "voice": rec.get("voice"),
+        "backing": rec.get("backing"),
+        **({"pitch": rec["pitch"]} if "pitch" in rec else {}),
+        "warnings": list(rec.get("warnings", [])),
+        "timings_s": {"analysis": dict(rec.get("timings_s", {}).get("analysis", {}))},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing outputs: everything is staged to temporary files and moved into place at the end
+
+
+@contextlib.contextmanager
+def _staged_outputs(paths: list[Path], *, overwrite: bool) -> Iterator[dict[Path, Path]]:
+    with contextlib.ExitStack() as stack:
+        yield {p: stack.enter_context(atomic_path(p, overwrite=overwrite)) for p in paths}
+
+
+def _output_paths(
+    out_path: str | os.PathLike | None,
+    *,
+    report_path: str | os.PathLike | None,
+    stems_dir: str | os.PathLike | None,
+    plot_path: str | os.PathLike | None,
+    overwrite: bool,
+) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    if out_path is not None:
+        output_format(out_path)
+        paths["mix"] = Path(out_path)
+    if report_path is not None:
+        paths["report"] = Path(report_path)
+    if stems_dir is not None:
+        stems = Path(stems_dir)
+        if stems.exists() and not stems.is_dir():
+            raise ConfigError(f"--stems {stems}: is a file; give a directory")
+        paths["stem_vocal"] = stems / "vocal.wav"
+        paths["stem_backing"] = stems / "backing.wav"
+    if plot_path is not None:
+        if Path(plot_path).suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise ConfigError(f"--plot {plot_path}: use a .png, .svg or .pdf file name")
+        paths["plot"] = Path(plot_path)
+    resolved = [p.resolve() for p in paths.values()]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError("two outputs share one file name; give the mix, report, stems and plot different names")
+    for key, p in paths.items():
+        if key.startswith("stem_") and not p.parent.exists():
+            continue  # the stems folder is created when writing
+        check_writable(p, overwrite=overwrite)
+    return paths
+
+
+def write_outputs(
+    paths: dict[str, Path],
+    mix: np.ndarray,
+    stems: dict[str, np.ndarray],
+    report: dict[str, Any],
+    *,
+    overwrite: bool,
+    vocal_dry: np.ndarray | None = None,
+) -> None:
+    """Write the mix, stems, plot and report; all or nothing as far as the file system allows."""
+    if "stem_vocal" in paths:
+        paths["stem_vocal"].parent.mkdir(parents=True, exist_ok=True)
+    report["outputs"] = {k: str(v) for k, v in paths.items()}
+    with _staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
+        if "mix" in paths:
+            encode_audio(tmp[paths["mix"]], mix, sr=ENGINE_SR)
+        for name in ("vocal", "backing"):
+            key = f"stem_{name}"
+            if key in paths:
+                encode_audio(tmp[paths[key]], stems[name], sr=ENGINE_SR, float_wav=True)
+        if "plot" in paths:
+            from .report_plot import plot_report
+
+            plot_report(tmp[paths["plot"]], report, mix=mix, stems=stems, vocal_dry=vocal_dry, sr=ENGINE_SR)
+        if "report" in paths:
+            tmp[paths["report"]].write_text(to_json(report), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# File-level entry points (CLI, device service)
+
+
+def analyze_files(
+    take_path: str | os.PathLike,
+    backing_path: str | os.PathLike,
+    plan_path: str | os.PathLike,
+    *,
+    latency_ms: float | None = None,
+    style: str = "neutral",
+    sliders: dict[str, float] | None = None,
+    target_lufs: float = DEFAULT_TARGET_LUFS,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Plan:
+    """Analyse and save the plan (JSON + cache folder) to ``plan_path``."""
+    check_writable(plan_path, overwrite=overwrite)
+    plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
+                   target_lufs=target_lufs, progress=progress)
+    plan.save(plan_path, overwrite=overwrite)
+    return plan
+
+
+def render_plan(
+    plan_path: str | os.PathLike | Plan,
+    out_path: str | os.PathLike | None,
+    *,
+    style: str | None = None,
+    sliders: dict[str, float] | None = None,
+    target_lufs: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    report_path: str | os.PathLike | None = None,
+    stems_dir: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Render a saved plan to files; returns the report."""
+    paths = _output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
+    plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
+    clock_start = time.perf_counter()
+    mix, stems, report = render(plan, style=style, sliders=sliders, target_lufs=target_lufs,
+                                start_s=start_s, duration_s=duration_s, progress=progress)
+    start = time.perf_counter()
+    write_outputs(paths, mix, stems, report, overwrite=overwrite,
+                  vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal")))
+    report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
+    report["timings_s"]["render_total"] = round(time.perf_counter() - clock_start, 4)
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
+def mix_files(
+    take_path: str | os.PathLike,
+    backing_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    style: str = "neutral",
+    sliders: dict[str, float] | None = None,
+    latency_ms: float | None = None,
+    target_lufs: float = DEFAULT_TARGET_LUFS,
+    report_path: str | os.PathLike | None = None,
+    stems_dir: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """One tap: analyse and render in one go; returns the report."""
+    paths = _output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
+    t0 = time.perf_counter()
+
+    def scaled(lo: float, hi: float) -> ProgressCallback | None:
+        if progress is None:
+            return None
+        return lambda stage, f: progress(stage, lo + (hi - lo) * f)
+
+    plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
+                   target_lufs=target_lufs, progress=scaled(0.0, 0.6))
+    mix, stems, report = render(plan, progress=scaled(0.6, 0.95))
+    start = time.perf_counter()
+    write_outputs(paths, mix, stems, report, overwrite=overwrite,
+                  vocal_dry=plan.array("vocal") if "plot" in paths else None)
+    report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
+    report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
+__all__ = [
+    "ENGINE_SR", "analyze", "render", "analyze_files", "render_plan", "mix_files", "load_take", "load_backing",
+    "MelismaError", "PlanError",
+]
