@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Benchmark the one-tap mix on a 3-minute take, on one core.
+
+Prints: the full mix time as a fraction of real time, peak memory (RSS of a fresh process that
+only runs the mix), per-stage times, and re-render times (full and a 10 s preview), next to the
+targets (full mix ≤ 0.05 × real time, peak RSS ≤ 250 MB, full re-render ≤ 2 s, preview ≤ 0.2 s).
+Each measurement runs in its own process pinned to CPU 0 with one BLAS/OpenMP thread.
+
+    .venv/bin/python tools/bench_mix.py [--duration 180] [--repeat 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
+
+CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from melisma import pipeline
+kind, args = sys.argv[1], json.loads(sys.argv[2])
+t_import = time.perf_counter() - t0
+t1 = time.perf_counter()
+if kind == "mix":
+    report = pipeline.mix_files(args["take"], args["backing"], args["out"], style="cpop", overwrite=True)
+elif kind == "analyze":
+    plan = pipeline.analyze_files(args["take"], args["backing"], args["plan"], style="cpop", overwrite=True)
+    report = plan.record
+elif kind == "render":
+    plan = pipeline.Plan.load(args["plan"])
+    report = pipeline.render_plan(plan, args["out"], sliders=args.get("sliders"), start_s=args.get("start"),
+                                  duration_s=args.get("duration"), overwrite=True)
+elapsed = time.perf_counter() - t1
+print(json.dumps({"elapsed_s": elapsed, "import_s": t_import,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "timings_s": report.get("timings_s", {})}))
+"""
+
+
+def run_child(kind: str, args: dict) -> dict:
+    cmd = [sys.executable, "-c", CHILD, kind, json.dumps(args)]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed ({kind}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def make_inputs(folder: Path, duration_s: float) -> tuple[Path, Path]:
+    sys.path.insert(0, str(ROOT))
+    from melisma import audio_io
+    from tools.corpus.scenarios import make_scenario
+
+    take, backing = folder / "take.m4a", folder / "backing.m4a"
+    if take.exists() and backing.exists():
+        return take, backing
+    print(f"making a {duration_s:.0f} s phone take and backing ...", file=sys.stderr)
+    sc = make_scenario(seed=2024, duration_s=duration_s, sr=48000, offset_ms=180.0, bleed_db=-15.0,
+                       snr_db=15.0, hum_hz=50, aac_kbps=64)
+    audio_io.write_audio(take, sc.take, sr=48000, bit_rate=64000, overwrite=True)
+    audio_io.write_audio(backing, sc.backing, sr=48000, bit_rate=128000, overwrite=True)
+    return take, backing
+
+
+def best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["elapsed_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=180.0, help="take length in seconds (default 180)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest is reported")
+    parser.add_argument("--keep", type=Path, default=None, help="keep/reuse inputs and outputs in this folder")
+    args = parser.parse_args()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="melisma-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    take, backing = make_inputs(folder, args.duration)
+    plan = folder / "plan.json"
+
+    mix = best([run_child("mix", {"take": str(take), "backing": str(backing), "out": str(folder / "mix.m4a")})
+                for _ in range(args.repeat)])
+    analyze = best([run_child("analyze", {"take": str(take), "backing": str(backing), "plan": str(plan)})
+                    for _ in range(args.repeat)])
+    render = best([run_child("render", {"plan": str(plan), "out": str(folder / "rerender.wav"), "sliders": {"reverb": 0.5}})
+                   for _ in range(args.repeat)])
+    preview = best([run_child("render", {"plan": str(plan), "out": str(folder / "preview.wav"), "sliders": {"warmth": 0.5},
+                                         "start": args.duration / 2, "duration": 10.0})
+                    for _ in range(args.repeat)])
+
+    d = args.duration
+    rows = [
+        ("full mix (analyse + render + write)", f"{mix['elapsed_s']:.2f} s", f"{mix['elapsed_s'] / d:.4f} × real time", "≤ 0.05 ×"),
+        ("peak RSS, full mix process", f"{mix['peak_rss_mb']:.0f} MB", "", "≤ 250 MB"),
+        ("analyse only", f"{analyze['elapsed_s']:.2f} s", f"{analyze['elapsed_s'] / d:.4f} × real time", ""),
+        ("full re-render from plan (+ write wav)", f"{render['elapsed_s']:.2f} s", "", "≤ 2 s"),
+        ("10 s preview from plan (+ write wav)", f"{preview['elapsed_s'] * 1000:.0f} ms", "", "≤ 200 ms"),
+        ("python + engine import (not counted above)", f"{mix['import_s']:.2f} s", "", ""),
+    ]
+    print(f"Melisma mix benchmark: {d:.0f} s take, one core (taskset -c 0, 1 BLAS thread), best of {args.repeat}")
+    for name, value, ratio, target in rows:
+        print(f"  {name:<44} {value:>10}  {ratio:<22} {target}")
+    print("  per-stage (full mix):")
+    for phase, stages in mix["timings_s"].items():
+        if isinstance(stages, dict):
+            for stage, secs in stages.items():
+                print(f"    {phase + '.' + stage:<42} {secs:8.3f} s")
+    print(f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB")
+    if args.keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
