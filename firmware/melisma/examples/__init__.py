@@ -22,5 +22,5 @@ def __getattr__(name: str) -> Path:
     if name == "BACKING":
         return _one("backing*.m4a")
     if name == "MELODY":
-        return _one("*.mid")
+        return _one("melody*.mid")
     raise AttributeError(name)

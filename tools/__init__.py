@@ -1,0 +1,1 @@
+"""Developer tools: corpus generation, example takes, benchmarks (not shipped with the firmware)."""
