@@ -41,8 +41,10 @@ elif kind == "render":
     report = pipeline.render_plan(plan, args["out"], sliders=args.get("sliders"), start_s=args.get("start"),
                                   duration_s=args.get("duration"), overwrite=True)
 elapsed = time.perf_counter() - t1
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"elapsed_s": elapsed, "import_s": t_import,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_rss_mb": int(hwm) / 1024,
                   "timings_s": report.get("timings_s", {})}))
 """
 

@@ -1,0 +1,435 @@
+"""Note segmentation of an f0 track, and the target pitch of every note.
+
+A note is a stretch of voiced f0 around one pitch *level*. Its ``midi`` is the level the singer
+held (the centre), not the pitch of its first frame: grace notes, scoops (slide_in), falls
+(slide_out), vibrato and trills are ornaments *of* the note (see :mod:`melisma.analysis.ornaments`),
+so they neither split a note nor move its centre.
+
+How it works:
+
+1. Voiced regions: unvoiced gaps shorter than ``bridge_gap_ms`` are bridged (a consonant or a
+   tracker drop-out inside a legato line); each region is segmented on its own.
+2. Level changes inside a region: ``D(t)`` = mean pitch over the ``window_ms`` after ``t`` minus the
+   mean over the ``window_ms`` before it. A window of about one vibrato period averages vibrato and
+   trills out, so peaks of ``|D|`` above ``split_cents`` mark a new level (a legato step or a
+   portamento); the boundary is put where the pitch crosses halfway between the two levels.
+3. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
+   neighbour it is connected to (the next one first: grace notes lead *into* their note); a
+   segment that is only a ramp (no part of it holds still) joins the neighbour it glides to or from;
+   neighbours less than ``merge_cents`` apart are one note.
+4. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
+   (iteratively, so a scoop or a fall does not pull it); for a trill, the level it starts on
+   (the main note), since the upper note is the ornament.
+
+Examples
+--------
+>>> import numpy as np
+>>> from melisma.analysis.pitch import PitchTrack, midi_to_hz
+>>> midi = np.r_[np.full(100, 60.2), np.full(100, 62.0), np.zeros(20)]
+>>> hz = np.where(midi > 0, midi_to_hz(midi), 0.0)
+>>> notes = segment_notes(PitchTrack(0.005, hz, np.ones_like(hz)))
+>>> [(round(n.start_s, 2), round(n.midi, 1)) for n in notes]
+[(0.0, 60.2), (0.5, 62.0)]
+>>> [round(n.cents_error) for n in assign_targets(notes)]
+[20, 0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import AnalysisError
+from .pitch import PitchTrack
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .key import Scale
+    from .melody import MelodyNote
+
+__all__ = ["Note", "segment_notes", "assign_targets", "smooth_midi", "voiced_regions"]
+
+
+@dataclass
+class Note:
+    """One sung note.
+
+    Attributes
+    ----------
+    start_s, end_s : float
+        Span in seconds (its ornaments at the start and end included).
+    midi : float
+        Sung centre as a float MIDI number.
+    target_midi : float or None
+        Pitch it should have (set by :func:`assign_targets`).
+    cents_error : float or None
+        ``100 * (midi - target_midi)``.
+    confidence : float
+        Mean tracker confidence over the note, 0..1.
+    """
+
+    start_s: float
+    end_s: float
+    midi: float
+    target_midi: float | None = None
+    cents_error: float | None = None
+    confidence: float = 1.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("start_s", "end_s"):
+            d[k] = round(float(d[k]), 4)
+        d["midi"] = round(float(d["midi"]), 3)
+        d["confidence"] = round(float(d["confidence"]), 3)
+        if d["target_midi"] is not None:
+            d["target_midi"] = float(d["target_midi"])
+        if d["cents_error"] is not None:
+            d["cents_error"] = round(float(d["cents_error"]), 1)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Note":
+        try:
+            return cls(
+                start_s=float(d["start_s"]),
+                end_s=float(d["end_s"]),
+                midi=float(d["midi"]),
+                target_midi=None if d.get("target_midi") is None else float(d["target_midi"]),
+                cents_error=None if d.get("cents_error") is None else float(d["cents_error"]),
+                confidence=float(d.get("confidence", 1.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AnalysisError(f"not a note dict ({exc!r}); expected start_s, end_s, midi") from None
+
+
+# --------------------------------------------------------------------------------------------
+# curve helpers (shared with ornaments.py)
+
+
+def voiced_regions(voiced: np.ndarray, *, bridge_frames: int = 0) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` frame ranges of voiced runs, bridging gaps of ``bridge_frames`` or fewer.
+
+    >>> voiced_regions(np.array([0, 1, 1, 0, 1, 0, 0, 0, 1], bool), bridge_frames=1)
+    [(1, 5), (8, 9)]
+    """
+    v = np.asarray(voiced, dtype=bool)
+    if not v.any():
+        return []
+    edges = np.diff(np.r_[0, v.astype(np.int8), 0])
+    starts = np.flatnonzero(edges == 1)
+    stops = np.flatnonzero(edges == -1)
+    out: list[list[int]] = []
+    for a, b in zip(starts, stops):
+        if out and a - out[-1][1] <= bridge_frames:
+            out[-1][1] = int(b)
+        else:
+            out.append([int(a), int(b)])
+    return [(a, b) for a, b in out]
+
+
+def fill_gaps(midi: np.ndarray) -> np.ndarray:
+    """Linear interpolation over NaN frames (inside a region); edges are held."""
+    m = np.asarray(midi, dtype=np.float64).copy()
+    ok = np.isfinite(m)
+    if ok.all() or not ok.any():
+        return m
+    idx = np.arange(len(m))
+    m[~ok] = np.interp(idx[~ok], idx[ok], m[ok])
+    return m
+
+
+def smooth_midi(midi: np.ndarray, *, frames: int) -> np.ndarray:
+    """Centred moving average over ``frames`` (odd), shrinking at the edges instead of padding.
+
+    >>> smooth_midi(np.array([0., 0., 3., 0., 0.]), frames=3).round(2).tolist()
+    [0.0, 1.0, 1.0, 1.0, 0.0]
+    """
+    m = np.asarray(midi, dtype=np.float64)
+    k = max(1, int(frames) | 1)
+    if k == 1 or len(m) == 0:
+        return m.copy()
+    h = k // 2
+    cs = np.r_[0.0, np.cumsum(m)]
+    idx = np.arange(len(m))
+    lo = np.maximum(idx - h, 0)
+    hi = np.minimum(idx + h + 1, len(m))
+    return (cs[hi] - cs[lo]) / (hi - lo)
+
+
+def _window_means(m: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the ``w`` frames before each frame and of the ``w`` frames from it (shrunk at edges)."""
+    n = len(m)
+    cs = np.r_[0.0, np.cumsum(m)]
+    idx = np.arange(n)
+    lo = np.maximum(idx - w, 0)
+    hi = np.minimum(idx + w, n)
+    before = np.where(idx > lo, (cs[idx] - cs[lo]) / np.maximum(idx - lo, 1), np.nan)
+    after = (cs[hi] - cs[idx]) / np.maximum(hi - idx, 1)
+    return before, after
+
+
+def note_centre(midi: np.ndarray, *, hop_s: float, tolerance_cents: float = 60.0) -> float:
+    """Robust centre of one note's pitch curve (float MIDI; NaN frames ignored).
+
+    The median of the vibrato-smoothed curve, then again over the frames near it, twice, so a scoop,
+    fall or grace note at the edges does not pull it.
+    """
+    m = np.asarray(midi, dtype=np.float64)
+    m = m[np.isfinite(m)]
+    if m.size == 0:
+        return float("nan")
+    s = smooth_midi(m, frames=_odd(0.15 / hop_s))
+    c = float(np.median(s))
+    for _ in range(2):
+        near = np.abs(s - c) < tolerance_cents / 100.0
+        if near.sum() < max(3, 0.2 * len(s)):
+            break
+        c = float(np.median(s[near]))
+    return c
+
+
+def _odd(x: float) -> int:
+    return max(1, int(round(x)) | 1)
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation
+
+
+def segment_notes(
+    track: PitchTrack,
+    *,
+    min_note_ms: float = 120.0,
+    split_cents: float = 50.0,
+    merge_cents: float = 40.0,
+    window_ms: float = 150.0,
+    bridge_gap_ms: float = 30.0,
+    min_confidence: float = 0.0,
+) -> list[Note]:
+    """Cut an f0 track into notes (see the module docstring for the method).
+
+    Parameters
+    ----------
+    track : PitchTrack
+    min_note_ms : float
+        Shorter segments are ornaments of a neighbour (grace notes run 30-150 ms).
+    split_cents : float
+        Smallest level change between two legato notes.
+    merge_cents : float
+        Neighbours closer than this are one note.
+    window_ms : float
+        Averaging window either side of a candidate boundary (about one vibrato period).
+    bridge_gap_ms : float
+        Unvoiced gaps up to this long do not end a note.
+    min_confidence : float
+        Frames with lower tracker confidence count as unvoiced.
+
+    Returns
+    -------
+    list of Note, in time order, ``target_midi`` unset.
+    """
+    hop = track.hop_s
+    voiced = (track.hz > 0) & (track.confidence >= min_confidence)
+    midi_all = np.where(voiced, track.midi, np.nan)
+    min_frames = max(2, int(round(min_note_ms / 1000.0 / hop)))
+    w = max(2, int(round(window_ms / 1000.0 / hop)))
+    notes: list[Note] = []
+    for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop))):
+        if b - a < max(3, min_frames // 2):
+            continue  # a blip: too short to be a note
+        m = fill_gaps(midi_all[a:b])
+        for s0, s1 in _split_region(m, w=w, hop=hop, min_frames=min_frames, split=split_cents / 100.0,
+                                    merge=merge_cents / 100.0):
+            seg = midi_all[a + s0 : a + s1]
+            centre = _centre_with_trill(seg, hop)
+            if not np.isfinite(centre):
+                continue
+            conf = float(np.mean(track.confidence[a + s0 : a + s1]))
+            notes.append(Note(start_s=(a + s0) * hop, end_s=(a + s1) * hop, midi=centre, confidence=conf))
+    return notes
+
+
+def _split_region(m: np.ndarray, *, w: int, hop: float, min_frames: int, split: float, merge: float) -> list[tuple[int, int]]:
+    n = len(m)
+    if n < 2 * min_frames:
+        return [(0, n)]
+    before, after = _window_means(m, w)
+    d = after - before
+    # both windows need real support: no boundary in the first/last few frames
+    d[: max(3, w // 3)] = 0.0
+    d[n - max(3, w // 3) :] = 0.0
+    d = np.nan_to_num(d)
+    ad = np.abs(d)
+    peaks = []
+    i = 0
+    # local maxima of |D| above the threshold, at least w/2 apart (strongest first within a run)
+    above = ad > split
+    for r0, r1 in voiced_regions(above):
+        k = r0 + int(np.argmax(ad[r0:r1]))
+        peaks.append(k)
+    bounds = [0]
+    light = smooth_midi(m, frames=3)
+    for k in peaks:
+        lo_level, hi_level = before[k], after[k]
+        half = 0.5 * (lo_level + hi_level)
+        # refine: the crossing of the halfway level nearest to the peak, within +-w frames
+        j0, j1 = max(1, k - w), min(n - 1, k + w)
+        sgn = np.sign(light[j0:j1] - half)
+        cross = np.flatnonzero(sgn[1:] != sgn[:-1])
+        pos = j0 + 1 + int(cross[np.argmin(np.abs(j0 + 1 + cross - k))]) if cross.size else k
+        if pos - bounds[-1] >= 2:
+            bounds.append(pos)
+    bounds.append(n)
+    segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    return _merge_segments(m, segs, hop=hop, min_frames=min_frames, merge=merge)
+
+
+def _is_ramp(m: np.ndarray, hop: float) -> bool:
+    """True when a segment never holds still: its smoothed pitch stays within 40 cents of the
+    median for less than 60 ms."""
+    s = smooth_midi(m, frames=_odd(0.06 / hop))
+    near = np.abs(s - np.median(s)) < 0.4
+    return near.sum() * hop < 0.06 and (np.max(s) - np.min(s)) > 0.8
+
+
+def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop: float, min_frames: int, merge: float):
+    segs = list(segs)
+    changed = True
+    while changed and len(segs) > 1:
+        changed = False
+        # short or ramp-only segments join a neighbour
+        for i, (s0, s1) in enumerate(segs):
+            short = s1 - s0 < min_frames
+            if not short and not _is_ramp(m[s0:s1], hop):
+                continue
+            if i + 1 < len(segs) and (i == 0 or short):
+                # grace notes and scoops lead into the next note
+                j = i + 1 if (i == 0 or _closer_to_next(m, segs, i)) else i - 1
+            elif i + 1 < len(segs):
+                j = i + 1 if _closer_to_next(m, segs, i) else i - 1
+            else:
+                j = i - 1
+            a, b = min(i, j), max(i, j)
+            segs[a : b + 1] = [(segs[a][0], segs[b][1])]
+            changed = True
+            break
+        if changed:
+            continue
+        # neighbours at (almost) the same level are one note
+        centres = [note_centre(m[s0:s1], hop_s=hop) for s0, s1 in segs]
+        for i in range(len(segs) - 1):
+            if abs(centres[i + 1] - centres[i]) < merge:
+                segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
+                changed = True
+                break
+    return segs
+
+
+def _closer_to_next(m: np.ndarray, segs: list[tuple[int, int]], i: int) -> bool:
+    """Should segment ``i`` join the next segment (True) or the previous one?
+
+    A segment leading into the next note (a grace note: short, then the main note) joins the next,
+    unless its pitch at its end is far from the next note and its start is near the previous one.
+    """
+    s0, s1 = segs[i]
+    nxt = segs[i + 1]
+    prev = segs[i - 1]
+    hop_frames = max(1, (s1 - s0) // 4)
+    start_level = np.median(m[s0 : s0 + hop_frames])
+    end_level = np.median(m[s1 - hop_frames : s1])
+    next_level = np.median(m[nxt[0] : min(nxt[1], nxt[0] + 20)])
+    prev_level = np.median(m[max(prev[0], prev[1] - 20) : prev[1]])
+    # a fall-off: starts at the previous note's level and moves away
+    if abs(start_level - prev_level) < 0.5 and abs(end_level - next_level) > abs(start_level - prev_level) + 0.5:
+        return False
+    return True
+
+
+def _centre_with_trill(seg: np.ndarray, hop: float) -> float:
+    """Centre of a note; for a trill (square-ish alternation between two levels) the level it starts on."""
+    from .ornaments import trill_levels  # local import: ornaments imports this module
+
+    m = seg[np.isfinite(seg)]
+    if m.size == 0:
+        return float("nan")
+    levels = trill_levels(m, hop_s=hop)
+    if levels is not None:
+        return levels[0]
+    return note_centre(m, hop_s=hop)
+
+
+# --------------------------------------------------------------------------------------------
+# targets
+
+
+def assign_targets(
+    notes: Sequence[Note],
+    *,
+    scale: "Scale | None" = None,
+    melody: "Sequence[MelodyNote] | None" = None,
+    max_melody_distance_s: float = 0.3,
+) -> list[Note]:
+    """Give every note a target pitch and its ``cents_error``; returns new notes.
+
+    Parameters
+    ----------
+    notes : sequence of Note
+    scale : Scale, optional
+        Snap to the nearest pitch of this scale (key, major/minor or pentatonic mode).
+    melody : sequence of MelodyNote, optional
+        A reference melody: each note takes the pitch of the melody note it overlaps most in time
+        (or the nearest one within ``max_melody_distance_s``), moved by whole octaves to the
+        register the singer sings in (one octave shift for the whole take, by the median). Notes
+        with no melody note nearby fall back to ``scale`` or the nearest semitone.
+    With neither, the target is the nearest semitone (chromatic).
+
+    Examples
+    --------
+    >>> from melisma.analysis.key import parse_key
+    >>> n = assign_targets([Note(0.0, 0.5, 60.7)], scale=parse_key("C major"))[0]
+    >>> n.target_midi, round(n.cents_error)
+    (60.0, 70)
+    """
+    out: list[Note] = []
+    mel_targets: list[float | None] = [None] * len(notes)
+    if melody:
+        mel_targets = _match_melody(notes, melody, max_distance_s=max_melody_distance_s)
+    for note, mt in zip(notes, mel_targets):
+        if not np.isfinite(note.midi):
+            out.append(replace(note, target_midi=None, cents_error=None))
+            continue
+        if mt is not None:
+            target = float(mt)
+        elif scale is not None:
+            target = float(scale.nearest_midi(note.midi))
+        else:
+            target = float(round(note.midi))
+        out.append(replace(note, target_midi=target, cents_error=100.0 * (note.midi - target)))
+    return out
+
+
+def _match_melody(notes: Sequence[Note], melody: Sequence["MelodyNote"], *, max_distance_s: float) -> list[float | None]:
+    if not notes:
+        return []
+    ms = np.array([m.start_s for m in melody])
+    me = np.array([m.end_s for m in melody])
+    mm = np.array([m.midi for m in melody], dtype=np.float64)
+    picks: list[int | None] = []
+    for n in notes:
+        overlap = np.minimum(me, n.end_s) - np.maximum(ms, n.start_s)
+        k = int(np.argmax(overlap))
+        if overlap[k] > 0:
+            picks.append(k)
+            continue
+        dist = np.maximum(ms - n.end_s, n.start_s - me)
+        k = int(np.argmin(dist))
+        picks.append(k if dist[k] <= max_distance_s else None)
+    # one octave shift for the whole take (a man singing a woman's melody an octave down)
+    diffs = [n.midi - mm[k] for n, k in zip(notes, picks) if k is not None]
+    shift = 12.0 * round(float(np.median(diffs)) / 12.0) if diffs else 0.0
+    return [None if k is None else float(mm[k] + shift) for k in picks]
