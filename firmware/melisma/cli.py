@@ -66,6 +66,29 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
+def _correction_value(text: str) -> float:
+    value = _finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0…1 (0 leaves pitch untouched, 1 puts note centres on target)")
+    return value
+
+
+def _add_pitch(p: argparse.ArgumentParser, *, analysis: bool = True, render: bool = True) -> None:
+    g = p.add_argument_group("pitch correction (keeps vibrato, slides, grace notes and trills)")
+    if analysis:
+        g.add_argument("--key", metavar="K", help="the song's key: 'A minor', 'F#', 'Eb major', 'D zhi' (pentatonic gong/shang/jue/zhi/yu)")
+        g.add_argument("--scale", metavar="S", help="mode for --key: major, minor, gong, shang, jue, zhi, yu")
+        g.add_argument("--melody", metavar="M.mid", help="the song's melody as MIDI: notes are corrected toward it")
+    if render:
+        g.add_argument("--correction", type=_correction_value, default=None, metavar="X",
+                       help="how far note centres move to target, 0…1 (default from --tuning: 0.8)")
+        g.add_argument("--ornaments", choices=("keep", "soften", "flatten"), default=None,
+                       help="what to do with ornaments (default keep)")
+        g.add_argument("--tuning", type=_slider_value, default=None, metavar="X", help="−1 natural … +1 tight (slider)")
+    if analysis and p.prog.split()[-1] != "correct":
+        g.add_argument("--no-correct", dest="pitch", action="store_false", help="skip pitch analysis and correction")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
@@ -86,17 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sliders(p)
     p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS",
                    help="calibrated phone round-trip latency, used when the take has no backing bleed")
+    _add_pitch(p)
     _add_common(p)
 
     p = sub.add_parser("analyze", help="do the expensive analysis once and save a plan (JSON + cache folder)")
     p.add_argument("take")
-    p.add_argument("backing")
+    p.add_argument("backing", nargs="?", default=None, help="the backing track (optional: without it the plan holds the vocal only)")
     p.add_argument("-o", "--output", required=True, metavar="PLAN.json")
     _add_style(p, default="neutral")
     _add_sliders(p)
     p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS")
     p.add_argument("--target-lufs", type=_finite_float, default=None, metavar="LUFS")
     p.add_argument("--force", action="store_true", help="overwrite an existing plan")
+    _add_pitch(p)
     _add_common(p)
 
     p = sub.add_parser("render", help="render a saved plan with new slider values (no re-analysis)")
@@ -106,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sliders(p)
     p.add_argument("--start", type=_finite_float, default=None, metavar="S", help="preview window start, seconds")
     p.add_argument("--duration", type=_finite_float, default=None, metavar="D", help="preview window length, seconds")
+    _add_pitch(p, analysis=False)
+    _add_common(p)
+
+    p = sub.add_parser("correct", help="pitch-correct a take and write the corrected vocal alone")
+    p.add_argument("take")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected vocal: .wav, .flac, .m4a, .mp3, .ogg")
+    p.add_argument("--report", metavar="REPORT.json", help="write the pitch report (notes, ornaments, corrections)")
+    p.add_argument("--plot", metavar="PICTURE.png", help="f0 before and after, note targets, ornaments marked")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _add_pitch(p)
     _add_common(p)
 
     p = sub.add_parser("demo", help="mix the bundled example take and write the mix, its report and a picture")
@@ -117,7 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sliders(args: argparse.Namespace) -> dict[str, float]:
-    return {name: getattr(args, name) for name in SLIDER_FLAGS if getattr(args, name, None) is not None}
+    names = (*SLIDER_FLAGS, "tuning")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _pitch_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "pitch": getattr(args, "pitch", True),
+        "key": getattr(args, "key", None),
+        "scale": getattr(args, "scale", None),
+        "melody_path": getattr(args, "melody", None),
+        "correction": getattr(args, "correction", None),
+        "ornaments": getattr(args, "ornaments", None),
+    }
 
 
 def _summary(report: dict[str, Any], out: str | None) -> str:
@@ -133,6 +180,13 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
     loud = report.get("loudness") or {}
     if loud:
         lines.append(f"  loudness:  {loud.get('integrated_lufs', float('nan')):.1f} LUFS, true peak {loud.get('true_peak_dbtp', float('nan')):.1f} dBTP")
+    pitch = report.get("pitch") or {}
+    if pitch.get("notes") is not None:
+        key = pitch.get("key") or {}
+        line = f"  pitch:     {len(pitch['notes'])} notes, {len(pitch.get('ornaments', []))} ornaments, key {key.get('name')} ({key.get('source')})"
+        if pitch.get("median_abs_cents_error_after") is not None:
+            line += f", median error after correction {pitch['median_abs_cents_error_after']:.1f} cents"
+        lines.append(line)
     for w in report.get("warnings", []):
         lines.append(f"  warning:   {w}")
     return "\n".join(lines)
@@ -150,6 +204,7 @@ def _run(args: argparse.Namespace) -> int:
                 latency_ms=args.latency_ms,
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
                 report_path=args.report, stems_dir=args.stems, plot_path=args.plot, overwrite=args.force, progress=bar,
+                **_pitch_options(args),
             )
             out = args.output
         elif args.command == "analyze":
@@ -157,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
                 args.take, args.backing, args.output, latency_ms=args.latency_ms, style=args.style,
                 sliders=_sliders(args),
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
-                overwrite=args.force, progress=bar,
+                overwrite=args.force, progress=bar, **_pitch_options(args),
             )
             report, out = plan.record, args.output
         elif args.command == "render":
@@ -165,7 +220,14 @@ def _run(args: argparse.Namespace) -> int:
                 args.plan, args.output, style=args.style, sliders=_sliders(args), target_lufs=args.target_lufs,
                 start_s=args.start, duration_s=args.duration, report_path=args.report, stems_dir=args.stems,
                 plot_path=args.plot, overwrite=args.force, progress=bar,
+                correction=args.correction, ornaments=args.ornaments,
             )
+            out = args.output
+        elif args.command == "correct":
+            opts = _pitch_options(args)
+            opts.pop("pitch")
+            report = pipeline.correct_file(args.take, args.output, report_path=args.report, plot_path=args.plot,
+                                           overwrite=args.force, progress=bar, **opts)
             out = args.output
         elif args.command == "demo":
             report, out = _demo(args, bar)

@@ -49,8 +49,8 @@ MIN_TAKE_S = 1.0
 PREVIEW_PREROLL_S = 1.0
 DEFAULT_TARGET_LUFS = -14.0
 
-ANALYSIS_WEIGHTS = {"decode": 10, "align": 8, "cleanup": 35, "analyse_voice": 6, "analyse_backing": 6, "cache": 5}
-RENDER_WEIGHTS = {"vocal_chain": 30, "balance": 15, "master": 40, "write": 15}
+ANALYSIS_WEIGHTS = {"decode": 10, "align": 8, "cleanup": 25, "analyse_voice": 6, "analyse_backing": 6, "analyse_pitch": 25, "cache": 5}
+RENDER_WEIGHTS = {"correct_pitch": 25, "vocal_chain": 25, "balance": 10, "master": 30, "write": 10}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,15 +117,26 @@ def load_backing(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], l
 
 def analyze(
     take_path: str | os.PathLike,
-    backing_path: str | os.PathLike,
+    backing_path: str | os.PathLike | None,
     *,
     latency_ms: float | None = None,
     style: str = "neutral",
     sliders: dict[str, float] | None = None,
     target_lufs: float = DEFAULT_TARGET_LUFS,
+    pitch: bool = True,
+    key: str | None = None,
+    scale: str | None = None,
+    melody_path: str | os.PathLike | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
     progress: ProgressCallback | None = None,
 ) -> Plan:
-    """Do the expensive work once and return the plan (with its audio held in memory)."""
+    """Do the expensive work once and return the plan (with its audio held in memory).
+
+    Without a backing the plan holds only the vocal (no alignment, no balance); pitch analysis
+    then takes its key from ``melody_path``, ``key``/``scale`` or the sung notes.
+    """
+    from .intonation import analyze_pitch, correction_from_sliders, resolve_scale
     from .analysis.align import apply_offset, estimate_offset
     from .analysis.cleanup import analyze_cleanup
     from .analysis.voice import analyze_backing, analyze_voice
@@ -134,6 +145,10 @@ def analyze(
 
     settings = resolve_settings(style, sliders)  # fail on bad settings before any work
     _check_target_lufs(target_lufs)
+    correction_from_sliders(settings.sliders, correction=correction, ornaments=ornaments)
+    resolve_scale(key, scale)
+    if melody_path is not None and not Path(melody_path).is_file():
+        raise ConfigError(f"--melody {melody_path}: no such file; give a standard MIDI file (.mid) of the song's melody")
     if latency_ms is not None and not (np.isfinite(latency_ms) and -2000 <= latency_ms <= 2000):
         raise ConfigError(f"latency_ms={latency_ms} is out of range; give the calibrated latency in −2000…2000 ms")
 
@@ -145,30 +160,39 @@ def analyze(
     with clock.stage("decode"):
         take, take_info, w = load_take(take_path)
         warnings += w
-        backing, backing_info, w = load_backing(backing_path)
-        warnings += w
+        backing = backing_info = None
+        if backing_path is not None:
+            backing, backing_info, w = load_backing(backing_path)
+            warnings += w
     record["inputs"] = {"take": take_info, "backing": backing_info}
 
-    with clock.stage("align"):
-        alignment = estimate_offset(take, backing, sr=ENGINE_SR, latency_ms=latency_ms)
-        length = backing.shape[1]
-        aligned = apply_offset(take, offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+    if backing is None:
+        from .analysis.align import Alignment
+
+        alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
+        aligned = take
         del take
-        sung_s = aligned.shape[0] / ENGINE_SR
-        backing_s = length / ENGINE_SR
-        if sung_s > backing_s + 2.0:
-            warnings.append(f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence")
-            length = aligned.shape[0]
-        elif sung_s < 0.5 * backing_s:
-            warnings.append(f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only")
-        aligned = _fit_length(aligned, length)
-        if backing.shape[1] < length:
-            backing = np.pad(backing, ((0, 0), (0, length - backing.shape[1])))
-        if alignment.confidence < 0.3 and alignment.method != "calibrated":
-            warnings.append(
-                f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
-                "record with the phone speaker on, or calibrate the latency in the app"
-            )
+    else:
+        with clock.stage("align"):
+            alignment = estimate_offset(take, backing, sr=ENGINE_SR, latency_ms=latency_ms)
+            length = backing.shape[1]
+            aligned = apply_offset(take, offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+            del take
+            sung_s = aligned.shape[0] / ENGINE_SR
+            backing_s = length / ENGINE_SR
+            if sung_s > backing_s + 2.0:
+                warnings.append(f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence")
+                length = aligned.shape[0]
+            elif sung_s < 0.5 * backing_s:
+                warnings.append(f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only")
+            aligned = _fit_length(aligned, length)
+            if backing.shape[1] < length:
+                backing = np.pad(backing, ((0, 0), (0, length - backing.shape[1])))
+            if alignment.confidence < 0.3 and alignment.method != "calibrated":
+                warnings.append(
+                    f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
+                    "record with the phone speaker on, or calibrate the latency in the app"
+                )
     record["alignment"] = alignment.to_dict()
 
     with clock.stage("cleanup"):
@@ -180,15 +204,25 @@ def analyze(
 
     with clock.stage("analyse_voice"):
         record["voice"] = analyze_voice(vocal, sr=ENGINE_SR)
-    with clock.stage("analyse_backing"):
-        record["backing"] = analyze_backing(backing, sr=ENGINE_SR)
+    record["backing"] = None
+    if backing is not None:
+        with clock.stage("analyse_backing"):
+            record["backing"] = analyze_backing(backing, sr=ENGINE_SR)
+    if pitch:
+        with clock.stage("analyse_pitch"):
+            record["pitch"] = analyze_pitch(
+                vocal, sr=ENGINE_SR, backing=None if backing is None else backing.mean(axis=0),
+                key=key, scale=scale, melody_path=melody_path,
+            )
 
-    record["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": float(target_lufs)}
+    record["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": float(target_lufs),
+                          "correction": correction, "ornaments": ornaments}
     record["warnings"] = warnings
     plan = Plan(record=record)
     with clock.stage("cache"):
         plan.attach("vocal", vocal)
-        plan.attach("backing", backing)
+        if backing is not None:
+            plan.attach("backing", backing)
     record["timings_s"] = {"analysis": clock.timings_s}
     return plan
 
@@ -217,6 +251,8 @@ def render(
     style: str | None = None,
     sliders: dict[str, float] | None = None,
     target_lufs: float | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
     start_s: float | None = None,
     duration_s: float | None = None,
     progress: ProgressCallback | None = None,
@@ -225,8 +261,10 @@ def render(
 
     Returns ``(mix, stems, report)``: the mastered stereo mix at :data:`ENGINE_SR`, the vocal and
     backing as placed before the master bus, and the report (the plan's record plus what this
-    render did). ``start_s``/``duration_s`` render a preview window only.
+    render did). ``start_s``/``duration_s`` render a preview window only. A plan made without a
+    backing renders the processed vocal alone.
     """
+    from .intonation import correction_from_sliders
     from .render.chain import build_vocal_chain
     from .render.master import balance, master
     from .semantic import MixSettings, resolve_settings
@@ -237,15 +275,27 @@ def render(
     settings: MixSettings = resolve_settings(style or base.get("style", "neutral"), merged_sliders)
     target = float(base.get("target_lufs", DEFAULT_TARGET_LUFS) if target_lufs is None else target_lufs)
     _check_target_lufs(target)
+    # An explicit correction/policy (now or at analysis) wins over the tuning/ornaments sliders,
+    # unless those sliders are being moved now.
+    if correction is None and "tuning" not in (sliders or {}):
+        correction = base.get("correction")
+    if ornaments is None and "ornaments" not in (sliders or {}):
+        ornaments = base.get("ornaments")
+    tuning = correction_from_sliders(settings.sliders, correction=correction, ornaments=ornaments)
 
     clock = StageClock(RENDER_WEIGHTS, progress)
+    has_backing = "backing" in plan.record.get("cache", {})
     vocal_all = plan.array("vocal")
-    backing_all = plan.array("backing")
     n_total = vocal_all.shape[0]
     window = _window(n_total, start_s, duration_s)
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
     vocal = np.array(vocal_all[lo:hi], dtype=np.float32)
-    backing = np.array(backing_all[:, lo:hi], dtype=np.float32)
+    backing = np.array(plan.array("backing")[:, lo:hi], dtype=np.float32) if has_backing else None
+
+    pitch_report = None
+    if "pitch" in plan.record:
+        with clock.stage("correct_pitch"):
+            vocal, pitch_report = _corrected(plan, vocal, lo=lo, full=not window["preview"], settings=tuning)
 
     with clock.stage("vocal_chain"):
         chain, explanation = build_vocal_chain(settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
@@ -254,11 +304,15 @@ def render(
             wet = np.stack([wet, wet])
         del vocal
     if cut:
-        wet, backing = wet[:, cut:], backing[:, cut:]
+        wet = wet[:, cut:]
+        backing = backing[:, cut:] if backing is not None else None
     with clock.stage("balance"):
-        vocal_placed, backing_placed, balance_report = balance(
-            wet, backing, sr=ENGINE_SR, vocal_to_backing_lu=settings.vocal_to_backing_lu, duck_db=settings.duck_db
-        )
+        if backing is not None:
+            vocal_placed, backing_placed, balance_report = balance(
+                wet, backing, sr=ENGINE_SR, vocal_to_backing_lu=settings.vocal_to_backing_lu, duck_db=settings.duck_db
+            )
+        else:
+            vocal_placed, backing_placed, balance_report = wet, np.zeros_like(wet), None
         del wet, backing
     with clock.stage("master"):
         mix = vocal_placed + backing_placed
@@ -267,7 +321,8 @@ def render(
         raise RenderError("the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file")
 
     report = _report_base(plan)
-    report["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": target, "mix": settings.to_dict()}
+    report["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": target,
+                          "correction": tuning.correction, "ornaments": tuning.ornaments, "mix": settings.to_dict()}
     report["chain"] = explanation
     report["balance"] = balance_report
     report["master"] = master_report
@@ -276,12 +331,42 @@ def render(
         "true_peak_dbtp": master_report["true_peak_dbtp"],
         "target_lufs": target,
     }
+    if pitch_report is not None:
+        report["pitch"] = {**report.get("pitch", {}), **pitch_report}
+    if not has_backing:
+        report["warnings"].append("no backing track: this is the processed vocal alone")
     if window["preview"]:
         report["window"] = {"start_s": window["start_s"], "duration_s": window["duration_s"]}
         report["warnings"].append("preview window: loudness was matched on the window alone")
     report["timings_s"]["render"] = clock.timings_s
     stems = {"vocal": vocal_placed, "backing": backing_placed}
     return mix, stems, report
+
+
+def _corrected(plan: Plan, vocal: np.ndarray, *, lo: int, full: bool, settings) -> tuple[np.ndarray, dict[str, Any]]:
+    """The pitch-corrected vocal; a full render's result is cached beside the plan."""
+    from .intonation import correct_vocal, correction_key, plan_correction
+
+    pitch = plan.record["pitch"]
+    name = f"corrected-{correction_key(pitch, settings)}"
+    cache_file = plan.cache_dir / f"{name}.npy" if plan.path is not None else None
+    report: dict[str, Any]
+    if full and cache_file is not None and cache_file.exists():
+        try:
+            cached = np.load(cache_file)
+            if cached.shape == vocal.shape:
+                _, report = plan_correction(pitch, settings)
+                report["cached"] = True
+                return cached, report
+        except (ValueError, OSError):
+            pass  # a damaged cache entry is simply recomputed
+    corrected, report = correct_vocal(vocal, pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
+    if full and cache_file is not None:
+        with contextlib.suppress(OSError, MelismaError):
+            with atomic_path(cache_file, overwrite=True) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, corrected, allow_pickle=False)
+    return corrected, report
 
 
 def _window(n_total: int, start_s: float | None, duration_s: float | None) -> dict[str, Any]:
@@ -396,20 +481,20 @@ def write_outputs(
 
 def analyze_files(
     take_path: str | os.PathLike,
-    backing_path: str | os.PathLike,
+    backing_path: str | os.PathLike | None,
     plan_path: str | os.PathLike,
     *,
-    latency_ms: float | None = None,
-    style: str = "neutral",
-    sliders: dict[str, float] | None = None,
-    target_lufs: float = DEFAULT_TARGET_LUFS,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    **options: Any,
 ) -> Plan:
-    """Analyse and save the plan (JSON + cache folder) to ``plan_path``."""
+    """Analyse and save the plan (JSON + cache folder) to ``plan_path``.
+
+    ``options`` are :func:`analyze`'s: latency_ms, style, sliders, target_lufs, pitch, key,
+    scale, melody_path, correction, ornaments.
+    """
     check_writable(plan_path, overwrite=overwrite)
-    plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
-                   target_lufs=target_lufs, progress=progress)
+    plan = analyze(take_path, backing_path, progress=progress, **options)
     plan.save(plan_path, overwrite=overwrite)
     return plan
 
@@ -421,6 +506,8 @@ def render_plan(
     style: str | None = None,
     sliders: dict[str, float] | None = None,
     target_lufs: float | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
     start_s: float | None = None,
     duration_s: float | None = None,
     report_path: str | os.PathLike | None = None,
@@ -433,8 +520,8 @@ def render_plan(
     paths = _output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
     plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
     clock_start = time.perf_counter()
-    mix, stems, report = render(plan, style=style, sliders=sliders, target_lufs=target_lufs,
-                                start_s=start_s, duration_s=duration_s, progress=progress)
+    mix, stems, report = render(plan, style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
+                                ornaments=ornaments, start_s=start_s, duration_s=duration_s, progress=progress)
     start = time.perf_counter()
     write_outputs(paths, mix, stems, report, overwrite=overwrite,
                   vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal")))
@@ -459,8 +546,13 @@ def mix_files(
     plot_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    **pitch_options: Any,
 ) -> dict[str, Any]:
-    """One tap: analyse and render in one go; returns the report."""
+    """One tap: analyse and render in one go; returns the report.
+
+    ``pitch_options`` are :func:`analyze`'s pitch options: pitch (False skips correction), key,
+    scale, melody_path, correction, ornaments.
+    """
     paths = _output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
     t0 = time.perf_counter()
 
@@ -470,7 +562,7 @@ def mix_files(
         return lambda stage, f: progress(stage, lo + (hi - lo) * f)
 
     plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
-                   target_lufs=target_lufs, progress=scaled(0.0, 0.6))
+                   target_lufs=target_lufs, progress=scaled(0.0, 0.6), **pitch_options)
     mix, stems, report = render(plan, progress=scaled(0.6, 0.95))
     start = time.perf_counter()
     write_outputs(paths, mix, stems, report, overwrite=overwrite,
@@ -482,7 +574,61 @@ def mix_files(
     return report
 
 
+def correct_file(
+    take_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    scale: str | None = None,
+    melody_path: str | os.PathLike | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
+    report_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Pitch-correct a take and write the corrected vocal alone (no clean-up, chain or master).
+
+    Without ``key`` or ``melody_path`` the key is estimated from the vocal itself.
+    """
+    from .intonation import analyze_pitch, correct_vocal, correction_from_sliders
+
+    paths = _output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
+    settings = correction_from_sliders({}, correction=correction, ornaments=ornaments)
+    if melody_path is not None and not Path(melody_path).is_file():
+        raise ConfigError(f"--melody {melody_path}: no such file; give a standard MIDI file (.mid) of the song's melody")
+    clock = StageClock({"decode": 10, "analyse_pitch": 40, "correct_pitch": 40, "write": 10}, progress)
+    with clock.stage("decode"):
+        take, info, warnings = load_take(take_path)
+    with clock.stage("analyse_pitch"):
+        pitch = analyze_pitch(take, sr=ENGINE_SR, key=key, scale=scale, melody_path=melody_path)
+    with clock.stage("correct_pitch"):
+        corrected, correction_report = correct_vocal(take, pitch, sr=ENGINE_SR, settings=settings)
+    peak = float(np.max(np.abs(corrected)))
+    if peak > 1.0:  # resynthesis can overshoot a take recorded right up to full scale
+        corrected = corrected / np.float32(peak / 0.999)
+        warnings.append(f"the corrected vocal peaked {20 * np.log10(peak):+.1f} dBFS and was scaled down to fit")
+    report = {
+        "format": "melisma-report", "version": 1, "melisma_version": __version__,
+        "inputs": {"take": info}, "pitch": {**pitch, **correction_report}, "warnings": warnings,
+    }
+    start = time.perf_counter()
+    with _staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
+        encode_audio(tmp[paths["mix"]], corrected, sr=ENGINE_SR)
+        if "plot" in paths:
+            from .report_plot import plot_pitch_report
+
+            plot_pitch_report(tmp[paths["plot"]], report)
+        report["timings_s"] = {**clock.timings_s, "write": round(time.perf_counter() - start, 4)}
+        if "report" in paths:
+            tmp[paths["report"]].write_text(to_json(report), encoding="utf-8")
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
 __all__ = [
-    "ENGINE_SR", "analyze", "render", "analyze_files", "render_plan", "mix_files", "load_take", "load_backing",
+    "ENGINE_SR", "analyze", "render", "analyze_files", "render_plan", "mix_files", "correct_file", "load_take", "load_backing",
     "MelismaError", "PlanError",
 ]

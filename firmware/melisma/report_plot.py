@@ -116,7 +116,20 @@ def plot_report(
     plt.close(fig)
 
 
-def _plot_pitch(ax, pitch: dict[str, Any], corrected: dict[str, Any] | None = None) -> None:
+def plot_pitch_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    """The pitch picture alone (``melisma correct --plot``): f0 before/after, targets, ornaments."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 1, figsize=(12, 4.5), constrained_layout=True)
+    _plot_pitch(ax, report["pitch"])
+    fig.savefig(path, dpi=100, format=os.path.splitext(str(path))[1].lstrip(".").lower() or "png")
+    plt.close(fig)
+
+
+def _plot_pitch(ax, pitch: dict[str, Any]) -> None:
     f0 = pitch["f0"]
     hz = np.asarray(f0["hz"], dtype=float)
     t = np.arange(len(hz)) * float(f0["hop_s"])

@@ -291,11 +291,43 @@ def estimate_key_from_notes(notes: Sequence, *, modes: Sequence[str] = ("major",
     >>> estimate_key_from_notes(mel).scale.name
     'C major'
     """
+    hist = _note_histogram(notes)
+    if hist.sum() <= 0:
+        raise AnalysisError("no notes to estimate a key from; give a key with --key or a reference melody")
+    return _estimate(hist / hist.sum(), modes, "notes")
+
+
+def _note_histogram(notes: Sequence) -> np.ndarray:
     hist = np.zeros(12)
     for n in notes:
         if n.midi is None or not np.isfinite(n.midi):
             continue
         hist[int(round(n.midi)) % 12] += max(n.end_s - n.start_s, 0.0)
-    if hist.sum() <= 0:
-        raise AnalysisError("no notes to estimate a key from; give a key with --key or a reference melody")
-    return _estimate(hist / hist.sum(), modes, "notes")
+    return hist
+
+
+def estimate_key_combined(
+    y: np.ndarray, *, sr: int, notes: Sequence, modes: Sequence[str] = ("major", "minor"), notes_weight: float = 1.0
+) -> KeyEstimate:
+    """Key from a backing's chroma and the sung notes together.
+
+    The backing's harmony and the melody each leave keys that share most pitch classes nearly
+    tied (A minor vs E minor differ by one note); summing the two normalised profiles lets the
+    melody break the tie. Falls back to the backing alone when there are no notes.
+
+    >>> from melisma.analysis.notes import Note
+    >>> sr = 11025
+    >>> t = np.arange(2 * sr) / sr
+    >>> chord = sum(np.sin(2 * np.pi * 440 * 2 ** (k / 12) * t) for k in (-9, -5, -2, 0, 3))
+    >>> mel = [Note(i * 0.5, i * 0.5 + 0.4, m) for i, m in enumerate([69, 71, 72, 74, 76, 77, 76, 72, 69])]
+    >>> estimate_key_combined(chord.astype(np.float32), sr=sr, notes=mel).scale.name
+    'A minor'
+    """
+    if sr <= 0:
+        raise AnalysisError(f"sample rate must be positive, got sr={sr}")
+    profile = chroma(y, sr=sr)
+    profile = profile / (profile.sum() + 1e-12)
+    hist = _note_histogram(notes)
+    if hist.sum() > 0:
+        profile = profile + notes_weight * hist / hist.sum()
+    return _estimate(profile, modes, "backing+notes")
