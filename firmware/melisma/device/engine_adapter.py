@@ -1,0 +1,76 @@
+"""The engine as the job queue sees it: four blocking calls that take paths and a progress callback.
+
+The queue receives an engine object by injection, so its mechanics can be tested with any object
+that has these methods. :class:`PipelineEngine` is the real one; it imports
+:mod:`melisma.pipeline` only when a job first runs, so the BLE service starts fast (and on a box
+whose engine fails to import, the link still works and jobs fail with a clear message).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..errors import DeviceError
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+class Engine(Protocol):
+    """What the job queue calls; every method blocks and may raise MelismaError subclasses."""
+
+    def mix(self, take: Path, backing: Path, out: Path, *, style: str, sliders: dict, progress: Progress) -> dict: ...
+
+    def analyse(self, take: Path, backing: Path, plan: Path, *, style: str, sliders: dict, progress: Progress) -> Any: ...
+
+    def render(self, plan: Path, out: Path, *, style: str, sliders: dict, progress: Progress) -> dict: ...
+
+    def preview(self, plan: Path, out: Path, *, style: str, sliders: dict, start_s: float, duration_s: float,
+                progress: Progress) -> dict: ...
+
+
+class PipelineEngine:
+    """The real engine (:mod:`melisma.pipeline`), imported lazily."""
+
+    def __init__(self):
+        self._pipeline = None
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            try:
+                from .. import pipeline
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise DeviceError(f"the mixing engine cannot be loaded ({exc}); reinstall the firmware bundle") from exc
+            self._pipeline = pipeline
+        return self._pipeline
+
+    def known_sliders(self, sliders: dict) -> dict:
+        """Drop sliders this engine version does not know yet (newer apps may send more)."""
+        try:
+            from ..semantic import SLIDERS
+        except ImportError:  # pragma: no cover
+            return dict(sliders)
+        unknown = set(sliders) - set(SLIDERS)
+        if unknown:
+            logger.warning("engine ignores sliders it does not know: %s", sorted(unknown))
+        return {k: v for k, v in sliders.items() if k in SLIDERS}
+
+    def mix(self, take, backing, out, *, style, sliders, progress):
+        return self.pipeline.mix_files(take, backing, out, style=style, sliders=self.known_sliders(sliders),
+                                       overwrite=True, progress=progress)
+
+    def analyse(self, take, backing, plan, *, style, sliders, progress):
+        return self.pipeline.analyze_files(take, backing, plan, style=style, sliders=self.known_sliders(sliders),
+                                           overwrite=True, progress=progress)
+
+    def render(self, plan, out, *, style, sliders, progress):
+        return self.pipeline.render_plan(plan, out, style=style, sliders=self.known_sliders(sliders),
+                                         overwrite=True, progress=progress)
+
+    def preview(self, plan, out, *, style, sliders, start_s, duration_s, progress):
+        return self.pipeline.render_plan(plan, out, style=style, sliders=self.known_sliders(sliders),
+                                         start_s=start_s, duration_s=duration_s, overwrite=True, progress=progress)

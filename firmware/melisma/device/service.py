@@ -1,0 +1,155 @@
+"""``melisma-device``: the box's long-running service (BLE peripheral + job queue + storage).
+
+Usage::
+
+    melisma-device run --transport hci-socket:0 --data-dir /var/lib/melisma   # on a Raspberry Pi
+    melisma-device run --transport usb:0                                      # a USB dongle
+    melisma-device run --transport tcp-client:127.0.0.1:9001 --pairable       # a virtual controller
+    melisma-device pair --data-dir /var/lib/melisma    # open the pairing window (the button does this too)
+
+``run`` is the default command, so ``melisma-device --transport ...`` works too. The running
+service listens on a Unix socket ``<data-dir>/control.sock``; ``pair`` (and the front-panel
+bridge) send it one line (``pair [seconds]``) and print the answer.
+
+On a Raspberry Pi, take the HCI device away from BlueZ first (``sudo systemctl stop bluetooth``
+and ``sudo hciconfig hci0 down``) so Bumble owns it; see firmware/docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .. import protocol as p
+from ..errors import DeviceError, MelismaError
+
+logger = logging.getLogger("melisma.device")
+
+DEFAULT_DATA_DIR = os.environ.get("MELISMA_DATA_DIR", str(Path.home() / ".local" / "share" / "melisma"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="melisma-device", description="Melisma box service: BLE peripheral and mix jobs.")
+    sub = ap.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the service (default)")
+    pair = sub.add_parser("pair", help="open the pairing window of the running service")
+    for sp in (ap, run):
+        sp.add_argument("--transport", default="hci-socket:0",
+                        help="Bumble HCI transport: hci-socket:0 (Pi), usb:0, serial:/dev/ttyUSB0,1000000, "
+                             "tcp-client:127.0.0.1:9001 (default: %(default)s)")
+        sp.add_argument("--address", default=None,
+                        help="static random address, e.g. F0:12:34:56:78:9A (default: made once and kept)")
+        sp.add_argument("--passkey", choices=("none", "stdout"), default="none",
+                        help="how the box shows a pairing passkey: none = Just Works inside the pairing window; "
+                             "stdout = print it (a display or LEDs)")
+        sp.add_argument("--pairable", action="store_true", help="open the pairing window at start")
+    for sp in (ap, run, pair):
+        sp.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="storage, bonds, settings (default: %(default)s)")
+        sp.add_argument("-v", "--verbose", action="store_true")
+    pair.add_argument("--seconds", type=float, default=p.PAIRING_WINDOW_S, help="how long (default: %(default)s)")
+    return ap
+
+
+async def _serve_control(box, path: Path) -> asyncio.AbstractServer:
+    """The control socket: one command per connection (``pair [seconds]``)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = (await asyncio.wait_for(reader.readline(), 5)).decode("utf-8", "replace").split()
+            if line and line[0] == "pair":
+                seconds = float(line[1]) if len(line) > 1 else p.PAIRING_WINDOW_S
+                if not 0 < seconds <= 600:
+                    raise ValueError(f"pairing window {seconds} s is out of range; use 1..600")
+                box.pairing_window.open(seconds)
+                answer = f"ok pairing window open for {seconds:.0f} s on {box.name}\n"
+            elif line and line[0] == "status":
+                answer = f"ok {box.name} {box.address} {box.jobs.status()}\n"
+            else:
+                answer = f"error unknown command {' '.join(line)!r}; use 'pair [seconds]' or 'status'\n"
+        except (ValueError, asyncio.TimeoutError) as exc:
+            answer = f"error {exc}\n"
+        writer.write(answer.encode())
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = await asyncio.start_unix_server(handle, path=str(path))
+    os.chmod(path, 0o600)  # only the box's own user may open the pairing window
+    return server
+
+
+async def run_service(args) -> None:
+    from bumble.transport import open_transport
+
+    from .ble_server import MelismaBox
+
+    data_dir = Path(args.data_dir)
+
+    def show(passkey: int) -> None:
+        print(f"PASSKEY {passkey:06d}", flush=True)
+
+    async with await open_transport(args.transport) as (hci_source, hci_sink):
+        box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
+                         show_passkey=show if args.passkey == "stdout" else None)
+        await box.start()
+        control = await _serve_control(box, data_dir / "control.sock")
+        if args.pairable:
+            box.pairing_window.open()
+        print(f"{box.name} ready at {box.address} (transport {args.transport})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            control.close()
+            await box.stop()
+            with contextlib.suppress(FileNotFoundError):
+                (data_dir / "control.sock").unlink()
+
+
+async def request_pairing(data_dir: Path, seconds: float) -> str:
+    path = data_dir / "control.sock"
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise DeviceError(f"no running melisma-device service at {path}; start it with `melisma-device run` "
+                          f"(or give the same --data-dir)") from None
+    writer.write(f"pair {seconds}\n".encode())
+    await writer.drain()
+    answer = (await reader.readline()).decode().strip()
+    writer.close()
+    if not answer.startswith("ok"):
+        raise DeviceError(f"the service refused: {answer}")
+    return answer[3:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "pair":
+            print(asyncio.run(request_pairing(Path(args.data_dir), args.seconds)))
+        else:
+            asyncio.run(run_service(args))
+    except MelismaError as exc:
+        print(f"melisma-device: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Storage of takes, backings, plans, mixes and previews on the box.
+
+Each kind of file has its own folder under the data directory. A file appears under its name
+only when it is complete: uploads grow in ``partial/`` and are moved into place by one
+``os.replace`` after their SHA-256 checks out, so an interrupted upload never looks finished.
+A partial upload is kept (with a small JSON sidecar naming its size and digest) so the client
+can resume it from its offset after a disconnect or a restart.
+
+Examples
+--------
+>>> import hashlib, tempfile
+>>> from melisma.device.storage import Storage
+>>> from melisma.protocol import FileKind
+>>> store = Storage(tempfile.mkdtemp())
+>>> data = b"RIFF....WAVE"
+>>> up = store.begin_upload(FileKind.TAKE, "take.wav", len(data), hashlib.sha256(data).digest())
+>>> up.offset
+0
+>>> up.write(0, data)
+>>> entry = up.commit()
+>>> entry.name, entry.size, [e.name for e in store.list()]
+('take.wav', 12, ['take.wav'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DeviceError
+from ..protocol import FileKind, LibraryEntry, MAX_FILE_SIZE, ErrorCode, check_name
+
+#: Folder of each kind under the data directory.
+FOLDERS = {
+    FileKind.TAKE: "takes",
+    FileKind.BACKING: "backings",
+    FileKind.MIX: "mixes",
+    FileKind.PREVIEW: "previews",
+    FileKind.PLAN: "plans",
+}
+PARTIAL_FOLDER = "partial"
+
+
+class StorageError(DeviceError):
+    """A storage request failed; ``code`` is the protocol ErrorCode to reply with."""
+
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.BAD_STATE):
+        super().__init__(message)
+        self.code = code
+
+
+class UploadSession:
+    """One upload in progress: bytes arrive in order and are appended to a partial file."""
+
+    def __init__(self, storage: "Storage", kind: FileKind, name: str, size: int, sha256: bytes):
+        self.storage = storage
+        self.kind = kind
+        self.name = name
+        self.size = size
+        self.sha256 = sha256
+        stem = f"{kind.name.lower()}-{name}-{sha256.hex()[:16]}-{size}"
+        self.part_path = storage.root / PARTIAL_FOLDER / (stem + ".part")
+        self.meta_path = storage.root / PARTIAL_FOLDER / (stem + ".json")
+        self._file = None
+        if self.part_path.exists() and self.part_path.stat().st_size <= size:
+            self.offset = self.part_path.stat().st_size
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.part_path.unlink()
+            self.offset = 0
+        self.meta_path.write_text(json.dumps({"kind": kind.name, "name": name, "size": size, "sha256": sha256.hex()}))
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Append ``data``, which must start at the current offset (the next byte expected)."""
+        if offset != self.offset:
+            raise StorageError(f"chunk at offset {offset} but the upload of {self.name} expects offset {self.offset}; "
+                               f"re-send from {self.offset}", ErrorCode.BAD_OFFSET)
+        if self.offset + len(data) > self.size:
+            raise StorageError(f"chunk would make {self.name} {self.offset + len(data)} bytes, more than the announced "
+                               f"{self.size}; send exactly {self.size} bytes", ErrorCode.TOO_LARGE)
+        if self._file is None:
+            self._file = open(self.part_path, "ab")
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            raise StorageError(f"cannot store {self.name}: {exc.strerror}; free some space (delete old mixes)",
+                               ErrorCode.NO_SPACE) from None
+        self.offset += len(data)
+
+    def close(self) -> None:
+        """Stop writing but keep the partial data for a resume."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def commit(self) -> LibraryEntry:
+        """Check size and SHA-256, then move the file into place atomically."""
+        self.close()
+        if self.offset != self.size:
+            raise StorageError(f"{self.name} has {self.offset} of {self.size} bytes; send the rest before committing",
+                               ErrorCode.BAD_STATE)
+        digest = _sha256(self.part_path)
+        if digest != self.sha256:
+            self.discard()
+            raise StorageError(f"{self.name}: SHA-256 of the received bytes is {digest.hex()[:16]}…, the client announced "
+                               f"{self.sha256.hex()[:16]}…; upload it again from offset 0", ErrorCode.BAD_CHECKSUM)
+        target = self.storage.path(self.kind, self.name)
+        os.replace(self.part_path, target)
+        _fsync_dir(target.parent)
+        with contextlib.suppress(FileNotFoundError):
+            self.meta_path.unlink()
+        self.storage._digests[target] = (self.size, target.stat().st_mtime_ns, digest)
+        return LibraryEntry(self.kind, self.name, self.size, digest)
+
+    def discard(self) -> None:
+        self.close()
+        for p in (self.part_path, self.meta_path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+class Storage:
+    """Files of each kind in their own folder under ``root``; names checked by the protocol rules."""
+
+    def __init__(self, root: str | os.PathLike, *, max_file_size: int = MAX_FILE_SIZE):
+        self.root = Path(root)
+        self.max_file_size = max_file_size
+        for folder in (*FOLDERS.values(), PARTIAL_FOLDER):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        self._digests: dict[Path, tuple[int, int, bytes]] = {}
+
+    def path(self, kind: FileKind, name: str) -> Path:
+        """Where a file of ``kind`` called ``name`` lives (the name is checked first)."""
+        try:
+            check_name(name, FileKind(kind))
+        except Exception as exc:
+            raise StorageError(str(exc), ErrorCode.BAD_NAME) from None
+        return self.root / FOLDERS[FileKind(kind)] / name
+
+    def existing(self, kind: FileKind, name: str) -> Path:
+        p = self.path(kind, name)
+        if not p.is_file():
+            have = [e.name for e in self.list(kind)]
+            raise StorageError(f"no {FileKind(kind).name.lower()} named {name!r}; the box has "
+                               f"{', '.join(have) if have else 'none'}", ErrorCode.NOT_FOUND)
+        return p
+
+    def entry(self, kind: FileKind, name: str) -> LibraryEntry:
+        p = self.existing(kind, name)
+        st = p.stat()
+        cached = self._digests.get(p)
+        if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
+            digest = cached[2]
+        else:
+            digest = _sha256(p)
+            self._digests[p] = (st.st_size, st.st_mtime_ns, digest)
+        return LibraryEntry(FileKind(kind), name, st.st_size, digest)
+
+    def list(self, kind: FileKind | None = None) -> list[LibraryEntry]:
+        """Finished files (never partial uploads or temporary files), sorted by kind then name."""
+        out = []
+        for k in FileKind if kind is None else [FileKind(kind)]:
+            for p in sorted((self.root / FOLDERS[k]).iterdir()):
+                if p.is_file() and not p.name.startswith("."):
+                    with contextlib.suppress(StorageError):
+                        out.append(self.entry(k, p.name))
+        return out
+
+    def delete(self, kind: FileKind, name: str) -> None:
+        p = self.existing(kind, name)
+        p.unlink()
+        self._digests.pop(p, None)
+        if FileKind(kind) is FileKind.PLAN:
+            # a plan keeps its cached analysis in a folder beside it (``<plan>.json.cache``)
+            shutil.rmtree(p.with_name(p.name + ".cache"), ignore_errors=True)
+
+    def begin_upload(self, kind: FileKind, name: str, size: int, sha256: bytes) -> UploadSession:
+        """Start or resume an upload; the session's ``offset`` says how much is already held."""
+        self.path(kind, name)  # checks the name
+        if size > self.max_file_size:
+            raise StorageError(f"{name} is {size} bytes; the box accepts files up to {self.max_file_size} bytes "
+                               f"({self.max_file_size // (1024 * 1024)} MiB); compress it (e.g. AAC)", ErrorCode.TOO_LARGE)
+        free = shutil.disk_usage(self.root).free
+        if size > free:
+            raise StorageError(f"{name} is {size} bytes but only {free} are free; delete old mixes first",
+                               ErrorCode.NO_SPACE)
+        return UploadSession(self, FileKind(kind), name, size, sha256)
+
+    def partial_uploads(self) -> list[dict]:
+        """What partial uploads are waiting to be resumed (from their sidecars)."""
+        out = []
+        for meta in sorted((self.root / PARTIAL_FOLDER).glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(meta.read_text())
+                part = meta.with_suffix(".part")
+                info["received"] = part.stat().st_size if part.exists() else 0
+                out.append(info)
+        return out
+
+
+def _sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def _fsync_dir(path: Path) -> None:
+    # the rename is durable only once the directory entry is on disk
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,1157 @@
+"""The Melisma Bluetooth LE protocol: the single source of truth for both ends of the link.
+
+UUIDs, message types, their binary encoding, limits and the protocol version live here and only
+here. The box (``melisma.device``) and the companion app (``melisma_companion``) both import this
+module, so it imports nothing outside the standard library (the phone build ships it as is).
+The page ``firmware/docs/protocol.md`` describes the same thing for a third party.
+
+Encoding: every message starts with a one-byte message type; fields follow in a fixed order,
+little-endian, with no padding. Strings are one length byte followed by UTF-8. Decoding any byte
+string either returns a message object or raises a :class:`melisma.errors.ProtocolError` subclass
+that carries a protocol :class:`ErrorCode` (``error.code``), so the box can reply with a typed error.
+
+Examples
+--------
+>>> from melisma import protocol as p
+>>> msg = p.Controls(style=p.Style.CPOP, sliders={"warmth": 0.5, "reverb": -0.25})
+>>> data = msg.encode()
+>>> p.decode(data) == msg
+True
+>>> p.decode(b"\\xee")
+Traceback (most recent call last):
+...
+melisma.protocol.UnknownMessageTypeError: message type 0xee is not a Melisma message; known types are 0x01..0x50 (see protocol.md)
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .errors import ProtocolError
+
+# ----------------------------------------------------------------------------------------------
+# Version and limits
+
+#: Protocol version. The major part is what must match: a client refuses a box whose major
+#: version differs. Minor versions only add optional things.
+PROTOCOL_VERSION = (1, 0)
+
+#: Text the box puts in the Device Information "Software Revision String" (0x2A28), readable
+#: before pairing, so a client can check compatibility before it asks to bond.
+PROTOCOL_REVISION_PREFIX = "melisma-protocol/"
+
+#: Largest GATT attribute value (Bluetooth Core Vol 3 Part F 3.2.9); no message is longer.
+MAX_MESSAGE_SIZE = 512
+#: Smallest ATT MTU the protocol works with: every notification fits in ``MIN_ATT_MTU - 3``.
+MIN_ATT_MTU = 64
+#: ATT MTU both ends ask for (the largest a Bluetooth 4.2+ LE link allows).
+PREFERRED_ATT_MTU = 517
+#: Largest notification payload at the minimum MTU.
+MAX_NOTIFICATION_SIZE = MIN_ATT_MTU - 3
+#: Largest file a client may upload (a 10-minute 48 kHz stereo 16-bit WAV is ~115 MB, a
+#: 10-minute AAC take ~10 MB; uploads are phone recordings, so 128 MiB is generous).
+MAX_FILE_SIZE = 128 * 1024 * 1024
+#: Longest file name in bytes (UTF-8, restricted to NAME_PATTERN).
+MAX_NAME_LENGTH = 48
+#: File names: letters, digits, dot, dash, underscore; no path separators, no leading dot.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
+#: Bytes of header in a DATA chunk (type, transfer id, offset, CRC-32).
+DATA_HEADER_SIZE = 10
+#: Largest chunk payload (fits a 512-byte attribute value).
+MAX_CHUNK_PAYLOAD = MAX_MESSAGE_SIZE - DATA_HEADER_SIZE
+#: Chunks a sender may have in flight before it must wait for an acknowledgement.
+DEFAULT_WINDOW_CHUNKS = 16
+#: Seconds the pairing window stays open after the button press.
+PAIRING_WINDOW_S = 120.0
+#: Longest device-side preview, in milliseconds.
+MAX_PREVIEW_MS = 60_000
+#: Audio extensions accepted for takes and backings; outputs may also use these.
+AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp3", ".wav", ".flac", ".ogg", ".opus", ".amr")
+PLAN_EXTENSIONS = (".json",)
+
+
+def uuid_for(short: int) -> str:
+    """The 128-bit UUID string of Melisma attribute number ``short`` (0x0001 is the service)."""
+    return f"4d4c{short:04x}-a8e5-4d6f-9c2b-3b6c1e5a7d00"
+
+
+# ----------------------------------------------------------------------------------------------
+# UUIDs
+
+MELISMA_SERVICE_UUID = uuid_for(0x0001)
+INFO_CHAR_UUID = uuid_for(0x0002)  # read: protocol version, firmware, limits
+CONTROLS_CHAR_UUID = uuid_for(0x0003)  # read, write, notify: style preset and sliders
+STATUS_CHAR_UUID = uuid_for(0x0004)  # read, notify: state, current job, progress
+COMMAND_CHAR_UUID = uuid_for(0x0005)  # write, notify: requests and their replies
+LIBRARY_CHAR_UUID = uuid_for(0x0006)  # write (list request), read (a page of entries)
+TRANSFER_CONTROL_CHAR_UUID = uuid_for(0x0007)  # write, notify: begin/ack/commit/abort
+TRANSFER_DATA_CHAR_UUID = uuid_for(0x0008)  # write without response (upload), notify (download)
+
+#: Standard 16-bit assigned numbers, as 128-bit strings (the form bleak reports them in).
+def sig_uuid(short: int) -> str:
+    """The 128-bit string of a Bluetooth SIG 16-bit UUID."""
+    return f"0000{short:04x}-0000-1000-8000-00805f9b34fb"
+
+
+DEVICE_INFORMATION_SERVICE_UUID = sig_uuid(0x180A)
+MANUFACTURER_NAME_CHAR_UUID = sig_uuid(0x2A29)
+MODEL_NUMBER_CHAR_UUID = sig_uuid(0x2A24)
+SERIAL_NUMBER_CHAR_UUID = sig_uuid(0x2A25)
+FIRMWARE_REVISION_CHAR_UUID = sig_uuid(0x2A26)
+SOFTWARE_REVISION_CHAR_UUID = sig_uuid(0x2A28)
+
+#: Advertised local name: ``Melisma-`` then the last four hex digits of the box's address.
+ADVERTISED_NAME_PREFIX = "Melisma-"
+MANUFACTURER_NAME = "Melisma project"
+MODEL_NUMBER = "Melisma Box"
+
+
+def advertised_name(address: str) -> str:
+    """``Melisma-XXXX`` from a Bluetooth address such as ``F0:12:34:56:AB:CD`` (gives Melisma-ABCD)."""
+    digits = re.sub(r"[^0-9A-Fa-f]", "", address.split("/")[0])
+    if len(digits) < 4:
+        raise InvalidValueError(f"address {address!r} has fewer than 4 hex digits; give one like F0:12:34:56:AB:CD")
+    return ADVERTISED_NAME_PREFIX + digits[-4:].upper()
+
+
+def software_revision(version: tuple[int, int] = PROTOCOL_VERSION) -> str:
+    """The Device Information software revision string that announces the protocol version."""
+    return f"{PROTOCOL_REVISION_PREFIX}{version[0]}.{version[1]}"
+
+
+def parse_software_revision(text: str | bytes) -> tuple[int, int]:
+    """The protocol version announced in a Device Information software revision string."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "replace")
+    m = re.fullmatch(re.escape(PROTOCOL_REVISION_PREFIX) + r"(\d+)\.(\d+)", text.strip())
+    if not m:
+        raise IncompatibleVersionError(
+            f"software revision {text!r} does not announce a Melisma protocol; expected "
+            f"'{software_revision()}' (is this a Melisma box?)"
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_compatible(remote: tuple[int, int], local: tuple[int, int] = PROTOCOL_VERSION) -> None:
+    """Raise :class:`IncompatibleVersionError` unless the major versions match."""
+    if remote[0] != local[0]:
+        newer = "box" if remote[0] > local[0] else "app"
+        raise IncompatibleVersionError(
+            f"the box speaks Melisma protocol {remote[0]}.{remote[1]}, this app speaks "
+            f"{local[0]}.{local[1]}; update the {'app' if newer == 'box' else 'box firmware'} "
+            f"so both use protocol {max(remote[0], local[0])}.x"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Error codes and errors
+
+
+class ErrorCode(enum.IntEnum):
+    """Typed errors the box replies with (in replies and as ATT application errors 0x80 + code)."""
+
+    OK = 0
+    MALFORMED = 1  # fields do not parse or are out of range
+    UNKNOWN_TYPE = 2  # first byte is not a known message type (or not allowed here)
+    TOO_LARGE = 3  # message or file over the limit
+    TRUNCATED = 4  # message ends before its last field
+    BAD_NAME = 5  # file name not allowed
+    NOT_FOUND = 6  # no such file, plan or job
+    BUSY = 7  # another transfer is in progress on this link
+    BAD_CHECKSUM = 8  # CRC-32 of a chunk or SHA-256 of a file does not match
+    BAD_OFFSET = 9  # chunk offset is not the next expected one
+    BAD_STATE = 10  # request not valid now (e.g. commit before all data arrived)
+    NO_SPACE = 11  # storage full
+    ENGINE_FAILED = 12  # the engine raised an error running the job
+    CANCELLED = 13  # the job was cancelled
+    INCOMPATIBLE_VERSION = 14
+    NOT_BONDED = 15  # request needs an encrypted link from a bonded central
+    INTERNAL = 16  # unexpected failure on the box (a bug)
+
+
+#: ATT application error range: the box answers a rejected write with ATT error 0x80 + code.
+ATT_APPLICATION_ERROR_BASE = 0x80
+
+
+class MessageError(ProtocolError):
+    """A protocol message could not be decoded or encoded; ``code`` says how (an ErrorCode)."""
+
+    code: ErrorCode = ErrorCode.MALFORMED
+
+
+class MalformedMessageError(MessageError):
+    """A field does not parse or has a value outside its range."""
+
+    code = ErrorCode.MALFORMED
+
+
+class InvalidValueError(MalformedMessageError):
+    """A value given to build a message is out of range (raised before anything is sent)."""
+
+
+class TruncatedMessageError(MessageError):
+    """The message ends before its last field."""
+
+    code = ErrorCode.TRUNCATED
+
+
+class OversizedMessageError(MessageError):
+    """The message is longer than MAX_MESSAGE_SIZE or has bytes after its last field."""
+
+    code = ErrorCode.TOO_LARGE
+
+
+class UnknownMessageTypeError(MessageError):
+    """The first byte is not a known message type, or the type is not allowed where it was sent."""
+
+    code = ErrorCode.UNKNOWN_TYPE
+
+
+class BadNameError(MessageError):
+    """A file name that could escape its folder, is too long or has the wrong extension."""
+
+    code = ErrorCode.BAD_NAME
+
+
+class IncompatibleVersionError(ProtocolError):
+    """The other end speaks a different major protocol version."""
+
+    code = ErrorCode.INCOMPATIBLE_VERSION
+
+
+# ----------------------------------------------------------------------------------------------
+# Enumerations carried in messages
+
+
+class Style(enum.IntEnum):
+    """Style presets; the engine knows them by ``name.lower()``."""
+
+    NEUTRAL = 0
+    CPOP = 1
+    WESTERN = 2
+    BALLAD = 3
+
+    @property
+    def engine_name(self) -> str:
+        return self.name.lower()
+
+
+#: Semantic sliders in wire order; each is −1..+1 and travels as hundredths in a signed byte.
+SLIDER_NAMES = ("warmth", "reverb", "vocal_level", "air", "tuning", "ornaments")
+
+
+class FileKind(enum.IntEnum):
+    """What a stored file is; each kind has its own folder on the box."""
+
+    TAKE = 1
+    BACKING = 2
+    MIX = 3
+    PREVIEW = 4
+    PLAN = 5
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        return PLAN_EXTENSIONS if self is FileKind.PLAN else AUDIO_EXTENSIONS
+
+
+#: Kinds a client may upload; the rest are produced by the box.
+UPLOADABLE_KINDS = (FileKind.TAKE, FileKind.BACKING)
+
+
+class DeviceState(enum.IntEnum):
+    IDLE = 0
+    BUSY = 1  # a job is running
+
+
+class JobKind(enum.IntEnum):
+    NONE = 0
+    MIX = 1
+    ANALYSE = 2
+    RENDER = 3
+    PREVIEW = 4
+
+
+class JobState(enum.IntEnum):
+    NONE = 0
+    QUEUED = 1
+    RUNNING = 2
+    DONE = 3
+    FAILED = 4
+    CANCELLED = 5
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class MessageType(enum.IntEnum):
+    """First byte of every message."""
+
+    INFO = 0x01
+    CONTROLS = 0x10
+    STATUS = 0x11
+    CMD_MIX = 0x20
+    CMD_ANALYSE = 0x21
+    CMD_RENDER = 0x22
+    CMD_PREVIEW = 0x23
+    CMD_CANCEL = 0x24
+    CMD_DELETE = 0x25
+    COMMAND_REPLY = 0x2F
+    LIST_REQUEST = 0x30
+    LIBRARY_PAGE = 0x31
+    UPLOAD_BEGIN = 0x40
+    DOWNLOAD_BEGIN = 0x41
+    TRANSFER_QUERY = 0x42
+    UPLOAD_COMMIT = 0x43
+    DOWNLOAD_ACK = 0x44
+    TRANSFER_ABORT = 0x45
+    TRANSFER_READY = 0x48
+    TRANSFER_ACK = 0x49
+    TRANSFER_NACK = 0x4A
+    TRANSFER_DONE = 0x4B
+    DATA = 0x50
+
+
+# ----------------------------------------------------------------------------------------------
+# Field readers and writers
+
+
+class _Reader:
+    """Reads fixed fields from a message, raising typed errors instead of struct/Unicode errors."""
+
+    def __init__(self, data: bytes, name: str):
+        self.data = memoryview(data)
+        self.pos = 1  # after the type byte
+        self.name = name
+
+    def _take(self, n: int, what: str) -> memoryview:
+        if self.pos + n > len(self.data):
+            raise TruncatedMessageError(
+                f"{self.name}: ends at byte {len(self.data)} while reading {what} "
+                f"({n} bytes at offset {self.pos}); the full message is longer (see protocol.md)"
+            )
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str):
+        s = struct.Struct("<" + fmt)
+        return s.unpack(self._take(s.size, what))
+
+    def u8(self, what: str) -> int:
+        return self.unpack("B", what)[0]
+
+    def u16(self, what: str) -> int:
+        return self.unpack("H", what)[0]
+
+    def u32(self, what: str) -> int:
+        return self.unpack("I", what)[0]
+
+    def raw(self, n: int, what: str) -> bytes:
+        return bytes(self._take(n, what))
+
+    def text(self, what: str) -> str:
+        n = self.u8(f"{what} length")
+        raw = self._take(n, what)
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedMessageError(f"{self.name}: {what} is not UTF-8 ({exc.reason}); send UTF-8 text") from None
+
+    def rest(self) -> bytes:
+        out = bytes(self.data[self.pos :])
+        self.pos = len(self.data)
+        return out
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise OversizedMessageError(
+                f"{self.name}: {len(self.data) - self.pos} unexpected bytes after the last field "
+                f"(message is {len(self.data)} bytes, expected {self.pos})"
+            )
+
+    def enum(self, cls, what: str):
+        value = self.u8(what)
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(f"{m.value}={m.name}" for m in cls)
+            raise MalformedMessageError(f"{self.name}: {what} {value} is unknown; use one of {allowed}") from None
+
+
+def _text(value: str, what: str, max_bytes: int = 255) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > max_bytes:
+        raise InvalidValueError(f"{what} is {len(raw)} bytes of UTF-8; at most {max_bytes} fit")
+    return bytes([len(raw)]) + raw
+
+
+def _truncate_text(value: str, max_bytes: int) -> str:
+    """Cut UTF-8 text to ``max_bytes`` without splitting a character."""
+    raw = value.encode("utf-8")[:max_bytes]
+    return raw.decode("utf-8", "ignore")
+
+
+def _check_range(value: int, lo: int, hi: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise InvalidValueError(f"{what} {value!r} is out of range; use an integer in {lo}..{hi}")
+    return value
+
+
+def check_name(name: str, kind: FileKind | None = None) -> str:
+    """Return ``name`` if it is a safe file name for ``kind``; raise :class:`BadNameError` otherwise."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or len(name.encode()) > MAX_NAME_LENGTH:
+        raise BadNameError(
+            f"file name {name!r} is not allowed; use 1..{MAX_NAME_LENGTH} letters, digits, '.', '-' or '_', "
+            "not starting with '.', e.g. take-01.m4a"
+        )
+    if ".." in name:
+        raise BadNameError(f"file name {name!r} contains '..'; use a plain name such as take-01.m4a")
+    if kind is not None:
+        ext = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        if ext not in kind.extensions:
+            raise BadNameError(
+                f"file name {name!r} has extension {ext or 'none'!r}, not allowed for a {kind.name.lower()}; "
+                f"use one of {', '.join(kind.extensions)}"
+            )
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# Messages
+
+_REGISTRY: dict[int, type["Message"]] = {}
+
+
+class Message:
+    """Base of all messages: ``encode()`` to bytes, :func:`decode` back."""
+
+    TYPE: ClassVar[MessageType]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            _REGISTRY[int(cls.TYPE)] = cls
+
+    def encode(self) -> bytes:
+        data = bytes([self.TYPE]) + self._encode_fields()
+        if len(data) > MAX_MESSAGE_SIZE:
+            raise OversizedMessageError(
+                f"{type(self).__name__} encodes to {len(data)} bytes; at most {MAX_MESSAGE_SIZE} fit in one attribute"
+            )
+        return data
+
+    def _encode_fields(self) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def _decode_fields(cls, r: _Reader) -> "Message":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def decode(data: bytes | bytearray | memoryview, *, allowed: tuple[type[Message], ...] | None = None) -> Message:
+    """Decode one message; raise a :class:`MessageError` subclass (never anything else) when it is bad.
+
+    ``allowed`` limits the message classes accepted (each characteristic takes only some).
+    """
+    data = bytes(data)
+    if len(data) == 0:
+        raise TruncatedMessageError("empty message; every message starts with a one-byte type (see protocol.md)")
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise OversizedMessageError(f"message is {len(data)} bytes; at most {MAX_MESSAGE_SIZE} are allowed")
+    cls = _REGISTRY.get(data[0])
+    if cls is None:
+        raise UnknownMessageTypeError(
+            f"message type 0x{data[0]:02x} is not a Melisma message; known types are "
+            f"0x{min(_REGISTRY):02x}..0x{max(_REGISTRY):02x} (see protocol.md)"
+        )
+    if allowed is not None and cls not in allowed:
+        raise UnknownMessageTypeError(
+            f"{cls.__name__} (0x{data[0]:02x}) is not accepted here; send one of "
+            f"{', '.join(c.__name__ for c in allowed)}"
+        )
+    r = _Reader(data, cls.__name__)
+    try:
+        msg = cls._decode_fields(r)
+    except MessageError:
+        raise
+    except (ValueError, TypeError) as exc:  # a value check in a message's constructor
+        raise MalformedMessageError(f"{cls.__name__}: {exc}") from None
+    r.end()
+    return msg
+
+
+@dataclass(frozen=True)
+class Info(Message):
+    """What the box is and what it accepts (read from the info characteristic after bonding)."""
+
+    TYPE: ClassVar = MessageType.INFO
+    version: tuple[int, int] = PROTOCOL_VERSION
+    firmware: str = ""
+    max_file_size: int = MAX_FILE_SIZE
+    max_name_length: int = MAX_NAME_LENGTH
+    passkey_display: bool = False  # True: pairing uses passkey entry; False: Just Works
+
+    def _encode_fields(self) -> bytes:
+        return (
+            struct.pack("<BBIBB", self.version[0], self.version[1], self.max_file_size, self.max_name_length,
+                        int(self.passkey_display))
+            + _text(self.firmware, "firmware version", 32)
+        )
+
+    @classmethod
+    def _decode_fields(cls, r):
+        major, minor, max_size, max_name, flags = r.unpack("BBIBB", "info fields")
+        return cls((major, minor), r.text("firmware"), max_size, max_name, bool(flags & 1))
+
+
+@dataclass(frozen=True)
+class Controls(Message):
+    """Style preset and semantic sliders (−1..+1, carried in hundredths)."""
+
+    TYPE: ClassVar = MessageType.CONTROLS
+    style: Style = Style.NEUTRAL
+    sliders: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "style", Style(self.style) if not isinstance(self.style, str)
+                           else _style_from_name(self.style))
+        clean = {}
+        for name in SLIDER_NAMES:
+            value = float(self.sliders.get(name, 0.0))
+            if not -1.0 <= value <= 1.0 or value != value:
+                raise InvalidValueError(f"slider {name}={value!r} is out of range; use a number in -1..+1")
+            clean[name] = round(value * 100) / 100.0
+        unknown = set(self.sliders) - set(SLIDER_NAMES)
+        if unknown:
+            raise InvalidValueError(f"unknown slider(s) {sorted(unknown)}; the sliders are {', '.join(SLIDER_NAMES)}")
+        object.__setattr__(self, "sliders", clean)
+
+    def __hash__(self):
+        return hash((self.style, tuple(self.sliders.items())))
+
+    def _encode_fields(self) -> bytes:
+        return bytes([self.style]) + struct.pack("<6b", *(round(self.sliders[n] * 100) for n in SLIDER_NAMES))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        style = r.enum(Style, "style")
+        values = r.unpack("6b", "sliders")
+        for name, v in zip(SLIDER_NAMES, values):
+            if not -100 <= v <= 100:
+                raise MalformedMessageError(f"Controls: slider {name} is {v}/100; use -100..100 (hundredths of -1..+1)")
+        return cls(style, {n: v / 100.0 for n, v in zip(SLIDER_NAMES, values)})
+
+    def engine_sliders(self) -> dict[str, float]:
+        """Sliders for the engine: the ones moved away from their centre (0 is the engine's default)."""
+        return {k: v for k, v in self.sliders.items() if v != 0.0}
+
+
+def _style_from_name(name: str) -> Style:
+    try:
+        return Style[name.upper()]
+    except KeyError:
+        raise InvalidValueError(
+            f"unknown style {name!r}; use one of {', '.join(s.engine_name for s in Style)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """Box state and the current (or last) job; notified whenever it changes."""
+
+    TYPE: ClassVar = MessageType.STATUS
+    state: DeviceState = DeviceState.IDLE
+    job_id: int = 0
+    job_kind: JobKind = JobKind.NONE
+    job_state: JobState = JobState.NONE
+    progress: float = 0.0  # 0..1, carried in 1/10000
+    queued: int = 0  # jobs waiting behind the current one
+    error: ErrorCode = ErrorCode.OK
+    stage: str = ""  # engine stage name, at most 24 bytes
+
+    def __post_init__(self):
+        _check_range(self.job_id, 0, 0xFFFF, "job id")
+        _check_range(self.queued, 0, 0xFF, "queued jobs")
+        if not 0.0 <= self.progress <= 1.0:
+            raise InvalidValueError(f"progress {self.progress!r} is out of range; use 0..1")
+        object.__setattr__(self, "stage", _truncate_text(self.stage, 24))
+
+    def _encode_fields(self) -> bytes:
+        return struct.pack("<BHBBHBB", self.state, self.job_id, self.job_kind, self.job_state,
+                           round(self.progress * 10000), self.queued, self.error) + _text(self.stage, "stage", 24)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        state = r.enum(DeviceState, "state")
+        job_id = r.u16("job id")
+        kind = r.enum(JobKind, "job kind")
+        jstate = r.enum(JobState, "job state")
+        progress = r.u16("progress")
+        if progress > 10000:
+            raise MalformedMessageError(f"Status: progress {progress}/10000 is over 10000")
+        queued = r.u8("queued")
+        error = r.enum(ErrorCode, "error")
+        stage = r.text("stage")
+        if len(stage.encode()) > 24:
+            raise MalformedMessageError(f"Status: stage is {len(stage.encode())} bytes; at most 24")
+        return cls(state, job_id, kind, jstate, progress / 10000, queued, error, stage)
+
+
+# --- commands (written to the command characteristic; answered by a CommandReply notification)
+
+
+@dataclass(frozen=True)
+class _Request(Message):
+    request_id: int
+
+    def __post_init__(self):
+        _check_range(self.request_id, 0, 0xFFFF, "request id")
+
+
+@dataclass(frozen=True)
+class MixCommand(_Request):
+    """Analyse and render ``take`` over ``backing`` into the mix ``out`` with the current controls."""
+
+    TYPE: ClassVar = MessageType.CMD_MIX
+    take: str = ""
+    backing: str = ""
+    out: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_name(self.take, FileKind.TAKE)
+        check_name(self.backing, FileKind.BACKING)
+        check_name(self.out, FileKind.MIX)
+
+    def _encode_fields(self):
+        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.out))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u16("request id"), r.text("take"), r.text("backing"), r.text("out"))
+
+
+@dataclass(frozen=True)
+class AnalyseCommand(_Request):
+    """Analyse ``take`` over ``backing`` into the plan ``plan``."""
+
+    TYPE: ClassVar = MessageType.CMD_ANALYSE
+    take: str = ""
+    backing: str = ""
+    plan: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_name(self.take, FileKind.TAKE)
+        check_name(self.backing, FileKind.BACKING)
+        check_name(self.plan, FileKind.PLAN)
+
+    def _encode_fields(self):
+        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.plan))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u16("request id"), r.text("take"), r.text("backing"), r.text("plan"))
+
+
+@dataclass(frozen=True)
+class RenderCommand(_Request):
+    """Render the plan ``plan`` into the mix ``out`` with the current controls."""
+
+    TYPE: ClassVar = MessageType.CMD_RENDER
+    plan: str = ""
+    out: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_name(self.plan, FileKind.PLAN)
+        check_name(self.out, FileKind.MIX)
+
+    def _encode_fields(self):
+        return struct.pack("<H", self.request_id) + _text(self.plan, "plan") + _text(self.out, "out")
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u16("request id"), r.text("plan"), r.text("out"))
+
+
+@dataclass(frozen=True)
+class PreviewCommand(_Request):
+    """Render ``duration_ms`` from ``start_ms`` of the plan into the preview ``out``."""
+
+    TYPE: ClassVar = MessageType.CMD_PREVIEW
+    plan: str = ""
+    out: str = ""
+    start_ms: int = 0
+    duration_ms: int = 10_000
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_name(self.plan, FileKind.PLAN)
+        check_name(self.out, FileKind.PREVIEW)
+        _check_range(self.start_ms, 0, 0xFFFFFFFF, "preview start (ms)")
+        _check_range(self.duration_ms, 1, MAX_PREVIEW_MS, "preview duration (ms)")
+
+    def _encode_fields(self):
+        return (struct.pack("<H", self.request_id) + _text(self.plan, "plan") + _text(self.out, "out")
+                + struct.pack("<II", self.start_ms, self.duration_ms))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid, plan, out = r.u16("request id"), r.text("plan"), r.text("out")
+        start, duration = r.unpack("II", "preview start and duration")
+        return cls(rid, plan, out, start, duration)
+
+
+@dataclass(frozen=True)
+class CancelCommand(_Request):
+    """Cancel a queued or running job."""
+
+    TYPE: ClassVar = MessageType.CMD_CANCEL
+    job_id: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_range(self.job_id, 1, 0xFFFF, "job id")
+
+    def _encode_fields(self):
+        return struct.pack("<HH", self.request_id, self.job_id)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(*r.unpack("HH", "request id and job id"))
+
+
+@dataclass(frozen=True)
+class DeleteCommand(_Request):
+    """Delete a stored file."""
+
+    TYPE: ClassVar = MessageType.CMD_DELETE
+    kind: FileKind = FileKind.TAKE
+    name: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "kind", FileKind(self.kind))
+        check_name(self.name, self.kind)
+
+    def _encode_fields(self):
+        return struct.pack("<HB", self.request_id, self.kind) + _text(self.name, "name")
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u16("request id"), r.enum(FileKind, "kind"), r.text("name"))
+
+
+COMMANDS = (MixCommand, AnalyseCommand, RenderCommand, PreviewCommand, CancelCommand, DeleteCommand)
+
+
+@dataclass(frozen=True)
+class CommandReply(Message):
+    """The box's answer to a command: an error code, the job it queued (0 if none) and a short detail."""
+
+    TYPE: ClassVar = MessageType.COMMAND_REPLY
+    request_id: int = 0
+    error: ErrorCode = ErrorCode.OK
+    job_id: int = 0
+    detail: str = ""
+
+    #: Detail text is cut to this many bytes so the reply fits a notification at the minimum MTU.
+    MAX_DETAIL: ClassVar[int] = MAX_NOTIFICATION_SIZE - 7
+
+    def __post_init__(self):
+        _check_range(self.request_id, 0, 0xFFFF, "request id")
+        _check_range(self.job_id, 0, 0xFFFF, "job id")
+        object.__setattr__(self, "error", ErrorCode(self.error))
+        object.__setattr__(self, "detail", _truncate_text(self.detail, self.MAX_DETAIL))
+
+    def _encode_fields(self):
+        return struct.pack("<HBH", self.request_id, self.error, self.job_id) + _text(self.detail, "detail")
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid = r.u16("request id")
+        err = r.enum(ErrorCode, "error")
+        job = r.u16("job id")
+        return cls(rid, err, job, r.text("detail"))
+
+
+# --- library
+
+
+@dataclass(frozen=True)
+class ListRequest(Message):
+    """Choose what the next read of the library characteristic returns."""
+
+    TYPE: ClassVar = MessageType.LIST_REQUEST
+    kind: int = 0  # 0: all kinds, else a FileKind
+    start: int = 0
+
+    def __post_init__(self):
+        if self.kind != 0:
+            object.__setattr__(self, "kind", FileKind(self.kind))
+        _check_range(self.start, 0, 0xFFFF, "start index")
+
+    def _encode_fields(self):
+        return struct.pack("<BH", self.kind, self.start)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        kind, start = r.unpack("BH", "kind and start")
+        if kind != 0 and kind not in FileKind._value2member_map_:
+            raise MalformedMessageError(f"ListRequest: kind {kind} is unknown; use 0 (all) or a FileKind 1..5")
+        return cls(kind, start)
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    kind: FileKind
+    name: str
+    size: int
+    sha256: bytes
+
+    def encode(self) -> bytes:
+        return bytes([self.kind]) + _text(self.name, "name", MAX_NAME_LENGTH) + struct.pack("<I", self.size) + self.sha256
+
+    @property
+    def encoded_size(self) -> int:
+        return 1 + 1 + len(self.name.encode()) + 4 + 32
+
+
+@dataclass(frozen=True)
+class LibraryPage(Message):
+    """Up to a page of library entries; ``next_start`` is 0xFFFF after the last page."""
+
+    TYPE: ClassVar = MessageType.LIBRARY_PAGE
+    total: int = 0
+    next_start: int = 0xFFFF
+    entries: tuple = ()
+
+    END: ClassVar[int] = 0xFFFF
+
+    def _encode_fields(self):
+        return struct.pack("<HHB", self.total, self.next_start, len(self.entries)) + b"".join(e.encode() for e in self.entries)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        total, nxt, count = r.unpack("HHB", "page header")
+        entries = []
+        for i in range(count):
+            kind = r.enum(FileKind, f"entry {i} kind")
+            name = r.text(f"entry {i} name")
+            size = r.u32(f"entry {i} size")
+            sha = r.raw(32, f"entry {i} sha256")
+            entries.append(LibraryEntry(kind, name, size, sha))
+        return cls(total, nxt, tuple(entries))
+
+    @classmethod
+    def fit(cls, entries: list[LibraryEntry], start: int) -> "LibraryPage":
+        """The page of ``entries`` from ``start`` that fits in one message."""
+        room = MAX_MESSAGE_SIZE - 6
+        page = []
+        i = start
+        while i < len(entries) and len(page) < 255 and entries[i].encoded_size <= room:
+            room -= entries[i].encoded_size
+            page.append(entries[i])
+            i += 1
+        nxt = i if i < len(entries) else cls.END
+        return cls(len(entries), nxt, tuple(page))
+
+
+# --- transfer
+
+
+@dataclass(frozen=True)
+class UploadBegin(Message):
+    """Start or resume uploading a file of ``size`` bytes whose SHA-256 is ``sha256``."""
+
+    TYPE: ClassVar = MessageType.UPLOAD_BEGIN
+    request_id: int = 0
+    kind: FileKind = FileKind.TAKE
+    name: str = ""
+    size: int = 0
+    sha256: bytes = b"\0" * 32
+
+    def __post_init__(self):
+        _check_range(self.request_id, 0, 0xFFFF, "request id")
+        object.__setattr__(self, "kind", FileKind(self.kind))
+        check_name(self.name, self.kind)
+        _check_range(self.size, 0, 0xFFFFFFFF, "file size")
+        if len(self.sha256) != 32:
+            raise InvalidValueError(f"sha256 is {len(self.sha256)} bytes; give the 32-byte SHA-256 digest")
+
+    def _encode_fields(self):
+        return (struct.pack("<HB", self.request_id, self.kind) + _text(self.name, "name")
+                + struct.pack("<I", self.size) + bytes(self.sha256))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid = r.u16("request id")
+        kind = r.enum(FileKind, "kind")
+        name = r.text("name")
+        return cls(rid, kind, name, r.u32("size"), r.raw(32, "sha256"))
+
+
+@dataclass(frozen=True)
+class DownloadBegin(Message):
+    """Start or resume downloading a stored file from ``offset``."""
+
+    TYPE: ClassVar = MessageType.DOWNLOAD_BEGIN
+    request_id: int = 0
+    kind: FileKind = FileKind.MIX
+    name: str = ""
+    offset: int = 0
+
+    def __post_init__(self):
+        _check_range(self.request_id, 0, 0xFFFF, "request id")
+        object.__setattr__(self, "kind", FileKind(self.kind))
+        check_name(self.name, self.kind)
+        _check_range(self.offset, 0, 0xFFFFFFFF, "offset")
+
+    def _encode_fields(self):
+        return struct.pack("<HB", self.request_id, self.kind) + _text(self.name, "name") + struct.pack("<I", self.offset)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid = r.u16("request id")
+        kind = r.enum(FileKind, "kind")
+        name = r.text("name")
+        return cls(rid, kind, name, r.u32("offset"))
+
+
+@dataclass(frozen=True)
+class _TransferRef(Message):
+    transfer_id: int = 0
+
+    def __post_init__(self):
+        _check_range(self.transfer_id, 1, 0xFF, "transfer id")
+
+    def _encode_fields(self):
+        return bytes([self.transfer_id])
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u8("transfer id"))
+
+
+@dataclass(frozen=True)
+class TransferQuery(_TransferRef):
+    """Ask where an upload stands; answered by TransferAck with the next offset the box expects."""
+
+    TYPE: ClassVar = MessageType.TRANSFER_QUERY
+
+
+@dataclass(frozen=True)
+class UploadCommit(_TransferRef):
+    """All bytes sent: check the SHA-256 and store the file (answered by TransferDone)."""
+
+    TYPE: ClassVar = MessageType.UPLOAD_COMMIT
+
+
+@dataclass(frozen=True)
+class TransferAbort(_TransferRef):
+    """Stop a transfer; an upload's partial data is kept for a later resume."""
+
+    TYPE: ClassVar = MessageType.TRANSFER_ABORT
+
+
+@dataclass(frozen=True)
+class _TransferOffset(Message):
+    transfer_id: int = 0
+    offset: int = 0
+
+    def __post_init__(self):
+        _check_range(self.transfer_id, 1, 0xFF, "transfer id")
+        _check_range(self.offset, 0, 0xFFFFFFFF, "offset")
+
+    def _encode_fields(self):
+        return struct.pack("<BI", self.transfer_id, self.offset)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(*r.unpack("BI", "transfer id and offset"))
+
+
+@dataclass(frozen=True)
+class DownloadAck(_TransferOffset):
+    """Client: I hold every byte below ``offset``; send on from there (also a re-send request)."""
+
+    TYPE: ClassVar = MessageType.DOWNLOAD_ACK
+
+
+@dataclass(frozen=True)
+class TransferAck(_TransferOffset):
+    """Box: I hold every byte of the upload below ``offset``."""
+
+    TYPE: ClassVar = MessageType.TRANSFER_ACK
+
+
+@dataclass(frozen=True)
+class TransferNack(Message):
+    """Box: a chunk was rejected (``error``); re-send from ``offset``."""
+
+    TYPE: ClassVar = MessageType.TRANSFER_NACK
+    transfer_id: int = 0
+    offset: int = 0
+    error: ErrorCode = ErrorCode.BAD_CHECKSUM
+
+    def __post_init__(self):
+        _check_range(self.transfer_id, 1, 0xFF, "transfer id")
+        _check_range(self.offset, 0, 0xFFFFFFFF, "offset")
+        object.__setattr__(self, "error", ErrorCode(self.error))
+
+    def _encode_fields(self):
+        return struct.pack("<BIB", self.transfer_id, self.offset, self.error)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        tid, off = r.unpack("BI", "transfer id and offset")
+        return cls(tid, off, r.enum(ErrorCode, "error"))
+
+
+@dataclass(frozen=True)
+class TransferReady(Message):
+    """Box's answer to UploadBegin/DownloadBegin.
+
+    For an upload, ``offset`` is where the client resumes (bytes already held); for a download it
+    echoes the requested offset. ``size`` and ``sha256`` describe the whole file. ``chunk_size``
+    is the largest chunk payload for this link, ``window`` the chunks allowed in flight.
+    """
+
+    TYPE: ClassVar = MessageType.TRANSFER_READY
+    request_id: int = 0
+    error: ErrorCode = ErrorCode.OK
+    transfer_id: int = 0
+    offset: int = 0
+    size: int = 0
+    sha256: bytes = b"\0" * 32
+    chunk_size: int = 0
+    window: int = DEFAULT_WINDOW_CHUNKS
+
+    def __post_init__(self):
+        _check_range(self.request_id, 0, 0xFFFF, "request id")
+        object.__setattr__(self, "error", ErrorCode(self.error))
+        _check_range(self.transfer_id, 0, 0xFF, "transfer id")
+        _check_range(self.offset, 0, 0xFFFFFFFF, "offset")
+        _check_range(self.size, 0, 0xFFFFFFFF, "size")
+        _check_range(self.chunk_size, 0, MAX_CHUNK_PAYLOAD, "chunk size")
+        _check_range(self.window, 0, 0xFFFF, "window")
+        if len(self.sha256) != 32:
+            raise InvalidValueError(f"sha256 is {len(self.sha256)} bytes; give the 32-byte digest")
+
+    def _encode_fields(self):
+        return struct.pack("<HBBII", self.request_id, self.error, self.transfer_id, self.offset, self.size) + bytes(
+            self.sha256) + struct.pack("<HH", self.chunk_size, self.window)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid = r.u16("request id")
+        err = r.enum(ErrorCode, "error")
+        tid, off, size = r.unpack("BII", "transfer id, offset and size")
+        sha = r.raw(32, "sha256")
+        chunk, window = r.unpack("HH", "chunk size and window")
+        if chunk > MAX_CHUNK_PAYLOAD:
+            raise MalformedMessageError(f"TransferReady: chunk size {chunk} is over {MAX_CHUNK_PAYLOAD}")
+        return cls(rid, err, tid, off, size, sha, chunk, window)
+
+
+@dataclass(frozen=True)
+class TransferDone(Message):
+    """Box: the upload was stored (``error`` OK) or refused; or a download finished/failed."""
+
+    TYPE: ClassVar = MessageType.TRANSFER_DONE
+    transfer_id: int = 0
+    error: ErrorCode = ErrorCode.OK
+    detail: str = ""
+
+    def __post_init__(self):
+        _check_range(self.transfer_id, 0, 0xFF, "transfer id")
+        object.__setattr__(self, "error", ErrorCode(self.error))
+        object.__setattr__(self, "detail", _truncate_text(self.detail, MAX_NOTIFICATION_SIZE - 4))
+
+    def _encode_fields(self):
+        return struct.pack("<BB", self.transfer_id, self.error) + _text(self.detail, "detail")
+
+    @classmethod
+    def _decode_fields(cls, r):
+        tid = r.u8("transfer id")
+        return cls(tid, r.enum(ErrorCode, "error"), r.text("detail"))
+
+
+@dataclass(frozen=True)
+class Data(Message):
+    """One chunk: ``payload`` at ``offset`` of the transfer, with its CRC-32 (zlib.crc32)."""
+
+    TYPE: ClassVar = MessageType.DATA
+    transfer_id: int = 0
+    offset: int = 0
+    payload: bytes = b""
+    crc32: int | None = None  # computed from payload when not given
+
+    def __post_init__(self):
+        _check_range(self.transfer_id, 1, 0xFF, "transfer id")
+        _check_range(self.offset, 0, 0xFFFFFFFF, "offset")
+        if len(self.payload) > MAX_CHUNK_PAYLOAD:
+            raise OversizedMessageError(f"chunk payload is {len(self.payload)} bytes; at most {MAX_CHUNK_PAYLOAD}")
+        if self.crc32 is None:
+            object.__setattr__(self, "crc32", zlib.crc32(self.payload))
+
+    @property
+    def crc_ok(self) -> bool:
+        return zlib.crc32(self.payload) == self.crc32
+
+    def _encode_fields(self):
+        return struct.pack("<BII", self.transfer_id, self.offset, self.crc32) + bytes(self.payload)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        tid, off, crc = r.unpack("BII", "chunk header")
+        if tid == 0:
+            raise MalformedMessageError("Data: transfer id 0 is reserved; use the id from TransferReady")
+        return cls(tid, off, r.rest(), crc)
+
+
+TRANSFER_REQUESTS = (UploadBegin, DownloadBegin, TransferQuery, UploadCommit, DownloadAck, TransferAbort)
+TRANSFER_EVENTS = (TransferReady, TransferAck, TransferNack, TransferDone)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers for both ends
+
+
+def chunk_payload_size(att_mtu: int) -> int:
+    """Largest chunk payload that fits one ATT write/notification at ``att_mtu``."""
+    if att_mtu < MIN_ATT_MTU:
+        raise InvalidValueError(f"ATT MTU {att_mtu} is below the protocol minimum {MIN_ATT_MTU}; negotiate a larger MTU")
+    return min(att_mtu - 3 - DATA_HEADER_SIZE, MAX_CHUNK_PAYLOAD)
+
+
+def sha256_file(path) -> bytes:
+    """SHA-256 digest (32 bytes) of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def att_error_code(code: ErrorCode) -> int:
+    """The ATT application error (0x80 + code) the box answers a rejected write with."""
+    return ATT_APPLICATION_ERROR_BASE + int(code)
+
+
+def error_from_att(att_code: int) -> ErrorCode | None:
+    """The protocol ErrorCode inside an ATT application error, or None for a standard ATT error."""
+    if ATT_APPLICATION_ERROR_BASE <= att_code < ATT_APPLICATION_ERROR_BASE + 0x20:
+        try:
+            return ErrorCode(att_code - ATT_APPLICATION_ERROR_BASE)
+        except ValueError:
+            return None
+    return None
