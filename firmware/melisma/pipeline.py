@@ -265,7 +265,7 @@ def render(
     backing renders the processed vocal alone.
     """
     from .intonation import correction_from_sliders
-    from .render.chain import build_vocal_chain
+    from .render.chain import build_vocal_chain, render_vocal_chain
     from .render.master import balance, master
     from .semantic import MixSettings, resolve_settings
 
@@ -299,7 +299,7 @@ def render(
 
     with clock.stage("vocal_chain"):
         chain, explanation = build_vocal_chain(settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
-        wet = chain(vocal, ENGINE_SR)
+        wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
         if wet.ndim == 1:
             wet = np.stack([wet, wet])
         del vocal

@@ -110,52 +110,14 @@ def _sum_bands(powers: np.ndarray, edges: np.ndarray, lo_hz: float, hi_hz: float
     return powers[:, sel].sum(axis=1)
 
 
-def integrated_loudness(audio: np.ndarray, *, sr: int) -> float | None:
-    """Integrated loudness (LUFS, ITU-R BS.1770-4) with little memory; None if under 0.4 s or
-    below the -70 LUFS gate.
-
-    pyloudnorm's K-weighting filters, then mean squares over 100 ms steps combined into the
-    400 ms, 75 %-overlap gating blocks: agrees with ``pyloudnorm.Meter.integrated_loudness``
-    to ~0.01 LU while needing one float32 copy of a channel instead of several float64 ones.
-
-    >>> t = np.arange(48000 * 3) / 48000
-    >>> lufs = integrated_loudness((0.1 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), sr=48000)
-    >>> abs(lufs - -23.0) < 0.2   # a 1 kHz sine at -23 dBFS RMS reads about -23 LUFS
-    True
-    """
-    import pyloudnorm
-
-    data = np.asarray(audio, dtype=np.float32)
-    channels = data[None, :] if data.ndim == 1 else data
-    step = int(round(0.1 * sr))
-    n_steps = channels.shape[-1] // step
-    if n_steps < 4:
-        return None
-    weights = (1.0, 1.0, 1.0, 1.41, 1.41)
-    sos = np.concatenate([signal.tf2sos(f.b, f.a) for f in pyloudnorm.Meter(sr)._filters.values()]).astype(np.float32)
-    steps = np.zeros(n_steps)
-    chunk = 100  # steps (10 s) per filter call: streaming keeps memory small
-    for ch, x in enumerate(channels[:5]):
-        zi = np.zeros((sos.shape[0], 2), np.float32)
-        for start in range(0, n_steps, chunk):
-            stop = min(n_steps, start + chunk)
-            y, zi = signal.sosfilt(sos, x[start * step:stop * step], zi=zi)
-            steps[start:stop] += weights[ch] * np.mean(np.square(y, dtype=np.float64).reshape(stop - start, step), axis=1)
-    blocks = np.convolve(steps, np.ones(4) / 4.0, mode="valid")  # 400 ms blocks, 100 ms apart
-    with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10.0 * np.log10(blocks)
-    gated = blocks[block_lufs >= -70.0]
-    if gated.size == 0:
-        return None
-    relative = -0.691 + 10.0 * np.log10(gated.mean()) - 10.0
-    gated = blocks[(block_lufs > relative) & (block_lufs > -70.0)]
-    if gated.size == 0:
-        return None
-    return round(float(-0.691 + 10.0 * np.log10(gated.mean())), 2)
-
-
 def _loudness_lufs(audio: np.ndarray, sr: int) -> float | None:
-    return integrated_loudness(audio, sr=sr)
+    """Integrated loudness (the project's BS.1770-4 meter); None if under 0.4 s or silent."""
+    from .loudness import integrated_lufs
+
+    if audio.shape[-1] < int(0.4 * sr):
+        return None
+    value = integrated_lufs(audio, sr=sr)
+    return round(float(value), 2) if np.isfinite(value) else None
 
 
 #: Segment length of the long-term spectrum (5.9 Hz resolution at 48 kHz): fine enough that a
