@@ -40,6 +40,8 @@ def _inner(take, a_s=0.3, b_s=1.3):
 @pytest.mark.parametrize("method", ["psola", "world"])
 @pytest.mark.parametrize("semitones", [-2.0, 2.0])
 def test_constant_shift_lands_on_the_new_pitch(steady, method, semitones):
+    if method == "world":
+        pytest.importorskip("pyworld", reason="pyworld (WORLD vocoder, the comparison peer) is not installed")
     tgt = steady.f0_hz * 2 ** (semitones / 12)
     out = shift_pitch(steady.audio, sr=SR, f0_hz=steady.f0_hz, hop_s=steady.hop_s, target_f0_hz=tgt, method=method)
     track = yin_track(out, sr=SR, hop_s=steady.hop_s)[0][: tgt.size]
