@@ -489,3 +489,66 @@ def sample_peak_dbfs(y: np.ndarray) -> float:
     """
     peak = abs_peak(y)
     return float(20.0 * math.log10(peak)) if peak > 0 else -math.inf
+
+
+class TruePeakMeter:
+    """Streaming true peak: feed blocks with :meth:`add`, read :attr:`dbtp` at any time.
+
+    Gives exactly what :func:`true_peak_dbtp` gives for the concatenated blocks (the same
+    interpolator, the signal taken as zero outside what was fed), keeping only the few samples of
+    context the interpolator needs between blocks.
+
+    Examples
+    --------
+    >>> sr = 48000
+    >>> n = np.arange(sr)
+    >>> y = (np.sin(np.pi / 2 * n + np.pi / 4) * np.minimum(1, np.minimum(n, sr - n) / 2000)).astype(np.float32)
+    >>> meter = TruePeakMeter(channels=1)
+    >>> for a in range(0, sr, 10000):
+    ...     meter.add(y[a:a + 10000])
+    >>> round(meter.dbtp, 2) == round(true_peak_dbtp(y, sr=sr), 2)
+    True
+    """
+
+    def __init__(self, *, channels: int, oversample: int = 4):
+        self.interp = interpolator(int(oversample))
+        self.channels = int(channels)
+        self._context = np.zeros((self.channels, self.interp.left + self.interp.right), np.float32)
+        self.peak = 0.0  # linear, interpolated, over everything fed except the last `right` samples
+        self.sample_peak = 0.0
+        self.n_samples = 0
+
+    def add(self, block: np.ndarray) -> None:
+        block = _as_2d(np.asarray(block, dtype=np.float32), "block")
+        if block.shape[0] != self.channels:
+            raise AnalysisError(f"block has {block.shape[0]} channels, the meter {self.channels}")
+        for a in range(0, block.shape[1], CHUNK_SAMPLES):
+            chunk = block[:, a:a + CHUNK_SAMPLES]
+            m = chunk.shape[1]
+            high = float(np.abs(chunk).max()) if m else 0.0
+            if math.isnan(high):
+                raise AnalysisError("true peak of a signal with NaN samples is undefined; check the input with audio_io.check_finite")
+            self.sample_peak = max(self.sample_peak, high)
+            self.n_samples += m
+            joined = np.concatenate([self._context, chunk], axis=1)
+            if m >= self._context.shape[1]:
+                self._context = chunk[:, m - self._context.shape[1]:].copy()
+            else:
+                self._context = joined[:, m:].copy()
+            self._measure(joined)
+
+    def _measure(self, joined: np.ndarray) -> float:
+        if joined.shape[1] <= self.interp.left + self.interp.right:
+            return self.peak
+        env = self.interp.envelope(joined, threshold=self.peak)
+        self.peak = max(self.peak, float(env.max()))
+        return self.peak
+
+    @property
+    def dbtp(self) -> float:
+        """True peak so far in dBTP (``-inf`` for silence); the last samples count as followed by zeros."""
+        tail = np.concatenate([self._context, np.zeros((self.channels, self.interp.right), np.float32)], axis=1)
+        saved = self.peak
+        peak = max(self._measure(tail), self.sample_peak)
+        self.peak = saved
+        return float(20.0 * math.log10(peak)) if peak > 0 else -math.inf

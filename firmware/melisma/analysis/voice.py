@@ -442,7 +442,7 @@ def _tempo_bpm(onset_env: np.ndarray, frame_rate: float, lo_bpm: float = 70.0, h
         lag = (best + shift) / frame_rate
     else:
         lag = best / frame_rate
-    return round(60.0 / lag, 1)
+    return round(float(60.0 / lag), 1)
 
 
 def analyze_backing(backing: np.ndarray, *, sr: int) -> dict[str, Any]:

@@ -297,7 +297,6 @@ class SpectralDenoiser(Stage):
         padded = np.zeros((n_frames + 1) * hop, dtype=np.float32)
         padded[hop:hop + n] = audio
         frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
-        out = np.zeros_like(padded)
 
         floor_gain = np.float32(db_to_gain(-self.reduction_db))
         alpha = np.float32(self.dd_alpha)
@@ -311,7 +310,11 @@ class SpectralDenoiser(Stage):
 
         alpha_inv_noise = alpha * inv_noise
         release_offset = floor_gain * (np.float32(1.0) - release)
-        chunks = out.reshape(-1, hop)  # with 50 % overlap, frame j adds to chunks j and j + 1
+        # The output overwrites the input in place: with 50 % overlap frame j adds to chunks j and
+        # j + 1, so once a block of frames has been read its chunks are free, except the last one,
+        # which the next block still reads: its share of the output waits in `carry`.
+        chunks = padded.reshape(-1, hop)
+        carry = np.zeros(hop, np.float32)
         for b0 in range(0, n_frames, self.block_frames):
             spec = sfft.rfft(frames[b0:b0 + self.block_frames] * window, axis=1)
             power = spec.real ** 2 + spec.imag ** 2
@@ -342,10 +345,14 @@ class SpectralDenoiser(Stage):
             blocks = sfft.irfft(spec, n=n_fft, axis=1)
             blocks *= window
             m = blocks.shape[0]
-            chunks[b0:b0 + m] += blocks[:, :hop]
-            chunks[b0 + 1:b0 + m + 1] += blocks[:, hop:]
+            done = blocks[:, :hop].astype(np.float32)
+            done[0] += carry
+            done[1:] += blocks[:-1, hop:]
+            carry = blocks[-1, hop:].astype(np.float32)
+            chunks[b0:b0 + m] = done
+        chunks[n_frames] = carry
         self._prev_clean, self._prev_gain = prev_clean, prev_gain
-        return out[hop:hop + n]
+        return padded[hop:hop + n]
 
 
 # --------------------------------------------------------------------------------------------

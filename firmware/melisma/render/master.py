@@ -728,3 +728,329 @@ def master(mix: np.ndarray, *, sr: int, target_lufs: float = -14.0, ceiling_dbtp
         "mono": mono_report,
     }
     return (out if mix.ndim == 2 else out[0]), report
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming balance and master (the render path on a small device)
+# --------------------------------------------------------------------------------------------
+
+
+def _read_block(source: Any, a: int, b: int) -> np.ndarray:
+    """Samples a:b of an array or of anything with ``read(start, stop)`` (e.g. audio_io.NpyBlockReader)."""
+    if isinstance(source, np.ndarray):
+        return np.asarray(source[..., a:b], dtype=np.float32)
+    return source.read(a, b)
+
+
+def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_lu: float, duck_db: float = 0.0,
+                 out: np.ndarray | None = None, backing_lufs: float | None = None,
+                 block_samples: int = CHUNK_SAMPLES) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`balance` and the sum in one streaming pass: ``out = vocal * gain + ducked backing``.
+
+    Only ``out`` is full length; the placed vocal and backing never exist as arrays. ``out`` may be
+    ``vocal`` itself (the sum is then formed in place, and the ducker runs twice: once to measure
+    the ducked backing's loudness, once to form the sum); any other buffer first receives the
+    ducked backing and then the vocal is added (the ducker runs once).
+
+    Parameters
+    ----------
+    vocal : (channels, n) float32 (the processed vocal, usually stereo after the reverb).
+    backing : (channels, n) float32 array, or a reader with ``read(start, stop)`` and ``shape``
+        (:class:`melisma.audio_io.NpyBlockReader`, which pads with zeros past its end).
+    sr, vocal_to_backing_lu, duck_db : as in :func:`balance`.
+    out : (channels, n) float32 C-contiguous buffer for the mix; ``None`` allocates one.
+    backing_lufs : integrated loudness of the raw backing if already known (skips measuring it).
+    block_samples : samples per block.
+
+    Returns
+    -------
+    mix, report
+        The report has the keys of :func:`balance`'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sr = 48000
+    >>> rng = np.random.default_rng(0)
+    >>> vocal = (0.01 * rng.standard_normal((2, 3 * sr))).astype(np.float32)
+    >>> backing = (0.1 * rng.standard_normal((2, 3 * sr))).astype(np.float32)
+    >>> mix, report = balance_into(vocal, backing, sr=sr, vocal_to_backing_lu=2.0, out=vocal)
+    >>> mix is vocal, round(report["vocal_to_backing_lu"], 1)
+    (True, 2.0)
+    """
+    vocal = np.asarray(vocal, dtype=np.float32)
+    if vocal.ndim != 2:
+        raise RenderError(f"balance_into: vocal must be (channels, samples), got shape {vocal.shape}")
+    channels, n = vocal.shape
+    backing_shape = tuple(getattr(backing, "shape", ()))
+    if len(backing_shape) != 2 or backing_shape[0] != channels:
+        raise RenderError(f"balance_into: backing {backing_shape} must have the vocal's {channels} channels")
+    if isinstance(backing, np.ndarray) and backing.shape[1] != n:
+        raise RenderError(f"balance_into: vocal {vocal.shape} and backing {backing.shape} must have the same length; "
+                          "align and pad them to the same length first")
+    if not math.isfinite(vocal_to_backing_lu) or abs(vocal_to_backing_lu) > 30.0:
+        raise RenderError(f"balance_into: vocal_to_backing_lu={vocal_to_backing_lu} is out of range; use -30 to +30 LU")
+    if out is None:
+        out = np.empty((channels, n), np.float32)
+    elif out.shape != (channels, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise RenderError(f"balance_into: out must be C-contiguous float32 {(channels, n)}, got {out.dtype} {out.shape}")
+    in_place = np.shares_memory(out, vocal)
+    if in_place and (out.__array_interface__["data"][0] != vocal.__array_interface__["data"][0] or out.strides != vocal.strides):
+        raise RenderError("balance_into: out overlaps the vocal without being the vocal itself; pass out=vocal or a separate buffer")
+    _check_finite(vocal, "balance_into: vocal")
+
+    vocal_hops = KWeightedHops(sr, channels=channels)
+    vocal_hops.add(vocal)
+    vocal_lufs = vocal_hops.integrated_lufs()
+    if not math.isfinite(vocal_lufs):
+        raise RenderError("balance: the vocal is silent (integrated loudness -inf LUFS); there is nothing to place")
+
+    def new_ducker() -> Ducker:
+        # The sidechain is the vocal as given, so its threshold is the vocal's loudness - 20 dB, as Ducker works it out.
+        return Ducker(duck_db=duck_db, sidechain=vocal, threshold_db=vocal_lufs - 20.0)
+
+    raw_meter = KWeightedHops(sr, channels=channels) if backing_lufs is None else None
+    placed_meter = KWeightedHops(sr, channels=channels)
+    ducker = new_ducker() if duck_db > 0.0 else None
+    for a in range(0, n, block_samples):  # pass 1: measure the backing as placed (and keep it, unless in place)
+        b = min(a + block_samples, n)
+        block = _read_block(backing, a, b)
+        if not np.isfinite(np.sum(block, dtype=np.float64)):
+            raise RenderError("balance: backing contains NaN or infinite samples; the stage before it produced invalid audio")
+        if raw_meter is not None:
+            raw_meter.add(block)
+        if ducker is not None:
+            block = ducker(block, sr, reset=False)
+        placed_meter.add(block)
+        if not in_place:
+            out[:, a:b] = block
+    backing_raw_lufs = raw_meter.integrated_lufs() if raw_meter is not None else float(backing_lufs)
+    if not math.isfinite(backing_raw_lufs):
+        raise RenderError("balance: the backing is silent (integrated loudness -inf LUFS); there is nothing to balance against")
+    placed_backing_lufs = placed_meter.integrated_lufs() if ducker is not None else backing_raw_lufs
+    vocal_gain_db = vocal_to_backing_lu - (vocal_lufs - placed_backing_lufs)
+    gain = np.float32(db_to_gain(vocal_gain_db))
+
+    second = new_ducker() if (in_place and duck_db > 0.0) else None
+    for a in range(0, n, block_samples):  # pass 2: add the placed vocal
+        b = min(a + block_samples, n)
+        if in_place:
+            block = _read_block(backing, a, b)
+            if second is not None:
+                block = second(block, sr, reset=False)  # reads the sidechain up to b before out[:, a:b] changes
+            np.multiply(out[:, a:b], gain, out=out[:, a:b])
+            out[:, a:b] += block
+        else:
+            out[:, a:b] += vocal[:, a:b] * gain
+
+    placed_lufs = gated_loudness(vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0), hop=vocal_hops.hop,
+                                 fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
+                                 fallback_samples=vocal_hops.n_samples)
+    report: dict[str, Any] = {
+        "target_lu": float(vocal_to_backing_lu), "duck_db": float(duck_db), "duck_db_max": 0.0,
+        "duck_active_fraction": 0.0, "duck_backing_change_lu": 0.0,
+        "vocal_to_backing_lu": placed_lufs - placed_backing_lufs, "vocal_gain_db": vocal_gain_db, "backing_gain_db": 0.0,
+        "vocal_lufs": placed_lufs, "backing_lufs": placed_backing_lufs,
+    }
+    if ducker is not None:
+        report.update(duck_db_max=round(ducker.max_dip_db, 3), duck_active_fraction=round(ducker.active_fraction, 4),
+                      duck_backing_change_lu=placed_backing_lufs - backing_raw_lufs)
+    return out, report
+
+
+def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarray | None = None,
+                  target_lufs: float = -14.0, ceiling_dbtp: float = -1.0, max_mono_drop_lu: float = 3.0,
+                  max_limiting_lu: float = 6.0, lookahead_ms: float = 5.0, release_ms: float = 80.0, oversample: int = 4,
+                  tolerance_lu: float = 0.3, max_passes: int = 4, block_samples: int = CHUNK_SAMPLES) -> dict[str, Any]:
+    """:func:`master`, streamed block by block into an audio writer or a caller's buffer.
+
+    The mastered mix is never held whole: gain, mono narrowing and the true-peak limiter run
+    block by block into ``writer`` (an :class:`melisma.audio_io.AudioWriter`, or anything with
+    ``write(block)`` and ``restart()``) or into ``out``, while output loudness, true peak,
+    sample peak and the stereo/mono measures are taken on the fly. The first pass usually lands
+    within ``tolerance_lu`` (the limiter takes little loudness from a mix with headroom); when
+    heavy limiting makes it miss, the pass is redone with a corrected gain (the writer is
+    restarted), as :func:`master` iterates.
+
+    Parameters
+    ----------
+    mix : (2, n) or (1, n) float32, not modified.
+    writer : receives (channels, block) float32 blocks; ``restart()`` is called before a redo.
+    out : (channels, n) float32 buffer instead of a writer (must not be ``mix`` itself: a redo
+        needs the input again).
+    tolerance_lu : how far from the target the loudness may land without a redo (0.3 LU is
+        inaudible; :func:`master` uses 0.1 with a full in-memory buffer).
+    max_passes : most passes (each writes the whole output).
+    Others as in :func:`master`.
+
+    Returns
+    -------
+    dict
+        The report of :func:`master`, plus ``passes``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sr = 48000
+    >>> rng = np.random.default_rng(0)
+    >>> mix = (0.05 * rng.standard_normal((2, 5 * sr))).astype(np.float32)
+    >>> out = np.empty_like(mix)
+    >>> report = master_stream(mix, sr=sr, out=out, target_lufs=-14.0)
+    >>> abs(report["integrated_lufs"] + 14.0) <= 0.3, report["true_peak_dbtp"] <= -1.0
+    (True, True)
+    """
+    from ..analysis.loudness import TruePeakMeter
+
+    mix = np.asarray(mix, dtype=np.float32)
+    x = _as_2d(mix)
+    if x.ndim != 2 or x.shape[0] not in (1, 2):
+        raise RenderError(f"master_stream: mix must be (samples,) or (channels<=2, samples), got shape {mix.shape}")
+    if (writer is None) == (out is None):
+        raise RenderError("master_stream: give exactly one of writer= (an AudioWriter) or out= (a buffer)")
+    if out is not None:
+        if out.shape != mix.shape or out.dtype != np.float32:
+            raise RenderError(f"master_stream: out must be float32 {mix.shape}, got {out.dtype} {out.shape}")
+        if np.shares_memory(out, mix):
+            raise RenderError("master_stream: out must not share memory with mix (a second pass re-reads the mix)")
+        out2 = _as_2d(out)
+    if not -40.0 <= target_lufs <= 0.0:
+        raise RenderError(f"master: target_lufs={target_lufs} is out of range; use -40 to 0 LUFS (-14 for phones and streaming)")
+    if not -20.0 <= ceiling_dbtp <= 0.0:
+        raise RenderError(f"master: ceiling_dbtp={ceiling_dbtp} is out of range; use -20 to 0 dBTP (-1 for lossy phone codecs)")
+    _check_finite(x, "master: mix")
+    channels, n = x.shape
+
+    if channels == 2:
+        measure = _measure_stereo(x, sr)
+        input_lufs, mono_lufs, correlation = measure.loudness(), measure.mono_loudness(), measure.correlation
+    else:
+        input_lufs = integrated_lufs(x, sr=sr)
+        mono_lufs, correlation = input_lufs, 1.0
+    if not math.isfinite(input_lufs):
+        raise RenderError("master: the mix is silent (integrated loudness -inf LUFS); check the vocal and backing levels")
+    input_drop = _drop(input_lufs, mono_lufs)
+    side_gain = 1.0
+    if channels == 2 and input_drop > max_mono_drop_lu:
+        lo, hi = 0.0, 1.0
+        for _ in range(30):
+            mid = (lo + hi) / 2.0
+            if _drop(measure.loudness(side_gain=mid), mono_lufs) > max_mono_drop_lu:
+                hi = mid
+            else:
+                lo = mid
+        side_gain = lo
+    source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
+
+    limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms,
+                              oversample=oversample)
+    latency = limiter.latency_samples(sr)
+    ceiling_lin = np.float32(db_to_gain(ceiling_dbtp))
+
+    def render(gain_db: float, ceiling: float) -> dict[str, Any]:
+        limiter.ceiling_dbtp = ceiling
+        limiter.reset()
+        hops = KWeightedHops(sr, channels=channels, cross=channels == 2)
+        peak_meter = TruePeakMeter(channels=channels, oversample=oversample)
+        dots = np.zeros(3)
+        gain = np.float32(db_to_gain(gain_db))
+        position = -latency
+
+        def emit(y: np.ndarray) -> None:
+            nonlocal position
+            start, position = position, position + y.shape[1]
+            lo, hi = max(start, 0), min(position, n)
+            if hi <= lo:
+                return
+            block = y[:, lo - start:hi - start]
+            np.clip(block, -ceiling_lin, ceiling_lin, out=block)  # no-op unless the limiter overshoots
+            hops.add(block)
+            peak_meter.add(block)
+            if channels == 2:
+                dots[:] += (float(np.dot(block[0], block[0])), float(np.dot(block[1], block[1])),
+                            float(np.dot(block[0], block[1])))
+            if writer is not None:
+                writer.write(block if mix.ndim == 2 else block[0])
+            else:
+                out2[:, lo:hi] = block
+
+        for a in range(0, n, block_samples):
+            block = x[:, a:a + block_samples]
+            if side_gain != 1.0:
+                mid = (block[0] + block[1]) * np.float32(0.5)
+                side = (block[0] - block[1]) * np.float32(0.5 * side_gain)
+                block = np.stack([mid + side, mid - side])
+            emit(limiter(block * gain, sr, reset=False))
+        emit(limiter(np.zeros((channels, latency), np.float32), sr, reset=False))
+        result = {"lufs": hops.integrated_lufs(), "max_gr": limiter.max_gain_reduction_db, "peak": peak_meter.dbtp,
+                  "sample_peak": peak_meter.sample_peak}
+        if channels == 2:
+            ll, rr, lr = dots
+            corr = lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
+            stereo = _StereoMeasure(hop=hops.hop, left=hops.sums[0], right=hops.sums[1], cross=hops.cross, correlation=corr)
+            result["mono"] = {"correlation": round(float(corr), 4),
+                              "mono_loudness_drop_lu": _drop(stereo.loudness(), stereo.mono_loudness())}
+        return result
+
+    margin_db = 0.1
+    gain_db = target_lufs - source_lufs
+    below: tuple[float, float] | None = None
+    above: tuple[float, float] | None = None
+    previous: tuple[float, float] | None = None
+    passes = 0
+    while True:
+        passes += 1
+        if passes > 1 and writer is not None:
+            writer.restart()
+        result = render(gain_db, ceiling_dbtp - margin_db)
+        out_lufs, max_gr, peak = result["lufs"], result["max_gr"], result["peak"]
+        error = target_lufs - out_lufs
+        loss = source_lufs + gain_db - out_lufs
+        if error > 0 and loss > max_limiting_lu:
+            workable = math.floor((out_lufs - (loss - max_limiting_lu) - 0.5) * 2.0) / 2.0
+            raise RenderError(
+                f"master: target_lufs={target_lufs:g} needs the limiter to squash more than {loss:.1f} LU of loudness "
+                f"(peaks reduced by up to {max_gr:.1f} dB) to keep this mix under {ceiling_dbtp:g} dBTP, more than "
+                f"max_limiting_lu={max_limiting_lu:g}; use target_lufs={workable:g} or lower, or a higher ceiling_dbtp")
+        if passes >= max_passes or (abs(error) <= tolerance_lu and peak <= ceiling_dbtp):
+            break
+        if peak > ceiling_dbtp:
+            margin_db += peak - ceiling_dbtp + 0.02
+        if abs(error) > tolerance_lu:
+            point = (gain_db, out_lufs)
+            if error > 0:
+                below = point
+            else:
+                above = point
+            if below and above:
+                span = above[0] - below[0]
+                guess = below[0] + (target_lufs - below[1]) * span / (above[1] - below[1])
+                gain_db = min(max(guess, below[0] + 0.1 * span), above[0] - 0.1 * span)
+            else:
+                slope = 1.0
+                if previous is not None and previous[0] != gain_db:
+                    slope = min(1.0, max(0.1, (out_lufs - previous[1]) / (gain_db - previous[0])))
+                gain_db += max(-12.0, min(12.0, error / slope))
+            previous = point
+
+    sample_peak = result["sample_peak"]
+    if channels == 2:
+        mono_report = dict(result["mono"])
+        mono_report.update(input_mono_loudness_drop_lu=input_drop, input_correlation=round(correlation, 4),
+                           side_gain=round(side_gain, 4), narrowed=side_gain != 1.0)
+    else:
+        mono_report = {"correlation": 1.0, "mono_loudness_drop_lu": 0.0, "input_mono_loudness_drop_lu": 0.0,
+                       "input_correlation": 1.0, "side_gain": 1.0, "narrowed": False}
+    return {
+        "integrated_lufs": out_lufs,
+        "true_peak_dbtp": peak,
+        "sample_peak_dbfs": 20.0 * math.log10(sample_peak) if sample_peak > 0 else -math.inf,
+        "target_lufs": float(target_lufs),
+        "ceiling_dbtp": float(ceiling_dbtp),
+        "gain_db": gain_db,
+        "limiter_max_gr_db": max_gr,
+        "limiter_loudness_loss_lu": source_lufs + gain_db - out_lufs,
+        "input_lufs": input_lufs,
+        "iterations": passes,
+        "passes": passes,
+        "mono": mono_report,
+    }

@@ -1,0 +1,140 @@
+"""Streaming balance and master: the same results as the whole-array balance() and master()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from melisma import audio_io
+from melisma.analysis.loudness import TruePeakMeter, integrated_lufs, true_peak_dbtp
+from melisma.errors import RenderError
+from melisma.render.master import balance, balance_into, master, master_stream
+
+from .test_master import SR, music_like, sung_vocal
+
+INPUTS = {
+    "loud-clipped": lambda: np.clip(music_like(6) * 8, -1.0, 1.0),  # heavy limiting: needs a second pass
+    "quiet": lambda: music_like(6, seed=2) * np.float32(0.01),
+    "dynamic": lambda: music_like(6, seed=3, drums=0.4, dynamics=3.0),
+}
+
+
+@pytest.mark.parametrize("name", INPUTS)
+def test_master_stream_matches_master(name: str) -> None:
+    mix = INPUTS[name]()
+    before = mix.copy()
+    ref, ref_report = master(mix, sr=SR, target_lufs=-14.0)
+    out = np.empty_like(mix)
+    report = master_stream(mix, sr=SR, out=out, target_lufs=-14.0)
+    assert np.array_equal(mix, before)  # the input is left alone
+    measured = integrated_lufs(out, sr=SR)
+    assert abs(measured - ref_report["integrated_lufs"]) <= 0.3 and abs(measured + 14.0) <= 0.3
+    assert report["integrated_lufs"] == pytest.approx(measured, abs=1e-6)  # the on-the-fly meter is exact
+    peak = true_peak_dbtp(out, sr=SR)
+    assert peak <= -1.0 and report["true_peak_dbtp"] == pytest.approx(peak, abs=1e-6)
+    assert report["mono"]["narrowed"] == ref_report["mono"]["narrowed"]
+    # With master()'s tolerance the passes follow master()'s iteration: the same audio.
+    tight = np.empty_like(mix)
+    tight_report = master_stream(mix, sr=SR, out=tight, target_lufs=-14.0, tolerance_lu=0.1, max_passes=6)
+    assert abs(tight_report["integrated_lufs"] - ref_report["integrated_lufs"]) <= 0.1
+    if tight_report["passes"] == ref_report["iterations"]:
+        assert np.abs(tight - ref).max() < 1e-6
+
+
+def test_master_stream_into_a_writer_redoes_a_missed_pass(tmp_path: Path) -> None:
+    mix = music_like(6, seed=3, drums=0.4)  # drum hits far above the rest: the limiter works hard
+    path = tmp_path / "mix.wav"
+    with audio_io.AudioWriter(path, sr=SR, channels=2, float_wav=True) as writer:
+        report = master_stream(mix, sr=SR, writer=writer, target_lufs=-10.0)
+    written, _ = audio_io.load_audio(path)
+    assert written.shape == mix.shape
+    assert report["passes"] >= 2  # the limiter takes loudness away, so the first pass falls short
+    assert abs(integrated_lufs(written, sr=SR) + 10.0) <= 0.3
+    assert true_peak_dbtp(written, sr=SR) <= -1.0
+    assert report["integrated_lufs"] == pytest.approx(integrated_lufs(written, sr=SR), abs=1e-4)
+
+
+def test_master_stream_narrows_a_mix_that_cancels_in_mono() -> None:
+    rng = np.random.default_rng(0)
+    left = (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)
+    mix = np.stack([left, -left + 0.02 * rng.standard_normal(4 * SR).astype(np.float32)])
+    out = np.empty_like(mix)
+    report = master_stream(mix, sr=SR, out=out)
+    _, ref_report = master(mix, sr=SR)
+    assert report["mono"]["narrowed"] and ref_report["mono"]["narrowed"]
+    assert report["mono"]["side_gain"] == pytest.approx(ref_report["mono"]["side_gain"], abs=1e-3)
+    assert report["mono"]["mono_loudness_drop_lu"] <= 3.05
+
+
+def test_master_stream_refuses_bad_calls() -> None:
+    mix = INPUTS["quiet"]()
+    with pytest.raises(RenderError, match="exactly one"):
+        master_stream(mix, sr=SR)
+    with pytest.raises(RenderError, match="share memory"):
+        master_stream(mix, sr=SR, out=mix)
+    with pytest.raises(RenderError, match="silent"):
+        master_stream(np.zeros_like(mix), sr=SR, out=np.empty_like(mix))
+
+
+def test_true_peak_meter_equals_whole_signal_measurement() -> None:
+    mix = INPUTS["loud-clipped"]() * np.float32(0.9)
+    meter = TruePeakMeter(channels=2)
+    pos = 0
+    for size in [1, 17, 30000, 70000, 5] * 10:  # blocks smaller and larger than the interpolator's reach
+        meter.add(mix[:, pos:pos + size])
+        pos += size
+    meter.add(mix[:, pos:])
+    assert meter.dbtp == pytest.approx(true_peak_dbtp(mix, sr=SR), abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# Balance
+
+
+def _song(seconds: int = 6):
+    active = (np.arange(seconds * SR) % SR < 0.7 * SR).astype(np.float32)
+    return sung_vocal(seconds, active=active), music_like(seconds, seed=4)
+
+
+@pytest.mark.parametrize("duck_db", [0.0, 3.0])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_balance_into_equals_balance_then_sum(duck_db: float, in_place: bool) -> None:
+    vocal, backing = _song()
+    vp, bp, ref = balance(vocal, backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=duck_db)
+    expected = vp + bp
+    work = vocal.copy()
+    mix, report = balance_into(work, backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=duck_db,
+                               out=work if in_place else None, block_samples=50000)
+    assert (mix is work) == in_place
+    assert np.abs(mix - expected).max() < 1e-5
+    for key in ("vocal_to_backing_lu", "vocal_gain_db", "vocal_lufs", "backing_lufs", "duck_db_max",
+                "duck_active_fraction", "duck_backing_change_lu"):
+        assert report[key] == pytest.approx(ref[key], abs=1e-6), key
+
+
+def test_balance_into_reads_the_backing_from_a_npy_file(tmp_path: Path) -> None:
+    vocal, backing = _song()
+    path = tmp_path / "backing.npy"
+    np.save(path, backing[:, : backing.shape[1] - 1000])  # shorter: the reader pads with zeros
+    padded = backing.copy()
+    padded[:, -1000:] = 0.0
+    vp, bp, ref = balance(vocal, padded, sr=SR, vocal_to_backing_lu=0.0, duck_db=2.0)
+    with audio_io.NpyBlockReader(path) as reader:
+        reader_shape = (2, vocal.shape[1])  # the pipeline pads the backing to the take's length
+        reader.shape = reader_shape
+        mix, report = balance_into(vocal.copy(), reader, sr=SR, vocal_to_backing_lu=0.0, duck_db=2.0,
+                                   backing_lufs=integrated_lufs(padded, sr=SR))
+    assert np.abs(mix - (vp + bp)).max() < 1e-5
+    assert report["vocal_to_backing_lu"] == pytest.approx(ref["vocal_to_backing_lu"], abs=1e-6)
+
+
+def test_balance_into_refuses_silence_and_mismatch() -> None:
+    vocal, backing = _song()
+    with pytest.raises(RenderError, match="vocal is silent"):
+        balance_into(np.zeros_like(vocal), backing, sr=SR, vocal_to_backing_lu=0.0)
+    with pytest.raises(RenderError, match="backing is silent"):
+        balance_into(vocal, np.zeros_like(backing), sr=SR, vocal_to_backing_lu=0.0)
+    with pytest.raises(RenderError, match="same length"):
+        balance_into(vocal, backing[:, :-5], sr=SR, vocal_to_backing_lu=0.0)
