@@ -27,6 +27,8 @@ import numpy as np
 from .errors import ConfigError
 
 DEFAULT_CORRECTION = 0.8
+#: Smallest backing detuning acted on, in cents (below it the A440 grid is as good).
+TUNING_MIN_CENTS = 5.0
 #: Decimals kept in the plan's JSON f0 arrays (Hz to 0.01, confidence to 0.001): small files, no loss that matters.
 F0_DECIMALS = 2
 
@@ -79,7 +81,7 @@ def analyze_pitch(
     (``key``/``scale``), the key estimated from the backing, else the key estimated from the
     sung notes themselves.
     """
-    from .analysis.key import estimate_key_combined, estimate_key_from_notes
+    from .analysis.key import estimate_key_combined, estimate_key_from_notes, estimate_tuning_cents
     from .analysis.melody import load_melody
     from .analysis.notes import assign_targets, segment_notes
     from .analysis.ornaments import detect_ornaments
@@ -104,6 +106,19 @@ def analyze_pitch(
         key_info = estimate.to_dict()
         key_info["source"] = source
     notes = assign_targets(notes, scale=target_scale, melody=melody)
+    # A band tuned away from A440 moves every target with it, so the singer is corrected onto
+    # the band rather than off it. Without a backing the 440 grid (or the melody) is the reference.
+    tuning_cents = 0.0
+    if backing is not None:
+        measured = estimate_tuning_cents(backing, sr=sr)
+        if np.isfinite(measured) and abs(measured) >= TUNING_MIN_CENTS:
+            tuning_cents = round(measured, 1)
+    if tuning_cents:
+        for note in notes:
+            if note.target_midi is not None:
+                note.target_midi = float(note.target_midi) + tuning_cents / 100.0
+                note.cents_error = round(100.0 * (note.midi - note.target_midi), 1)
+    key_info["tuning_cents"] = tuning_cents
     ornaments = detect_ornaments(track, notes, detector=detector)
     f0 = track.to_dict()
     f0["hz"] = np.round(np.asarray(track.hz, dtype=np.float64), F0_DECIMALS).tolist()

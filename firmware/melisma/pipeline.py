@@ -48,6 +48,19 @@ MIN_TAKE_S = 1.0
 #: Reverb/compressor run-in before a preview window, in seconds (so the window sounds as in the full mix).
 PREVIEW_PREROLL_S = 1.0
 DEFAULT_TARGET_LUFS = -14.0
+#: True-peak ceiling of the master. Lossy encoders (AAC, MP3, Opus) add 0.2-0.5 dB of true peak
+#: on real mixes (measured on the real-recording evaluation), so lossy outputs are limited lower
+#: and checked again after encoding.
+CEILING_DBTP = -1.0
+LOSSY_CEILING_DBTP = -1.5
+LOSSY_EXTENSIONS = (".m4a", ".mp3", ".ogg", ".opus")
+
+
+def ceiling_for(out_path: str | os.PathLike | None) -> float:
+    """The master's true-peak ceiling for an output file (lower for lossy formats)."""
+    if out_path is not None and Path(out_path).suffix.lower() in LOSSY_EXTENSIONS:
+        return LOSSY_CEILING_DBTP
+    return CEILING_DBTP
 
 ANALYSIS_WEIGHTS = {"decode": 10, "align": 8, "cleanup": 25, "analyse_voice": 6, "analyse_backing": 6, "analyse_pitch": 25, "cache": 5}
 RENDER_WEIGHTS = {"correct_pitch": 25, "vocal_chain": 25, "balance": 10, "master": 30, "write": 10}
@@ -255,6 +268,7 @@ def render(
     ornaments: str | dict | None = None,
     start_s: float | None = None,
     duration_s: float | None = None,
+    ceiling_dbtp: float = CEILING_DBTP,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Render the mix from a plan.
@@ -316,7 +330,7 @@ def render(
         del wet, backing
     with clock.stage("master"):
         mix = vocal_placed + backing_placed
-        mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=target)
+        mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=target, ceiling_dbtp=ceiling_dbtp)
     if not np.all(np.isfinite(mix)):
         raise RenderError("the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file")
 
@@ -330,6 +344,7 @@ def render(
         "integrated_lufs": master_report["integrated_lufs"],
         "true_peak_dbtp": master_report["true_peak_dbtp"],
         "target_lufs": target,
+        "ceiling_dbtp": ceiling_dbtp,
     }
     if pitch_report is not None:
         report["pitch"] = {**report.get("pitch", {}), **pitch_report}
@@ -463,6 +478,8 @@ def write_outputs(
     with _staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
         if "mix" in paths:
             encode_audio(tmp[paths["mix"]], mix, sr=ENGINE_SR)
+            if paths["mix"].suffix.lower() in LOSSY_EXTENSIONS:
+                _check_encoded_peak(tmp[paths["mix"]], mix, report)
         for name in ("vocal", "backing"):
             key = f"stem_{name}"
             if key in paths:
@@ -473,6 +490,25 @@ def write_outputs(
             plot_report(tmp[paths["plot"]], report, mix=mix, stems=stems, vocal_dry=vocal_dry, sr=ENGINE_SR)
         if "report" in paths:
             tmp[paths["report"]].write_text(to_json(report), encoding="utf-8")
+
+
+def _check_encoded_peak(path: Path, mix: np.ndarray, report: dict[str, Any]) -> None:
+    """Decode a lossy mix again, measure it, and trim and re-encode once if the codec pushed the
+    true peak over −1 dBTP; the report then gives the file's own figures."""
+    from .analysis.loudness import integrated_lufs, true_peak_dbtp
+
+    decoded, sr = load_audio(path)
+    tp = true_peak_dbtp(decoded, sr=sr)
+    trim_db = 0.0
+    if tp > CEILING_DBTP:
+        trim_db = CEILING_DBTP - tp - 0.1
+        encode_audio(path, mix * np.float32(10 ** (trim_db / 20)), sr=ENGINE_SR)
+        decoded, sr = load_audio(path)
+        tp = true_peak_dbtp(decoded, sr=sr)
+    loud = report.setdefault("loudness", {})
+    loud["file_true_peak_dbtp"] = round(float(tp), 3)
+    loud["file_integrated_lufs"] = round(float(integrated_lufs(decoded, sr=sr)), 3)
+    loud["file_trim_db"] = round(float(trim_db), 3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -521,7 +557,8 @@ def render_plan(
     plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
     clock_start = time.perf_counter()
     mix, stems, report = render(plan, style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
-                                ornaments=ornaments, start_s=start_s, duration_s=duration_s, progress=progress)
+                                ornaments=ornaments, start_s=start_s, duration_s=duration_s,
+                                ceiling_dbtp=ceiling_for(out_path), progress=progress)
     start = time.perf_counter()
     write_outputs(paths, mix, stems, report, overwrite=overwrite,
                   vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal")))
@@ -563,7 +600,7 @@ def mix_files(
 
     plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
                    target_lufs=target_lufs, progress=scaled(0.0, 0.6), **pitch_options)
-    mix, stems, report = render(plan, progress=scaled(0.6, 0.95))
+    mix, stems, report = render(plan, ceiling_dbtp=ceiling_for(out_path), progress=scaled(0.6, 0.95))
     start = time.perf_counter()
     write_outputs(paths, mix, stems, report, overwrite=overwrite,
                   vocal_dry=plan.array("vocal") if "plot" in paths else None)
