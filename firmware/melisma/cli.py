@@ -174,6 +174,20 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
     al = report.get("alignment") or {}
     if al:
         lines.append(f"  alignment: take was {al.get('offset_ms', 0):+.1f} ms late ({al.get('method')}, confidence {al.get('confidence', 0):.2f})")
+    actions = ((report.get("cleanup") or {}).get("actions")) or []
+    if actions:
+        words = []
+        for a in actions:
+            name = a.get("action")
+            if name == "hum_notch":
+                words.append(f"{a.get('fundamental_hz', 0):.1f} Hz hum notched ({a.get('harmonics')} harmonics)")
+            elif name == "denoise":
+                words.append(f"denoised (SNR was {a.get('snr_db', float('nan')):.0f} dB)")
+            elif name == "declip":
+                words.append("clipping repaired")
+            elif name:
+                words.append(name)
+        lines.append("  clean-up:  " + ", ".join(words))
     bal = report.get("balance") or {}
     if bal:
         lines.append(f"  balance:   vocal {bal.get('vocal_to_backing_lu', float('nan')):+.1f} LU over the backing (target {bal.get('target_lu', float('nan')):+.1f})")
