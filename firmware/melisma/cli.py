@@ -73,6 +73,25 @@ def _correction_value(text: str) -> float:
     return value
 
 
+POLICIES = ("keep", "soften", "flatten")
+
+
+def _ornament_policy(text: str) -> str | dict[str, str]:
+    text = text.strip()
+    if "=" not in text:
+        if text not in POLICIES:
+            raise argparse.ArgumentTypeError(f"'{text}': use keep, soften or flatten, or TYPE=POLICY pairs like vibrato=keep,slide=soften")
+        return text
+    policy: dict[str, str] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if value not in POLICIES:
+            raise argparse.ArgumentTypeError(f"'{part}': the policy must be keep, soften or flatten")
+        policy[name] = value
+    return policy
+
+
 def _add_pitch(p: argparse.ArgumentParser, *, analysis: bool = True, render: bool = True) -> None:
     g = p.add_argument_group("pitch correction (keeps vibrato, slides, grace notes and trills)")
     if analysis:
@@ -82,8 +101,10 @@ def _add_pitch(p: argparse.ArgumentParser, *, analysis: bool = True, render: boo
     if render:
         g.add_argument("--correction", type=_correction_value, default=None, metavar="X",
                        help="how far note centres move to target, 0…1 (default from --tuning: 0.8)")
-        g.add_argument("--ornaments", choices=("keep", "soften", "flatten"), default=None,
-                       help="what to do with ornaments (default keep)")
+        g.add_argument("--ornaments", type=_ornament_policy, default=None, metavar="P",
+                       help="keep, soften or flatten ornaments (default keep), or per type: "
+                            "'vibrato=keep,slide=soften,grace=keep' (types: vibrato, slide, slide_in, slide_out, "
+                            "portamento, grace, trill, mordent, drift)")
         g.add_argument("--tuning", type=_slider_value, default=None, metavar="X", help="−1 natural … +1 tight (slider)")
     if analysis and p.prog.split()[-1] != "correct":
         g.add_argument("--no-correct", dest="pitch", action="store_false", help="skip pitch analysis and correction")

@@ -142,3 +142,16 @@ def test_sliders_map_to_correction_settings() -> None:
     assert correction_from_sliders({"tuning": 1}, correction=0.3).correction == 0.3
     with pytest.raises(ConfigError):
         correction_from_sliders({}, correction=1.5)
+
+
+def test_per_type_ornament_policy_from_the_cli(detuned, tmp_path, capsys) -> None:
+    report_path = tmp_path / "r.json"
+    assert main(["correct", str(detuned["take"]), "-o", str(tmp_path / "p.wav"), "--ornaments", "vibrato=flatten,slide=keep",
+                 "--report", str(report_path), "-q"]) == 0
+    settings = json.loads(report_path.read_text())["pitch"]["settings"]
+    assert settings["ornaments"] == {"vibrato": "flatten", "slide": "keep"}
+    code = main(["correct", str(detuned["take"]), "-o", str(tmp_path / "q.wav"), "--ornaments", "wobble=keep"])
+    err = capsys.readouterr().err
+    assert code == ConfigError.exit_code and "wobble" in err
+    with pytest.raises(SystemExit):
+        main(["correct", str(detuned["take"]), "-o", str(tmp_path / "q.wav"), "--ornaments", "vibrato=loud"])

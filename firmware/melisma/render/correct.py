@@ -155,6 +155,8 @@ def _span_frames(start_s: float, end_s: float, hop_s: float, n: int) -> slice:
 def _masked_box_mean(x: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
     """Moving mean of ``x`` over frames where ``mask`` is true (normalised convolution);
     NaN where the window holds no masked frame."""
+    # np.convolve(mode="same") returns the longer of its inputs: keep the window inside a short note
+    width = min(width, x.size)
     if width <= 1:
         return np.where(mask, x, np.nan)
     kernel = np.ones(width)

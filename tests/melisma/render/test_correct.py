@@ -241,3 +241,12 @@ def test_malformed_plan_items_raise_plan_error(notes, ornaments):
 
     with pytest.raises(PlanError):
         target_f0(np.full(100, 220.0), hop_s=0.01, notes=notes, ornaments=ornaments)
+
+
+def test_notes_shorter_than_the_centre_window_are_handled():
+    # a 0.1 s note is shorter than the 0.2 s centre window (regression: broadcast error)
+    hop = 0.005
+    f0 = np.full(20, 220.0)
+    out, corrections = target_f0(f0, hop_s=hop, notes=[{"start_s": 0.0, "end_s": 0.1, "midi": 57.2, "target_midi": 57}],
+                                 settings=CorrectionSettings(correction=1.0, ornaments={"vibrato": "flatten"}))
+    assert out.shape == f0.shape and np.all(np.isfinite(out))
