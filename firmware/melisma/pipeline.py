@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,8 +29,11 @@ import numpy as np
 
 from . import __version__
 from .audio_io import (
+    AudioWriter,
+    DecodedAudio,
     atomic_path,
     check_writable,
+    decode,
     encode_audio,
     file_sha256,
     load_audio,
@@ -48,6 +53,8 @@ MIN_TAKE_S = 1.0
 #: Reverb/compressor run-in before a preview window, in seconds (so the window sounds as in the full mix).
 PREVIEW_PREROLL_S = 1.0
 DEFAULT_TARGET_LUFS = -14.0
+#: Rate of the mono copies made while decoding, for alignment and pitch/key analysis.
+ANALYSIS_SR = 16000
 #: True-peak ceiling of the master. Lossy encoders (AAC, MP3, Opus) add 0.2-0.5 dB of true peak
 #: on real mixes (measured on the real-recording evaluation), so lossy outputs are limited lower
 #: and checked again after encoding.
@@ -124,6 +131,72 @@ def load_backing(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], l
     return np.ascontiguousarray(y, dtype=np.float32), _input_info(path, y), warnings
 
 
+def _release_memory() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them after big temporaries are
+    freed, which would count in the process's memory during the next stage); no-op elsewhere."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        _MALLOC_TRIM = False
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
+@contextlib.contextmanager
+def _stage(clock: StageClock, name: str) -> Iterator[None]:
+    """A timed stage that starts with the previous stages' freed memory handed back."""
+    _release_memory()
+    with clock.stage(name):
+        yield
+
+
+def _decode_take(path: str | os.PathLike) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
+    """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`."""
+    warnings: list[str] = []
+    info = probe(path)
+    d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR)
+    peak_db = 20 * np.log10(d.peak) if d.peak > 0 else -np.inf
+    if peak_db < SILENCE_PEAK_DBFS:
+        raise AudioContentError(
+            f"{path}: the take is silent (peak {peak_db:.0f} dBFS); check the phone's microphone "
+            "permission and record again"
+        )
+    if d.n_samples < MIN_TAKE_S * ENGINE_SR:
+        raise AudioContentError(
+            f"{path}: the take is only {d.n_samples / ENGINE_SR:.2f} s long; Melisma needs at least {MIN_TAKE_S:.0f} s of singing"
+        )
+    if info.sr < 16000:
+        warnings.append(f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull")
+    if info.channels > 1:
+        warnings.append(f"take has {info.channels} channels; they were averaged to mono")
+    return d, _file_info(path, info, d.n_samples), warnings
+
+
+def _decode_backing(path: str | os.PathLike, npy_path: Path) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
+    """:func:`load_backing` straight into ``npy_path`` (stereo, engine rate), plus a mono copy at
+    :data:`ANALYSIS_SR`; the full-rate backing is never held in memory."""
+    warnings: list[str] = []
+    info = probe(path)
+    d = decode(path, sr=ENGINE_SR, channels=2, analysis_sr=ANALYSIS_SR, npy_path=npy_path)
+    peak_db = 20 * np.log10(d.peak) if d.peak > 0 else -np.inf
+    if peak_db < SILENCE_PEAK_DBFS:
+        raise AudioContentError(f"{path}: the backing track is silent (peak {peak_db:.0f} dBFS); choose the right file")
+    if d.file_channels > 2:
+        warnings.append(f"backing has {d.file_channels} channels; they were folded down to stereo")
+    return d, _file_info(path, info, d.n_samples), warnings
+
+
+def _file_info(path: str | os.PathLike, info, n_samples: int) -> dict[str, Any]:
+    return {"path": str(path), "sha256": file_sha256(path), "codec": info.codec, "sr": info.sr,
+            "channels": info.channels, "duration_s": round(n_samples / ENGINE_SR, 3)}
+
+
 # ----------------------------------------------------------------------------------------------
 # Analyse
 
@@ -143,16 +216,20 @@ def analyze(
     correction: float | None = None,
     ornaments: str | dict | None = None,
     progress: ProgressCallback | None = None,
+    _work_parent: str | os.PathLike | None = None,
 ) -> Plan:
-    """Do the expensive work once and return the plan (with its audio held in memory).
+    """Do the expensive work once and return the plan (its audio in private work files until saved).
 
     Without a backing the plan holds only the vocal (no alignment, no balance); pitch analysis
     then takes its key from ``melody_path``, ``key``/``scale`` or the sung notes.
+    ``_work_parent`` (internal): where the plan's temporary work folder goes (default: the
+    system's temporary folder; the file entry points put it beside their outputs).
     """
     from .intonation import analyze_pitch, correction_from_sliders, resolve_scale
     from .analysis.align import apply_offset, estimate_offset
     from .analysis.cleanup import analyze_cleanup
     from .analysis.voice import analyze_backing, analyze_voice
+    from .audio_io import resample
     from .render.clean import clean_take
     from .semantic import resolve_settings
 
@@ -170,72 +247,93 @@ def analyze(
     record["melisma_version"] = __version__
     record["sr"] = ENGINE_SR
     warnings: list[str] = []
-    with clock.stage("decode"):
-        take, take_info, w = load_take(take_path)
-        warnings += w
-        backing = backing_info = None
-        if backing_path is not None:
-            backing, backing_info, w = load_backing(backing_path)
+    # Work files (the backing decoded straight to disk, the cleaned vocal) live in a private
+    # folder that the plan owns; Plan.save moves them into its cache folder.
+    work = Path(tempfile.mkdtemp(prefix=".melisma-work-", dir=_work_parent))
+    try:
+        with _stage(clock, "decode"):
+            take_d, take_info, w = _decode_take(take_path)
             warnings += w
-    record["inputs"] = {"take": take_info, "backing": backing_info}
+            back_d = backing_info = None
+            if backing_path is not None:
+                back_d, backing_info, w = _decode_backing(backing_path, work / "backing.npy")
+                warnings += w
+        record["inputs"] = {"take": take_info, "backing": backing_info}
 
-    if backing is None:
-        from .analysis.align import Alignment
+        backing16 = None
+        backing_shape = None
+        if back_d is None:
+            from .analysis.align import Alignment
 
-        alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
-        aligned = take
-        del take
-    else:
-        with clock.stage("align"):
-            alignment = estimate_offset(take, backing, sr=ENGINE_SR, latency_ms=latency_ms)
-            length = backing.shape[1]
-            aligned = apply_offset(take, offset_ms=alignment.offset_ms, sr=ENGINE_SR)
-            del take
-            sung_s = aligned.shape[0] / ENGINE_SR
-            backing_s = length / ENGINE_SR
-            if sung_s > backing_s + 2.0:
-                warnings.append(f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence")
-                length = aligned.shape[0]
-            elif sung_s < 0.5 * backing_s:
-                warnings.append(f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only")
-            aligned = _fit_length(aligned, length)
-            if backing.shape[1] < length:
-                backing = np.pad(backing, ((0, 0), (0, length - backing.shape[1])))
-            if alignment.confidence < 0.3 and alignment.method != "calibrated":
-                warnings.append(
-                    f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
-                    "record with the phone speaker on, or calibrate the latency in the app"
+            alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
+            aligned = take_d.audio[0]
+            del take_d
+        else:
+            with _stage(clock, "align"):
+                # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
+                alignment = estimate_offset(take_d.analysis, back_d.analysis, sr=ANALYSIS_SR, latency_ms=latency_ms)
+                backing16 = back_d.analysis
+                length = back_d.n_samples
+                aligned = apply_offset(take_d.audio[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+                del take_d
+                sung_s = aligned.shape[0] / ENGINE_SR
+                backing_s = length / ENGINE_SR
+                if sung_s > backing_s + 2.0:
+                    warnings.append(f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence")
+                    length = aligned.shape[0]
+                elif sung_s < 0.5 * backing_s:
+                    warnings.append(f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only")
+                aligned = _fit_length(aligned, length)
+                backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
+                if alignment.confidence < 0.3 and alignment.method != "calibrated":
+                    warnings.append(
+                        f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
+                        "record with the phone speaker on, or calibrate the latency in the app"
+                    )
+        record["alignment"] = alignment.to_dict()
+
+        with _stage(clock, "cleanup"):
+            cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
+            vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup)
+            del aligned
+            warnings += list(cleanup.get("warnings", []))
+        record["cleanup"] = {"analysis": cleanup, "actions": actions}
+
+        with _stage(clock, "analyse_voice"):
+            record["voice"] = analyze_voice(vocal, sr=ENGINE_SR)
+        plan = Plan(record=record)
+        vocal16 = None
+        with _stage(clock, "cache"):
+            if pitch:
+                # The pitch tracker works at 16 kHz (it would resample the vocal itself) and the key
+                # and tuning estimates look below 2 kHz: the 16 kHz copies carry all they need.
+                vocal16 = resample(vocal, orig_sr=ENGINE_SR, target_sr=ANALYSIS_SR)
+            # The full-rate vocal goes to its cache file now, out of memory before pitch analysis.
+            vocal_file = work / "vocal.npy"
+            np.save(vocal_file, np.ascontiguousarray(vocal, dtype=np.float32), allow_pickle=False)
+            plan.adopt("vocal", vocal_file, vocal.shape)
+            del vocal
+            if back_d is not None:
+                plan.adopt("backing", back_d.npy_path, backing_shape, file_shape=(2, back_d.n_samples))
+        record["backing"] = None
+        if back_d is not None:
+            with _stage(clock, "analyse_backing"):
+                with plan.reader("backing") as reader:
+                    record["backing"] = analyze_backing(reader, sr=ENGINE_SR)
+        if pitch:
+            with _stage(clock, "analyse_pitch"):
+                record["pitch"] = analyze_pitch(
+                    vocal16, sr=ANALYSIS_SR, backing=backing16, key=key, scale=scale, melody_path=melody_path,
                 )
-    record["alignment"] = alignment.to_dict()
+        del vocal16, backing16
 
-    with clock.stage("cleanup"):
-        cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
-        vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup)
-        del aligned
-        warnings += list(cleanup.get("warnings", []))
-    record["cleanup"] = {"analysis": cleanup, "actions": actions}
-
-    with clock.stage("analyse_voice"):
-        record["voice"] = analyze_voice(vocal, sr=ENGINE_SR)
-    record["backing"] = None
-    if backing is not None:
-        with clock.stage("analyse_backing"):
-            record["backing"] = analyze_backing(backing, sr=ENGINE_SR)
-    if pitch:
-        with clock.stage("analyse_pitch"):
-            record["pitch"] = analyze_pitch(
-                vocal, sr=ENGINE_SR, backing=None if backing is None else backing.mean(axis=0),
-                key=key, scale=scale, melody_path=melody_path,
-            )
-
-    record["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": float(target_lufs),
-                          "correction": correction, "ornaments": ornaments}
-    record["warnings"] = warnings
-    plan = Plan(record=record)
-    with clock.stage("cache"):
-        plan.attach("vocal", vocal)
-        if backing is not None:
-            plan.attach("backing", backing)
+        record["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": float(target_lufs),
+                              "correction": correction, "ornaments": ornaments}
+        record["warnings"] = warnings
+        plan.own_work_dir(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     record["timings_s"] = {"analysis": clock.timings_s}
     return plan
 
@@ -276,11 +374,35 @@ def render(
     Returns ``(mix, stems, report)``: the mastered stereo mix at :data:`ENGINE_SR`, the vocal and
     backing as placed before the master bus, and the report (the plan's record plus what this
     render did). ``start_s``/``duration_s`` render a preview window only. A plan made without a
-    backing renders the processed vocal alone.
+    backing renders the processed vocal alone. (The file entry points use a leaner streaming
+    path when no stems or plot are asked for: the mix is then mastered straight into the file.)
     """
+    mix, stems, report = _render(plan, style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
+                                 ornaments=ornaments, start_s=start_s, duration_s=duration_s, ceiling_dbtp=ceiling_dbtp,
+                                 progress=progress)
+    return mix, stems, report
+
+
+def _render(
+    plan: Plan,
+    *,
+    style: str | None = None,
+    sliders: dict[str, float] | None = None,
+    target_lufs: float | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    ceiling_dbtp: float = CEILING_DBTP,
+    progress: ProgressCallback | None = None,
+    mix_path: Path | None = None,
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]:
+    """:func:`render`; with ``mix_path`` the lean path: the wet vocal becomes the mix in place
+    (balance_into), which is mastered block by block straight into the file at ``mix_path``
+    (master_stream); no stems, and ``(None, None, report)`` is returned."""
     from .intonation import correction_from_sliders
     from .render.chain import build_vocal_chain, render_vocal_chain
-    from .render.master import balance, master
+    from .render.master import balance, balance_into, master, master_stream
     from .semantic import MixSettings, resolve_settings
 
     base = plan.record.get("settings", {})
@@ -298,41 +420,78 @@ def render(
     tuning = correction_from_sliders(settings.sliders, correction=correction, ornaments=ornaments)
 
     clock = StageClock(RENDER_WEIGHTS, progress)
-    has_backing = "backing" in plan.record.get("cache", {})
-    vocal_all = plan.array("vocal")
-    n_total = vocal_all.shape[0]
+    cache = plan.record.get("cache", {})
+    has_backing = "backing" in cache
+    if "vocal" not in cache:
+        raise PlanError("plan has no cached 'vocal'; run `melisma analyze` again")
+    n_total = int(cache["vocal"]["shape"][0])
     window = _window(n_total, start_s, duration_s)
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
-    vocal = np.array(vocal_all[lo:hi], dtype=np.float32)
-    backing = np.array(plan.array("backing")[:, lo:hi], dtype=np.float32) if has_backing else None
+    vocal = np.array(plan.array("vocal", lo, hi), dtype=np.float32)  # a private copy: later stages may work in place
+    lean = mix_path is not None
 
     pitch_report = None
     if "pitch" in plan.record:
-        with clock.stage("correct_pitch"):
+        with _stage(clock, "correct_pitch"):
             vocal, pitch_report = _corrected(plan, vocal, lo=lo, full=not window["preview"], settings=tuning)
 
-    with clock.stage("vocal_chain"):
+    with _stage(clock, "vocal_chain"):
         chain, explanation = build_vocal_chain(settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
         wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
         if wet.ndim == 1:
             wet = np.stack([wet, wet])
         del vocal
     if cut:
-        wet = wet[:, cut:]
-        backing = backing[:, cut:] if backing is not None else None
-    with clock.stage("balance"):
-        if backing is not None:
-            vocal_placed, backing_placed, balance_report = balance(
-                wet, backing, sr=ENGINE_SR, vocal_to_backing_lu=settings.vocal_to_backing_lu, duck_db=settings.duck_db
-            )
+        wet = np.ascontiguousarray(wet[:, cut:])
+    with _stage(clock, "balance"):
+        if lean:
+            backing_source = None
+            if has_backing:
+                # A preview window is small: read it whole. A full render streams the cache file.
+                backing_source = (plan.array("backing", lo + cut, hi) if window["preview"] else plan.reader("backing"))
+            try:
+                if backing_source is not None:
+                    mix, balance_report = balance_into(wet, backing_source, sr=ENGINE_SR,
+                                                       vocal_to_backing_lu=settings.vocal_to_backing_lu,
+                                                       duck_db=settings.duck_db, out=wet)
+                else:
+                    mix, balance_report = wet, None
+            finally:
+                if backing_source is not None and not isinstance(backing_source, np.ndarray):
+                    backing_source.close()
+            del wet
         else:
-            vocal_placed, backing_placed, balance_report = wet, np.zeros_like(wet), None
-        del wet, backing
-    with clock.stage("master"):
-        mix = vocal_placed + backing_placed
-        mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=target, ceiling_dbtp=ceiling_dbtp)
-    if not np.all(np.isfinite(mix)):
-        raise RenderError("the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file")
+            backing = plan.array("backing", lo + cut, hi) if has_backing else None
+            if backing is not None:
+                vocal_placed, backing_placed, balance_report = balance(
+                    wet, backing, sr=ENGINE_SR, vocal_to_backing_lu=settings.vocal_to_backing_lu, duck_db=settings.duck_db
+                )
+            else:
+                vocal_placed, backing_placed, balance_report = wet, np.zeros_like(wet), None
+            del wet, backing
+    with _stage(clock, "master"):
+        if lean:
+            def write_master(gain: float = 1.0) -> dict[str, Any]:
+                with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
+                    return master_stream(mix, sr=ENGINE_SR, writer=writer if gain == 1.0 else _ScaledWriter(writer, gain),
+                                         target_lufs=target, ceiling_dbtp=ceiling_dbtp)
+
+            master_report = write_master()
+        else:
+            mix = vocal_placed + backing_placed
+            mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=target, ceiling_dbtp=ceiling_dbtp)
+            if not np.all(np.isfinite(mix)):
+                raise RenderError("the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file")
+    file_loudness: dict[str, float] = {}
+    if lean:
+        start = time.perf_counter()
+        if mix_path.suffix.lower() in LOSSY_EXTENSIONS:
+            # The codec may push the true peak up: measure the file itself (the pre-master mix is
+            # still here, so a trimmed pass can be written again).
+            file_loudness = _check_encoded_file(mix_path, rewrite=write_master)
+        del mix
+        mix = None
+        clock.timings_s["write"] = round(time.perf_counter() - start, 4)
 
     report = _report_base(plan)
     report["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": target,
@@ -345,6 +504,7 @@ def render(
         "true_peak_dbtp": master_report["true_peak_dbtp"],
         "target_lufs": target,
         "ceiling_dbtp": ceiling_dbtp,
+        **file_loudness,
     }
     if pitch_report is not None:
         report["pitch"] = {**report.get("pitch", {}), **pitch_report}
@@ -354,6 +514,8 @@ def render(
         report["window"] = {"start_s": window["start_s"], "duration_s": window["duration_s"]}
         report["warnings"].append("preview window: loudness was matched on the window alone")
     report["timings_s"]["render"] = clock.timings_s
+    if lean:
+        return None, None, report
     stems = {"vocal": vocal_placed, "backing": backing_placed}
     return mix, stems, report
 
@@ -511,6 +673,51 @@ def _check_encoded_peak(path: Path, mix: np.ndarray, report: dict[str, Any]) -> 
     loud["file_trim_db"] = round(float(trim_db), 3)
 
 
+class _ScaledWriter:
+    """Passes blocks on to ``writer`` times ``gain`` (a trimmed re-encode of a mastered stream)."""
+
+    def __init__(self, writer: AudioWriter, gain: float):
+        self.writer, self.gain = writer, np.float32(gain)
+
+    def write(self, block: np.ndarray) -> None:
+        self.writer.write(block * self.gain)
+
+    def restart(self) -> None:
+        self.writer.restart()
+
+
+def _measure_file(path: Path) -> tuple[float, float]:
+    """(true peak dBTP, integrated LUFS) of an audio file, decoded to a scratch .npy beside it
+    and measured block by block (the decoded mix never sits in memory)."""
+    from .analysis.loudness import KWeightedHops, TruePeakMeter
+    from .audio_io import NpyBlockReader
+
+    with tempfile.TemporaryDirectory(prefix=".melisma-check-", dir=path.parent) as scratch:
+        d = decode(path, npy_path=Path(scratch) / "decoded.npy")
+        hops = KWeightedHops(d.sr, channels=d.channels)
+        meter = TruePeakMeter(channels=d.channels)
+        block = 1 << 16
+        with NpyBlockReader(d.npy_path) as reader:
+            for a in range(0, reader.n_samples, block):
+                piece = reader.read(a, min(a + block, reader.n_samples))
+                piece = piece if piece.ndim == 2 else piece[None, :]
+                hops.add(piece)
+                meter.add(piece)
+        return float(meter.dbtp), float(hops.integrated_lufs())
+
+
+def _check_encoded_file(path: Path, *, rewrite) -> dict[str, float]:
+    """:func:`_check_encoded_peak` for a mix mastered straight into ``path``: measure the file;
+    if the codec pushed the true peak over −1 dBTP, ``rewrite(gain)`` writes it again trimmed."""
+    tp, lufs = _measure_file(path)
+    trim_db = 0.0
+    if tp > CEILING_DBTP:
+        trim_db = CEILING_DBTP - tp - 0.1
+        rewrite(10 ** (trim_db / 20))
+        tp, lufs = _measure_file(path)
+    return {"file_true_peak_dbtp": round(tp, 3), "file_integrated_lufs": round(lufs, 3), "file_trim_db": round(float(trim_db), 3)}
+
+
 # ----------------------------------------------------------------------------------------------
 # File-level entry points (CLI, device service)
 
@@ -530,7 +737,7 @@ def analyze_files(
     scale, melody_path, correction, ornaments.
     """
     check_writable(plan_path, overwrite=overwrite)
-    plan = analyze(take_path, backing_path, progress=progress, **options)
+    plan = analyze(take_path, backing_path, progress=progress, _work_parent=Path(plan_path).resolve().parent, **options)
     plan.save(plan_path, overwrite=overwrite)
     return plan
 
@@ -556,16 +763,34 @@ def render_plan(
     paths = _output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
     plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
     clock_start = time.perf_counter()
-    mix, stems, report = render(plan, style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
-                                ornaments=ornaments, start_s=start_s, duration_s=duration_s,
-                                ceiling_dbtp=ceiling_for(out_path), progress=progress)
+    report = _render_files(plan, paths, overwrite=overwrite, progress=progress,
+                           options=dict(style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
+                                        ornaments=ornaments, start_s=start_s, duration_s=duration_s))
+    report["timings_s"]["render_total"] = round(time.perf_counter() - clock_start, 4)
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
+def _render_files(plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None,
+                  options: dict[str, Any]) -> dict[str, Any]:
+    """Render ``plan`` into the output files. Without stems or a plot (which need the placed
+    signals and the mix as arrays) the mix is mastered block by block straight into its staged
+    file; otherwise :func:`render` runs and :func:`write_outputs` writes the arrays."""
+    ceiling = ceiling_for(paths.get("mix"))
+    if "mix" in paths and "plot" not in paths and not any(k.startswith("stem_") for k in paths):
+        report_key = paths.get("report")
+        with _staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
+            _, _, report = _render(plan, ceiling_dbtp=ceiling, progress=progress, mix_path=tmp[paths["mix"]], **options)
+            report["outputs"] = {k: str(v) for k, v in paths.items()}
+            if report_key is not None:
+                tmp[report_key].write_text(to_json(report), encoding="utf-8")
+        return report
+    mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
     start = time.perf_counter()
     write_outputs(paths, mix, stems, report, overwrite=overwrite,
                   vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal")))
     report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
-    report["timings_s"]["render_total"] = round(time.perf_counter() - clock_start, 4)
-    if progress:
-        progress("done", 1.0)
     return report
 
 
@@ -599,12 +824,9 @@ def mix_files(
         return lambda stage, f: progress(stage, lo + (hi - lo) * f)
 
     plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
-                   target_lufs=target_lufs, progress=scaled(0.0, 0.6), **pitch_options)
-    mix, stems, report = render(plan, ceiling_dbtp=ceiling_for(out_path), progress=scaled(0.6, 0.95))
-    start = time.perf_counter()
-    write_outputs(paths, mix, stems, report, overwrite=overwrite,
-                  vocal_dry=plan.array("vocal") if "plot" in paths else None)
-    report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
+                   target_lufs=target_lufs, progress=scaled(0.0, 0.6), _work_parent=Path(out_path).parent,
+                   **pitch_options)
+    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={})
     report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
     if progress:
         progress("done", 1.0)

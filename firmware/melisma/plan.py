@@ -25,14 +25,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .audio_io import atomic_path, atomic_write_text
-from .errors import PlanError
+from .audio_io import NpyBlockReader, atomic_path, atomic_write_text, read_npy
+from .errors import MelismaError, PlanError
 
 PLAN_FORMAT = "melisma-plan"
 PLAN_VERSION = 1
@@ -71,6 +74,8 @@ class Plan:
     record: dict[str, Any]
     path: Path | None = None
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _files: dict[str, Path] = field(default_factory=dict, repr=False)  # adopted work files, before save()
+    _work: Path | None = field(default=None, repr=False)
 
     # -- cache -------------------------------------------------------------------------------
     @property
@@ -79,33 +84,79 @@ class Plan:
             raise PlanError("this plan has not been saved, so it has no cache folder")
         return self.path.with_name(self.path.name + ".cache")
 
-    def array(self, name: str) -> np.ndarray:
-        """The cached ``vocal`` (mono) or ``backing`` (2, n) array, memory-mapped read-only."""
-        if name in self._arrays:
-            return self._arrays[name]
+    def cache_file(self, name: str) -> Path:
+        """Where the cached ``vocal`` or ``backing`` lives now (an adopted work file before
+        :meth:`save`, else the cache folder); checked against the record's shape."""
         entry = self.record.get("cache", {}).get(name)
         if entry is None:
             raise PlanError(f"plan has no cached '{name}'; run `melisma analyze` again")
-        file = self.cache_dir / entry["file"]
+        file = self._files.get(name) or self.cache_dir / entry["file"]
         if not file.exists():
             raise PlanError(f"{file}: the plan's cached {name} is missing; run `melisma analyze` again")
+        return file
+
+    def reader(self, name: str) -> NpyBlockReader:
+        """A block reader of the cached ``vocal`` or ``backing`` (plain reads, no memory map).
+
+        Reads past the end give zeros, so a backing shorter than the take reads as padded."""
+        file = self.cache_file(name)
         try:
-            arr = np.load(file, mmap_mode="r")
-        except (ValueError, OSError) as exc:
+            reader = NpyBlockReader(file)
+        except (MelismaError, OSError) as exc:
             raise PlanError(f"{file}: the plan's cached {name} is damaged ({exc}); run `melisma analyze` again") from None
-        if list(arr.shape) != list(entry["shape"]) or arr.dtype != np.float32:
+        entry = self.record["cache"][name]
+        expected = list(entry.get("file_shape", entry["shape"]))
+        if list(reader.shape) != expected:
+            reader.close()
             raise PlanError(
-                f"{file}: cached {name} has shape {arr.shape} {arr.dtype}, the plan expects {entry['shape']} float32; "
+                f"{file}: cached {name} has shape {reader.shape}, the plan expects {expected} float32; "
                 "run `melisma analyze` again"
             )
-        self._arrays[name] = arr
-        return arr
+        reader.shape = tuple(int(s) for s in entry["shape"])  # reads past the file's end give zeros
+        return reader
+
+    def array(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The cached ``vocal`` (mono) or ``backing`` (2, n) array, or samples ``start:stop`` of it,
+        read into memory (no memory map: a map would count the file in the process's memory
+        while a copy of it is worked on)."""
+        if name in self._arrays:
+            arr = self._arrays[name]
+            if (start, stop) == (0, None):
+                return arr
+            stop = arr.shape[-1] if stop is None else stop
+            piece = np.zeros(arr.shape[:-1] + (stop - start,), np.float32)  # past the end: zeros, as from a file
+            have = arr[..., start:stop]
+            piece[..., :have.shape[-1]] = have
+            return piece
+        with self.reader(name) as reader:
+            try:
+                return reader.read(start, reader.shape[-1] if stop is None else stop)
+            except MelismaError as exc:
+                raise PlanError(f"{reader.path}: the plan's cached {name} is damaged ({exc}); run `melisma analyze` again") from None
 
     def attach(self, name: str, arr: np.ndarray) -> None:
         """Hold an array in memory (for a plan not yet saved, e.g. inside ``melisma mix``)."""
         arr = np.ascontiguousarray(arr, dtype=np.float32)
+        self._files.pop(name, None)
         self._arrays[name] = arr
         self.record.setdefault("cache", {})[name] = {"file": f"{name}.npy", "shape": list(arr.shape)}
+
+    def adopt(self, name: str, file: str | os.PathLike, shape: tuple[int, ...] | list[int],
+              file_shape: tuple[int, ...] | list[int] | None = None) -> None:
+        """Take an already written float32 ``.npy`` (e.g. decoded straight to disk) as the cached
+        ``name``; :meth:`save` moves it into the cache folder. ``shape`` is what readers of the
+        plan see; ``file_shape`` (if shorter) what the file holds: the rest reads as zeros."""
+        self._arrays.pop(name, None)
+        self._files[name] = Path(file)
+        entry: dict[str, Any] = {"file": f"{name}.npy", "shape": [int(s) for s in shape]}
+        if file_shape is not None and list(file_shape) != list(shape):
+            entry["file_shape"] = [int(s) for s in file_shape]
+        self.record.setdefault("cache", {})[name] = entry
+
+    def own_work_dir(self, folder: str | os.PathLike) -> None:
+        """Make ``folder`` (holding adopted work files) this plan's: it is removed with the plan."""
+        self._work = Path(folder)
+        weakref.finalize(self, shutil.rmtree, str(self._work), True)
 
     # -- I/O ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
@@ -120,6 +171,13 @@ class Plan:
             with atomic_path(target, overwrite=True) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, arr, allow_pickle=False)
+        for name, file in list(self._files.items()):
+            target = cache / f"{name}.npy"
+            if file.resolve() == target.resolve():
+                continue
+            with atomic_path(target, overwrite=True) as tmp:
+                shutil.move(str(file), str(tmp))  # a rename when on the same file system
+            self._files[name] = target
         atomic_write_text(path, to_json(self.record), overwrite=overwrite)
 
     @classmethod

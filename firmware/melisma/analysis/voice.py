@@ -82,11 +82,18 @@ def band_powers(audio: np.ndarray, *, sr: int, n_fft: int = N_FFT, hop_ms: float
     (True, 480)
     """
     audio = _mono(audio)
+    return _band_powers_from(lambda a, b: audio[a:b], audio.size, sr=sr, n_fft=n_fft, hop_ms=hop_ms,
+                             chunk_frames=chunk_frames)
+
+
+def _band_powers_from(read, n_samples: int, *, sr: int, n_fft: int = N_FFT, hop_ms: float = HOP_MS,
+                      chunk_frames: int = 512) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`band_powers` of a mono signal read piece by piece: ``read(a, b)`` gives samples
+    ``a:b`` (zeros past the end), so the signal never needs to be in memory whole."""
     hop_length = max(1, int(round(sr * hop_ms / 1000.0)))
     edges = _band_edges(sr)
-    if audio.size < n_fft:
-        audio = np.pad(audio, (0, n_fft - audio.size))
-    n_frames = 1 + (audio.size - n_fft) // hop_length
+    n_samples = max(n_samples, n_fft)  # a short signal is zero-padded to one frame
+    n_frames = 1 + (n_samples - n_fft) // hop_length
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     band_of_bin = np.searchsorted(edges, freqs, side="right") - 1
     valid = (band_of_bin >= 0) & (band_of_bin < len(edges) - 1)
@@ -95,13 +102,22 @@ def band_powers(audio: np.ndarray, *, sr: int, n_fft: int = N_FFT, hop_ms: float
     reducer[np.nonzero(valid)[0], band_of_bin[valid]] = 1.0
     window = signal.get_window("hann", n_fft).astype(np.float32)
     norm = np.float32(2.0 / (n_fft * np.sum(window**2)))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop_length]
     out = np.empty((n_frames, len(edges) - 1), dtype=np.float32)
     for start in range(0, n_frames, chunk_frames):
-        spec = np.fft.rfft(frames[start:start + chunk_frames] * window, axis=1)
+        stop = min(n_frames, start + chunk_frames)
+        piece = _read_padded(read, start * hop_length, (stop - 1) * hop_length + n_fft)
+        frames = np.lib.stride_tricks.sliding_window_view(piece, n_fft)[::hop_length]
+        spec = np.fft.rfft(frames * window, axis=1)
         power = (spec.real**2 + spec.imag**2).astype(np.float32) * norm
-        out[start:start + chunk_frames] = power @ reducer
+        out[start:stop] = power @ reducer
     return out, edges, hop_length
+
+
+def _read_padded(read, a: int, b: int) -> np.ndarray:
+    piece = np.asarray(read(a, b), dtype=np.float32)
+    if piece.size < b - a:
+        piece = np.concatenate([piece, np.zeros(b - a - piece.size, np.float32)])
+    return piece
 
 
 def _sum_bands(powers: np.ndarray, edges: np.ndarray, lo_hz: float, hi_hz: float) -> np.ndarray:
@@ -112,11 +128,17 @@ def _sum_bands(powers: np.ndarray, edges: np.ndarray, lo_hz: float, hi_hz: float
 
 def _loudness_lufs(audio: np.ndarray, sr: int) -> float | None:
     """Integrated loudness (the project's BS.1770-4 meter); None if under 0.4 s or silent."""
-    from .loudness import integrated_lufs
+    from .loudness import KWeightedHops, integrated_lufs
 
     if audio.shape[-1] < int(0.4 * sr):
         return None
-    value = integrated_lufs(audio, sr=sr)
+    if audio.ndim == 1:  # block by block: no take-sized filtered copies
+        hops = KWeightedHops(sr, channels=1)
+        for a in range(0, audio.size, 1 << 18):
+            hops.add(audio[a:a + (1 << 18)])
+        value = hops.integrated_lufs()
+    else:
+        value = integrated_lufs(audio, sr=sr)
     return round(float(value), 2) if np.isfinite(value) else None
 
 
@@ -138,17 +160,25 @@ def long_term_psd(audio: np.ndarray, *, sr: int, nperseg: int = LONG_TERM_NPERSE
     0.0
     """
     audio = _mono(audio)
-    nperseg = int(min(nperseg, max(256, 2 ** int(math.floor(math.log2(max(audio.size, 256)))))))
-    if audio.size < nperseg:
-        audio = np.pad(audio, (0, nperseg - audio.size))
+    return _long_term_psd_from(lambda a, b: audio[a:b], audio.size, sr=sr, nperseg=nperseg, batch=batch)
+
+
+def _long_term_psd_from(read, n_samples: int, *, sr: int, nperseg: int = LONG_TERM_NPERSEG,
+                        batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`long_term_psd` of a mono signal read piece by piece (see :func:`_band_powers_from`)."""
+    nperseg = int(min(nperseg, max(256, 2 ** int(math.floor(math.log2(max(n_samples, 256)))))))
+    n_samples = max(n_samples, nperseg)
     hop = nperseg // 2
     window = signal.get_window("hann", nperseg).astype(np.float32)
-    segments = np.lib.stride_tricks.sliding_window_view(audio, nperseg)[::hop]
+    n_segments = 1 + (n_samples - nperseg) // hop
     total = np.zeros(nperseg // 2 + 1)
-    for start in range(0, segments.shape[0], batch):
-        spec = np.fft.rfft(segments[start:start + batch] * window, axis=1)
+    for start in range(0, n_segments, batch):
+        stop = min(n_segments, start + batch)
+        piece = _read_padded(read, start * hop, (stop - 1) * hop + nperseg)
+        segments = np.lib.stride_tricks.sliding_window_view(piece, nperseg)[::hop]
+        spec = np.fft.rfft(segments * window, axis=1)
         total += (spec.real**2 + spec.imag**2).sum(axis=0)
-    power = total / segments.shape[0] / (nperseg * np.sum(window.astype(np.float64) ** 2))
+    power = total / n_segments / (nperseg * np.sum(window.astype(np.float64) ** 2))
     power[1:-1] *= 2.0  # one-sided
     return np.fft.rfftfreq(nperseg, 1.0 / sr), power
 
@@ -283,10 +313,18 @@ def _find_sibilance(audio: np.ndarray, powers: np.ndarray, edges: np.ndarray, ac
     centre = float(np.exp(np.sum(np.log(centres[in_range][lo_i:hi_i + 1]) * sel) / np.sum(sel)))
 
     # In-band level as the de-esser's detector sees it (same band-pass, 10 ms RMS), per frame.
-    band = signal.sosfilt(sibilance_detector_sos(lo_hz, hi_hz, sr=sr).astype(np.float32), audio)
-    n = min(band.size // hop_length, powers.shape[0])
-    hops = band[: n * hop_length].reshape(n, hop_length)
-    band_db = _db(np.einsum("ij,ij->i", hops, hops, dtype=np.float64) / hop_length)  # no squared copy
+    # Filtered block by block (filter state carried over), so no take-sized band signal exists.
+    sos = sibilance_detector_sos(lo_hz, hi_hz, sr=sr).astype(np.float32)
+    zi = np.zeros((sos.shape[0], 2), np.float32)
+    n = min(audio.size // hop_length, powers.shape[0])
+    band_energy = np.empty(n)
+    step = 1024 * hop_length
+    for a in range(0, n * hop_length, step):
+        b = min(a + step, n * hop_length)
+        band, zi = signal.sosfilt(sos, audio[a:b], zi=zi)
+        hops = band.reshape(-1, hop_length)
+        band_energy[a // hop_length:b // hop_length] = np.einsum("ij,ij->i", hops, hops, dtype=np.float64)
+    band_db = _db(band_energy / hop_length)
     full_db = _db(powers[:n].sum(axis=1))
     sib_n, vowel_n = sibilant[:n], vowel[:n]
     sib_level = float(np.median(band_db[sib_n])) if sib_n.any() else None
@@ -313,16 +351,17 @@ def compressor_detector_db(audio: np.ndarray, *, sr: int, hop_length: int, attac
     import pedalboard
 
     probe = pedalboard.Compressor(threshold_db=-80.0, ratio=2.0, attack_ms=attack_ms, release_ms=release_ms)
-    out = probe(audio[None, :], sr)[0]
     n = audio.size // hop_length
     level = np.full(n, -120.0)
     # Median over each hop of the gain read at samples that are not near a zero crossing (a
-    # clean ratio); in chunks so a long take needs little extra memory.
+    # clean ratio); in chunks (the probe streams), so a long take needs little extra memory.
     chunk = 1024
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        x = np.abs(audio[start * hop_length:stop * hop_length]).reshape(stop - start, hop_length)
-        y = np.abs(out[start * hop_length:stop * hop_length]).reshape(stop - start, hop_length)
+        piece = audio[start * hop_length:stop * hop_length]
+        out = probe(piece[None, :], sr, reset=start == 0)[0]
+        x = np.abs(piece).reshape(stop - start, hop_length)
+        y = np.abs(out).reshape(stop - start, hop_length)
         usable = (x > 0.25 * x.max(axis=1, keepdims=True)) & (x > 1e-5)
         gain_db = np.where(usable, 20.0 * np.log10(np.maximum(y, 1e-12) / np.maximum(x, 1e-12)), np.nan)
         counts = usable.sum(axis=1)
@@ -445,8 +484,12 @@ def _tempo_bpm(onset_env: np.ndarray, frame_rate: float, lo_bpm: float = 70.0, h
     return round(float(60.0 / lag), 1)
 
 
-def analyze_backing(backing: np.ndarray, *, sr: int) -> dict[str, Any]:
+def analyze_backing(backing: Any, *, sr: int) -> dict[str, Any]:
     """Analyse the backing track: loudness, spectral balance, rough tempo, stereo width.
+
+    ``backing`` is ``(samples,)`` or ``(channels, samples)`` float32, or a block reader with
+    ``shape`` and ``read(start, stop)`` (e.g. :class:`melisma.audio_io.NpyBlockReader` on the
+    plan's cache file): it is analysed block by block either way, so memory stays small.
 
     Returns a JSON-serialisable dict: ``loudness_lufs``, ``spectral_balance`` (as in
     :func:`analyze_voice`), ``tempo_bpm`` (None if no clear beat), ``stereo_width`` (side/mid
@@ -459,34 +502,63 @@ def analyze_backing(backing: np.ndarray, *, sr: int) -> dict[str, Any]:
     >>> round(analyze_backing(clicks, sr=sr)["tempo_bpm"])
     120
     """
-    audio = np.asarray(backing, dtype=np.float32)
-    if audio.ndim == 1:
-        width = 0.0
-        channels = 1
-    elif audio.ndim == 2 and audio.shape[0] >= 1:
-        channels = audio.shape[0]
-        if channels >= 2:
-            mid = 0.5 * (audio[0] + audio[1])
-            side = 0.5 * (audio[0] - audio[1])
-            m, s = float(np.mean(mid.astype(np.float64) ** 2)), float(np.mean(side.astype(np.float64) ** 2))
-            width = s / m if m > 0 else 0.0
-        else:
-            width = 0.0
-    else:
-        raise AnalysisError(f"backing must be (samples,) or (channels, samples), got shape {audio.shape}")
-    mono = _mono(audio)
     if sr <= 0:
         raise AnalysisError(f"sample rate must be positive, got sr={sr}")
-    powers, edges, hop_length = band_powers(mono, sr=sr)
+    if isinstance(backing, np.ndarray) or not hasattr(backing, "read"):
+        audio = np.asarray(backing, dtype=np.float32)
+        if audio.ndim not in (1, 2) or audio.shape[0] < 1:
+            raise AnalysisError(f"backing must be (samples,) or (channels, samples), got shape {audio.shape}")
+        if not np.all(np.isfinite(audio)):
+            raise AnalysisError("audio contains NaN or Inf samples; clean or re-decode the input")
+        return _analyze_backing_blocks(lambda a, b: audio[..., a:b], audio.shape, sr=sr)
+    return _analyze_backing_blocks(backing.read, tuple(backing.shape), sr=sr)
+
+
+#: Samples read at a time by the block-wise backing analysis.
+BACKING_BLOCK = 1 << 18
+
+
+def _analyze_backing_blocks(read, shape: tuple[int, ...], *, sr: int) -> dict[str, Any]:
+    """:func:`analyze_backing` of a signal read in blocks (``read(a, b)`` -> ``(channels, b - a)``
+    or ``(b - a,)``): loudness, stereo width and the mono mix-down's spectra without ever holding
+    the backing whole (it may come straight from the plan's cache file)."""
+    from .loudness import KWeightedHops
+
+    channels = 1 if len(shape) == 1 else int(shape[0])
+    n = int(shape[-1])
+
+    def mono(a: int, b: int) -> np.ndarray:
+        block = np.asarray(read(a, min(b, n)) if a < n else np.zeros((channels, 0), np.float32), dtype=np.float32)
+        return block if block.ndim == 1 else (block[0] if block.shape[0] == 1 else block.mean(axis=0))
+
+    hops = KWeightedHops(sr, channels=channels) if n >= int(0.4 * sr) else None
+    mid_energy = side_energy = 0.0
+    for a in range(0, n, BACKING_BLOCK):
+        block = np.asarray(read(a, min(n, a + BACKING_BLOCK)), dtype=np.float32)
+        if not np.isfinite(np.sum(block, dtype=np.float64)):
+            raise AnalysisError("audio contains NaN or Inf samples; clean or re-decode the input")
+        if hops is not None:
+            hops.add(block)
+        if block.ndim == 2 and block.shape[0] >= 2:
+            mid = 0.5 * (block[0] + block[1])
+            side = 0.5 * (block[0] - block[1])
+            mid_energy += float(np.dot(mid.astype(np.float64), mid))
+            side_energy += float(np.dot(side.astype(np.float64), side))
+    width = side_energy / mid_energy if channels >= 2 and mid_energy > 0 else 0.0
+    loudness = None
+    if hops is not None:
+        value = hops.integrated_lufs()
+        loudness = round(float(value), 2) if np.isfinite(value) else None
+    powers, edges, hop_length = _band_powers_from(mono, n, sr=sr)
     # Onset strength: half-wave rectified rise of log band energy, summed over bands.
     log_p = np.log(powers + 1e-10)
     onset = np.maximum(np.diff(log_p, axis=0), 0.0).sum(axis=1) if powers.shape[0] > 1 else np.zeros(0)
     return {
         "sr": int(sr),
         "channels": int(channels),
-        "duration_s": round(mono.size / sr, 3),
-        "loudness_lufs": _loudness_lufs(audio, sr),
-        "spectral_balance": _spectral_balance(*long_term_psd(mono, sr=sr)),
+        "duration_s": round(n / sr, 3),
+        "loudness_lufs": loudness,
+        "spectral_balance": _spectral_balance(*_long_term_psd_from(mono, n, sr=sr)),
         "tempo_bpm": _tempo_bpm(onset, sr / hop_length),
         "stereo_width": round(min(width, 10.0), 4),
     }
