@@ -3,7 +3,10 @@
 
 Prints: the full mix time as a fraction of real time, peak memory (RSS of a fresh process that
 only runs the mix), per-stage times, and re-render times (full and a 10 s preview), next to the
-targets (full mix ≤ 0.05 × real time, peak RSS ≤ 250 MB, full re-render ≤ 2 s, preview ≤ 0.2 s).
+targets. Re-renders are timed twice: in a fresh process (plan load and imports included, as a CLI
+call pays) and in a warm one that loads the plan once and re-renders as sliders move (what the
+long-running device service pays, the latency a user feels). The warm figures are the best of
+the timed renders after one warm-up render; the targets are (full mix ≤ 0.05 × real time, peak RSS ≤ 250 MB, full re-render ≤ 2 s, preview ≤ 0.2 s).
 Each measurement runs in its own process pinned to CPU 0 with one BLAS/OpenMP thread.
 
     .venv/bin/python tools/bench_mix.py [--duration 180] [--repeat 3] [--keep DIR]
@@ -31,6 +34,7 @@ from melisma import pipeline
 kind, args = sys.argv[1], json.loads(sys.argv[2])
 t_import = time.perf_counter() - t0
 t1 = time.perf_counter()
+c1 = time.process_time()
 if kind == "mix":
     report = pipeline.mix_files(args["take"], args["backing"], args["out"], style="cpop", overwrite=True)
 elif kind == "analyze":
@@ -40,11 +44,29 @@ elif kind == "render":
     plan = pipeline.Plan.load(args["plan"])
     report = pipeline.render_plan(plan, args["out"], sliders=args.get("sliders"), start_s=args.get("start"),
                                   duration_s=args.get("duration"), overwrite=True)
+elif kind == "warm":
+    # The device service is long-running: the plan is loaded once and every slider move re-renders.
+    # The first render of each kind warms caches (imports, the corrected vocal); later ones are timed.
+    plan = pipeline.Plan.load(args["plan"])
+    times = {"render": [], "preview": []}
+    for i, value in enumerate([0.5, 0.3, 0.6, 0.4, 0.7][: args["repeat"] + 1]):
+        t = time.perf_counter()
+        pipeline.render_plan(plan, args["out"], sliders={"reverb": value}, overwrite=True)
+        if i:
+            times["render"].append(time.perf_counter() - t)
+    for i, value in enumerate([0.5, 0.2, 0.7, 0.4, 0.6, 0.3][: args["repeat"] + 2]):
+        t = time.perf_counter()
+        pipeline.render_plan(plan, args["preview"], sliders={"warmth": value}, start_s=args["start"],
+                             duration_s=10.0, overwrite=True)
+        if i:
+            times["preview"].append(time.perf_counter() - t)
+    report = {}
 elapsed = time.perf_counter() - t1
+cpu = time.process_time() - c1
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"elapsed_s": elapsed, "import_s": t_import,
-                  "peak_rss_mb": int(hwm) / 1024,
+print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "import_s": t_import,
+                  "peak_rss_mb": int(hwm) / 1024, "warm": locals().get("times"),
                   "timings_s": report.get("timings_s", {})}))
 """
 
@@ -100,14 +122,21 @@ def main() -> None:
     preview = best([run_child("render", {"plan": str(plan), "out": str(folder / "preview.wav"), "sliders": {"warmth": 0.5},
                                          "start": args.duration / 2, "duration": 10.0})
                     for _ in range(args.repeat)])
+    warm = run_child("warm", {"plan": str(plan), "out": str(folder / "rerender-warm.wav"),
+                              "preview": str(folder / "preview-warm.wav"), "start": args.duration / 2,
+                              "repeat": max(2, args.repeat)})["warm"]
 
     d = args.duration
     rows = [
         ("full mix (analyse + render + write)", f"{mix['elapsed_s']:.2f} s", f"{mix['elapsed_s'] / d:.4f} × real time", "≤ 0.05 ×"),
+        ("  same, CPU time (steadier on a busy machine)", f"{mix['cpu_s']:.2f} s", f"{mix['cpu_s'] / d:.4f} × real time", ""),
         ("peak RSS, full mix process", f"{mix['peak_rss_mb']:.0f} MB", "", "≤ 250 MB"),
         ("analyse only", f"{analyze['elapsed_s']:.2f} s", f"{analyze['elapsed_s'] / d:.4f} × real time", ""),
-        ("full re-render from plan (+ write wav)", f"{render['elapsed_s']:.2f} s", "", "≤ 2 s"),
-        ("10 s preview from plan (+ write wav)", f"{preview['elapsed_s'] * 1000:.0f} ms", "", "≤ 200 ms"),
+        ("full re-render, fresh process (+ write wav)", f"{render['elapsed_s']:.2f} s", "load plan + imports", "≤ 2 s"),
+        ("  same, CPU time", f"{render['cpu_s']:.2f} s", "", ""),
+        ("full re-render, warm process (slider move)", f"{min(warm['render']):.2f} s", "plan loaded once", "≤ 2 s"),
+        ("10 s preview, fresh process (+ write wav)", f"{preview['elapsed_s'] * 1000:.0f} ms", "load plan + imports", "≤ 200 ms"),
+        ("10 s preview, warm process (slider move)", f"{min(warm['preview']) * 1000:.0f} ms", "plan loaded once", "≤ 200 ms"),
         ("python + engine import (not counted above)", f"{mix['import_s']:.2f} s", "", ""),
     ]
     print(f"Melisma mix benchmark: {d:.0f} s take, one core (taskset -c 0, 1 BLAS thread), best of {args.repeat}")
@@ -118,6 +147,8 @@ def main() -> None:
         if isinstance(stages, dict):
             for stage, secs in stages.items():
                 print(f"    {phase + '.' + stage:<42} {secs:8.3f} s")
+    print("  warm process, each timed render: re-render " + ", ".join(f"{t:.2f}" for t in warm["render"])
+          + " s; preview " + ", ".join(f"{t * 1000:.0f}" for t in warm["preview"]) + " ms")
     print(f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB")
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)

@@ -294,7 +294,7 @@ def analyze(
 
         with _stage(clock, "cleanup"):
             cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
-            vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup)
+            vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup, in_place=True)  # aligned is ours
             del aligned
             warnings += list(cleanup.get("warnings", []))
         record["cleanup"] = {"analysis": cleanup, "actions": actions}

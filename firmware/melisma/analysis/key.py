@@ -189,7 +189,8 @@ def chroma(y: np.ndarray, *, sr: int, fmin_hz: float = 55.0, fmax_hz: float = 20
     log-compressed magnitudes mapped to the nearest semitone, each frame normalised so loud frames
     do not dominate.
     """
-    from scipy.signal import stft
+    import scipy.fft
+    from scipy.signal import get_window
 
     from ..audio_io import resample
 
@@ -201,15 +202,26 @@ def chroma(y: np.ndarray, *, sr: int, fmin_hz: float = 55.0, fmax_hz: float = 20
         y = resample(y, orig_sr=sr, target_sr=target)
     if y.size < n_fft:
         y = np.pad(y, (0, n_fft - y.size))
-    f, _, Z = stft(y, fs=target, nperseg=n_fft, noverlap=n_fft // 2, boundary=None, padded=False)
-    mag = np.abs(Z).astype(np.float32)
+    # The STFT of scipy.signal.stft (Hann, 50 % overlap, no padding), taken a block of frames at a
+    # time and keeping only the bins used below: the whole complex spectrogram is never held.
+    f = scipy.fft.rfftfreq(n_fft, 1.0 / target)
     band = (f >= fmin_hz) & (f <= fmax_hz)
-    f, mag = f[band], mag[band]
-    midi = 69.0 + 12.0 * np.log2(f / 440.0)
+    midi = 69.0 + 12.0 * np.log2(f[band] / 440.0)
     # keep bins near a semitone centre only (between-semitone leakage blurs the profile)
     near = np.abs(midi - np.round(midi)) < 0.35
+    band_bins = np.flatnonzero(band)
     pcs = np.round(midi[near]).astype(int) % 12
-    mag = np.log1p(100.0 * mag[near] / (mag.max() + 1e-12))
+    window = get_window("hann", n_fft).astype(np.float32)
+    window /= window.sum()
+    frames_view = np.lib.stride_tricks.sliding_window_view(y, n_fft)[:: n_fft // 2]
+    mag = np.empty((int(near.sum()), frames_view.shape[0]), np.float32)
+    loudest = 0.0  # over the whole band, not only the bins kept
+    block = 64
+    for a in range(0, frames_view.shape[0], block):
+        spectrum = np.abs(scipy.fft.rfft(frames_view[a : a + block] * window, axis=1)[:, band_bins])
+        loudest = max(loudest, float(spectrum.max()))
+        mag[:, a : a + block] = spectrum[:, near].T
+    mag = np.log1p(100.0 * mag / (loudest + 1e-12))
     frames = np.zeros((12, mag.shape[1]), dtype=np.float64)
     np.add.at(frames, pcs, mag)
     # remove each frame's floor (noise, drums) so the profile shows what stands out

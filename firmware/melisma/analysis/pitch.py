@@ -190,19 +190,20 @@ class DspPitchTracker:
             from ..audio_io import resample
 
             y = resample(y, orig_sr=sr, target_sr=self.SR)
-        x = _highpass(y.astype(np.float64), self.SR)
         hop = int(round(self.hop_s * self.SR))
         win = int(round(self.window_s * self.SR))
         tau_min = max(2, int(np.floor(self.SR / self.fmax_hz)))
         tau_max = int(np.ceil(self.SR / self.fmin_hz)) + 1
-        n_frames = int(np.ceil(len(x) / hop)) if len(x) else 0
+        n_frames = int(np.ceil(len(y) / hop)) if len(y) else 0
         if n_frames == 0:
             return PitchTrack(self.hop_s, np.zeros(0), np.zeros(0), self.name)
 
         # Frame i is centred on sample i*hop: the window plus a typical lag straddles it.
         frame_len = win + tau_max + 1
         pad_left = win // 2 + tau_max // 4
-        xp = np.pad(x, (pad_left, frame_len + hop * n_frames - len(x)))
+        # The high-passed signal goes straight into its zero-padded buffer (one float64 array).
+        xp = np.zeros(pad_left + len(y) + frame_len + hop * n_frames - len(y))
+        _highpass_into(y, self.SR, xp[pad_left : pad_left + len(y)])
         frames_all = np.lib.stride_tricks.sliding_window_view(xp, frame_len)[::hop][:n_frames]
 
         thr_x, thr_cdf = _beta_cdf_table(*_beta_params(self.threshold_mean))
@@ -211,13 +212,14 @@ class DspPitchTracker:
         cand_p = np.zeros((n_frames, K))
         rms = np.zeros(n_frames)
         n_fft = 1 << int(np.ceil(np.log2(frame_len)))
-        chunk = 2048
+        chunk = 512  # frames per block: the block's FFT and lag matrices stay a few MB
         for c0 in range(0, n_frames, chunk):
             fr = frames_all[c0 : c0 + chunk]
             ct, cp, cr = _yin_candidates(fr, win, tau_min, tau_max, n_fft, K, thr_x, thr_cdf)
             cand_tau[c0 : c0 + chunk] = ct
             cand_p[c0 : c0 + chunk] = cp
             rms[c0 : c0 + chunk] = cr
+        del xp, frames_all
 
         # Energy gate: relative to the loud part of the take, and an absolute floor (-70 dBFS).
         rms_db = 20 * np.log10(rms + 1e-12)
@@ -283,12 +285,18 @@ def _as_mono(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def _highpass(x: np.ndarray, sr: int) -> np.ndarray:
-    """Remove DC, rumble and mains hum below the lowest sung note (a 4th-order 50 Hz high-pass)."""
+def _highpass_into(x: np.ndarray, sr: int, out: np.ndarray, block: int = 1 << 16) -> None:
+    """Remove DC, rumble and mains hum below the lowest sung note (a 4th-order 50 Hz high-pass).
+
+    Filters in float64 block by block (the filter state carries over, so the result is the
+    one-shot filter's) into ``out``, without a float64 copy of the whole input.
+    """
     from scipy.signal import butter, sosfilt
 
     sos = butter(4, 50.0, btype="highpass", fs=sr, output="sos")
-    return sosfilt(sos, x)
+    zi = np.zeros((sos.shape[0], 2))
+    for a in range(0, len(x), block):
+        out[a : a + block], zi = sosfilt(sos, x[a : a + block].astype(np.float64), zi=zi)
 
 
 def _beta_params(mean: float, concentration: float = 13.33) -> tuple[float, float]:

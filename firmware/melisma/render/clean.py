@@ -56,18 +56,29 @@ class _SosStage(Stage):
         self._zi_key = None
 
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        if self._design(sr).size == 0 or audio.shape[-1] == 0:
+            return audio
+        out = np.empty_like(audio)
+        self._filter(audio, sr, out)
+        return out
+
+    def process_into(self, audio: np.ndarray, sr: int) -> None:
+        """:meth:`process`, overwriting ``audio`` (float32) with the result."""
+        self._filter(audio, sr, audio)
+
+    def _filter(self, audio: np.ndarray, sr: int, out: np.ndarray) -> None:
         sos = self._design(sr)
         if sos.size == 0 or audio.shape[-1] == 0:
-            return audio
+            if out is not audio:
+                out[...] = audio
+            return
         key = (sr, audio.shape[:-1], sos.tobytes())
         if getattr(self, "_zi_key", None) != key:
             self._zi = np.zeros((sos.shape[0], *audio.shape[:-1], 2))
             self._zi_key = key
-        out = np.empty_like(audio)
-        step = 1 << 18  # blocks keep scipy's float64 temporaries small (Pi Zero: 512 MB)
+        step = 1 << 16  # blocks keep scipy's float64 temporaries small (Pi Zero: 512 MB)
         for i in range(0, audio.shape[-1], step):
             out[..., i:i + step], self._zi = signal.sosfilt(sos, audio[..., i:i + step], axis=-1, zi=self._zi)
-        return out
 
 
 @dataclass
@@ -177,16 +188,35 @@ class Declipper(Stage):
             raise RenderError(f"Declipper: threshold={threshold} must be a positive magnitude (the clipping rail, e.g. 0.99)")
         return declip(audio, threshold=float(threshold), max_overshoot_db=self.max_overshoot_db, min_run=self.min_run)
 
+    def process_into(self, audio: np.ndarray, sr: int) -> None:
+        """:meth:`process`, overwriting ``audio`` (float32) with the result."""
+        for ch in (audio if audio.ndim == 2 else [audio]):
+            threshold = self.threshold
+            if threshold is None:
+                found = detect_clipping(ch, sr=sr)
+                if found["regions"] == 0:
+                    continue
+                threshold = found["threshold"]
+            if threshold <= 0:
+                raise RenderError(f"Declipper: threshold={threshold} must be a positive magnitude (the clipping rail, e.g. 0.99)")
+            declip(ch, threshold=float(threshold), max_overshoot_db=self.max_overshoot_db, min_run=self.min_run, out=ch)
 
-def declip(x: np.ndarray, *, threshold: float, max_overshoot_db: float = 3.0, min_run: int = 3) -> np.ndarray:
-    """Hermite-interpolate every clipped run of ``x`` (vectorised over all runs); see :class:`Declipper`."""
+
+def declip(x: np.ndarray, *, threshold: float, max_overshoot_db: float = 3.0, min_run: int = 3,
+           out: np.ndarray | None = None) -> np.ndarray:
+    """Hermite-interpolate every clipped run of ``x`` (vectorised over all runs); see :class:`Declipper`.
+
+    ``out`` (float32, shape of ``x``, may be ``x`` itself) receives the result; by default a copy.
+    """
     x = np.asarray(x, dtype=np.float32)
+    if out is not None and out is not x:
+        out[...] = x
     starts, ends = clipped_runs(x, threshold=threshold, min_run=min_run)
     # need three good samples on each side for value and slope
     ok = (starts >= 3) & (ends <= x.size - 3)
     starts, ends = starts[ok], ends[ok]
     if starts.size == 0:
-        return x
+        return x if out is None else out
     lengths = ends - starts
     run_of = np.repeat(np.arange(starts.size), lengths)
     idx = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths) + starts[run_of]
@@ -208,7 +238,8 @@ def declip(x: np.ndarray, *, threshold: float, max_overshoot_db: float = 3.0, mi
     curve = h00 * y0[run_of] + h10 * span[run_of] * m0[run_of] + h01 * y1[run_of] + h11 * span[run_of] * m1[run_of]
     polarity = np.sign(xd(idx))
     cap = threshold * db_to_gain(max_overshoot_db)
-    out = x.copy()
+    if out is None:
+        out = x.copy()
     out[idx] = (polarity * np.clip(polarity * curve, threshold, cap)).astype(np.float32)
     return out
 
@@ -275,15 +306,34 @@ class SpectralDenoiser(Stage):
                 self._prev_clean, self._prev_gain = saved[0]
                 outs.append(self.process(ch, sr))
             return np.stack(outs)
+        out = np.empty_like(audio)
+        return out if self._denoise(audio, sr, out) else audio
+
+    def process_into(self, audio: np.ndarray, sr: int) -> None:
+        """:meth:`process`, overwriting ``audio`` (float32, C-contiguous rows) with the result."""
+        if audio.ndim == 2:
+            saved = (self._prev_clean, self._prev_gain)
+            for ch in audio:
+                self._prev_clean, self._prev_gain = saved
+                self._denoise(ch, sr, ch)
+            return
+        self._denoise(audio, sr, audio)
+
+    def _denoise(self, audio: np.ndarray, sr: int, out: np.ndarray) -> bool:
+        """Denoise mono ``audio`` into ``out`` (may be ``audio``); False when nothing was done (out untouched)."""
         if self.reduction_db < 0:
             raise RenderError(f"SpectralDenoiser: reduction_db={self.reduction_db} must be >= 0 (e.g. 12)")
         if self.reduction_db == 0 or audio.size == 0:
-            return audio
+            if out is not audio:
+                out[...] = audio
+            return False
         n_fft = int(2 ** round(math.log2(self.frame_ms * 1e-3 * sr)))
         hop = n_fft // 2
         noise = self.noise if self.noise is not None else estimate_noise(audio, sr=sr)
         if not noise.get("n_frames_used", 1) or max(noise.get("profile_db", [-200.0])) <= -190.0:
-            return audio
+            if out is not audio:
+                out[...] = audio
+            return False
         window = np.sqrt(signal.get_window("hann", n_fft)).astype(np.float32)  # periodic; sqrt-Hann^2 sums to 1 at 50 %
         freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
         # expected |X|^2 of the noise in each bin: one-sided PSD * sr * sum(w^2) / 2
@@ -291,12 +341,14 @@ class SpectralDenoiser(Stage):
         noise_bins = np.maximum(noise_bins, 1e-20).astype(np.float32)
         inv_noise = (1.0 / noise_bins).astype(np.float32)
 
-        # pad so every sample is covered by two frames; frames are strided views, no copy
+        # The input as if padded by a hop of zeros in front and zeros after, so every sample is
+        # covered by two frames: frame j spans padded samples [j*hop, j*hop + n_fft), i.e.
+        # audio[(j-1)*hop : (j+1)*hop]. A block's frames are copied into a small buffer first,
+        # so the output may overwrite the input (its writes trail the reads by a block).
         n = audio.size
         n_frames = int(math.ceil((n + hop) / hop))
-        padded = np.zeros((n_frames + 1) * hop, dtype=np.float32)
-        padded[hop:hop + n] = audio
-        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+        block_frames = max(1, int(self.block_frames))
+        staging = np.zeros((block_frames + 1) * hop, dtype=np.float32)
 
         floor_gain = np.float32(db_to_gain(-self.reduction_db))
         alpha = np.float32(self.dd_alpha)
@@ -310,13 +362,26 @@ class SpectralDenoiser(Stage):
 
         alpha_inv_noise = alpha * inv_noise
         release_offset = floor_gain * (np.float32(1.0) - release)
-        # The output overwrites the input in place: with 50 % overlap frame j adds to chunks j and
-        # j + 1, so once a block of frames has been read its chunks are free, except the last one,
-        # which the next block still reads: its share of the output waits in `carry`.
-        chunks = padded.reshape(-1, hop)
+        # With 50 % overlap frame j adds to output chunks j and j + 1 (chunk k is padded samples
+        # [k*hop, (k+1)*hop)); a block's last chunk waits in `carry` for the next block's frames.
         carry = np.zeros(hop, np.float32)
-        for b0 in range(0, n_frames, self.block_frames):
-            spec = sfft.rfft(frames[b0:b0 + self.block_frames] * window, axis=1)
+
+        def write_chunks(first: int, values: np.ndarray) -> None:
+            lo, hi = (first - 1) * hop, (first - 1) * hop + values.size  # padded -> audio index
+            values = values.reshape(-1)
+            a, b = max(lo, 0), min(hi, n)
+            if b > a:
+                out[a:b] = values[a - lo:b - lo]
+
+        for b0 in range(0, n_frames, block_frames):
+            m = min(block_frames, n_frames - b0)
+            lo, hi = (b0 - 1) * hop, (b0 + m) * hop  # audio samples the block's frames span
+            staging[:] = 0.0
+            a, b = max(lo, 0), min(hi, n)
+            if b > a:
+                staging[a - lo:b - lo] = audio[a:b]
+            frames = np.lib.stride_tricks.sliding_window_view(staging[: (m + 1) * hop], n_fft)[::hop][:m]
+            spec = sfft.rfft(frames * window, axis=1)
             power = spec.real ** 2 + spec.imag ** 2
             gamma = power * inv_noise
             # (1 - alpha) * maximum-likelihood SNR, the decision-directed rule's fresh part
@@ -344,15 +409,14 @@ class SpectralDenoiser(Stage):
             spec *= gains
             blocks = sfft.irfft(spec, n=n_fft, axis=1)
             blocks *= window
-            m = blocks.shape[0]
             done = blocks[:, :hop].astype(np.float32)
             done[0] += carry
             done[1:] += blocks[:-1, hop:]
             carry = blocks[-1, hop:].astype(np.float32)
-            chunks[b0:b0 + m] = done
-        chunks[n_frames] = carry
+            write_chunks(b0, done)
+        write_chunks(n_frames, carry)
         self._prev_clean, self._prev_gain = prev_clean, prev_gain
-        return padded[hop:hop + n]
+        return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,13 +459,24 @@ class Gate(Stage):
         self._hold_left = 0
 
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        if audio.shape[-1] == 0:
+            return audio
+        out = np.empty_like(audio)
+        self._apply(audio, sr, out)
+        return out
+
+    def process_into(self, audio: np.ndarray, sr: int) -> None:
+        """:meth:`process`, overwriting ``audio`` (float32) with the result."""
+        self._apply(audio, sr, audio)
+
+    def _apply(self, audio: np.ndarray, sr: int, out: np.ndarray) -> None:
         if self.floor_db > 0:
             raise RenderError(f"Gate: floor_db={self.floor_db} must be <= 0 (e.g. -15: gentle, not silence)")
         if min(self.attack_ms, self.hold_ms, self.release_ms, self.lookahead_ms) < 0:
             raise RenderError("Gate: attack_ms, hold_ms, release_ms and lookahead_ms must be >= 0")
         n = audio.shape[-1]
         if n == 0:
-            return audio
+            return
         mono = audio if audio.ndim == 1 else np.mean(audio, axis=0)
         block = max(1, int(round(0.005 * sr)))
         n_blocks = int(math.ceil(n / block))
@@ -446,13 +521,11 @@ class Gate(Stage):
         start_gain[1:] = block_gain[:-1]
         self._last_gain = float(block_gain[-1])
         ramp = (np.arange(block, dtype=np.float32) + 1.0) / block
-        out = np.empty_like(audio)
         step = 2048  # blocks at a time: the gain curve never exists at full length
         for b in range(0, n_blocks, step):
             g = (start_gain[b:b + step, None] + (block_gain - start_gain)[b:b + step, None] * ramp[None, :]).reshape(-1)
             lo, hi = b * block, min(n, (b + step) * block)
-            out[..., lo:hi] = audio[..., lo:hi] * g[: hi - lo]
-        return out
+            np.multiply(audio[..., lo:hi], g[: hi - lo], out=out[..., lo:hi])
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,8 +609,12 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     return Chain(stages), actions
 
 
-def clean_take(take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_reduction: float = 1.0) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def clean_take(take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_reduction: float = 1.0,
+               in_place: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Run the clean-up a take needs; returns the cleaned take (float32, same shape) and the actions.
+
+    Every stage works in one take-sized buffer: a copy of the take, or with ``in_place=True`` the
+    take itself when it is a C-contiguous float32 array (it is then overwritten and returned).
 
     Examples
     --------
@@ -554,4 +631,12 @@ def clean_take(take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_red
     chain, actions = build_cleanup_chain(analysis, sr=sr, noise_reduction=noise_reduction)
     if x.shape[-1] == 0:
         return x.copy(), actions
-    return chain(x, sr, reset=True), actions
+    if not (in_place and x is take and x.flags.c_contiguous and x.flags.writeable):
+        x = np.array(x, dtype=np.float32, order="C")
+    chain.reset()
+    for stage in chain.stages:
+        if hasattr(stage, "process_into"):
+            stage.process_into(x, sr)
+        else:
+            x[...] = stage(x, sr, reset=False)
+    return x, actions

@@ -56,6 +56,8 @@ from .stages import Stage, db_to_gain
 #: Presence band that masks the voice's intelligibility, dipped by the ducker.
 PRESENCE_LOW_HZ = 1000.0
 PRESENCE_HIGH_HZ = 4000.0
+#: The ducker's gain is computed once per this many samples and interpolated in between.
+DUCK_CONTROL_SAMPLES = 32
 
 
 def _as_2d(audio: np.ndarray) -> np.ndarray:
@@ -342,47 +344,80 @@ class Ducker(Stage):
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
         if self.sidechain is None:
             raise RenderError("Ducker: no sidechain; pass the vocal as Ducker(sidechain=vocal)")
-        x = _as_2d(audio)
+        x = np.asarray(_as_2d(audio), dtype=np.float32)
         n = x.shape[1]
         if self._state is None:
+            step = DUCK_CONTROL_SAMPLES
             band = signal.butter(1, [self.low_hz, self.high_hz], btype="bandpass", fs=sr, output="sos")
+            a_det = math.exp(-1000.0 / (10.0 * sr))
             self._state = {
-                "sr": sr, "band": band, "band_zi": np.zeros((band.shape[0], x.shape[0], 2)),
-                "threshold": self._threshold(sr), "detector_zi": np.zeros(1), "attack_zi": np.zeros(1),
-                "release_prev": 0.0, "samples": 0, "active": 0,
+                "sr": sr, "band": band.astype(np.float32), "band_zi": np.zeros((band.shape[0], x.shape[0], 2), np.float32),
+                "threshold": self._threshold(sr),
+                # The 10 ms mean-square detector sampled at each control step's last sample, exactly:
+                # a weighted sum of the step's squared samples plus the decayed previous value.
+                "det_weights": (1.0 - a_det) * a_det ** np.arange(step - 1, -1, -1, dtype=np.float64),
+                "det_coeff": a_det**step, "det_prev": 0.0,
+                "release_coeff": math.exp(-1000.0 * step / (self.release_ms * sr)), "release_prev": 0.0,
+                "attack_coeff": math.exp(-1000.0 * step / (self.attack_ms * sr)), "attack_prev": 0.0,
+                # Control values for steps next_step-2 and next_step-1 (silence before the start).
+                "next_step": 0, "tail": np.zeros(2), "samples": 0, "active": 0,
+                "active_cut": 1.0 - 10.0 ** (-0.5 / 20.0),  # a dip deeper than 0.5 dB counts as active
             }
         out = np.empty_like(x)
         for a in range(0, n, CHUNK_SAMPLES):
-            out[:, a : a + CHUNK_SAMPLES] = self._process_chunk(x[:, a : a + CHUNK_SAMPLES], sr)
+            out[:, a : a + CHUNK_SAMPLES] = self._process_chunk(x[:, a : a + CHUNK_SAMPLES])
         return out if audio.ndim == 2 else out[0]
 
-    def _process_chunk(self, x: np.ndarray, sr: int) -> np.ndarray:
+    def _control_steps(self, first: int, stop: int) -> np.ndarray:
+        """Cut amounts (1 - gain of the band) at the ends of control steps ``first..stop-1``."""
         st = self._state
-        n = x.shape[1]
-        side = _as_2d(np.asarray(self.sidechain, dtype=np.float32))[:, self._pos : self._pos + n]
-        self._pos += n
+        step = DUCK_CONTROL_SAMPLES
+        side = _as_2d(np.asarray(self.sidechain, dtype=np.float32))[:, first * step : stop * step]
         side = side.mean(axis=0, dtype=np.float64)
-        if side.size < n:  # sidechain ran out: the vocal is silent from here on
-            side = np.concatenate([side, np.zeros(n - side.size)])
-        # Detector: 10 ms mean-square, in dB.
-        a_det = math.exp(-1000.0 / (10.0 * sr))
-        power, st["detector_zi"] = signal.lfilter([1.0 - a_det], [1.0, -a_det], side * side, zi=st["detector_zi"])
+        if side.size < (stop - first) * step:  # sidechain ran out: the vocal is silent from here on
+            side = np.concatenate([side, np.zeros((stop - first) * step - side.size)])
+        energy = (side * side).reshape(stop - first, step) @ st["det_weights"]
+        power, zi = signal.lfilter([1.0], [1.0, -st["det_coeff"]], energy, zi=[st["det_coeff"] * st["det_prev"]])
+        st["det_prev"] = float(power[-1])
         with np.errstate(divide="ignore"):
             level_db = 10.0 * np.log10(np.maximum(power, 0.0))
         depth = np.clip((level_db - st["threshold"]) / self.knee_db, 0.0, 1.0)
-        depth = _peak_release(depth, st["release_prev"], math.exp(-1000.0 / (self.release_ms * sr)))
+        depth = _peak_release(depth, st["release_prev"], st["release_coeff"])
         st["release_prev"] = float(depth[-1]) if depth[-1] > 1e-9 else 0.0
-        a_att = math.exp(-1000.0 / (self.attack_ms * sr))
-        depth, st["attack_zi"] = signal.lfilter([1.0 - a_att], [1.0, -a_att], depth, zi=st["attack_zi"])
-        dip_db = self.duck_db * depth
+        a_att = st["attack_coeff"]
+        depth, _ = signal.lfilter([1.0 - a_att], [1.0, -a_att], depth, zi=[a_att * st["attack_prev"]])
+        st["attack_prev"] = float(depth[-1])
+        if depth.size:
+            self.max_dip_db = max(self.max_dip_db, float(self.duck_db * depth.max()))
+        return 1.0 - 10.0 ** (-self.duck_db * depth / 20.0)
+
+    def _process_chunk(self, x: np.ndarray) -> np.ndarray:
+        # The gain follows the vocal at a control rate (every DUCK_CONTROL_SAMPLES samples, 0.7 ms
+        # at 48 kHz, far faster than the 10 ms attack), interpolated linearly in between: the
+        # per-sample log/exp work drops 32-fold and the curve depends only on the absolute position,
+        # so any block split gives the same output.
+        st = self._state
+        n = x.shape[1]
+        if n == 0:
+            return x
+        step = DUCK_CONTROL_SAMPLES
+        start, self._pos = self._pos, self._pos + n
+        first, last = start // step, (start + n - 1) // step
+        new = self._control_steps(st["next_step"], last + 1) if last >= st["next_step"] else np.zeros(0)
+        controls = np.concatenate([st["tail"], new])  # steps next_step-2 .. last
+        base = st["next_step"] - 2
+        st["tail"], st["next_step"] = controls[-2:].copy(), max(st["next_step"], last + 1)
+        before = controls[first - 1 - base : last - base]
+        after = controls[first - base : last + 1 - base]
+        ramp = np.arange(1, step + 1, dtype=np.float32) / np.float32(step)
+        cut = (before.astype(np.float32)[:, None] + (after - before).astype(np.float32)[:, None] * ramp).ravel()
+        cut = cut[start - first * step : start - first * step + n]
         band, st["band_zi"] = signal.sosfilt(st["band"], x, axis=-1, zi=st["band_zi"])
-        cut = 1.0 - 10.0 ** (-dip_db / 20.0)
-        if n:
-            self.max_dip_db = max(self.max_dip_db, float(dip_db.max()))
-            st["samples"] += n
-            st["active"] += int(np.count_nonzero(dip_db > 0.5))
-            self.active_fraction = st["active"] / st["samples"]
-        return x - (band * cut).astype(np.float32)
+        st["samples"] += n
+        st["active"] += int(np.count_nonzero(cut > st["active_cut"]))
+        self.active_fraction = st["active"] / st["samples"]
+        band *= cut
+        return x - band
 
 
 def balance(vocal: np.ndarray, backing: np.ndarray, *, sr: int, vocal_to_backing_lu: float,
