@@ -40,6 +40,7 @@ from .audio_io import (
     output_format,
     probe,
 )
+from .audio_io import NpyBlockReader
 from .errors import AudioContentError, ConfigError, MelismaError, PlanError, RenderError
 from .plan import Plan, new_record, to_json
 from .progress import ProgressCallback, StageClock
@@ -427,17 +428,33 @@ def _render(
     n_total = int(cache["vocal"]["shape"][0])
     window = _window(n_total, start_s, duration_s)
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
-    vocal = np.array(plan.array("vocal", lo, hi), dtype=np.float32)  # a private copy: later stages may work in place
     lean = mix_path is not None
-
+    full = not window["preview"]
+    # A full render streams the vocal from a file into the chain (the plan's cached vocal, or the
+    # cached corrected one), so only the chain's stereo output is ever whole in memory.
+    vocal: np.ndarray | None = None
+    vocal_file: Path | None = None
     pitch_report = None
     if "pitch" in plan.record:
         with _stage(clock, "correct_pitch"):
-            vocal, pitch_report = _corrected(plan, vocal, lo=lo, full=not window["preview"], settings=tuning)
+            vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=tuning)
+            _release_memory()
+    elif full:
+        with contextlib.suppress(PlanError):
+            vocal_file = plan.cache_file("vocal")
+    if vocal is None and vocal_file is None:
+        vocal = plan.array("vocal", lo, hi)
 
     with _stage(clock, "vocal_chain"):
         chain, explanation = build_vocal_chain(settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
-        wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
+        if vocal is None:
+            with NpyBlockReader(vocal_file) as source:
+                if source.shape != (n_total,):
+                    raise PlanError(f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
+                                    "run `melisma analyze` again")
+                wet = render_vocal_chain(chain, source, sr=ENGINE_SR)
+        else:
+            wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
         if wet.ndim == 1:
             wet = np.stack([wet, wet])
         del vocal
@@ -520,30 +537,37 @@ def _render(
     return mix, stems, report
 
 
-def _corrected(plan: Plan, vocal: np.ndarray, *, lo: int, full: bool, settings) -> tuple[np.ndarray, dict[str, Any]]:
-    """The pitch-corrected vocal; a full render's result is cached beside the plan."""
+def _corrected(plan: Plan, *, lo: int, hi: int, full: bool, settings) -> tuple[np.ndarray | None, dict[str, Any], Path | None]:
+    """The pitch-corrected vocal for samples ``lo:hi`` and the correction report.
+
+    A full render's result is cached as a file beside the plan (or in an unsaved plan's work
+    folder) and returned as ``(None, report, file)``, to be streamed; otherwise (a preview, or no
+    place to cache) as ``(array, report, None)``."""
     from .intonation import correct_vocal, correction_key, plan_correction
 
     pitch = plan.record["pitch"]
-    name = f"corrected-{correction_key(pitch, settings)}"
-    cache_file = plan.cache_dir / f"{name}.npy" if plan.path is not None else None
-    report: dict[str, Any]
-    if full and cache_file is not None and cache_file.exists():
+    folder = plan.scratch_dir() if full else None
+    cache_file = folder / f"corrected-{correction_key(pitch, settings)}.npy" if folder is not None else None
+    if cache_file is not None and cache_file.exists():
         try:
-            cached = np.load(cache_file)
-            if cached.shape == vocal.shape:
+            with NpyBlockReader(cache_file) as reader:
+                usable = reader.shape == (hi - lo,)
+            if usable:
                 _, report = plan_correction(pitch, settings)
                 report["cached"] = True
-                return cached, report
-        except (ValueError, OSError):
+                return None, report, cache_file
+        except (MelismaError, OSError):
             pass  # a damaged cache entry is simply recomputed
-    corrected, report = correct_vocal(vocal, pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
-    if full and cache_file is not None:
-        with contextlib.suppress(OSError, MelismaError):
+    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
+    if cache_file is not None:
+        try:
             with atomic_path(cache_file, overwrite=True) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, corrected, allow_pickle=False)
-    return corrected, report
+            return None, report, cache_file
+        except (OSError, MelismaError):
+            pass  # no cache: keep the corrected vocal in memory
+    return corrected, report, None
 
 
 def _window(n_total: int, start_s: float | None, duration_s: float | None) -> dict[str, Any]:

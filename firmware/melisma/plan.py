@@ -153,6 +153,13 @@ class Plan:
             entry["file_shape"] = [int(s) for s in file_shape]
         self.record.setdefault("cache", {})[name] = entry
 
+    def scratch_dir(self) -> Path | None:
+        """Where render-time caches (e.g. corrected vocals) may go: the cache folder of a saved
+        plan, the work folder of an unsaved one, or None when there is neither."""
+        if self.path is not None:
+            return self.cache_dir
+        return self._work
+
     def own_work_dir(self, folder: str | os.PathLike) -> None:
         """Make ``folder`` (holding adopted work files) this plan's: it is removed with the plan."""
         self._work = Path(folder)

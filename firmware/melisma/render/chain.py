@@ -510,28 +510,37 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     return Chain(stages), why
 
 
-def render_vocal_chain(chain: Stage, vocal: np.ndarray, *, sr: int, block_s: float = 5.0) -> np.ndarray:
+def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0) -> np.ndarray:
     """Run ``chain`` over ``vocal`` in blocks (``reset=False`` streaming) into one ``(2, n)`` array.
 
     Same result as ``chain(vocal, sr)`` but the temporaries are block-sized, so memory stays at
     about the output plus a few blocks (a 3-minute take: ~70 MB instead of ~250 MB), and the
-    short blocks stay in cache.
+    short blocks stay in cache. ``vocal`` is a mono array or a block source with ``shape`` and
+    ``read(start, stop)`` (e.g. :class:`melisma.audio_io.NpyBlockReader` on the plan's cache), so
+    the whole vocal need never be in memory beside the output.
 
     >>> import numpy as np
     >>> from melisma.render.stages import Gain
     >>> render_vocal_chain(Space(), np.ones(1000, np.float32), sr=48000, block_s=0.001).shape
     (2, 1000)
     """
-    vocal = np.asarray(vocal, dtype=np.float32)
-    if vocal.ndim == 2 and vocal.shape[0] == 1:
-        vocal = vocal[0]
-    if vocal.ndim != 1:
-        raise RenderError(f"the vocal chain takes a mono vocal, got shape {vocal.shape}")
-    n = vocal.shape[-1]
+    if hasattr(vocal, "read") and hasattr(vocal, "shape"):
+        if len(vocal.shape) != 1:
+            raise RenderError(f"the vocal chain takes a mono vocal, got shape {vocal.shape}")
+        n = int(vocal.shape[0])
+        read = vocal.read
+    else:
+        vocal = np.asarray(vocal, dtype=np.float32)
+        if vocal.ndim == 2 and vocal.shape[0] == 1:
+            vocal = vocal[0]
+        if vocal.ndim != 1:
+            raise RenderError(f"the vocal chain takes a mono vocal, got shape {vocal.shape}")
+        n = vocal.shape[-1]
+        read = lambda a, b: vocal[a:b]  # noqa: E731 - the array form of a block source
     block = max(1, int(round(block_s * sr)))
     out: np.ndarray | None = None
     for start in range(0, max(n, 1), block):
-        piece = chain(vocal[start:start + block], sr, reset=(start == 0))
+        piece = chain(read(start, min(n, start + block)), sr, reset=(start == 0))
         piece = piece if piece.ndim == 2 else np.stack([piece, piece])
         if out is None:
             out = np.empty((piece.shape[0], n), dtype=np.float32)
