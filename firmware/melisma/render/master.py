@@ -981,7 +981,7 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
     latency = limiter.latency_samples(sr)
     ceiling_lin = np.float32(db_to_gain(ceiling_dbtp))
 
-    def render(gain_db: float, ceiling: float) -> dict[str, Any]:
+    def render(gain_db: float, ceiling: float, write: bool = True) -> dict[str, Any]:
         limiter.ceiling_dbtp = ceiling
         limiter.reset()
         hops = KWeightedHops(sr, channels=channels, cross=channels == 2)
@@ -1003,10 +1003,10 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
             if channels == 2:
                 dots[:] += (float(np.dot(block[0], block[0])), float(np.dot(block[1], block[1])),
                             float(np.dot(block[0], block[1])))
-            if writer is not None:
-                writer.write(block if mix.ndim == 2 else block[0])
-            else:
+            if writer is None:
                 out2[:, lo:hi] = block
+            elif write:
+                writer.write(block if mix.ndim == 2 else block[0])
 
         for a in range(0, n, block_samples):
             block = x[:, a:a + block_samples]
@@ -1032,11 +1032,18 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
     above: tuple[float, float] | None = None
     previous: tuple[float, float] | None = None
     passes = 0
+    # The first pass goes straight to the writer (most mixes land on target at once); if it has
+    # to be redone, the next passes only measure, and one last pass writes: an encoder (AAC is
+    # ~2 s per 3 minutes) then runs at most twice however many passes the gain search takes.
+    write_pass = True
+    written = False
     while True:
         passes += 1
-        if passes > 1 and writer is not None:
+        if write_pass and written and writer is not None:
             writer.restart()
-        result = render(gain_db, ceiling_dbtp - margin_db)
+        result = render(gain_db, ceiling_dbtp - margin_db, write=write_pass)
+        written = written or write_pass
+        wrote_this = write_pass
         out_lufs, max_gr, peak = result["lufs"], result["max_gr"], result["peak"]
         error = target_lufs - out_lufs
         loss = source_lufs + gain_db - out_lufs
@@ -1047,7 +1054,11 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
                 f"(peaks reduced by up to {max_gr:.1f} dB) to keep this mix under {ceiling_dbtp:g} dBTP, more than "
                 f"max_limiting_lu={max_limiting_lu:g}; use target_lufs={workable:g} or lower, or a higher ceiling_dbtp")
         if passes >= max_passes or (abs(error) <= tolerance_lu and peak <= ceiling_dbtp):
+            if writer is not None and not wrote_this:
+                writer.restart()
+                render(gain_db, ceiling_dbtp - margin_db, write=True)  # deterministic: the measured pass again
             break
+        write_pass = writer is None
         if peak > ceiling_dbtp:
             margin_db += peak - ceiling_dbtp + 0.02
         if abs(error) > tolerance_lu:

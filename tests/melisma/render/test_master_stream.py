@@ -56,6 +56,38 @@ def test_master_stream_into_a_writer_redoes_a_missed_pass(tmp_path: Path) -> Non
     assert report["integrated_lufs"] == pytest.approx(integrated_lufs(written, sr=SR), abs=1e-4)
 
 
+class CountingWriter:
+    """A writer that keeps the last pass and counts how much was encoded in all."""
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.samples_written = 0
+        self.restarts = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.blocks.append(np.array(block))
+        self.samples_written += block.shape[-1]
+
+    def restart(self) -> None:
+        self.blocks = []
+        self.restarts += 1
+
+
+def test_master_stream_encodes_at_most_twice_however_many_passes() -> None:
+    mix = music_like(6, seed=3, drums=0.4)
+    writer = CountingWriter()
+    report = master_stream(mix, sr=SR, writer=writer, target_lufs=-10.0)
+    assert report["passes"] >= 3  # a hard gain search ...
+    assert writer.restarts == 1 and writer.samples_written == 2 * mix.shape[1]  # ... but two encodes
+    out = np.concatenate(writer.blocks, axis=1)
+    assert abs(integrated_lufs(out, sr=SR) + 10.0) <= 0.3
+    t = np.arange(6 * SR) / SR
+    gentle = np.stack([0.1 * np.sin(2 * np.pi * 220 * t), 0.1 * np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+    easy = CountingWriter()
+    report = master_stream(gentle, sr=SR, writer=easy, target_lufs=-14.0)
+    assert report["passes"] == 1 and easy.restarts == 0 and easy.samples_written == gentle.shape[1]  # one encode
+
+
 def test_master_stream_narrows_a_mix_that_cancels_in_mono() -> None:
     rng = np.random.default_rng(0)
     left = (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)
