@@ -1,0 +1,377 @@
+"""f0 tracking with the on-device int8 TFLite pitch model (a :class:`~melisma.analysis.pitch.PitchTracker`).
+
+The model sees a spectrogram, not raw samples, which keeps it cheap (about 0.9 M multiply-adds
+per 10 ms frame):
+
+1. audio at 16 kHz, a 1024-sample Hann window every 160 samples (10 ms hop), frame ``i`` centred
+   on sample ``160 * i``;
+2. STFT magnitudes of bins 3..130 (47-2031 Hz, 15.6 Hz apart), in dB relative to the frame's
+   loudest bin, floored at -80 dB and scaled to 0..1 (so the input is level-independent);
+3. the model takes three consecutive frames (``i-1, i, i+1``) and returns, for the middle one,
+   logits over 300 pitch bins 20 cents apart from 46.875 Hz (up to 1500 Hz) and one voicing logit;
+4. decoding: softmax over the 9 bins around the best bin, their weighted mean in cents (so the
+   estimate is finer than a bin); a frame is voiced when the voicing probability is at least
+   ``voicing_threshold`` and the frame is not near-silent (peak below -60 dBFS).
+
+Every frame is decided from its own 3-frame neighbourhood, so the streaming mode
+(:class:`StreamingPitchModel`) gives the same numbers as offline tracking, with a latency of half
+a window plus one hop of lookahead (32 + 10 ms) plus the block size.
+
+The network, its training data and accuracy are described in ``models/pitch/MODEL_CARD.md``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from melisma.analysis.pitch_model import TflitePitchTracker
+>>> sr = 16000
+>>> t = np.arange(sr) / sr
+>>> y = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+>>> track = TflitePitchTracker().track(y, sr=sr)  # doctest: +SKIP
+>>> round(float(np.median(track.hz[track.hz > 0])))  # doctest: +SKIP
+220
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AnalysisError
+from .pitch import PitchTrack
+
+__all__ = [
+    "SR", "N_FFT", "HOP_LENGTH", "HOP_S", "N_INPUT_BINS", "CONTEXT_FRAMES", "N_PITCH_BINS",
+    "CENTS_PER_BIN", "FMIN_HZ", "MODEL_FILE", "pitch_bin_hz", "spectrogram_features",
+    "context_frames", "decode_pitch", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
+]
+
+SR = 16000
+N_FFT = 1024
+HOP_LENGTH = 160
+HOP_S = HOP_LENGTH / SR
+FIRST_BIN = 3
+N_INPUT_BINS = 128
+CONTEXT_FRAMES = 3
+N_PITCH_BINS = 300
+CENTS_PER_BIN = 20.0
+FMIN_HZ = 46.875
+FLOOR_DB = 80.0
+SILENCE_DBFS = -60.0
+MODEL_FILE = "melisma_pitch_int8.tflite"
+
+_WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+_DECODE_HALF_WIDTH = 4
+
+
+def pitch_bin_hz(bins: np.ndarray | float) -> np.ndarray:
+    """Centre frequency (Hz) of a (fractional) pitch bin.
+
+    >>> float(pitch_bin_hz(0)), round(float(pitch_bin_hz(60)), 2)
+    (46.875, 93.75)
+    """
+    return FMIN_HZ * 2.0 ** (np.asarray(bins, dtype=np.float64) * CENTS_PER_BIN / 1200.0)
+
+
+def hz_to_pitch_bin(f0_hz: np.ndarray | float) -> np.ndarray:
+    """Fractional pitch bin of a frequency (inverse of :func:`pitch_bin_hz`)."""
+    f = np.maximum(np.asarray(f0_hz, dtype=np.float64), 1e-9)
+    return 1200.0 / CENTS_PER_BIN * np.log2(f / FMIN_HZ)
+
+
+def _frames(x: np.ndarray, n_frames: int, first_sample: int) -> np.ndarray:
+    """(n_frames, N_FFT) windows whose frame ``j`` starts at ``first_sample + j * HOP_LENGTH`` of ``x``."""
+    need = first_sample + (n_frames - 1) * HOP_LENGTH + N_FFT
+    if need > len(x):
+        x = np.pad(x, (0, need - len(x)))
+    view = np.lib.stride_tricks.sliding_window_view(x[first_sample:need], N_FFT)[::HOP_LENGTH]
+    return view[:n_frames]
+
+
+def _features_from_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features 0..1, frame peak dBFS) of windows ``(n, N_FFT)``."""
+    import scipy.fft
+
+    spec = np.abs(scipy.fft.rfft(frames * _WINDOW, axis=1)[:, FIRST_BIN : FIRST_BIN + N_INPUT_BINS])
+    db = 20.0 * np.log10(spec + 1e-9)
+    db -= db.max(axis=1, keepdims=True)
+    feats = (np.clip(db, -FLOOR_DB, 0.0) + FLOOR_DB) / FLOOR_DB
+    # the peak sample in the middle hop of the window, for the silence gate
+    mid = frames[:, N_FFT // 2 - HOP_LENGTH // 2 : N_FFT // 2 + HOP_LENGTH // 2]
+    peak_db = 20.0 * np.log10(np.abs(mid).max(axis=1) + 1e-9)
+    return feats.astype(np.float32), peak_db.astype(np.float32)
+
+
+def spectrogram_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model input features of 16 kHz mono audio.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        ``(samples,)`` float audio at 16 kHz.
+
+    Returns
+    -------
+    features : np.ndarray
+        ``(n_frames, N_INPUT_BINS)`` float32 in 0..1, frame ``i`` centred on sample ``i * HOP_LENGTH``;
+        ``n_frames = ceil(len(y) / HOP_LENGTH)``.
+    peak_db : np.ndarray
+        ``(n_frames,)`` peak level (dBFS) of the 10 ms around each frame centre.
+
+    Examples
+    --------
+    >>> f, p = spectrogram_features(np.zeros(16000, np.float32))
+    >>> f.shape, p.shape
+    ((100, 128), (100,))
+    """
+    x = np.asarray(y, dtype=np.float32)
+    n_frames = int(np.ceil(len(x) / HOP_LENGTH))
+    if n_frames == 0:
+        return np.zeros((0, N_INPUT_BINS), np.float32), np.zeros(0, np.float32)
+    xp = np.pad(x, (N_FFT // 2, 0))  # frame 0 centred on sample 0
+    feats, peaks = [], []
+    for c0 in range(0, n_frames, 2048):  # bounded memory on a Pi Zero
+        n = min(2048, n_frames - c0)
+        f, p = _features_from_frames(_frames(xp, n, c0 * HOP_LENGTH))
+        feats.append(f)
+        peaks.append(p)
+    return np.concatenate(feats), np.concatenate(peaks)
+
+
+def context_frames(features: np.ndarray) -> np.ndarray:
+    """``(n, CONTEXT_FRAMES, bins)``: each frame with its neighbours (edges repeat the end frame)."""
+    n = len(features)
+    half = CONTEXT_FRAMES // 2
+    idx = np.clip(np.arange(n)[:, None] + np.arange(-half, half + 1)[None, :], 0, max(n - 1, 0))
+    return features[idx]
+
+
+def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.ndarray | None = None,
+                 voicing_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """f0 (Hz, 0 = unvoiced) and confidence (0..1) from the model outputs.
+
+    Parameters
+    ----------
+    logits : np.ndarray
+        ``(n, N_PITCH_BINS)`` pitch-bin logits.
+    voicing_logit : np.ndarray
+        ``(n,)`` or ``(n, 1)`` voicing logits.
+    peak_db : np.ndarray, optional
+        Frame peak level; frames below :data:`SILENCE_DBFS` are unvoiced.
+    voicing_threshold : float
+        Voicing probability at or above which a frame is voiced.
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    n = len(logits)
+    if n == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    best = logits.argmax(axis=1)
+    offs = np.arange(-_DECODE_HALF_WIDTH, _DECODE_HALF_WIDTH + 1)
+    idx = np.clip(best[:, None] + offs[None, :], 0, N_PITCH_BINS - 1)
+    local = np.take_along_axis(logits, idx, axis=1)
+    w = np.exp(local - local.max(axis=1, keepdims=True))
+    # bins clipped at the ends of the range count once only
+    w = np.where((best[:, None] + offs[None, :] >= 0) & (best[:, None] + offs[None, :] < N_PITCH_BINS), w, 0.0)
+    frac_bin = (w * idx).sum(axis=1) / w.sum(axis=1)
+    hz = pitch_bin_hz(frac_bin)
+    p_voiced = 1.0 / (1.0 + np.exp(-np.asarray(voicing_logit, dtype=np.float64).reshape(n)))
+    voiced = p_voiced >= voicing_threshold
+    if peak_db is not None:
+        voiced &= np.asarray(peak_db) > SILENCE_DBFS
+    return np.where(voiced, hz, 0.0).astype(np.float32), p_voiced.astype(np.float32)
+
+
+def default_model_path() -> Path:
+    """The committed int8 pitch model: ``models_dir()/pitch/melisma_pitch_int8.tflite``."""
+    from ..models_runtime import models_dir
+
+    return models_dir() / "pitch" / MODEL_FILE
+
+
+def _as_mono_16k(y: np.ndarray, sr: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=0)
+    if y.ndim != 1:
+        raise AnalysisError(f"audio must be (samples,) or (channels, samples), got shape {y.shape}")
+    if sr <= 0:
+        raise AnalysisError(f"sample rate must be positive, got sr={sr}")
+    if sr != SR:
+        from ..audio_io import resample
+
+        y = resample(y, orig_sr=sr, target_sr=SR)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+@dataclass
+class TflitePitchTracker:
+    """f0 tracker running the int8 TFLite pitch model (see the module docstring).
+
+    Parameters
+    ----------
+    model_path : str or Path, optional
+        The ``.tflite`` file; default :func:`default_model_path`.
+    num_threads : int
+        Interpreter threads (1: one core).
+    runtime : str, optional
+        Force 'tflite_runtime' or 'ai_edge_litert' (see :func:`melisma.models_runtime.load_interpreter`).
+    voicing_threshold : float
+        Voicing probability at or above which a frame counts as voiced.
+    batch_frames : int
+        Frames per interpreter call (a fixed batch: the last one is padded, so the
+        interpreter is never re-allocated).
+
+    The model is loaded on the first :meth:`track` call; a missing or corrupt file raises
+    :class:`melisma.errors.ModelError`.
+    """
+
+    model_path: str | Path | None = None
+    num_threads: int = 1
+    runtime: str | None = None
+    voicing_threshold: float = 0.5
+    batch_frames: int = 256
+    name: str = field(default="tflite-pitch", init=False)
+    _model: object = field(default=None, init=False, repr=False)
+
+    @property
+    def model(self):
+        """The loaded :class:`melisma.models_runtime.TfliteModel`."""
+        if self._model is None:
+            from ..models_runtime import TfliteModel
+
+            self._model = TfliteModel(self.model_path or default_model_path(), num_threads=self.num_threads,
+                                      runtime=self.runtime)
+            want = (CONTEXT_FRAMES, N_INPUT_BINS)
+            if tuple(self._model.input_shape[1:]) != want:
+                from ..errors import ModelError
+
+                raise ModelError(f"{self._model.path} takes input {self._model.input_shape}; the pitch tracker "
+                                 f"needs (batch, {want[0]}, {want[1]}): is it the pitch model?")
+        return self._model
+
+    def raw_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model logits ``(n, N_PITCH_BINS)`` and voicing logits ``(n,)`` for spectrogram features ``(n, bins)``."""
+        return self.predict_context(context_frames(features))
+
+    def predict_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model outputs for context-stacked inputs ``(n, CONTEXT_FRAMES, bins)``, in fixed-size batches."""
+        n = len(x)
+        m = self.model
+        logits = np.zeros((n, N_PITCH_BINS), np.float32)
+        voicing = np.zeros(n, np.float32)
+        b = self.batch_frames
+        for c0 in range(0, n, b):
+            chunk = x[c0 : c0 + b]
+            k = len(chunk)
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], np.float32)])
+            out = m.predict_dict(chunk)
+            logits[c0 : c0 + k] = out["pitch_logits"][:k]
+            voicing[c0 : c0 + k] = out["voicing_logit"][:k].reshape(-1)
+        return logits, voicing
+
+    def track(self, y: np.ndarray, *, sr: int) -> PitchTrack:
+        """f0 track (hop 10 ms) of a mostly monophonic vocal at any sample rate."""
+        x = _as_mono_16k(y, sr)
+        feats, peak_db = spectrogram_features(x)
+        if len(feats) == 0:
+            return PitchTrack(HOP_S, np.zeros(0), np.zeros(0), self.name)
+        logits, voicing = self.raw_outputs(feats)
+        hz, conf = decode_pitch(logits, voicing, peak_db=peak_db, voicing_threshold=self.voicing_threshold)
+        return PitchTrack(HOP_S, hz, conf, self.name)
+
+
+class StreamingPitchModel:
+    """Live pitch tracking on short blocks with bounded latency (for monitoring).
+
+    Feed 16 kHz mono blocks of any length to :meth:`process`; it returns the frames that became
+    final (a :class:`PitchTrack` fragment whose first frame is number :attr:`frames_done` before
+    the call). A frame centred on sample ``s`` is final once sample ``s + N_FFT/2 + HOP_LENGTH``
+    has arrived (its own window plus the next frame's context), so the algorithmic latency is
+    :attr:`latency_s` = 42 ms plus up to one block. The frames are identical to the offline
+    :meth:`TflitePitchTracker.track` frames (after :meth:`flush`, which pads the end as offline
+    tracking does).
+
+    Examples
+    --------
+    >>> stream = StreamingPitchModel()  # doctest: +SKIP
+    >>> parts = [stream.process(block) for block in np.split(y, 50)] + [stream.flush()]  # doctest: +SKIP
+    """
+
+    def __init__(self, tracker: TflitePitchTracker | None = None) -> None:
+        self.tracker = tracker or TflitePitchTracker(batch_frames=16)
+        self.reset()
+
+    @property
+    def latency_s(self) -> float:
+        """Algorithmic latency of a frame, not counting block buffering: half a window plus one hop."""
+        return (N_FFT // 2 + HOP_LENGTH) / SR
+
+    def reset(self) -> None:
+        self._buf = np.zeros(N_FFT // 2, np.float32)  # left padding, as offline
+        self._buf_start = -(N_FFT // 2)  # sample index of _buf[0]
+        self._received = 0
+        self._feats = np.zeros((0, N_INPUT_BINS), np.float32)  # features of frames >= frames_done - 1
+        self._peaks = np.zeros(0, np.float32)
+        self._feat_first = 0  # frame number of _feats[0]
+        self.frames_done = 0
+
+    def _compute_features(self, upto_frame: int) -> None:
+        """Features of frames up to (not including) ``upto_frame`` whose windows are complete."""
+        have = self._feat_first + len(self._feats)
+        n_new = upto_frame - have
+        if n_new <= 0:
+            return
+        first_sample = have * HOP_LENGTH - N_FFT // 2 - self._buf_start
+        f, p = _features_from_frames(_frames(self._buf, n_new, first_sample))
+        self._feats = np.concatenate([self._feats, f])
+        self._peaks = np.concatenate([self._peaks, p])
+
+    def _emit(self, upto_frame: int, *, final: bool = False) -> PitchTrack:
+        start = self.frames_done
+        n = upto_frame - start
+        if n <= 0:
+            return PitchTrack(HOP_S, np.zeros(0), np.zeros(0), self.tracker.name)
+        # context for frames start..upto-1 needs features start-1..upto (edges repeat)
+        lo = start - self._feat_first
+        feats = self._feats
+        left = feats[lo - 1 : lo] if lo >= 1 else feats[lo : lo + 1]
+        right_idx = lo + n
+        right = feats[right_idx : right_idx + 1] if right_idx < len(feats) else feats[right_idx - 1 : right_idx]
+        block = np.concatenate([left, feats[lo : lo + n], right])
+        ctx = context_frames(block)[1:-1]
+        logits, voicing = self.tracker.predict_context(ctx)
+        hz, conf = decode_pitch(logits, voicing, peak_db=self._peaks[lo : lo + n],
+                                voicing_threshold=self.tracker.voicing_threshold)
+        self.frames_done = upto_frame
+        # keep one frame of left context; drop consumed features and audio
+        keep_from = max(0, upto_frame - 1 - self._feat_first)
+        self._feats = self._feats[keep_from:]
+        self._peaks = self._peaks[keep_from:]
+        self._feat_first += keep_from
+        next_first_sample = (self._feat_first + len(self._feats)) * HOP_LENGTH - N_FFT // 2
+        drop = max(0, next_first_sample - self._buf_start)
+        if drop and not final:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+        return PitchTrack(HOP_S, hz, conf, self.tracker.name)
+
+    def process(self, block: np.ndarray) -> PitchTrack:
+        """Add a block of 16 kHz mono samples; returns the newly final frames."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, block])
+        self._received += len(block)
+        # frame j's window ends at sample j*HOP + N_FFT/2; it is final once frame j+1's window is in
+        complete = (self._received - N_FFT // 2) // HOP_LENGTH + 1 if self._received >= N_FFT // 2 else 0
+        self._compute_features(complete)
+        return self._emit(max(self.frames_done, complete - 1))
+
+    def flush(self) -> PitchTrack:
+        """Emit the remaining frames (the end of the take), padding with silence as offline does."""
+        total = int(np.ceil(self._received / HOP_LENGTH))
+        pad = total * HOP_LENGTH + N_FFT - (len(self._buf) + self._buf_start + N_FFT // 2)
+        self._buf = np.concatenate([self._buf, np.zeros(max(0, pad) + N_FFT, np.float32)])
+        self._compute_features(total)
+        out = self._emit(total, final=True)
+        return out

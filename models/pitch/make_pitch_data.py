@@ -1,0 +1,237 @@
+"""Training and held-out data for the pitch model: synthetic singing with exact f0, damaged like phone takes.
+
+Every clip is drawn from its seed alone (so the data set is reproducible):
+
+* a melody from ``tools.corpus.melody.generate_melody`` in a random key and mode, tempo
+  60-150 bpm, ornaments at 0.5-2x the default rate (vibrato, slides, portamento, grace notes,
+  trills, mordents, drift, detune up to 60 cents), transposed so the voices together cover
+  C2 (65 Hz) to E6 (1.3 kHz);
+* sung by ``tools.corpus.voice.synthesize_voice`` with a male, female or child preset whose
+  formant scale, spectral tilt, breathiness (aspiration), jitter and singer's formant are varied;
+  all five vowels, consonants and breaths as the generator draws them;
+* a random tone colour (shelves, a peak, sometimes a low-pass leaving little more than the
+  fundamental, like a hummed or nasal sound);
+* with p = 0.3 the backing track (chords, bass, drums from ``tools.corpus.backing``) leaking from
+  the phone's speaker at -25 to -8 dB re the voice: pitched sound that is not the singer;
+* then damaged like a phone take (each with a probability): room reverb from the measured
+  impulse responses in ``$MELISMA_SHARED_DATA/rirs`` (used at training time only, never copied)
+  or a synthetic room; noise (pink, white, babble, fan, or real recordings from
+  ``$MELISMA_SHARED_DATA/noise``) at 0-35 dB SNR; mains hum; a phone microphone's band limit;
+  clipping; an AAC round trip at 32-128 kb/s; and a random level.
+
+Output: one ``.npz`` with ``x`` (frames, 3, 128) float16 model inputs (see
+:mod:`melisma.analysis.pitch_model`), ``f0_hz`` (frames,) truth at the frame centres
+(0 = unvoiced), ``voicing_ignore`` (frames,) frames left out of the voicing loss (see
+:func:`voicing_ignore`), ``clip`` (frames,) clip index, and the per-clip settings as JSON.
+
+Training seeds are ``0 .. n-1`` (+ ``--seed-base``); the benchmark's generated held-out set uses
+``--seed-base 900000`` and is never used for training.
+
+Usage::
+
+    nice python models/pitch/make_pitch_data.py --clips 600 --out /tmp/pitch_train.npz
+    nice python models/pitch/make_pitch_data.py --clips 24 --seed-base 900000 --out /tmp/pitch_heldout.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from melisma.analysis.pitch_model import HOP_LENGTH, SR, context_frames, spectrogram_features  # noqa: E402
+from tools.corpus import degrade  # noqa: E402
+from tools.corpus.backing import make_backing  # noqa: E402
+from tools.corpus.melody import MODES, Key, generate_melody  # noqa: E402
+from tools.corpus.voice import VOICES, synthesize_voice  # noqa: E402
+
+SHARED = Path(os.environ.get("MELISMA_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+#: Transposition range (semitones) per voice: together C2..E6.
+TRANSPOSE = {"male": (-12, 4), "female": (-5, 7), "child": (-4, 7)}
+
+
+def _rir_files() -> list[Path]:
+    d = SHARED / "rirs"
+    return sorted(p for p in d.rglob("*.wav")) if d.is_dir() else []
+
+
+def _noise_files() -> list[Path]:
+    d = SHARED / "noise"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
+
+
+def make_clip(seed: int, *, duration_s: float = 8.0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One damaged synthetic take at 16 kHz: (audio, f0 truth at hop 5 ms, settings)."""
+    rng = np.random.default_rng([seed, 20240611])
+    voice = str(rng.choice(["male", "female", "child"], p=[0.42, 0.42, 0.16]))
+    base = VOICES[voice]
+    preset = dataclasses.replace(
+        base,
+        name=voice,
+        formant_scale=float(rng.uniform(0.88, 1.15)),
+        tilt=float(base.tilt * rng.uniform(0.7, 1.4)),
+        aspiration_db=float(rng.uniform(-38.0, -10.0)),
+        jitter_cents=float(rng.uniform(1.0, 15.0)),
+        shimmer_db=float(rng.uniform(0.3, 1.5)),
+        singer_formant_gain=float(rng.uniform(0.0, 0.5)),
+    )
+    key = Key(int(rng.integers(12)), str(rng.choice(list(MODES))))
+    melody = generate_melody(key, tempo_bpm=float(rng.uniform(60, 150)), duration_s=duration_s, seed=seed,
+                             voice=voice, ornament_rate=float(rng.uniform(0.5, 2.0)), detune_cents_max=60.0,
+                             lead_in_s=float(rng.uniform(0.2, 1.0)))
+    shift = int(rng.integers(TRANSPOSE[voice][0], TRANSPOSE[voice][1] + 1))
+    notes = melody.notes
+    for n in notes:
+        n.midi = float(n.midi + shift)
+    take = synthesize_voice(notes, sr=SR, duration_s=duration_s, voice=preset, seed=seed)
+    y = take.audio.astype(np.float32)
+    info: dict = {"seed": seed, "voice": voice, "shift": shift, "key": key.name,
+                  "notes": [(n["start_s"], n["end_s"], n["midi"]) for n in take.notes]}
+
+    if rng.random() < 0.3:
+        # the backing heard through the phone's speaker: pitched, but not the singer (unvoiced)
+        backing = make_backing(key, tempo_bpm=melody.tempo_bpm, duration_s=duration_s, sr=SR,
+                               chords=melody.chords, seed=seed, renderer="numpy")
+        bleed_db = float(rng.uniform(-25.0, -8.0))
+        y = y + degrade.speaker_bleed(backing.audio, SR, bleed_db=bleed_db, reference=y, seed=seed)
+        info["bleed_db"] = bleed_db
+
+    if rng.random() < 0.5:
+        rirs = _rir_files()
+        if rirs and rng.random() < 0.7:
+            rir = rirs[int(rng.integers(len(rirs)))]
+            info["rir"] = rir.name
+        else:
+            rir = "synthetic"
+            info["rir"] = "synthetic"
+        rt60 = float(rng.uniform(0.2, 1.2))
+        wet = degrade.add_reverb(y, SR, rir=rir, rt60_s=rt60, seed=seed)
+        mix = float(rng.uniform(0.3, 1.0))  # a close phone mic hears some of the dry voice
+        y = (mix * wet + (1 - mix) * y).astype(np.float32)
+        info["reverb_mix"] = mix
+    if rng.random() < 0.7:
+        y = random_eq(y, rng, info)
+    if rng.random() < 0.75:
+        kinds: list = ["pink", "white", "babble", "fan"] + _noise_files()
+        noise = kinds[int(rng.integers(len(kinds)))]
+        snr = float(rng.uniform(0.0, 35.0))
+        y = degrade.add_noise(y, SR, snr_db=snr, noise=noise, seed=seed)
+        info["noise"] = Path(str(noise)).name
+        info["snr_db"] = snr
+    if rng.random() < 0.2:
+        y = degrade.add_hum(y, SR, hum_hz=float(rng.choice([50.0, 60.0])), hum_db=float(rng.uniform(-40, -15)),
+                            seed=seed)
+        info["hum"] = True
+    if rng.random() < 0.6:
+        lo, hi = float(rng.uniform(80, 300)), float(rng.uniform(3000, 7500))
+        y = degrade.band_limit(y, SR, low_hz=lo, high_hz=hi, resonance_db=float(rng.uniform(0, 8)))
+        info["band_hz"] = [lo, hi]
+    peak = float(10 ** (rng.uniform(-30, -1) / 20))
+    y = (y * peak / max(float(np.abs(y).max()), 1e-9)).astype(np.float32)
+    if rng.random() < 0.1:
+        y, drive = degrade.clip(y, fraction=float(rng.uniform(0.001, 0.03)))
+        info["clip_drive_db"] = drive
+    if rng.random() < 0.3:
+        kbps = int(rng.choice([32, 48, 64, 96, 128]))
+        y = degrade.aac_round_trip(y, SR, bit_rate=kbps * 1000)
+        info["aac_kbps"] = kbps
+    return y.astype(np.float32), take.f0_hz.astype(np.float64), info
+
+
+def random_eq(y: np.ndarray, rng: np.random.Generator, info: dict) -> np.ndarray:
+    """A random tone colour (different mics, mouths, nasal or hummed sounds): shelves and a peak,
+    sometimes a steep low-pass that leaves little more than the fundamental."""
+    import pedalboard as pb
+
+    fx = [
+        pb.LowShelfFilter(cutoff_frequency_hz=float(rng.uniform(150, 600)), gain_db=float(rng.uniform(-12, 12))),
+        pb.HighShelfFilter(cutoff_frequency_hz=float(rng.uniform(1000, 4000)), gain_db=float(rng.uniform(-18, 6))),
+        pb.PeakFilter(cutoff_frequency_hz=float(rng.uniform(300, 3000)), gain_db=float(rng.uniform(-10, 10)),
+                      q=float(rng.uniform(0.7, 2.0))),
+    ]
+    if rng.random() < 0.2:
+        cutoff = float(rng.uniform(300, 900))
+        fx += [pb.LowpassFilter(cutoff_frequency_hz=cutoff), pb.LowpassFilter(cutoff_frequency_hz=cutoff)]
+        info["hummed_lowpass_hz"] = cutoff
+    info["eq"] = True
+    out = pb.Pedalboard(fx)(np.ascontiguousarray(y, dtype=np.float32), SR)
+    return out.astype(np.float32)
+
+
+def voicing_ignore(f0: np.ndarray, *, reverb: bool, tail_s: float = 0.1) -> np.ndarray:
+    """Frames whose voicing label is ambiguous, left out of the voicing loss: in a reverberant
+    room, the first ``tail_s`` after a voiced stretch ends (it still sounds pitched although the
+    singer stopped). Frames at a voicing change keep their label, so the model learns sharp
+    voicing edges (human annotations mark them tightly)."""
+    v = f0 > 0
+    ignore = np.zeros(len(v), bool)
+    if not reverb:
+        return ignore
+    tail = int(round(tail_s / (HOP_LENGTH / SR)))
+    for c in np.flatnonzero(v[:-1] & ~v[1:]):
+        end = c + 1
+        while end < len(v) and end <= c + tail and not v[end]:
+            end += 1
+        ignore[c + 1 : end] = True
+    return ignore
+
+
+def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) -> np.ndarray:
+    """Truth f0 at the model's frame centres (frame i at i * 10 ms)."""
+    idx = np.round(np.arange(n_frames) * (HOP_LENGTH / SR) / truth_hop_s).astype(int)
+    out = np.zeros(n_frames, np.float32)
+    ok = idx < len(f0_hz)
+    out[ok] = f0_hz[idx[ok]]
+    return out
+
+
+def clip_arrays(seed: int, duration_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    y, f0, info = make_clip(seed, duration_s=duration_s)
+    feats, _ = spectrogram_features(y)
+    x = context_frames(feats).astype(np.float16)
+    f0_frames = frame_truth(f0, len(feats))
+    return x, f0_frames, voicing_ignore(f0_frames, reverb="rir" in info), info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=600)
+    ap.add_argument("--seed-base", type=int, default=0)
+    ap.add_argument("--duration-s", type=float, default=8.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    seeds = [args.seed_base + i for i in range(args.clips)]
+    t0 = time.time()
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.workers) as ex:
+            results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), chunksize=4))
+    else:
+        results = [clip_arrays(s, args.duration_s) for s in seeds]
+    x = np.concatenate([r[0] for r in results])
+    f0 = np.concatenate([r[1] for r in results])
+    clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])
+    ignore = np.concatenate([r[2] for r in results])
+    infos = [r[3] for r in results]
+    np.savez(args.out, x=x, f0_hz=f0, voicing_ignore=ignore, clip=clip, info=json.dumps(infos))
+    print(f"{len(seeds)} clips, {len(f0)} frames ({np.mean(f0 > 0):.2f} voiced) in {time.time() - t0:.0f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The int8 TFLite pitch model as a PitchTracker: real interpreter, synthetic voices with exact f0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from melisma.analysis.pitch import PitchTracker, track_pitch
+from melisma.analysis.pitch_model import (
+    HOP_S,
+    SR,
+    StreamingPitchModel,
+    TflitePitchTracker,
+    decode_pitch,
+    hz_to_pitch_bin,
+    pitch_bin_hz,
+)
+from melisma.errors import ModelError
+from tools.corpus.voice import NoteSpec, synthesize_voice
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    return TflitePitchTracker()
+
+
+def _phrase(voice: str, base_midi: float, seed: int):
+    notes = [
+        NoteSpec(base_midi, 0.2, 0.6, vowel="a", ornaments=[{"type": "slide_in", "interval_cents": -150.0}]),
+        NoteSpec(base_midi + 2, 0.8, 0.5, vowel="e"),
+        NoteSpec(base_midi + 4, 1.3, 0.9, vowel="o", ornaments=[{"type": "vibrato", "rate_hz": 6.0, "extent_cents": 120.0}]),
+        NoteSpec(base_midi + 7, 2.6, 0.4, vowel="i", ornaments=[{"type": "grace", "interval_cents": 200.0}]),
+        NoteSpec(base_midi + 5, 3.0, 0.7, vowel="u"),
+    ]
+    return synthesize_voice(notes, sr=SR, voice=voice, seed=seed)
+
+
+def _scores(track, take):
+    ref_t = take.times_s
+    idx = np.clip(np.round(ref_t / track.hop_s).astype(int), 0, len(track.hz) - 1)
+    est, ref = track.hz[idx].astype(np.float64), take.f0_hz
+    rv, ev = ref > 0, est > 0
+    both = rv & ev
+    cents = np.abs(1200 * np.log2(np.where(both, est, 1) / np.where(both, ref, 1)))
+    return {"rpa": np.mean(both[rv] & (cents[rv] < 50)), "vfa": np.mean(ev[~rv]), "median": np.median(cents[both])}
+
+
+@pytest.mark.parametrize("voice, base_midi, seed", [("female", 64, 1), ("male", 50, 2), ("child", 70, 3)])
+def test_tracks_synthetic_voice(tracker, voice, base_midi, seed):
+    take = _phrase(voice, base_midi, seed)
+    track = tracker.track(take.audio, sr=take.sr)
+    assert track.tracker == "tflite-pitch" and track.hop_s == HOP_S
+    s = _scores(track, take)
+    assert s["rpa"] >= 0.9, s
+    assert s["median"] < 20, s
+    assert s["vfa"] < 0.3, s
+
+
+def test_is_a_pitch_tracker_and_plugs_into_track_pitch(tracker):
+    assert isinstance(tracker, PitchTracker)
+    take = _phrase("female", 62, 4)
+    y48 = np.repeat(take.audio, 3)  # crude 48 kHz version: same pitch, imaging above 8 kHz
+    track = track_pitch(y48, sr=48000, tracker=tracker)
+    assert _scores(track, take)["rpa"] >= 0.85
+
+
+def test_level_independent_and_silence_unvoiced(tracker):
+    take = _phrase("male", 55, 5)
+    loud = tracker.track(take.audio, sr=SR)
+    quiet = tracker.track(take.audio * 0.05, sr=SR)
+    both = (loud.hz > 0) & (quiet.hz > 0)
+    assert np.mean((loud.hz > 0) == (quiet.hz > 0)) > 0.97
+    assert np.max(np.abs(1200 * np.log2(loud.hz[both] / quiet.hz[both]))) < 25
+    silent = tracker.track(np.zeros(SR, np.float32), sr=SR)
+    assert len(silent.hz) == 100 and not silent.voiced.any()
+    assert len(tracker.track(np.zeros(0, np.float32), sr=SR).hz) == 0
+
+
+def test_stereo_input_is_averaged(tracker):
+    take = _phrase("female", 66, 6)
+    mono = tracker.track(take.audio, sr=SR)
+    stereo = tracker.track(np.stack([take.audio, take.audio]), sr=SR)
+    np.testing.assert_array_equal(mono.hz, stereo.hz)
+
+
+@pytest.mark.parametrize("block", [160, 333, 2048])
+def test_streaming_matches_offline(tracker, block):
+    take = _phrase("female", 60, 7)
+    y = take.audio[: int(2.5 * SR)]
+    offline = tracker.track(y, sr=SR)
+    stream = StreamingPitchModel(TflitePitchTracker(batch_frames=8))
+    parts = [stream.process(y[i : i + block]) for i in range(0, len(y), block)]
+    parts.append(stream.flush())
+    hz = np.concatenate([p.hz for p in parts])
+    assert len(hz) == len(offline.hz)
+    # int8 arithmetic is exact, so the same frames give the same numbers
+    np.testing.assert_allclose(hz, offline.hz, rtol=1e-5)
+    assert abs(stream.latency_s - 0.042) < 1e-9
+
+
+def test_streaming_emits_frames_within_bounded_latency():
+    stream = StreamingPitchModel(TflitePitchTracker(batch_frames=8))
+    block = 320  # 20 ms
+    t = np.arange(SR) / SR
+    y = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    received = done = 0
+    for i in range(0, len(y), block):
+        out = stream.process(y[i : i + block])
+        received += block
+        done += len(out.hz)
+        # every frame whose centre is older than the latency has been emitted
+        assert done * HOP_S >= received / SR - stream.latency_s - HOP_S
+
+
+def test_missing_model_raises_model_error(tmp_path):
+    t = TflitePitchTracker(model_path=tmp_path / "missing.tflite")
+    with pytest.raises(ModelError, match="missing.tflite"):
+        t.track(np.zeros(1600, np.float32), sr=SR)
+
+
+def test_bins_and_decoding_round_trip():
+    hz = np.array([65.0, 220.0, 440.0, 1000.0])
+    np.testing.assert_allclose(pitch_bin_hz(hz_to_pitch_bin(hz)), hz, rtol=1e-9)
+    logits = np.full((4, 300), -10.0, np.float32)
+    b = hz_to_pitch_bin(hz)
+    for i, bi in enumerate(b):
+        lo = int(np.floor(bi))
+        frac = bi - lo
+        logits[i, lo] = np.log(1 - frac + 1e-6) + 5
+        logits[i, lo + 1] = np.log(frac + 1e-6) + 5
+    out, conf = decode_pitch(logits, np.array([5.0, 5.0, 5.0, -5.0]))
+    np.testing.assert_allclose(out[:3], hz[:3], rtol=0.01)
+    assert out[3] == 0 and conf[3] < 0.5
