@@ -36,13 +36,31 @@ from melisma.analysis.pitch import PitchTrack, hz_to_midi, track_pitch
 from melisma.audio_io import load_audio
 
 SR = 16000
+#: Which tracker and ornament detector to evaluate (set from --tracker / --detector).
+CHOICE = {"tracker": None, "detector": None}
+
+
+def _tracker(name: str | None):
+    if name == "model":
+        from melisma.analysis.pitch_model import TflitePitchTracker
+
+        return TflitePitchTracker()
+    return None  # the DSP baseline
+
+
+def _detector(name: str | None):
+    if name == "model":
+        from melisma.analysis.ornament_model import TfliteOrnamentDetector
+
+        return TfliteOrnamentDetector()
+    return None  # the DSP rules
 
 
 def analyse(path: Path):
     y, sr = load_audio(path, sr=SR, mono=True)
-    track = track_pitch(y, sr=sr)
+    track = track_pitch(y, sr=sr, tracker=CHOICE["tracker"])
     notes = segment_notes(track)
-    orns = detect_ornaments(track, notes)
+    orns = detect_ornaments(track, notes, detector=CHOICE["detector"])
     return y, track, notes, orns
 
 
@@ -182,9 +200,9 @@ def summarise_durations(durations: dict) -> dict:
 def speed(root: Path) -> dict:
     y, sr = load_audio(root / "vocadito" / "Audio" / "vocadito_1.wav", sr=48000, mono=True)
     y = np.tile(y, int(np.ceil(180 * sr / len(y))))[: 180 * sr]
-    track_pitch(y[:sr], sr=sr)  # warm imports
+    track_pitch(y[:sr], sr=sr, tracker=CHOICE["tracker"])  # warm imports
     t0 = time.perf_counter()
-    track = track_pitch(y, sr=sr)
+    track = track_pitch(y, sr=sr, tracker=CHOICE["tracker"])
     t1 = time.perf_counter()
     notes = segment_notes(track)
     t2 = time.perf_counter()
@@ -200,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.environ.get("MELISMA_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--json", help="also write the numbers here")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--tracker", choices=("dsp", "model"), default="dsp", help="pitch tracker: DSP baseline or the int8 model")
+    ap.add_argument("--detector", choices=("dsp", "model"), default="dsp", help="ornament detector: DSP rules or the int8 model")
     args = ap.parse_args(argv)
+    CHOICE["tracker"], CHOICE["detector"] = _tracker(args.tracker), _detector(args.detector)
+    print(f"tracker {args.tracker}, ornament detector {args.detector}")
     root = Path(args.data)
     if not root.is_dir():
         print(f"no data at {root}; pass --data", file=sys.stderr)

@@ -98,6 +98,8 @@ def _add_pitch(p: argparse.ArgumentParser, *, analysis: bool = True, render: boo
         g.add_argument("--key", metavar="K", help="the song's key: 'A minor', 'F#', 'Eb major', 'D zhi' (pentatonic gong/shang/jue/zhi/yu)")
         g.add_argument("--scale", metavar="S", help="mode for --key: major, minor, gong, shang, jue, zhi, yu")
         g.add_argument("--melody", metavar="M.mid", help="the song's melody as MIDI: notes are corrected toward it")
+        g.add_argument("--tracker", choices=("dsp", "model"), default=None,
+                       help="pitch tracker: the DSP baseline (default) or the int8 on-device model")
     if render:
         g.add_argument("--correction", type=_correction_value, default=None, metavar="X",
                        help="how far note centres move to target, 0…1 (default from --tuning: 0.8)")
@@ -183,6 +185,7 @@ def _pitch_options(args: argparse.Namespace) -> dict[str, Any]:
         "key": getattr(args, "key", None),
         "scale": getattr(args, "scale", None),
         "melody_path": getattr(args, "melody", None),
+        "pitch_tracker": getattr(args, "tracker", None),
         "correction": getattr(args, "correction", None),
         "ornaments": getattr(args, "ornaments", None),
     }

@@ -64,6 +64,28 @@ def resolve_scale(key: str | None, scale: str | None):
     return parse_key(text)
 
 
+#: Pitch trackers by name. The DSP tracker stays the engine's default: through the whole note and
+#: ornament analysis (tuned on its 5 ms track) it gives the better note accuracy on the real phone
+#: sight-singing set (0.942 vs 0.933) and orders every GTSinger plain/technique pair, while the
+#: int8 model is better on vocadito notes (0.95 vs 0.91) and on heavily degraded generated takes.
+#: See models/pitch/MODEL_CARD.md. ``MELISMA_PITCH_TRACKER=model`` or ``--tracker model`` picks it.
+PITCH_TRACKERS = ("dsp", "model")
+
+
+def pitch_tracker_named(name: str | None):
+    """A pitch tracker by name ('dsp' or 'model'); None reads $MELISMA_PITCH_TRACKER, default 'dsp'."""
+    from .analysis.pitch import DspPitchTracker
+
+    name = name or os.environ.get("MELISMA_PITCH_TRACKER", "dsp")
+    if name == "dsp":
+        return DspPitchTracker()
+    if name == "model":
+        from .analysis.pitch_model import TflitePitchTracker
+
+        return TflitePitchTracker()
+    raise ConfigError(f"pitch tracker {name!r} is unknown; use one of {', '.join(PITCH_TRACKERS)}")
+
+
 def default_ornament_detector():
     """The int8 TFLite ornament classifier when a TFLite runtime and its model are available
     (it beats the DSP rules on held-out generated phrases and on the real plain-vs-ornamented

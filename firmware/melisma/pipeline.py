@@ -214,6 +214,7 @@ def analyze(
     key: str | None = None,
     scale: str | None = None,
     melody_path: str | os.PathLike | None = None,
+    pitch_tracker: str | None = None,
     correction: float | None = None,
     ornaments: str | dict | None = None,
     progress: ProgressCallback | None = None,
@@ -226,7 +227,7 @@ def analyze(
     ``_work_parent`` (internal): where the plan's temporary work folder goes (default: the
     system's temporary folder; the file entry points put it beside their outputs).
     """
-    from .intonation import analyze_pitch, correction_from_sliders, resolve_scale
+    from .intonation import analyze_pitch, correction_from_sliders, pitch_tracker_named, resolve_scale
     from .analysis.align import apply_offset, estimate_offset
     from .analysis.cleanup import analyze_cleanup
     from .analysis.voice import analyze_backing, analyze_voice
@@ -325,6 +326,7 @@ def analyze(
             with _stage(clock, "analyse_pitch"):
                 record["pitch"] = analyze_pitch(
                     vocal16, sr=ANALYSIS_SR, backing=backing16, key=key, scale=scale, melody_path=melody_path,
+                    tracker=pitch_tracker_named(pitch_tracker),
                 )
         del vocal16, backing16
 
@@ -864,6 +866,7 @@ def correct_file(
     key: str | None = None,
     scale: str | None = None,
     melody_path: str | os.PathLike | None = None,
+    pitch_tracker: str | None = None,
     correction: float | None = None,
     ornaments: str | dict | None = None,
     report_path: str | os.PathLike | None = None,
@@ -875,7 +878,7 @@ def correct_file(
 
     Without ``key`` or ``melody_path`` the key is estimated from the vocal itself.
     """
-    from .intonation import analyze_pitch, correct_vocal, correction_from_sliders
+    from .intonation import analyze_pitch, correct_vocal, correction_from_sliders, pitch_tracker_named
 
     paths = _output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
     settings = correction_from_sliders({}, correction=correction, ornaments=ornaments)
@@ -885,7 +888,8 @@ def correct_file(
     with clock.stage("decode"):
         take, info, warnings = load_take(take_path)
     with clock.stage("analyse_pitch"):
-        pitch = analyze_pitch(take, sr=ENGINE_SR, key=key, scale=scale, melody_path=melody_path)
+        pitch = analyze_pitch(take, sr=ENGINE_SR, key=key, scale=scale, melody_path=melody_path,
+                              tracker=pitch_tracker_named(pitch_tracker))
     with clock.stage("correct_pitch"):
         corrected, correction_report = correct_vocal(take, pitch, sr=ENGINE_SR, settings=settings)
     peak = float(np.max(np.abs(corrected)))

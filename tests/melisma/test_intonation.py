@@ -155,3 +155,13 @@ def test_per_type_ornament_policy_from_the_cli(detuned, tmp_path, capsys) -> Non
     assert code == ConfigError.exit_code and "wobble" in err
     with pytest.raises(SystemExit):
         main(["correct", str(detuned["take"]), "-o", str(tmp_path / "q.wav"), "--ornaments", "vibrato=loud"])
+
+
+def test_on_device_models_run_through_the_cli(detuned, tmp_path) -> None:
+    report_path = tmp_path / "r.json"
+    assert main(["correct", str(detuned["take"]), "-o", str(tmp_path / "m.wav"), "--tracker", "model",
+                 "--key", detuned["truth"]["key"]["name"], "--report", str(report_path), "-q"]) == 0
+    pitch = json.loads(report_path.read_text())["pitch"]
+    assert pitch["tracker"] == "tflite-pitch" and pitch["detector"] == "tflite-ornaments"
+    assert len(pitch["notes"]) >= 0.6 * len(detuned["truth"]["notes"])
+    assert pitch["median_abs_cents_error_after"] < 10.0
