@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="mix the bundled example take and write the mix, its report and a picture")
     p.add_argument("-o", "--output-dir", default="melisma-demo", metavar="DIR", help="where to write (default ./melisma-demo)")
     _add_style(p, default="cpop")
-    p.add_argument("--force", action="store_true", help="overwrite the demo's earlier outputs")
+    p.add_argument("--force", action="store_true", help="write into DIR even if it was not made by the demo")
     _add_common(p)
     return parser
 
@@ -278,15 +278,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_MARKER = ".melisma-demo"
+
+
 def _demo(args: argparse.Namespace, bar) -> tuple[dict[str, Any], str]:
+    """Mix the bundled example into a folder of its own. Running it again replaces that folder's
+    demo files (it carries a marker); a folder that was not made by the demo is never overwritten
+    without --force."""
     from . import examples, pipeline
 
     out_dir = Path(args.output_dir)
+    marker = out_dir / DEMO_MARKER
+    if out_dir.exists() and any(out_dir.iterdir()) and not marker.exists() and not args.force:
+        raise ConfigError(f"{out_dir}: exists and was not made by `melisma demo`; choose another folder with -o, or pass --force")
     out_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     mix = out_dir / "mix.m4a"
     report = pipeline.mix_files(
         examples.TAKE, examples.BACKING, mix, style=args.style, report_path=out_dir / "report.json",
-        plot_path=out_dir / "mix.png", stems_dir=out_dir / "stems", overwrite=args.force, progress=bar,
+        plot_path=out_dir / "mix.png", stems_dir=out_dir / "stems", overwrite=True, progress=bar,
     )
     if not args.quiet:
         print(f"demo: mixed the bundled example take ({examples.TAKE.name}) over {examples.BACKING.name}")

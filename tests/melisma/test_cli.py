@@ -223,3 +223,19 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == DecodeError.exit_code
     assert "Traceback" not in proc.stderr and "a.m4a" in proc.stderr
+
+
+def test_demo_runs_twice_and_spares_other_folders(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "-q"]) == 0
+    first = json.loads((out / "report.json").read_text())
+    assert first["alignment"]["method"] == "bleed" and abs(first["alignment"]["offset_ms"] - 180.0) <= 5.0
+    assert any(a["action"] == "hum_notch" for a in first["cleanup"]["actions"])
+    assert (out / "mix.png").stat().st_size > 10_000 and (out / "stems" / "vocal.wav").exists()
+    assert main(["demo", "-o", str(out), "-q"]) == 0  # the README's main command works again
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "song.wav").write_bytes(b"keep me")
+    assert main(["demo", "-o", str(mine)]) == 2
+    assert "not made by `melisma demo`" in capsys.readouterr().err
+    assert (mine / "song.wav").read_bytes() == b"keep me" and not (mine / "mix.m4a").exists()
