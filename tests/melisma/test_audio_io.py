@@ -149,3 +149,24 @@ def test_float_wav_keeps_values_beyond_full_scale(tmp_path: Path) -> None:
 def test_errors_share_one_root() -> None:
     for cls in (DecodeError, AudioContentError, OutputExistsError, AudioIOError):
         assert issubclass(cls, MelismaError)
+
+
+def test_amr_voice_memo_decodes(tmp_path: Path) -> None:
+    # Old phones and voice-memo apps still write AMR-NB (8 kHz mono); PyAV's FFmpeg decodes it.
+    import av
+
+    path = tmp_path / "memo.amr"
+    y = tone(2.0, sr=8000, freq=300.0)
+    with av.open(str(path), mode="w", format="amr") as out:
+        stream = out.add_stream("libopencore_amrnb", rate=8000)
+        stream.codec_context.layout = "mono"
+        stream.codec_context.bit_rate = 12200
+        frame = av.AudioFrame.from_ndarray((y * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    z, sr = audio_io.load_audio(path, sr=SR, mono=True)
+    assert sr == SR and abs(len(z) / SR - 2.0) < 0.1
+    assert abs(dominant_hz(z[SR // 2 : 3 * SR // 2], SR) - 300.0) < 5
