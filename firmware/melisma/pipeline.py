@@ -150,9 +150,11 @@ _MALLOC_TRIM: Any = None
 
 
 @contextlib.contextmanager
-def _stage(clock: StageClock, name: str) -> Iterator[None]:
-    """A timed stage that starts with the previous stages' freed memory handed back."""
-    _release_memory()
+def _stage(clock: StageClock, name: str, *, release: bool = True) -> Iterator[None]:
+    """A timed stage that starts with the previous stages' freed memory handed back (``release``:
+    a preview's temporaries are small, and handing pages back costs a millisecond each time)."""
+    if release:
+        _release_memory()
     with clock.stage(name):
         yield
 
@@ -438,16 +440,17 @@ def _render(
     vocal_file: Path | None = None
     pitch_report = None
     if "pitch" in plan.record:
-        with _stage(clock, "correct_pitch"):
+        with _stage(clock, "correct_pitch", release=full):
             vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=tuning)
-            _release_memory()
+            if full:
+                _release_memory()
     elif full:
         with contextlib.suppress(PlanError):
             vocal_file = plan.cache_file("vocal")
     if vocal is None and vocal_file is None:
         vocal = plan.array("vocal", lo, hi)
 
-    with _stage(clock, "vocal_chain"):
+    with _stage(clock, "vocal_chain", release=full):
         chain, explanation = build_vocal_chain(settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
         if vocal is None:
             with NpyBlockReader(vocal_file) as source:
@@ -462,7 +465,7 @@ def _render(
         del vocal
     if cut:
         wet = np.ascontiguousarray(wet[:, cut:])
-    with _stage(clock, "balance"):
+    with _stage(clock, "balance", release=full):
         if lean:
             backing_source = None
             if has_backing:
@@ -470,9 +473,13 @@ def _render(
                 backing_source = (plan.array("backing", lo + cut, hi) if window["preview"] else plan.reader("backing"))
             try:
                 if backing_source is not None:
+                    # A full render places the vocal against the whole backing, whose raw loudness the
+                    # analysis already measured: reuse it instead of metering the backing again.
+                    known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if full else None
                     mix, balance_report = balance_into(wet, backing_source, sr=ENGINE_SR,
                                                        vocal_to_backing_lu=settings.vocal_to_backing_lu,
-                                                       duck_db=settings.duck_db, out=wet)
+                                                       duck_db=settings.duck_db, out=wet,
+                                                       backing_lufs=float(known_lufs) if known_lufs is not None else None)
                 else:
                     mix, balance_report = wet, None
             finally:
@@ -488,7 +495,7 @@ def _render(
             else:
                 vocal_placed, backing_placed, balance_report = wet, np.zeros_like(wet), None
             del wet, backing
-    with _stage(clock, "master"):
+    with _stage(clock, "master", release=full):
         if lean:
             def write_master(gain: float = 1.0) -> dict[str, Any]:
                 with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:

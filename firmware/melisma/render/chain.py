@@ -233,15 +233,12 @@ class Space(Stage):
         self.reverb = dict(reverb or {})
         self.delay_ms, self.delay_feedback, self.delay_mix = float(delay_ms), float(delay_feedback), float(delay_mix)
         wet = float(self.reverb.get("wet_level", 0.0))
-        predelay_ms = float(self.reverb.get("predelay_ms", 0.0))
+        self._predelay_s = max(0.0, float(self.reverb.get("predelay_ms", 0.0))) / 1000.0
         self._reverb = None
         if wet > 0:
-            plugins = [pedalboard.Reverb(room_size=float(self.reverb.get("room_size", 0.5)),
-                                         damping=float(self.reverb.get("damping", 0.5)), wet_level=wet,
-                                         dry_level=0.0, width=float(self.reverb.get("width", 1.0)))]
-            if predelay_ms > 0:
-                plugins.insert(0, pedalboard.Delay(delay_seconds=predelay_ms / 1000.0, feedback=0.0, mix=1.0))
-            self._reverb = pedalboard.Pedalboard(plugins)
+            self._reverb = pedalboard.Reverb(room_size=float(self.reverb.get("room_size", 0.5)),
+                                             damping=float(self.reverb.get("damping", 0.5)), wet_level=wet,
+                                             dry_level=0.0, width=float(self.reverb.get("width", 1.0)))
         self._echo = None
         if self.delay_mix > 0 and self.delay_ms > 0:
             self._echo = pedalboard.Pedalboard([
@@ -252,16 +249,54 @@ class Space(Stage):
                 pedalboard.LowpassFilter(cutoff_frequency_hz=6000.0),
                 pedalboard.Gain(gain_db=20.0 * math.log10(self.delay_mix)),
             ])
+        self._predelay_key: tuple[int, int] | None = None  # (sr, delay in samples)
+        self._predelay_line = np.zeros(0, np.float32)
         self._fresh = True
 
     def reset(self) -> None:
         self._fresh = True
 
+    def _predelay_samples(self, sr: int) -> int:
+        """The pre-delay in whole samples, as pedalboard.Delay rounds it (probed once per rate)."""
+        if self._predelay_key is None or self._predelay_key[0] != sr:
+            samples = 0
+            if self._predelay_s > 0:
+                import pedalboard
+
+                guess = int(round(self._predelay_s * sr))
+                impulse = np.zeros((1, guess + 4), np.float32)
+                impulse[0, 0] = 1.0
+                probe = pedalboard.Delay(delay_seconds=self._predelay_s, feedback=0.0, mix=1.0)(impulse, sr, reset=True)
+                hits = np.flatnonzero(probe[0])
+                samples = int(hits[0]) if hits.size else guess
+            self._predelay_key = (sr, samples)
+        return self._predelay_key[1]
+
+    def _predelay(self, mono: np.ndarray, sr: int) -> np.ndarray:
+        """``mono`` ((samples,) or (channels, samples)) delayed by the pre-delay, streaming."""
+        # A plain delay line (the reverb is linear and time-invariant, so delaying its input in
+        # numpy is the pedalboard.Delay it replaces, sample for sample, at a fraction of the cost).
+        samples = self._predelay_samples(sr)
+        if samples == 0:
+            return mono
+        shape = mono.shape[:-1] + (samples,)
+        if self._fresh or self._predelay_line.shape != shape:
+            self._predelay_line = np.zeros(shape, np.float32)
+        joined = np.concatenate([self._predelay_line, mono], axis=-1)
+        self._predelay_line = joined[..., joined.shape[-1] - samples:].copy()
+        return joined[..., :mono.shape[-1]]
+
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
         mono = audio if audio.ndim == 1 else audio.mean(axis=0)
-        out = np.stack([mono, mono]) if audio.ndim == 1 or audio.shape[0] != 2 else audio.copy()
+        mono = np.asarray(mono, dtype=np.float32)
+        out = np.stack([mono, mono]) if audio.ndim == 1 or audio.shape[0] != 2 else audio.astype(np.float32, copy=True)
         if self._reverb is not None:
-            out += self._reverb(out, sr, reset=self._fresh)
+            if audio.ndim == 1 or audio.shape[0] != 2:
+                send = self._predelay(mono, sr)
+                send = np.stack([send, send])
+            else:
+                send = self._predelay(out, sr)
+            out += self._reverb(send, sr, reset=self._fresh)
         if self._echo is not None:
             out += self._echo(mono[None, :], sr, reset=self._fresh)
         self._fresh = False

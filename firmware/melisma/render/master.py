@@ -316,6 +316,9 @@ class Ducker(Stage):
     active_fraction: float = field(default=0.0, init=False)
     _pos: int = field(default=0, init=False, repr=False)
     _state: dict | None = field(default=None, init=False, repr=False)
+    #: Internal: a list to record the control values into, or an array of them to replay (the
+    #: second pass of :func:`balance_into` reuses the first pass's curve instead of re-detecting).
+    _controls: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.duck_db <= 24.0:
@@ -370,6 +373,14 @@ class Ducker(Stage):
 
     def _control_steps(self, first: int, stop: int) -> np.ndarray:
         """Cut amounts (1 - gain of the band) at the ends of control steps ``first..stop-1``."""
+        if isinstance(self._controls, np.ndarray):
+            return self._controls[first:stop]
+        cuts = self._detect_steps(first, stop)
+        if isinstance(self._controls, list):
+            self._controls.append(cuts)
+        return cuts
+
+    def _detect_steps(self, first: int, stop: int) -> np.ndarray:
         st = self._state
         step = DUCK_CONTROL_SAMPLES
         side = _as_2d(np.asarray(self.sidechain, dtype=np.float32))[:, first * step : stop * step]
@@ -783,9 +794,10 @@ def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_l
     """:func:`balance` and the sum in one streaming pass: ``out = vocal * gain + ducked backing``.
 
     Only ``out`` is full length; the placed vocal and backing never exist as arrays. ``out`` may be
-    ``vocal`` itself (the sum is then formed in place, and the ducker runs twice: once to measure
-    the ducked backing's loudness, once to form the sum); any other buffer first receives the
-    ducked backing and then the vocal is added (the ducker runs once).
+    ``vocal`` itself (the sum is then formed in place, and the backing is dipped twice: once to
+    measure the ducked backing's loudness, once to form the sum, re-applying the gain curve the
+    first pass detected); any other buffer first receives the ducked backing and then the vocal is
+    added (the ducker runs once).
 
     Parameters
     ----------
@@ -847,6 +859,8 @@ def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_l
     raw_meter = KWeightedHops(sr, channels=channels) if backing_lufs is None else None
     placed_meter = KWeightedHops(sr, channels=channels)
     ducker = new_ducker() if duck_db > 0.0 else None
+    if ducker is not None and in_place:
+        ducker._controls = []  # keep the control-rate curve (n / 32 values) for pass 2
     for a in range(0, n, block_samples):  # pass 1: measure the backing as placed (and keep it, unless in place)
         b = min(a + block_samples, n)
         block = _read_block(backing, a, b)
@@ -866,7 +880,14 @@ def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_l
     vocal_gain_db = vocal_to_backing_lu - (vocal_lufs - placed_backing_lufs)
     gain = np.float32(db_to_gain(vocal_gain_db))
 
-    second = new_ducker() if (in_place and duck_db > 0.0) else None
+    second = None
+    if in_place and ducker is not None:
+        # Pass 2 dips the backing again with the curve pass 1 detected (same blocks, same steps):
+        # only the band filter runs again. The vocal is overwritten in pass 2, so the curve could
+        # not be detected from it there anyway past the current block.
+        second = new_ducker()
+        second._controls = np.concatenate(ducker._controls) if ducker._controls else np.zeros(0)
+        ducker._controls = None
     for a in range(0, n, block_samples):  # pass 2: add the placed vocal
         b = min(a + block_samples, n)
         if in_place:
