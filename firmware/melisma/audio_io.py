@@ -671,6 +671,39 @@ def _frame_to_float(frame) -> np.ndarray:
     return out
 
 
+def iter_decoded(path: str | os.PathLike, *, block_samples: int = 1 << 16) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode a file frame by frame, yielding ``(block, sr)`` with ``block`` (channels, ≤ block_samples)
+    float32 at the file's own rate: for measuring a file without holding it (or a copy on disk).
+
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "t.wav")
+    >>> write_audio(path, np.zeros(48000, np.float32), sr=48000)
+    >>> sum(b.shape[1] for b, _ in iter_decoded(path, block_samples=10000))
+    48000
+    """
+    import av
+
+    p = _check_readable(path)
+    pending: list[np.ndarray] = []
+    have = 0
+    with _open_container(p) as container:
+        stream = container.streams.audio[0]
+        sr = int(stream.codec_context.sample_rate or 0)
+        try:
+            for frame in container.decode(stream):
+                arr = _frame_to_float(frame)
+                pending.append(arr)
+                have += arr.shape[1]
+                if have >= block_samples:
+                    joined = np.concatenate(pending, axis=1)
+                    yield joined, sr
+                    pending, have = [], 0
+        except av.FFmpegError as exc:
+            raise DecodeError(f"{p}: decoding failed ({exc.strerror or type(exc).__name__}); the file is damaged") from None
+    if pending:
+        yield np.concatenate(pending, axis=1), sr
+
+
 def check_finite(y: np.ndarray, *, name: str = "audio") -> None:
     """Raise :class:`AudioContentError` if ``y`` holds NaN or Inf samples."""
     bad = ~np.isfinite(y)

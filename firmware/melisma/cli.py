@@ -7,7 +7,6 @@ non-zero (the code depends on the subsystem, see :mod:`melisma.errors`); no trac
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path

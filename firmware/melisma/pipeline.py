@@ -720,23 +720,21 @@ class _ScaledWriter:
 
 
 def _measure_file(path: Path) -> tuple[float, float]:
-    """(true peak dBTP, integrated LUFS) of an audio file, decoded to a scratch .npy beside it
-    and measured block by block (the decoded mix never sits in memory)."""
+    """(true peak dBTP, integrated LUFS) of an audio file, measured while it decodes (the decoded
+    mix is never held whole)."""
     from .analysis.loudness import KWeightedHops, TruePeakMeter
-    from .audio_io import NpyBlockReader
+    from .audio_io import iter_decoded
 
-    with tempfile.TemporaryDirectory(prefix=".melisma-check-", dir=path.parent) as scratch:
-        d = decode(path, npy_path=Path(scratch) / "decoded.npy")
-        hops = KWeightedHops(d.sr, channels=d.channels)
-        meter = TruePeakMeter(channels=d.channels)
-        block = 1 << 16
-        with NpyBlockReader(d.npy_path) as reader:
-            for a in range(0, reader.n_samples, block):
-                piece = reader.read(a, min(a + block, reader.n_samples))
-                piece = piece if piece.ndim == 2 else piece[None, :]
-                hops.add(piece)
-                meter.add(piece)
-        return float(meter.dbtp), float(hops.integrated_lufs())
+    hops = meter = None
+    for block, sr in iter_decoded(path):
+        if hops is None:
+            hops = KWeightedHops(sr, channels=block.shape[0])
+            meter = TruePeakMeter(channels=block.shape[0])
+        hops.add(block)
+        meter.add(block)
+    if hops is None:
+        raise RenderError(f"{path}: the encoded mix holds no audio; this is a bug — please report it")
+    return float(meter.dbtp), float(hops.integrated_lufs())
 
 
 def _check_encoded_file(path: Path, *, rewrite) -> dict[str, float]:

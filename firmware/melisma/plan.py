@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio_io import NpyBlockReader, atomic_path, atomic_write_text, read_npy
+from .audio_io import NpyBlockReader, atomic_path, atomic_write_text
 from .errors import MelismaError, PlanError
 
 PLAN_FORMAT = "melisma-plan"

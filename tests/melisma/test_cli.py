@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from melisma import audio_io
-from melisma.analysis.loudness import integrated_lufs, true_peak_dbtp
+from melisma.analysis.loudness import integrated_lufs
 from melisma.cli import main
 from melisma.errors import AudioContentError, DecodeError, OutputExistsError
 from melisma.semantic import STYLE_PRESETS

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ._util import CorpusError, bandpass_noise, hz_to_midi, midi_to_hz, rms, rng_for, shape_curve, smooth_noise
+from ._util import CorpusError, bandpass_noise, midi_to_hz, rms, rng_for, shape_curve, smooth_noise
 
 #: Hop of the f0 truth, in seconds.
 F0_HOP_S = 0.005

@@ -17,7 +17,8 @@ trill      alternation between two held pitches (trill), or one such excursion (
 =========  ===================================================================================
 
 :class:`TfliteOrnamentDetector` implements :class:`~melisma.analysis.ornaments.OrnamentDetector`:
-the frame labels are decoded with one Viterbi pass (a fixed cost per change of class), then
+the frame labels are decoded with one Viterbi pass (per-class log-probability offsets,
+:data:`DEFAULT_CLASS_BIAS`, and a fixed cost per change of class), then
 runs of frames of one class become :class:`~melisma.analysis.ornaments.Ornament` records of the
 note they overlap, named by where they lie (a slide across a legato boundary is a portamento, at
 a note start a slide_in, at its end a slide_out; a trill run with fewer than four turning points is
@@ -59,6 +60,7 @@ __all__ = [
     "WINDOW_FRAMES",
     "N_FEATURES",
     "MODEL_FILE",
+    "DEFAULT_CLASS_BIAS",
     "contour_features",
     "frame_probabilities",
     "TfliteOrnamentDetector",
@@ -76,6 +78,10 @@ CONTEXT_FRAMES = 64
 N_FEATURES = 5
 #: The committed model, relative to :func:`melisma.models_runtime.models_dir`.
 MODEL_FILE = ("ornaments", "melisma_ornaments_int8.tflite")
+
+#: Log-probability offsets per class for decoding (tuned for the committed model on the
+#: validation contours, seed 1; see models/ornaments/MODEL_CARD.md).
+DEFAULT_CLASS_BIAS = {"unvoiced": 0.0, "steady": 0.6, "vibrato": -0.3, "slide": -0.6, "grace": -0.6, "trill": -0.9}
 
 _BRIDGE_S = 0.04  # tracker drop-outs up to this long are interpolated over
 _LOCAL_S = 0.3  # local reference: running median over this span (about two vibrato cycles)
@@ -203,6 +209,10 @@ class TfliteOrnamentDetector:
     switch_cost : float
         Cost (in log probability) of a change of class between frames when decoding the labels;
         0 takes every frame's most likely class.
+    class_bias : dict
+        Log-probability offset per class added before decoding (missing classes: 0). The network
+        is trained with class-balanced frame weights, which over-predicts the rare classes; these
+        offsets (tuned on the validation contours, see MODEL_CARD.md) take that back.
     min_run_ms : dict
         Shortest run of each ornament class that counts (shorter runs are dropped).
     legato_gap_ms : float
@@ -222,6 +232,7 @@ class TfliteOrnamentDetector:
     model_path: str | Path | None = None
     num_threads: int = 1
     switch_cost: float = 4.0
+    class_bias: dict = field(default_factory=lambda: dict(DEFAULT_CLASS_BIAS))
     min_run_ms: dict = field(default_factory=lambda: {"vibrato": 150.0, "slide": 25.0, "grace": 20.0, "trill": 90.0})
     legato_gap_ms: float = 30.0
     max_grace_cents: float = 1000.0
@@ -259,7 +270,11 @@ class TfliteOrnamentDetector:
         """
         if probs is None:
             probs = self.frame_probabilities(track)
-        labels = _viterbi_labels(probs, self.switch_cost)
+        bias = np.array([float(self.class_bias.get(c, 0.0)) for c in FRAME_CLASSES])
+        unknown = set(self.class_bias) - set(FRAME_CLASSES)
+        if unknown:
+            raise AnalysisError(f"class_bias names {sorted(unknown)}; use classes of {FRAME_CLASSES}")
+        labels = _viterbi_labels(probs, self.switch_cost, log_bias=bias)
         if abs(track.hop_s - HOP_S) > 1e-9 and len(track.hz):
             idx = np.clip(np.round(np.arange(len(track.hz)) * track.hop_s / HOP_S).astype(np.int64), 0, len(labels) - 1)
             labels = labels[idx]
@@ -427,12 +442,15 @@ class TfliteOrnamentDetector:
         return out
 
 
-def _viterbi_labels(probs: np.ndarray, switch_cost: float) -> np.ndarray:
-    """Best class sequence for per-frame ``probs`` with a fixed cost per class change."""
+def _viterbi_labels(probs: np.ndarray, switch_cost: float, *, log_bias: np.ndarray | None = None) -> np.ndarray:
+    """Best class sequence for per-frame ``probs`` (plus ``log_bias`` per class, in log
+    probability) with a fixed cost per class change."""
     n, k = probs.shape
     if n == 0:
         return np.zeros(0, dtype=np.int8)
     logp = np.log(np.asarray(probs, dtype=np.float64) + 1e-4)
+    if log_bias is not None:
+        logp = logp + np.asarray(log_bias, dtype=np.float64)[None, :]
     if switch_cost <= 0:
         return np.argmax(logp, axis=1).astype(np.int8)
     # with one cost for every change, the best predecessor of a state is either itself or the

@@ -22,7 +22,7 @@ from melisma.analysis.ornament_model import (
 )
 from melisma.analysis.ornaments import Ornament, OrnamentDetector, detect_ornaments, ornament_frames, ORNAMENT_CODES
 from melisma.analysis.pitch import PitchTrack, midi_to_hz, track_pitch
-from melisma.errors import ModelError
+from melisma.errors import AnalysisError, ModelError
 from melisma.models_runtime import TfliteModel, models_dir
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
@@ -206,6 +206,18 @@ def test_features_and_labels_follow_the_track_hop(detector):
     labels = detector.frame_labels(coarse)
     assert labels.shape == coarse.hz.shape
     assert np.mean(labels[40:90] == FRAME_CODES["vibrato"]) > 0.8
+
+
+def test_class_bias_shifts_the_decoded_labels(detector):
+    track = _vibrato_track(seconds=1.0)
+    probs = detector.frame_probabilities(track)
+    plain = TfliteOrnamentDetector(class_bias={}).frame_labels(track, probs=probs)
+    assert np.mean(plain[40:160] == FRAME_CODES["vibrato"]) > 0.8
+    # a large enough offset against vibrato hands its frames to the next most likely class
+    against = TfliteOrnamentDetector(class_bias={"vibrato": -20.0}).frame_labels(track, probs=probs)
+    assert not np.any(against == FRAME_CODES["vibrato"])
+    with pytest.raises(AnalysisError, match="wobble"):
+        TfliteOrnamentDetector(class_bias={"wobble": 1.0}).frame_labels(track, probs=probs)
 
 
 def test_missing_model_names_the_path():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
 from bumble.att import ATT_Error
 from bumble.controller import Controller
 from bumble.core import UUID

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from melisma import protocol as p
 from melisma.device.service import main as device_main
