@@ -43,12 +43,10 @@ from scipy import ndimage, signal
 
 from ..analysis.loudness import (
     CHUNK_SAMPLES,
-    abs_peak,
     KWeightedHops,
     gated_loudness,
     integrated_lufs,
     interpolator,
-    true_peak_dbtp,
 )
 from ..errors import RenderError
 from .stages import Stage, db_to_gain
@@ -631,154 +629,13 @@ def master(mix: np.ndarray, *, sr: int, target_lufs: float = -14.0, ceiling_dbtp
     mix = np.asarray(mix, dtype=np.float32)
     if mix.ndim not in (1, 2) or (mix.ndim == 2 and mix.shape[0] not in (1, 2)):
         raise RenderError(f"master: mix must be (samples,) or (channels<=2, samples), got shape {mix.shape}")
-    if not -40.0 <= target_lufs <= 0.0:
-        raise RenderError(f"master: target_lufs={target_lufs} is out of range; use -40 to 0 LUFS (-14 for phones and streaming)")
-    if not -20.0 <= ceiling_dbtp <= 0.0:
-        raise RenderError(f"master: ceiling_dbtp={ceiling_dbtp} is out of range; use -20 to 0 dBTP (-1 for lossy phone codecs)")
-    _check_finite(mix, "master: mix")
-    x = _as_2d(mix)
-    channels, n = x.shape
-
-    # One measuring pass: stereo and mono-sum loudness and the correlation.
-    if channels == 2:
-        measure = _measure_stereo(x, sr)
-        input_lufs = measure.loudness()
-        mono_lufs = measure.mono_loudness()
-        correlation = measure.correlation
-    else:
-        input_lufs = integrated_lufs(x, sr=sr)
-        mono_lufs, correlation = input_lufs, 1.0
-    if not math.isfinite(input_lufs):
-        raise RenderError("master: the mix is silent (integrated loudness -inf LUFS); check the vocal and backing levels")
-    input_drop = _drop(input_lufs, mono_lufs)
-
-    # Narrow the image when the mono sum would cancel: scale the side until the drop fits.
-    side_gain = 1.0
-    if channels == 2 and input_drop > max_mono_drop_lu:
-        lo, hi = 0.0, 1.0
-        for _ in range(30):
-            mid = (lo + hi) / 2.0
-            if _drop(measure.loudness(side_gain=mid), mono_lufs) > max_mono_drop_lu:
-                hi = mid
-            else:
-                lo = mid
-        side_gain = lo
-    source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
-
-    limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms,
-                              oversample=oversample)
-    latency = limiter.latency_samples(sr)
-    out = np.empty_like(x)
-
-    def render(gain_db: float, ceiling: float) -> tuple[float, float]:
-        """One streaming pass into ``out``; returns (output loudness, limiter max GR)."""
-        limiter.ceiling_dbtp = ceiling
-        limiter.reset()
-        meter = KWeightedHops(sr, channels=channels)
-        gain = np.float32(db_to_gain(gain_db))
-        position = -latency  # output index of the next streamed sample: the look-ahead delay is dropped
-
-        def emit(y: np.ndarray) -> None:
-            nonlocal position
-            start, position = position, position + y.shape[1]
-            lo, hi = max(start, 0), min(position, n)
-            if hi > lo:
-                out[:, lo:hi] = y[:, lo - start : hi - start]
-                meter.add(out[:, lo:hi])
-
-        for a in range(0, n, block_samples):
-            block = x[:, a : a + block_samples]
-            if side_gain != 1.0:
-                mid = (block[0] + block[1]) * np.float32(0.5)
-                side = (block[0] - block[1]) * np.float32(0.5 * side_gain)
-                block = np.stack([mid + side, mid - side])
-            emit(limiter(block * gain, sr, reset=False))
-        emit(limiter(np.zeros((channels, latency), np.float32), sr, reset=False))
-        return meter.integrated_lufs(), limiter.max_gain_reduction_db
-
-    # Loudness iteration: the limiter takes some loudness away, more the harder it works, so aim
-    # again: secant steps until the target is bracketed, then regula falsi kept inside the bracket.
-    # Output loudness rises monotonically with the gain but its slope varies a lot (0.05-1).
-    margin_db = 0.1  # the limiter's gain moves at the base rate: a little room for that
-    gain_db = target_lufs - source_lufs
-    below: tuple[float, float] | None = None  # (gain, loudness) under the target
-    above: tuple[float, float] | None = None
-    previous: tuple[float, float] | None = None
-    iterations = 0
-    peak = math.inf
-    while True:
-        iterations += 1
-        out_lufs, max_gr = render(gain_db, ceiling_dbtp - margin_db)
-        error = target_lufs - out_lufs
-        loss = source_lufs + gain_db - out_lufs
-        if error > 0 and loss > max_limiting_lu:
-            # Reaching the target would need at least this much loudness squashed away. Backing off
-            # by the excess from the loudness reached here (and a little more) stays within the limit.
-            workable = math.floor((out_lufs - (loss - max_limiting_lu) - 0.5) * 2.0) / 2.0
-            raise RenderError(
-                f"master: target_lufs={target_lufs:g} needs the limiter to squash more than {loss:.1f} LU of loudness "
-                f"(peaks reduced by up to {max_gr:.1f} dB) to keep this mix under {ceiling_dbtp:g} dBTP, more than "
-                f"max_limiting_lu={max_limiting_lu:g}; use target_lufs={workable:g} or lower, or a higher ceiling_dbtp")
-        if abs(error) <= tolerance_lu or iterations >= max_passes:
-            # Verify the ceiling with an independent true-peak measurement of the result.
-            peak = true_peak_dbtp(out, sr=sr, oversample=oversample)
-            if peak <= ceiling_dbtp or iterations >= max_passes:
-                break
-            margin_db += peak - ceiling_dbtp + 0.02
-            continue
-        point = (gain_db, out_lufs)
-        if error > 0:
-            below = point
-        else:
-            above = point
-        if below and above:
-            span = above[0] - below[0]
-            guess = below[0] + (target_lufs - below[1]) * span / (above[1] - below[1])
-            gain_db = min(max(guess, below[0] + 0.1 * span), above[0] - 0.1 * span)
-        else:
-            slope = 1.0
-            if previous is not None and previous[0] != gain_db:
-                slope = min(1.0, max(0.1, (out_lufs - previous[1]) / (gain_db - previous[0])))
-            gain_db += max(-12.0, min(12.0, error / slope))
-        previous = point
-
-    ceiling_lin = np.float32(db_to_gain(ceiling_dbtp))
-    if peak > ceiling_dbtp:  # last resort, should not happen: no sample may pass the ceiling
-        np.clip(out, -ceiling_lin, ceiling_lin, out=out)
-        peak = true_peak_dbtp(out, sr=sr, oversample=oversample)
-        out_lufs = integrated_lufs(out, sr=sr)
-    sample_peak = abs_peak(out)
-    if channels == 2:
-        # Measured at the output level (the -70 LUFS gate makes the drop level-dependent); a narrowed
-        # result is measured again, otherwise the linked limiter leaves the image as it was.
-        shift = out_lufs - source_lufs
-        mono_report = mono_compatibility(out, sr=sr) if side_gain != 1.0 else {
-            "correlation": round(correlation, 4),
-            "mono_loudness_drop_lu": _drop(measure.loudness(gain_db=shift), measure.mono_loudness(gain_db=shift))}
-        mono_report.update(input_mono_loudness_drop_lu=input_drop, input_correlation=round(correlation, 4),
-                           side_gain=round(side_gain, 4), narrowed=side_gain != 1.0)
-    else:
-        mono_report = {"correlation": 1.0, "mono_loudness_drop_lu": 0.0, "input_mono_loudness_drop_lu": 0.0,
-                       "input_correlation": 1.0, "side_gain": 1.0, "narrowed": False}
-    report = {
-        "integrated_lufs": out_lufs,
-        "true_peak_dbtp": peak,
-        "sample_peak_dbfs": 20.0 * math.log10(sample_peak) if sample_peak > 0 else -math.inf,
-        "target_lufs": float(target_lufs),
-        "ceiling_dbtp": float(ceiling_dbtp),
-        "gain_db": gain_db,
-        "limiter_max_gr_db": max_gr,
-        "limiter_loudness_loss_lu": source_lufs + gain_db - out_lufs,
-        "input_lufs": input_lufs,
-        "iterations": iterations,
-        "mono": mono_report,
-    }
-    return (out if mix.ndim == 2 else out[0]), report
-
-
-# --------------------------------------------------------------------------------------------
-# Streaming balance and master (the render path on a small device)
-# --------------------------------------------------------------------------------------------
+    # One implementation: the streaming master, writing into a buffer of the mix's shape.
+    out = np.empty_like(mix)
+    report = master_stream(mix, sr=sr, out=out, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
+                           max_mono_drop_lu=max_mono_drop_lu, max_limiting_lu=max_limiting_lu,
+                           lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample,
+                           tolerance_lu=tolerance_lu, max_passes=max_passes, block_samples=block_samples)
+    return out, report
 
 
 def _read_block(source: Any, a: int, b: int) -> np.ndarray:
