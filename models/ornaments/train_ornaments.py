@@ -69,11 +69,12 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return (w / np.sum(w * freq)).astype(np.float32)
 
 
-def export_tflite(model, representative: np.ndarray, path_int8: Path, build: Path, *, width: int = 48) -> None:
+def export_tflite(model, representative: np.ndarray, path_int8: Path, build: Path, *, width: int = 48,
+                  dilations=(1, 2, 4, 8, 16)) -> None:
     """Write the int8 model to ``path_int8``, and the SavedModel and float TFLite model under ``build``."""
     import tensorflow as tf
 
-    fixed = build_model(width=width, length=WINDOW_FRAMES)
+    fixed = build_model(width=width, dilations=dilations, length=WINDOW_FRAMES)
     fixed.set_weights(model.get_weights())
 
     # a SavedModel with a fixed (1, WINDOW_FRAMES, N_FEATURES) signature freezes cleanly
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--width", type=int, default=48, help="channels per convolution")
+    ap.add_argument("--dilations", type=str, default="1,2,4,8,16", help="dilation of each residual block")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=HERE / "melisma_ornaments_int8.tflite")
     ap.add_argument("--build", type=Path, default=REPO / "build" / "ornaments")
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cw = class_weights(data["train_y"])
     rng = np.random.default_rng(args.seed)
-    model = build_model(width=args.width)
+    dilations = tuple(int(d) for d in args.dilations.split(","))
+    model = build_model(width=args.width, dilations=dilations)
     model.summary(print_fn=lambda s: None)
     n_params = model.count_params()
     sched = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * args.steps, alpha=0.05)
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join(f"{c}={f1[c]:.3f}" for c in FRAME_CLASSES) + f" ({time.time() - t0:.0f} s)", flush=True)
     model.save(args.build / "melisma_ornaments.keras")
     rep_x, _ = crops(data["train_x"], data["train_y"], 300, WINDOW_FRAMES, np.random.default_rng(args.seed + 7))
-    export_tflite(model, rep_x, args.out, args.build, width=args.width)
+    export_tflite(model, rep_x, args.out, args.build, width=args.width, dilations=dilations)
     size = args.out.stat().st_size
     info = {"params": int(n_params), "int8_bytes": size, "train_s": round(time.time() - t0, 1),
             "data_s": round(t_data, 1), "args": {k: str(v) for k, v in vars(args).items()}, "log": log}
