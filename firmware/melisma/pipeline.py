@@ -441,7 +441,7 @@ def _render(
     pitch_report = None
     if "pitch" in plan.record:
         with _stage(clock, "correct_pitch", release=full):
-            vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=tuning)
+            vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=tuning, keep=cut)
             if full:
                 _release_memory()
     elif full:
@@ -546,7 +546,12 @@ def _render(
     return mix, stems, report
 
 
-def _corrected(plan: Plan, *, lo: int, hi: int, full: bool, settings) -> tuple[np.ndarray | None, dict[str, Any], Path | None]:
+#: A preview corrects pitch only from this long before its window (the pre-roll before that only
+#: primes the compressor and reverb, whose state hardly depends on a few cents of pitch).
+PREVIEW_CORRECTION_MARGIN_S = 0.1
+
+
+def _corrected(plan: Plan, *, lo: int, hi: int, full: bool, settings, keep: int = 0) -> tuple[np.ndarray | None, dict[str, Any], Path | None]:
     """The pitch-corrected vocal for samples ``lo:hi`` and the correction report.
 
     A full render's result is cached as a file beside the plan (or in an unsaved plan's work
@@ -567,6 +572,11 @@ def _corrected(plan: Plan, *, lo: int, hi: int, full: bool, settings) -> tuple[n
                 return None, report, cache_file
         except (MelismaError, OSError):
             pass  # a damaged cache entry is simply recomputed
+    if not full:
+        vocal = plan.array("vocal", lo, hi)
+        first = max(0, keep - int(PREVIEW_CORRECTION_MARGIN_S * ENGINE_SR))
+        vocal[first:], report = correct_vocal(vocal[first:], pitch, sr=ENGINE_SR, settings=settings, start_sample=lo + first)
+        return vocal, report, None
     corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
     if cache_file is not None:
         try:

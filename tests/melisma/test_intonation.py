@@ -164,3 +164,19 @@ def test_on_device_models_run_through_the_cli(detuned, tmp_path) -> None:
     assert pitch["tracker"] == "tflite-pitch" and pitch["detector"] == "tflite-ornaments"
     assert len(pitch["notes"]) >= 0.6 * len(detuned["truth"]["notes"])
     assert pitch["median_abs_cents_error_after"] < 10.0
+
+
+def test_preview_window_is_corrected_like_the_full_render(detuned, tmp_path) -> None:
+    plan = tmp_path / "plan.json"
+    assert main(["analyze", str(detuned["take"]), "-o", str(plan), "--key", detuned["truth"]["key"]["name"], "-q"]) == 0
+    assert main(["render", str(plan), "-o", str(tmp_path / "full.wav"), "--reverb", "-1", "-q"]) == 0
+    assert main(["render", str(plan), "-o", str(tmp_path / "window.wav"), "--reverb", "-1", "--start", "4", "--duration", "5", "-q"]) == 0
+    full, _ = audio_io.load_audio(tmp_path / "full.wav", mono=True)
+    window, _ = audio_io.load_audio(tmp_path / "window.wav", mono=True)
+    assert abs(len(window) - 5 * SR) < 10
+    tracker = DspPitchTracker()
+    a = tracker.track(full[4 * SR : 9 * SR], sr=SR).hz
+    b = tracker.track(window, sr=SR).hz
+    both = (a > 0) & (b > 0)
+    assert both.mean() > 0.3
+    assert np.median(np.abs(1200 * np.log2(a[both] / b[both]))) < 3.0
