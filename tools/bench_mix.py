@@ -70,6 +70,49 @@ print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "import_s": t_import,
 """
 
 
+PEER = r"""
+import json, sys, time
+import numpy as np
+args = json.loads(sys.argv[1])
+import librosa, pyworld, soxr
+from melisma.analysis.pitch import hz_to_midi
+vocal = np.load(args["vocal"])  # the plan's cleaned, aligned vocal at 48 kHz
+t0 = time.perf_counter()
+y16 = soxr.resample(vocal, 48000, 16000)
+f0, voiced, _ = librosa.pyin(y16, fmin=65.0, fmax=1100.0, sr=16000, frame_length=1024, hop_length=80)
+t_pyin = time.perf_counter() - t0
+f0 = np.where(voiced, np.nan_to_num(f0), 0.0)
+t1 = time.perf_counter()
+x = vocal.astype(np.float64)
+t = np.arange(len(f0)) * 0.005
+f0w = np.interp(np.arange(0, len(x) / 48000, 0.005), t, f0)
+sp = pyworld.cheaptrick(x, f0w, np.arange(len(f0w)) * 0.005, 48000)
+ap = pyworld.d4c(x, f0w, np.arange(len(f0w)) * 0.005, 48000)
+target = np.where(f0w > 0, 440.0 * 2 ** ((np.round(hz_to_midi(np.maximum(f0w, 1e-6))) - 69) / 12), 0.0)  # hard tune
+y = pyworld.synthesize(target, sp, ap, 48000, 5.0)
+t_world = time.perf_counter() - t1
+print(json.dumps({"pyin_s": t_pyin, "world_s": t_world}))
+"""
+
+
+def run_peer(vocal_npy: Path) -> dict | None:
+    """The peer pipeline (librosa pYIN + WORLD resynthesis) on the same vocal, one core."""
+    try:
+        import librosa  # noqa: F401
+        import pyworld  # noqa: F401
+    except ImportError:
+        return None
+    cmd = [sys.executable, "-c", PEER, json.dumps({"vocal": str(vocal_npy)})]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        print(f"peer pipeline failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_child(kind: str, args: dict) -> dict:
     cmd = [sys.executable, "-c", CHILD, kind, json.dumps(args)]
     if shutil.which("taskset"):
@@ -106,6 +149,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0, help="take length in seconds (default 180)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest is reported")
     parser.add_argument("--keep", type=Path, default=None, help="keep/reuse inputs and outputs in this folder")
+    parser.add_argument("--no-peer", action="store_true", help="skip the librosa pYIN + WORLD peer (~1 min)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="melisma-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -148,6 +192,16 @@ def main() -> None:
                 print(f"    {phase + '.' + stage:<42} {secs:8.3f} s")
     print("  warm process, each timed render: re-render " + ", ".join(f"{t:.2f}" for t in warm["render"])
           + " s; preview " + ", ".join(f"{t * 1000:.0f}" for t in warm["preview"]) + " ms")
+    peer = run_peer(plan.with_name(plan.name + ".cache") / "vocal.npy") if not args.no_peer else None
+    ours = mix["timings_s"].get("analysis", {}).get("analyse_pitch", float("nan")) + \
+        mix["timings_s"].get("render", {}).get("correct_pitch", float("nan"))
+    if peer:
+        theirs = peer["pyin_s"] + peer["world_s"]
+        print(f"  peer in the same run — pitch analysis + correction of this take: Melisma {ours:.2f} s "
+              f"(DSP tracker, notes, ornament model, key, PSOLA) vs librosa pYIN {peer['pyin_s']:.1f} s + "
+              f"WORLD {peer['world_s']:.1f} s = {theirs:.1f} s: {theirs / ours:.0f}x faster")
+    else:
+        print("  peer (librosa pYIN + WORLD) skipped: pip install librosa pyworld, or --no-peer was given")
     print(f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB")
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
