@@ -373,38 +373,19 @@ def render(
     duration_s: float | None = None,
     ceiling_dbtp: float = CEILING_DBTP,
     progress: ProgressCallback | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    mix_path: Path | None = None,
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]:
     """Render the mix from a plan.
 
     Returns ``(mix, stems, report)``: the mastered stereo mix at :data:`ENGINE_SR`, the vocal and
     backing as placed before the master bus, and the report (the plan's record plus what this
     render did). ``start_s``/``duration_s`` render a preview window only. A plan made without a
-    backing renders the processed vocal alone. (The file entry points use a leaner streaming
-    path when no stems or plot are asked for: the mix is then mastered straight into the file.)
+    backing renders the processed vocal alone.
+
+    With ``mix_path`` the lean path is taken: the wet vocal becomes the mix in place
+    (balance_into) and is mastered block by block straight into the file at ``mix_path``
+    (master_stream); no stems are kept and ``(None, None, report)`` is returned.
     """
-    mix, stems, report = _render(plan, style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
-                                 ornaments=ornaments, start_s=start_s, duration_s=duration_s, ceiling_dbtp=ceiling_dbtp,
-                                 progress=progress)
-    return mix, stems, report
-
-
-def _render(
-    plan: Plan,
-    *,
-    style: str | None = None,
-    sliders: dict[str, float] | None = None,
-    target_lufs: float | None = None,
-    correction: float | None = None,
-    ornaments: str | dict | None = None,
-    start_s: float | None = None,
-    duration_s: float | None = None,
-    ceiling_dbtp: float = CEILING_DBTP,
-    progress: ProgressCallback | None = None,
-    mix_path: Path | None = None,
-) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]:
-    """:func:`render`; with ``mix_path`` the lean path: the wet vocal becomes the mix in place
-    (balance_into), which is mastered block by block straight into the file at ``mix_path``
-    (master_stream); no stems, and ``(None, None, report)`` is returned."""
     from .intonation import correction_from_sliders
     from .render.chain import build_vocal_chain, render_vocal_chain
     from .render.master import balance, balance_into, master, master_stream
@@ -822,7 +803,7 @@ def _render_files(plan: Plan, paths: dict[str, Path], *, overwrite: bool, progre
     if "mix" in paths and "plot" not in paths and not any(k.startswith("stem_") for k in paths):
         report_key = paths.get("report")
         with _staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
-            _, _, report = _render(plan, ceiling_dbtp=ceiling, progress=progress, mix_path=tmp[paths["mix"]], **options)
+            _, _, report = render(plan, ceiling_dbtp=ceiling, progress=progress, mix_path=tmp[paths["mix"]], **options)
             report["outputs"] = {k: str(v) for k, v in paths.items()}
             if report_key is not None:
                 tmp[report_key].write_text(to_json(report), encoding="utf-8")
