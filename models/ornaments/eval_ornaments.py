@@ -137,7 +137,7 @@ def eval_generated(det: TfliteOrnamentDetector, float_model, n: int, seed: int) 
             pf.append(det.frame_labels(e.track, probs=probs_f))
             rawf.append(_raw_labels(probs_f, e.track))
         notes = segment_notes(e.track)
-        truth = [o for o in e.ornaments if make_contours.is_ornament(o)]  # no quick steps, faint wobbles
+        truth = make_contours.events(e.ornaments)  # no quick steps, faint wobbles, hidden slides
         for cls, c in event_counts(det.detect(e.track, notes), truth).items():
             ev_model[cls] = [a + b for a, b in zip(ev_model[cls], c)]
         for cls, c in event_counts(dsp.detect(e.track, notes), truth).items():

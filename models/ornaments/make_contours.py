@@ -23,7 +23,10 @@ cents/s); grace notes 25-150 ms, 70-330 cents; trills 4.5-9 Hz, 80-220 cents; mo
 
 Labels (:data:`melisma.analysis.ornament_model.FRAME_CLASSES`) come from the truth spans:
 vibrato from where its fade-in reaches half its extent; slide_in / slide_out / portamento ->
-``slide`` (a logistic glide without its flat first and last tenth); trill and mordent -> ``trill``.
+``slide`` (a logistic glide without its flat first and last tenth), which takes precedence over
+a vibrato sounding through it unless the glide moves less than the vibrato's peak-to-peak swing
+(:func:`_hidden_in_vibrato`: then it stays ``vibrato``); vibrato carried through a glide slower
+than ``VIBRATO_GLIDE_MAX_CENTS_PER_S`` is ``vibrato``; trill and mordent -> ``trill``.
 Natural unsteadiness is generated too and labelled ``steady`` (:func:`is_ornament`): legato
 steps quicker than ``NATURAL_TRANSITION_MS``, slow wander (< 3 Hz, 5-40 cents) and faint wobble
 (4-20 cents), the natural rising start (10-50 cents) and drift;
@@ -79,6 +82,9 @@ def is_ornament(o: dict) -> bool:
 
 #: Slides move at least this fast on average (drift at most 60 cents/s): the classes stay apart.
 MIN_GLIDE_CENTS_PER_S = 200.0
+#: Vibrato carried through a glide stays *vibrato* only while the glide is slower than this
+#: (a gap below ``MIN_GLIDE_CENTS_PER_S``); a faster glide is a slide with vibrato on it.
+VIBRATO_GLIDE_MAX_CENTS_PER_S = 150.0
 
 
 def _slowest_ms(interval_cents: float) -> float:
@@ -123,9 +129,11 @@ def random_notes(rng: np.random.Generator, voice: str) -> list[NoteSpec]:
                                 "fade_in_ms": float(rng.uniform(30, 300)),
                                 "rate_jitter": float(rng.uniform(0, 0.15)), "extent_jitter": float(rng.uniform(0, 0.4))})
             if rng.random() < 0.3:
-                # vibrato carried through a slow glide: still vibrato (the glide is the note's drift)
+                # vibrato carried through a slow glide: still vibrato (the glide is the note's drift).
+                # Slower than VIBRATO_GLIDE_MAX_CENTS_PER_S: a faster glide is a slide, vibrato or not
                 n.ornaments[-1].update(onset_ms=float(rng.uniform(0, 60)), fade_in_ms=float(rng.uniform(30, 100)))
-                n.ornaments.append({"type": "drift", "drift_cents": float(rng.choice([-1, 1]) * rng.uniform(80, 300))})
+                glide = min(float(rng.uniform(80, 300)), VIBRATO_GLIDE_MAX_CENTS_PER_S * dur)
+                n.ornaments.append({"type": "drift", "drift_cents": float(rng.choice([-1, 1]) * glide)})
         elif dur >= 0.3 and onset is None and r < 0.58:
             trill = {"type": "trill", "rate_hz": float(rng.uniform(4.5, 9.0)),
                      "interval_cents": (1 if rng.random() < 0.8 else -1) * float(rng.choice([100.0, 200.0]))
@@ -177,6 +185,29 @@ def random_notes(rng: np.random.Generator, voice: str) -> list[NoteSpec]:
     return notes
 
 
+def _hidden_in_vibrato(slide: dict, ornaments: list) -> bool:
+    """True when a slide moves less than the peak-to-peak swing of a vibrato sounding through
+    it: the glide is lost in the vibrato (no listener or tracker can tell it from a vibrato
+    swing), so its frames keep the vibrato label."""
+    interval = abs(float(slide["params"].get("interval_cents", 0.0)))
+    for o in ornaments:
+        if o["type"] != "vibrato" or not is_ornament(o):
+            continue
+        p = o["params"]
+        audible_from = o["start_s"] + 0.5 * p["fade_in_ms"] / 1000.0
+        overlap = min(slide["end_s"], o["end_s"]) - max(slide["start_s"], audible_from)
+        if overlap > 0.5 * (slide["end_s"] - slide["start_s"]) and interval < p["extent_cents"]:
+            return True
+    return False
+
+
+def events(ornaments: list) -> list:
+    """The truth records that are ornaments to find: :func:`is_ornament`, less the slides hidden
+    in a vibrato (their frames are labelled ``vibrato``)."""
+    return [o for o in ornaments if is_ornament(o)
+            and not (o["type"] in ("slide_in", "slide_out", "portamento") and _hidden_in_vibrato(o, ornaments))]
+
+
 def truth_labels(take, n_frames: int, input_voiced: np.ndarray) -> np.ndarray:
     """Frame class codes (int8) of a take, on the 5 ms grid."""
     truth_voiced = np.zeros(n_frames, dtype=bool)
@@ -193,6 +224,8 @@ def truth_labels(take, n_frames: int, input_voiced: np.ndarray) -> np.ndarray:
             p = o["params"]
             if kind == "vibrato":
                 s0 += 0.5 * p["fade_in_ms"] / 1000.0
+            if kind in ("slide_in", "slide_out", "portamento") and _hidden_in_vibrato(o, take.ornaments):
+                continue
             if kind in ("slide_in", "slide_out", "portamento") and p["shape"] == "sigmoid":
                 # the first and last tenth of a logistic glide move by 2 % of it: no visible slide
                 s0, s1 = s0 + 0.1 * (s1 - s0), s1 - 0.1 * (s1 - s0)
@@ -283,7 +316,7 @@ def make_example(seed: int, source: str) -> Example:
     n = min(len(track.hz), take.f0_hz.size)
     track = PitchTrack(track.hop_s, track.hz[:n], track.confidence[:n], track.tracker)
     feats = contour_features(track)
-    labels = truth_labels(take, n, feats[:, 4] > 0)
+    labels = truth_labels(take, n, np.asarray(track.hz) > 0)
     return Example(track, feats, labels, take.ornaments, take.notes, source)
 
 

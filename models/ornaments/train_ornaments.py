@@ -98,7 +98,7 @@ def export_tflite(model, representative: np.ndarray, path_int8: Path, build: Pat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-train", type=int, default=2400, help="training phrases (half tracker-made)")
+    ap.add_argument("--n-train", type=int, default=6000, help="training phrases (half tracker-made)")
     ap.add_argument("--n-val", type=int, default=200, help="validation phrases (seed + 1)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--steps", type=int, default=200, help="batches per epoch")

@@ -75,7 +75,7 @@ HOP_S = 0.005
 WINDOW_FRAMES = 512
 CONTEXT_FRAMES = 64
 #: Features per frame (see :func:`contour_features`).
-N_FEATURES = 5
+N_FEATURES = 6
 #: The committed model, relative to :func:`melisma.models_runtime.models_dir`.
 MODEL_FILE = ("ornaments", "melisma_ornaments_int8.tflite")
 
@@ -88,6 +88,8 @@ DEFAULT_CLASS_BIAS = {name: 0.0 for name in ("unvoiced", "steady", "vibrato", "s
 _BRIDGE_S = 0.04  # tracker drop-outs up to this long are interpolated over
 _LOCAL_S = 0.3  # local reference: running median over this span (about two vibrato cycles)
 _WIDE_S = 1.0  # wide reference, for slides between notes
+_TREND_S = 0.155  # moving mean over about one vibrato cycle: what is left is the glide
+_TREND_SPAN_S = 0.05  # trend slope measured across this span
 
 
 def _running_nanmedian(m: np.ndarray, frames: int) -> np.ndarray:
@@ -116,15 +118,19 @@ def contour_features(track: PitchTrack) -> np.ndarray:
     1. pitch minus its 1 s running median, clipped to +-6 st, / 6 (slides between notes);
     2. pitch slope, (m[i+1] - m[i-1]) / 2 per frame, clipped to +-1 st, (quick moves vs glides);
     3. tracker confidence, 0..1;
-    4. voiced flag, 0 or 1.
+    4. voiced flag of the track, 0 or 1 (drop-outs included);
+    5. trend slope: the slope of the pitch smoothed twice by a 155 ms moving mean (about one
+       vibrato cycle, so a vibrato's swing cancels and a glide under it remains), semitones per
+       50 ms, clipped to +-2, / 2.
 
-    Drop-outs up to 40 ms inside a voiced stretch are interpolated; unvoiced frames carry zeros.
+    Pitch columns are interpolated over drop-outs up to 40 ms inside a voiced stretch (their voiced
+    flag stays 0); other unvoiced frames carry zeros.
     A track with another hop is first resampled to 5 ms (nearest frame for voicing, linear for pitch).
 
     >>> from melisma.analysis.pitch import PitchTrack
     >>> f = contour_features(PitchTrack(0.005, np.r_[np.zeros(5), np.full(50, 220.0)], np.ones(55)))
     >>> f.shape, float(f[:5, 4].max()), float(f[10:, 4].min()), float(np.abs(f[10:, 0]).max())
-    ((55, 5), 0.0, 1.0, 0.0)
+    ((55, 6), 0.0, 1.0, 0.0)
     """
     hz, conf = _resampled(track)
     voiced = hz > 0
@@ -144,15 +150,39 @@ def contour_features(track: PitchTrack) -> np.ndarray:
     slope = np.zeros(n)
     slope[1:-1] = 0.5 * (filled[2:] - filled[:-2])
     slope[0], slope[-1] = (filled[1] - filled[0]) if n > 1 else 0.0, (filled[-1] - filled[-2]) if n > 1 else 0.0
+    trend = _trend_slope(filled, inside)
     with np.errstate(invalid="ignore"):
+        feats[:, 5] = np.clip(trend, -2.0, 2.0) / 2.0
         feats[:, 0] = np.clip(filled - local, -3.0, 3.0) / 3.0
         feats[:, 1] = np.clip(filled - wide, -6.0, 6.0) / 6.0
         feats[:, 2] = np.clip(slope, -1.0, 1.0)
     feats[:, 3] = np.clip(conf, 0.0, 1.0)
-    feats[:, 4] = inside
+    # the flag is the track's own voicing: the detector labels a drop-out unvoiced, so the network
+    # sees it, while the pitch columns run on through it (interpolated) for context
+    feats[:, 4] = voiced
     feats[~inside, :3] = 0.0
     feats[:, :3] = np.nan_to_num(feats[:, :3])
     return feats
+
+
+def _trend_slope(filled: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Slope (semitones per ``_TREND_SPAN_S``) of the moving mean of pitch within each voiced stretch."""
+    n = len(filled)
+    w = int(round(_TREND_S / HOP_S)) | 1
+    k = max(1, int(round(_TREND_SPAN_S / HOP_S / 2)))
+    out = np.zeros(n)
+    for a, b in voiced_regions(inside, bridge_frames=0):
+        seg = filled[a:b]
+        if b - a < 3 or not np.isfinite(seg).all():
+            continue
+        # two passes of an edge-padded moving mean (a triangular window): the first cancels a
+        # vibrato near one cycle long, the second squares what leaks through at other rates
+        mean = seg
+        for _ in range(2):
+            mean = np.convolve(np.pad(mean, (w // 2, w // 2), mode="edge"), np.ones(w) / w, mode="valid")
+        pm = np.pad(mean, (k, k), mode="edge")
+        out[a:b] = pm[2 * k :] - pm[: -2 * k]
+    return out
 
 
 def _resampled(track: PitchTrack) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +207,8 @@ def frame_probabilities(features: np.ndarray, model) -> np.ndarray:
     Windows overlap so that every kept frame has :data:`CONTEXT_FRAMES` of context either side.
     """
     x = np.asarray(features, dtype=np.float32)
+    width = getattr(model, "input_shape", (None, None, x.shape[1]))[-1]
+    x = x[:, :width]  # a model trained on fewer (the first) feature columns
     n = len(x)
     out = np.zeros((n, len(FRAME_CLASSES)), dtype=np.float32)
     if n == 0:
@@ -254,7 +286,8 @@ class TfliteOrnamentDetector:
             path = Path(self.model_path) if self.model_path is not None else models_dir().joinpath(*MODEL_FILE)
             self._model = TfliteModel(path, num_threads=self.num_threads)
             want = (WINDOW_FRAMES, N_FEATURES)
-            if tuple(self._model.input_shape[1:]) != want:
+            shape = tuple(self._model.input_shape[1:])
+            if shape[0] != want[0] or not 5 <= shape[1] <= want[1]:
                 raise AnalysisError(f"ornament model {path} takes input {self._model.input_shape}; "
                                     f"this engine feeds (batch, {want[0]}, {want[1]}): re-train or update it")
         return self._model

@@ -242,3 +242,28 @@ def test_gtsinger_technique_take_has_more_of_its_technique(shared_data, detector
         codes = ornament_frames(detector.detect(track, segment_notes(track)), n_frames=len(track.hz), hop_s=track.hop_s)
         cover[take] = np.mean(np.isin(codes[track.hz > 0], [ORNAMENT_CODES[k] for k in kinds]))
     assert cover[technique] > cover["Control"] + 0.05, cover
+
+
+def test_trend_feature_sees_the_glide_under_a_vibrato_and_ignores_the_vibrato_alone():
+    t = np.arange(0.0, 2.0, 0.005)
+    vibrato = 1.0 * np.sin(2 * np.pi * 6.0 * t)  # 200 cents peak to peak
+    glide = np.clip(t - 0.8, 0.0, 0.5) * 4.0  # 400 cents/s from 0.8 s to 1.3 s
+    for curve, want_st_per_50ms in ((vibrato, 0.0), (vibrato + glide, 0.2)):
+        hz = midi_to_hz(60.0 + curve)
+        trend = contour_features(PitchTrack(0.005, hz, np.ones_like(hz)))[:, 5] * 2.0  # st per 50 ms
+        inside = slice(int(0.9 / 0.005), int(1.2 / 0.005))
+        assert abs(np.median(trend[inside]) - want_st_per_50ms) < 0.04
+        # outside the glide the vibrato (swinging 1.9 st per 50 ms at its steepest) leaves a residue
+        # of under a quarter of the glide's slope
+        assert np.max(np.abs(trend[int(0.2 / 0.005) : int(0.6 / 0.005)])) < 0.05
+
+
+def test_slide_smaller_than_the_vibrato_around_it_keeps_the_vibrato_label():
+    mc = _make_contours()
+    vib = {"type": "vibrato", "start_s": 0.0, "end_s": 1.0, "params": {"rate_hz": 6.0, "extent_cents": 200.0, "fade_in_ms": 100.0}}
+    small = {"type": "slide_out", "start_s": 0.7, "end_s": 1.0, "params": {"interval_cents": -120.0, "shape": "linear"}}
+    large = {"type": "slide_out", "start_s": 0.7, "end_s": 1.0, "params": {"interval_cents": -400.0, "shape": "linear"}}
+    assert mc._hidden_in_vibrato(small, [vib, small])
+    assert not mc._hidden_in_vibrato(large, [vib, large])
+    assert [o["type"] for o in mc.events([vib, small])] == ["vibrato"]
+    assert [o["type"] for o in mc.events([vib, large])] == ["vibrato", "slide_out"]
