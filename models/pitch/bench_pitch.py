@@ -63,9 +63,11 @@ class Tracker:
 
 
 class Melisma(Tracker):
-    def __init__(self, path: Path, label: str):
+    def __init__(self, path: Path, label: str, thresholds: tuple[float, float | None] | None = None):
         self.name = label
         self.t = TflitePitchTracker(model_path=path, num_threads=1)
+        if thresholds is not None:
+            self.t.voicing_threshold, self.t.voicing_threshold_low = thresholds
         self.size = f"{path.stat().st_size / 1024:.0f} KB"
 
     def __call__(self, y):
@@ -332,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(default_model_path()))
     ap.add_argument("--float-model", help="also run this float32 TFLite export of the same network")
+    ap.add_argument("--compare-model", action="append", default=[], metavar="LABEL=PATH[@HIGH[,LOW]]",
+                    help="also run another int8 model under this label (e.g. the previous release), optionally "
+                         "with its own voicing threshold and hysteresis low threshold; repeatable")
     ap.add_argument("--generated", type=int, default=12, help="generated held-out clips (8 s each)")
     ap.add_argument("--ssvd-limit", type=int, default=0, help="use only this many SSVD files (0: all)")
     ap.add_argument("--skip", nargs="*", default=[], help="tracker names to leave out: swift crepe pyin dsp")
@@ -345,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     trackers: list[Tracker] = [Melisma(Path(args.model), "melisma int8 (ours)")]
     if args.float_model:
         trackers.append(Melisma(Path(args.float_model), "melisma float32 (ours)"))
+    for spec in args.compare_model:
+        label, _, path = spec.rpartition("=")
+        path, _, thr = path.partition("@")
+        thresholds = None
+        if thr:
+            hi, _, lo = thr.partition(",")
+            thresholds = (float(hi), float(lo) if lo else None)
+        trackers.append(Melisma(Path(path), label, thresholds))
     if "swift" not in args.skip:
         trackers.append(Swift())
     if "crepe" not in args.skip:

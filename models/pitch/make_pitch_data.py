@@ -73,8 +73,9 @@ def _noise_files() -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
 
 
-def make_clip(seed: int, *, duration_s: float = 8.0) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One damaged synthetic take at 16 kHz: (audio, f0 truth at hop 5 ms, settings)."""
+def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False):
+    """One damaged synthetic take at 16 kHz: (audio, f0 truth at hop 5 ms, settings), and with
+    ``return_dry`` also the dry synthetic voice (before bleed and damage)."""
     rng = np.random.default_rng([seed, 20240611])
     voice = str(rng.choice(["male", "female", "child"], p=[0.42, 0.42, 0.16]))
     base = VOICES[voice]
@@ -98,6 +99,7 @@ def make_clip(seed: int, *, duration_s: float = 8.0) -> tuple[np.ndarray, np.nda
         n.midi = float(n.midi + shift)
     take = synthesize_voice(notes, sr=SR, duration_s=duration_s, voice=preset, seed=seed)
     y = take.audio.astype(np.float32)
+    dry = y.copy()
     info: dict = {"seed": seed, "voice": voice, "shift": shift, "key": key.name,
                   "notes": [(n["start_s"], n["end_s"], n["midi"]) for n in take.notes]}
 
@@ -148,6 +150,8 @@ def make_clip(seed: int, *, duration_s: float = 8.0) -> tuple[np.ndarray, np.nda
         kbps = int(rng.choice([32, 48, 64, 96, 128]))
         y = degrade.aac_round_trip(y, SR, bit_rate=kbps * 1000)
         info["aac_kbps"] = kbps
+    if return_dry:
+        return y.astype(np.float32), take.f0_hz.astype(np.float64), info, dry
     return y.astype(np.float32), take.f0_hz.astype(np.float64), info
 
 
@@ -171,13 +175,19 @@ def random_eq(y: np.ndarray, rng: np.random.Generator, info: dict) -> np.ndarray
     return out.astype(np.float32)
 
 
-def voicing_ignore(f0: np.ndarray, *, reverb: bool, tail_s: float = 0.1) -> np.ndarray:
+def voicing_ignore(f0: np.ndarray, *, reverb: bool, tail_s: float = 0.1, voice_level_db: np.ndarray | None = None,
+                   faint_db: float | None = None) -> np.ndarray:
     """Frames whose voicing label is ambiguous, left out of the voicing loss: in a reverberant
     room, the first ``tail_s`` after a voiced stretch ends (it still sounds pitched although the
-    singer stopped). Frames at a voicing change keep their label, so the model learns sharp
-    voicing edges (human annotations mark them tightly)."""
+    singer stopped); with ``faint_db``, voiced frames where the dry voice (``voice_level_db``, per
+    frame) is more than ``faint_db`` below its median over the voiced frames (the fade at a note's
+    start and end, where the synthesiser's f0 is still defined but the voice is barely audible and
+    human annotators usually call it unvoiced). Other frames at a voicing change keep their label,
+    so the model learns sharp voicing edges (human annotations mark them tightly)."""
     v = f0 > 0
     ignore = np.zeros(len(v), bool)
+    if faint_db is not None and voice_level_db is not None and v.any():
+        ignore |= v & (voice_level_db < np.median(voice_level_db[v]) - faint_db)
     if not reverb:
         return ignore
     tail = int(round(tail_s / (HOP_LENGTH / SR)))
@@ -189,6 +199,15 @@ def voicing_ignore(f0: np.ndarray, *, reverb: bool, tail_s: float = 0.1) -> np.n
     return ignore
 
 
+def frame_level_db(y: np.ndarray, n_frames: int, window_s: float = 0.02) -> np.ndarray:
+    """RMS level (dB) of ``y`` in a ``window_s`` window centred on each model frame (i * 10 ms)."""
+    w = round(window_s * SR)
+    yp = np.pad(np.asarray(y, np.float64), (w // 2, n_frames * HOP_LENGTH + w))
+    c = np.concatenate([[0.0], np.cumsum(yp ** 2)])
+    starts = np.arange(n_frames) * HOP_LENGTH
+    return 10.0 * np.log10((c[starts + w] - c[starts]) / w + 1e-12)
+
+
 def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) -> np.ndarray:
     """Truth f0 at the model's frame centres (frame i at i * 10 ms)."""
     idx = np.round(np.arange(n_frames) * (HOP_LENGTH / SR) / truth_hop_s).astype(int)
@@ -198,12 +217,14 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
     return out
 
 
-def clip_arrays(seed: int, duration_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    y, f0, info = make_clip(seed, duration_s=duration_s)
+def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True)
     feats, _ = spectrogram_features(y)
     x = context_frames(feats).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
-    return x, f0_frames, voicing_ignore(f0_frames, reverb="rir" in info), info
+    ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=frame_level_db(dry, len(feats)),
+                            faint_db=faint_db)
+    return x, f0_frames, ignore, info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-base", type=int, default=0)
     ap.add_argument("--duration-s", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--faint-db", type=float, default=None,
+                    help="also leave out of the voicing loss voiced frames whose dry voice is this many dB "
+                         "below its median (faint note starts and ends); default: off")
+    ap.add_argument("--reverb-tail-s", type=float, default=0.1,
+                    help="in reverberant clips, leave this much after each voiced stretch out of the voicing loss "
+                         "(0: label reverb tails unvoiced, as the dry reference does)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     seeds = [args.seed_base + i for i in range(args.clips)]
@@ -220,16 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers) as ex:
-            results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), chunksize=4))
+            results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), [args.faint_db] * len(seeds),
+                                   [args.reverb_tail_s] * len(seeds), chunksize=4))
     else:
-        results = [clip_arrays(s, args.duration_s) for s in seeds]
+        results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s) for s in seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])
     ignore = np.concatenate([r[2] for r in results])
     infos = [r[3] for r in results]
     np.savez(args.out, x=x, f0_hz=f0, voicing_ignore=ignore, clip=clip, info=json.dumps(infos))
-    print(f"{len(seeds)} clips, {len(f0)} frames ({np.mean(f0 > 0):.2f} voiced) in {time.time() - t0:.0f} s -> {args.out}")
+    print(f"{len(seeds)} clips, {len(f0)} frames ({np.mean(f0 > 0):.2f} voiced, {np.mean(ignore):.3f} voicing-ignored) in {time.time() - t0:.0f} s -> {args.out}")
     return 0
 
 

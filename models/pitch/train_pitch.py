@@ -40,8 +40,13 @@ from melisma.analysis.pitch_model import (  # noqa: E402
 TARGET_SIGMA_BINS = 25.0 / CENTS_PER_BIN
 
 
-def build_model(keras):
-    """The network: a small 1-D conv stack along frequency, then dense pitch and voicing heads (~140 k weights)."""
+def build_model(keras, *, channels: tuple[int, int, int] = (16, 32, 32), voicing_head: str = "bottleneck"):
+    """The network: a small 1-D conv stack along frequency, then dense pitch and voicing heads.
+
+    ``voicing_head``: 'bottleneck' feeds the voicing head the flattened 6-channel bottleneck only
+    (as the pitch head); 'pooled' adds the maximum and mean over frequency of each channel of the
+    last wide conv layer (how strongly and how widely each harmonic-pattern detector fired), which
+    costs a few hundred weights."""
     layers = keras.layers
     inp = keras.Input((CONTEXT_FRAMES, N_INPUT_BINS), name="spectrum")
     x = layers.Permute((2, 1))(inp)  # (bins, context frames as channels)
@@ -51,14 +56,21 @@ def build_model(keras):
         x = layers.BatchNormalization()(x)
         return layers.ReLU()(x)
 
-    x = conv(x, 16, 7)
-    x = conv(x, 32, 5)
+    c1, c2, c3 = channels
+    x = conv(x, c1, 7)
+    x = conv(x, c2, 5)
     x = layers.MaxPooling1D(2)(x)
-    x = conv(x, 32, 5)
-    x = conv(x, 6, 1)
+    wide = conv(x, c3, 5)
+    x = conv(wide, 6, 1)
     flat = layers.Flatten()(x)
     pitch = layers.Dense(N_PITCH_BINS, name="pitch_logits")(flat)
-    v = layers.Dense(32, activation="relu")(flat)
+    if voicing_head == "pooled":
+        vin = layers.Concatenate()([flat, layers.GlobalMaxPooling1D()(wide), layers.GlobalAveragePooling1D()(wide)])
+    elif voicing_head == "bottleneck":
+        vin = flat
+    else:
+        raise ValueError(f"voicing_head={voicing_head!r}: use 'bottleneck' or 'pooled'")
+    v = layers.Dense(32, activation="relu")(vin)
     voicing = layers.Dense(1, name="voicing_logit")(v)
     return keras.Model(inp, [pitch, voicing])
 
@@ -149,11 +161,13 @@ def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def ensure_data(work: Path, name: str, clips: int, seed_base: int) -> Path:
-    out = work / f"{name}_{clips}_{seed_base}.npz"
+def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: float | None = None,
+                reverb_tail_s: float = 0.1) -> Path:
+    out = work / (f"{name}_{clips}_{seed_base}" + (f"_faint{faint_db:g}" if faint_db is not None else "")
+                  + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "") + ".npz")
     if not out.exists():
         cmd = [sys.executable, str(HERE / "make_pitch_data.py"), "--clips", str(clips), "--seed-base", str(seed_base),
-               "--out", str(out)]
+               "--out", str(out), "--reverb-tail-s", str(reverb_tail_s)] + (["--faint-db", str(faint_db)] if faint_db is not None else [])
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return out
@@ -170,13 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=os.environ.get("MELISMA_PITCH_WORK", "/tmp/melisma_pitch_work"))
     ap.add_argument("--out", default=str(HERE / "melisma_pitch_int8.tflite"))
+    ap.add_argument("--channels", default="16,32,32", help="conv channels of the three wide layers")
+    ap.add_argument("--voicing-head", default="bottleneck", choices=["bottleneck", "pooled"])
+    ap.add_argument("--faint-db", type=float, default=None,
+                    help="leave voiced frames whose dry voice is this many dB below its median out of the voicing loss")
+    ap.add_argument("--reverb-tail-s", type=float, default=0.1,
+                    help="reverb tail left out of the voicing loss (0: tails are labelled unvoiced)")
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
     ap.add_argument("--heldout-npz", help="use this held-out set instead of generating one")
     args = ap.parse_args(argv)
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0)
+    train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0, args.faint_db,
+                                                                                  args.reverb_tail_s)
     held_npz = Path(args.heldout_npz) if args.heldout_npz else ensure_data(work, "heldout", args.heldout_clips, 900000)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -196,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         yv[d["voicing_ignore"]] = -1.0
     print(f"train frames {len(x)} ({yv.mean():.2f} voiced), held-out frames {len(hx)}", flush=True)
 
-    model = build_model(keras)
+    model = build_model(keras, channels=tuple(int(c) for c in args.channels.split(",")), voicing_head=args.voicing_head)
     n_params = model.count_params()
     print(f"parameters: {n_params}", flush=True)
     pitch_loss, voicing_loss = make_losses(tf)

@@ -10,11 +10,14 @@ per 10 ms frame):
 3. the model takes three consecutive frames (``i-1, i, i+1``) and returns, for the middle one,
    logits over 300 pitch bins 20 cents apart from 46.875 Hz (up to 1500 Hz) and one voicing logit;
 4. decoding: softmax over the 9 bins around the best bin, their weighted mean in cents (so the
-   estimate is finer than a bin); a frame is voiced when the voicing probability is at least
-   ``voicing_threshold`` and the frame is not near-silent (peak below -60 dBFS).
+   estimate is finer than a bin); voicing with hysteresis: a frame is voiced when its voicing
+   probability is at least ``voicing_threshold``, or at least ``voicing_threshold_low`` while the
+   frame before was voiced (so a note does not drop out where noise briefly masks it), and the
+   frame is not near-silent (peak below -60 dBFS).
 
-Every frame is decided from its own 3-frame neighbourhood, so the streaming mode
-(:class:`StreamingPitchModel`) gives the same numbers as offline tracking, with a latency of half
+Every frame is decided from its own 3-frame neighbourhood (and, for voicing, the previous frame's
+decision), so the streaming mode (:class:`StreamingPitchModel`) gives the same numbers as offline
+tracking, with a latency of half
 a window plus one hop of lookahead (32 + 10 ms) plus the block size.
 
 The network, its training data and accuracy are described in ``models/pitch/MODEL_CARD.md``.
@@ -44,7 +47,7 @@ from .pitch import PitchTrack
 __all__ = [
     "SR", "N_FFT", "HOP_LENGTH", "HOP_S", "N_INPUT_BINS", "CONTEXT_FRAMES", "N_PITCH_BINS",
     "CENTS_PER_BIN", "FMIN_HZ", "MODEL_FILE", "pitch_bin_hz", "spectrogram_features",
-    "context_frames", "decode_pitch", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
+    "context_frames", "decode_pitch", "voicing_hysteresis", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
 ]
 
 SR = 16000
@@ -60,6 +63,9 @@ FMIN_HZ = 46.875
 FLOOR_DB = 80.0
 SILENCE_DBFS = -60.0
 MODEL_FILE = "melisma_pitch_int8.tflite"
+#: Decoding defaults for the committed model (chosen on generated validation clips, see the model card).
+VOICING_THRESHOLD = 0.5
+VOICING_THRESHOLD_LOW: float | None = None
 
 _WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
 _DECODE_HALF_WIDTH = 4
@@ -147,8 +153,33 @@ def context_frames(features: np.ndarray) -> np.ndarray:
     return features[idx]
 
 
+def voicing_hysteresis(p_voiced: np.ndarray, *, threshold: float, threshold_low: float | None = None,
+                       voiced_before: bool = False) -> np.ndarray:
+    """Voiced flags from voicing probabilities with hysteresis.
+
+    A frame is voiced when ``p >= threshold``, or when ``p >= threshold_low`` and the frame before
+    it was voiced (``voiced_before`` for the first frame: the state carried between blocks when
+    streaming). ``threshold_low=None`` means no hysteresis.
+
+    >>> voicing_hysteresis(np.array([0.3, 0.8, 0.3, 0.1, 0.3]), threshold=0.7, threshold_low=0.2).tolist()
+    [False, True, True, False, False]
+    """
+    p = np.asarray(p_voiced, dtype=np.float64).reshape(-1)
+    on = p >= threshold
+    if threshold_low is None or threshold_low >= threshold:
+        return on
+    keep = p >= threshold_low
+    out = np.zeros(len(p), bool)
+    state = bool(voiced_before)
+    for i in range(len(p)):  # sequential by nature; ~20 k frames for a 3-minute take
+        state = bool(on[i]) or (state and bool(keep[i]))
+        out[i] = state
+    return out
+
+
 def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.ndarray | None = None,
-                 voicing_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                 voicing_threshold: float = 0.5, voicing_threshold_low: float | None = None,
+                 voiced_before: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """f0 (Hz, 0 = unvoiced) and confidence (0..1) from the model outputs.
 
     Parameters
@@ -161,6 +192,12 @@ def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.n
         Frame peak level; frames below :data:`SILENCE_DBFS` are unvoiced.
     voicing_threshold : float
         Voicing probability at or above which a frame is voiced.
+    voicing_threshold_low : float, optional
+        With hysteresis (see :func:`voicing_hysteresis`): the probability at or above which a frame
+        stays voiced after a voiced frame. None: no hysteresis.
+    voiced_before : bool
+        Hysteresis state before the first frame (whether the frame before it was voiced, before
+        the silence gate).
     """
     logits = np.asarray(logits, dtype=np.float32)
     n = len(logits)
@@ -176,7 +213,8 @@ def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.n
     frac_bin = (w * idx).sum(axis=1) / w.sum(axis=1)
     hz = pitch_bin_hz(frac_bin)
     p_voiced = 1.0 / (1.0 + np.exp(-np.asarray(voicing_logit, dtype=np.float64).reshape(n)))
-    voiced = p_voiced >= voicing_threshold
+    voiced = voicing_hysteresis(p_voiced, threshold=voicing_threshold, threshold_low=voicing_threshold_low,
+                                voiced_before=voiced_before)
     if peak_db is not None:
         voiced &= np.asarray(peak_db) > SILENCE_DBFS
     return np.where(voiced, hz, 0.0).astype(np.float32), p_voiced.astype(np.float32)
@@ -218,6 +256,10 @@ class TflitePitchTracker:
         Force 'tflite_runtime' or 'ai_edge_litert' (see :func:`melisma.models_runtime.load_interpreter`).
     voicing_threshold : float
         Voicing probability at or above which a frame counts as voiced.
+    voicing_threshold_low : float, optional
+        Hysteresis: after a voiced frame, the probability at or above which the next frame stays
+        voiced (None: no hysteresis). The defaults were chosen on generated validation clips
+        (``models/pitch/MODEL_CARD.md``).
     batch_frames : int
         Frames per interpreter call (a fixed batch: the last one is padded, so the
         interpreter is never re-allocated).
@@ -229,7 +271,8 @@ class TflitePitchTracker:
     model_path: str | Path | None = None
     num_threads: int = 1
     runtime: str | None = None
-    voicing_threshold: float = 0.5
+    voicing_threshold: float = VOICING_THRESHOLD
+    voicing_threshold_low: float | None = VOICING_THRESHOLD_LOW
     batch_frames: int = 256
     name: str = field(default="tflite-pitch", init=False)
     _model: object = field(default=None, init=False, repr=False)
@@ -278,7 +321,8 @@ class TflitePitchTracker:
         if len(feats) == 0:
             return PitchTrack(HOP_S, np.zeros(0), np.zeros(0), self.name)
         logits, voicing = self.raw_outputs(feats)
-        hz, conf = decode_pitch(logits, voicing, peak_db=peak_db, voicing_threshold=self.voicing_threshold)
+        hz, conf = decode_pitch(logits, voicing, peak_db=peak_db, voicing_threshold=self.voicing_threshold,
+                                voicing_threshold_low=self.voicing_threshold_low)
         return PitchTrack(HOP_S, hz, conf, self.name)
 
 
@@ -315,6 +359,7 @@ class StreamingPitchModel:
         self._feats = np.zeros((0, N_INPUT_BINS), np.float32)  # features of frames >= frames_done - 1
         self._peaks = np.zeros(0, np.float32)
         self._feat_first = 0  # frame number of _feats[0]
+        self._voiced_before = False  # voicing hysteresis state after the last emitted frame
         self.frames_done = 0
 
     def _compute_features(self, upto_frame: int) -> None:
@@ -342,8 +387,13 @@ class StreamingPitchModel:
         block = np.concatenate([left, feats[lo : lo + n], right])
         ctx = context_frames(block)[1:-1]
         logits, voicing = self.tracker.predict_context(ctx)
+        t = self.tracker
         hz, conf = decode_pitch(logits, voicing, peak_db=self._peaks[lo : lo + n],
-                                voicing_threshold=self.tracker.voicing_threshold)
+                                voicing_threshold=t.voicing_threshold, voicing_threshold_low=t.voicing_threshold_low,
+                                voiced_before=self._voiced_before)
+        self._voiced_before = bool(voicing_hysteresis(conf, threshold=t.voicing_threshold,
+                                                      threshold_low=t.voicing_threshold_low,
+                                                      voiced_before=self._voiced_before)[-1])
         self.frames_done = upto_frame
         # keep one frame of left context; drop consumed features and audio
         keep_from = max(0, upto_frame - 1 - self._feat_first)

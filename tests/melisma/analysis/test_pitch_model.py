@@ -14,6 +14,7 @@ from melisma.analysis.pitch_model import (
     decode_pitch,
     hz_to_pitch_bin,
     pitch_bin_hz,
+    voicing_hysteresis,
 )
 from melisma.errors import ModelError
 from tools.corpus.voice import NoteSpec, synthesize_voice
@@ -131,3 +132,39 @@ def test_bins_and_decoding_round_trip():
     out, conf = decode_pitch(logits, np.array([5.0, 5.0, 5.0, -5.0]))
     np.testing.assert_allclose(out[:3], hz[:3], rtol=0.01)
     assert out[3] == 0 and conf[3] < 0.5
+
+
+def test_voicing_hysteresis_keeps_notes_through_dips_and_carries_state():
+    p = np.array([0.1, 0.95, 0.4, 0.15, 0.95, 0.05, 0.4, 0.95, 0.3])
+    plain = voicing_hysteresis(p, threshold=0.9)
+    hyst = voicing_hysteresis(p, threshold=0.9, threshold_low=0.2)
+    assert plain.tolist() == [False, True, False, False, True, False, False, True, False]
+    assert hyst.tolist() == [False, True, True, False, True, False, False, True, True]
+    # split anywhere, carrying the last flag, gives the same flags (what streaming relies on)
+    for cut in range(1, len(p)):
+        first = voicing_hysteresis(p[:cut], threshold=0.9, threshold_low=0.2)
+        second = voicing_hysteresis(p[cut:], threshold=0.9, threshold_low=0.2, voiced_before=bool(first[-1]))
+        assert np.concatenate([first, second]).tolist() == hyst.tolist()
+    # decode_pitch applies it; the silence gate still wins
+    logits = np.zeros((len(p), 300), np.float32)
+    logit_v = np.log(p / (1 - p))
+    hz, _ = decode_pitch(logits, logit_v, voicing_threshold=0.9, voicing_threshold_low=0.2)
+    assert ((hz > 0) == hyst).all()
+    hz, _ = decode_pitch(logits, logit_v, peak_db=np.full(len(p), -70.0), voicing_threshold=0.9,
+                         voicing_threshold_low=0.2)
+    assert not (hz > 0).any()
+
+
+def test_streaming_matches_offline_with_hysteresis():
+    take = _phrase("male", 50, 3)
+    rng = np.random.default_rng(3)
+    y = take.audio[: int(2.5 * SR)]
+    y = (y + 0.3 * float(np.std(y)) * rng.standard_normal(len(y))).astype(np.float32)  # noisy: voicing flickers
+    offline = TflitePitchTracker(voicing_threshold=0.9, voicing_threshold_low=0.1).track(y, sr=SR)
+    stream = StreamingPitchModel(TflitePitchTracker(batch_frames=8, voicing_threshold=0.9, voicing_threshold_low=0.1))
+    parts = [stream.process(y[i : i + 333]) for i in range(0, len(y), 333)]
+    parts.append(stream.flush())
+    hz = np.concatenate([p.hz for p in parts])
+    np.testing.assert_allclose(hz, offline.hz, rtol=1e-5)
+    plain = TflitePitchTracker(voicing_threshold=0.9).track(y, sr=SR)
+    assert np.sum(offline.hz > 0) >= np.sum(plain.hz > 0)  # hysteresis only adds voiced frames
