@@ -4,8 +4,8 @@ Defaults reproduce the committed ``models/ornaments/melisma_ornaments_int8.tflit
 
     nice .venv-train/bin/python models/ornaments/train_ornaments.py
 
-(on 2 CPU cores shared with other jobs: 2-3.5 min to make the contours, 12 min for the 60
-epochs and the export; the committed model's run took 718 s after the contours). It writes the int8 model to ``--out``
+(on 2 CPU cores: about 10 min to make the 12,000 contours, 14 min for the 100 epochs and the
+export; the committed model's run took 823 s after the contours). It writes the int8 model to ``--out``
 and, under ``--build`` (git-ignored), the contour cache (re-used by a re-run with the same data
 options), the float TFLite model, the Keras model and the training log. Everything is seeded
 (``--seed``) and ``TF_DETERMINISTIC_OPS=1`` is set, so a re-run should give the same weights up to
@@ -98,9 +98,9 @@ def export_tflite(model, representative: np.ndarray, path_int8: Path, build: Pat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-train", type=int, default=6000, help="training phrases (half tracker-made)")
+    ap.add_argument("--n-train", type=int, default=12000, help="training phrases (half tracker-made)")
     ap.add_argument("--n-val", type=int, default=200, help="validation phrases (seed + 1)")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--steps", type=int, default=200, help="batches per epoch")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)

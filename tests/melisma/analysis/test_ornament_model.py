@@ -71,8 +71,9 @@ def test_frame_f1_per_class_on_held_out_generated_contours(detector):
 #: Frame F1 floors on random phrases (ornaments overlapping and competing, tracker noise). Slides
 #: and grace notes are short, so a frame or two of boundary disagreement costs them most; they
 #: reach F1 >= 0.9 as events on one-type takes (test_event_f1_per_type_on_tracked_synthetic_takes)
-#: but about 0.85 per frame here (MODEL_CARD.md), so their floor guards against regressions only.
-F1_MIN = {"unvoiced": 0.9, "steady": 0.9, "vibrato": 0.9, "slide": 0.72, "grace": 0.72, "trill": 0.9}
+#: about 0.90 per frame on 200 random phrases but 0.84-0.86 on these 16 (MODEL_CARD.md), so their
+#: floor guards against regressions only (the 16 phrases hold ~230 grace frames: a noisy figure).
+F1_MIN = {"unvoiced": 0.95, "steady": 0.92, "vibrato": 0.92, "slide": 0.8, "grace": 0.8, "trill": 0.92}
 
 
 def _one_kind_take(kind: str, seed: int, n: int = 8):
