@@ -222,7 +222,8 @@ def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, rev
     feats, _ = spectrogram_features(y)
     x = context_frames(feats).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
-    ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=frame_level_db(dry, len(feats)),
+    level_db = frame_level_db(dry, len(feats)) if faint_db is not None else None  # only the faint rule reads it
+    ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=level_db,
                             faint_db=faint_db)
     return x, f0_frames, ignore, info
 

@@ -142,15 +142,16 @@ def contour_features(track: PitchTrack) -> np.ndarray:
     midi[voiced] = 69.0 + 12.0 * np.log2(hz[voiced] / 440.0)
     filled = np.full(n, np.nan)
     inside = np.zeros(n, dtype=bool)
+    trend = np.zeros(n)
     for a, b in voiced_regions(voiced, bridge_frames=int(round(_BRIDGE_S / HOP_S))):
         filled[a:b] = fill_gaps(midi[a:b])
         inside[a:b] = True
+        trend[a:b] = _trend_slope(filled[a:b])
     local = _running_nanmedian(filled, int(round(_LOCAL_S / HOP_S)) | 1)
     wide = _running_nanmedian(filled, int(round(_WIDE_S / HOP_S)) | 1)
     slope = np.zeros(n)
     slope[1:-1] = 0.5 * (filled[2:] - filled[:-2])
     slope[0], slope[-1] = (filled[1] - filled[0]) if n > 1 else 0.0, (filled[-1] - filled[-2]) if n > 1 else 0.0
-    trend = _trend_slope(filled, inside)
     with np.errstate(invalid="ignore"):
         feats[:, 5] = np.clip(trend, -2.0, 2.0) / 2.0
         feats[:, 0] = np.clip(filled - local, -3.0, 3.0) / 3.0
@@ -165,24 +166,19 @@ def contour_features(track: PitchTrack) -> np.ndarray:
     return feats
 
 
-def _trend_slope(filled: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Slope (semitones per ``_TREND_SPAN_S``) of the moving mean of pitch within each voiced stretch."""
-    n = len(filled)
+def _trend_slope(seg: np.ndarray) -> np.ndarray:
+    """Slope (semitones per ``_TREND_SPAN_S``) of the smoothed pitch of one voiced stretch."""
+    if len(seg) < 3 or not np.isfinite(seg).all():
+        return np.zeros(len(seg))
     w = int(round(_TREND_S / HOP_S)) | 1
     k = max(1, int(round(_TREND_SPAN_S / HOP_S / 2)))
-    out = np.zeros(n)
-    for a, b in voiced_regions(inside, bridge_frames=0):
-        seg = filled[a:b]
-        if b - a < 3 or not np.isfinite(seg).all():
-            continue
-        # two passes of an edge-padded moving mean (a triangular window): the first cancels a
-        # vibrato near one cycle long, the second squares what leaks through at other rates
-        mean = seg
-        for _ in range(2):
-            mean = np.convolve(np.pad(mean, (w // 2, w // 2), mode="edge"), np.ones(w) / w, mode="valid")
-        pm = np.pad(mean, (k, k), mode="edge")
-        out[a:b] = pm[2 * k :] - pm[: -2 * k]
-    return out
+    # two passes of an edge-padded moving mean (a triangular window): the first cancels a
+    # vibrato near one cycle long, the second squares what leaks through at other rates
+    mean = seg
+    for _ in range(2):
+        mean = np.convolve(np.pad(mean, (w // 2, w // 2), mode="edge"), np.ones(w) / w, mode="valid")
+    pm = np.pad(mean, (k, k), mode="edge")
+    return pm[2 * k :] - pm[: -2 * k]
 
 
 def _resampled(track: PitchTrack) -> tuple[np.ndarray, np.ndarray]:
