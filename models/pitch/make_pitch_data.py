@@ -19,8 +19,9 @@ Every clip is drawn from its seed alone (so the data set is reproducible):
   ``$MELISMA_SHARED_DATA/noise``) at 0-35 dB SNR; mains hum; a phone microphone's band limit;
   clipping; an AAC round trip at 32-128 kb/s; and a random level.
 
-Output: one ``.npz`` with ``x`` (frames, 3, 128) float16 model inputs (see
-:mod:`melisma.analysis.pitch_model`), ``f0_hz`` (frames,) truth at the frame centres
+Output: one ``.npz`` with ``x`` (frames, 5, 128) float16 model inputs (three spectral context
+rows and two level rows, see :mod:`melisma.analysis.pitch_model`; a model without level input
+trains on the first three), ``f0_hz`` (frames,) truth at the frame centres
 (0 = unvoiced), ``voicing_ignore`` (frames,) frames left out of the voicing loss (see
 :func:`voicing_ignore`), ``clip`` (frames,) clip index, and the per-clip settings as JSON.
 
@@ -49,7 +50,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from melisma.analysis.pitch_model import HOP_LENGTH, SR, context_frames, spectrogram_features  # noqa: E402
+from melisma.analysis.pitch_model import (  # noqa: E402
+    HOP_LENGTH, SR, level_features, model_inputs, spectrogram_features,
+)
 from tools.corpus import degrade  # noqa: E402
 from tools.corpus.backing import make_backing  # noqa: E402
 from tools.corpus.melody import MODES, Key, generate_melody  # noqa: E402
@@ -219,8 +222,8 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
 
 def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True)
-    feats, _ = spectrogram_features(y)
-    x = context_frames(feats).astype(np.float16)
+    feats, _, level_db = spectrogram_features(y)
+    x = model_inputs(feats, level_features(level_db)[0]).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
     level_db = frame_level_db(dry, len(feats)) if faint_db is not None else None  # only the faint rule reads it
     ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=level_db,

@@ -11,7 +11,8 @@ Steps: generate the synthetic training set and a held-out set with different see
 to TFLite twice (float32 and int8 with a representative data set of training frames), evaluate
 both on the held-out set, write the int8 model and ``training_report.json`` next to it.
 
-Model: input (batch, 3, 128) spectrogram frames (see ``melisma.analysis.pitch_model``); outputs
+Model: input (batch, 5, 128): three spectrogram frames and two level rows (see
+``melisma.analysis.pitch_model``; ``--no-level-input``: the three spectral rows only); outputs
 ``pitch_logits`` (batch, 300) over 20-cent bins from 46.875 Hz and ``voicing_logit`` (batch, 1).
 Loss: cross-entropy against a Gaussian (25 cents) around the true bin on voiced frames, plus
 binary cross-entropy for voicing.
@@ -34,22 +35,28 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from melisma.analysis.pitch_model import (  # noqa: E402
-    CENTS_PER_BIN, CONTEXT_FRAMES, N_INPUT_BINS, N_PITCH_BINS, decode_pitch, hz_to_pitch_bin,
+    CENTS_PER_BIN, CONTEXT_FRAMES, LEVEL_ROWS, N_INPUT_BINS, N_PITCH_BINS, decode_pitch, hz_to_pitch_bin,
 )
 
 TARGET_SIGMA_BINS = 25.0 / CENTS_PER_BIN
 
 
-def build_model(keras, *, channels: tuple[int, int, int] = (16, 32, 32), voicing_head: str = "bottleneck"):
+def build_model(keras, *, channels: tuple[int, int, int] = (16, 32, 32), voicing_head: str = "bottleneck",
+                level_input: bool = True):
     """The network: a small 1-D conv stack along frequency, then dense pitch and voicing heads.
 
     ``voicing_head``: 'bottleneck' feeds the voicing head the flattened 6-channel bottleneck only
     (as the pitch head); 'pooled' adds the maximum and mean over frequency of each channel of the
     last wide conv layer (how strongly and how widely each harmonic-pattern detector fired), which
-    costs a few hundred weights."""
+    costs a few hundred weights. ``level_input``: the input has the two level rows after the
+    three spectral rows; they enter the conv stack as two more channels and go straight to the
+    voicing head as well (the level of a faint tail is what tells it from singing)."""
     layers = keras.layers
-    inp = keras.Input((CONTEXT_FRAMES, N_INPUT_BINS), name="spectrum")
-    x = layers.Permute((2, 1))(inp)  # (bins, context frames as channels)
+    rows = CONTEXT_FRAMES + (LEVEL_ROWS if level_input else 0)
+    inp = keras.Input((rows, N_INPUT_BINS), name="spectrum")
+    x = layers.Permute((2, 1))(inp)  # (bins, context frames [+ level rows] as channels)
+    # the level rows are constant across bins: bin 0 of every channel carries them to the voicing head
+    level_direct = layers.Flatten()(layers.Cropping1D((0, N_INPUT_BINS - 1))(x)) if level_input else None
 
     def conv(x, filters, kernel):
         x = layers.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
@@ -70,6 +77,8 @@ def build_model(keras, *, channels: tuple[int, int, int] = (16, 32, 32), voicing
         vin = flat
     else:
         raise ValueError(f"voicing_head={voicing_head!r}: use 'bottleneck' or 'pooled'")
+    if level_direct is not None:
+        vin = layers.Concatenate()([vin, level_direct])
     v = layers.Dense(32, activation="relu")(vin)
     voicing = layers.Dense(1, name="voicing_logit")(v)
     return keras.Model(inp, [pitch, voicing])
@@ -140,6 +149,7 @@ def eval_tflite(path: Path, x: np.ndarray, f0: np.ndarray) -> dict:
     from melisma.analysis.pitch_model import TflitePitchTracker
 
     tracker = TflitePitchTracker(model_path=path)
+    x = x[:, : tracker.model.input_shape[1]]  # the held-out set has the level rows; an old model takes 3 rows
     logits = np.zeros((len(x), N_PITCH_BINS), np.float32)
     voicing = np.zeros(len(x), np.float32)
     m = tracker.model
@@ -163,7 +173,7 @@ def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
 
 def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: float | None = None,
                 reverb_tail_s: float = 0.1) -> Path:
-    out = work / (f"{name}_{clips}_{seed_base}" + (f"_faint{faint_db:g}" if faint_db is not None else "")
+    out = work / (f"{name}_{clips}_{seed_base}_levels" + (f"_faint{faint_db:g}" if faint_db is not None else "")
                   + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "") + ".npz")
     if not out.exists():
         cmd = [sys.executable, str(HERE / "make_pitch_data.py"), "--clips", str(clips), "--seed-base", str(seed_base),
@@ -190,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave voiced frames whose dry voice is this many dB below its median out of the voicing loss")
     ap.add_argument("--reverb-tail-s", type=float, default=0.1,
                     help="reverb tail left out of the voicing loss (0: tails are labelled unvoiced)")
+    ap.add_argument("--no-level-input", dest="level_input", action="store_false",
+                    help="train without the two level rows (input (batch, 3, 128), the session-1 model)")
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
     ap.add_argument("--heldout-npz", help="use this held-out set instead of generating one")
     args = ap.parse_args(argv)
@@ -208,16 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(args.seed)
 
+    rows = CONTEXT_FRAMES + (LEVEL_ROWS if args.level_input else 0)
     d = np.load(train_npz)
-    x, f0 = d["x"], d["f0_hz"]
+    x, f0 = d["x"][:, :rows], d["f0_hz"]
     h = np.load(held_npz)
-    hx, hf0 = h["x"].astype(np.float32), h["f0_hz"]
+    hx, hf0 = h["x"][:, :rows].astype(np.float32), h["f0_hz"]
     yb, yv = targets(f0)
     if "voicing_ignore" in d.files:
         yv[d["voicing_ignore"]] = -1.0
     print(f"train frames {len(x)} ({yv.mean():.2f} voiced), held-out frames {len(hx)}", flush=True)
 
-    model = build_model(keras, channels=tuple(int(c) for c in args.channels.split(",")), voicing_head=args.voicing_head)
+    model = build_model(keras, channels=tuple(int(c) for c in args.channels.split(",")), voicing_head=args.voicing_head,
+                        level_input=args.level_input)
     n_params = model.count_params()
     print(f"parameters: {n_params}", flush=True)
     pitch_loss, voicing_loss = make_losses(tf)

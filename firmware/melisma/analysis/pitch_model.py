@@ -7,18 +7,24 @@ per 10 ms frame):
    on sample ``160 * i``;
 2. STFT magnitudes of bins 3..130 (47-2031 Hz, 15.6 Hz apart), in dB relative to the frame's
    loudest bin, floored at -80 dB and scaled to 0..1 (so the input is level-independent);
-3. the model takes three consecutive frames (``i-1, i, i+1``) and returns, for the middle one,
-   logits over 300 pitch bins 20 cents apart from 46.875 Hz (up to 1500 Hz) and one voicing logit;
-4. decoding: softmax over the 9 bins around the best bin, their weighted mean in cents (so the
+3. two level rows, because step 2 hides how loud a frame is and a faint pitched reverb tail
+   after a note looks like singing without them (:func:`level_features`): the frame's level
+   relative to a causal running peak that decays by 6 dB/s, and the level change over the last
+   50 ms; each is repeated across the 128 bins so the model keeps one input tensor;
+4. the model takes three consecutive frames (``i-1, i, i+1``) plus the level rows of frame ``i``
+   and returns, for the middle frame, logits over 300 pitch bins 20 cents apart from 46.875 Hz
+   (up to 1500 Hz) and one voicing logit (a model trained without level rows, input
+   ``(batch, 3, 128)``, still loads);
+5. decoding: softmax over the 9 bins around the best bin, their weighted mean in cents (so the
    estimate is finer than a bin); voicing with hysteresis: a frame is voiced when its voicing
    probability is at least ``voicing_threshold``, or at least ``voicing_threshold_low`` while the
    frame before was voiced (so a note does not drop out where noise briefly masks it), and the
    frame is not near-silent (peak below -60 dBFS).
 
-Every frame is decided from its own 3-frame neighbourhood (and, for voicing, the previous frame's
-decision), so the streaming mode (:class:`StreamingPitchModel`) gives the same numbers as offline
-tracking, with a latency of half
-a window plus one hop of lookahead (32 + 10 ms) plus the block size.
+Every frame is decided from its own 3-frame neighbourhood, the levels of the frames before it
+(the running peak) and, for voicing, the previous frame's decision. All of that is causal state,
+so the streaming mode (:class:`StreamingPitchModel`) gives the same numbers as offline tracking,
+with a latency of half a window plus one hop of lookahead (32 + 10 ms) plus the block size.
 
 The network, its training data and accuracy are described in ``models/pitch/MODEL_CARD.md``.
 
@@ -46,8 +52,8 @@ from .pitch import PitchTrack
 
 __all__ = [
     "SR", "N_FFT", "HOP_LENGTH", "HOP_S", "N_INPUT_BINS", "CONTEXT_FRAMES", "N_PITCH_BINS",
-    "CENTS_PER_BIN", "FMIN_HZ", "MODEL_FILE", "pitch_bin_hz", "spectrogram_features",
-    "context_frames", "decode_pitch", "voicing_hysteresis", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
+    "CENTS_PER_BIN", "FMIN_HZ", "MODEL_FILE", "LEVEL_ROWS", "pitch_bin_hz", "spectrogram_features",
+    "LevelState", "level_features", "model_inputs", "context_frames", "decode_pitch", "voicing_hysteresis", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
 ]
 
 SR = 16000
@@ -62,6 +68,13 @@ CENTS_PER_BIN = 20.0
 FMIN_HZ = 46.875
 FLOOR_DB = 80.0
 SILENCE_DBFS = -60.0
+#: Level rows appended to the spectral context (see :func:`level_features`).
+LEVEL_ROWS = 2
+LEVEL_RANGE_DB = 60.0
+LEVEL_DECAY_DB_PER_S = 6.0
+LEVEL_SLOPE_FRAMES = 5
+LEVEL_SLOPE_RANGE_DB = 30.0
+_LEVEL_FLOOR_DB = -120.0
 MODEL_FILE = "melisma_pitch_int8.tflite"
 #: Decoding defaults for the committed model (chosen on generated validation clips, see the model card).
 VOICING_THRESHOLD = 0.5
@@ -95,21 +108,22 @@ def _frames(x: np.ndarray, n_frames: int, first_sample: int) -> np.ndarray:
     return view[:n_frames]
 
 
-def _features_from_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(features 0..1, frame peak dBFS) of windows ``(n, N_FFT)``."""
+def _features_from_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features 0..1, frame peak dBFS, spectral level dB) of windows ``(n, N_FFT)``."""
     import scipy.fft
 
     spec = np.abs(scipy.fft.rfft(frames * _WINDOW, axis=1)[:, FIRST_BIN : FIRST_BIN + N_INPUT_BINS])
     db = 20.0 * np.log10(spec + 1e-9)
+    level_db = np.maximum(db.max(axis=1), _LEVEL_FLOOR_DB)
     db -= db.max(axis=1, keepdims=True)
     feats = (np.clip(db, -FLOOR_DB, 0.0) + FLOOR_DB) / FLOOR_DB
     # the peak sample in the middle hop of the window, for the silence gate
     mid = frames[:, N_FFT // 2 - HOP_LENGTH // 2 : N_FFT // 2 + HOP_LENGTH // 2]
     peak_db = 20.0 * np.log10(np.abs(mid).max(axis=1) + 1e-9)
-    return feats.astype(np.float32), peak_db.astype(np.float32)
+    return feats.astype(np.float32), peak_db.astype(np.float32), level_db.astype(np.float32)
 
 
-def spectrogram_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spectrogram_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model input features of 16 kHz mono audio.
 
     Parameters
@@ -124,25 +138,97 @@ def spectrogram_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ``n_frames = ceil(len(y) / HOP_LENGTH)``.
     peak_db : np.ndarray
         ``(n_frames,)`` peak level (dBFS) of the 10 ms around each frame centre.
+    level_db : np.ndarray
+        ``(n_frames,)`` the frame's loudest bin in dB (the reference that ``features`` are
+        relative to), input of :func:`level_features`.
 
     Examples
     --------
-    >>> f, p = spectrogram_features(np.zeros(16000, np.float32))
-    >>> f.shape, p.shape
-    ((100, 128), (100,))
+    >>> f, p, lv = spectrogram_features(np.zeros(16000, np.float32))
+    >>> f.shape, p.shape, lv.shape
+    ((100, 128), (100,), (100,))
     """
     x = np.asarray(y, dtype=np.float32)
     n_frames = int(np.ceil(len(x) / HOP_LENGTH))
     if n_frames == 0:
-        return np.zeros((0, N_INPUT_BINS), np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, N_INPUT_BINS), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
     xp = np.pad(x, (N_FFT // 2, 0))  # frame 0 centred on sample 0
-    feats, peaks = [], []
+    feats, peaks, levels = [], [], []
     for c0 in range(0, n_frames, 2048):  # bounded memory on a Pi Zero
         n = min(2048, n_frames - c0)
-        f, p = _features_from_frames(_frames(xp, n, c0 * HOP_LENGTH))
+        f, p, lv = _features_from_frames(_frames(xp, n, c0 * HOP_LENGTH))
         feats.append(f)
         peaks.append(p)
-    return np.concatenate(feats), np.concatenate(peaks)
+        levels.append(lv)
+    return np.concatenate(feats), np.concatenate(peaks), np.concatenate(levels)
+
+
+@dataclass
+class LevelState:
+    """What :func:`level_features` carries from one block to the next: the running peak (dB) after
+    the last frame and the levels of the last :data:`LEVEL_SLOPE_FRAMES` frames."""
+
+    running_peak_db: float = -np.inf
+    recent_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+
+
+def level_features(level_db: np.ndarray, *, state: LevelState | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The model's two level inputs per frame, from :func:`spectrogram_features`' ``level_db``.
+
+    Column 0: the frame's level relative to a running peak, a peak hold that decays by
+    :data:`LEVEL_DECAY_DB_PER_S` (1 = at the peak, 0 = :data:`LEVEL_RANGE_DB` or more below it).
+    Column 1: the level change over the last :data:`LEVEL_SLOPE_FRAMES` frames (0.5 = steady,
+    0 / 1 = falling / rising by :data:`LEVEL_SLOPE_RANGE_DB` or more). Both are causal, so
+    feeding a take block by block with the returned state gives the same values as all at once.
+    Both are relative, so the input gain does not matter.
+
+    Parameters
+    ----------
+    level_db : np.ndarray
+        ``(n,)`` frame levels in dB.
+    state : LevelState, optional
+        The state returned for the previous block; None at the start of a take.
+
+    Returns
+    -------
+    levels : np.ndarray
+        ``(n, LEVEL_ROWS)`` float32 in 0..1.
+    state : LevelState
+        The state after the last frame.
+
+    Examples
+    --------
+    >>> lv, st = level_features(np.array([-20.0, -20.0, -50.0]))
+    >>> np.round(lv[:, 0], 2).tolist(), round(st.running_peak_db, 2)
+    ([1.0, 1.0, 0.5], -20.06)
+    """
+    state = state or LevelState()
+    x = np.asarray(level_db, dtype=np.float64).reshape(-1)
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, LEVEL_ROWS), np.float32), state
+    decay = LEVEL_DECAY_DB_PER_S * HOP_S
+    # peak hold with linear decay: peak[i] = max(x[i], peak[i-1] - decay), as a running maximum
+    ramp = decay * np.arange(1, n + 1)
+    start = state.running_peak_db if np.isfinite(state.running_peak_db) else -1e9
+    peak = np.maximum(np.maximum.accumulate(x + ramp), start) - ramp
+    rel = np.clip(x - peak, -LEVEL_RANGE_DB, 0.0) / LEVEL_RANGE_DB + 1.0
+    history = state.recent_db if len(state.recent_db) else np.full(LEVEL_SLOPE_FRAMES, x[0])
+    joined = np.concatenate([history[-LEVEL_SLOPE_FRAMES:], x])
+    slope = np.clip(x - joined[:n], -LEVEL_SLOPE_RANGE_DB, LEVEL_SLOPE_RANGE_DB) / (2 * LEVEL_SLOPE_RANGE_DB) + 0.5
+    out = np.stack([rel, slope], axis=1).astype(np.float32)
+    return out, LevelState(float(peak[-1]), joined[-LEVEL_SLOPE_FRAMES:].copy())
+
+
+def model_inputs(features: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+    """Model input ``(n, CONTEXT_FRAMES [+ LEVEL_ROWS], N_INPUT_BINS)``: each frame's spectral
+    context (:func:`context_frames`) and, when ``levels`` is given, its level rows repeated across
+    the bins."""
+    ctx = context_frames(features)
+    if levels is None:
+        return ctx
+    rows = np.repeat(np.asarray(levels, np.float32)[:, :, None], ctx.shape[2], axis=2)
+    return np.concatenate([ctx, rows], axis=1)
 
 
 def context_frames(features: np.ndarray) -> np.ndarray:
@@ -285,17 +371,30 @@ class TflitePitchTracker:
 
             self._model = TfliteModel(self.model_path or default_model_path(), num_threads=self.num_threads,
                                       runtime=self.runtime)
-            want = (CONTEXT_FRAMES, N_INPUT_BINS)
-            if tuple(self._model.input_shape[1:]) != want:
+            rows = (CONTEXT_FRAMES, CONTEXT_FRAMES + LEVEL_ROWS)
+            shape = tuple(self._model.input_shape[1:])
+            if len(shape) != 2 or shape[0] not in rows or shape[1] != N_INPUT_BINS:
                 from ..errors import ModelError
 
                 raise ModelError(f"{self._model.path} takes input {self._model.input_shape}; the pitch tracker "
-                                 f"needs (batch, {want[0]}, {want[1]}): is it the pitch model?")
+                                 f"needs (batch, {rows[0]} or {rows[1]}, {N_INPUT_BINS}): is it the pitch model?")
         return self._model
 
-    def raw_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model logits ``(n, N_PITCH_BINS)`` and voicing logits ``(n,)`` for spectrogram features ``(n, bins)``."""
-        return self.predict_context(context_frames(features))
+    @property
+    def uses_level(self) -> bool:
+        """Whether the model takes the level rows (input ``(batch, 5, 128)``) besides the spectra."""
+        return self.model.input_shape[1] == CONTEXT_FRAMES + LEVEL_ROWS
+
+    def raw_outputs(self, features: np.ndarray, level_db: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Model logits ``(n, N_PITCH_BINS)`` and voicing logits ``(n,)`` for spectrogram features
+        ``(n, bins)`` and frame levels ``(n,)`` (both from :func:`spectrogram_features`; the levels
+        are needed by a model that takes level rows)."""
+        levels = None
+        if self.uses_level:
+            if level_db is None:
+                raise AnalysisError("this pitch model takes level rows: pass level_db from spectrogram_features")
+            levels, _ = level_features(level_db)
+        return self.predict_context(model_inputs(features, levels))
 
     def predict_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model outputs for context-stacked inputs ``(n, CONTEXT_FRAMES, bins)``, in fixed-size batches."""
@@ -317,10 +416,10 @@ class TflitePitchTracker:
     def track(self, y: np.ndarray, *, sr: int) -> PitchTrack:
         """f0 track (hop 10 ms) of a mostly monophonic vocal at any sample rate."""
         x = _as_mono_16k(y, sr)
-        feats, peak_db = spectrogram_features(x)
+        feats, peak_db, level_db = spectrogram_features(x)
         if len(feats) == 0:
             return PitchTrack(HOP_S, np.zeros(0), np.zeros(0), self.name)
-        logits, voicing = self.raw_outputs(feats)
+        logits, voicing = self.raw_outputs(feats, level_db)
         hz, conf = decode_pitch(logits, voicing, peak_db=peak_db, voicing_threshold=self.voicing_threshold,
                                 voicing_threshold_low=self.voicing_threshold_low)
         return PitchTrack(HOP_S, hz, conf, self.name)
@@ -358,6 +457,8 @@ class StreamingPitchModel:
         self._received = 0
         self._feats = np.zeros((0, N_INPUT_BINS), np.float32)  # features of frames >= frames_done - 1
         self._peaks = np.zeros(0, np.float32)
+        self._levels = np.zeros((0, LEVEL_ROWS), np.float32)  # level rows of the frames in _feats
+        self._level_state = LevelState()
         self._feat_first = 0  # frame number of _feats[0]
         self._voiced_before = False  # voicing hysteresis state after the last emitted frame
         self.frames_done = 0
@@ -369,9 +470,11 @@ class StreamingPitchModel:
         if n_new <= 0:
             return
         first_sample = have * HOP_LENGTH - N_FFT // 2 - self._buf_start
-        f, p = _features_from_frames(_frames(self._buf, n_new, first_sample))
+        f, p, lv = _features_from_frames(_frames(self._buf, n_new, first_sample))
+        levels, self._level_state = level_features(lv, state=self._level_state)
         self._feats = np.concatenate([self._feats, f])
         self._peaks = np.concatenate([self._peaks, p])
+        self._levels = np.concatenate([self._levels, levels])
 
     def _emit(self, upto_frame: int, *, final: bool = False) -> PitchTrack:
         start = self.frames_done
@@ -386,6 +489,8 @@ class StreamingPitchModel:
         right = feats[right_idx : right_idx + 1] if right_idx < len(feats) else feats[right_idx - 1 : right_idx]
         block = np.concatenate([left, feats[lo : lo + n], right])
         ctx = context_frames(block)[1:-1]
+        if self.tracker.uses_level:
+            ctx = np.concatenate([ctx, np.repeat(self._levels[lo : lo + n, :, None], N_INPUT_BINS, axis=2)], axis=1)
         logits, voicing = self.tracker.predict_context(ctx)
         t = self.tracker
         hz, conf = decode_pitch(logits, voicing, peak_db=self._peaks[lo : lo + n],
@@ -399,6 +504,7 @@ class StreamingPitchModel:
         keep_from = max(0, upto_frame - 1 - self._feat_first)
         self._feats = self._feats[keep_from:]
         self._peaks = self._peaks[keep_from:]
+        self._levels = self._levels[keep_from:]
         self._feat_first += keep_from
         next_first_sample = (self._feat_first + len(self._feats)) * HOP_LENGTH - N_FFT // 2
         drop = max(0, next_first_sample - self._buf_start)

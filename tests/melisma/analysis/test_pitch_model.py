@@ -8,15 +8,20 @@ import pytest
 from melisma.analysis.pitch import PitchTracker, track_pitch
 from melisma.analysis.pitch_model import (
     HOP_S,
+    LEVEL_ROWS,
     SR,
     StreamingPitchModel,
     TflitePitchTracker,
+    context_frames,
     decode_pitch,
     hz_to_pitch_bin,
+    level_features,
+    model_inputs,
     pitch_bin_hz,
+    spectrogram_features,
     voicing_hysteresis,
 )
-from melisma.errors import ModelError
+from melisma.errors import AnalysisError, ModelError
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
 
@@ -168,3 +173,60 @@ def test_streaming_matches_offline_with_hysteresis():
     np.testing.assert_allclose(hz, offline.hz, rtol=1e-5)
     plain = TflitePitchTracker(voicing_threshold=0.9).track(y, sr=SR)
     assert np.sum(offline.hz > 0) >= np.sum(plain.hz > 0)  # hysteresis only adds voiced frames
+
+
+def test_level_features_are_relative_causal_and_blockwise_exact():
+    rng = np.random.default_rng(11)
+    # a note at -20 dB for 1 s, a reverb-like tail falling 60 dB/s, silence, a softer note
+    level = np.concatenate([np.full(100, -20.0), -20.0 - 0.6 * np.arange(1, 51), np.full(50, -110.0),
+                            np.full(100, -32.0)]) + rng.normal(0, 0.3, 300)
+    whole, state = level_features(level)
+    assert whole.shape == (300, LEVEL_ROWS) and whole.dtype == np.float32
+    assert whole.min() >= 0.0 and whole.max() <= 1.0
+    # the note sits at its own running peak and is steady; the tail falls below it and is falling
+    assert whole[20:100, 0].min() > 0.97 and abs(whole[20:100, 1].mean() - 0.5) < 0.02
+    assert whole[130:150, 0].max() < whole[20:100, 0].min() - 0.15
+    assert whole[110:150, 1].mean() < 0.46 and whole[110:150, 1].max() < 0.48  # -3 dB per 50 ms
+    # the softer note, 12 dB under the first: 5-6 dB under the running peak 1.0-1.2 s after the
+    # first note (the peak decays by 6 dB/s), at the peak once it has decayed to the note (2 s)
+    assert 0.88 < whole[200:220, 0].mean() < 0.94
+    assert whole[295:300, 0].min() > 0.97
+    # a gain change moves nothing
+    louder, _ = level_features(level + 17.0)
+    np.testing.assert_allclose(louder, whole, atol=1e-5)
+    # causal: the first frames do not depend on what follows
+    head, _ = level_features(level[:120])
+    np.testing.assert_array_equal(head, whole[:120])
+    # block by block with the carried state equals all at once
+    parts, st = [], None
+    for chunk in np.array_split(level, [1, 4, 37, 38, 200]):
+        out, st = level_features(chunk, state=st)
+        parts.append(out)
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6)
+    assert st.running_peak_db == pytest.approx(state.running_peak_db)
+
+
+def test_model_inputs_stack_context_and_level_rows():
+    feats = np.random.default_rng(3).random((6, 128), dtype=np.float32)
+    levels = np.linspace(0, 1, 12, dtype=np.float32).reshape(6, 2)
+    x = model_inputs(feats, levels)
+    assert x.shape == (6, 5, 128)
+    np.testing.assert_array_equal(x[:, :3], context_frames(feats))
+    np.testing.assert_array_equal(x[2, 3], np.full(128, levels[2, 0]))
+    np.testing.assert_array_equal(x[4, 4], np.full(128, levels[4, 1]))
+    assert model_inputs(feats).shape == (6, 3, 128)
+
+
+def test_tracker_feeds_level_rows_when_the_model_takes_them(tracker):
+    take = _phrase("female", 60, 8)
+    feats, _peak, level_db = spectrogram_features(take.audio)
+    if tracker.uses_level:
+        with pytest.raises(AnalysisError, match="level_db"):
+            tracker.raw_outputs(feats)
+        # what the level rows say changes the model's voicing output
+        _, v_true = tracker.raw_outputs(feats, level_db)
+        _, v_faint = tracker.raw_outputs(feats, level_db - 40.0 * (np.arange(len(level_db)) % 2))
+        assert np.abs(v_true - v_faint).max() > 0.5
+    else:
+        tracker.raw_outputs(feats)  # a 3-row model needs no levels
+    assert tracker.model.input_shape[1] in (3, 3 + LEVEL_ROWS)
