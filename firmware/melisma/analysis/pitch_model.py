@@ -77,8 +77,8 @@ LEVEL_SLOPE_RANGE_DB = 30.0
 _LEVEL_FLOOR_DB = -120.0
 MODEL_FILE = "melisma_pitch_int8.tflite"
 #: Decoding defaults for the committed model (chosen on generated validation clips, see the model card).
-VOICING_THRESHOLD = 0.5
-VOICING_THRESHOLD_LOW: float | None = None
+VOICING_THRESHOLD = 0.9
+VOICING_THRESHOLD_LOW: float | None = 0.4
 
 _WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
 _DECODE_HALF_WIDTH = 4
