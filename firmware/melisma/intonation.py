@@ -65,10 +65,12 @@ def resolve_scale(key: str | None, scale: str | None):
 
 
 #: Pitch trackers by name. The DSP tracker stays the engine's default: through the whole note and
-#: ornament analysis (tuned on its 5 ms track) it gives the better note accuracy on the real phone
-#: sight-singing set (0.942 vs 0.933) and orders every GTSinger plain/technique pair, while the
-#: int8 model is better on vocadito notes (0.95 vs 0.91) and on heavily degraded generated takes.
-#: See models/pitch/MODEL_CARD.md. ``MELISMA_PITCH_TRACKER=model`` or ``--tracker model`` picks it.
+#: ornament analysis (tuned on its 5 ms track; tools/eval_pitch_real.py) both give 0.942 note
+#: accuracy on the real phone sight-singing set, and the DSP track lets the ornament classifier
+#: order every GTSinger plain/technique pair while the model's track misses one (ge06 vibrato,
+#: 0.30 -> 0.28). The int8 model is better on vocadito notes (0.915 vs 0.898 against annotator A1)
+#: and on heavily degraded generated takes. See models/pitch/MODEL_CARD.md.
+#: ``MELISMA_PITCH_TRACKER=model`` or ``--tracker model`` picks it.
 PITCH_TRACKERS = ("dsp", "model")
 
 
