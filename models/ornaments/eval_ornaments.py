@@ -43,7 +43,7 @@ from melisma.analysis.ornament_model import (  # noqa: E402
     contour_features,
     frame_probabilities,
 )
-from melisma.analysis.ornaments import ORNAMENT_CODES, DspOrnamentDetector, ornament_frames  # noqa: E402
+from melisma.analysis.ornaments import ORNAMENT_CODES, DspOrnamentDetector, match_spans, ornament_frames  # noqa: E402
 
 #: Ornament record type -> class, for event scoring and coverage.
 RECORD_CLASS = {"vibrato": "vibrato", "trill": "trill", "mordent": "trill", "slide_in": "slide", "slide_out": "slide",
@@ -94,16 +94,7 @@ def event_counts(found, truth) -> dict[str, list[int]]:
     for cls in EVENT_CLASSES:
         det = [(o.start_s, o.end_s) for o in found if RECORD_CLASS.get(o.type) == cls]
         ref = [(o["start_s"], o["end_s"]) for o in truth if RECORD_CLASS.get(o["type"]) == cls]
-        used: set[int] = set()
-        tp = 0
-        for r0, r1 in ref:
-            for j, (d0, d1) in enumerate(det):
-                ov = min(r1, d1) - max(r0, d0)
-                if j not in used and ov >= 0.3 * min(r1 - r0, d1 - d0):
-                    used.add(j)
-                    tp += 1
-                    break
-        out[cls] = [tp, len(det), len(ref)]
+        out[cls] = [match_spans(det, ref), len(det), len(ref)]
     return out
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "ORNAMENT_TYPES",
     "ORNAMENT_CODES",
     "detect_ornaments",
+    "match_spans",
     "ornament_frames",
     "trill_levels",
 ]
@@ -584,3 +585,26 @@ def ornament_frames(ornaments: Sequence[Ornament], *, n_frames: int, hop_s: floa
             i1 = min(int(n_frames), int(round(o.end_s / hop_s)))
             codes[i0:i1] = ORNAMENT_CODES[kind]
     return codes
+
+
+def match_spans(found: Sequence[tuple[float, float]], truth: Sequence[tuple[float, float]], *,
+                min_overlap: float = 0.3) -> int:
+    """How many ``truth`` spans a ``found`` span matches, each found span used once (event scoring).
+
+    A found span ``(start_s, end_s)`` matches a truth span when they overlap by at least
+    ``min_overlap`` of the shorter one's length; truth spans are taken in order and each takes the
+    first unused found span that matches. Precision is ``matches / len(found)``, recall
+    ``matches / len(truth)``.
+
+    >>> match_spans([(0.0, 0.2), (1.0, 1.1)], [(0.1, 0.3), (0.5, 0.6)])
+    1
+    """
+    used: set[int] = set()
+    matches = 0
+    for r0, r1 in truth:
+        for j, (d0, d1) in enumerate(found):
+            if j not in used and min(r1, d1) - max(r0, d0) >= min_overlap * min(r1 - r0, d1 - d0):
+                used.add(j)
+                matches += 1
+                break
+    return matches

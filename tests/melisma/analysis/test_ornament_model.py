@@ -20,7 +20,14 @@ from melisma.analysis.ornament_model import (
     TfliteOrnamentDetector,
     contour_features,
 )
-from melisma.analysis.ornaments import Ornament, OrnamentDetector, detect_ornaments, ornament_frames, ORNAMENT_CODES
+from melisma.analysis.ornaments import (
+    ORNAMENT_CODES,
+    Ornament,
+    OrnamentDetector,
+    detect_ornaments,
+    match_spans,
+    ornament_frames,
+)
 from melisma.analysis.pitch import PitchTrack, midi_to_hz, track_pitch
 from melisma.errors import AnalysisError, ModelError
 from melisma.models_runtime import TfliteModel, models_dir
@@ -107,15 +114,7 @@ def test_event_f1_per_type_on_tracked_synthetic_takes(detector, kind):
     take, track = _one_kind_take(kind, seed=23)
     found = [o for o in detector.detect(track, segment_notes(track)) if o.type == kind]
     truth = [o for o in take.ornaments if o["type"] == kind]
-    used: set[int] = set()
-    tp = 0
-    for r in truth:
-        for j, o in enumerate(found):
-            ov = min(r["end_s"], o.end_s) - max(r["start_s"], o.start_s)
-            if j not in used and ov >= 0.3 * min(r["end_s"] - r["start_s"], o.end_s - o.start_s):
-                used.add(j)
-                tp += 1
-                break
+    tp = match_spans([(o.start_s, o.end_s) for o in found], [(r["start_s"], r["end_s"]) for r in truth])
     precision, recall = tp / max(len(found), 1), tp / max(len(truth), 1)
     f1 = 2 * precision * recall / max(precision + recall, 1e-9)
     assert f1 >= 0.9, f"{kind}: F1 {f1:.2f} (precision {precision:.2f}, recall {recall:.2f})"

@@ -12,6 +12,7 @@ from melisma.analysis.ornaments import (
     Ornament,
     OrnamentDetector,
     detect_ornaments,
+    match_spans,
     ornament_frames,
 )
 from melisma.analysis.pitch import PitchTrack, midi_to_hz
@@ -59,15 +60,7 @@ def _track_of(take) -> PitchTrack:
 def _f1(found: list[Ornament], truth: list[dict], kind: str) -> float:
     det = [o for o in found if o.type == kind]
     ref = [o for o in truth if o["type"] == kind]
-    used: set[int] = set()
-    tp = 0
-    for r in ref:
-        for j, o in enumerate(det):
-            ov = min(r["end_s"], o.end_s) - max(r["start_s"], o.start_s)
-            if j not in used and ov >= 0.3 * min(r["end_s"] - r["start_s"], o.end_s - o.start_s):
-                used.add(j)
-                tp += 1
-                break
+    tp = match_spans([(o.start_s, o.end_s) for o in det], [(r["start_s"], r["end_s"]) for r in ref])
     precision = tp / max(len(det), 1)
     recall = tp / max(len(ref), 1)
     return 2 * precision * recall / max(precision + recall, 1e-9)
@@ -170,3 +163,15 @@ def test_gtsinger_technique_take_has_more_of_its_ornament(shared_data, pair, kin
     control = _coverage(root / f"{pair[0]}.flac", kinds)
     technique = _coverage(root / f"{pair[1]}.flac", kinds)
     assert technique > control, (control, technique)
+
+
+def test_match_spans_uses_each_found_span_once_and_needs_real_overlap():
+    truth = [(0.0, 1.0), (0.2, 0.8), (2.0, 2.1)]
+    # one found span overlapping both of the first two truth spans matches only one of them
+    assert match_spans([(0.1, 0.9)], truth) == 1
+    assert match_spans([(0.1, 0.9), (0.3, 0.7)], truth) == 2
+    # 20 ms of overlap with a 100 ms truth span is under 30 % of the shorter span: no match
+    assert match_spans([(2.08, 2.5)], truth) == 0
+    assert match_spans([(2.05, 2.5)], truth) == 1
+    assert match_spans([(2.08, 2.5)], truth, min_overlap=0.1) == 1
+    assert match_spans([], truth) == 0 and match_spans([(0.0, 1.0)], []) == 0
