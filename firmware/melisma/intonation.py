@@ -68,7 +68,7 @@ def resolve_scale(key: str | None, scale: str | None):
 #: ornament analysis (tuned on its 5 ms track; tools/eval_pitch_real.py) both give 0.942 note
 #: accuracy on the real phone sight-singing set, and the DSP track lets the ornament classifier
 #: order every GTSinger plain/technique pair while the model's track misses one (ge06 vibrato,
-#: 0.30 -> 0.28). The int8 model is better on vocadito notes (0.915 vs 0.898 against annotator A1)
+#: 0.34 -> 0.24). The int8 model is better on vocadito notes (0.915 vs 0.898 against annotator A1)
 #: and on heavily degraded generated takes. See models/pitch/MODEL_CARD.md.
 #: ``MELISMA_PITCH_TRACKER=model`` or ``--tracker model`` picks it.
 PITCH_TRACKERS = ("dsp", "model")

@@ -30,7 +30,7 @@ Training seeds are ``0 .. n-1`` (+ ``--seed-base``); the benchmark's generated h
 
 Usage::
 
-    nice python models/pitch/make_pitch_data.py --clips 600 --out /tmp/pitch_train.npz
+    nice python models/pitch/make_pitch_data.py --clips 1000 --out /tmp/pitch_train.npz
     nice python models/pitch/make_pitch_data.py --clips 24 --seed-base 900000 --out /tmp/pitch_heldout.npz
 """
 
@@ -233,7 +233,7 @@ def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, rev
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=600)
+    ap.add_argument("--clips", type=int, default=1000)
     ap.add_argument("--seed-base", type=int, default=0)
     ap.add_argument("--duration-s", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=2)

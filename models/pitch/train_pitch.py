@@ -185,7 +185,7 @@ def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: flo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-clips", type=int, default=600)
+    ap.add_argument("--train-clips", type=int, default=1000)
     ap.add_argument("--heldout-clips", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=512)
