@@ -22,9 +22,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from melisma.analysis.pitch import DspPitchTracker  # noqa: E402
-from melisma.analysis.pitch_model import SR, TflitePitchTracker  # noqa: E402
-from tools.corpus.scenarios import make_scenario  # noqa: E402
+from melisma.analysis.pitch import DspPitchTracker
+from melisma.analysis.pitch_model import SR, TflitePitchTracker
+
+from tools.corpus.scenarios import make_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
