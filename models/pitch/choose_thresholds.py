@@ -24,9 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # make_pitch_data
 
-from make_pitch_data import make_clip  # noqa: E402
-
-from melisma.analysis.pitch_model import (  # noqa: E402
+from make_pitch_data import make_clip
+from melisma.analysis.pitch_model import (
     HOP_S,
     SILENCE_DBFS,
     TflitePitchTracker,
