@@ -76,9 +76,14 @@ def _noise_files() -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
 
 
-def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False):
+def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False, bleed_p: float = 0.3,
+              snr_power: float = 1.0):
     """One damaged synthetic take at 16 kHz: (audio, f0 truth at hop 5 ms, settings), and with
-    ``return_dry`` also the dry synthetic voice (before bleed and damage)."""
+    ``return_dry`` also the dry synthetic voice (before bleed and damage).
+
+    ``bleed_p``: probability of backing bleed. ``snr_power``: the noise SNR is 35 dB times a
+    uniform draw to this power (1: uniform 0-35 dB; 2: median 8.75 dB, more low-SNR clips). The
+    defaults give the same clips as before these options existed."""
     rng = np.random.default_rng([seed, 20240611])
     voice = str(rng.choice(["male", "female", "child"], p=[0.42, 0.42, 0.16]))
     base = VOICES[voice]
@@ -106,7 +111,7 @@ def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False):
     info: dict = {"seed": seed, "voice": voice, "shift": shift, "key": key.name,
                   "notes": [(n["start_s"], n["end_s"], n["midi"]) for n in take.notes]}
 
-    if rng.random() < 0.3:
+    if rng.random() < bleed_p:
         # the backing heard through the phone's speaker: pitched, but not the singer (unvoiced)
         backing = make_backing(key, tempo_bpm=melody.tempo_bpm, duration_s=duration_s, sr=SR,
                                chords=melody.chords, seed=seed, renderer="numpy")
@@ -132,7 +137,7 @@ def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False):
     if rng.random() < 0.75:
         kinds: list = ["pink", "white", "babble", "fan"] + _noise_files()
         noise = kinds[int(rng.integers(len(kinds)))]
-        snr = float(rng.uniform(0.0, 35.0))
+        snr = 35.0 * float(rng.uniform(0.0, 1.0)) ** snr_power
         y = degrade.add_noise(y, SR, snr_db=snr, noise=noise, seed=seed)
         info["noise"] = Path(str(noise)).name
         info["snr_db"] = snr
@@ -220,8 +225,9 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
     return out
 
 
-def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True)
+def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1,
+                bleed_p: float = 0.3, snr_power: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power)
     feats, _, level_db = spectrogram_features(y)
     x = model_inputs(feats, level_features(level_db)[0]).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
@@ -243,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reverb-tail-s", type=float, default=0.1,
                     help="in reverberant clips, leave this much after each voiced stretch out of the voicing loss "
                          "(0: label reverb tails unvoiced, as the dry reference does)")
+    ap.add_argument("--bleed-p", type=float, default=0.3, help="probability of backing bleed in a clip")
+    ap.add_argument("--snr-power", type=float, default=1.0,
+                    help="noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     seeds = [args.seed_base + i for i in range(args.clips)]
@@ -252,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
 
         with ProcessPoolExecutor(args.workers) as ex:
             results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), [args.faint_db] * len(seeds),
-                                   [args.reverb_tail_s] * len(seeds), chunksize=4))
+                                   [args.reverb_tail_s] * len(seeds), [args.bleed_p] * len(seeds),
+                                   [args.snr_power] * len(seeds), chunksize=4))
     else:
-        results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s) for s in seeds]
+        results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s, args.bleed_p, args.snr_power)
+                   for s in seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])

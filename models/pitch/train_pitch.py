@@ -172,12 +172,15 @@ def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
 
 
 def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: float | None = None,
-                reverb_tail_s: float = 0.1) -> Path:
+                reverb_tail_s: float = 0.1, bleed_p: float = 0.3, snr_power: float = 1.0) -> Path:
     out = work / (f"{name}_{clips}_{seed_base}_levels" + (f"_faint{faint_db:g}" if faint_db is not None else "")
-                  + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "") + ".npz")
+                  + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "")
+                  + (f"_bleed{bleed_p:g}" if bleed_p != 0.3 else "") + (f"_snrpow{snr_power:g}" if snr_power != 1.0 else "")
+                  + ".npz")
     if not out.exists():
         cmd = [sys.executable, str(HERE / "make_pitch_data.py"), "--clips", str(clips), "--seed-base", str(seed_base),
-               "--out", str(out), "--reverb-tail-s", str(reverb_tail_s)] + (["--faint-db", str(faint_db)] if faint_db is not None else [])
+               "--out", str(out), "--reverb-tail-s", str(reverb_tail_s), "--bleed-p", str(bleed_p),
+               "--snr-power", str(snr_power)] + (["--faint-db", str(faint_db)] if faint_db is not None else [])
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return out
@@ -200,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave voiced frames whose dry voice is this many dB below its median out of the voicing loss")
     ap.add_argument("--reverb-tail-s", type=float, default=0.1,
                     help="reverb tail left out of the voicing loss (0: tails are labelled unvoiced)")
+    ap.add_argument("--bleed-p", type=float, default=0.3, help="training clips: probability of backing bleed")
+    ap.add_argument("--snr-power", type=float, default=1.0,
+                    help="training clips: noise SNR = 35 dB x uniform^power (2: more low-SNR clips); held-out unchanged")
     ap.add_argument("--no-level-input", dest="level_input", action="store_false",
                     help="train without the two level rows (input (batch, 3, 128), the session-1 model)")
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
@@ -209,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0, args.faint_db,
-                                                                                  args.reverb_tail_s)
+                                                                                  args.reverb_tail_s, args.bleed_p,
+                                                                                  args.snr_power)
     held_npz = Path(args.heldout_npz) if args.heldout_npz else ensure_data(work, "heldout", args.heldout_clips, 900000)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
