@@ -224,7 +224,11 @@ def model_inputs(features: np.ndarray, levels: np.ndarray | None = None) -> np.n
     """Model input ``(n, CONTEXT_FRAMES [+ LEVEL_ROWS], N_INPUT_BINS)``: each frame's spectral
     context (:func:`context_frames`) and, when ``levels`` is given, its level rows repeated across
     the bins."""
-    ctx = context_frames(features)
+    return _with_level_rows(context_frames(features), levels)
+
+
+def _with_level_rows(ctx: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+    """Spectral contexts ``(n, CONTEXT_FRAMES, bins)`` with each frame's level rows appended."""
     if levels is None:
         return ctx
     rows = np.repeat(np.asarray(levels, np.float32)[:, :, None], ctx.shape[2], axis=2)
@@ -285,10 +289,18 @@ def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.n
         Hysteresis state before the first frame (whether the frame before it was voiced, before
         the silence gate).
     """
+    hz, conf, _ = _decode(logits, voicing_logit, peak_db=peak_db, voicing_threshold=voicing_threshold,
+                          voicing_threshold_low=voicing_threshold_low, voiced_before=voiced_before)
+    return hz, conf
+
+
+def _decode(logits, voicing_logit, *, peak_db, voicing_threshold, voicing_threshold_low, voiced_before):
+    """:func:`decode_pitch` plus the hysteresis state after the last frame (before the silence gate),
+    which the streaming mode carries to its next block."""
     logits = np.asarray(logits, dtype=np.float32)
     n = len(logits)
     if n == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return np.zeros(0, np.float32), np.zeros(0, np.float32), bool(voiced_before)
     best = logits.argmax(axis=1)
     offs = np.arange(-_DECODE_HALF_WIDTH, _DECODE_HALF_WIDTH + 1)
     idx = np.clip(best[:, None] + offs[None, :], 0, N_PITCH_BINS - 1)
@@ -301,9 +313,10 @@ def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.n
     p_voiced = 1.0 / (1.0 + np.exp(-np.asarray(voicing_logit, dtype=np.float64).reshape(n)))
     voiced = voicing_hysteresis(p_voiced, threshold=voicing_threshold, threshold_low=voicing_threshold_low,
                                 voiced_before=voiced_before)
+    state_after = bool(voiced[-1])
     if peak_db is not None:
         voiced &= np.asarray(peak_db) > SILENCE_DBFS
-    return np.where(voiced, hz, 0.0).astype(np.float32), p_voiced.astype(np.float32)
+    return np.where(voiced, hz, 0.0).astype(np.float32), p_voiced.astype(np.float32), state_after
 
 
 def default_model_path() -> Path:
@@ -488,17 +501,12 @@ class StreamingPitchModel:
         right_idx = lo + n
         right = feats[right_idx : right_idx + 1] if right_idx < len(feats) else feats[right_idx - 1 : right_idx]
         block = np.concatenate([left, feats[lo : lo + n], right])
-        ctx = context_frames(block)[1:-1]
-        if self.tracker.uses_level:
-            ctx = np.concatenate([ctx, np.repeat(self._levels[lo : lo + n, :, None], N_INPUT_BINS, axis=2)], axis=1)
-        logits, voicing = self.tracker.predict_context(ctx)
         t = self.tracker
-        hz, conf = decode_pitch(logits, voicing, peak_db=self._peaks[lo : lo + n],
-                                voicing_threshold=t.voicing_threshold, voicing_threshold_low=t.voicing_threshold_low,
-                                voiced_before=self._voiced_before)
-        self._voiced_before = bool(voicing_hysteresis(conf, threshold=t.voicing_threshold,
-                                                      threshold_low=t.voicing_threshold_low,
-                                                      voiced_before=self._voiced_before)[-1])
+        ctx = _with_level_rows(context_frames(block)[1:-1], self._levels[lo : lo + n] if t.uses_level else None)
+        logits, voicing = t.predict_context(ctx)
+        hz, conf, self._voiced_before = _decode(
+            logits, voicing, peak_db=self._peaks[lo : lo + n], voicing_threshold=t.voicing_threshold,
+            voicing_threshold_low=t.voicing_threshold_low, voiced_before=self._voiced_before)
         self.frames_done = upto_frame
         # keep one frame of left context; drop consumed features and audio
         keep_from = max(0, upto_frame - 1 - self._feat_first)
