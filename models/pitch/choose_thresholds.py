@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # make_pitch_data
 
-from make_pitch_data import make_clip
+from make_pitch_data import frame_level_db, frame_truth, make_clip, trim_releases
 from melisma.analysis.pitch_model import (
     HOP_S,
     SILENCE_DBFS,
@@ -67,12 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="the int8 model (default: the committed one)")
     ap.add_argument("--clips", type=int, default=40, help="validation clips of 8 s")
+    ap.add_argument("--release-end-db", type=float, default=None,
+                    help="score against the release-trimmed labels the model was trained on "
+                         "(train_pitch.py --release-end-db); default: the exact truth")
     args = ap.parse_args(argv)
     tracker = TflitePitchTracker(model_path=args.model)
     clips = []
     for seed in range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + args.clips):
-        y, f0_hz, _ = make_clip(seed)
-        clips.append((y, f0_hz, 0.005))  # make_clip's truth hop
+        if args.release_end_db is None:
+            y, f0_hz, _ = make_clip(seed)
+            clips.append((y, f0_hz, 0.005))  # make_clip's truth hop
+        else:
+            y, f0_hz, _, dry = make_clip(seed, return_dry=True)
+            n_frames = len(spectrogram_features(y)[0])
+            f0_frames = trim_releases(frame_truth(f0_hz, n_frames), frame_level_db(dry, n_frames),
+                                      end_db=args.release_end_db)
+            clips.append((y, f0_frames, HOP_S))
     totals = score(tracker, clips)
     best, best_oa = None, -1.0
     print(f"{'high':>5s} {'low':>5s} {'RPA':>7s} {'VFA':>7s} {'OA':>7s}")

@@ -22,7 +22,8 @@ Every clip is drawn from its seed alone (so the data set is reproducible):
 Output: one ``.npz`` with ``x`` (frames, 5, 128) float16 model inputs (three spectral context
 rows and two level rows, see :mod:`melisma.analysis.pitch_model`; a model without level input
 trains on the first three), ``f0_hz`` (frames,) truth at the frame centres
-(0 = unvoiced), ``voicing_ignore`` (frames,) frames left out of the voicing loss (see
+(0 = unvoiced; with ``--release-end-db`` the faded end of each phrase's release is 0 too, see
+:func:`trim_releases`), ``voicing_ignore`` (frames,) frames left out of the voicing loss (see
 :func:`voicing_ignore`), ``clip`` (frames,) clip index, and the per-clip settings as JSON.
 
 Training seeds are ``0 .. n-1`` (+ ``--seed-base``); the benchmark's generated held-out set uses
@@ -207,6 +208,29 @@ def voicing_ignore(f0: np.ndarray, *, reverb: bool, tail_s: float = 0.1, voice_l
     return ignore
 
 
+def trim_releases(f0_frames: np.ndarray, voice_level_db: np.ndarray, *, end_db: float,
+                  window_s: float = 0.3) -> np.ndarray:
+    """``f0_frames`` with the quiet end of each phrase's release set to 0 (unvoiced).
+
+    The synthetic voice stays voiced until its release has faded to nothing, but human annotators
+    end a note near the start of its decay. A voiced stretch here ends at its last frame whose dry
+    voice (``voice_level_db``, per frame) is within ``end_db`` of the loudest frame in the stretch's
+    last ``window_s``; the frames after it, still fading, are labelled unvoiced."""
+    out = np.asarray(f0_frames, np.float32).copy()
+    v = out > 0
+    w = max(1, int(round(window_s / (HOP_LENGTH / SR))))
+    for last in np.flatnonzero(v & ~np.r_[v[1:], False]):
+        first = last
+        while first > 0 and v[first - 1] and first > last - w + 1:
+            first -= 1
+        ref = voice_level_db[first : last + 1].max()
+        k = last
+        while k > first and voice_level_db[k] < ref - end_db:
+            k -= 1
+        out[k + 1 : last + 1] = 0.0
+    return out
+
+
 def frame_level_db(y: np.ndarray, n_frames: int, window_s: float = 0.02) -> np.ndarray:
     """RMS level (dB) of ``y`` in a ``window_s`` window centred on each model frame (i * 10 ms)."""
     w = round(window_s * SR)
@@ -226,12 +250,16 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
 
 
 def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1,
-                bleed_p: float = 0.3, snr_power: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                bleed_p: float = 0.3, snr_power: float = 1.0,
+                release_end_db: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power)
     feats, _, level_db = spectrogram_features(y)
     x = model_inputs(feats, level_features(level_db)[0]).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
-    level_db = frame_level_db(dry, len(feats)) if faint_db is not None else None  # only the faint rule reads it
+    need_level = faint_db is not None or release_end_db is not None
+    level_db = frame_level_db(dry, len(feats)) if need_level else None  # only these two rules read it
+    if release_end_db is not None:
+        f0_frames = trim_releases(f0_frames, level_db, end_db=release_end_db)
     ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=level_db,
                             faint_db=faint_db)
     return x, f0_frames, ignore, info
@@ -249,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reverb-tail-s", type=float, default=0.1,
                     help="in reverberant clips, leave this much after each voiced stretch out of the voicing loss "
                          "(0: label reverb tails unvoiced, as the dry reference does)")
+    ap.add_argument("--release-end-db", type=float, default=None,
+                    help="label the end of each phrase's release unvoiced once the dry voice has faded this many dB "
+                         "(default: voiced until silent)")
     ap.add_argument("--bleed-p", type=float, default=0.3, help="probability of backing bleed in a clip")
     ap.add_argument("--snr-power", type=float, default=1.0,
                     help="noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)")
@@ -262,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.workers) as ex:
             results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), [args.faint_db] * len(seeds),
                                    [args.reverb_tail_s] * len(seeds), [args.bleed_p] * len(seeds),
-                                   [args.snr_power] * len(seeds), chunksize=4))
+                                   [args.snr_power] * len(seeds), [args.release_end_db] * len(seeds), chunksize=4))
     else:
-        results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s, args.bleed_p, args.snr_power)
-                   for s in seeds]
+        results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s, args.bleed_p, args.snr_power,
+                               args.release_end_db) for s in seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])

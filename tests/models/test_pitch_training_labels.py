@@ -1,0 +1,67 @@
+"""Label rules of the pitch model's training data (models/pitch/make_pitch_data.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models" / "pitch"))
+make_pitch_data = pytest.importorskip("make_pitch_data")
+
+
+def _stretch(level_tail_db):
+    """Unvoiced, 20 voiced frames at 0 dB ending in ``level_tail_db``, unvoiced."""
+    level = np.r_[np.full(5, -90.0), np.zeros(20), level_tail_db, np.full(5, -90.0)]
+    f0 = np.where(level > -90, 220.0, 0.0).astype(np.float32)
+    return f0, level
+
+
+def test_trim_releases_unvoices_only_the_faded_end_of_a_stretch():
+    f0, level = _stretch(np.array([-3.0, -8.0, -12.0, -20.0, -30.0]))
+    out = make_pitch_data.trim_releases(f0, level, end_db=10.0)
+    voiced = np.flatnonzero(out > 0)
+    assert voiced[0] == 5 and voiced[-1] == 26  # the -8 dB frame is the last one kept
+    assert np.all(out[voiced] == 220.0)
+    assert np.all(f0[27:30] == 220.0)  # the input is not changed
+
+
+def test_trim_releases_more_headroom_keeps_more_of_the_release():
+    f0, level = _stretch(np.array([-3.0, -8.0, -12.0, -20.0, -30.0]))
+    kept = [np.sum(make_pitch_data.trim_releases(f0, level, end_db=d) > 0) for d in (6.0, 10.0, 15.0, 40.0)]
+    assert kept == [21, 22, 23, 25]
+
+
+def test_trim_releases_measures_against_the_stretch_end_not_the_whole_take():
+    # a loud phrase, then a quiet one: the quiet phrase is not trimmed away for being 20 dB down
+    loud_f0, loud = _stretch(np.array([-15.0]))
+    quiet_f0, quiet = _stretch(np.array([-15.0]))
+    f0 = np.r_[loud_f0, quiet_f0]
+    level = np.r_[loud, quiet - 20.0]
+    out = make_pitch_data.trim_releases(f0, level, end_db=10.0)
+    assert np.sum(out[: len(loud_f0)] > 0) == 20 and np.sum(out[len(loud_f0):] > 0) == 20
+
+
+def test_trim_releases_on_a_synthetic_phrase_cuts_inside_the_release():
+    from tools.corpus.voice import NoteSpec, synthesize_voice
+
+    sr = make_pitch_data.SR
+    take = synthesize_voice([NoteSpec(60, 0.2, 0.5, consonant=None)], sr=sr, voice="female", seed=1, breaths=False)
+    n_frames = len(take.audio) // make_pitch_data.HOP_LENGTH + 1
+    f0 = make_pitch_data.frame_truth(take.f0_hz, n_frames)
+    level = make_pitch_data.frame_level_db(take.audio, n_frames)
+    out = make_pitch_data.trim_releases(f0, level, end_db=10.0)
+    end_truth, end_trimmed = np.flatnonzero(f0 > 0)[-1], np.flatnonzero(out > 0)[-1]
+    # the synthetic release lasts 70 ms: the label now ends 10-60 ms before the voice falls silent
+    assert 1 <= end_truth - end_trimmed <= 6
+    assert np.flatnonzero(out > 0)[0] == np.flatnonzero(f0 > 0)[0]  # onsets are not touched
+
+
+def test_voicing_ignore_leaves_out_the_reverb_tail_only_in_reverberant_clips():
+    f0 = np.r_[np.zeros(5), np.full(10, 200.0), np.zeros(20)].astype(np.float32)
+    dry = make_pitch_data.voicing_ignore(f0, reverb=False)
+    wet = make_pitch_data.voicing_ignore(f0, reverb=True, tail_s=0.05)
+    assert not dry.any()
+    assert np.flatnonzero(wet).tolist() == [15, 16, 17, 18, 19]
