@@ -48,8 +48,8 @@ def score(tracker: TflitePitchTracker, clips: list[tuple[np.ndarray, np.ndarray,
     """Per grid pair: [hits, reference voiced, false alarms, reference unvoiced] summed over clips."""
     totals = {g: np.zeros(4) for g in grid()}
     for y, ref_hz, ref_hop_s in clips:
-        feats, peak_db, level_db, short_db = spectrogram_features(y, short_level=True)
-        logits, voicing = tracker.raw_outputs(feats, level_db, short_db)
+        feats, peak_db, level_db = spectrogram_features(y)
+        logits, voicing = tracker.raw_outputs(feats, level_db)
         hz, p_voiced = decode_pitch(logits, voicing, voicing_threshold=0.0)  # every frame's pitch
         idx = np.clip(np.round(np.arange(len(ref_hz)) * ref_hop_s / HOP_S).astype(int), 0, len(hz) - 1)
         ref_voiced = ref_hz > 0

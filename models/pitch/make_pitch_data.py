@@ -19,9 +19,9 @@ Every clip is drawn from its seed alone (so the data set is reproducible):
   ``$MELISMA_SHARED_DATA/noise``) at 0-35 dB SNR; mains hum; a phone microphone's band limit;
   clipping; an AAC round trip at 32-128 kb/s; and a random level.
 
-Output: one ``.npz`` with ``x`` (frames, 6, 128) float16 model inputs (three spectral context
-rows, two level rows and the edge row, see :mod:`melisma.analysis.pitch_model`; a model without
-the edge row trains on the first five, one without level input on the first three), ``f0_hz`` (frames,) truth at the frame centres
+Output: one ``.npz`` with ``x`` (frames, 5, 128) float16 model inputs (three spectral context
+rows and two level rows, see :mod:`melisma.analysis.pitch_model`; a model without level input
+trains on the first three), ``f0_hz`` (frames,) truth at the frame centres
 (0 = unvoiced; with ``--release-end-db`` the faded end of each phrase's release is 0 too, see
 :func:`trim_releases`), ``voicing_ignore`` (frames,) frames left out of the voicing loss (see
 :func:`voicing_ignore`), ``clip`` (frames,) clip index, and the per-clip settings as JSON.
@@ -52,7 +52,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from melisma.analysis.pitch_model import (  # noqa: E402
-    HOP_LENGTH, SR, edge_features, level_features, model_inputs, spectrogram_features,
+    HOP_LENGTH, SR, level_features, model_inputs, spectrogram_features,
 )
 from tools.corpus import degrade  # noqa: E402
 from tools.corpus.backing import make_backing  # noqa: E402
@@ -253,9 +253,8 @@ def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, rev
                 bleed_p: float = 0.3, snr_power: float = 1.0,
                 release_end_db: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power)
-    feats, _, level_db, short_db = spectrogram_features(y, short_level=True)
-    levels = np.concatenate([level_features(level_db)[0], edge_features(short_db)], axis=1)
-    x = model_inputs(feats, levels).astype(np.float16)
+    feats, _, level_db = spectrogram_features(y)
+    x = model_inputs(feats, level_features(level_db)[0]).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
     need_level = faint_db is not None or release_end_db is not None
     level_db = frame_level_db(dry, len(feats)) if need_level else None  # only these two rules read it

@@ -35,14 +35,14 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from melisma.analysis.pitch_model import (  # noqa: E402
-    CENTS_PER_BIN, CONTEXT_FRAMES, EDGE_ROWS, LEVEL_ROWS, N_INPUT_BINS, N_PITCH_BINS, decode_pitch, hz_to_pitch_bin,
+    CENTS_PER_BIN, CONTEXT_FRAMES, LEVEL_ROWS, N_INPUT_BINS, N_PITCH_BINS, decode_pitch, hz_to_pitch_bin,
 )
 
 TARGET_SIGMA_BINS = 25.0 / CENTS_PER_BIN
 
 
 def build_model(keras, *, channels: tuple[int, int, int] = (16, 32, 32), voicing_head: str = "bottleneck",
-                level_input: bool = True, edge_input: bool = False):
+                level_input: bool = True):
     """The network: a small 1-D conv stack along frequency, then dense pitch and voicing heads.
 
     ``voicing_head``: 'bottleneck' feeds the voicing head the flattened 6-channel bottleneck only
@@ -50,10 +50,9 @@ def build_model(keras, *, channels: tuple[int, int, int] = (16, 32, 32), voicing
     last wide conv layer (how strongly and how widely each harmonic-pattern detector fired), which
     costs a few hundred weights. ``level_input``: the input has the two level rows after the
     three spectral rows; they enter the conv stack as two more channels and go straight to the
-    voicing head as well (the level of a faint tail is what tells it from singing). ``edge_input``:
-    the edge row follows them, treated the same way."""
+    voicing head as well (the level of a faint tail is what tells it from singing)."""
     layers = keras.layers
-    rows = CONTEXT_FRAMES + (LEVEL_ROWS + (EDGE_ROWS if edge_input else 0) if level_input else 0)
+    rows = CONTEXT_FRAMES + (LEVEL_ROWS if level_input else 0)
     inp = keras.Input((rows, N_INPUT_BINS), name="spectrum")
     x = layers.Permute((2, 1))(inp)  # (bins, context frames [+ level rows] as channels)
     # the level rows are constant across bins: bin 0 of every channel carries them to the voicing head
@@ -175,7 +174,7 @@ def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
 def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: float | None = None,
                 reverb_tail_s: float = 0.1, bleed_p: float = 0.3, snr_power: float = 1.0,
                 release_end_db: float | None = None) -> Path:
-    out = work / (f"{name}_{clips}_{seed_base}_rows6" + (f"_faint{faint_db:g}" if faint_db is not None else "")
+    out = work / (f"{name}_{clips}_{seed_base}_levels" + (f"_faint{faint_db:g}" if faint_db is not None else "")
                   + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "")
                   + (f"_bleed{bleed_p:g}" if bleed_p != 0.3 else "") + (f"_snrpow{snr_power:g}" if snr_power != 1.0 else "")
                   + (f"_release{release_end_db:g}" if release_end_db is not None else "") + ".npz")
@@ -212,8 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bleed-p", type=float, default=0.3, help="training clips: probability of backing bleed")
     ap.add_argument("--snr-power", type=float, default=1.0,
                     help="training clips: noise SNR = 35 dB x uniform^power (2: more low-SNR clips); held-out unchanged")
-    ap.add_argument("--edge-row", action="store_true",
-                    help="also give the model the edge row (input (batch, 6, 128); see pitch_model.edge_features)")
     ap.add_argument("--no-level-input", dest="level_input", action="store_false",
                     help="train without the two level rows (input (batch, 3, 128), the session-1 model)")
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(args.seed)
 
-    rows = CONTEXT_FRAMES + (LEVEL_ROWS + (EDGE_ROWS if args.edge_row else 0) if args.level_input else 0)
+    rows = CONTEXT_FRAMES + (LEVEL_ROWS if args.level_input else 0)
     d = np.load(train_npz)
     x, f0 = d["x"][:, :rows], d["f0_hz"]
     h = np.load(held_npz)
@@ -246,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train frames {len(x)} ({yv.mean():.2f} voiced), held-out frames {len(hx)}", flush=True)
 
     model = build_model(keras, channels=tuple(int(c) for c in args.channels.split(",")), voicing_head=args.voicing_head,
-                        level_input=args.level_input, edge_input=args.edge_row)
+                        level_input=args.level_input)
     n_params = model.count_params()
     print(f"parameters: {n_params}", flush=True)
     pitch_loss, voicing_loss = make_losses(tf)

@@ -10,10 +10,7 @@ per 10 ms frame):
 3. two level rows, because step 2 hides how loud a frame is and a faint pitched reverb tail
    after a note looks like singing without them (:func:`level_features`): the frame's level
    relative to a causal running peak that decays by 6 dB/s, and the level change over the last
-   50 ms; each is repeated across the 128 bins so the model keeps one input tensor; a model
-   with six input rows also takes an **edge row** (:func:`edge_features`): the change of a
-   short-window (20 ms) level from frame ``i-1`` to ``i+1``, which marks where a note starts or
-   stops more sharply than the 64 ms spectra can;
+   50 ms; each is repeated across the 128 bins so the model keeps one input tensor;
 4. the model takes three consecutive frames (``i-1, i, i+1``) plus the level rows of frame ``i``
    and returns, for the middle frame, logits over 300 pitch bins 20 cents apart from 46.875 Hz
    (up to 1500 Hz) and one voicing logit (a model trained without level rows, input
@@ -56,7 +53,7 @@ from .pitch import PitchTrack
 __all__ = [
     "SR", "N_FFT", "HOP_LENGTH", "HOP_S", "N_INPUT_BINS", "CONTEXT_FRAMES", "N_PITCH_BINS",
     "CENTS_PER_BIN", "FMIN_HZ", "MODEL_FILE", "LEVEL_ROWS", "pitch_bin_hz", "spectrogram_features",
-    "LevelState", "level_features", "edge_features", "EDGE_ROWS", "model_inputs", "context_frames", "decode_pitch", "voicing_hysteresis", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
+    "LevelState", "level_features", "model_inputs", "context_frames", "decode_pitch", "voicing_hysteresis", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
 ]
 
 SR = 16000
@@ -78,10 +75,6 @@ LEVEL_DECAY_DB_PER_S = 6.0
 LEVEL_SLOPE_FRAMES = 5
 LEVEL_SLOPE_RANGE_DB = 30.0
 _LEVEL_FLOOR_DB = -120.0
-#: The optional edge row (see :func:`edge_features`).
-EDGE_ROWS = 1
-EDGE_WINDOW = 320  # samples (20 ms) of the short-window level
-EDGE_RANGE_DB = 30.0
 MODEL_FILE = "melisma_pitch_int8.tflite"
 #: Decoding defaults for the committed model (chosen on generated validation clips, see the model card).
 VOICING_THRESHOLD = 0.9
@@ -115,8 +108,8 @@ def _frames(x: np.ndarray, n_frames: int, first_sample: int) -> np.ndarray:
     return view[:n_frames]
 
 
-def _features_from_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(features 0..1, frame peak dBFS, spectral level dB, short-window level dB) of windows ``(n, N_FFT)``."""
+def _features_from_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features 0..1, frame peak dBFS, spectral level dB) of windows ``(n, N_FFT)``."""
     import scipy.fft
 
     spec = np.abs(scipy.fft.rfft(frames * _WINDOW, axis=1)[:, FIRST_BIN : FIRST_BIN + N_INPUT_BINS])
@@ -127,20 +120,16 @@ def _features_from_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     # the peak sample in the middle hop of the window, for the silence gate
     mid = frames[:, N_FFT // 2 - HOP_LENGTH // 2 : N_FFT // 2 + HOP_LENGTH // 2]
     peak_db = 20.0 * np.log10(np.abs(mid).max(axis=1) + 1e-9)
-    centre = frames[:, N_FFT // 2 - EDGE_WINDOW // 2 : N_FFT // 2 + EDGE_WINDOW // 2].astype(np.float64)
-    short_db = np.maximum(10.0 * np.log10(np.mean(centre ** 2, axis=1) + 1e-12), _LEVEL_FLOOR_DB)
-    return feats.astype(np.float32), peak_db.astype(np.float32), level_db.astype(np.float32), short_db.astype(np.float32)
+    return feats.astype(np.float32), peak_db.astype(np.float32), level_db.astype(np.float32)
 
 
-def spectrogram_features(y: np.ndarray, *, short_level: bool = False) -> tuple[np.ndarray, ...]:
+def spectrogram_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model input features of 16 kHz mono audio.
 
     Parameters
     ----------
     y : np.ndarray
         ``(samples,)`` float audio at 16 kHz.
-    short_level : bool
-        Also return ``short_db``, the input of :func:`edge_features`.
 
     Returns
     -------
@@ -152,9 +141,6 @@ def spectrogram_features(y: np.ndarray, *, short_level: bool = False) -> tuple[n
     level_db : np.ndarray
         ``(n_frames,)`` the frame's loudest bin in dB (the reference that ``features`` are
         relative to), input of :func:`level_features`.
-    short_db : np.ndarray
-        Only with ``short_level=True``: ``(n_frames,)`` RMS level (dB) of the 20 ms around each
-        frame centre.
 
     Examples
     --------
@@ -165,16 +151,16 @@ def spectrogram_features(y: np.ndarray, *, short_level: bool = False) -> tuple[n
     x = np.asarray(y, dtype=np.float32)
     n_frames = int(np.ceil(len(x) / HOP_LENGTH))
     if n_frames == 0:
-        empty = np.zeros(0, np.float32)
-        return (np.zeros((0, N_INPUT_BINS), np.float32), empty, empty) + ((empty,) if short_level else ())
+        return np.zeros((0, N_INPUT_BINS), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
     xp = np.pad(x, (N_FFT // 2, 0))  # frame 0 centred on sample 0
-    parts: list[list[np.ndarray]] = [[], [], [], []]
+    feats, peaks, levels = [], [], []
     for c0 in range(0, n_frames, 2048):  # bounded memory on a Pi Zero
         n = min(2048, n_frames - c0)
-        for acc, a in zip(parts, _features_from_frames(_frames(xp, n, c0 * HOP_LENGTH))):
-            acc.append(a)
-    out = tuple(np.concatenate(a) for a in parts)
-    return out if short_level else out[:3]
+        f, p, lv = _features_from_frames(_frames(xp, n, c0 * HOP_LENGTH))
+        feats.append(f)
+        peaks.append(p)
+        levels.append(lv)
+    return np.concatenate(feats), np.concatenate(peaks), np.concatenate(levels)
 
 
 @dataclass
@@ -232,26 +218,6 @@ def level_features(level_db: np.ndarray, *, state: LevelState | None = None) -> 
     slope = np.clip(x - joined[:n], -LEVEL_SLOPE_RANGE_DB, LEVEL_SLOPE_RANGE_DB) / (2 * LEVEL_SLOPE_RANGE_DB) + 0.5
     out = np.stack([rel, slope], axis=1).astype(np.float32)
     return out, LevelState(float(peak[-1]), joined[-LEVEL_SLOPE_FRAMES:].copy())
-
-
-def edge_features(short_db: np.ndarray) -> np.ndarray:
-    """The edge row ``(n, EDGE_ROWS)`` of a take's short-window levels ``(n,)`` (from
-    ``spectrogram_features(..., short_level=True)``): the level change from frame ``i-1`` to
-    ``i+1`` (0.5 = steady, 0 / 1 = falling / rising by :data:`EDGE_RANGE_DB` or more; the ends
-    repeat the end frame, as :func:`context_frames` does). It looks one frame ahead, which the
-    spectral context already does, so streaming latency does not grow.
-
-    Examples
-    --------
-    >>> edge_features(np.array([-20.0, -20.0, -50.0, -50.0]))[:, 0].round(2).tolist()
-    [0.5, 0.0, 0.0, 0.5]
-    """
-    s = np.asarray(short_db, np.float64).reshape(-1)
-    if len(s) == 0:
-        return np.zeros((0, EDGE_ROWS), np.float32)
-    padded = np.r_[s[:1], s, s[-1:]]
-    change = np.clip(padded[2:] - padded[:-2], -EDGE_RANGE_DB, EDGE_RANGE_DB)
-    return (change / (2 * EDGE_RANGE_DB) + 0.5).astype(np.float32)[:, None]
 
 
 def model_inputs(features: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
@@ -418,42 +384,29 @@ class TflitePitchTracker:
 
             self._model = TfliteModel(self.model_path or default_model_path(), num_threads=self.num_threads,
                                       runtime=self.runtime)
-            rows = (CONTEXT_FRAMES, CONTEXT_FRAMES + LEVEL_ROWS, CONTEXT_FRAMES + LEVEL_ROWS + EDGE_ROWS)
+            rows = (CONTEXT_FRAMES, CONTEXT_FRAMES + LEVEL_ROWS)
             shape = tuple(self._model.input_shape[1:])
             if len(shape) != 2 or shape[0] not in rows or shape[1] != N_INPUT_BINS:
                 from ..errors import ModelError
 
                 raise ModelError(f"{self._model.path} takes input {self._model.input_shape}; the pitch tracker "
-                                 f"needs (batch, {', '.join(map(str, rows))} rows, {N_INPUT_BINS}): "
-                                 "is it the pitch model?")
+                                 f"needs (batch, {rows[0]} or {rows[1]}, {N_INPUT_BINS}): is it the pitch model?")
         return self._model
 
     @property
     def uses_level(self) -> bool:
-        """Whether the model takes the level rows (input ``(batch, 5 or 6, 128)``) besides the spectra."""
-        return self.model.input_shape[1] >= CONTEXT_FRAMES + LEVEL_ROWS
+        """Whether the model takes the level rows (input ``(batch, 5, 128)``) besides the spectra."""
+        return self.model.input_shape[1] == CONTEXT_FRAMES + LEVEL_ROWS
 
-    @property
-    def uses_edge(self) -> bool:
-        """Whether the model also takes the edge row (input ``(batch, 6, 128)``)."""
-        return self.model.input_shape[1] == CONTEXT_FRAMES + LEVEL_ROWS + EDGE_ROWS
-
-    def raw_outputs(self, features: np.ndarray, level_db: np.ndarray | None = None,
-                    short_db: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def raw_outputs(self, features: np.ndarray, level_db: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Model logits ``(n, N_PITCH_BINS)`` and voicing logits ``(n,)`` for spectrogram features
-        ``(n, bins)``, frame levels ``(n,)`` and short-window levels ``(n,)`` (all from
-        :func:`spectrogram_features`; the levels are needed by a model that takes level rows, the
-        short levels by one that takes the edge row)."""
+        ``(n, bins)`` and frame levels ``(n,)`` (both from :func:`spectrogram_features`; the levels
+        are needed by a model that takes level rows)."""
         levels = None
         if self.uses_level:
             if level_db is None:
                 raise AnalysisError("this pitch model takes level rows: pass level_db from spectrogram_features")
             levels, _ = level_features(level_db)
-            if self.uses_edge:
-                if short_db is None:
-                    raise AnalysisError("this pitch model takes the edge row: pass short_db from "
-                                        "spectrogram_features(..., short_level=True)")
-                levels = np.concatenate([levels, edge_features(short_db)], axis=1)
         return self.predict_context(model_inputs(features, levels))
 
     def predict_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -476,10 +429,10 @@ class TflitePitchTracker:
     def track(self, y: np.ndarray, *, sr: int) -> PitchTrack:
         """f0 track (hop 10 ms) of a mostly monophonic vocal at any sample rate."""
         x = _as_mono_16k(y, sr)
-        feats, peak_db, level_db, short_db = spectrogram_features(x, short_level=True)
+        feats, peak_db, level_db = spectrogram_features(x)
         if len(feats) == 0:
             return PitchTrack(HOP_S, np.zeros(0), np.zeros(0), self.name)
-        logits, voicing = self.raw_outputs(feats, level_db, short_db)
+        logits, voicing = self.raw_outputs(feats, level_db)
         hz, conf = decode_pitch(logits, voicing, peak_db=peak_db, voicing_threshold=self.voicing_threshold,
                                 voicing_threshold_low=self.voicing_threshold_low)
         return PitchTrack(HOP_S, hz, conf, self.name)
@@ -518,7 +471,6 @@ class StreamingPitchModel:
         self._feats = np.zeros((0, N_INPUT_BINS), np.float32)  # features of frames >= frames_done - 1
         self._peaks = np.zeros(0, np.float32)
         self._levels = np.zeros((0, LEVEL_ROWS), np.float32)  # level rows of the frames in _feats
-        self._short = np.zeros(0, np.float32)  # short-window levels of the frames in _feats (edge row)
         self._level_state = LevelState()
         self._feat_first = 0  # frame number of _feats[0]
         self._voiced_before = False  # voicing hysteresis state after the last emitted frame
@@ -531,12 +483,11 @@ class StreamingPitchModel:
         if n_new <= 0:
             return
         first_sample = have * HOP_LENGTH - N_FFT // 2 - self._buf_start
-        f, p, lv, short = _features_from_frames(_frames(self._buf, n_new, first_sample))
+        f, p, lv = _features_from_frames(_frames(self._buf, n_new, first_sample))
         levels, self._level_state = level_features(lv, state=self._level_state)
         self._feats = np.concatenate([self._feats, f])
         self._peaks = np.concatenate([self._peaks, p])
         self._levels = np.concatenate([self._levels, levels])
-        self._short = np.concatenate([self._short, short])
 
     def _emit(self, upto_frame: int, *, final: bool = False) -> PitchTrack:
         start = self.frames_done
@@ -551,14 +502,7 @@ class StreamingPitchModel:
         right = feats[right_idx : right_idx + 1] if right_idx < len(feats) else feats[right_idx - 1 : right_idx]
         block = np.concatenate([left, feats[lo : lo + n], right])
         t = self.tracker
-        levels = self._levels[lo : lo + n] if t.uses_level else None
-        if t.uses_edge:
-            # the same neighbours as the spectral context: frame start-1 .. upto (ends repeat)
-            s = self._short
-            s_block = np.r_[s[lo - 1] if lo >= 1 else s[lo], s[lo : lo + n],
-                            s[right_idx] if right_idx < len(s) else s[right_idx - 1]]
-            levels = np.concatenate([levels, edge_features(s_block)[1:-1]], axis=1)
-        ctx = _with_level_rows(context_frames(block)[1:-1], levels)
+        ctx = _with_level_rows(context_frames(block)[1:-1], self._levels[lo : lo + n] if t.uses_level else None)
         logits, voicing = t.predict_context(ctx)
         hz, conf, self._voiced_before = _decode(
             logits, voicing, peak_db=self._peaks[lo : lo + n], voicing_threshold=t.voicing_threshold,
@@ -569,7 +513,6 @@ class StreamingPitchModel:
         self._feats = self._feats[keep_from:]
         self._peaks = self._peaks[keep_from:]
         self._levels = self._levels[keep_from:]
-        self._short = self._short[keep_from:]
         self._feat_first += keep_from
         next_first_sample = (self._feat_first + len(self._feats)) * HOP_LENGTH - N_FFT // 2
         drop = max(0, next_first_sample - self._buf_start)

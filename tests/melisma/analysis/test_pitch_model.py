@@ -14,7 +14,6 @@ from melisma.analysis.pitch_model import (
     TflitePitchTracker,
     context_frames,
     decode_pitch,
-    edge_features,
     hz_to_pitch_bin,
     level_features,
     model_inputs,
@@ -231,24 +230,3 @@ def test_tracker_feeds_level_rows_when_the_model_takes_them(tracker):
     else:
         tracker.raw_outputs(feats)  # a 3-row model needs no levels
     assert tracker.model.input_shape[1] in (3, 3 + LEVEL_ROWS)
-
-
-def test_edge_row_marks_where_the_short_window_level_changes():
-    # a tone that stops dead at 0.5 s: the 20 ms level drops at once, the 64 ms spectral level slowly
-    t = np.arange(SR) / SR
-    y = np.where(t < 0.5, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
-    y += 1e-4 * np.random.default_rng(0).standard_normal(len(y)).astype(np.float32)
-    feats, _peak, level_db, short_db = spectrogram_features(y, short_level=True)
-    assert np.array_equal(feats, spectrogram_features(y)[0])
-    assert short_db[20] == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=0.2)  # the tone's RMS
-    edge = edge_features(short_db)[:, 0]
-    assert edge.shape == (len(feats),) and edge.min() >= 0 and edge.max() <= 1
-    assert np.all(np.abs(edge[5:45] - 0.5) < 0.01) and np.all(np.abs(edge[56:95] - 0.5) < 0.05)
-    stop = int(np.argmin(edge))
-    assert 49 <= stop <= 51 and edge[stop] == 0.0  # falls by 30 dB or more within one frame either side
-    # one frame after the stop the 64 ms spectral level is still within 20 dB of the tone, the
-    # 20 ms level is not
-    assert level_db[51] > level_db[20] - 20 and short_db[51] < short_db[20] - 40
-    # relative: a gain change moves nothing
-    _, _, _, louder = spectrogram_features(4 * y, short_level=True)
-    np.testing.assert_allclose(edge_features(louder), edge_features(short_db), atol=1e-5)
