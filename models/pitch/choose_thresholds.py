@@ -70,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--release-end-db", type=float, default=None,
                     help="score against the release-trimmed labels the model was trained on "
                          "(train_pitch.py --release-end-db); default: the exact truth")
+    ap.add_argument("--varied-releases", action="store_true",
+                    help="validation clips with varied phrase ends, as train_pitch.py --varied-releases")
     args = ap.parse_args(argv)
     tracker = TflitePitchTracker(model_path=args.model)
     clips = []
     for seed in range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + args.clips):
         if args.release_end_db is None:
-            y, f0_hz, _ = make_clip(seed)
+            y, f0_hz, _ = make_clip(seed, varied_releases=args.varied_releases)
             clips.append((y, f0_hz, 0.005))  # make_clip's truth hop
         else:
-            y, f0_hz, _, dry = make_clip(seed, return_dry=True)
+            y, f0_hz, _, dry = make_clip(seed, return_dry=True, varied_releases=args.varied_releases)
             n_frames = len(spectrogram_features(y)[0])
             f0_frames = trim_releases(frame_truth(f0_hz, n_frames), frame_level_db(dry, n_frames),
                                       end_db=args.release_end_db)

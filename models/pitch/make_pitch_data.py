@@ -77,14 +77,20 @@ def _noise_files() -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
 
 
+#: ``--varied-releases``: phrase-end fades of 30-200 ms that get up to 30 dB breathier, and legato
+#: dips from 0.15 to 0.8 of the note's level (the voice's defaults: 70 ms, no extra breath, 0.55).
+VARIED_RELEASES = {"release_ms": (30.0, 200.0), "release_breath_db": (0.0, 30.0), "legato_dip": (0.15, 0.8)}
+
+
 def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False, bleed_p: float = 0.3,
-              snr_power: float = 1.0):
+              snr_power: float = 1.0, varied_releases: bool = False):
     """One damaged synthetic take at 16 kHz: (audio, f0 truth at hop 5 ms, settings), and with
     ``return_dry`` also the dry synthetic voice (before bleed and damage).
 
     ``bleed_p``: probability of backing bleed. ``snr_power``: the noise SNR is 35 dB times a
-    uniform draw to this power (1: uniform 0-35 dB; 2: median 8.75 dB, more low-SNR clips). The
-    defaults give the same clips as before these options existed."""
+    uniform draw to this power (1: uniform 0-35 dB; 2: median 8.75 dB, more low-SNR clips).
+    ``varied_releases``: vary how phrases end and how deep legato dips are
+    (:data:`VARIED_RELEASES`). The defaults give the same clips as before these options existed."""
     rng = np.random.default_rng([seed, 20240611])
     voice = str(rng.choice(["male", "female", "child"], p=[0.42, 0.42, 0.16]))
     base = VOICES[voice]
@@ -106,7 +112,8 @@ def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False, b
     notes = melody.notes
     for n in notes:
         n.midi = float(n.midi + shift)
-    take = synthesize_voice(notes, sr=SR, duration_s=duration_s, voice=preset, seed=seed)
+    take = synthesize_voice(notes, sr=SR, duration_s=duration_s, voice=preset, seed=seed,
+                            **(VARIED_RELEASES if varied_releases else {}))
     y = take.audio.astype(np.float32)
     dry = y.copy()
     info: dict = {"seed": seed, "voice": voice, "shift": shift, "key": key.name,
@@ -251,8 +258,10 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
 
 def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1,
                 bleed_p: float = 0.3, snr_power: float = 1.0,
-                release_end_db: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power)
+                release_end_db: float | None = None,
+                varied_releases: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power,
+                                 varied_releases=varied_releases)
     feats, _, level_db = spectrogram_features(y)
     x = model_inputs(feats, level_features(level_db)[0]).astype(np.float16)
     f0_frames = frame_truth(f0, len(feats))
@@ -280,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--release-end-db", type=float, default=None,
                     help="label the end of each phrase's release unvoiced once the dry voice has faded this many dB "
                          "(default: voiced until silent)")
+    ap.add_argument("--varied-releases", action="store_true",
+                    help="vary phrase-end fades (30-200 ms, up to 30 dB breathier) and legato dips; default: the voice's fixed ones")
     ap.add_argument("--bleed-p", type=float, default=0.3, help="probability of backing bleed in a clip")
     ap.add_argument("--snr-power", type=float, default=1.0,
                     help="noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)")
@@ -293,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.workers) as ex:
             results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), [args.faint_db] * len(seeds),
                                    [args.reverb_tail_s] * len(seeds), [args.bleed_p] * len(seeds),
-                                   [args.snr_power] * len(seeds), [args.release_end_db] * len(seeds), chunksize=4))
+                                   [args.snr_power] * len(seeds), [args.release_end_db] * len(seeds),
+                                   [args.varied_releases] * len(seeds), chunksize=4))
     else:
         results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s, args.bleed_p, args.snr_power,
-                               args.release_end_db) for s in seeds]
+                               args.release_end_db, args.varied_releases) for s in seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])

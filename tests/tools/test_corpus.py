@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 from scipy.signal import correlate
 
 from tools.corpus import (
@@ -146,6 +147,57 @@ def test_bad_notes_are_refused_with_a_clear_message():
         synthesize_voice([NoteSpec(60, 0, 0.5, ornaments=[{"type": "portamento"}]), NoteSpec(62, 0.7, 0.5)], sr=SR)
     with pytest.raises(CorpusError, match="mode"):
         Key.parse("C lydian")
+
+
+def _env_db(y, sr, hop_s=0.005, win_s=0.01):
+    w, h = int(win_s * sr), int(hop_s * sr)
+    frames = np.lib.stride_tricks.sliding_window_view(y.astype(np.float64), w)[::h]
+    return 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+
+
+def test_phrase_end_release_length_and_breath_are_settable():
+    note = NoteSpec(60, 0.2, 0.8, vowel="a", consonant=None)
+    kw = dict(sr=SR, voice="female", seed=3, breaths=False)
+    short = synthesize_voice([note], release_ms=30.0, **kw)
+    long = synthesize_voice([note], release_ms=200.0, **kw)
+    default = synthesize_voice([note], **kw)
+    np.testing.assert_array_equal(default.f0_hz, long.f0_hz)  # the fade is in the level, not the truth
+    end = int(1.0 * SR)
+    # 100 ms before the note ends the short fade has not started; the long one is under way
+    t = end - int(0.1 * SR)
+    e_short, e_long = _env_db(short.audio, SR), _env_db(long.audio, SR)
+    i = t // int(0.005 * SR)
+    assert e_short[i] - e_long[i] > 3.0
+    # a breathy release: the same take with more noise above 2 kHz in the last 40 ms of the note
+    # (the aspiration), none added in the middle of the note
+    breathy = synthesize_voice([note], release_ms=200.0, release_breath_db=30.0, **kw)
+    sos = signal.butter(4, 2000, "highpass", fs=SR, output="sos")
+
+    def hf_db(y, part):
+        return 10 * np.log10(np.mean(signal.sosfilt(sos, y)[part] ** 2))
+
+    tail, body = slice(end - int(0.04 * SR), end), slice(int(0.4 * SR), int(0.6 * SR))
+    assert hf_db(breathy.audio, tail) - hf_db(long.audio, tail) > 6.0
+    assert abs(hf_db(breathy.audio, body) - hf_db(long.audio, body)) < 0.5
+
+
+def test_legato_dip_depth_and_ranges_drawn_per_seed():
+    notes = [NoteSpec(60, 0.2, 0.5, vowel="a", consonant=None), NoteSpec(62, 0.7, 0.5, vowel="a", consonant=None)]
+    kw = dict(sr=SR, voice="male", seed=5, breaths=False)
+    shallow = _env_db(synthesize_voice(notes, legato_dip=0.9, **kw).audio, SR)
+    deep = _env_db(synthesize_voice(notes, legato_dip=0.1, **kw).audio, SR)
+    at = int(0.7 / 0.005)  # the boundary between the syllables
+    assert shallow[at - 4 : at + 4].min() - deep[at - 4 : at + 4].min() > 10.0
+    # a range is drawn from the seed: reproducible, and a draw rather than a fixed value; the
+    # rest of the take (pitch, jitter, phases) does not change with it
+    a = synthesize_voice(notes, release_ms=(30.0, 200.0), legato_dip=(0.1, 0.9), **kw)
+    b = synthesize_voice(notes, release_ms=(30.0, 200.0), legato_dip=(0.1, 0.9), **kw)
+    fixed = synthesize_voice(notes, **kw)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert not np.array_equal(a.audio, fixed.audio)
+    np.testing.assert_array_equal(a.f0_hz, fixed.f0_hz)
+    body = slice(int(0.3 * SR), int(0.6 * SR))  # the first note's steady middle
+    np.testing.assert_allclose(a.audio[body], fixed.audio[body], rtol=0, atol=1e-3)
 
 
 def test_sibilant_consonant_has_high_frequency_energy():

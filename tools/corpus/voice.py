@@ -247,6 +247,13 @@ def _note_deviation(
     return dev, records
 
 
+def _draw(value: float | tuple[float, float], rng: np.random.Generator) -> float:
+    """A fixed value, or a uniform draw from a (low, high) range."""
+    if isinstance(value, tuple):
+        return float(rng.uniform(value[0], value[1]))
+    return float(value)
+
+
 def _envelope_ramp(n: int, sr: int, ms: float, floor: float) -> np.ndarray:
     k = min(n, max(1, int(round(ms * sr / 1000.0))))
     ramp = np.ones(n)
@@ -265,6 +272,9 @@ def synthesize_voice(
     hop_s: float = F0_HOP_S,
     max_harmonic_hz: float = 12000.0,
     peak: float = 0.5,
+    release_ms: float | tuple[float, float] = 70.0,
+    release_breath_db: float | tuple[float, float] = 0.0,
+    legato_dip: float | tuple[float, float] = 0.55,
 ) -> VoiceTake:
     """Sing ``notes`` with a synthetic voice and return the audio with its exact truth.
 
@@ -286,6 +296,14 @@ def synthesize_voice(
         Hop of the f0 truth.
     peak : float
         Peak level of the output.
+    release_ms : float or (low, high)
+        Length of the fade at the end of a phrase (a raised cosine to silence); a pair draws one
+        length per phrase end, uniformly.
+    release_breath_db : float or (low, high)
+        How much breathier the voice gets by the end of a phrase's release (aspiration gain in dB,
+        rising through the release, as the glottis opens); a pair draws one per phrase end.
+    legato_dip : float or (low, high)
+        Envelope floor (linear) of the dip between legato syllables; a pair draws one per dip.
 
     Returns
     -------
@@ -340,6 +358,8 @@ def synthesize_voice(
 
     legato_prev = [i > 0 and abs(n.start_s - notes[i - 1].end_s) < 1e-6 for i, n in enumerate(notes)]
     note_curves: list[tuple[int, np.ndarray]] = []
+    dips: dict[int, float] = {}  # legato dip floor between note i and i + 1
+    breath_gain = np.ones(n_samples)  # aspiration rising through phrase-end releases
     for i, n in enumerate(notes):
         pad_before = porta_from[i - 1]["duration_ms"] / 2000.0 if (i - 1) in porta_from else 0.0
         pad_after = porta_from[i]["duration_ms"] / 2000.0 if i in porta_from else 0.0
@@ -356,13 +376,20 @@ def synthesize_voice(
         note_of_sample[s0:s1] = i
         # envelope: full attack/release at phrase edges, a shallow dip between legato syllables
         legato_next = i + 1 < len(notes) and legato_prev[i + 1]
-        attack_ms, release_ms = 40.0, 70.0
-        floor_in = 0.0 if not legato_prev[i] else (1.0 if (i - 1) in porta_from else 0.55)
-        floor_out = 0.0 if not legato_next else (1.0 if i in porta_from else 0.55)
+        attack_ms = 40.0
+        shape_rng = rng_for(seed, "envelope", i)  # drawn only where a range was given
+        rel_ms = _draw(release_ms, shape_rng)
+        floor_in = 0.0 if not legato_prev[i] else (1.0 if (i - 1) in porta_from else dips[i - 1])
+        if legato_next:
+            dips[i] = _draw(legato_dip, shape_rng)
+        floor_out = 0.0 if not legato_next else (1.0 if i in porta_from else dips[i])
         m = s1 - s0
         e = n.velocity * _envelope_ramp(m, sr, attack_ms if floor_in == 0 else 30.0, floor_in)
-        e *= _envelope_ramp(m, sr, release_ms if floor_out == 0 else 30.0, floor_out)[::-1]
+        e *= _envelope_ramp(m, sr, rel_ms if floor_out == 0 else 30.0, floor_out)[::-1]
         env[s0:s1] = e
+        if floor_out == 0:
+            k = min(m, max(1, int(round(rel_ms * sr / 1000.0))))
+            breath_gain[s1 - k : s1] = 10.0 ** (_draw(release_breath_db, shape_rng) / 20.0 * np.linspace(0, 1, k))
 
     # portamento: cross-fade the two notes' pitch curves over a window centred on the boundary
     for i, p in porta_from.items():
@@ -394,7 +421,10 @@ def synthesize_voice(
     # aspiration: band-passed noise pulsing with the glottal cycle
     asp = bandpass_noise(n_samples, sr=sr, low_hz=1200.0, high_hz=7000.0, rng=rng, order=2)
     asp *= (0.6 + 0.4 * np.cos(phase)) * env / max(env.max(), 1e-9)
-    audio += asp * vowel_rms * 10.0 ** (preset.aspiration_db / 20.0) / max(rms(asp[voiced]) if voiced.any() else 1.0, 1e-9)
+    asp_rms = max(rms(asp[voiced]) if voiced.any() else 1.0, 1e-9)  # before the release boost, so it stays local
+    if np.any(breath_gain != 1.0):
+        asp *= breath_gain
+    audio += asp * vowel_rms * 10.0 ** (preset.aspiration_db / 20.0) / asp_rms
 
     consonant_truth = []
     for i, n in enumerate(notes):
