@@ -181,6 +181,13 @@ def test_phrase_end_release_length_and_breath_are_settable():
     assert abs(hf_db(breathy.audio, body) - hf_db(long.audio, body)) < 0.5
 
 
+@pytest.mark.parametrize("kw", [{"release_ms": 0.0}, {"release_ms": (30.0, 5000.0)}, {"legato_dip": 1.5},
+                                {"release_breath_db": -3.0}, {"legato_dip": (0.1, 0.2, 0.3)}])
+def test_bad_envelope_settings_are_refused(kw):
+    with pytest.raises(CorpusError, match=next(iter(kw))):
+        synthesize_voice([NoteSpec(60, 0.1, 0.5)], sr=SR, **kw)
+
+
 def test_legato_dip_depth_and_ranges_drawn_per_seed():
     notes = [NoteSpec(60, 0.2, 0.5, vowel="a", consonant=None), NoteSpec(62, 0.7, 0.5, vowel="a", consonant=None)]
     kw = dict(sr=SR, voice="male", seed=5, breaths=False)

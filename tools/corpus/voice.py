@@ -321,6 +321,11 @@ def synthesize_voice(
         raise CorpusError(f"voice={voice!r}: use one of {', '.join(VOICES)} or a VoicePreset")
     if sr < 8000:
         raise CorpusError(f"sr={sr}: use a sample rate of at least 8000 Hz")
+    for name, value, low, high in (("release_ms", release_ms, 1.0, 2000.0), ("release_breath_db", release_breath_db, 0.0, 60.0),
+                                   ("legato_dip", legato_dip, 0.0, 1.0)):
+        values = value if isinstance(value, tuple) else (value,)
+        if len(values) not in (1, 2) or not all(low <= float(v) <= high for v in values):
+            raise CorpusError(f"{name}={value!r}: use a number or a (low, high) pair within {low:g}..{high:g}")
     notes = [copy.deepcopy(n) for n in sorted(notes, key=lambda n: n.start_s)]
     for i, n in enumerate(notes):
         if n.duration_s <= 0.02:
