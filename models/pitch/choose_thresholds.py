@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # make_pitch_data
 
-from make_pitch_data import frame_level_db, frame_truth, make_clip, trim_releases
+from make_pitch_data import dsp_teacher_voicing, frame_level_db, frame_truth, make_clip, trim_releases, trim_to_teacher
 from melisma.analysis.pitch_model import (
     HOP_S,
     SILENCE_DBFS,
@@ -70,20 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--release-end-db", type=float, default=None,
                     help="score against the release-trimmed labels the model was trained on "
                          "(train_pitch.py --release-end-db); default: the exact truth")
+    ap.add_argument("--end-teacher", choices=["dsp"], default=None,
+                    help="score against note ends set by the DSP tracker on the dry voice (train_pitch.py --end-teacher)")
     ap.add_argument("--varied-releases", action="store_true",
                     help="validation clips with varied phrase ends, as train_pitch.py --varied-releases")
     args = ap.parse_args(argv)
     tracker = TflitePitchTracker(model_path=args.model)
     clips = []
     for seed in range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + args.clips):
-        if args.release_end_db is None:
+        if args.release_end_db is None and args.end_teacher is None:
             y, f0_hz, _ = make_clip(seed, varied_releases=args.varied_releases)
             clips.append((y, f0_hz, 0.005))  # make_clip's truth hop
         else:
             y, f0_hz, _, dry = make_clip(seed, return_dry=True, varied_releases=args.varied_releases)
             n_frames = len(spectrogram_features(y)[0])
-            f0_frames = trim_releases(frame_truth(f0_hz, n_frames), frame_level_db(dry, n_frames),
-                                      end_db=args.release_end_db)
+            f0_frames = frame_truth(f0_hz, n_frames)
+            if args.release_end_db is not None:
+                f0_frames = trim_releases(f0_frames, frame_level_db(dry, n_frames), end_db=args.release_end_db)
+            if args.end_teacher == "dsp":
+                f0_frames = trim_to_teacher(f0_frames, dsp_teacher_voicing(dry, n_frames))
             clips.append((y, f0_frames, HOP_S))
     totals = score(tracker, clips)
     best, best_oa = None, -1.0

@@ -238,6 +238,33 @@ def trim_releases(f0_frames: np.ndarray, voice_level_db: np.ndarray, *, end_db: 
     return out
 
 
+def trim_to_teacher(f0_frames: np.ndarray, teacher_voiced: np.ndarray, *, max_trim_s: float = 0.15) -> np.ndarray:
+    """``f0_frames`` with the end of each voiced stretch set to 0 (unvoiced) where a teacher
+    tracker, run on the clean dry voice, already calls it unvoiced (at most ``max_trim_s`` per
+    stretch, so a stretch the teacher misses entirely keeps its labels). Only note ends move:
+    the teacher decides where a fading note stops being pitched, the synthesiser's truth the rest."""
+    out = np.asarray(f0_frames, np.float32).copy()
+    v = out > 0
+    most = max(1, int(round(max_trim_s / (HOP_LENGTH / SR))))
+    for last in np.flatnonzero(v & ~np.r_[v[1:], False]):
+        k = last
+        while k > last - most and v[k] and not teacher_voiced[k]:
+            k -= 1
+        if k > last - most and v[k]:  # the teacher is voiced here: the stretch ends at k
+            out[k + 1 : last + 1] = 0.0
+    return out
+
+
+def dsp_teacher_voicing(dry: np.ndarray, n_frames: int) -> np.ndarray:
+    """Voicing of the pYIN-style DSP tracker (``melisma.analysis.pitch.DspPitchTracker``, range
+    widened to the training range) on the dry voice, at the model's frame centres."""
+    from melisma.analysis.pitch import DspPitchTracker
+
+    track = DspPitchTracker(fmax_hz=1400.0).track(dry, sr=SR)
+    idx = np.clip(np.round(np.arange(n_frames) * (HOP_LENGTH / SR) / track.hop_s).astype(int), 0, len(track.hz) - 1)
+    return track.hz[idx] > 0
+
+
 def frame_level_db(y: np.ndarray, n_frames: int, window_s: float = 0.02) -> np.ndarray:
     """RMS level (dB) of ``y`` in a ``window_s`` window centred on each model frame (i * 10 ms)."""
     w = round(window_s * SR)
@@ -259,7 +286,7 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
 def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1,
                 bleed_p: float = 0.3, snr_power: float = 1.0,
                 release_end_db: float | None = None,
-                varied_releases: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                varied_releases: bool = False, end_teacher: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power,
                                  varied_releases=varied_releases)
     feats, _, level_db = spectrogram_features(y)
@@ -269,6 +296,8 @@ def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, rev
     level_db = frame_level_db(dry, len(feats)) if need_level else None  # only these two rules read it
     if release_end_db is not None:
         f0_frames = trim_releases(f0_frames, level_db, end_db=release_end_db)
+    if end_teacher == "dsp":
+        f0_frames = trim_to_teacher(f0_frames, dsp_teacher_voicing(dry, len(f0_frames)))
     ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=level_db,
                             faint_db=faint_db)
     return x, f0_frames, ignore, info
@@ -291,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: voiced until silent)")
     ap.add_argument("--varied-releases", action="store_true",
                     help="vary phrase-end fades (30-200 ms, up to 30 dB breathier) and legato dips; default: the voice's fixed ones")
+    ap.add_argument("--end-teacher", choices=["dsp"], default=None,
+                    help="end each voiced stretch where the pYIN-style DSP tracker, run on the dry voice, stops "
+                         "(default: the synthesiser's truth)")
     ap.add_argument("--bleed-p", type=float, default=0.3, help="probability of backing bleed in a clip")
     ap.add_argument("--snr-power", type=float, default=1.0,
                     help="noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)")
@@ -305,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), [args.faint_db] * len(seeds),
                                    [args.reverb_tail_s] * len(seeds), [args.bleed_p] * len(seeds),
                                    [args.snr_power] * len(seeds), [args.release_end_db] * len(seeds),
-                                   [args.varied_releases] * len(seeds), chunksize=4))
+                                   [args.varied_releases] * len(seeds), [args.end_teacher] * len(seeds), chunksize=4))
     else:
         results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s, args.bleed_p, args.snr_power,
-                               args.release_end_db, args.varied_releases) for s in seeds]
+                               args.release_end_db, args.varied_releases, args.end_teacher) for s in seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])

@@ -173,18 +173,20 @@ def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
 
 def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: float | None = None,
                 reverb_tail_s: float = 0.1, bleed_p: float = 0.3, snr_power: float = 1.0,
-                release_end_db: float | None = None, varied_releases: bool = False) -> Path:
+                release_end_db: float | None = None, varied_releases: bool = False,
+                end_teacher: str | None = None) -> Path:
     out = work / (f"{name}_{clips}_{seed_base}_levels" + (f"_faint{faint_db:g}" if faint_db is not None else "")
                   + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "")
                   + (f"_bleed{bleed_p:g}" if bleed_p != 0.3 else "") + (f"_snrpow{snr_power:g}" if snr_power != 1.0 else "")
                   + (f"_release{release_end_db:g}" if release_end_db is not None else "")
-                  + ("_varied" if varied_releases else "") + ".npz")
+                  + ("_varied" if varied_releases else "") + (f"_ends{end_teacher}" if end_teacher else "") + ".npz")
     if not out.exists():
         cmd = [sys.executable, str(HERE / "make_pitch_data.py"), "--clips", str(clips), "--seed-base", str(seed_base),
                "--out", str(out), "--reverb-tail-s", str(reverb_tail_s), "--bleed-p", str(bleed_p),
                "--snr-power", str(snr_power)] + (["--faint-db", str(faint_db)] if faint_db is not None else []) \
             + (["--release-end-db", str(release_end_db)] if release_end_db is not None else []) \
-            + (["--varied-releases"] if varied_releases else [])
+            + (["--varied-releases"] if varied_releases else []) \
+            + (["--end-teacher", end_teacher] if end_teacher else [])
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return out
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(held-out clips keep the exact truth)")
     ap.add_argument("--varied-releases", action="store_true",
                     help="training clips: vary phrase-end fades and legato dips (make_pitch_data.VARIED_RELEASES)")
+    ap.add_argument("--end-teacher", choices=["dsp"], default=None,
+                    help="training clips: end each voiced stretch where the DSP tracker on the dry voice stops")
     ap.add_argument("--bleed-p", type=float, default=0.3, help="training clips: probability of backing bleed")
     ap.add_argument("--snr-power", type=float, default=1.0,
                     help="training clips: noise SNR = 35 dB x uniform^power (2: more low-SNR clips); held-out unchanged")
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0, args.faint_db,
                                                                                   args.reverb_tail_s, args.bleed_p,
                                                                                   args.snr_power, args.release_end_db,
-                                                                                  args.varied_releases)
+                                                                                  args.varied_releases, args.end_teacher)
     held_npz = Path(args.heldout_npz) if args.heldout_npz else ensure_data(work, "heldout", args.heldout_clips, 900000)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

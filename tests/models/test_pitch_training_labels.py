@@ -65,3 +65,34 @@ def test_voicing_ignore_leaves_out_the_reverb_tail_only_in_reverberant_clips():
     wet = make_pitch_data.voicing_ignore(f0, reverb=True, tail_s=0.05)
     assert not dry.any()
     assert np.flatnonzero(wet).tolist() == [15, 16, 17, 18, 19]
+
+
+def test_trim_to_teacher_ends_a_stretch_where_the_teacher_stops():
+    f0 = np.r_[np.zeros(5), np.full(30, 200.0), np.zeros(10), np.full(30, 300.0), np.zeros(5)].astype(np.float32)
+    teacher = f0 > 0
+    teacher[31:35] = False  # the teacher stops 4 frames before the first stretch's end
+    teacher[20:22] = False  # and drops out mid-note: not an end, kept
+    out = make_pitch_data.trim_to_teacher(f0, teacher, max_trim_s=0.15)
+    assert np.flatnonzero(out[:45] > 0).tolist() == list(range(5, 31))
+    np.testing.assert_array_equal(out[45:], f0[45:])  # the second stretch ends where the teacher does
+
+
+def test_trim_to_teacher_keeps_a_stretch_the_teacher_misses():
+    f0 = np.r_[np.zeros(5), np.full(30, 200.0), np.zeros(5)].astype(np.float32)
+    teacher = np.zeros(len(f0), bool)
+    teacher[5:10] = True  # voiced only at the start: more than max_trim_s before the end
+    np.testing.assert_array_equal(make_pitch_data.trim_to_teacher(f0, teacher, max_trim_s=0.15), f0)
+    np.testing.assert_array_equal(make_pitch_data.trim_to_teacher(f0, teacher, max_trim_s=0.3) > 0,
+                                  np.r_[np.zeros(5), np.ones(5), np.zeros(30)] > 0)
+
+
+def test_dsp_teacher_voicing_follows_the_dry_voice():
+    from tools.corpus.voice import NoteSpec, synthesize_voice
+
+    sr = make_pitch_data.SR
+    take = synthesize_voice([NoteSpec(57, 0.2, 0.6, consonant=None)], sr=sr, voice="male", seed=2, breaths=False)
+    n_frames = len(take.audio) // make_pitch_data.HOP_LENGTH + 1
+    voiced = make_pitch_data.dsp_teacher_voicing(take.audio, n_frames)
+    truth = make_pitch_data.frame_truth(take.f0_hz, n_frames) > 0
+    assert voiced.shape == (n_frames,)
+    assert np.mean(voiced[truth]) > 0.9 and np.mean(voiced[~truth]) < 0.1
