@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # make_pitch_data
 
-from make_pitch_data import dsp_teacher_voicing, frame_level_db, frame_truth, make_clip, trim_releases, trim_to_teacher
+from make_pitch_data import frame_labels, make_clip
 from melisma.analysis.pitch_model import (
     HOP_S,
     SILENCE_DBFS,
@@ -84,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             y, f0_hz, _, dry = make_clip(seed, return_dry=True, varied_releases=args.varied_releases)
             n_frames = len(spectrogram_features(y)[0])
-            f0_frames = frame_truth(f0_hz, n_frames)
-            if args.release_end_db is not None:
-                f0_frames = trim_releases(f0_frames, frame_level_db(dry, n_frames), end_db=args.release_end_db)
-            if args.end_teacher == "dsp":
-                f0_frames = trim_to_teacher(f0_frames, dsp_teacher_voicing(dry, n_frames))
+            f0_frames = frame_labels(f0_hz, dry, n_frames, release_end_db=args.release_end_db,
+                                     end_teacher=args.end_teacher)
             clips.append((y, f0_frames, HOP_S))
     totals = score(tracker, clips)
     best, best_oa = None, -1.0

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -225,7 +226,7 @@ def trim_releases(f0_frames: np.ndarray, voice_level_db: np.ndarray, *, end_db: 
     last ``window_s``; the frames after it, still fading, are labelled unvoiced."""
     out = np.asarray(f0_frames, np.float32).copy()
     v = out > 0
-    w = max(1, int(round(window_s / (HOP_LENGTH / SR))))
+    w = max(1, round(window_s / (HOP_LENGTH / SR)))
     for last in np.flatnonzero(v & ~np.r_[v[1:], False]):
         first = last
         while first > 0 and v[first - 1] and first > last - w + 1:
@@ -245,7 +246,7 @@ def trim_to_teacher(f0_frames: np.ndarray, teacher_voiced: np.ndarray, *, max_tr
     the teacher decides where a fading note stops being pitched, the synthesiser's truth the rest."""
     out = np.asarray(f0_frames, np.float32).copy()
     v = out > 0
-    most = max(1, int(round(max_trim_s / (HOP_LENGTH / SR))))
+    most = max(1, round(max_trim_s / (HOP_LENGTH / SR)))
     for last in np.flatnonzero(v & ~np.r_[v[1:], False]):
         k = last
         while k > last - most and v[k] and not teacher_voiced[k]:
@@ -283,24 +284,92 @@ def frame_truth(f0_hz: np.ndarray, n_frames: int, truth_hop_s: float = 0.005) ->
     return out
 
 
-def clip_arrays(seed: int, duration_s: float, faint_db: float | None = None, reverb_tail_s: float = 0.1,
-                bleed_p: float = 0.3, snr_power: float = 1.0,
-                release_end_db: float | None = None,
+def frame_labels(f0_hz: np.ndarray, dry: np.ndarray, n_frames: int, *, release_end_db: float | None = None,
+                 end_teacher: str | None = None) -> np.ndarray:
+    """The f0 label (0 = unvoiced) of each model frame: the truth (:func:`frame_truth`), with the
+    note ends moved as ``release_end_db`` (:func:`trim_releases`) and ``end_teacher``
+    (:func:`trim_to_teacher`) ask; ``dry`` is the clean synthetic voice."""
+    f0_frames = frame_truth(f0_hz, n_frames)
+    if release_end_db is not None:
+        f0_frames = trim_releases(f0_frames, frame_level_db(dry, n_frames), end_db=release_end_db)
+    if end_teacher == "dsp":
+        f0_frames = trim_to_teacher(f0_frames, dsp_teacher_voicing(dry, n_frames))
+    return f0_frames
+
+
+def clip_arrays(seed: int, duration_s: float = 8.0, *, faint_db: float | None = None, reverb_tail_s: float = 0.1,
+                bleed_p: float = 0.3, snr_power: float = 1.0, release_end_db: float | None = None,
                 varied_releases: bool = False, end_teacher: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """One clip's model inputs, f0 labels, voicing-ignore mask and settings (options: :data:`DATA_OPTIONS`)."""
     y, f0, info, dry = make_clip(seed, duration_s=duration_s, return_dry=True, bleed_p=bleed_p, snr_power=snr_power,
                                  varied_releases=varied_releases)
     feats, _, level_db = spectrogram_features(y)
     x = model_inputs(feats, level_features(level_db)[0]).astype(np.float16)
-    f0_frames = frame_truth(f0, len(feats))
-    need_level = faint_db is not None or release_end_db is not None
-    level_db = frame_level_db(dry, len(feats)) if need_level else None  # only these two rules read it
-    if release_end_db is not None:
-        f0_frames = trim_releases(f0_frames, level_db, end_db=release_end_db)
-    if end_teacher == "dsp":
-        f0_frames = trim_to_teacher(f0_frames, dsp_teacher_voicing(dry, len(f0_frames)))
+    f0_frames = frame_labels(f0, dry, len(feats), release_end_db=release_end_db, end_teacher=end_teacher)
+    level_db = frame_level_db(dry, len(feats)) if faint_db is not None else None  # only the faint rule reads it
     ignore = voicing_ignore(f0_frames, reverb="rir" in info, tail_s=reverb_tail_s, voice_level_db=level_db,
                             faint_db=faint_db)
     return x, f0_frames, ignore, info
+
+
+#: The options that change what goes into a data file (how clips are made and labelled), with
+#: their argparse settings; ``train_pitch.py`` offers the same ones for its training clips.
+DATA_OPTIONS: dict[str, dict] = {
+    "faint_db": {"type": float, "default": None,
+                 "help": "also leave out of the voicing loss voiced frames whose dry voice is this many dB "
+                         "below its median (faint note starts and ends); default: off"},
+    "reverb_tail_s": {"type": float, "default": 0.1,
+                      "help": "in reverberant clips, leave this much after each voiced stretch out of the voicing "
+                              "loss (0: label reverb tails unvoiced, as the dry reference does)"},
+    "release_end_db": {"type": float, "default": None,
+                       "help": "label the end of each phrase's release unvoiced once the dry voice has faded this "
+                               "many dB (default: voiced until silent)"},
+    "varied_releases": {"action": "store_true", "default": False,
+                        "help": "vary phrase-end fades (30-200 ms, up to 30 dB breathier) and legato dips "
+                                "(default: the voice's fixed ones)"},
+    "end_teacher": {"choices": ["dsp"], "default": None,
+                    "help": "end each voiced stretch where the pYIN-style DSP tracker, run on the dry voice, "
+                            "stops (default: the synthesiser's truth)"},
+    "bleed_p": {"type": float, "default": 0.3, "help": "probability of backing bleed in a clip"},
+    "snr_power": {"type": float, "default": 1.0,
+                  "help": "noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)"},
+}
+
+
+def add_data_options(ap: argparse.ArgumentParser, *, scope: str = "") -> None:
+    """Add :data:`DATA_OPTIONS` to ``ap`` (``scope`` prefixes each help text)."""
+    for name, kw in DATA_OPTIONS.items():
+        ap.add_argument("--" + name.replace("_", "-"), **{**kw, "help": scope + kw["help"]})
+
+
+def data_option_defaults() -> dict:
+    """Every option of :data:`DATA_OPTIONS` at its default."""
+    return {name: kw["default"] for name, kw in DATA_OPTIONS.items()}
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The :data:`DATA_OPTIONS` values in parsed ``args``."""
+    return {name: getattr(args, name) for name in DATA_OPTIONS}
+
+
+def data_options_argv(options: dict) -> list[str]:
+    """Command-line flags for the options that differ from their defaults."""
+    argv: list[str] = []
+    for name, value in options.items():
+        if value == DATA_OPTIONS[name]["default"]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def data_options_tag(options: dict) -> str:
+    """A file-name tag for the options that differ from their defaults ('' for none)."""
+    def text(value) -> str:
+        return "" if value is True else f"{value:g}" if isinstance(value, float) else str(value)
+
+    return "".join(f"_{name.replace('_', '')}{text(value)}"
+                   for name, value in options.items() if value != DATA_OPTIONS[name]["default"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,38 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-base", type=int, default=0)
     ap.add_argument("--duration-s", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--faint-db", type=float, default=None,
-                    help="also leave out of the voicing loss voiced frames whose dry voice is this many dB "
-                         "below its median (faint note starts and ends); default: off")
-    ap.add_argument("--reverb-tail-s", type=float, default=0.1,
-                    help="in reverberant clips, leave this much after each voiced stretch out of the voicing loss "
-                         "(0: label reverb tails unvoiced, as the dry reference does)")
-    ap.add_argument("--release-end-db", type=float, default=None,
-                    help="label the end of each phrase's release unvoiced once the dry voice has faded this many dB "
-                         "(default: voiced until silent)")
-    ap.add_argument("--varied-releases", action="store_true",
-                    help="vary phrase-end fades (30-200 ms, up to 30 dB breathier) and legato dips; default: the voice's fixed ones")
-    ap.add_argument("--end-teacher", choices=["dsp"], default=None,
-                    help="end each voiced stretch where the pYIN-style DSP tracker, run on the dry voice, stops "
-                         "(default: the synthesiser's truth)")
-    ap.add_argument("--bleed-p", type=float, default=0.3, help="probability of backing bleed in a clip")
-    ap.add_argument("--snr-power", type=float, default=1.0,
-                    help="noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)")
+    add_data_options(ap)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     seeds = [args.seed_base + i for i in range(args.clips)]
     t0 = time.time()
+    one_clip = functools.partial(clip_arrays, duration_s=args.duration_s, **data_options(args))
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers) as ex:
-            results = list(ex.map(clip_arrays, seeds, [args.duration_s] * len(seeds), [args.faint_db] * len(seeds),
-                                   [args.reverb_tail_s] * len(seeds), [args.bleed_p] * len(seeds),
-                                   [args.snr_power] * len(seeds), [args.release_end_db] * len(seeds),
-                                   [args.varied_releases] * len(seeds), [args.end_teacher] * len(seeds), chunksize=4))
+            results = list(ex.map(one_clip, seeds, chunksize=4))
     else:
-        results = [clip_arrays(s, args.duration_s, args.faint_db, args.reverb_tail_s, args.bleed_p, args.snr_power,
-                               args.release_end_db, args.varied_releases, args.end_teacher) for s in seeds]
+        results = [one_clip(s) for s in seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])

@@ -33,7 +33,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))  # make_pitch_data
 
+from make_pitch_data import (  # noqa: E402
+    add_data_options, data_option_defaults, data_options, data_options_argv, data_options_tag,
+)
 from melisma.analysis.pitch_model import (  # noqa: E402
     CENTS_PER_BIN, CONTEXT_FRAMES, LEVEL_ROWS, N_INPUT_BINS, N_PITCH_BINS, decode_pitch, hz_to_pitch_bin,
 )
@@ -171,22 +175,14 @@ def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def ensure_data(work: Path, name: str, clips: int, seed_base: int, faint_db: float | None = None,
-                reverb_tail_s: float = 0.1, bleed_p: float = 0.3, snr_power: float = 1.0,
-                release_end_db: float | None = None, varied_releases: bool = False,
-                end_teacher: str | None = None) -> Path:
-    out = work / (f"{name}_{clips}_{seed_base}_levels" + (f"_faint{faint_db:g}" if faint_db is not None else "")
-                  + (f"_tail{reverb_tail_s:g}" if reverb_tail_s != 0.1 else "")
-                  + (f"_bleed{bleed_p:g}" if bleed_p != 0.3 else "") + (f"_snrpow{snr_power:g}" if snr_power != 1.0 else "")
-                  + (f"_release{release_end_db:g}" if release_end_db is not None else "")
-                  + ("_varied" if varied_releases else "") + (f"_ends{end_teacher}" if end_teacher else "") + ".npz")
+def ensure_data(work: Path, name: str, clips: int, seed_base: int, options: dict | None = None) -> Path:
+    """The data file for these clips and :data:`make_pitch_data.DATA_OPTIONS` (default: all at
+    their defaults), made by ``make_pitch_data.py`` unless ``work`` already has it."""
+    options = {**data_option_defaults(), **(options or {})}
+    out = work / f"{name}_{clips}_{seed_base}_levels{data_options_tag(options)}.npz"
     if not out.exists():
         cmd = [sys.executable, str(HERE / "make_pitch_data.py"), "--clips", str(clips), "--seed-base", str(seed_base),
-               "--out", str(out), "--reverb-tail-s", str(reverb_tail_s), "--bleed-p", str(bleed_p),
-               "--snr-power", str(snr_power)] + (["--faint-db", str(faint_db)] if faint_db is not None else []) \
-            + (["--release-end-db", str(release_end_db)] if release_end_db is not None else []) \
-            + (["--varied-releases"] if varied_releases else []) \
-            + (["--end-teacher", end_teacher] if end_teacher else [])
+               "--out", str(out)] + data_options_argv(options)
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return out
@@ -205,20 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "melisma_pitch_int8.tflite"))
     ap.add_argument("--channels", default="16,32,32", help="conv channels of the three wide layers")
     ap.add_argument("--voicing-head", default="bottleneck", choices=["bottleneck", "pooled"])
-    ap.add_argument("--faint-db", type=float, default=None,
-                    help="leave voiced frames whose dry voice is this many dB below its median out of the voicing loss")
-    ap.add_argument("--reverb-tail-s", type=float, default=0.1,
-                    help="reverb tail left out of the voicing loss (0: tails are labelled unvoiced)")
-    ap.add_argument("--release-end-db", type=float, default=None,
-                    help="training clips: label a phrase's release unvoiced once the dry voice has faded this many dB "
-                         "(held-out clips keep the exact truth)")
-    ap.add_argument("--varied-releases", action="store_true",
-                    help="training clips: vary phrase-end fades and legato dips (make_pitch_data.VARIED_RELEASES)")
-    ap.add_argument("--end-teacher", choices=["dsp"], default=None,
-                    help="training clips: end each voiced stretch where the DSP tracker on the dry voice stops")
-    ap.add_argument("--bleed-p", type=float, default=0.3, help="training clips: probability of backing bleed")
-    ap.add_argument("--snr-power", type=float, default=1.0,
-                    help="training clips: noise SNR = 35 dB x uniform^power (2: more low-SNR clips); held-out unchanged")
+    add_data_options(ap, scope="training clips (the held-out clips keep the defaults): ")
     ap.add_argument("--no-level-input", dest="level_input", action="store_false",
                     help="train without the two level rows (input (batch, 3, 128), the session-1 model)")
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
@@ -227,10 +210,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0, args.faint_db,
-                                                                                  args.reverb_tail_s, args.bleed_p,
-                                                                                  args.snr_power, args.release_end_db,
-                                                                                  args.varied_releases, args.end_teacher)
+    train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0,
+                                                                                  data_options(args))
     held_npz = Path(args.heldout_npz) if args.heldout_npz else ensure_data(work, "heldout", args.heldout_clips, 900000)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

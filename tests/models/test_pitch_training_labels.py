@@ -96,3 +96,20 @@ def test_dsp_teacher_voicing_follows_the_dry_voice():
     truth = make_pitch_data.frame_truth(take.f0_hz, n_frames) > 0
     assert voiced.shape == (n_frames,)
     assert np.mean(voiced[truth]) > 0.9 and np.mean(voiced[~truth]) < 0.1
+
+
+def test_data_options_round_trip_through_the_command_line():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    make_pitch_data.add_data_options(ap)
+    defaults = make_pitch_data.data_options(ap.parse_args([]))
+    assert defaults == make_pitch_data.data_option_defaults()
+    # at the defaults nothing is passed on and the data file keeps its plain name
+    assert make_pitch_data.data_options_argv(defaults) == [] and make_pitch_data.data_options_tag(defaults) == ""
+    chosen = make_pitch_data.data_options(ap.parse_args(["--release-end-db", "10", "--varied-releases",
+                                                          "--end-teacher", "dsp", "--bleed-p", "0.5"]))
+    argv = make_pitch_data.data_options_argv(chosen)
+    assert make_pitch_data.data_options(ap.parse_args(argv)) == chosen
+    tag = make_pitch_data.data_options_tag(chosen)
+    assert tag != make_pitch_data.data_options_tag({**chosen, "bleed_p": 0.3})  # every option is in the name
