@@ -396,7 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])
     ignore = np.concatenate([r[2] for r in results])
     infos = [r[3] for r in results]
-    np.savez(args.out, x=x, f0_hz=f0, voicing_ignore=ignore, clip=clip, info=json.dumps(infos))
+    # written under a temporary name and renamed, so an interrupted run leaves no half file
+    # that a later run would take for finished data
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial.npz")
+    np.savez(partial, x=x, f0_hz=f0, voicing_ignore=ignore, clip=clip, info=json.dumps(infos))
+    partial.replace(out)
     print(f"{len(seeds)} clips, {len(f0)} frames ({np.mean(f0 > 0):.2f} voiced, {np.mean(ignore):.3f} voicing-ignored) in {time.time() - t0:.0f} s -> {args.out}")
     return 0
 

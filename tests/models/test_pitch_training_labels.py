@@ -113,3 +113,12 @@ def test_data_options_round_trip_through_the_command_line():
     assert make_pitch_data.data_options(ap.parse_args(argv)) == chosen
     tag = make_pitch_data.data_options_tag(chosen)
     assert tag != make_pitch_data.data_options_tag({**chosen, "bleed_p": 0.3})  # every option is in the name
+
+
+def test_make_pitch_data_writes_a_whole_file_into_a_new_folder(tmp_path):
+    out = tmp_path / "new" / "folder" / "train.npz"
+    assert make_pitch_data.main(["--clips", "2", "--duration-s", "3.0", "--workers", "1", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert data["x"].shape[0] == data["f0_hz"].shape[0] == 600  # 2 clips of 300 frames
+    assert set(np.unique(data["clip"])) == {0, 1}
+    assert [p.name for p in out.parent.iterdir()] == ["train.npz"]  # no temporary file left behind
