@@ -161,6 +161,54 @@ def frame_counts(ref_hz: np.ndarray, est_hz: np.ndarray) -> dict:
             "recalled": int(both.sum()), "false_alarm": int((ev & ~rv).sum()), "cents": cents[both].tolist()}
 
 
+def frame_outcomes(ref_t: np.ndarray, ref_hz: np.ndarray, est_hz: np.ndarray, *, item: int,
+                   block_s: float = 1.0) -> dict:
+    """Per reference frame: whether the reference is voiced, the estimate is voiced, the pitch is
+    within 50 cents (voiced in both), and the block the frame falls in (``block_s`` blocks of one
+    item), for :func:`paired_bootstrap`."""
+    rv, ev = ref_hz > 0, est_hz > 0
+    both = rv & ev
+    cents = np.abs(1200 * np.log2(np.where(both, est_hz, 1) / np.where(both, ref_hz, 1)))
+    block = item * 1_000_000 + np.floor(np.asarray(ref_t) / block_s).astype(np.int64)
+    return {"ref_voiced": rv, "est_voiced": ev, "hit50": both & (cents < 50), "block": block}
+
+
+def _outcome_rates(o: dict, idx: np.ndarray) -> dict:
+    rv, ev, hit = o["ref_voiced"][idx], o["est_voiced"][idx], o["hit50"][idx]
+    nv, nu = max(int(rv.sum()), 1), max(int((~rv).sum()), 1)
+    return {"rpa": hit.sum() / nv, "vrecall": (rv & ev).sum() / nv, "vfa": (ev & ~rv).sum() / nu,
+            "overall": (hit.sum() + (~rv & ~ev).sum()) / max(len(idx), 1)}
+
+
+def paired_bootstrap(a: dict, b: dict, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired block bootstrap of the frame measures of tracker ``a`` minus tracker ``b`` on the
+    same frames (outcomes from :func:`frame_outcomes`, concatenated over a set's items).
+
+    Blocks (one second of one item by default) are drawn with replacement, the same draw for both
+    trackers, so the interval reflects which stretches of audio the set happens to hold, not a
+    tracker's own randomness. Returns, for each of rpa, vrecall, vfa and overall, the difference on
+    the whole set and its 95 % interval, plus ``p_a_at_least_b``: the share of draws in which
+    ``a``'s overall accuracy is at least ``b``'s.
+    """
+    if not np.array_equal(a["ref_voiced"], b["ref_voiced"]) or not np.array_equal(a["block"], b["block"]):
+        raise ValueError("paired_bootstrap needs the two trackers' outcomes on the same reference frames")
+    blocks, inverse = np.unique(a["block"], return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(blocks))]
+    rng = np.random.default_rng(seed)
+    full = np.arange(len(inverse))
+    whole = {k: _outcome_rates(a, full)[k] - _outcome_rates(b, full)[k] for k in ("rpa", "vrecall", "vfa", "overall")}
+    draws = {k: np.empty(n_boot) for k in whole}
+    for i in range(n_boot):
+        idx = np.concatenate([members[k] for k in rng.integers(0, len(blocks), len(blocks))])
+        ra, rb = _outcome_rates(a, idx), _outcome_rates(b, idx)
+        for k in whole:
+            draws[k][i] = ra[k] - rb[k]
+    out = {k: {"diff": float(whole[k]), "ci95": [float(q) for q in np.percentile(draws[k], [2.5, 97.5])]} for k in whole}
+    out["p_a_at_least_b"] = float(np.mean(draws["overall"] >= 0))
+    out["blocks"] = int(len(blocks))
+    return out
+
+
 def frame_summary(c: dict) -> dict:
     return {
         "rpa": c["hit50"] / max(c["ref_voiced"], 1),
@@ -237,7 +285,9 @@ def load_sets(n_generated: int, ssvd_limit: int | None):
 # --------------------------------------------------------------------------------------------
 
 
-def run(trackers: list[Tracker], sets: dict) -> dict:
+def run(trackers: list[Tracker], sets: dict, outcomes: dict | None = None) -> dict:
+    """Score every tracker on every set; with ``outcomes`` (a dict), also keep each tracker's
+    per-frame outcomes per set there (``outcomes[tracker][set]``) for :func:`paired_bootstrap`."""
     results = {}
     for tr in trackers:
         tr(np.zeros(SR, np.float32) + 1e-4 * np.random.default_rng(0).standard_normal(SR).astype(np.float32))  # warm up
@@ -246,7 +296,8 @@ def run(trackers: list[Tracker], sets: dict) -> dict:
             counts = None
             note_ok = {}
             note_n = {}
-            for it in items:
+            kept = []
+            for item_index, it in enumerate(items):
                 y = it["y"]
                 t0 = time.perf_counter()
                 est_t, est_hz = tr(y)
@@ -254,11 +305,16 @@ def run(trackers: list[Tracker], sets: dict) -> dict:
                 r["audio_s"] += len(y) / SR
                 est_t, est_hz = np.asarray(est_t, np.float64), np.asarray(est_hz, np.float64)
                 if "ref_hz" in it:
-                    counts = merge(counts, frame_counts(it["ref_hz"], at_times(est_t, est_hz, it["ref_t"])))
+                    at_ref = at_times(est_t, est_hz, it["ref_t"])
+                    counts = merge(counts, frame_counts(it["ref_hz"], at_ref))
+                    if outcomes is not None:
+                        kept.append(frame_outcomes(it["ref_t"], it["ref_hz"], at_ref, item=item_index))
                 for ann, notes in it["notes"].items():
                     ok, _ = note_accuracy(note_diffs(est_t, est_hz, notes), remove_offset=(set_name == "ssvd"))
                     note_ok[ann] = note_ok.get(ann, 0) + ok
                     note_n[ann] = note_n.get(ann, 0) + len(notes)
+            if kept:
+                outcomes.setdefault(tr.name, {})[set_name] = {k: np.concatenate([o[k] for o in kept]) for k in kept[0]}
             out = frame_summary(counts) if counts else {}
             for ann in note_ok:
                 out[f"notes_{ann}"] = note_ok[ann] / max(note_n[ann], 1)
@@ -369,12 +425,26 @@ def main(argv: list[str] | None = None) -> int:
         trackers.append(Pyin())
     if "dsp" not in args.skip:
         trackers.append(Dsp())
-    results = run(trackers, sets)
+    outcomes: dict = {}
+    results = run(trackers, sets, outcomes)
     print()
     print("RPA = raw pitch accuracy (50 c), VR/VFA = voicing recall/false alarm, c = median |cents error|,")
     print("n = note pitch accuracy (50 c; SSVD after per-file offset removal), s/s = seconds per second of audio (1 thread)")
     print_table(results)
     report = {"trackers": results}
+    if "SwiftF0" in outcomes:
+        # how much of each gap to SwiftF0 the choice of audio alone could explain
+        report["paired_vs_swiftf0"] = {}
+        print("\nours minus SwiftF0, paired bootstrap over 1 s blocks (difference [95 % interval]):")
+        for name in [t.name for t in trackers if isinstance(t, Melisma)]:
+            per_set = {}
+            for set_name in outcomes[name]:
+                pb = paired_bootstrap(outcomes[name][set_name], outcomes["SwiftF0"][set_name])
+                per_set[set_name] = pb
+                print(f"  {name:26s} {set_name:9s} " + "  ".join(
+                    f"{k} {pb[k]['diff']:+.4f} [{pb[k]['ci95'][0]:+.4f}, {pb[k]['ci95'][1]:+.4f}]"
+                    for k in ("rpa", "vrecall", "vfa", "overall")) + f"  P(OA >= SwiftF0) {pb['p_a_at_least_b']:.2f}")
+            report["paired_vs_swiftf0"][name] = per_set
     if not args.no_streaming:
         st = streaming_check(Path(args.model), sets)
         report["streaming"] = st
