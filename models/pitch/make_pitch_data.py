@@ -78,6 +78,9 @@ def _noise_files() -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
 
 
+#: Real-voice clips (``--real-clips``) draw from seeds this far above the synthetic ones.
+REAL_SEED_OFFSET = 5_000_000
+
 #: ``--varied-releases``: phrase-end fades of 30-200 ms that get up to 30 dB breathier, and legato
 #: dips from 0.15 to 0.8 of the note's level (the voice's defaults: 70 ms, no extra breath, 0.55).
 VARIED_RELEASES = {"release_ms": (30.0, 200.0), "release_breath_db": (0.0, 30.0), "legato_dip": (0.15, 0.8)}
@@ -128,6 +131,16 @@ def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False, b
         y = y + degrade.speaker_bleed(backing.audio, SR, bleed_db=bleed_db, reference=y, seed=seed)
         info["bleed_db"] = bleed_db
 
+    y = phone_damage(y, rng, info, seed=seed, snr_power=snr_power)
+    if return_dry:
+        return y.astype(np.float32), take.f0_hz.astype(np.float64), info, dry
+    return y.astype(np.float32), take.f0_hz.astype(np.float64), info
+
+
+def phone_damage(y: np.ndarray, rng: np.random.Generator, info: dict, *, seed: int, snr_power: float = 1.0) -> np.ndarray:
+    """Damage a take like a phone recording, each step with its probability (see the module
+    docstring): room reverb, tone colour, noise, mains hum, band limit, level, clipping, AAC.
+    Draws from ``rng`` and notes what it did in ``info``."""
     if rng.random() < 0.5:
         rirs = _rir_files()
         if rirs and rng.random() < 0.7:
@@ -167,9 +180,141 @@ def make_clip(seed: int, *, duration_s: float = 8.0, return_dry: bool = False, b
         kbps = int(rng.choice([32, 48, 64, 96, 128]))
         y = degrade.aac_round_trip(y, SR, bit_rate=kbps * 1000)
         info["aac_kbps"] = kbps
-    if return_dry:
-        return y.astype(np.float32), take.f0_hz.astype(np.float64), info, dry
-    return y.astype(np.float32), take.f0_hz.astype(np.float64), info
+    return y.astype(np.float32)
+
+
+#: Real voices that may be used for training (``--real-clips``): permissively licensed recordings
+#: under ``$MELISMA_SHARED_DATA``, read at training time and never copied into the repository.
+#: None of them is an evaluation recording (vocadito, SSVD and the generated clips are). Left out on
+#: purpose: GTSinger and the stems (non-commercial), the OpenAIR voice (share-alike), the Csound,
+#: ALSA and SuperCollider files (GFDL / GPL), the Sonic Pi choir (not one voice), and three whose
+#: teacher labels are wrong: sms-tools' carnatic.wav (a drone under the voice; the tracker calls 94 %
+#: of it unvoiced), tibetan-chant.wav (overtone chant; 99 % unvoiced) and Pure Data's voice2.wav
+#: (tracked at 805 Hz, not a speaking voice).
+REAL_TRAINING_VOICES: tuple[tuple[str, str], ...] = (
+    ("smstools_sounds/singing-female.wav", "CC BY 4.0, freesound pack xserra/13038"),
+    ("smstools_sounds/vignesh.wav", "CC BY 4.0, freesound pack xserra/13038"),
+    ("smstools_sounds/soprano-E4.wav", "CC BY 4.0, freesound pack xserra/13038"),
+    ("smstools_sounds/speech-female.wav", "CC BY 4.0, freesound pack xserra/13038"),
+    ("smstools_sounds/speech-male.wav", "CC BY 4.0, freesound pack xserra/13038"),
+    ("debian_voice_misc/puredata_voice.wav", "BSD-3-Clause, Pure Data documentation"),
+)
+
+#: Teacher frames (10 ms) whose torchcrepe-full pitch is further than this from the DSP tracker's
+#: are not trusted: left out of both losses.
+TEACHER_AGREEMENT_CENTS = 50.0
+
+
+def _crepe_full_f0(y: np.ndarray) -> np.ndarray:
+    """torchcrepe 'full' f0 (Hz, every 10 ms frame, no voicing decision) of 16 kHz audio."""
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # noqa: BLE001 - PyPI's torchaudio does not load with every torch; torchcrepe needs only its name
+        for mod in [m for m in sys.modules if m.split(".")[0] == "torchaudio"]:
+            del sys.modules[mod]
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "bench_stubs"))
+    import torch
+    import torchcrepe
+
+    with torch.no_grad():
+        f0 = torchcrepe.predict(torch.from_numpy(np.asarray(y, np.float32))[None], SR, hop_length=HOP_LENGTH,
+                                fmin=50.0, fmax=1500.0, model="full", batch_size=256, device="cpu")
+    return f0[0].numpy().astype(np.float64)
+
+
+@functools.cache
+def real_voice_teacher(rel_path: str, *, crepe: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A real recording at 16 kHz mono with teacher labels per 10 ms frame (frame i centred at i * 10 ms):
+    (audio, f0 Hz with 0 = unvoiced, trusted).
+
+    Voicing and f0 come from the pYIN-style DSP tracker on the clean recording (its voicing edges
+    are where human annotators draw them: on vocadito its note ends sit a median 2.5 ms from the
+    annotation). With ``crepe``, voiced frames where torchcrepe 'full' disagrees with it by more than
+    :data:`TEACHER_AGREEMENT_CENTS` are not trusted."""
+    from melisma.analysis.pitch import DspPitchTracker
+    from melisma.audio_io import load_audio
+
+    path = SHARED / rel_path
+    if not path.exists():
+        raise FileNotFoundError(f"real training voice {path} is missing: --real-clips needs $MELISMA_SHARED_DATA "
+                                f"(now {SHARED}) with the recordings in REAL_TRAINING_VOICES")
+    y, _ = load_audio(path, sr=SR, mono=True)
+    y = np.asarray(y, np.float32)
+    n = len(y) // HOP_LENGTH + 1
+    track = DspPitchTracker(fmax_hz=1400.0).track(y, sr=SR)
+    idx = np.clip(np.round(np.arange(n) * (HOP_LENGTH / SR) / track.hop_s).astype(int), 0, len(track.hz) - 1)
+    f0 = np.asarray(track.hz, np.float64)[idx]
+    trusted = np.ones(n, bool)
+    if crepe:
+        c = _crepe_full_f0(y)
+        c = np.pad(c, (0, max(0, n - len(c))), mode="edge")[:n]
+        voiced = f0 > 0
+        cents = np.abs(1200 * np.log2(np.where(voiced, f0, 1.0) / np.where(voiced, np.maximum(c, 1.0), 1.0)))
+        trusted &= ~voiced | (cents <= TEACHER_AGREEMENT_CENTS)
+    return y, f0, trusted
+
+
+def real_clip_arrays(seed: int, duration_s: float = 8.0, *, reverb_tail_s: float = 0.1, snr_power: float = 1.0,
+                     crepe: bool = True, voices: tuple[tuple[str, str], ...] = REAL_TRAINING_VOICES,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Like :func:`clip_arrays`, from real voices: stretches of the recordings in ``voices``, each
+    transposed by -4..+4 semitones (resampled, so it also runs faster or slower) and set 0.15-0.8 s
+    apart, then damaged like a phone take (:func:`phone_damage`; no backing bleed). Labels come
+    from :func:`real_voice_teacher`; untrusted frames, and voiced frames within 50 ms of a cut
+    made to fit the clip, are left out of both losses."""
+    import soxr
+
+    rng = np.random.default_rng([seed, 31337])
+    n_frames = round(duration_s * SR) // HOP_LENGTH
+    total = n_frames * HOP_LENGTH
+    y = np.zeros(total, np.float32)
+    f0 = np.zeros(n_frames)
+    untrusted = np.zeros(n_frames, bool)
+    teachers = [real_voice_teacher(rel, crepe=crepe) for rel, _ in voices]
+    weights = np.array([len(t[0]) for t in teachers], float)
+    info: dict = {"seed": seed, "real": []}
+    edge = round(0.05 * SR / HOP_LENGTH)
+    at = int(rng.uniform(0.1, 0.6) * SR) // HOP_LENGTH  # frame where the next stretch starts
+    while at < n_frames - round(0.5 * SR / HOP_LENGTH):
+        k = int(rng.choice(len(teachers), p=weights / weights.sum()))
+        audio, t_f0, t_ok = teachers[k]
+        semitones = float(rng.uniform(-4.0, 4.0))
+        ratio = 2.0 ** (semitones / 12)
+        shifted = soxr.resample(audio, SR * ratio, SR).astype(np.float32)  # plays ratio x higher and faster
+        # frame j of the shifted audio is frame j * ratio of the original
+        m = len(shifted) // HOP_LENGTH + 1
+        src = np.clip(np.round(np.arange(m) * ratio).astype(int), 0, len(t_f0) - 1)
+        s_f0, s_ok = t_f0[src] * ratio, t_ok[src]
+        room = n_frames - at
+        longest = min(room, round(float(rng.uniform(2.0, 5.0)) * SR / HOP_LENGTH))
+        first = int(rng.integers(0, max(1, m - longest)))
+        take = min(longest, m - first)
+        cut_start, cut_end = first > 0, first + take < m
+        seg = shifted[first * HOP_LENGTH : (first + take) * HOP_LENGTH]
+        fade = np.ones(len(seg), np.float32)
+        ramp = min(160, len(seg) // 2)
+        if cut_start:
+            fade[:ramp] = np.linspace(0.0, 1.0, ramp)
+        if cut_end:
+            fade[len(seg) - ramp :] = np.linspace(1.0, 0.0, ramp)
+        gain = float(10 ** (rng.uniform(-6.0, 0.0) / 20))
+        y[at * HOP_LENGTH : at * HOP_LENGTH + len(seg)] += gain * seg * fade / max(float(np.abs(audio).max()), 1e-9)
+        f0[at : at + take] = s_f0[first : first + take]
+        untrusted[at : at + take] |= ~s_ok[first : first + take]
+        if cut_start:
+            untrusted[at : at + edge] |= f0[at : at + edge] > 0
+        if cut_end:
+            untrusted[at + take - edge : at + take] |= f0[at + take - edge : at + take] > 0
+        info["real"].append({"file": voices[k][0], "semitones": round(semitones, 2), "at_s": at * HOP_LENGTH / SR,
+                             "seconds": take * HOP_LENGTH / SR})
+        at += take + round(float(rng.uniform(0.15, 0.8)) * SR / HOP_LENGTH)
+    y = phone_damage(y, rng, info, seed=seed, snr_power=snr_power)
+    feats, _, level_db = spectrogram_features(y)
+    n = min(len(feats), n_frames)
+    x = model_inputs(feats[:n], level_features(level_db[:n])[0]).astype(np.float16)
+    f0 = np.where(untrusted, 0.0, f0)[:n].astype(np.float32)
+    ignore = voicing_ignore(f0, reverb="rir" in info, tail_s=reverb_tail_s) | untrusted[:n]
+    return x, f0, ignore, info
 
 
 def random_eq(y: np.ndarray, rng: np.random.Generator, info: dict) -> np.ndarray:
@@ -333,6 +478,9 @@ DATA_OPTIONS: dict[str, dict] = {
     "bleed_p": {"type": float, "default": 0.3, "help": "probability of backing bleed in a clip"},
     "snr_power": {"type": float, "default": 1.0,
                   "help": "noise SNR = 35 dB x uniform^power (1: uniform 0-35 dB; 2: more low-SNR clips)"},
+    "real_clips": {"type": int, "default": 0,
+                   "help": "add this many clips made from the real voices in REAL_TRAINING_VOICES, labelled by "
+                           "a teacher (the DSP tracker, checked by torchcrepe full; default: none)"},
 }
 
 
@@ -383,14 +531,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     seeds = [args.seed_base + i for i in range(args.clips)]
     t0 = time.time()
-    one_clip = functools.partial(clip_arrays, duration_s=args.duration_s, **data_options(args))
+    options = data_options(args)
+    real_clips = options.pop("real_clips")
+    if real_clips < 0:
+        ap.error(f"--real-clips {real_clips} is negative; use 0 (none) or more")
+    one_clip = functools.partial(clip_arrays, duration_s=args.duration_s, **options)
+    one_real = functools.partial(real_clip_arrays, duration_s=args.duration_s, reverb_tail_s=options["reverb_tail_s"],
+                                 snr_power=options["snr_power"])
+    real_seeds = [REAL_SEED_OFFSET + args.seed_base + i for i in range(real_clips)]
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers) as ex:
-            results = list(ex.map(one_clip, seeds, chunksize=4))
+            results = list(ex.map(one_clip, seeds, chunksize=4)) + list(ex.map(one_real, real_seeds, chunksize=4))
     else:
-        results = [one_clip(s) for s in seeds]
+        results = [one_clip(s) for s in seeds] + [one_real(s) for s in real_seeds]
     x = np.concatenate([r[0] for r in results])
     f0 = np.concatenate([r[1] for r in results])
     clip = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(results)])
@@ -403,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     partial = out.with_name(out.name + ".partial.npz")
     np.savez(partial, x=x, f0_hz=f0, voicing_ignore=ignore, clip=clip, info=json.dumps(infos))
     partial.replace(out)
-    print(f"{len(seeds)} clips, {len(f0)} frames ({np.mean(f0 > 0):.2f} voiced, {np.mean(ignore):.3f} voicing-ignored) in {time.time() - t0:.0f} s -> {args.out}")
+    print(f"{len(seeds)} synthetic + {len(real_seeds)} real-voice clips, {len(f0)} frames ({np.mean(f0 > 0):.2f} voiced, {np.mean(ignore):.3f} voicing-ignored) in {time.time() - t0:.0f} s -> {args.out}")
     return 0
 
 

@@ -188,6 +188,25 @@ def ensure_data(work: Path, name: str, clips: int, seed_base: int, options: dict
     return out
 
 
+def recalibrate_batchnorm(keras, model, x, *, seed: int, batches: int = 100, batch_size: int = 512) -> None:
+    """Re-estimate BatchNorm statistics for the current (averaged) weights.
+
+    The moving statistics were gathered under the raw training weights; the averaged weights
+    shift each layer's activations a little, so the statistics are measured again in training
+    mode (no gradient step) on random training frames.
+    """
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.9  # 100 batches: the old statistics weigh 0.9**100, nothing
+    rng = np.random.default_rng(seed + 7)
+    for _ in range(batches):
+        xb = x[rng.choice(len(x), size=batch_size, replace=False)].astype(np.float32)
+        model(xb, training=True)
+    for layer, momentum in zip(layers, saved):
+        layer.momentum = momentum
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-clips", type=int, default=1000)
@@ -206,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="train without the two level rows (input (batch, 3, 128), the session-1 model)")
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
     ap.add_argument("--heldout-npz", help="use this held-out set instead of generating one")
+    ap.add_argument("--ema-momentum", type=float, default=None,
+                    help="keep an exponential moving average of the weights with this momentum (e.g. 0.9995) "
+                         "and ship the average; BatchNorm statistics are then re-estimated on training frames")
     args = ap.parse_args(argv)
+    if args.ema_momentum is not None and not 0.0 < args.ema_momentum < 1.0:
+        ap.error(f"--ema-momentum {args.ema_momentum} is outside (0, 1); try 0.9995")
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -239,14 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     pitch_loss, voicing_loss = make_losses(tf)
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(sched), loss=[pitch_loss, voicing_loss], loss_weights=[1.0, 1.0])
+    ema = {"use_ema": True, "ema_momentum": args.ema_momentum} if args.ema_momentum is not None else {}
+    model.compile(optimizer=keras.optimizers.Adam(sched, **ema), loss=[pitch_loss, voicing_loss], loss_weights=[1.0, 1.0])
     ds = (tf.data.Dataset.from_tensor_slices((x, (yb, yv)))
           .shuffle(len(x), seed=args.seed, reshuffle_each_iteration=True)
           .batch(args.batch_size)
           .map(lambda a, b: (tf.cast(a, tf.float32), b))
           .prefetch(2))
     t0 = time.time()
-    hist = model.fit(ds, epochs=args.epochs, verbose=2)
+    hist = model.fit(ds, epochs=args.epochs, verbose=2)  # with EMA, fit ends by loading the averaged weights
+    if args.ema_momentum is not None:
+        recalibrate_batchnorm(keras, model, x, seed=args.seed)
     train_s = time.time() - t0
 
     # float (Keras) accuracy on the held-out set

@@ -108,7 +108,8 @@ def test_data_options_round_trip_through_the_command_line():
     # at the defaults nothing is passed on and the data file keeps its plain name
     assert make_pitch_data.data_options_argv(defaults) == [] and make_pitch_data.data_options_tag(defaults) == ""
     chosen = make_pitch_data.data_options(ap.parse_args(["--release-end-db", "10", "--varied-releases",
-                                                          "--end-teacher", "dsp", "--bleed-p", "0.5"]))
+                                                          "--end-teacher", "dsp", "--bleed-p", "0.5",
+                                                          "--real-clips", "5"]))
     argv = make_pitch_data.data_options_argv(chosen)
     assert make_pitch_data.data_options(ap.parse_args(argv)) == chosen
     tag = make_pitch_data.data_options_tag(chosen)
@@ -122,3 +123,47 @@ def test_make_pitch_data_writes_a_whole_file_into_a_new_folder(tmp_path):
     assert data["x"].shape[0] == data["f0_hz"].shape[0] == 600  # 2 clips of 300 frames
     assert set(np.unique(data["clip"])) == {0, 1}
     assert [p.name for p in out.parent.iterdir()] == ["train.npz"]  # no temporary file left behind
+
+
+@pytest.fixture
+def one_real_voice(tmp_path, monkeypatch):
+    """A stand-in 'real' recording (a synthetic voice singing A3 = 220 Hz for 1.5 s) under a
+    temporary shared-data folder, as ``--real-clips`` reads them."""
+    from melisma.audio_io import write_audio
+
+    from tools.corpus.voice import NoteSpec, synthesize_voice
+
+    sr = make_pitch_data.SR
+    take = synthesize_voice([NoteSpec(57, 0.3, 1.5, consonant=None)], sr=sr, duration_s=2.2, voice="female", seed=3,
+                            breaths=False)
+    name = f"voice_{tmp_path.name}.wav"  # the teacher is cached by name: one name per test
+    write_audio(tmp_path / name, take.audio, sr=sr)
+    monkeypatch.setattr(make_pitch_data, "SHARED", tmp_path)
+    return ((name, "test"),)
+
+
+def test_real_clip_labels_follow_each_stretch_s_transposition(one_real_voice):
+    x, f0, ignore, info = make_pitch_data.real_clip_arrays(5_000_001, voices=one_real_voice, crepe=False)
+    assert x.shape == (len(f0), 5, 128) and ignore.shape == f0.shape
+    assert len(info["real"]) >= 3  # 8 s of 1.5 s notes set 0.15-0.8 s apart
+    times = np.arange(len(f0)) * make_pitch_data.HOP_LENGTH / make_pitch_data.SR
+    for stretch in info["real"]:
+        inside = (times >= stretch["at_s"]) & (times < stretch["at_s"] + stretch["seconds"]) & (f0 > 0)
+        assert inside.sum() > 30  # the sung note is labelled voiced
+        expected = 220.0 * 2 ** (stretch["semitones"] / 12)
+        cents = 1200 * np.log2(f0[inside] / expected)
+        assert np.median(np.abs(cents)) < 20, stretch  # the label moved with the transposition
+    gaps = f0 == 0
+    assert gaps.sum() > 50 and not ignore[gaps & (times < info["real"][0]["at_s"])].any()  # leading silence is unvoiced
+
+
+def test_real_clips_are_reproducible_from_their_seed(one_real_voice):
+    a = make_pitch_data.real_clip_arrays(5_000_002, voices=one_real_voice, crepe=False)
+    b = make_pitch_data.real_clip_arrays(5_000_002, voices=one_real_voice, crepe=False)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[3] == b[3]
+
+
+def test_real_voice_teacher_names_a_missing_recording(tmp_path, monkeypatch):
+    monkeypatch.setattr(make_pitch_data, "SHARED", tmp_path)
+    with pytest.raises(FileNotFoundError, match="real training voice .*missing"):
+        make_pitch_data.real_voice_teacher("nowhere/absent.wav", crepe=False)
