@@ -33,6 +33,7 @@ from bench_pitch import (
     frame_counts,
     frame_summary,
     merge,
+    parse_model_spec,
 )
 from melisma.analysis.pitch_model import default_model_path
 
@@ -42,13 +43,13 @@ from tools.corpus.scenarios import make_scenario
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--compare-model", action="append", default=[], metavar="LABEL=PATH",
-                    help="also run another int8 model, decoded at a plain 0.5 voicing threshold")
+    ap.add_argument("--compare-model", action="append", default=[], metavar="LABEL=PATH[@HIGH[,LOW]]",
+                    help="also run another int8 model, with its own voicing threshold and hysteresis low "
+                         "threshold (default: the tracker's); repeatable")
     args = ap.parse_args(argv)
     trackers = [Melisma(default_model_path(), "melisma int8 (ours)")]
     for spec in args.compare_model:
-        label, _, path = spec.rpartition("=")
-        trackers.append(Melisma(Path(path), label, (0.5, None)))
+        trackers.append(Melisma(*parse_model_spec(spec)))
     trackers += [Swift(), Dsp()]
     print(f"{'bleed':>8s} {'tracker':24s} {'RPA':>6s} {'VFA':>6s}")
     for bleed_db in (-15.0, -6.0):

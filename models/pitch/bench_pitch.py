@@ -76,6 +76,23 @@ class Melisma(Tracker):
         return tr.times_s, tr.hz
 
 
+def parse_model_spec(spec: str) -> tuple[Path, str, tuple[float, float | None] | None]:
+    """``LABEL=PATH[@HIGH[,LOW]]`` -> (path, label, voicing thresholds or None for the tracker's own).
+
+    >>> parse_model_spec("old=/m/pitch.tflite@0.9,0.4")
+    (PosixPath('/m/pitch.tflite'), 'old', (0.9, 0.4))
+    """
+    label, eq, rest = spec.rpartition("=")
+    path, _, thr = rest.partition("@")
+    if not eq or not label or not path:
+        raise SystemExit(f"--compare-model {spec!r}: expected LABEL=PATH[@HIGH[,LOW]], e.g. old=old.tflite@0.9,0.4")
+    thresholds = None
+    if thr:
+        hi, _, lo = thr.partition(",")
+        thresholds = (float(hi), float(lo) if lo else None)
+    return Path(path), label, thresholds
+
+
 class Swift(Tracker):
     name = "SwiftF0"
 
@@ -410,13 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.float_model:
         trackers.append(Melisma(Path(args.float_model), "melisma float32 (ours)"))
     for spec in args.compare_model:
-        label, _, path = spec.rpartition("=")
-        path, _, thr = path.partition("@")
-        thresholds = None
-        if thr:
-            hi, _, lo = thr.partition(",")
-            thresholds = (float(hi), float(lo) if lo else None)
-        trackers.append(Melisma(Path(path), label, thresholds))
+        trackers.append(Melisma(*parse_model_spec(spec)))
     if "swift" not in args.skip:
         trackers.append(Swift())
     if "crepe" not in args.skip:
