@@ -255,11 +255,13 @@ def real_voice_teacher(rel_path: str, *, crepe: bool = True) -> tuple[np.ndarray
 
 
 def real_clip_arrays(seed: int, duration_s: float = 8.0, *, reverb_tail_s: float = 0.1, snr_power: float = 1.0,
-                     crepe: bool = True, voices: tuple[tuple[str, str], ...] = REAL_TRAINING_VOICES,
+                     bleed_p: float = 0.3, crepe: bool = True,
+                     voices: tuple[tuple[str, str], ...] = REAL_TRAINING_VOICES,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Like :func:`clip_arrays`, from real voices: stretches of the recordings in ``voices``, each
     transposed by -4..+4 semitones (resampled, so it also runs faster or slower) and set 0.15-0.8 s
-    apart, then damaged like a phone take (:func:`phone_damage`; no backing bleed). Labels come
+    apart, with backing bleed as often as the synthetic clips (``bleed_p``; a backing in a random
+    key, since the voices sing no set key), then damaged like a phone take (:func:`phone_damage`). Labels come
     from :func:`real_voice_teacher`; untrusted frames, and voiced frames within 50 ms of a cut
     made to fit the clip, are left out of both losses."""
     import soxr
@@ -308,6 +310,15 @@ def real_clip_arrays(seed: int, duration_s: float = 8.0, *, reverb_tail_s: float
         info["real"].append({"file": voices[k][0], "semitones": round(semitones, 2), "at_s": at * HOP_LENGTH / SR,
                              "seconds": take * HOP_LENGTH / SR})
         at += take + round(float(rng.uniform(0.15, 0.8)) * SR / HOP_LENGTH)
+    if rng.random() < bleed_p:
+        key = Key(int(rng.integers(12)), str(rng.choice(list(MODES))))
+        tempo = float(rng.uniform(60, 150))
+        chords = generate_melody(key, tempo_bpm=tempo, duration_s=duration_s, seed=seed).chords
+        backing = make_backing(key, tempo_bpm=tempo, duration_s=duration_s, sr=SR, chords=chords, seed=seed,
+                               renderer="numpy")
+        bleed_db = float(rng.uniform(-25.0, -8.0))
+        y = y + degrade.speaker_bleed(backing.audio, SR, bleed_db=bleed_db, reference=y, seed=seed)[: len(y)]
+        info["bleed_db"] = bleed_db
     y = phone_damage(y, rng, info, seed=seed, snr_power=snr_power)
     feats, _, level_db = spectrogram_features(y)
     n = min(len(feats), n_frames)
@@ -537,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--real-clips {real_clips} is negative; use 0 (none) or more")
     one_clip = functools.partial(clip_arrays, duration_s=args.duration_s, **options)
     one_real = functools.partial(real_clip_arrays, duration_s=args.duration_s, reverb_tail_s=options["reverb_tail_s"],
-                                 snr_power=options["snr_power"])
+                                 snr_power=options["snr_power"], bleed_p=options["bleed_p"])
     real_seeds = [REAL_SEED_OFFSET + args.seed_base + i for i in range(real_clips)]
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
