@@ -19,6 +19,11 @@ Every clip is drawn from its seed alone (so the data set is reproducible):
   ``$MELISMA_SHARED_DATA/noise``) at 0-35 dB SNR; mains hum; a phone microphone's band limit;
   clipping; an AAC round trip at 32-128 kb/s; and a random level.
 
+With ``--real-clips N`` it adds N clips of real voices (:data:`REAL_TRAINING_VOICES`, permissively
+licensed recordings from ``$MELISMA_SHARED_DATA``, never evaluation recordings), transposed,
+given backing bleed and damaged the same way, labelled by a teacher (:func:`real_voice_teacher`).
+The committed model used none.
+
 Output: one ``.npz`` with ``x`` (frames, 5, 128) float16 model inputs (three spectral context
 rows and two level rows, see :mod:`melisma.analysis.pitch_model`; a model without level input
 trains on the first three), ``f0_hz`` (frames,) truth at the frame centres
