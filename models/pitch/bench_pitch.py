@@ -222,7 +222,7 @@ def paired_bootstrap(a: dict, b: dict, *, n_boot: int = 2000, seed: int = 0) -> 
             draws[k][i] = ra[k] - rb[k]
     out = {k: {"diff": float(whole[k]), "ci95": [float(q) for q in np.percentile(draws[k], [2.5, 97.5])]} for k in whole}
     out["p_a_at_least_b"] = float(np.mean(draws["overall"] >= 0))
-    out["blocks"] = int(len(blocks))
+    out["blocks"] = len(blocks)
     return out
 
 
