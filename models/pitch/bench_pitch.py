@@ -111,15 +111,9 @@ class CrepeTiny(Tracker):
     name = "CREPE tiny"
 
     def __init__(self):
-        try:
-            import torchaudio  # noqa: F401
-        except Exception:  # noqa: BLE001 - PyPI's torchaudio does not load with torch 2.13
-            for mod in [m for m in sys.modules if m.split(".")[0] == "torchaudio"]:
-                del sys.modules[mod]
-            sys.path.insert(0, str(HERE / "bench_stubs"))  # a stand-in, on this script's path only
-        import torch
-        import torchcrepe
+        from make_pitch_data import import_torchcrepe
 
+        torch, torchcrepe = import_torchcrepe()
         torch.set_num_threads(1)
         self.torch, self.crepe = torch, torchcrepe
         w = Path(torchcrepe.__file__).parent / "assets" / "tiny.pth"

@@ -210,17 +210,25 @@ REAL_TRAINING_VOICES: tuple[tuple[str, str], ...] = (
 TEACHER_AGREEMENT_CENTS = 50.0
 
 
-def _crepe_full_f0(y: np.ndarray) -> np.ndarray:
-    """torchcrepe 'full' f0 (Hz, every 10 ms frame, no voicing decision) of 16 kHz audio."""
+def import_torchcrepe():
+    """``(torch, torchcrepe)`` from the training environment. PyPI's torchaudio does not load with
+    every torch build and torchcrepe needs only its name, so a stand-in from ``bench_stubs`` (on
+    this folder's path only) takes its place when the real one fails."""
     try:
         import torchaudio  # noqa: F401
-    except Exception:  # noqa: BLE001 - PyPI's torchaudio does not load with every torch; torchcrepe needs only its name
+    except Exception:  # noqa: BLE001 - any import failure of the real package
         for mod in [m for m in sys.modules if m.split(".")[0] == "torchaudio"]:
             del sys.modules[mod]
         sys.path.insert(0, str(Path(__file__).resolve().parent / "bench_stubs"))
     import torch
     import torchcrepe
 
+    return torch, torchcrepe
+
+
+def _crepe_full_f0(y: np.ndarray) -> np.ndarray:
+    """torchcrepe 'full' f0 (Hz, every 10 ms frame, no voicing decision) of 16 kHz audio."""
+    torch, torchcrepe = import_torchcrepe()
     with torch.no_grad():
         f0 = torchcrepe.predict(torch.from_numpy(np.asarray(y, np.float32))[None], SR, hop_length=HOP_LENGTH,
                                 fmin=50.0, fmax=1500.0, model="full", batch_size=256, device="cpu")
@@ -236,7 +244,6 @@ def real_voice_teacher(rel_path: str, *, crepe: bool = True) -> tuple[np.ndarray
     are where human annotators draw them: on vocadito its note ends sit a median 2.5 ms from the
     annotation). With ``crepe``, voiced frames where torchcrepe 'full' disagrees with it by more than
     :data:`TEACHER_AGREEMENT_CENTS` are not trusted."""
-    from melisma.analysis.pitch import DspPitchTracker
     from melisma.audio_io import load_audio
 
     path = SHARED / rel_path
@@ -246,9 +253,7 @@ def real_voice_teacher(rel_path: str, *, crepe: bool = True) -> tuple[np.ndarray
     y, _ = load_audio(path, sr=SR, mono=True)
     y = np.asarray(y, np.float32)
     n = len(y) // HOP_LENGTH + 1
-    track = DspPitchTracker(fmax_hz=1400.0).track(y, sr=SR)
-    idx = np.clip(np.round(np.arange(n) * (HOP_LENGTH / SR) / track.hop_s).astype(int), 0, len(track.hz) - 1)
-    f0 = np.asarray(track.hz, np.float64)[idx]
+    f0 = dsp_teacher_f0(y, n)
     trusted = np.ones(n, bool)
     if crepe:
         c = _crepe_full_f0(y)
@@ -417,14 +422,19 @@ def trim_to_teacher(f0_frames: np.ndarray, teacher_voiced: np.ndarray, *, max_tr
     return out
 
 
-def dsp_teacher_voicing(dry: np.ndarray, n_frames: int) -> np.ndarray:
-    """Voicing of the pYIN-style DSP tracker (``melisma.analysis.pitch.DspPitchTracker``, range
-    widened to the training range) on the dry voice, at the model's frame centres."""
+def dsp_teacher_f0(y: np.ndarray, n_frames: int) -> np.ndarray:
+    """f0 (Hz, 0 = unvoiced) of the pYIN-style DSP tracker (``melisma.analysis.pitch.DspPitchTracker``,
+    range widened to the training range) on clean audio, at the model's frame centres."""
     from melisma.analysis.pitch import DspPitchTracker
 
-    track = DspPitchTracker(fmax_hz=1400.0).track(dry, sr=SR)
+    track = DspPitchTracker(fmax_hz=1400.0).track(y, sr=SR)
     idx = np.clip(np.round(np.arange(n_frames) * (HOP_LENGTH / SR) / track.hop_s).astype(int), 0, len(track.hz) - 1)
-    return track.hz[idx] > 0
+    return np.asarray(track.hz, np.float64)[idx]
+
+
+def dsp_teacher_voicing(dry: np.ndarray, n_frames: int) -> np.ndarray:
+    """Voicing of :func:`dsp_teacher_f0` on the dry voice."""
+    return dsp_teacher_f0(dry, n_frames) > 0
 
 
 def frame_level_db(y: np.ndarray, n_frames: int, window_s: float = 0.02) -> np.ndarray:
