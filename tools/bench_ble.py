@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "companion"))  # a tool script, not library code
 
 from bumble.link import LocalLink  # noqa: E402
-
 from melisma import protocol as p  # noqa: E402
 from melisma.device.ble_server import MelismaBox, local_link_hci  # noqa: E402
 from melisma_companion.bumble_backend import BumbleCentral  # noqa: E402

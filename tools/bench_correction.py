@@ -27,15 +27,16 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from melisma.render.correct import CorrectionSettings, EXCURSION_TYPES, hard_tune, hz_to_midi, target_f0  # noqa: E402
-from melisma.render.resynth import shift_pitch  # noqa: E402
+from melisma.render.correct import EXCURSION_TYPES, CorrectionSettings, hard_tune, hz_to_midi, target_f0
+from melisma.render.resynth import shift_pitch
 
 # ---------------------------------------------------------------------------------------------
 # Measurement
@@ -160,7 +161,9 @@ def vibrato_stats(f0_hz: np.ndarray, *, hop_s: float, start_s: float, end_s: flo
     return extent, rate
 
 
-def shape_correlation(before_hz: np.ndarray, after_hz: np.ndarray, *, hop_s: float, start_s: float, end_s: float) -> tuple[float, float]:
+def shape_correlation(
+    before_hz: np.ndarray, after_hz: np.ndarray, *, hop_s: float, start_s: float, end_s: float
+) -> tuple[float, float]:
     """(Pearson correlation, RMS difference in cents after removing the mean offset) of two f0
     curves over a span."""
     frames = _frames_in(start_s, end_s, hop_s, min(before_hz.size, after_hz.size))
@@ -174,7 +177,9 @@ def shape_correlation(before_hz: np.ndarray, after_hz: np.ndarray, *, hop_s: flo
     return corr, float(np.sqrt(np.mean(diff**2)))
 
 
-def lpc_envelope_db(y: np.ndarray, *, sr: int, order: int | None = None, n_freqs: int = 512, fmax_hz: float = 5000.0) -> tuple[np.ndarray, np.ndarray]:
+def lpc_envelope_db(
+    y: np.ndarray, *, sr: int, order: int | None = None, n_freqs: int = 512, fmax_hz: float = 5000.0
+) -> tuple[np.ndarray, np.ndarray]:
     """LPC spectral envelope (dB, normalised to 0 dB mean) of a whole segment, from its
     frame-averaged autocorrelation. Returns (freqs_hz, envelope_db)."""
     from scipy.linalg import solve_toeplitz
@@ -226,14 +231,21 @@ def harmonic_amplitudes_db(
         lo = np.searchsorted(f, ks * f0 - f0 / 4)
         hi = np.maximum(np.searchsorted(f, ks * f0 + f0 / 4), lo + 1)
         rows_f.append(ks * f0)
-        rows_a.append(20 * np.log10(np.array([mag[a:b, j].max() for a, b in zip(lo, hi)]) + 1e-12))
+        rows_a.append(20 * np.log10(np.array([mag[a:b, j].max() for a, b in zip(lo, hi, strict=False)]) + 1e-12))
     n = min(r.size for r in rows_a)
     return np.mean([r[:n] for r in rows_f], 0), np.mean([r[:n] for r in rows_a], 0)
 
 
 def harmonic_envelope_error_db(
-    before: np.ndarray, after: np.ndarray, *, sr: int, f0_before_hz: np.ndarray, f0_after_hz: np.ndarray,
-    hop_s: float, start_s: float, end_s: float,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    sr: int,
+    f0_before_hz: np.ndarray,
+    f0_after_hz: np.ndarray,
+    hop_s: float,
+    start_s: float,
+    end_s: float,
 ) -> float:
     """Formant preservation: RMS (dB) between the shifted voice's harmonic levels and the
     original's spectral envelope (its harmonic levels, interpolated) at the new harmonic
@@ -276,13 +288,22 @@ def demo_take(*, sr: int = 24000, seed: int = 1, voice: str = "female"):
     from tools.corpus.voice import NoteSpec, synthesize_voice
 
     notes = [
-        NoteSpec(74, 0.10, 1.30, detune_cents=35.0, ornaments=[{"type": "vibrato", "rate_hz": 6.0, "extent_cents": 100.0,
-                                                                  "onset_ms": 200.0, "fade_in_ms": 150.0}]),
-        NoteSpec(76, 1.55, 0.60, detune_cents=-30.0, ornaments=[{"type": "slide_in", "duration_ms": 180.0, "interval_cents": -250.0}]),
+        NoteSpec(
+            74,
+            0.10,
+            1.30,
+            detune_cents=35.0,
+            ornaments=[{"type": "vibrato", "rate_hz": 6.0, "extent_cents": 100.0, "onset_ms": 200.0, "fade_in_ms": 150.0}],
+        ),
+        NoteSpec(
+            76, 1.55, 0.60, detune_cents=-30.0, ornaments=[{"type": "slide_in", "duration_ms": 180.0, "interval_cents": -250.0}]
+        ),
         NoteSpec(69, 2.30, 0.50, detune_cents=25.0, ornaments=[{"type": "grace", "duration_ms": 110.0, "interval_cents": 200.0}]),
         NoteSpec(67, 2.95, 0.45, detune_cents=-40.0, ornaments=[{"type": "portamento", "duration_ms": 160.0}]),
         NoteSpec(69, 3.40, 0.45, detune_cents=30.0),
-        NoteSpec(72, 4.00, 0.60, detune_cents=-25.0, ornaments=[{"type": "slide_out", "duration_ms": 200.0, "interval_cents": -300.0}]),
+        NoteSpec(
+            72, 4.00, 0.60, detune_cents=-25.0, ornaments=[{"type": "slide_out", "duration_ms": 200.0, "interval_cents": -300.0}]
+        ),
     ]
     return synthesize_voice(notes, sr=sr, voice=voice, seed=seed, breaths=False)
 
@@ -355,14 +376,19 @@ def formant_check(sr: int = 48000, seed: int = 3) -> dict[str, Any]:
         res[f"{voice}_input_hnr_db"] = round(hnr_db(yin_track(take.audio[a:b], sr=sr, hop_s=take.hop_s)[1]), 1)
         for semis in (-2.0, 2.0):
             tgt = take.f0_hz * 2 ** (semis / 12)
-            outs = {m: shift_pitch(take.audio, sr=sr, f0_hz=take.f0_hz, hop_s=take.hop_s, target_f0_hz=tgt, method=m)
-                    for m in ("psola", "world")}
+            outs = {
+                m: shift_pitch(take.audio, sr=sr, f0_hz=take.f0_hz, hop_s=take.hop_s, target_f0_hz=tgt, method=m)
+                for m in ("psola", "world")
+            }
             outs["chipmunk"] = chipmunk_shift(take.audio, semis)
             for name, out in outs.items():
                 key = f"{voice}_{name}_{semis:+.0f}st"
-                res[f"{key}_harm_env_db"] = round(harmonic_envelope_error_db(
-                    take.audio, out, sr=sr, f0_before_hz=take.f0_hz, f0_after_hz=tgt, hop_s=take.hop_s,
-                    start_s=a_s, end_s=b_s), 2)
+                res[f"{key}_harm_env_db"] = round(
+                    harmonic_envelope_error_db(
+                        take.audio, out, sr=sr, f0_before_hz=take.f0_hz, f0_after_hz=tgt, hop_s=take.hop_s, start_s=a_s, end_s=b_s
+                    ),
+                    2,
+                )
                 res[f"{key}_lpc_env_db"] = round(envelope_distance_db(take.audio[a:b], out[a:b], sr=sr), 2)
                 if name != "chipmunk":
                     res[f"{key}_hnr_db"] = round(hnr_db(yin_track(out[a:b], sr=sr, hop_s=take.hop_s)[1]), 1)
@@ -424,8 +450,12 @@ def plot_take(take, curves: dict[str, np.ndarray], path: Path) -> None:
 
     t = np.arange(take.f0_hz.size) * take.hop_s
     fig, ax = plt.subplots(figsize=(12, 5))
-    styles = {"input (re-tracked)": ("0.6", 2.5), "melisma (re-tracked)": ("tab:blue", 1.2),
-              "hard-tune (re-tracked)": ("tab:red", 1.0), "melisma target": ("k", 0.6)}
+    styles = {
+        "input (re-tracked)": ("0.6", 2.5),
+        "melisma (re-tracked)": ("tab:blue", 1.2),
+        "hard-tune (re-tracked)": ("tab:red", 1.0),
+        "melisma target": ("k", 0.6),
+    }
     voiced = take.f0_hz > 0
     for label, curve in curves.items():
         m = hz_to_midi(curve[: t.size])
@@ -448,7 +478,12 @@ def plot_take(take, curves: dict[str, np.ndarray], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("out/bench_correction"), help="folder for results.json and the plot (out/ is git-ignored)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/bench_correction"),
+        help="folder for results.json and the plot (out/ is git-ignored)",
+    )
     parser.add_argument("--quick", action="store_true", help="short takes, 30 s speed test")
     parser.add_argument("--sr", type=int, default=48000)
     args = parser.parse_args(argv)
@@ -456,8 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     takes = [("demo", demo_take(sr=args.sr), [2, 4, 7, 9, 11, 0, 5])]
     for seed in (1, 2) if args.quick else (1, 2, 3, 4):
-        take, key = song_take(duration_s=12.0 if args.quick else 20.0, sr=args.sr, seed=seed,
-                              key=["C major", "A minor", "D shang", "G zhi"][seed - 1])
+        take, key = song_take(
+            duration_s=12.0 if args.quick else 20.0,
+            sr=args.sr,
+            seed=seed,
+            key=["C major", "A minor", "D shang", "G zhi"][seed - 1],
+        )
         takes.append((f"song{seed}", take, key.pitch_classes()))
 
     results: dict[str, Any] = {"takes": {}}
@@ -466,8 +505,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref_track, _ = yin_track(take.audio, sr=take.sr, hop_s=take.hop_s)
         per: dict[str, Any] = {"none": evaluate(take, take.audio, ref_track)}
         curves = {"input (re-tracked)": ref_track}
-        variants = (("melisma_keep", CorrectionSettings(), "psola"), ("melisma_soften", CorrectionSettings(ornaments="soften"), "psola"),
-                    ("melisma_world", CorrectionSettings(), "world"))
+        variants = (
+            ("melisma_keep", CorrectionSettings(), "psola"),
+            ("melisma_soften", CorrectionSettings(ornaments="soften"), "psola"),
+            ("melisma_world", CorrectionSettings(), "world"),
+        )
         for label, settings, method in variants:
             tgt, out, el = correct_take(take, settings, method=method)
             per[label] = evaluate(take, out, ref_track) | {"resynth_s_per_audio_s": round(el / (take.audio.size / take.sr), 5)}
@@ -488,12 +530,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["speed"] = speed(30.0 if args.quick else 180.0, sr=args.sr)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
-    print(f"{'take':8s} {'method':15s} {'|err| med':>9s} {'p90':>6s} {'vib kept%':>9s} {'rate Δ':>7s} {'slide r':>7s} {'slide rms':>9s} {'HNR dB':>7s}")
-    fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
+    print(
+        f"{'take':8s} {'method':15s} {'|err| med':>9s} {'p90':>6s} {'vib kept%':>9s} {'rate Δ':>7s} {'slide r':>7s} {'slide rms':>9s} {'HNR dB':>7s}"
+    )
+    fmt = lambda v, f: f.format(v) if v is not None else "-"  # noqa: E731
     for name, label, r in rows:
-        print(f"{name:8s} {label:15s} {r['median_abs_cents_error']:9.1f} {r['p90_abs_cents_error']:6.1f} "
-              f"{fmt(r['vibrato_extent_kept_pct'], '{:9.1f}'):>9s} {fmt(r['vibrato_rate_change_hz'], '{:7.2f}'):>7s} "
-              f"{fmt(r['slide_shape_corr'], '{:7.3f}'):>7s} {fmt(r['slide_shape_rms_cents'], '{:9.1f}'):>9s} {r['hnr_db']:7.1f}")
+        print(
+            f"{name:8s} {label:15s} {r['median_abs_cents_error']:9.1f} {r['p90_abs_cents_error']:6.1f} "
+            f"{fmt(r['vibrato_extent_kept_pct'], '{:9.1f}'):>9s} {fmt(r['vibrato_rate_change_hz'], '{:7.2f}'):>7s} "
+            f"{fmt(r['slide_shape_corr'], '{:7.3f}'):>7s} {fmt(r['slide_shape_rms_cents'], '{:9.1f}'):>9s} {r['hnr_db']:7.1f}"
+        )
     print("formants (LPC envelope distance, dB):", json.dumps(results["formants"]))
     print("speed:", json.dumps(results["speed"]))
     print(f"wrote {args.out / 'results.json'} and {args.out / 'f0_before_after.png'}")

@@ -6,7 +6,8 @@ only runs the mix), per-stage times, and re-render times (full and a 10 s previe
 targets. Re-renders are timed twice: in a fresh process (plan load and imports included, as a CLI
 call pays) and in a warm one that loads the plan once and re-renders as sliders move (what the
 long-running device service pays, the latency a user feels). The warm figures are the best of
-the timed renders after one warm-up render; the targets are (full mix ≤ 0.05 × real time, peak RSS ≤ 250 MB, full re-render ≤ 2 s, preview ≤ 0.2 s).
+the timed renders after one warm-up render; the targets are (full mix ≤ 0.05 × real time, peak RSS ≤ 250 MB,
+full re-render ≤ 2 s, preview ≤ 0.2 s).
 Each measurement runs in its own process pinned to CPU 0 with one BLAS/OpenMP thread.
 
     .venv/bin/python tools/bench_mix.py [--duration 180] [--repeat 3] [--keep DIR]
@@ -127,14 +128,16 @@ def run_child(kind: str, args: dict) -> dict:
 def make_inputs(folder: Path, duration_s: float) -> tuple[Path, Path]:
     sys.path.insert(0, str(ROOT))
     from melisma import audio_io
+
     from tools.corpus.scenarios import make_scenario
 
     take, backing = folder / "take.m4a", folder / "backing.m4a"
     if take.exists() and backing.exists():
         return take, backing
     print(f"making a {duration_s:.0f} s phone take and backing ...", file=sys.stderr)
-    sc = make_scenario(seed=2024, duration_s=duration_s, sr=48000, offset_ms=180.0, bleed_db=-15.0,
-                       snr_db=15.0, hum_hz=50, aac_kbps=64)
+    sc = make_scenario(
+        seed=2024, duration_s=duration_s, sr=48000, offset_ms=180.0, bleed_db=-15.0, snr_db=15.0, hum_hz=50, aac_kbps=64
+    )
     audio_io.write_audio(take, sc.take, sr=48000, bit_rate=64000, overwrite=True)
     audio_io.write_audio(backing, sc.backing, sr=48000, bit_rate=128000, overwrite=True)
     return take, backing
@@ -156,22 +159,55 @@ def main() -> None:
     take, backing = make_inputs(folder, args.duration)
     plan = folder / "plan.json"
 
-    mix = best([run_child("mix", {"take": str(take), "backing": str(backing), "out": str(folder / "mix.m4a")})
-                for _ in range(args.repeat)])
-    analyze = best([run_child("analyze", {"take": str(take), "backing": str(backing), "plan": str(plan)})
-                    for _ in range(args.repeat)])
-    render = best([run_child("render", {"plan": str(plan), "out": str(folder / "rerender.wav"), "sliders": {"reverb": 0.5}})
-                   for _ in range(args.repeat)])
-    preview = best([run_child("render", {"plan": str(plan), "out": str(folder / "preview.wav"), "sliders": {"warmth": 0.5},
-                                         "start": args.duration / 2, "duration": 10.0})
-                    for _ in range(args.repeat)])
-    warm = run_child("warm", {"plan": str(plan), "out": str(folder / "rerender-warm.wav"),
-                              "preview": str(folder / "preview-warm.wav"), "start": args.duration / 2,
-                              "repeat": max(2, args.repeat)})["warm"]
+    mix = best(
+        [
+            run_child("mix", {"take": str(take), "backing": str(backing), "out": str(folder / "mix.m4a")})
+            for _ in range(args.repeat)
+        ]
+    )
+    analyze = best(
+        [run_child("analyze", {"take": str(take), "backing": str(backing), "plan": str(plan)}) for _ in range(args.repeat)]
+    )
+    render = best(
+        [
+            run_child("render", {"plan": str(plan), "out": str(folder / "rerender.wav"), "sliders": {"reverb": 0.5}})
+            for _ in range(args.repeat)
+        ]
+    )
+    preview = best(
+        [
+            run_child(
+                "render",
+                {
+                    "plan": str(plan),
+                    "out": str(folder / "preview.wav"),
+                    "sliders": {"warmth": 0.5},
+                    "start": args.duration / 2,
+                    "duration": 10.0,
+                },
+            )
+            for _ in range(args.repeat)
+        ]
+    )
+    warm = run_child(
+        "warm",
+        {
+            "plan": str(plan),
+            "out": str(folder / "rerender-warm.wav"),
+            "preview": str(folder / "preview-warm.wav"),
+            "start": args.duration / 2,
+            "repeat": max(2, args.repeat),
+        },
+    )["warm"]
 
     d = args.duration
     rows = [
-        ("full mix (analyse + render + write)", f"{mix['elapsed_s']:.2f} s", f"{mix['elapsed_s'] / d:.4f} × real time", "≤ 0.05 ×"),
+        (
+            "full mix (analyse + render + write)",
+            f"{mix['elapsed_s']:.2f} s",
+            f"{mix['elapsed_s'] / d:.4f} × real time",
+            "≤ 0.05 ×",
+        ),
         ("  same, CPU time (steadier on a busy machine)", f"{mix['cpu_s']:.2f} s", f"{mix['cpu_s'] / d:.4f} × real time", ""),
         ("peak RSS, full mix process", f"{mix['peak_rss_mb']:.0f} MB", "", "≤ 250 MB"),
         ("analyse only", f"{analyze['elapsed_s']:.2f} s", f"{analyze['elapsed_s'] / d:.4f} × real time", ""),
@@ -190,19 +226,29 @@ def main() -> None:
         if isinstance(stages, dict):
             for stage, secs in stages.items():
                 print(f"    {phase + '.' + stage:<42} {secs:8.3f} s")
-    print("  warm process, each timed render: re-render " + ", ".join(f"{t:.2f}" for t in warm["render"])
-          + " s; preview " + ", ".join(f"{t * 1000:.0f}" for t in warm["preview"]) + " ms")
+    print(
+        "  warm process, each timed render: re-render "
+        + ", ".join(f"{t:.2f}" for t in warm["render"])
+        + " s; preview "
+        + ", ".join(f"{t * 1000:.0f}" for t in warm["preview"])
+        + " ms"
+    )
     peer = run_peer(plan.with_name(plan.name + ".cache") / "vocal.npy") if not args.no_peer else None
-    ours = mix["timings_s"].get("analysis", {}).get("analyse_pitch", float("nan")) + \
-        mix["timings_s"].get("render", {}).get("correct_pitch", float("nan"))
+    ours = mix["timings_s"].get("analysis", {}).get("analyse_pitch", float("nan")) + mix["timings_s"].get("render", {}).get(
+        "correct_pitch", float("nan")
+    )
     if peer:
         theirs = peer["pyin_s"] + peer["world_s"]
-        print(f"  peer in the same run — pitch analysis + correction of this take: Melisma {ours:.2f} s "
-              f"(DSP tracker, notes, ornament model, key, PSOLA) vs librosa pYIN {peer['pyin_s']:.1f} s + "
-              f"WORLD {peer['world_s']:.1f} s = {theirs:.1f} s: {theirs / ours:.0f}x faster")
+        print(
+            f"  peer in the same run — pitch analysis + correction of this take: Melisma {ours:.2f} s "
+            f"(DSP tracker, notes, ornament model, key, PSOLA) vs librosa pYIN {peer['pyin_s']:.1f} s + "
+            f"WORLD {peer['world_s']:.1f} s = {theirs:.1f} s: {theirs / ours:.0f}x faster"
+        )
     else:
         print("  peer (librosa pYIN + WORLD) skipped: pip install librosa pyworld, or --no-peer was given")
-    print(f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB")
+    print(
+        f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB"
+    )
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -66,10 +66,23 @@ def aac_roundtrip(y: np.ndarray, sr: int, kbps: int) -> np.ndarray:
     return z
 
 
-def make_stem_scenario(voice: np.ndarray, backing: np.ndarray, *, sr: int, seed: int, offset_ms: float,
-                       bleed_db: float | None, snr_db: float, hum_hz: float | None = None,
-                       reverb: bool = False, rir: np.ndarray | None = None, aac_kbps: int | None = None, clip_fraction: float = 0.0,
-                       speaker_lo_hz: float = 300.0, speaker_hi_hz: float = 4000.0):
+def make_stem_scenario(
+    voice: np.ndarray,
+    backing: np.ndarray,
+    *,
+    sr: int,
+    seed: int,
+    offset_ms: float,
+    bleed_db: float | None,
+    snr_db: float,
+    hum_hz: float | None = None,
+    reverb: bool = False,
+    rir: np.ndarray | None = None,
+    aac_kbps: int | None = None,
+    clip_fraction: float = 0.0,
+    speaker_lo_hz: float = 300.0,
+    speaker_hi_hz: float = 4000.0,
+):
     """A phone take: voice + (speaker-filtered, delayed) backing bleed + noise [+ hum, reverb, AAC]."""
     import pedalboard as pb
 
@@ -78,7 +91,12 @@ def make_stem_scenario(voice: np.ndarray, backing: np.ndarray, *, sr: int, seed:
     voice_rms = float(np.sqrt(np.mean(voice**2))) + 1e-12
     mix = voice.copy()
     if bleed_db is not None:
-        chain = [pb.HighpassFilter(speaker_lo_hz), pb.HighpassFilter(speaker_lo_hz), pb.LowpassFilter(speaker_hi_hz), pb.LowpassFilter(speaker_hi_hz)]
+        chain = [
+            pb.HighpassFilter(speaker_lo_hz),
+            pb.HighpassFilter(speaker_lo_hz),
+            pb.LowpassFilter(speaker_hi_hz),
+            pb.LowpassFilter(speaker_hi_hz),
+        ]
         if reverb:
             chain.append(pb.Reverb(room_size=0.3, wet_level=0.25, dry_level=0.8, damping=0.5))
         bleed = pb.Pedalboard(chain)(backing.mean(axis=0)[None, :].astype(np.float32), sr)[0]
@@ -86,7 +104,7 @@ def make_stem_scenario(voice: np.ndarray, backing: np.ndarray, *, sr: int, seed:
             from scipy.signal import fftconvolve
 
             # Room between phone speaker and mic; the truth is the direct path (the RIR's peak).
-            h = rir[int(np.argmax(np.abs(rir))):]
+            h = rir[int(np.argmax(np.abs(rir))) :]
             bleed = fftconvolve(bleed, h)[: bleed.size].astype(np.float32)
         bleed *= voice_rms * 10 ** (bleed_db / 20) / (float(np.sqrt(np.mean(bleed**2))) + 1e-12)
         mix = mix + bleed
@@ -151,19 +169,29 @@ def evaluate(cases, *, tol_ms: float = 5.0) -> None:
         confs.append(a.confidence)
         methods.append(a.method)
         bleed = params.get("bleed_db") is not None
-        flag = ("ok " if abs(err) <= tol_ms and a.method == "bleed" else "BAD") if bleed else ("ok " if a.method == "none" else "FA ")
-        print(f"{flag} truth={truth:8.2f} est={a.offset_ms:8.2f} err={err:7.2f} {a.method:6s} conf={a.confidence:.2f} "
-              f"z={a.details.get('peak_z', 0):5.1f} ratio={a.details.get('peak_ratio', 0):4.2f} "
-              f"agree={a.details.get('window_agreement', 0):.2f} {params}")
+        flag = (
+            ("ok " if abs(err) <= tol_ms and a.method == "bleed" else "BAD")
+            if bleed
+            else ("ok " if a.method == "none" else "FA ")
+        )
+        print(
+            f"{flag} truth={truth:8.2f} est={a.offset_ms:8.2f} err={err:7.2f} {a.method:6s} conf={a.confidence:.2f} "
+            f"z={a.details.get('peak_z', 0):5.1f} ratio={a.details.get('peak_ratio', 0):4.2f} "
+            f"agree={a.details.get('window_agreement', 0):.2f} {params}"
+        )
     errs = np.array(errs)
     ok = (np.abs(errs) <= tol_ms) & (np.array(methods) == "bleed")
     confs = np.array(confs)
     print(f"\npass rate (|err|<={tol_ms} ms, method bleed): {ok.mean() * 100:.1f}% of {len(ok)}")
     good = np.abs(errs) <= tol_ms
     if good.any():
-        print("abs error of passes (ms): median %.3f  p95 %.3f  max %.3f" % (np.median(np.abs(errs[good])), np.quantile(np.abs(errs[good]), 0.95), np.abs(errs[good]).max()))
-    print(f"confidence: right answers median {np.median(confs[good]) if good.any() else float('nan'):.2f}, "
-          f"wrong answers max {confs[~good].max() if (~good).any() else float('nan'):.2f}")
+        print(
+            f"abs error of passes (ms): median {np.median(np.abs(errs[good])):.3f}  p95 {np.quantile(np.abs(errs[good]), 0.95):.3f}  max {np.abs(errs[good]).max():.3f}"
+        )
+    print(
+        f"confidence: right answers median {np.median(confs[good]) if good.any() else float('nan'):.2f}, "
+        f"wrong answers max {confs[~good].max() if (~good).any() else float('nan'):.2f}"
+    )
     print(f"runtime per case: median {np.median(times) * 1000:.1f} ms")
 
 
@@ -180,8 +208,10 @@ def perf(duration_s: float = 180.0, sr: int = 48000) -> None:
         t0 = time.perf_counter()
         a = estimate_offset(take, backing, sr=sr)
         times.append(time.perf_counter() - t0)
-    print(f"{duration_s:.0f} s take vs {duration_s:.0f} s stereo backing at {sr} Hz: best {min(times):.3f} s, "
-          f"median {np.median(times):.3f} s; offset {a.offset_ms:.2f} ms ({a.method}, conf {a.confidence:.2f})")
+    print(
+        f"{duration_s:.0f} s take vs {duration_s:.0f} s stereo backing at {sr} Hz: best {min(times):.3f} s, "
+        f"median {np.median(times):.3f} s; offset {a.offset_ms:.2f} ms ({a.method}, conf {a.confidence:.2f})"
+    )
 
 
 def main() -> None:
@@ -212,8 +242,9 @@ def main() -> None:
             p = random_params(rng, i)
             if args.no_bleed:
                 p["bleed_db"] = None
-            take, back, truth = make_stem_scenario(voice, backing, sr=args.sr, seed=args.seed * 1000 + i,
-                                                   rir=rir if i % 2 else None, **p)
+            take, back, truth = make_stem_scenario(
+                voice, backing, sr=args.sr, seed=args.seed * 1000 + i, rir=rir if i % 2 else None, **p
+            )
             cases.append((take, back, truth["offset_ms"], p, args.sr))
     else:
         from tools.corpus.scenarios import make_scenario
@@ -221,10 +252,18 @@ def main() -> None:
         for i in range(args.n):
             p = random_params(rng, i)
             try:
-                sc = make_scenario(seed=args.seed * 1000 + i, duration_s=args.duration, sr=args.sr,
-                                   offset_ms=p["offset_ms"], bleed_db=None if args.no_bleed else p["bleed_db"],
-                                   snr_db=p["snr_db"], hum_hz=p["hum_hz"], clip_fraction=p["clip_fraction"],
-                                   rir="synthetic" if p["reverb"] else None, aac_kbps=p["aac_kbps"])
+                sc = make_scenario(
+                    seed=args.seed * 1000 + i,
+                    duration_s=args.duration,
+                    sr=args.sr,
+                    offset_ms=p["offset_ms"],
+                    bleed_db=None if args.no_bleed else p["bleed_db"],
+                    snr_db=p["snr_db"],
+                    hum_hz=p["hum_hz"],
+                    clip_fraction=p["clip_fraction"],
+                    rir="synthetic" if p["reverb"] else None,
+                    aac_kbps=p["aac_kbps"],
+                )
                 if args.no_bleed:
                     p["bleed_db"] = None
             except Exception as exc:  # the generator refuses a few seeds (e.g. silent voice)

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from melisma import pipeline  # noqa: E402
 from melisma.analysis.loudness import integrated_lufs, true_peak_dbtp  # noqa: E402
 from melisma.audio_io import load_audio, write_audio  # noqa: E402
+
 from tools.corpus import degrade  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -193,8 +194,18 @@ def build_cases(data: Path, *, quick: bool = False) -> list[Case]:
         v30, b30 = loop_to(voice, 5 * voice.size), loop_to(band, 5 * voice.size)
         room, noise = data / ROOMS[0], data / NOISES[0]
         take = phone_take(v30, b30, sr, offset_ms=260.0, bleed_db=-20.0, room=room, noise=noise, snr_db=12.0, seed=7)
-        cases.append(Case("stems30s-bleed20", take, b30, sr, 260.0, True, style="cpop",
-                          recipe={"voice": "stems vocal x5", "bleed_db": -20.0, "room": room.stem, "noise": noise.stem, "snr_db": 12.0}))
+        cases.append(
+            Case(
+                "stems30s-bleed20",
+                take,
+                b30,
+                sr,
+                260.0,
+                True,
+                style="cpop",
+                recipe={"voice": "stems vocal x5", "bleed_db": -20.0, "room": room.stem, "noise": noise.stem, "snr_db": 12.0},
+            )
+        )
 
     # 2. Solo singing over CC0 loops. vocadito (44.1 kHz, 33 s) kept at its own rate.
     vsr = 44100
@@ -202,46 +213,132 @@ def build_cases(data: Path, *, quick: bool = False) -> list[Case]:
     vocadito = vocadito[: 20 * vsr]
     loops_a = ("loop_compus", "guit_em9")
     back_v = loop_backing(data, vocadito.size, vsr, loops=loops_a)
-    take = phone_take(vocadito, back_v, vsr, offset_ms=180.0, bleed_db=-15.0, room=data / ROOMS[0],
-                      noise=data / NOISES[1], snr_db=15.0, seed=11)
-    cases.append(Case("vocadito-bleed15", take, back_v, vsr, 180.0, True, style="ballad",
-                      recipe={"voice": "vocadito_1 0-20 s", "backing": "+".join(loops_a), "bleed_db": -15.0,
-                              "room": Path(ROOMS[0]).stem, "noise": Path(NOISES[1]).stem, "snr_db": 15.0}))
+    take = phone_take(
+        vocadito, back_v, vsr, offset_ms=180.0, bleed_db=-15.0, room=data / ROOMS[0], noise=data / NOISES[1], snr_db=15.0, seed=11
+    )
+    cases.append(
+        Case(
+            "vocadito-bleed15",
+            take,
+            back_v,
+            vsr,
+            180.0,
+            True,
+            style="ballad",
+            recipe={
+                "voice": "vocadito_1 0-20 s",
+                "backing": "+".join(loops_a),
+                "bleed_db": -15.0,
+                "room": Path(ROOMS[0]).stem,
+                "noise": Path(NOISES[1]).stem,
+                "snr_db": 15.0,
+            },
+        )
+    )
     if not quick:
         # Headphones: the vocadito voice (not from the stems) over the stems' band, calibrated latency.
         v6 = vocadito[5 * vsr : 5 * vsr + int(band.shape[1] * vsr / sr)]
-        band44 = np.ascontiguousarray(np.stack([np.interp(np.arange(v6.size) * sr / vsr, np.arange(band.shape[1]), ch)
-                                                for ch in band]).astype(np.float32))
-        take = phone_take(v6, band44, vsr, offset_ms=120.0, bleed_db=None, room=data / ROOMS[1],
-                          noise=data / NOISES[3], snr_db=18.0, seed=12)
-        cases.append(Case("vocadito/stemsband-hp", take, band44, vsr, 120.0, False, latency_ms=120.0 + 3.0, style="western",
-                          recipe={"voice": "vocadito_1 5-11 s", "backing": "stems band", "room": Path(ROOMS[1]).stem,
-                                  "noise": Path(NOISES[3]).stem, "snr_db": 18.0, "latency_error_ms": 3.0}))
+        band44 = np.ascontiguousarray(
+            np.stack([np.interp(np.arange(v6.size) * sr / vsr, np.arange(band.shape[1]), ch) for ch in band]).astype(np.float32)
+        )
+        take = phone_take(
+            v6, band44, vsr, offset_ms=120.0, bleed_db=None, room=data / ROOMS[1], noise=data / NOISES[3], snr_db=18.0, seed=12
+        )
+        cases.append(
+            Case(
+                "vocadito/stemsband-hp",
+                take,
+                band44,
+                vsr,
+                120.0,
+                False,
+                latency_ms=120.0 + 3.0,
+                style="western",
+                recipe={
+                    "voice": "vocadito_1 5-11 s",
+                    "backing": "stems band",
+                    "room": Path(ROOMS[1]).stem,
+                    "noise": Path(NOISES[3]).stem,
+                    "snr_db": 18.0,
+                    "latency_error_ms": 3.0,
+                },
+            )
+        )
         # The same without any calibration: the engine must not invent an offset.
-        cases.append(Case("vocadito/stemsband-hp-nocal", take, band44, vsr, 120.0, False, latency_ms=None, style="western",
-                          recipe={"voice": "vocadito_1 5-11 s", "backing": "stems band", "note": "no bleed, no calibration"}))
+        cases.append(
+            Case(
+                "vocadito/stemsband-hp-nocal",
+                take,
+                band44,
+                vsr,
+                120.0,
+                False,
+                latency_ms=None,
+                style="western",
+                recipe={"voice": "vocadito_1 5-11 s", "backing": "stems band", "note": "no bleed, no calibration"},
+            )
+        )
 
     # Phone sight-singing (real phones, real rooms): add bleed, an offset and the AAC file only.
     ssvd_ids = ("65567",) if quick else ("65567", "100620", "24541", "4179")
     for j, clip in enumerate(ssvd_ids):
         y, _ = load_audio(data / "ssvd_v2_subset" / "test" / f"{clip}.flac", sr=sr, mono=True)
         y = y[: 15 * sr]
-        loops = (("loop_safari", "bass_voxy_c"), ("loop_tabla", "guit_e_fifths"), ("loop_amen_full", "ambi_piano"),
-                 ("loop_breakbeat", "guit_em9"))[j % 4]
+        loops = (
+            ("loop_safari", "bass_voxy_c"),
+            ("loop_tabla", "guit_e_fifths"),
+            ("loop_amen_full", "ambi_piano"),
+            ("loop_breakbeat", "guit_em9"),
+        )[j % 4]
         back = loop_backing(data, y.size, sr, loops=loops)
         offset = float(rng.uniform(-100, 400)) if not quick else 90.0
         if j == 1 and not quick:  # headphones with a calibrated latency
             take = phone_take(y, back, sr, offset_ms=offset, bleed_db=None, room=None, noise=None, snr_db=None, band_limit=False)
             jitter = float(rng.uniform(-4, 4))
-            cases.append(Case(f"ssvd{clip}-hp", take, back, sr, offset, False, latency_ms=offset + jitter, style="cpop",
-                              recipe={"voice": f"ssvd {clip} 0-15 s", "backing": "+".join(loops), "latency_error_ms": round(jitter, 2)}))
+            cases.append(
+                Case(
+                    f"ssvd{clip}-hp",
+                    take,
+                    back,
+                    sr,
+                    offset,
+                    False,
+                    latency_ms=offset + jitter,
+                    style="cpop",
+                    recipe={"voice": f"ssvd {clip} 0-15 s", "backing": "+".join(loops), "latency_error_ms": round(jitter, 2)},
+                )
+            )
             continue
         bleed_db = (-14.0, -20.0, -18.0, -24.0)[j % 4]
-        take = phone_take(y, back, sr, offset_ms=offset, bleed_db=bleed_db, room=data / ROOMS[0], noise=None, snr_db=None,
-                          band_limit=False, seed=20 + j)
-        cases.append(Case(f"ssvd{clip}-bleed{int(-bleed_db)}", take, back, sr, offset, True, style="cpop",
-                          recipe={"voice": f"ssvd {clip} 0-15 s", "backing": "+".join(loops), "bleed_db": bleed_db,
-                                  "room (bleed)": Path(ROOMS[0]).stem}))
+        take = phone_take(
+            y,
+            back,
+            sr,
+            offset_ms=offset,
+            bleed_db=bleed_db,
+            room=data / ROOMS[0],
+            noise=None,
+            snr_db=None,
+            band_limit=False,
+            seed=20 + j,
+        )
+        cases.append(
+            Case(
+                f"ssvd{clip}-bleed{int(-bleed_db)}",
+                take,
+                back,
+                sr,
+                offset,
+                True,
+                style="cpop",
+                recipe={
+                    "voice": f"ssvd {clip} 0-15 s",
+                    "backing": "+".join(loops),
+                    "bleed_db": bleed_db,
+                    "room (bleed)": Path(ROOMS[0]).stem,
+                },
+            )
+        )
 
     if not quick:
         # The anechoic operatic voice in real rooms, with and without bleed.
@@ -249,20 +346,63 @@ def build_cases(data: Path, *, quick: bool = False) -> list[Case]:
         loops = ("guit_em9", "ambi_piano")
         back = loop_backing(data, opera.size, sr, loops=loops)
         for k, (room, bleed_db, offset) in enumerate(((ROOMS[2], -16.0, 60.0), (ROOMS[1], None, 250.0))):
-            take = phone_take(opera, back, sr, offset_ms=offset, bleed_db=bleed_db, room=data / room,
-                              noise=data / NOISES[4], snr_db=14.0, seed=30 + k)
+            take = phone_take(
+                opera,
+                back,
+                sr,
+                offset_ms=offset,
+                bleed_db=bleed_db,
+                room=data / room,
+                noise=data / NOISES[4],
+                snr_db=14.0,
+                seed=30 + k,
+            )
             latency = None if bleed_db is not None else offset - 2.0
             name = f"opera-bleed{int(-bleed_db)}" if bleed_db is not None else "opera-hp"
-            cases.append(Case(name, take, back, sr, offset, bleed_db is not None, latency_ms=latency, style="ballad",
-                              recipe={"voice": "anechoic operatic", "backing": "+".join(loops), "bleed_db": bleed_db,
-                                      "room": Path(room).stem, "noise": Path(NOISES[4]).stem, "snr_db": 14.0}))
+            cases.append(
+                Case(
+                    name,
+                    take,
+                    back,
+                    sr,
+                    offset,
+                    bleed_db is not None,
+                    latency_ms=latency,
+                    style="ballad",
+                    recipe={
+                        "voice": "anechoic operatic",
+                        "backing": "+".join(loops),
+                        "bleed_db": bleed_db,
+                        "room": Path(room).stem,
+                        "noise": Path(NOISES[4]).stem,
+                        "snr_db": 14.0,
+                    },
+                )
+            )
         # Rhythmic real noise (an exercise bike) in the same take: a chance correlation of the
         # noise with the backing competes with the reverberant bleed.
-        take = phone_take(opera, back, sr, offset_ms=60.0, bleed_db=-16.0, room=data / ROOMS[2],
-                          noise=data / NOISES[2], snr_db=14.0, seed=30)
-        cases.append(Case("opera-bleed16-bike", take, back, sr, 60.0, True, style="ballad",
-                          recipe={"voice": "anechoic operatic", "backing": "+".join(loops), "bleed_db": -16.0,
-                                  "room": Path(ROOMS[2]).stem, "noise": Path(NOISES[2]).stem, "snr_db": 14.0}))
+        take = phone_take(
+            opera, back, sr, offset_ms=60.0, bleed_db=-16.0, room=data / ROOMS[2], noise=data / NOISES[2], snr_db=14.0, seed=30
+        )
+        cases.append(
+            Case(
+                "opera-bleed16-bike",
+                take,
+                back,
+                sr,
+                60.0,
+                True,
+                style="ballad",
+                recipe={
+                    "voice": "anechoic operatic",
+                    "backing": "+".join(loops),
+                    "bleed_db": -16.0,
+                    "room": Path(ROOMS[2]).stem,
+                    "noise": Path(NOISES[2]).stem,
+                    "snr_db": 14.0,
+                },
+            )
+        )
     return cases
 
 
@@ -284,8 +424,16 @@ def run_case(case: Case, work: Path) -> dict[str, Any]:
     write_take(take_path, case.take, case.sr)
     write_audio(backing_path, case.backing, sr=case.sr, overwrite=True)
     start = time.perf_counter()
-    report = pipeline.mix_files(take_path, backing_path, folder / "mix.m4a", style=case.style, latency_ms=case.latency_ms,
-                                report_path=folder / "report.json", stems_dir=folder / "stems", overwrite=True)
+    report = pipeline.mix_files(
+        take_path,
+        backing_path,
+        folder / "mix.m4a",
+        style=case.style,
+        latency_ms=case.latency_ms,
+        report_path=folder / "report.json",
+        stems_dir=folder / "stems",
+        overwrite=True,
+    )
     wall_s = time.perf_counter() - start
     mix_lufs, mix_tp = file_loudness(folder / "mix.m4a")
     vocal, vsr = load_audio(folder / "stems" / "vocal.wav")
@@ -380,20 +528,28 @@ def summarize(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for r in rows:
         if not r["bleed"] and r["latency_ms"] is None:
-            lines.append(f"headphones without calibration ({r['case']}): method {r['method']}, confidence {r['confidence']}, "
-                         f"offset {r['offset_ms']} ms")
+            lines.append(
+                f"headphones without calibration ({r['case']}): method {r['method']}, confidence {r['confidence']}, "
+                f"offset {r['offset_ms']} ms"
+            )
     hum = [r["case"] for r in rows if r["hum"]]
     lines.append(f"hum detected (none was added): {len(hum)}/{len(rows)}" + (f" ({', '.join(hum)})" if hum else ""))
     lufs = np.array([r["mix_lufs"] for r in rows])
     tp = np.array([r["mix_true_peak_dbtp"] for r in rows])
     bal = np.array([r["balance_measured_lu"] - r["balance_target_lu"] for r in rows])
-    lines.append(f"mix loudness (decoded file): {lufs.min():.2f}…{lufs.max():.2f} LUFS, "
-                 f"{int(np.sum(np.abs(lufs + 14.0) <= 0.5))}/{len(rows)} within −14 ± 0.5")
+    lines.append(
+        f"mix loudness (decoded file): {lufs.min():.2f}…{lufs.max():.2f} LUFS, "
+        f"{int(np.sum(np.abs(lufs + 14.0) <= 0.5))}/{len(rows)} within −14 ± 0.5"
+    )
     lines.append(f"true peak (decoded file): max {tp.max():.2f} dBTP, {int(np.sum(tp <= -1.0))}/{len(rows)} ≤ −1 dBTP")
-    lines.append(f"balance error (stems vs preset): max |{np.max(np.abs(bal)):.2f}| LU, {int(np.sum(np.abs(bal) <= 1.0))}/{len(rows)} within ±1 LU")
+    lines.append(
+        f"balance error (stems vs preset): max |{np.max(np.abs(bal)):.2f}| LU, {int(np.sum(np.abs(bal) <= 1.0))}/{len(rows)} within ±1 LU"
+    )
     times = np.array([r["time_s"] for r in rows])
     secs = np.array([r["duration_s"] for r in rows])
-    lines.append(f"time: {times.sum():.1f} s for {secs.sum():.0f} s of audio (real-time factor {times.sum() / secs.sum():.2f} on this machine)")
+    lines.append(
+        f"time: {times.sum():.1f} s for {secs.sum():.0f} s of audio (real-time factor {times.sum() / secs.sum():.2f} on this machine)"
+    )
     return lines
 
 
@@ -402,8 +558,10 @@ def _num(x: float | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'case':28} {'dur':>5} {'true':>7} {'err':>7} {'method':>18} {'conf':>5} {'hum':>4} {'snr':>5} "
-            f"{'LUFS':>6} {'TP':>6} {'V/B':>5} {'tgt':>4} {'notes':>5} {'key':>10} {'shift':>5} {'after':>5} {'t_s':>5}")
+    head = (
+        f"{'case':28} {'dur':>5} {'true':>7} {'err':>7} {'method':>18} {'conf':>5} {'hum':>4} {'snr':>5} "
+        f"{'LUFS':>6} {'TP':>6} {'V/B':>5} {'tgt':>4} {'notes':>5} {'key':>10} {'shift':>5} {'after':>5} {'t_s':>5}"
+    )
     out = [head, "-" * len(head)]
     for r in rows:
         hum = "-" if r["hum"] is None else f"{r['hum']:.0f}"
@@ -412,7 +570,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['confidence']:5.2f} {hum:>4} "
             f"{(r['noise_snr_db'] if r['noise_snr_db'] is not None else float('nan')):5.1f} "
             f"{r['mix_lufs']:6.2f} {r['mix_true_peak_dbtp']:6.2f} {r['balance_measured_lu']:5.2f} {r['balance_target_lu']:4.1f} "
-            f"{r['notes']:5d} {str(r['key']):>10} {_num(r['median_shift_cents']):>5} {_num(r['median_abs_cents_error_after']):>5} "
+            f"{r['notes']:5d} {r['key']!s:>10} {_num(r['median_shift_cents']):>5} {_num(r['median_abs_cents_error_after']):>5} "
             f"{r['time_s']:5.1f}"
         )
     return "\n".join(out)
@@ -435,13 +593,20 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         rows.append(run_case(case, work))
         r = rows[-1]
-        print(f"  {r['case']}: err {r['align_error_ms']:+.2f} ms ({r['method']}, {r['confidence']:.2f}), "
-              f"{r['mix_lufs']:.2f} LUFS, {r['mix_true_peak_dbtp']:.2f} dBTP, {r['time_s']:.1f} s", file=sys.stderr)
+        print(
+            f"  {r['case']}: err {r['align_error_ms']:+.2f} ms ({r['method']}, {r['confidence']:.2f}), "
+            f"{r['mix_lufs']:.2f} LUFS, {r['mix_true_peak_dbtp']:.2f} dBTP, {r['time_s']:.1f} s",
+            file=sys.stderr,
+        )
     print(format_table(rows))
     print()
     if "song" in ref:
-        print(f"reference song {ref['song']['file']}: {ref['song']['integrated_lufs']:.2f} LUFS, {ref['song']['true_peak_dbtp']:.2f} dBTP")
-    print(f"stems tuning vs A440: band {ref['stems_tuning_cents']['band']:+.1f} cents, vocal {ref['stems_tuning_cents']['vocal']:+.1f} cents")
+        print(
+            f"reference song {ref['song']['file']}: {ref['song']['integrated_lufs']:.2f} LUFS, {ref['song']['true_peak_dbtp']:.2f} dBTP"
+        )
+    print(
+        f"stems tuning vs A440: band {ref['stems_tuning_cents']['band']:+.1f} cents, vocal {ref['stems_tuning_cents']['vocal']:+.1f} cents"
+    )
     for line in summarize(rows):
         print(line)
     for r in rows:

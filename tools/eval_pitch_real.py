@@ -28,7 +28,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from melisma.analysis.key import estimate_key
 from melisma.analysis.notes import segment_notes
 from melisma.analysis.ornaments import ORNAMENT_CODES, detect_ornaments, ornament_frames
@@ -66,7 +65,7 @@ def analyse(path: Path):
 
 def vocadito(root: Path, durations: dict) -> dict:
     d = root / "vocadito"
-    y, track, notes, orns = analyse(d / "Audio" / "vocadito_1.wav")
+    _y, track, notes, orns = analyse(d / "Audio" / "vocadito_1.wav")
     collect_durations(orns, durations, "vocadito")
     ref = np.loadtxt(d / "Annotations" / "F0" / "vocadito_1_f0.csv", delimiter=",")
     idx = np.clip(np.round(ref[:, 0] / track.hop_s).astype(int), 0, len(track.hz) - 1)
@@ -102,7 +101,7 @@ def ssvd(root: Path, durations: dict) -> dict:
     offsets = []
     for wav in sorted(d.glob("*.flac")):
         ann = np.loadtxt(wav.with_suffix(".txt"), ndmin=2)
-        _, track, notes, orns = analyse(wav)
+        _, _track, notes, orns = analyse(wav)
         collect_durations(orns, durations, "ssvd")
         diffs = []
         for on, off, midi in ann:
@@ -158,7 +157,7 @@ def gtsinger(root: Path, durations: dict) -> list[dict]:
             path = d / f"{name}.flac"
             if not path.exists():
                 break
-            _, track, notes, orns = analyse(path)
+            _, track, _notes, orns = analyse(path)
             collect_durations(orns, durations, "gtsinger")
             row[label] = coverage(track, orns)
         if "technique" in row:
@@ -232,15 +231,21 @@ def main(argv: list[str] | None = None) -> int:
 
     report["vocadito"] = v = vocadito(root, durations)
     print("== vocadito track 1 (human f0 annotation)")
-    print(f"raw pitch accuracy {v['raw_pitch_accuracy']:.3f}  voicing recall {v['voicing_recall']:.3f}  "
-          f"false alarm {v['voicing_false_alarm']:.3f}  median error {v['median_cents_error']:.1f} cents  "
-          f"octave errors {v['octave_errors']:.3f}")
-    print(f"note pitch accuracy (50 c) vs A1 {v['note_accuracy_A1']:.3f}, vs A2 {v['note_accuracy_A2']:.3f}; "
-          f"{v['notes_found']} notes found, {v['notes_annotated_A1']} annotated")
+    print(
+        f"raw pitch accuracy {v['raw_pitch_accuracy']:.3f}  voicing recall {v['voicing_recall']:.3f}  "
+        f"false alarm {v['voicing_false_alarm']:.3f}  median error {v['median_cents_error']:.1f} cents  "
+        f"octave errors {v['octave_errors']:.3f}"
+    )
+    print(
+        f"note pitch accuracy (50 c) vs A1 {v['note_accuracy_A1']:.3f}, vs A2 {v['note_accuracy_A2']:.3f}; "
+        f"{v['notes_found']} notes found, {v['notes_annotated_A1']} annotated"
+    )
 
     report["ssvd"] = s = ssvd(root, durations)
-    print(f"\n== SSVD v2 sight-singing ({s['files']} files, {s['notes']} notes; per-file offset removed, "
-          f"median offset {s['median_offset_cents']:+.1f} cents = ours minus annotation)")
+    print(
+        f"\n== SSVD v2 sight-singing ({s['files']} files, {s['notes']} notes; per-file offset removed, "
+        f"median offset {s['median_offset_cents']:+.1f} cents = ours minus annotation)"
+    )
     print(f"note pitch accuracy (50 c): {s['note_accuracy_50c']:.3f}")
     worst = sorted(s["per_file"].items(), key=lambda kv: kv[1]["correct"] / kv[1]["notes"])[:3]
     print("hardest files: " + ", ".join(f"{k} {r['correct']}/{r['notes']}" for k, r in worst))
@@ -256,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     report["durations"] = dsum = summarise_durations(durations)
     print("\n== ornament durations measured on the real recordings (ms; vibrato: rate Hz)")
     for kind, q in dsum.items():
-        print(f"{kind:11s} n={q['n']:4d}  p10 {q['p10']:6.1f}  p25 {q['p25']:6.1f}  median {q['median']:6.1f}  "
-              f"p75 {q['p75']:6.1f}  p90 {q['p90']:6.1f}   |interval/extent| p25/50/75 "
-              + "/".join(f"{x:.0f}" for x in q["abs_second_param_p25_p50_p75"]))
+        print(
+            f"{kind:11s} n={q['n']:4d}  p10 {q['p10']:6.1f}  p25 {q['p25']:6.1f}  median {q['median']:6.1f}  "
+            f"p75 {q['p75']:6.1f}  p90 {q['p90']:6.1f}   |interval/extent| p25/50/75 "
+            + "/".join(f"{x:.0f}" for x in q["abs_second_param_p25_p50_p75"])
+        )
 
     if not args.skip_speed:
         report["speed"] = sp = speed(root)

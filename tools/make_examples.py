@@ -60,34 +60,39 @@ def _readme(truth: dict, seed: int) -> str:
         "Melisma example take and backing",
         "================================",
         "",
-        "Made by tools/make_examples.py (seed %d); re-run it to make them again, byte for byte." % seed,
+        f"Made by tools/make_examples.py (seed {seed}); re-run it to make them again, byte for byte.",
         "Everything here is synthetic: no recording of a person is included.",
         "",
         "Files",
         "  take.m4a     the singer's phone take: mono AAC 64 kb/s, 48 kHz",
         "  backing.m4a  the backing track: stereo AAC 96 kb/s, 48 kHz, rendered from MIDI with",
-        "               fluidsynth and the FluidR3_GM General MIDI soundfont (MIT licence)" if truth["backing"]["renderer"] == "fluidsynth"
+        "               fluidsynth and the FluidR3_GM General MIDI soundfont (MIT licence)"
+        if truth["backing"]["renderer"] == "fluidsynth"
         else "               the pure-numpy fallback synth of tools/corpus (fluidsynth was not installed)",
         "  melody.mid   the melody the singer meant to sing (reference for --melody)",
         "  truth.json   full ground truth: offset, key, tempo, notes, ornaments, f0 every 5 ms, degradations",
         "",
         "Ground truth",
-        "  offset      %.1f ms: the take is late (take[t + offset] = vocal[t])" % truth["offset_ms"],
-        "  key         %s" % truth["key"]["name"],
-        "  tempo       %.0f BPM, 4/4, %d bars" % (truth["tempo_bpm"], len(truth["chords"])),
-        "  chords      %s" % " | ".join("".join(c[:1]) + ("m" if (PITCH_NAMES.index(c[1]) - PITCH_NAMES.index(c[0])) % 12 == 3 else "")
-                                       for c in truth["chords"]),
-        "  voice       synthetic %s voice, %d notes, detune up to %+.0f cents" % (truth["voice"], len(truth["notes"]), worst),
-        "  ornaments   %s" % ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())),
+        "  offset      {:.1f} ms: the take is late (take[t + offset] = vocal[t])".format(truth["offset_ms"]),
+        "  key         {}".format(truth["key"]["name"]),
+        f"  tempo       {truth['tempo_bpm']:.0f} BPM, 4/4, {len(truth['chords'])} bars",
+        "  chords      {}".format(
+            " | ".join(
+                "".join(c[:1]) + ("m" if (PITCH_NAMES.index(c[1]) - PITCH_NAMES.index(c[0])) % 12 == 3 else "")
+                for c in truth["chords"]
+            )
+        ),
+        f"  voice       synthetic {truth['voice']} voice, {len(truth['notes'])} notes, detune up to {worst:+.0f} cents",
+        "  ornaments   {}".format(", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))),
         "",
         "How the take was degraded (in this order)",
-        "  speaker bleed %s dB re the voice (backing from the phone speaker, same offset as the voice)" % d["bleed_db"],
+        "  speaker bleed {} dB re the voice (backing from the phone speaker, same offset as the voice)".format(d["bleed_db"]),
         "  room reverb   synthetic, RT60 %.2f s" % (d["rt60_s"] or 0.0),
-        "  offset        %.1f ms late" % truth["offset_ms"],
-        "  noise         %s, SNR %s dB re the voice" % (d["noise"], d["snr_db"]),
-        "  hum           %s Hz + harmonics, %s dB re the voice" % (d["hum_hz"], d["hum_db"]),
+        "  offset        {:.1f} ms late".format(truth["offset_ms"]),
+        "  noise         {}, SNR {} dB re the voice".format(d["noise"], d["snr_db"]),
+        "  hum           {} Hz + harmonics, {} dB re the voice".format(d["hum_hz"], d["hum_db"]),
         "  microphone    phone band limit 100 Hz - 7 kHz with a presence resonance",
-        "  codec         AAC %s kb/s" % d["aac_kbps"],
+        "  codec         AAC {} kb/s".format(d["aac_kbps"]),
         "",
         "Times in truth.json are on the backing's timeline; add the offset for the take.",
         "The files are written without the AAC encoder's priming delay, so melisma.audio_io.load_audio",
@@ -99,8 +104,10 @@ def _readme(truth: dict, seed: int) -> str:
 
 def make_examples(out: Path, *, seed: int, duration_s: float, allow_numpy: bool) -> dict[str, str]:
     if not fluidsynth_available() and not allow_numpy:
-        raise SystemExit("fluidsynth or /usr/share/sounds/sf2/FluidR3_GM.sf2 is missing: install Debian "
-                         "fluidsynth + fluid-soundfont-gm, or pass --allow-numpy to use the fallback synth")
+        raise SystemExit(
+            "fluidsynth or /usr/share/sounds/sf2/FluidR3_GM.sf2 is missing: install Debian "
+            "fluidsynth + fluid-soundfont-gm, or pass --allow-numpy to use the fallback synth"
+        )
     params = {**EXAMPLE, "duration_s": duration_s}
     scenario = make_scenario(seed=seed, backing_renderer="auto", **params)
     kinds = {o["type"] for o in scenario.truth["ornaments"]}
@@ -112,8 +119,7 @@ def make_examples(out: Path, *, seed: int, duration_s: float, allow_numpy: bool)
     stale = out / "backing.mid"
     if stale.exists():
         stale.unlink()
-    paths = write_scenario(scenario, out, take_format="m4a", backing_format="m4a", backing_kbps=96,
-                           include_backing_midi=False)
+    paths = write_scenario(scenario, out, take_format="m4a", backing_format="m4a", backing_kbps=96, include_backing_midi=False)
     (out / "README.txt").write_text(_readme(scenario.truth, seed), encoding="utf-8")
     paths["readme"] = str(out / "README.txt")
     for path in paths.values():
@@ -125,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make_examples.py",
         description="Write the bundled example take (synthetic singer with vibrato and slides, degraded like a "
-                    "phone recording: speaker bleed, ~180 ms late, ~15 dB SNR noise, 50 Hz hum, mono AAC 64 kb/s), "
-                    "its backing (rendered from MIDI with fluidsynth, stereo AAC 96 kb/s), the melody MIDI, "
-                    "truth.json and README.txt. Deterministic for a given seed.",
+        "phone recording: speaker bleed, ~180 ms late, ~15 dB SNR noise, 50 Hz hum, mono AAC 64 kb/s), "
+        "its backing (rendered from MIDI with fluidsynth, stereo AAC 96 kb/s), the melody MIDI, "
+        "truth.json and README.txt. Deterministic for a given seed.",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=2024, help="random seed (default: 2024)")

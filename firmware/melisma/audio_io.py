@@ -26,9 +26,9 @@ import math
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def _check_readable(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _open_container(p: Path) -> Iterator["object"]:
+def _open_container(p: Path) -> Iterator[object]:
     import av
 
     try:
@@ -448,7 +448,7 @@ _NPY_HEADER_LEN = 128
 
 
 def _npy_header(shape: tuple[int, ...], fortran_order: bool) -> bytes:
-    text = "{'descr': '<f4', 'fortran_order': %s, 'shape': %r, }" % (fortran_order, tuple(shape))
+    text = f"{{'descr': '<f4', 'fortran_order': {fortran_order}, 'shape': {tuple(shape)!r}, }}"
     body = text.ljust(_NPY_HEADER_LEN - 10 - 1) + "\n"
     if len(body) != _NPY_HEADER_LEN - 10:
         raise AudioIOError(f"npy header for shape {shape} is too long")
@@ -478,7 +478,7 @@ class NpyWriter:
         self.path = Path(path)
         self.channels = int(channels)
         self.n = 0
-        self._file = open(self.path, "wb")
+        self._file = open(self.path, "wb")  # noqa: SIM115 -- owned by this writer, closed by close()
         self._file.write(b"\0" * _NPY_HEADER_LEN)
 
     def append(self, block: np.ndarray) -> None:
@@ -507,7 +507,7 @@ class NpyWriter:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    def __enter__(self) -> "NpyWriter":
+    def __enter__(self) -> NpyWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -538,7 +538,7 @@ class NpyBlockReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._file = open(self.path, "rb")
+        self._file = open(self.path, "rb")  # noqa: SIM115 -- owned by this reader, closed by close()
         try:
             version = np.lib.format.read_magic(self._file)
             if version == (1, 0):
@@ -596,7 +596,7 @@ class NpyBlockReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "NpyBlockReader":
+    def __enter__(self) -> NpyBlockReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -792,11 +792,10 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:
     """Write bytes atomically (temporary file, fsync, rename)."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> None:
@@ -952,7 +951,7 @@ class AudioWriter:
         self._closed = True
         self._sink.close()
 
-    def __enter__(self) -> "AudioWriter":
+    def __enter__(self) -> AudioWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -1001,7 +1000,7 @@ class _WavSink:
         self._data_size_at = len(header) + 4
         header += b"data" + b"\0\0\0\0"
         try:
-            self._file = open(path, "wb")
+            self._file = open(path, "wb")  # noqa: SIM115 -- owned by this writer, closed by close()
             self._file.write(header)
         except OSError as exc:
             raise AudioIOError(f"{path}: cannot write ({exc.strerror})") from None

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,8 @@ def pitch_tracker_named(name: str | None):
 def default_ornament_detector():
     """The int8 TFLite ornament classifier when a TFLite runtime and its model are available
     (it beats the DSP rules on held-out generated phrases and on the real plain-vs-ornamented
-    pairs, see models/ornaments/MODEL_CARD.md), else the DSP detector."""
+    pairs, see models/ornaments/MODEL_CARD.md), else the DSP detector.
+    """
     from .analysis.ornaments import DspOrnamentDetector
     from .errors import ModelError
 
@@ -169,7 +171,9 @@ def analyze_pitch(
         "notes": [n.to_dict() for n in notes],
         "ornaments": [o.to_dict() for o in ornaments],
         "key": {**key_info, "name": key_info.get("key")},
-        "target": "melody" if melody is not None else ("key" if user_scale is not None else f"estimated key ({key_info['source']})"),
+        "target": "melody"
+        if melody is not None
+        else ("key" if user_scale is not None else f"estimated key ({key_info['source']})"),
         "melody": str(melody_path) if melody_path is not None else None,
         "tracker": getattr(tracker, "name", None) or f0.get("tracker"),
         "detector": getattr(detector, "name", None) or type(detector).__name__,
@@ -198,8 +202,12 @@ def plan_correction(pitch: Mapping[str, Any], settings, *, method: str = "psola"
     target, corrections = target_f0(hz, hop_s=hop_s, notes=pitch["notes"], ornaments=pitch["ornaments"], settings=settings)
     errors_after = [abs(c["cents_error_after"]) for c in corrections if c.get("cents_error_after") is not None]
     report = {
-        "settings": {"correction": settings.correction, "ornaments": settings.ornaments, "max_shift_cents": settings.max_shift_cents,
-                     "method": method},
+        "settings": {
+            "correction": settings.correction,
+            "ornaments": settings.ornaments,
+            "max_shift_cents": settings.max_shift_cents,
+            "method": method,
+        },
         "corrections": corrections,
         "median_abs_cents_error_after": float(np.median(errors_after)) if errors_after else None,
         "target_f0": {"hop_s": hop_s, "hz": np.round(target, F0_DECIMALS).tolist()},

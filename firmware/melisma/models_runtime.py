@@ -34,12 +34,12 @@ from .errors import ModelError
 
 __all__ = [
     "RUNTIMES",
+    "TfliteModel",
     "available_runtimes",
     "check_tflite_file",
     "load_interpreter",
-    "models_dir",
     "model_path",
-    "TfliteModel",
+    "models_dir",
 ]
 
 #: Runtime name -> module holding ``Interpreter``, in the order they are tried.
@@ -72,7 +72,7 @@ def available_runtimes() -> list[str]:
             continue  # it would crash at Interpreter() (see load_interpreter)
         try:
             _import_interpreter(name)
-        except Exception:  # noqa: BLE001 - a broken install (e.g. numpy ABI) counts as absent
+        except Exception:
             continue
         found.append(name)
     return found
@@ -133,13 +133,13 @@ def load_interpreter(path: str | os.PathLike, *, num_threads: int = 1, runtime: 
             continue
         try:
             interpreter_cls = _import_interpreter(name)
-        except Exception as exc:  # noqa: BLE001 - ImportError, or a numpy ABI crash at import
+        except Exception as exc:
             failures.append(f"{name}: not importable ({type(exc).__name__}: {exc})")
             continue
         try:
             interpreter = interpreter_cls(model_path=str(p), num_threads=int(num_threads))
             interpreter.allocate_tensors()
-        except Exception as exc:  # noqa: BLE001 - the runtimes raise ValueError/RuntimeError for bad files
+        except Exception as exc:
             failures.append(f"{name}: could not load it ({type(exc).__name__}: {str(exc).strip()[:200]})")
             continue
         interpreter.melisma_runtime = name
@@ -390,7 +390,7 @@ class TfliteModel:
         if batch < 1:
             raise ModelError(f"{self.path.name}: inputs need a batch dimension of at least 1, got shape {arrays[0].shape}")
         self._resize(batch)
-        for x, d in zip(arrays, self._inputs):
+        for x, d in zip(arrays, self._inputs, strict=False):
             want = tuple(int(s) for s in d["shape"])
             if x.shape != want:
                 raise ModelError(f"{self.path.name}: input {_clean_name(d['name'])!r} needs shape "
@@ -398,13 +398,13 @@ class TfliteModel:
             self._interp.set_tensor(d["index"], _quantize(x, d))
         try:
             self._interp.invoke()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"{self.path.name}: inference failed ({type(exc).__name__}: {exc})") from None
         return tuple(_dequantize(self._interp.get_tensor(d["index"]), d) for d in self._outputs)
 
     def predict_dict(self, *inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Like :meth:`predict`, keyed by output name."""
-        return dict(zip(self.output_names, self.predict(*inputs)))
+        return dict(zip(self.output_names, self.predict(*inputs), strict=False))
 
     __call__ = predict
 
@@ -416,7 +416,7 @@ def _signature(interpreter: Any) -> tuple[dict[str, int], dict[str, int]]:
     """(input name -> tensor index, output name -> tensor index) of the model's first signature, or empty dicts."""
     try:
         sigs = interpreter._get_full_signature_list()  # public get_signature_list() lacks the indices
-    except Exception:  # noqa: BLE001 - old runtimes, models without signatures
+    except Exception:
         return {}, {}
     if not sigs:
         return {}, {}

@@ -22,8 +22,9 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from . import __version__
 from .audio_io import (
     AudioWriter,
     DecodedAudio,
+    NpyBlockReader,
     atomic_path,
     check_writable,
     decode,
@@ -40,7 +42,6 @@ from .audio_io import (
     output_format,
     probe,
 )
-from .audio_io import NpyBlockReader
 from .errors import AudioContentError, ConfigError, MelismaError, PlanError, RenderError
 from .plan import Plan, new_record, to_json
 from .progress import ProgressCallback, StageClock
@@ -70,7 +71,15 @@ def ceiling_for(out_path: str | os.PathLike | None) -> float:
         return LOSSY_CEILING_DBTP
     return CEILING_DBTP
 
-ANALYSIS_WEIGHTS = {"decode": 10, "align": 8, "cleanup": 25, "analyse_voice": 6, "analyse_backing": 6, "analyse_pitch": 25, "cache": 5}
+ANALYSIS_WEIGHTS = {
+    "decode": 10,
+    "align": 8,
+    "cleanup": 25,
+    "analyse_voice": 6,
+    "analyse_backing": 6,
+    "analyse_pitch": 25,
+    "cache": 5,
+}
 RENDER_WEIGHTS = {"correct_pitch": 25, "vocal_chain": 25, "balance": 10, "master": 30, "write": 10}
 
 
@@ -110,7 +119,9 @@ def load_take(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list
             f"{path}: the take is only {y.shape[0] / ENGINE_SR:.2f} s long; Melisma needs at least {MIN_TAKE_S:.0f} s of singing"
         )
     if info.sr < 16000:
-        warnings.append(f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull")
+        warnings.append(
+            f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull"
+        )
     if info.channels > 1:
         warnings.append(f"take has {info.channels} channels; they were averaged to mono")
     return y, _input_info(path, y), warnings
@@ -134,7 +145,8 @@ def load_backing(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], l
 
 def _release_memory() -> None:
     """Hand freed heap pages back to the system (glibc keeps them after big temporaries are
-    freed, which would count in the process's memory during the next stage); no-op elsewhere."""
+    freed, which would count in the process's memory during the next stage); no-op elsewhere.
+    """
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         _MALLOC_TRIM = False
@@ -152,7 +164,8 @@ _MALLOC_TRIM: Any = None
 @contextlib.contextmanager
 def _stage(clock: StageClock, name: str, *, release: bool = True) -> Iterator[None]:
     """A timed stage that starts with the previous stages' freed memory handed back (``release``:
-    a preview's temporaries are small, and handing pages back costs a millisecond each time)."""
+    a preview's temporaries are small, and handing pages back costs a millisecond each time).
+    """
     if release:
         _release_memory()
     with clock.stage(name):
@@ -167,15 +180,16 @@ def _decode_take(path: str | os.PathLike) -> tuple[DecodedAudio, dict[str, Any],
     peak_db = 20 * np.log10(d.peak) if d.peak > 0 else -np.inf
     if peak_db < SILENCE_PEAK_DBFS:
         raise AudioContentError(
-            f"{path}: the take is silent (peak {peak_db:.0f} dBFS); check the phone's microphone "
-            "permission and record again"
+            f"{path}: the take is silent (peak {peak_db:.0f} dBFS); check the phone's microphone permission and record again"
         )
     if d.n_samples < MIN_TAKE_S * ENGINE_SR:
         raise AudioContentError(
             f"{path}: the take is only {d.n_samples / ENGINE_SR:.2f} s long; Melisma needs at least {MIN_TAKE_S:.0f} s of singing"
         )
     if info.sr < 16000:
-        warnings.append(f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull")
+        warnings.append(
+            f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull"
+        )
     if info.channels > 1:
         warnings.append(f"take has {info.channels} channels; they were averaged to mono")
     return d, _file_info(path, info, d.n_samples), warnings
@@ -183,7 +197,8 @@ def _decode_take(path: str | os.PathLike) -> tuple[DecodedAudio, dict[str, Any],
 
 def _decode_backing(path: str | os.PathLike, npy_path: Path) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
     """:func:`load_backing` straight into ``npy_path`` (stereo, engine rate), plus a mono copy at
-    :data:`ANALYSIS_SR`; the full-rate backing is never held in memory."""
+    :data:`ANALYSIS_SR`; the full-rate backing is never held in memory.
+    """
     warnings: list[str] = []
     info = probe(path)
     d = decode(path, sr=ENGINE_SR, channels=2, analysis_sr=ANALYSIS_SR, npy_path=npy_path)
@@ -196,8 +211,14 @@ def _decode_backing(path: str | os.PathLike, npy_path: Path) -> tuple[DecodedAud
 
 
 def _file_info(path: str | os.PathLike, info, n_samples: int) -> dict[str, Any]:
-    return {"path": str(path), "sha256": file_sha256(path), "codec": info.codec, "sr": info.sr,
-            "channels": info.channels, "duration_s": round(n_samples / ENGINE_SR, 3)}
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "codec": info.codec,
+        "sr": info.sr,
+        "channels": info.channels,
+        "duration_s": round(n_samples / ENGINE_SR, 3),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,11 +250,11 @@ def analyze(
     ``_work_parent`` (internal): where the plan's temporary work folder goes (default: the
     system's temporary folder; the file entry points put it beside their outputs).
     """
-    from .intonation import analyze_pitch, correction_from_sliders, pitch_tracker_named, resolve_scale
     from .analysis.align import apply_offset, estimate_offset
     from .analysis.cleanup import analyze_cleanup
     from .analysis.voice import analyze_backing, analyze_voice
     from .audio_io import resample
+    from .intonation import analyze_pitch, correction_from_sliders, pitch_tracker_named, resolve_scale
     from .render.clean import clean_take
     from .semantic import resolve_settings
 
@@ -283,10 +304,15 @@ def analyze(
                 sung_s = aligned.shape[0] / ENGINE_SR
                 backing_s = length / ENGINE_SR
                 if sung_s > backing_s + 2.0:
-                    warnings.append(f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence")
+                    warnings.append(
+                        f"take runs {sung_s - backing_s:.1f} s past the end of the backing; "
+                        "the extra singing is kept over silence"
+                    )
                     length = aligned.shape[0]
                 elif sung_s < 0.5 * backing_s:
-                    warnings.append(f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only")
+                    warnings.append(
+                        f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only"
+                    )
                 aligned = _fit_length(aligned, length)
                 backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
                 if alignment.confidence < 0.3 and alignment.method != "calibrated":
@@ -321,19 +347,28 @@ def analyze(
                 plan.adopt("backing", back_d.npy_path, backing_shape, file_shape=(2, back_d.n_samples))
         record["backing"] = None
         if back_d is not None:
-            with _stage(clock, "analyse_backing"):
-                with plan.reader("backing") as reader:
-                    record["backing"] = analyze_backing(reader, sr=ENGINE_SR)
+            with _stage(clock, "analyse_backing"), plan.reader("backing") as reader:
+                record["backing"] = analyze_backing(reader, sr=ENGINE_SR)
         if pitch:
             with _stage(clock, "analyse_pitch"):
                 record["pitch"] = analyze_pitch(
-                    vocal16, sr=ANALYSIS_SR, backing=backing16, key=key, scale=scale, melody_path=melody_path,
+                    vocal16,
+                    sr=ANALYSIS_SR,
+                    backing=backing16,
+                    key=key,
+                    scale=scale,
+                    melody_path=melody_path,
                     tracker=pitch_tracker_named(pitch_tracker),
                 )
         del vocal16, backing16
 
-        record["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": float(target_lufs),
-                              "correction": correction, "ornaments": ornaments}
+        record["settings"] = {
+            "style": settings.style,
+            "sliders": dict(settings.sliders),
+            "target_lufs": float(target_lufs),
+            "correction": correction,
+            "ornaments": ornaments,
+        }
         record["warnings"] = warnings
         plan.own_work_dir(work)
     except BaseException:
@@ -436,8 +471,9 @@ def render(
         if vocal is None:
             with NpyBlockReader(vocal_file) as source:
                 if source.shape != (n_total,):
-                    raise PlanError(f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
-                                    "run `melisma analyze` again")
+                    raise PlanError(
+                        f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); run `melisma analyze` again"
+                    )
                 wet = render_vocal_chain(chain, source, sr=ENGINE_SR)
         else:
             wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
@@ -451,16 +487,21 @@ def render(
             backing_source = None
             if has_backing:
                 # A preview window is small: read it whole. A full render streams the cache file.
-                backing_source = (plan.array("backing", lo + cut, hi) if window["preview"] else plan.reader("backing"))
+                backing_source = plan.array("backing", lo + cut, hi) if window["preview"] else plan.reader("backing")
             try:
                 if backing_source is not None:
                     # A full render places the vocal against the whole backing, whose raw loudness the
                     # analysis already measured: reuse it instead of metering the backing again.
                     known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if full else None
-                    mix, balance_report = balance_into(wet, backing_source, sr=ENGINE_SR,
-                                                       vocal_to_backing_lu=settings.vocal_to_backing_lu,
-                                                       duck_db=settings.duck_db, out=wet,
-                                                       backing_lufs=float(known_lufs) if known_lufs is not None else None)
+                    mix, balance_report = balance_into(
+                        wet,
+                        backing_source,
+                        sr=ENGINE_SR,
+                        vocal_to_backing_lu=settings.vocal_to_backing_lu,
+                        duck_db=settings.duck_db,
+                        out=wet,
+                        backing_lufs=float(known_lufs) if known_lufs is not None else None,
+                    )
                 else:
                     mix, balance_report = wet, None
             finally:
@@ -478,17 +519,25 @@ def render(
             del wet, backing
     with _stage(clock, "master", release=full):
         if lean:
+
             def write_master(gain: float = 1.0) -> dict[str, Any]:
                 with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
-                    return master_stream(mix, sr=ENGINE_SR, writer=writer if gain == 1.0 else _ScaledWriter(writer, gain),
-                                         target_lufs=target, ceiling_dbtp=ceiling_dbtp)
+                    return master_stream(
+                        mix,
+                        sr=ENGINE_SR,
+                        writer=writer if gain == 1.0 else _ScaledWriter(writer, gain),
+                        target_lufs=target,
+                        ceiling_dbtp=ceiling_dbtp,
+                    )
 
             master_report = write_master()
         else:
             mix = vocal_placed + backing_placed
             mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=target, ceiling_dbtp=ceiling_dbtp)
             if not np.all(np.isfinite(mix)):
-                raise RenderError("the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file")
+                raise RenderError(
+                    "the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file"
+                )
     file_loudness: dict[str, float] = {}
     if lean:
         start = time.perf_counter()
@@ -501,8 +550,14 @@ def render(
         clock.timings_s["write"] = round(time.perf_counter() - start, 4)
 
     report = _report_base(plan)
-    report["settings"] = {"style": settings.style, "sliders": dict(settings.sliders), "target_lufs": target,
-                          "correction": tuning.correction, "ornaments": tuning.ornaments, "mix": settings.to_dict()}
+    report["settings"] = {
+        "style": settings.style,
+        "sliders": dict(settings.sliders),
+        "target_lufs": target,
+        "correction": tuning.correction,
+        "ornaments": tuning.ornaments,
+        "mix": settings.to_dict(),
+    }
     report["chain"] = explanation
     report["balance"] = balance_report
     report["master"] = master_report
@@ -532,12 +587,15 @@ def render(
 PREVIEW_CORRECTION_MARGIN_S = 0.1
 
 
-def _corrected(plan: Plan, *, lo: int, hi: int, full: bool, settings, keep: int = 0) -> tuple[np.ndarray | None, dict[str, Any], Path | None]:
+def _corrected(
+    plan: Plan, *, lo: int, hi: int, full: bool, settings, keep: int = 0
+) -> tuple[np.ndarray | None, dict[str, Any], Path | None]:
     """The pitch-corrected vocal for samples ``lo:hi`` and the correction report.
 
     A full render's result is cached as a file beside the plan (or in an unsaved plan's work
     folder) and returned as ``(None, report, file)``, to be streamed; otherwise (a preview, or no
-    place to cache) as ``(array, report, None)``."""
+    place to cache) as ``(array, report, None)``.
+    """
     from .intonation import correct_vocal, correction_key, plan_correction
 
     pitch = plan.record["pitch"]
@@ -561,9 +619,8 @@ def _corrected(plan: Plan, *, lo: int, hi: int, full: bool, settings, keep: int 
     corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
     if cache_file is not None:
         try:
-            with atomic_path(cache_file, overwrite=True) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, corrected, allow_pickle=False)
+            with atomic_path(cache_file, overwrite=True) as tmp, open(tmp, "wb") as f:
+                np.save(f, corrected, allow_pickle=False)
             return None, report, cache_file
         except (OSError, MelismaError):
             pass  # no cache: keep the corrected vocal in memory
@@ -583,7 +640,14 @@ def _window(n_total: int, start_s: float | None, duration_s: float | None) -> di
     start = int(round(start_s * ENGINE_SR))
     stop = min(n_total, start + int(round(duration_s * ENGINE_SR)))
     lo = max(0, start - int(PREVIEW_PREROLL_S * ENGINE_SR))
-    return {"lo": lo, "hi": stop, "cut": start - lo, "preview": True, "start_s": start_s, "duration_s": (stop - start) / ENGINE_SR}
+    return {
+        "lo": lo,
+        "hi": stop,
+        "cut": start - lo,
+        "preview": True,
+        "start_s": start_s,
+        "duration_s": (stop - start) / ENGINE_SR,
+    }
 
 
 def _report_base(plan: Plan) -> dict[str, Any]:
@@ -680,7 +744,8 @@ def write_outputs(
 
 def _check_encoded_peak(path: Path, mix: np.ndarray, report: dict[str, Any]) -> None:
     """Decode a lossy mix again, measure it, and trim and re-encode once if the codec pushed the
-    true peak over −1 dBTP; the report then gives the file's own figures."""
+    true peak over −1 dBTP; the report then gives the file's own figures.
+    """
     from .analysis.loudness import integrated_lufs, true_peak_dbtp
 
     decoded, sr = load_audio(path)
@@ -712,7 +777,8 @@ class _ScaledWriter:
 
 def _measure_file(path: Path) -> tuple[float, float]:
     """(true peak dBTP, integrated LUFS) of an audio file, measured while it decodes (the decoded
-    mix is never held whole)."""
+    mix is never held whole).
+    """
     from .analysis.loudness import KWeightedHops, TruePeakMeter
     from .audio_io import iter_decoded
 
@@ -730,7 +796,8 @@ def _measure_file(path: Path) -> tuple[float, float]:
 
 def _check_encoded_file(path: Path, *, rewrite) -> dict[str, float]:
     """:func:`_check_encoded_peak` for a mix mastered straight into ``path``: measure the file;
-    if the codec pushed the true peak over −1 dBTP, ``rewrite(gain)`` writes it again trimmed."""
+    if the codec pushed the true peak over −1 dBTP, ``rewrite(gain)`` writes it again trimmed.
+    """
     tp, lufs = _measure_file(path)
     trim_db = 0.0
     if tp > CEILING_DBTP:
@@ -785,20 +852,34 @@ def render_plan(
     paths = _output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
     plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
     clock_start = time.perf_counter()
-    report = _render_files(plan, paths, overwrite=overwrite, progress=progress,
-                           options=dict(style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
-                                        ornaments=ornaments, start_s=start_s, duration_s=duration_s))
+    report = _render_files(
+        plan,
+        paths,
+        overwrite=overwrite,
+        progress=progress,
+        options=dict(
+            style=style,
+            sliders=sliders,
+            target_lufs=target_lufs,
+            correction=correction,
+            ornaments=ornaments,
+            start_s=start_s,
+            duration_s=duration_s,
+        ),
+    )
     report["timings_s"]["render_total"] = round(time.perf_counter() - clock_start, 4)
     if progress:
         progress("done", 1.0)
     return report
 
 
-def _render_files(plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None,
-                  options: dict[str, Any]) -> dict[str, Any]:
+def _render_files(
+    plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None, options: dict[str, Any]
+) -> dict[str, Any]:
     """Render ``plan`` into the output files. Without stems or a plot (which need the placed
     signals and the mix as arrays) the mix is mastered block by block straight into its staged
-    file; otherwise :func:`render` runs and :func:`write_outputs` writes the arrays."""
+    file; otherwise :func:`render` runs and :func:`write_outputs` writes the arrays.
+    """
     ceiling = ceiling_for(paths.get("mix"))
     if "mix" in paths and "plot" not in paths and not any(k.startswith("stem_") for k in paths):
         report_key = paths.get("report")
@@ -810,8 +891,9 @@ def _render_files(plan: Plan, paths: dict[str, Path], *, overwrite: bool, progre
         return report
     mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
     start = time.perf_counter()
-    write_outputs(paths, mix, stems, report, overwrite=overwrite,
-                  vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal")))
+    write_outputs(
+        paths, mix, stems, report, overwrite=overwrite, vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal"))
+    )
     report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
     return report
 
@@ -845,9 +927,17 @@ def mix_files(
             return None
         return lambda stage, f: progress(stage, lo + (hi - lo) * f)
 
-    plan = analyze(take_path, backing_path, latency_ms=latency_ms, style=style, sliders=sliders,
-                   target_lufs=target_lufs, progress=scaled(0.0, 0.6), _work_parent=Path(out_path).parent,
-                   **pitch_options)
+    plan = analyze(
+        take_path,
+        backing_path,
+        latency_ms=latency_ms,
+        style=style,
+        sliders=sliders,
+        target_lufs=target_lufs,
+        progress=scaled(0.0, 0.6),
+        _work_parent=Path(out_path).parent,
+        **pitch_options,
+    )
     report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={})
     report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
     if progress:
@@ -884,8 +974,9 @@ def correct_file(
     with clock.stage("decode"):
         take, info, warnings = load_take(take_path)
     with clock.stage("analyse_pitch"):
-        pitch = analyze_pitch(take, sr=ENGINE_SR, key=key, scale=scale, melody_path=melody_path,
-                              tracker=pitch_tracker_named(pitch_tracker))
+        pitch = analyze_pitch(
+            take, sr=ENGINE_SR, key=key, scale=scale, melody_path=melody_path, tracker=pitch_tracker_named(pitch_tracker)
+        )
     with clock.stage("correct_pitch"):
         corrected, correction_report = correct_vocal(take, pitch, sr=ENGINE_SR, settings=settings)
     peak = float(np.max(np.abs(corrected)))
@@ -893,8 +984,12 @@ def correct_file(
         corrected = corrected / np.float32(peak / 0.999)
         warnings.append(f"the corrected vocal peaked {20 * np.log10(peak):+.1f} dBFS and was scaled down to fit")
     report = {
-        "format": "melisma-report", "version": 1, "melisma_version": __version__,
-        "inputs": {"take": info}, "pitch": {**pitch, **correction_report}, "warnings": warnings,
+        "format": "melisma-report",
+        "version": 1,
+        "melisma_version": __version__,
+        "inputs": {"take": info},
+        "pitch": {**pitch, **correction_report},
+        "warnings": warnings,
     }
     start = time.perf_counter()
     with _staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
@@ -912,6 +1007,15 @@ def correct_file(
 
 
 __all__ = [
-    "ENGINE_SR", "analyze", "render", "analyze_files", "render_plan", "mix_files", "correct_file", "load_take", "load_backing",
-    "MelismaError", "PlanError",
+    "ENGINE_SR",
+    "MelismaError",
+    "PlanError",
+    "analyze",
+    "analyze_files",
+    "correct_file",
+    "load_backing",
+    "load_take",
+    "mix_files",
+    "render",
+    "render_plan",
 ]

@@ -63,6 +63,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def to_json(record: dict[str, Any]) -> str:
+    """The record as indented JSON (numpy values made plain, NaN/Inf as null), ending in a newline."""
     return json.dumps(_jsonable(record), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -85,7 +86,8 @@ class Plan:
 
     def cache_file(self, name: str) -> Path:
         """Where the cached ``vocal`` or ``backing`` lives now (an adopted work file before
-        :meth:`save`, else the cache folder); checked against the record's shape."""
+        :meth:`save`, else the cache folder); checked against the record's shape.
+        """
         entry = self.record.get("cache", {}).get(name)
         if entry is None:
             raise PlanError(f"plan has no cached '{name}'; run `melisma analyze` again")
@@ -97,7 +99,8 @@ class Plan:
     def reader(self, name: str) -> NpyBlockReader:
         """A block reader of the cached ``vocal`` or ``backing`` (plain reads, no memory map).
 
-        Reads past the end give zeros, so a backing shorter than the take reads as padded."""
+        Reads past the end give zeros, so a backing shorter than the take reads as padded.
+        """
         file = self.cache_file(name)
         try:
             reader = NpyBlockReader(file)
@@ -117,13 +120,14 @@ class Plan:
     def array(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The cached ``vocal`` (mono) or ``backing`` (2, n) array, or samples ``start:stop`` of it,
         read into memory (no memory map: a map would count the file in the process's memory
-        while a copy of it is worked on)."""
+        while a copy of it is worked on).
+        """
         if name in self._arrays:
             arr = self._arrays[name]
             if (start, stop) == (0, None):
                 return arr
             stop = arr.shape[-1] if stop is None else stop
-            piece = np.zeros(arr.shape[:-1] + (stop - start,), np.float32)  # past the end: zeros, as from a file
+            piece = np.zeros((*arr.shape[:-1], stop - start), np.float32)  # past the end: zeros, as from a file
             have = arr[..., start:stop]
             piece[..., :have.shape[-1]] = have
             return piece
@@ -131,7 +135,9 @@ class Plan:
             try:
                 return reader.read(start, reader.shape[-1] if stop is None else stop)
             except MelismaError as exc:
-                raise PlanError(f"{reader.path}: the plan's cached {name} is damaged ({exc}); run `melisma analyze` again") from None
+                raise PlanError(
+                    f"{reader.path}: the plan's cached {name} is damaged ({exc}); run `melisma analyze` again"
+                ) from None
 
     def attach(self, name: str, arr: np.ndarray) -> None:
         """Hold an array in memory (for a plan not yet saved, e.g. inside ``melisma mix``)."""
@@ -140,11 +146,17 @@ class Plan:
         self._arrays[name] = arr
         self.record.setdefault("cache", {})[name] = {"file": f"{name}.npy", "shape": list(arr.shape)}
 
-    def adopt(self, name: str, file: str | os.PathLike, shape: tuple[int, ...] | list[int],
-              file_shape: tuple[int, ...] | list[int] | None = None) -> None:
+    def adopt(
+        self,
+        name: str,
+        file: str | os.PathLike,
+        shape: tuple[int, ...] | list[int],
+        file_shape: tuple[int, ...] | list[int] | None = None,
+    ) -> None:
         """Take an already written float32 ``.npy`` (e.g. decoded straight to disk) as the cached
         ``name``; :meth:`save` moves it into the cache folder. ``shape`` is what readers of the
-        plan see; ``file_shape`` (if shorter) what the file holds: the rest reads as zeros."""
+        plan see; ``file_shape`` (if shorter) what the file holds: the rest reads as zeros.
+        """
         self._arrays.pop(name, None)
         self._files[name] = Path(file)
         entry: dict[str, Any] = {"file": f"{name}.npy", "shape": [int(s) for s in shape]}
@@ -154,7 +166,8 @@ class Plan:
 
     def scratch_dir(self) -> Path | None:
         """Where render-time caches (e.g. corrected vocals) may go: the cache folder of a saved
-        plan, the work folder of an unsaved one, or None when there is neither."""
+        plan, the work folder of an unsaved one, or None when there is neither.
+        """
         if self.path is not None:
             return self.cache_dir
         return self._work
@@ -167,16 +180,16 @@ class Plan:
     # -- I/O ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the plan JSON and its cache folder; the JSON goes last, so a plan file only
-        exists when its cache is complete."""
+        exists when its cache is complete.
+        """
         path = Path(path)
         self.path = path
         cache = self.cache_dir
         cache.mkdir(exist_ok=True)
         for name, arr in self._arrays.items():
             target = cache / f"{name}.npy"
-            with atomic_path(target, overwrite=True) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, arr, allow_pickle=False)
+            with atomic_path(target, overwrite=True) as tmp, open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
         for name, file in list(self._files.items()):
             target = cache / f"{name}.npy"
             if file.resolve() == target.resolve():
@@ -187,7 +200,7 @@ class Plan:
         atomic_write_text(path, to_json(self.record), overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Plan":
+    def load(cls, path: str | os.PathLike) -> Plan:
         path = Path(path)
         if not path.exists():
             raise PlanError(f"{path}: no such plan file; make one with `melisma analyze TAKE BACKING -o {path.name}`")
@@ -196,7 +209,7 @@ class Plan:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PlanError(f"{path}: is not a Melisma plan (invalid JSON: {exc})") from None
         if not isinstance(record, dict) or record.get("format") != PLAN_FORMAT:
-            raise PlanError(f"{path}: is not a Melisma plan (no \"format\": \"{PLAN_FORMAT}\")")
+            raise PlanError(f'{path}: is not a Melisma plan (no "format": "{PLAN_FORMAT}")')
         version = record.get("version")
         if version != PLAN_VERSION:
             raise PlanError(
@@ -210,4 +223,5 @@ class Plan:
 
 
 def new_record() -> dict[str, Any]:
+    """An empty plan record stamped with the plan format and version."""
     return {"format": PLAN_FORMAT, "version": PLAN_VERSION}

@@ -174,7 +174,7 @@ class MixSettings:
         return copy.deepcopy(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MixSettings":
+    def from_dict(cls, data: dict[str, Any]) -> MixSettings:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         if not isinstance(data, dict):
             raise ConfigError(f"mix settings must be a dict, got {type(data).__name__}")

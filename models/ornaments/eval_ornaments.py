@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
+import itertools  # noqa: E402 -- after the sys.path set-up above
+
 import make_contours  # noqa: E402
 from melisma.analysis.notes import segment_notes  # noqa: E402
 from melisma.analysis.ornament_model import (  # noqa: E402
@@ -82,7 +84,7 @@ def segments(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edges = np.flatnonzero(np.diff(y)) + 1
     bounds = np.r_[0, edges, len(y)]
     true_c, pred_c = [], []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         true_c.append(int(y[a]))
         pred_c.append(int(np.argmax(np.bincount(p[a:b], minlength=len(FRAME_CLASSES)))))
     return np.array(true_c), np.array(pred_c)
@@ -130,9 +132,9 @@ def eval_generated(det: TfliteOrnamentDetector, float_model, n: int, seed: int) 
         notes = segment_notes(e.track)
         truth = make_contours.events(e.ornaments)  # no quick steps, faint wobbles, hidden slides
         for cls, c in event_counts(det.detect(e.track, notes), truth).items():
-            ev_model[cls] = [a + b for a, b in zip(ev_model[cls], c)]
+            ev_model[cls] = [a + b for a, b in zip(ev_model[cls], c, strict=False)]
         for cls, c in event_counts(dsp.detect(e.track, notes), truth).items():
-            ev_dsp[cls] = [a + b for a, b in zip(ev_dsp[cls], c)]
+            ev_dsp[cls] = [a + b for a, b in zip(ev_dsp[cls], c, strict=False)]
     y, p = np.concatenate(ys), np.concatenate(ps)
     out = {"n_contours": n, "seed": seed, "frames": int(len(y)), "int8": prf(y, p),
            "int8_raw": prf(y, np.concatenate(raw8)),
@@ -195,7 +197,7 @@ def speed(det: TfliteOrnamentDetector) -> dict:
     for _ in range(reps):
         det.detect(e.track, notes)
     per_take = (time.perf_counter() - t0) / reps
-    x = np.zeros((1,) + det.model.input_shape[1:], np.float32)
+    x = np.zeros((1, *det.model.input_shape[1:]), np.float32)
     t0 = time.perf_counter()
     for _ in range(50):
         det.model.predict(x)

@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:  # tools.corpus lives at the repo root
 
 from melisma.analysis.ornament_model import FRAME_CODES, HOP_S, contour_features  # noqa: E402
 from melisma.analysis.pitch import DspPitchTracker, PitchTrack  # noqa: E402
+
 from tools.corpus import degrade  # noqa: E402
 from tools.corpus.voice import VOICES, NoteSpec, synthesize_voice  # noqa: E402
 

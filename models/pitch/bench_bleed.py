@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # the side-by-side benchmark's trackers and frame metrics (it also pins every tracker to one thread)
-from bench_pitch import (
+from bench_pitch import (  # noqa: E402 -- after the sys.path set-up above
     REPO,
     SR,
     Dsp,
@@ -35,10 +35,10 @@ from bench_pitch import (
     merge,
     parse_model_spec,
 )
-from melisma.analysis.pitch_model import default_model_path
+from melisma.analysis.pitch_model import default_model_path  # noqa: E402 -- after the sys.path set-up above
 
 sys.path.insert(0, str(REPO))
-from tools.corpus.scenarios import make_scenario
+from tools.corpus.scenarios import make_scenario  # noqa: E402 -- after the sys.path set-up above
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,10 @@ sys.path.insert(0, str(HERE))  # make_pitch_data
 
 from melisma.analysis.pitch import DspPitchTracker, hz_to_midi  # noqa: E402
 from melisma.analysis.pitch_model import (  # noqa: E402
-    SR, StreamingPitchModel, TflitePitchTracker, default_model_path,
+    SR,
+    StreamingPitchModel,
+    TflitePitchTracker,
+    default_model_path,
 )
 from melisma.audio_io import load_audio  # noqa: E402
 
@@ -404,9 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(default_model_path()))
     ap.add_argument("--float-model", help="also run this float32 TFLite export of the same network")
-    ap.add_argument("--compare-model", action="append", default=[], metavar="LABEL=PATH[@HIGH[,LOW]]",
-                    help="also run another int8 model under this label (e.g. the previous release), optionally "
-                         "with its own voicing threshold and hysteresis low threshold; repeatable")
+    ap.add_argument(
+        "--compare-model",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH[@HIGH[,LOW]]",
+        help="also run another int8 model under this label (e.g. the previous release), optionally "
+        "with its own voicing threshold and hysteresis low threshold; repeatable",
+    )
     ap.add_argument("--generated", type=int, default=12, help="generated held-out clips (8 s each)")
     ap.add_argument("--ssvd-limit", type=int, default=0, help="use only this many SSVD files (0: all)")
     ap.add_argument("--skip", nargs="*", default=[], help="tracker names to leave out: swift crepe pyin dsp")
@@ -415,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sets = load_sets(args.generated, args.ssvd_limit or None)
-    print("evaluation audio: " + ", ".join(f"{k} {len(v)} files {sum(len(i['y']) for i in v) / SR:.0f} s"
-                                         for k, v in sets.items()), flush=True)
+    print(
+        "evaluation audio: " + ", ".join(f"{k} {len(v)} files {sum(len(i['y']) for i in v) / SR:.0f} s" for k, v in sets.items()),
+        flush=True,
+    )
     trackers: list[Tracker] = [Melisma(Path(args.model), "melisma int8 (ours)")]
     if args.float_model:
         trackers.append(Melisma(Path(args.float_model), "melisma float32 (ours)"))
@@ -446,14 +456,21 @@ def main(argv: list[str] | None = None) -> int:
             for set_name in outcomes[name]:
                 pb = paired_bootstrap(outcomes[name][set_name], outcomes["SwiftF0"][set_name])
                 per_set[set_name] = pb
-                print(f"  {name:26s} {set_name:9s} " + "  ".join(
-                    f"{k} {pb[k]['diff']:+.4f} [{pb[k]['ci95'][0]:+.4f}, {pb[k]['ci95'][1]:+.4f}]"
-                    for k in ("rpa", "vrecall", "vfa", "overall")) + f"  P(OA >= SwiftF0) {pb['p_a_at_least_b']:.2f}")
+                print(
+                    f"  {name:26s} {set_name:9s} "
+                    + "  ".join(
+                        f"{k} {pb[k]['diff']:+.4f} [{pb[k]['ci95'][0]:+.4f}, {pb[k]['ci95'][1]:+.4f}]"
+                        for k in ("rpa", "vrecall", "vfa", "overall")
+                    )
+                    + f"  P(OA >= SwiftF0) {pb['p_a_at_least_b']:.2f}"
+                )
             report["paired_vs_swiftf0"][name] = per_set
     if not args.no_streaming:
         st = streaming_check(Path(args.model), sets)
         report["streaming"] = st
-        print("\nstreaming (20 ms blocks): " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in st.items()}))
+        print(
+            "\nstreaming (20 ms blocks): " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in st.items()})
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))
     return 0

@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # make_pitch_data
 
-from make_pitch_data import frame_labels, make_clip
-from melisma.analysis.pitch_model import (
+from make_pitch_data import frame_labels, make_clip  # noqa: E402 -- after the sys.path set-up above
+from melisma.analysis.pitch_model import (  # noqa: E402 -- after the sys.path set-up above
     HOP_S,
     SILENCE_DBFS,
     TflitePitchTracker,

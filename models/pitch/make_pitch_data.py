@@ -58,8 +58,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from melisma.analysis.pitch_model import (  # noqa: E402
-    HOP_LENGTH, SR, level_features, model_inputs, spectrogram_features,
+    HOP_LENGTH,
+    SR,
+    level_features,
+    model_inputs,
+    spectrogram_features,
 )
+
 from tools.corpus import degrade  # noqa: E402
 from tools.corpus.backing import make_backing  # noqa: E402
 from tools.corpus.melody import MODES, Key, generate_melody  # noqa: E402
@@ -162,7 +167,7 @@ def phone_damage(y: np.ndarray, rng: np.random.Generator, info: dict, *, seed: i
     if rng.random() < 0.7:
         y = random_eq(y, rng, info)
     if rng.random() < 0.75:
-        kinds: list = ["pink", "white", "babble", "fan"] + _noise_files()
+        kinds: list = ["pink", "white", "babble", "fan", *_noise_files()]
         noise = kinds[int(rng.integers(len(kinds)))]
         snr = 35.0 * float(rng.uniform(0.0, 1.0)) ** snr_power
         y = degrade.add_noise(y, SR, snr_db=snr, noise=noise, seed=seed)
@@ -216,7 +221,7 @@ def import_torchcrepe():
     this folder's path only) takes its place when the real one fails."""
     try:
         import torchaudio  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure of the real package
+    except Exception:
         for mod in [m for m in sys.modules if m.split(".")[0] == "torchaudio"]:
             del sys.modules[mod]
         sys.path.insert(0, str(Path(__file__).resolve().parent / "bench_stubs"))

@@ -36,10 +36,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))  # make_pitch_data
 
 from make_pitch_data import (  # noqa: E402
-    add_data_options, data_option_defaults, data_options, data_options_argv, data_options_tag,
+    add_data_options,
+    data_option_defaults,
+    data_options,
+    data_options_argv,
+    data_options_tag,
 )
 from melisma.analysis.pitch_model import (  # noqa: E402
-    CENTS_PER_BIN, CONTEXT_FRAMES, LEVEL_ROWS, N_INPUT_BINS, N_PITCH_BINS, decode_pitch, hz_to_pitch_bin,
+    CENTS_PER_BIN,
+    CONTEXT_FRAMES,
+    LEVEL_ROWS,
+    N_INPUT_BINS,
+    N_PITCH_BINS,
+    decode_pitch,
+    hz_to_pitch_bin,
 )
 
 TARGET_SIGMA_BINS = 25.0 / CENTS_PER_BIN
@@ -168,9 +178,8 @@ def eval_tflite(path: Path, x: np.ndarray, f0: np.ndarray) -> dict:
 def eval_tflite_subprocess(path: Path, held_npz: Path) -> dict:
     """:func:`eval_tflite` in a fresh interpreter without TensorFlow loaded: a TFLite runtime and
     TensorFlow in one process can crash (two copies of the TFLite kernels)."""
-    code = ("import json, sys, numpy as np; sys.path.insert(0, %r); from train_pitch import eval_tflite; "
-            "h = np.load(%r); print(json.dumps(eval_tflite(%r, h['x'].astype(np.float32), h['f0_hz'])))"
-            % (str(HERE), str(held_npz), str(path)))
+    code = (f"import json, sys, numpy as np; sys.path.insert(0, {str(HERE)!r}); from train_pitch import eval_tflite; "
+            f"h = np.load({str(held_npz)!r}); print(json.dumps(eval_tflite({str(path)!r}, h['x'].astype(np.float32), h['f0_hz'])))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -181,8 +190,17 @@ def ensure_data(work: Path, name: str, clips: int, seed_base: int, options: dict
     options = {**data_option_defaults(), **(options or {})}
     out = work / f"{name}_{clips}_{seed_base}_levels{data_options_tag(options)}.npz"
     if not out.exists():
-        cmd = [sys.executable, str(HERE / "make_pitch_data.py"), "--clips", str(clips), "--seed-base", str(seed_base),
-               "--out", str(out)] + data_options_argv(options)
+        cmd = [
+            sys.executable,
+            str(HERE / "make_pitch_data.py"),
+            "--clips",
+            str(clips),
+            "--seed-base",
+            str(seed_base),
+            "--out",
+            str(out),
+            *data_options_argv(options),
+        ]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return out
@@ -203,7 +221,7 @@ def recalibrate_batchnorm(keras, model, x, *, seed: int, batches: int = 100, bat
     for _ in range(batches):
         xb = x[rng.choice(len(x), size=batch_size, replace=False)].astype(np.float32)
         model(xb, training=True)
-    for layer, momentum in zip(layers, saved):
+    for layer, momentum in zip(layers, saved, strict=False):
         layer.momentum = momentum
 
 
@@ -221,26 +239,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", default="16,32,32", help="conv channels of the three wide layers")
     ap.add_argument("--voicing-head", default="bottleneck", choices=["bottleneck", "pooled"])
     add_data_options(ap, scope="training clips (the held-out clips keep the defaults): ")
-    ap.add_argument("--no-level-input", dest="level_input", action="store_false",
-                    help="train without the two level rows (input (batch, 3, 128), the session-1 model)")
+    ap.add_argument(
+        "--no-level-input",
+        dest="level_input",
+        action="store_false",
+        help="train without the two level rows (input (batch, 3, 128), the session-1 model)",
+    )
     ap.add_argument("--train-npz", help="use this training set instead of generating one")
     ap.add_argument("--heldout-npz", help="use this held-out set instead of generating one")
-    ap.add_argument("--ema-momentum", type=float, default=None,
-                    help="keep an exponential moving average of the weights with this momentum (e.g. 0.9995) "
-                         "and ship the average; BatchNorm statistics are then re-estimated on training frames")
+    ap.add_argument(
+        "--ema-momentum",
+        type=float,
+        default=None,
+        help="keep an exponential moving average of the weights with this momentum (e.g. 0.9995) "
+        "and ship the average; BatchNorm statistics are then re-estimated on training frames",
+    )
     args = ap.parse_args(argv)
     if args.ema_momentum is not None and not 0.0 < args.ema_momentum < 1.0:
         ap.error(f"--ema-momentum {args.ema_momentum} is outside (0, 1); try 0.9995")
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0,
-                                                                                  data_options(args))
+    train_npz = Path(args.train_npz) if args.train_npz else ensure_data(work, "train", args.train_clips, 0, data_options(args))
     held_npz = Path(args.heldout_npz) if args.heldout_npz else ensure_data(work, "heldout", args.heldout_clips, 900000)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -256,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         yv[d["voicing_ignore"]] = -1.0
     print(f"train frames {len(x)} ({yv.mean():.2f} voiced), held-out frames {len(hx)}", flush=True)
 
-    model = build_model(keras, channels=tuple(int(c) for c in args.channels.split(",")), voicing_head=args.voicing_head,
-                        level_input=args.level_input)
+    model = build_model(
+        keras,
+        channels=tuple(int(c) for c in args.channels.split(",")),
+        voicing_head=args.voicing_head,
+        level_input=args.level_input,
+    )
     n_params = model.count_params()
     print(f"parameters: {n_params}", flush=True)
     pitch_loss, voicing_loss = make_losses(tf)
@@ -265,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.02)
     ema = {"use_ema": True, "ema_momentum": args.ema_momentum} if args.ema_momentum is not None else {}
     model.compile(optimizer=keras.optimizers.Adam(sched, **ema), loss=[pitch_loss, voicing_loss], loss_weights=[1.0, 1.0])
-    ds = (tf.data.Dataset.from_tensor_slices((x, (yb, yv)))
-          .shuffle(len(x), seed=args.seed, reshuffle_each_iteration=True)
-          .batch(args.batch_size)
-          .map(lambda a, b: (tf.cast(a, tf.float32), b))
-          .prefetch(2))
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, (yb, yv)))
+        .shuffle(len(x), seed=args.seed, reshuffle_each_iteration=True)
+        .batch(args.batch_size)
+        .map(lambda a, b: (tf.cast(a, tf.float32), b))
+        .prefetch(2)
+    )
     t0 = time.time()
     hist = model.fit(ds, epochs=args.epochs, verbose=2)  # with EMA, fit ends by loading the averaged weights
     if args.ema_momentum is not None:
@@ -295,11 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     print("held-out float tflite:", json.dumps(tfl_float_scores))
     print("held-out int8 tflite:", json.dumps(int8_scores))
     report = {
-        "args": vars(args), "parameters": n_params, "train_frames": int(len(x)), "heldout_frames": int(len(hx)),
-        "train_seconds": round(train_s, 1), "loss_history": {k: [round(float(a), 4) for a in vals] for k, vals in hist.history.items()},
-        "int8_bytes": len(tfl_int8), "float_bytes": len(tfl_float),
-        "heldout_keras_float": float_scores, "heldout_tflite_float": tfl_float_scores, "heldout_tflite_int8": int8_scores,
-        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "args": vars(args),
+        "parameters": n_params,
+        "train_frames": int(len(x)),
+        "heldout_frames": int(len(hx)),
+        "train_seconds": round(train_s, 1),
+        "loss_history": {k: [round(float(a), 4) for a in vals] for k, vals in hist.history.items()},
+        "int8_bytes": len(tfl_int8),
+        "float_bytes": len(tfl_float),
+        "heldout_keras_float": float_scores,
+        "heldout_tflite_float": tfl_float_scores,
+        "heldout_tflite_int8": int8_scores,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
     }
     out.with_name("training_report.json").write_text(json.dumps(report, indent=1))  # next to the model
     print(f"wrote {out} ({len(tfl_int8)} bytes); trained in {train_s:.0f} s")

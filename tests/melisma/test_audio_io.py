@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io.wavfile
-
 from melisma import audio_io
 from melisma.errors import AudioContentError, AudioIOError, DecodeError, MelismaError, OutputExistsError
 
@@ -81,7 +80,7 @@ def test_missing_empty_directory_and_garbage_are_decode_errors(tmp_path: Path) -
     with pytest.raises(DecodeError, match="directory"):
         audio_io.load_audio(tmp_path)
     (tmp_path / "fake.m4a").write_bytes(os.urandom(20000))
-    with pytest.raises(DecodeError, match="fake.m4a"):
+    with pytest.raises(DecodeError, match=r"fake.m4a"):
         audio_io.load_audio(tmp_path / "fake.m4a")
     (tmp_path / "notes.wav").write_text("these are my lyrics, not audio\n" * 100)
     with pytest.raises(DecodeError):
@@ -95,7 +94,7 @@ def test_truncated_uploads_are_refused(tmp_path: Path, ext: str) -> None:
     data = path.read_bytes()
     cut = tmp_path / f"cut{ext}"
     cut.write_bytes(data[: len(data) // 3])
-    with pytest.raises(DecodeError, match="truncated|corrupt|damaged"):
+    with pytest.raises(DecodeError, match=r"truncated|corrupt|damaged"):
         audio_io.load_audio(cut)
 
 

@@ -13,7 +13,6 @@ import av
 import numpy as np
 import pytest
 import soxr
-
 from melisma import audio_io
 from melisma.errors import AudioContentError, AudioIOError, DecodeError
 

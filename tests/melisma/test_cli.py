@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from melisma import audio_io
 from melisma.analysis.loudness import integrated_lufs
 from melisma.cli import main
 from melisma.errors import AudioContentError, DecodeError, OutputExistsError
 from melisma.semantic import STYLE_PRESETS
+
 from tools.corpus.scenarios import make_scenario
 
 SR = 48000
@@ -148,7 +148,7 @@ def test_bad_take_fails_cleanly(name, song, tmp_path, capsys) -> None:
     if make:
         make(take)
     out = tmp_path / "mix.m4a"
-    code, stdout, stderr = run_cli("mix", take, song["backing"], "-o", out, "--report", tmp_path / "r.json",
+    code, _stdout, stderr = run_cli("mix", take, song["backing"], "-o", out, "--report", tmp_path / "r.json",
                                    "--stems", tmp_path / "stems", capsys=capsys)
     assert code == exit_code
     assert stderr.startswith("melisma: error:") and "Traceback" not in stderr

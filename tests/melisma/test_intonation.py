@@ -11,12 +11,12 @@ import json
 
 import numpy as np
 import pytest
-
 from melisma import audio_io
 from melisma.analysis.pitch import DspPitchTracker, hz_to_midi
 from melisma.cli import main
 from melisma.errors import ConfigError
 from melisma.intonation import correction_from_sliders
+
 from tools.corpus.scenarios import make_scenario
 
 SR = 48000
@@ -128,7 +128,12 @@ def test_plan_without_backing_renders_the_vocal_alone(detuned, tmp_path, capsys)
     assert report["balance"] is None and any("no backing" in w for w in report["warnings"])
     assert report["loudness"]["integrated_lufs"] == pytest.approx(-14.0, abs=0.5)
     # re-render with a tighter tuning reuses the analysis and changes the correction
-    assert main(["render", str(plan), "-o", str(tmp_path / "tight.wav"), "--tuning", "1", "--report", str(tmp_path / "t.json"), "-q"]) == 0
+    assert (
+        main(
+            ["render", str(plan), "-o", str(tmp_path / "tight.wav"), "--tuning", "1", "--report", str(tmp_path / "t.json"), "-q"]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "t.json").read_text())["settings"]["correction"] == 1.0
 
 
@@ -145,8 +150,22 @@ def test_sliders_map_to_correction_settings() -> None:
 
 def test_per_type_ornament_policy_from_the_cli(detuned, tmp_path, capsys) -> None:
     report_path = tmp_path / "r.json"
-    assert main(["correct", str(detuned["take"]), "-o", str(tmp_path / "p.wav"), "--ornaments", "vibrato=flatten,slide=keep",
-                 "--report", str(report_path), "-q"]) == 0
+    assert (
+        main(
+            [
+                "correct",
+                str(detuned["take"]),
+                "-o",
+                str(tmp_path / "p.wav"),
+                "--ornaments",
+                "vibrato=flatten,slide=keep",
+                "--report",
+                str(report_path),
+                "-q",
+            ]
+        )
+        == 0
+    )
     settings = json.loads(report_path.read_text())["pitch"]["settings"]
     assert settings["ornaments"] == {"vibrato": "flatten", "slide": "keep"}
     code = main(["correct", str(detuned["take"]), "-o", str(tmp_path / "q.wav"), "--ornaments", "wobble=keep"])
@@ -158,8 +177,24 @@ def test_per_type_ornament_policy_from_the_cli(detuned, tmp_path, capsys) -> Non
 
 def test_on_device_models_run_through_the_cli(detuned, tmp_path) -> None:
     report_path = tmp_path / "r.json"
-    assert main(["correct", str(detuned["take"]), "-o", str(tmp_path / "m.wav"), "--tracker", "model",
-                 "--key", detuned["truth"]["key"]["name"], "--report", str(report_path), "-q"]) == 0
+    assert (
+        main(
+            [
+                "correct",
+                str(detuned["take"]),
+                "-o",
+                str(tmp_path / "m.wav"),
+                "--tracker",
+                "model",
+                "--key",
+                detuned["truth"]["key"]["name"],
+                "--report",
+                str(report_path),
+                "-q",
+            ]
+        )
+        == 0
+    )
     pitch = json.loads(report_path.read_text())["pitch"]
     assert pitch["tracker"] == "tflite-pitch" and pitch["detector"] == "tflite-ornaments"
     assert len(pitch["notes"]) >= 0.6 * len(detuned["truth"]["notes"])
@@ -170,7 +205,10 @@ def test_preview_window_is_corrected_like_the_full_render(detuned, tmp_path) -> 
     plan = tmp_path / "plan.json"
     assert main(["analyze", str(detuned["take"]), "-o", str(plan), "--key", detuned["truth"]["key"]["name"], "-q"]) == 0
     assert main(["render", str(plan), "-o", str(tmp_path / "full.wav"), "--reverb", "-1", "-q"]) == 0
-    assert main(["render", str(plan), "-o", str(tmp_path / "window.wav"), "--reverb", "-1", "--start", "4", "--duration", "5", "-q"]) == 0
+    assert (
+        main(["render", str(plan), "-o", str(tmp_path / "window.wav"), "--reverb", "-1", "--start", "4", "--duration", "5", "-q"])
+        == 0
+    )
     full, _ = audio_io.load_audio(tmp_path / "full.wav", mono=True)
     window, _ = audio_io.load_audio(tmp_path / "window.wav", mono=True)
     assert abs(len(window) - 5 * SR) < 10

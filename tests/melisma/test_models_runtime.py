@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from melisma.errors import ModelError
 from melisma.models_runtime import (
     RUNTIMES,
@@ -44,7 +43,7 @@ def test_loads_and_runs_int8_model_on_each_runtime(runtime):
     assert model.runtime == runtime
     assert model.is_int8
     assert model.output_names == ("pitch_logits", "voicing_logit")
-    x = np.random.default_rng(0).uniform(0, 1, (5,) + model.input_shape[1:]).astype(np.float32)
+    x = np.random.default_rng(0).uniform(0, 1, (5, *model.input_shape[1:])).astype(np.float32)
     logits, voicing = model.predict(x)
     assert logits.dtype == np.float32 and logits.shape == (5, 300)
     assert voicing.shape == (5, 1)
@@ -74,7 +73,7 @@ def test_dequantised_outputs_match_a_raw_interpreter_run():
 
 def test_batch_resize_keeps_per_frame_results():
     model = TfliteModel(PITCH_MODEL)
-    x = np.random.default_rng(2).uniform(0, 1, (6,) + model.input_shape[1:]).astype(np.float32)
+    x = np.random.default_rng(2).uniform(0, 1, (6, *model.input_shape[1:])).astype(np.float32)
     batched, _ = model.predict(x)
     single = np.concatenate([model.predict(x[i : i + 1])[0] for i in range(3)])
     np.testing.assert_allclose(single, batched[:3], atol=1e-6)
@@ -85,10 +84,10 @@ def test_both_runtimes_agree_when_both_installed():
         pytest.skip(f"only {available_runtimes()} installed here; the comparison needs tflite_runtime and ai_edge_litert")
     ma = TfliteModel(PITCH_MODEL, runtime="tflite_runtime")
     # 64 frames: the voicing output has one value per frame, so the share of differing values needs many
-    x = np.random.default_rng(3).uniform(0, 1, (64,) + ma.input_shape[1:]).astype(np.float32)
+    x = np.random.default_rng(3).uniform(0, 1, (64, *ma.input_shape[1:])).astype(np.float32)
     a = ma.predict(x)
     b = TfliteModel(PITCH_MODEL, runtime="ai_edge_litert").predict(x)
-    for u, v, d in zip(a, b, ma.output_details):
+    for u, v, d in zip(a, b, ma.output_details, strict=False):
         step = d["quantization"][0]
         # the two runtimes' int8 kernels may round an accumulator differently: one step at most
         assert np.max(np.abs(u - v)) <= 1.01 * step
@@ -99,7 +98,7 @@ def test_both_runtimes_agree_when_both_installed():
 
 def test_missing_file_names_the_path(tmp_path):
     missing = tmp_path / "nope.tflite"
-    with pytest.raises(ModelError, match="nope.tflite does not exist"):
+    with pytest.raises(ModelError, match=r"nope.tflite does not exist"):
         load_interpreter(missing)
 
 

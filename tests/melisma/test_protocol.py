@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from melisma import errors
 from melisma import protocol as p
 
@@ -96,7 +95,9 @@ def test_unknown_type_and_wrong_characteristic():
         p.decode(b"")
 
 
-@pytest.mark.parametrize("name", ["../etc/passwd", "a/b.m4a", ".hidden.m4a", "x" * 60 + ".m4a", "take", "take.exe", "t\u00e9.m4a", ""])
+@pytest.mark.parametrize(
+    "name", ["../etc/passwd", "a/b.m4a", ".hidden.m4a", "x" * 60 + ".m4a", "take", "take.exe", "t\u00e9.m4a", ""]
+)
 def test_bad_names_are_refused_on_both_ends(name):
     with pytest.raises(p.BadNameError):
         p.UploadBegin(1, p.FileKind.TAKE, name, 10, SHA)
@@ -108,7 +109,7 @@ def test_bad_names_are_refused_on_both_ends(name):
 
 
 def test_slider_and_style_values_are_checked():
-    with pytest.raises(p.InvalidValueError, match="warmth=1.5"):
+    with pytest.raises(p.InvalidValueError, match=r"warmth=1.5"):
         p.Controls(p.Style.NEUTRAL, {"warmth": 1.5})
     with pytest.raises(p.InvalidValueError, match="unknown slider"):
         p.Controls(p.Style.NEUTRAL, {"loudness": 0.1})

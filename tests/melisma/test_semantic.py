@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from melisma.errors import ConfigError
 from melisma.semantic import (
     SLIDERS,

@@ -165,5 +165,5 @@ def test_real_clips_are_reproducible_from_their_seed(one_real_voice):
 
 def test_real_voice_teacher_names_a_missing_recording(tmp_path, monkeypatch):
     monkeypatch.setattr(make_pitch_data, "SHARED", tmp_path)
-    with pytest.raises(FileNotFoundError, match="real training voice .*missing"):
+    with pytest.raises(FileNotFoundError, match=r"real training voice .*missing"):
         make_pitch_data.real_voice_teacher("nowhere/absent.wav", crepe=False)

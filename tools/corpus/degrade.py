@@ -115,7 +115,7 @@ def write_aligned(path: str | os.PathLike, y: np.ndarray, sr: int, *, bit_rate: 
     channels = 1 if y.ndim == 1 else y.shape[0]
     delay = codec_delay_samples(Path(path).suffix, sr, bit_rate, channels)
     if delay > 0:
-        y = np.concatenate([y[..., delay:], np.zeros(y.shape[:-1] + (delay,), np.float32)], axis=-1)
+        y = np.concatenate([y[..., delay:], np.zeros((*y.shape[:-1], delay), np.float32)], axis=-1)
     write_audio(path, y, sr=sr, bit_rate=bit_rate, overwrite=overwrite)
     return delay
 

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,7 @@ class Key:
             raise CorpusError(f"tonic={self.tonic}: use a pitch class 0-11 (0 = C)")
 
     @classmethod
-    def parse(cls, text: "str | Key") -> "Key":
+    def parse(cls, text: str | Key) -> Key:
         """``"A minor"``, ``"Eb major"``, ``"D shang"``, ``"G zhi"``."""
         if isinstance(text, Key):
             return text
@@ -256,7 +257,7 @@ def _ornament_phrase(notes: list[NoteSpec], rng: np.random.Generator, rate: floa
             n.ornaments.append({"type": "slide_out", "duration_ms": float(rng.uniform(120, 250)),
                                 "interval_cents": float(-rng.uniform(150, 400)), "shape": "sigmoid"})
     # portamento only into a note with no onset ornament of its own (they would fight over its start)
-    for i, (n, nxt) in enumerate(zip(notes[:-1], notes[1:])):
+    for n, nxt in itertools.pairwise(notes):
         onset_kinds = {o["type"] for o in nxt.ornaments} & {"slide_in", "grace", "mordent", "trill"}
         if abs(nxt.start_s - n.end_s) < 1e-6 and not onset_kinds and chance(0.3):
             longest = 1000.0 * min(n.duration_s, nxt.duration_s)  # half the glide lies in each note
@@ -265,7 +266,7 @@ def _ornament_phrase(notes: list[NoteSpec], rng: np.random.Generator, rate: floa
             nxt.onset_rise_cents = 0.0
 
 
-def melody_to_midi(melody: Melody, *, program: int = 53, ticks_per_beat: int = 480) -> "Any":
+def melody_to_midi(melody: Melody, *, program: int = 53, ticks_per_beat: int = 480) -> Any:
     """The intended melody (target pitches, sung timing) as a one-track :class:`mido.MidiFile`.
 
     Pitches are the targets (``NoteSpec.midi``), not the detuned sung centres: this is the

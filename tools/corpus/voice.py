@@ -45,6 +45,7 @@ True
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -405,8 +406,15 @@ def synthesize_voice(
         a_j, c_j = note_curves[i + 1]
         s = shape_curve((t_all[w0:w1] - (boundary - d / 2)) / d, p["shape"])
         midi_curve[w0:w1] = (1.0 - s) * c_i[w0 - a_i : w1 - a_i] + s * c_j[w0 - a_j : w1 - a_j]
-        ornament_truth.append({"type": "portamento", "note": i, "start_s": boundary - d / 2, "end_s": boundary + d / 2,
-                               "params": {**p, "to_note": i + 1}})
+        ornament_truth.append(
+            {
+                "type": "portamento",
+                "note": i,
+                "start_s": boundary - d / 2,
+                "end_s": boundary + d / 2,
+                "params": {**p, "to_note": i + 1},
+            }
+        )
 
     rng = rng_for(seed, "voice")
     # jitter: slow (< ~20 Hz) f0 wobble, part of the truth curve
@@ -443,8 +451,9 @@ def synthesize_voice(
         burst = bandpass_noise(c1 - c0, sr=sr, low_hz=c["band_hz"][0], high_hz=c["band_hz"][1], rng=rng_for(seed, "cons", i))
         shape = np.minimum(1.0, np.minimum(np.arange(c1 - c0), np.arange(c1 - c0)[::-1]) / max(1, 0.02 * sr * min(1.0, d / 0.06)))
         audio[c0:c1] += burst * shape * vowel_rms * n.velocity / 0.8 * 10.0 ** (c["level_db"] / 20.0)
-        consonant_truth.append({"type": n.consonant, "note": i, "start_s": c0 / sr, "end_s": c1 / sr,
-                                "band_hz": list(c["band_hz"])})
+        consonant_truth.append(
+            {"type": n.consonant, "note": i, "start_s": c0 / sr, "end_s": c1 / sr, "band_hz": list(c["band_hz"])}
+        )
 
     breath_truth = []
     if breaths:
@@ -472,15 +481,34 @@ def synthesize_voice(
 
     note_truth = []
     for i, n in enumerate(notes):
-        note_truth.append({
-            "index": i, "start_s": n.start_s, "end_s": n.end_s, "midi": n.centre_midi, "target_midi": float(n.midi),
-            "detune_cents": float(n.detune_cents), "vowel": n.vowel, "consonant": n.consonant,
-            "velocity": float(n.velocity), "onset_rise_cents": float(n.onset_rise_cents),
-            "onset_rise_ms": float(n.onset_rise_ms), "legato_from_previous": bool(legato_prev[i]),
-        })
+        note_truth.append(
+            {
+                "index": i,
+                "start_s": n.start_s,
+                "end_s": n.end_s,
+                "midi": n.centre_midi,
+                "target_midi": float(n.midi),
+                "detune_cents": float(n.detune_cents),
+                "vowel": n.vowel,
+                "consonant": n.consonant,
+                "velocity": float(n.velocity),
+                "onset_rise_cents": float(n.onset_rise_cents),
+                "onset_rise_ms": float(n.onset_rise_ms),
+                "legato_from_previous": bool(legato_prev[i]),
+            }
+        )
     ornament_truth.sort(key=lambda r: (r["start_s"], r["note"]))
-    return VoiceTake(audio=audio.astype(np.float32), sr=sr, f0_hz=f0_truth, hop_s=hop_s, notes=note_truth,
-                     ornaments=ornament_truth, consonants=consonant_truth, breaths=breath_truth, voice=preset.name)
+    return VoiceTake(
+        audio=audio.astype(np.float32),
+        sr=sr,
+        f0_hz=f0_truth,
+        hop_s=hop_s,
+        notes=note_truth,
+        ornaments=ornament_truth,
+        consonants=consonant_truth,
+        breaths=breath_truth,
+        voice=preset.name,
+    )
 
 
 def _spectral_envelope(freqs: np.ndarray, formants: np.ndarray, preset: VoicePreset) -> np.ndarray:
@@ -493,15 +521,21 @@ def _spectral_envelope(freqs: np.ndarray, formants: np.ndarray, preset: VoicePre
         F = formants[:, i : i + 1]
         B = 50.0 + 0.06 * F
         out += gains[i] / np.sqrt(1.0 + ((f * f - F * F) / (f * B)) ** 2)
-    for F, g in extra + [(preset.singer_formant_hz, preset.singer_formant_gain)]:
+    for F, g in [*extra, (preset.singer_formant_hz, preset.singer_formant_gain)]:
         B = 50.0 + 0.1 * F
         out += g / np.sqrt(1.0 + ((f * f - F * F) / (f * B)) ** 2)
     return out
 
 
 def _harmonics(
-    f0: np.ndarray, voiced: np.ndarray, note_of_sample: np.ndarray, notes: list[NoteSpec], preset: VoicePreset,
-    sr: int, max_harmonic_hz: float, rng: np.random.Generator,
+    f0: np.ndarray,
+    voiced: np.ndarray,
+    note_of_sample: np.ndarray,
+    notes: list[NoteSpec],
+    preset: VoicePreset,
+    sr: int,
+    max_harmonic_hz: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum of harmonics following ``f0`` (zero where unvoiced) and the fundamental's phase."""
     n = f0.size
@@ -516,7 +550,7 @@ def _harmonics(
     vowel_f = np.array([table[n.vowel] for n in notes], dtype=np.float64) * preset.formant_scale
     edges = np.flatnonzero(np.diff(voiced.astype(np.int8))) + 1
     bounds = np.concatenate([[0], edges, [n]])
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if not voiced[a]:
             continue
         seg_f0 = f0[a:b]

@@ -222,7 +222,8 @@ def _decimate(y: np.ndarray, sr: int, target_sr: int, *, stop: int | None = None
 
 def _clip_rail(y: np.ndarray) -> float | None:
     """The level at which a recording clipped, or ``None``: runs of clipped samples carry broadband
-    distortion that correlates with nothing, so :func:`_decimate` zeroes them."""
+    distortion that correlates with nothing, so :func:`_decimate` zeroes them.
+    """
     peak = 0.0
     for a in range(0, y.size, _BLOCK):
         peak = max(peak, float(np.max(np.abs(y[a:a + _BLOCK]))) if y[a:a + _BLOCK].size else 0.0)
@@ -310,7 +311,9 @@ class _Correlation:
     window_s: float
 
 
-def _correlate(take_a: np.ndarray, backing_a: np.ndarray, *, sr_a: int, max_lag: int, band_hz: tuple[float, float]) -> _Correlation:
+def _correlate(
+    take_a: np.ndarray, backing_a: np.ndarray, *, sr_a: int, max_lag: int, band_hz: tuple[float, float]
+) -> _Correlation:
     """Weighted cross-correlation of take windows against the backing, lags ±max_lag samples."""
     n_take = take_a.size
     n_windows = max(1, int(round(n_take / (WINDOW_S * sr_a))))
@@ -328,9 +331,7 @@ def _correlate(take_a: np.ndarray, backing_a: np.ndarray, *, sr_a: int, max_lag:
     per_window = np.zeros((n_windows, n_lags), dtype=np.float64)
     summed_spec = np.zeros(nfft // 2 + 1, dtype=np.complex128)
     energies_take = np.array([np.mean(take_a[i * win_len : (i + 1) * win_len] ** 2) for i in range(n_windows)])
-    energies_back = np.array(
-        [np.mean(padded[i * win_len : i * win_len + win_len + 2 * max_lag] ** 2) for i in range(n_windows)]
-    )
+    energies_back = np.array([np.mean(padded[i * win_len : i * win_len + win_len + 2 * max_lag] ** 2) for i in range(n_windows)])
     # Windows where either side is (nearly) silent carry no evidence, only numerical noise.
     ref_take = np.median(energies_take[energies_take > 0]) if np.any(energies_take > 0) else 0.0
     ref_back = np.median(energies_back[energies_back > 0]) if np.any(energies_back > 0) else 0.0
@@ -351,7 +352,9 @@ def _correlate(take_a: np.ndarray, backing_a: np.ndarray, *, sr_a: int, max_lag:
         corr = scipy.fft.irfft(full, nfft)[:n_lags]
         per_window[i] = corr
     summed = scipy.fft.irfft(summed_spec, nfft)[:n_lags]
-    return _Correlation(summed=summed, per_window=per_window[valid], max_lag=max_lag, used_windows=int(valid.sum()), window_s=win_len / sr_a)
+    return _Correlation(
+        summed=summed, per_window=per_window[valid], max_lag=max_lag, used_windows=int(valid.sum()), window_s=win_len / sr_a
+    )
 
 
 def _robust_scale(x: np.ndarray) -> tuple[float, float]:
@@ -409,7 +412,9 @@ def _find_peak(corr: np.ndarray, *, max_lag: int, sr_a: int, center_ms: float = 
         kc = int(np.argmax(zc))
         candidates.append({"offset_ms": float(lags_ms[kc]), "z": float(zc[kc])})
         zc[max(0, kc - guard) : kc + guard + 1] = -np.inf
-    return _Peak(lag_ms=lag_ms, z=float(z[k]), ratio=min(ratio, 99.0), second_lag_ms=second_lag, second_z=second_z, candidates=candidates)
+    return _Peak(
+        lag_ms=lag_ms, z=float(z[k]), ratio=min(ratio, 99.0), second_lag_ms=second_lag, second_z=second_z, candidates=candidates
+    )
 
 
 def _window_agreement(per_window: np.ndarray, *, max_lag: int, sr_a: int, lag_ms: float) -> tuple[float, list]:
@@ -614,12 +619,12 @@ def apply_offset(take: np.ndarray, *, offset_ms: float, sr: int, length: int | N
     if shift >= 0:
         out = y[..., shift:]
     else:
-        pad = np.zeros(y.shape[:-1] + (-shift,), dtype=np.float32)
+        pad = np.zeros((*y.shape[:-1], -shift), dtype=np.float32)
         out = np.concatenate([pad, y], axis=-1)
     if length is not None:
         n = out.shape[-1]
         if n > length:
             out = out[..., :length]
         elif n < length:
-            out = np.concatenate([out, np.zeros(out.shape[:-1] + (length - n,), dtype=np.float32)], axis=-1)
+            out = np.concatenate([out, np.zeros((*out.shape[:-1], length - n), dtype=np.float32)], axis=-1)
     return np.ascontiguousarray(out, dtype=np.float32)

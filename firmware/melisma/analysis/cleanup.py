@@ -114,7 +114,8 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
     -------
     dict
         ``detected`` (bool), ``fundamental_hz`` (float or None), ``nominal_hz`` (50 or 60),
-        ``harmonics_hz`` (prominent harmonics, Hz), ``harmonics`` (their numbers), ``n_harmonics`` (highest prominent harmonic number), ``level_db`` (RMS
+        ``harmonics_hz`` (prominent harmonics, Hz), ``harmonics`` (their numbers),
+        ``n_harmonics`` (highest prominent harmonic number), ``level_db`` (RMS
         of the hum lines in dBFS; -200 when none) and ``prominence_db`` per harmonic.
 
     Examples
@@ -128,8 +129,16 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
     (True, 59.9)
     """
     x = _check_take(take, sr, "detect_hum")
-    none = {"detected": False, "fundamental_hz": None, "nominal_hz": None, "harmonics_hz": [], "harmonics": [], "n_harmonics": 0,
-            "level_db": -200.0, "prominence_db": []}
+    none = {
+        "detected": False,
+        "fundamental_hz": None,
+        "nominal_hz": None,
+        "harmonics_hz": [],
+        "harmonics": [],
+        "n_harmonics": 0,
+        "level_db": -200.0,
+        "prominence_db": [],
+    }
     # ~0.7 Hz resolution: narrow bins lift a steady line out of broadband noise (+3 dB per halving)
     # and separate it from the wandering partials of a voice.
     nperseg = int(2 ** math.ceil(math.log2(sr / 0.75)))
@@ -151,8 +160,8 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
     nbins_keep = int(min(max_hz + 100.0, sr / 2) * n_fft / sr) + 1
     spectra = np.empty((starts.size, nbins_keep), dtype=np.float32)
     for i, s in enumerate(starts):
-        spec = sfft.rfft(x[s:s + nperseg] * window, n=n_fft)[:nbins_keep]
-        spectra[i] = spec.real ** 2 + spec.imag ** 2
+        spec = sfft.rfft(x[s : s + nperseg] * window, n=n_fft)[:nbins_keep]
+        spectra[i] = spec.real**2 + spec.imag**2
     psd = np.median(spectra, axis=0).astype(np.float64)
     # Median of exponential-distributed bin powers is ln 2 of the mean.
     psd /= math.log(2.0)
@@ -172,8 +181,10 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
                 continue
             peak = lo + int(np.argmax(psd[lo:hi]))
             # background: median of the spectrum ±(5..15) Hz around the line
-            ring = np.r_[psd[max(1, peak - int(15 / bin_hz)):peak - int(5 / bin_hz)],
-                         psd[peak + int(5 / bin_hz) + 1:peak + int(15 / bin_hz) + 1]]
+            ring = np.r_[
+                psd[max(1, peak - int(15 / bin_hz)) : peak - int(5 / bin_hz)],
+                psd[peak + int(5 / bin_hz) + 1 : peak + int(15 / bin_hz) + 1],
+            ]
             background = float(np.median(ring)) if ring.size else _EPS
             prominence = _db(psd[peak]) - _db(background)
             # parabolic interpolation of the peak on a log scale: position and height
@@ -375,9 +386,14 @@ def estimate_noise(take: np.ndarray, *, sr: int, quiet_fraction: float = 0.1) ->
     edges = _band_edges(sr)
     centres = np.sqrt(np.maximum(edges[:-1], 20.0) * edges[1:])
     powers = _frame_powers(x, frame)
-    empty = {"floor_dbfs": -200.0, "snr_db": 0.0, "signal_dbfs": -200.0,
-             "band_hz": [round(float(c), 1) for c in centres],
-             "profile_db": [-200.0] * centres.size, "n_frames_used": 0}
+    empty = {
+        "floor_dbfs": -200.0,
+        "snr_db": 0.0,
+        "signal_dbfs": -200.0,
+        "band_hz": [round(float(c), 1) for c in centres],
+        "profile_db": [-200.0] * centres.size,
+        "n_frames_used": 0,
+    }
     live = np.flatnonzero(powers > 1e-12)  # below -120 dBFS is digital silence, not room noise
     if live.size == 0:
         return empty
@@ -400,9 +416,9 @@ def estimate_noise(take: np.ndarray, *, sr: int, quiet_fraction: float = 0.1) ->
     window = signal.get_window("hann", frame).astype(np.float32)
     psd = np.zeros(frame // 2 + 1)
     for chunk in np.array_split(quiet, max(1, quiet.size // 64)):
-        blocks = np.stack([x[i * frame:(i + 1) * frame] for i in chunk]) * window
+        blocks = np.stack([x[i * frame : (i + 1) * frame] for i in chunk]) * window
         spec = np.fft.rfft(blocks, axis=1)
-        psd += np.sum(spec.real.astype(np.float64) ** 2 + spec.imag ** 2, axis=0)
+        psd += np.sum(spec.real.astype(np.float64) ** 2 + spec.imag**2, axis=0)
     # one-sided PSD in FS^2/Hz
     psd *= 2.0 / (quiet.size * sr * float(np.sum(window.astype(np.float64) ** 2)))
     freqs = np.fft.rfftfreq(frame, 1.0 / sr)
@@ -465,9 +481,9 @@ def estimate_rumble(take: np.ndarray, *, sr: int) -> dict[str, Any]:
     n = x.size // frame
     picks = np.unique(np.linspace(0, n - 1, min(n, 200)).astype(int))
     window = signal.get_window("hann", frame).astype(np.float32)
-    blocks = np.stack([x[i * frame:(i + 1) * frame] for i in picks]) * window
+    blocks = np.stack([x[i * frame : (i + 1) * frame] for i in picks]) * window
     spec = np.fft.rfft(blocks, axis=1)
-    power = np.sum(spec.real.astype(np.float64) ** 2 + spec.imag ** 2, axis=0)
+    power = np.sum(spec.real.astype(np.float64) ** 2 + spec.imag**2, axis=0)
     freqs = np.fft.rfftfreq(frame, 1.0 / sr)
     low_db = _db(float(np.sum(power[(freqs > 0) & (freqs < 60.0)])) / max(float(np.sum(power[1:])), _EPS))
     highpass = 90.0 if low_db > -15.0 else 70.0

@@ -24,14 +24,14 @@ Examples
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..errors import AnalysisError, ConfigError
 
-__all__ = ["Scale", "KeyEstimate", "MODES", "parse_key", "estimate_key", "estimate_key_from_notes", "chroma"]
+__all__ = ["MODES", "KeyEstimate", "Scale", "chroma", "estimate_key", "estimate_key_from_notes", "parse_key"]
 
 #: Intervals above the tonic of every mode.
 MODES: dict[str, tuple[int, ...]] = {
@@ -121,7 +121,7 @@ class Scale:
         return {"name": self.name, "tonic_pc": self.tonic_pc, "mode": self.mode, "pitch_classes": list(self.pitch_classes)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scale":
+    def from_dict(cls, d: dict) -> Scale:
         try:
             return cls(tonic_pc=int(d["tonic_pc"]), mode=str(d["mode"]))
         except (KeyError, TypeError, ValueError) as exc:

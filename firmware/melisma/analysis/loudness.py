@@ -378,7 +378,8 @@ class Interpolator:
             whole = np.concatenate([whole, np.zeros(pad_to - whole.size, whole.dtype)])
         core = whole[self.left : self.left + n_grains * grain].reshape(n_grains, grain).max(axis=1)
         head = whole[: n_grains * grain].reshape(n_grains, grain)[:, : self.left].max(axis=1) if self.left else 0.0
-        tail = whole[self.left + self.right : self.left + self.right + n_grains * grain].reshape(n_grains, grain)[:, -self.right :].max(axis=1)
+        start = self.left + self.right
+        tail = whole[start : start + n_grains * grain].reshape(n_grains, grain)[:, -self.right :].max(axis=1)
         reach_max = np.maximum(np.maximum(core, head), tail)
         candidates = np.flatnonzero(reach_max * self.bound > threshold)
         if candidates.size == 0:
@@ -391,8 +392,9 @@ class Interpolator:
             self._interpolate_into(mags, padded, positions[positions < n], phases_t, contiguous=False)
         return mags
 
-    def _interpolate_into(self, mags: np.ndarray, padded: np.ndarray, positions: np.ndarray,
-                          phases_t: np.ndarray, *, contiguous: bool) -> None:
+    def _interpolate_into(
+        self, mags: np.ndarray, padded: np.ndarray, positions: np.ndarray, phases_t: np.ndarray, *, contiguous: bool
+    ) -> None:
         n = mags.size
         offsets = np.arange(self.reach)
         for c in range(padded.shape[0]):
@@ -526,16 +528,18 @@ class TruePeakMeter:
         if block.shape[0] != self.channels:
             raise AnalysisError(f"block has {block.shape[0]} channels, the meter {self.channels}")
         for a in range(0, block.shape[1], CHUNK_SAMPLES):
-            chunk = block[:, a:a + CHUNK_SAMPLES]
+            chunk = block[:, a : a + CHUNK_SAMPLES]
             m = chunk.shape[1]
             high = float(np.abs(chunk).max()) if m else 0.0
             if math.isnan(high):
-                raise AnalysisError("true peak of a signal with NaN samples is undefined; check the input with audio_io.check_finite")
+                raise AnalysisError(
+                    "true peak of a signal with NaN samples is undefined; check the input with audio_io.check_finite"
+                )
             self.sample_peak = max(self.sample_peak, high)
             self.n_samples += m
             joined = np.concatenate([self._context, chunk], axis=1)
             if m >= self._context.shape[1]:
-                self._context = chunk[:, m - self._context.shape[1]:].copy()
+                self._context = chunk[:, m - self._context.shape[1] :].copy()
             else:
                 self._context = joined[:, m:].copy()
             self._measure(joined)

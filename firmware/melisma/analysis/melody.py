@@ -91,7 +91,7 @@ def load_melody(path: str | os.PathLike, *, channel: int | None = None) -> list[
                 start = starts.pop(0)
                 if now > start:
                     notes.append(MelodyNote(start_s=round(start, 6), end_s=round(now, 6), midi=int(msg.note)))
-    for (ch, note), starts in sounding.items():  # notes never switched off end with the file
+    for (_ch, note), starts in sounding.items():  # notes never switched off end with the file
         for start in starts:
             if now > start:
                 notes.append(MelodyNote(start_s=round(start, 6), end_s=round(now, 6), midi=int(note)))

@@ -36,8 +36,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .key import Scale
     from .melody import MelodyNote
 
-__all__ = ["Note", "segment_notes", "assign_targets", "smooth_midi", "voiced_regions"]
+__all__ = ["Note", "assign_targets", "segment_notes", "smooth_midi", "voiced_regions"]
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Note:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Note":
+    def from_dict(cls, d: dict) -> Note:
         try:
             return cls(
                 start_s=float(d["start_s"]),
@@ -124,7 +125,7 @@ def voiced_regions(voiced: np.ndarray, *, bridge_frames: int = 0) -> list[tuple[
     starts = np.flatnonzero(edges == 1)
     stops = np.flatnonzero(edges == -1)
     out: list[list[int]] = []
-    for a, b in zip(starts, stops):
+    for a, b in zip(starts, stops, strict=False):
         if out and a - out[-1][1] <= bridge_frames:
             out[-1][1] = int(b)
         else:
@@ -266,7 +267,6 @@ def _split_region(m: np.ndarray, *, w: int, hop: float, min_frames: int, split: 
     d = np.nan_to_num(d)
     ad = np.abs(d)
     peaks = []
-    i = 0
     # local maxima of |D| above the threshold, at least w/2 apart (strongest first within a run)
     above = ad > split
     for r0, r1 in voiced_regions(above):
@@ -291,7 +291,8 @@ def _split_region(m: np.ndarray, *, w: int, hop: float, min_frames: int, split: 
 
 def _is_ramp(m: np.ndarray, hop: float) -> bool:
     """True when a segment never holds still: its smoothed pitch stays within 40 cents of the
-    median for less than 60 ms."""
+    median for less than 60 ms.
+    """
     s = smooth_midi(m, frames=_odd(0.06 / hop))
     near = np.abs(s - np.median(s)) < 0.4
     return near.sum() * hop < 0.06 and (np.max(s) - np.min(s)) > 0.8
@@ -345,9 +346,7 @@ def _closer_to_next(m: np.ndarray, segs: list[tuple[int, int]], i: int) -> bool:
     next_level = np.median(m[nxt[0] : min(nxt[1], nxt[0] + 20)])
     prev_level = np.median(m[max(prev[0], prev[1] - 20) : prev[1]])
     # a fall-off: starts at the previous note's level and moves away
-    if abs(start_level - prev_level) < 0.5 and abs(end_level - next_level) > abs(start_level - prev_level) + 0.5:
-        return False
-    return True
+    return not (abs(start_level - prev_level) < 0.5 and abs(end_level - next_level) > abs(start_level - prev_level) + 0.5)
 
 
 def _centre_with_trill(seg: np.ndarray, hop: float) -> float:
@@ -370,8 +369,8 @@ def _centre_with_trill(seg: np.ndarray, hop: float) -> float:
 def assign_targets(
     notes: Sequence[Note],
     *,
-    scale: "Scale | None" = None,
-    melody: "Sequence[MelodyNote] | None" = None,
+    scale: Scale | None = None,
+    melody: Sequence[MelodyNote] | None = None,
     max_melody_distance_s: float = 0.3,
 ) -> list[Note]:
     """Give every note a target pitch and its ``cents_error``; returns new notes.
@@ -399,7 +398,7 @@ def assign_targets(
     mel_targets: list[float | None] = [None] * len(notes)
     if melody:
         mel_targets = _match_melody(notes, melody, max_distance_s=max_melody_distance_s)
-    for note, mt in zip(notes, mel_targets):
+    for note, mt in zip(notes, mel_targets, strict=False):
         if not np.isfinite(note.midi):
             out.append(replace(note, target_midi=None, cents_error=None))
             continue
@@ -413,7 +412,7 @@ def assign_targets(
     return out
 
 
-def _match_melody(notes: Sequence[Note], melody: Sequence["MelodyNote"], *, max_distance_s: float) -> list[float | None]:
+def _match_melody(notes: Sequence[Note], melody: Sequence[MelodyNote], *, max_distance_s: float) -> list[float | None]:
     if not notes:
         return []
     ms = np.array([m.start_s for m in melody])
@@ -430,6 +429,6 @@ def _match_melody(notes: Sequence[Note], melody: Sequence["MelodyNote"], *, max_
         k = int(np.argmin(dist))
         picks.append(k if dist[k] <= max_distance_s else None)
     # one octave shift for the whole take (a man singing a woman's melody an octave down)
-    diffs = [n.midi - mm[k] for n, k in zip(notes, picks) if k is not None]
+    diffs = [n.midi - mm[k] for n, k in zip(notes, picks, strict=False) if k is not None]
     shift = 12.0 * round(float(np.median(diffs)) / 12.0) if diffs else 0.0
     return [None if k is None else float(mm[k] + shift) for k in picks]

@@ -42,9 +42,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -54,16 +54,16 @@ from .ornaments import DspOrnamentDetector, Ornament, _fit_transition, _sine_rat
 from .pitch import PitchTrack
 
 __all__ = [
+    "DEFAULT_CLASS_BIAS",
     "FRAME_CLASSES",
     "FRAME_CODES",
     "HOP_S",
-    "WINDOW_FRAMES",
-    "N_FEATURES",
     "MODEL_FILE",
-    "DEFAULT_CLASS_BIAS",
+    "N_FEATURES",
+    "WINDOW_FRAMES",
+    "TfliteOrnamentDetector",
     "contour_features",
     "frame_probabilities",
-    "TfliteOrnamentDetector",
 ]
 
 #: Frame classes, in the order of the network's output.
@@ -216,7 +216,7 @@ def frame_probabilities(features: np.ndarray, model) -> np.ndarray:
     batch = np.stack([padded[WINDOW_FRAMES + s : WINDOW_FRAMES + s + WINDOW_FRAMES] for s in starts])
     # one window per call: the exported graph has a fixed batch of 1 (its reshapes do not resize)
     probs = np.concatenate([model.predict(batch[i : i + 1])[0] for i in range(len(batch))], axis=0)
-    for s, p in zip(starts, probs):
+    for s, p in zip(starts, probs, strict=False):
         a, b = s + CONTEXT_FRAMES, min(n, s + CONTEXT_FRAMES + keep)
         out[a:b] = p[CONTEXT_FRAMES : CONTEXT_FRAMES + (b - a)]
     return out
@@ -423,7 +423,8 @@ class TfliteOrnamentDetector:
     def _glide(y: np.ndarray, hop: float, a_s: float, y0: float, y1: float, start_lo: float,
                start_hi: float) -> tuple[float, float, str]:
         """(start_s, duration_s, shape) of the linear or logistic move ``y0 -> y1`` that fits ``y``
-        (cents, first frame at ``a_s``) best, starting between ``start_lo`` and ``start_hi``."""
+        (cents, first frame at ``a_s``) best, starting between ``start_lo`` and ``start_hi``.
+        """
         t = a_s + np.arange(len(y)) * hop
         starts = np.arange(start_lo, max(start_lo, start_hi) + 0.5 * hop, hop)
         start, dur, shape, _ = _fit_transition(t, y, y0, y1, t_start=starts)
@@ -475,7 +476,8 @@ class TfliteOrnamentDetector:
 
 def _viterbi_labels(probs: np.ndarray, switch_cost: float, *, log_bias: np.ndarray | None = None) -> np.ndarray:
     """Best class sequence for per-frame ``probs`` (plus ``log_bias`` per class, in log
-    probability) with a fixed cost per class change."""
+    probability) with a fixed cost per class change.
+    """
     n, k = probs.shape
     if n == 0:
         return np.zeros(0, dtype=np.int8)

@@ -43,8 +43,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,11 +54,11 @@ from .notes import Note, fill_gaps, smooth_midi
 from .pitch import PitchTrack
 
 __all__ = [
+    "ORNAMENT_CODES",
+    "ORNAMENT_TYPES",
+    "DspOrnamentDetector",
     "Ornament",
     "OrnamentDetector",
-    "DspOrnamentDetector",
-    "ORNAMENT_TYPES",
-    "ORNAMENT_CODES",
     "detect_ornaments",
     "match_spans",
     "ornament_frames",
@@ -99,7 +100,7 @@ class Ornament:
                 "note": int(self.note), "params": params}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Ornament":
+    def from_dict(cls, d: dict) -> Ornament:
         try:
             return cls(type=str(d["type"]), start_s=float(d["start_s"]), end_s=float(d["end_s"]),
                        note=int(d["note"]), params=dict(d.get("params", {})))
@@ -212,10 +213,18 @@ def _periodic_runs(d: np.ndarray, hop_s: float, *, min_swing: float, min_half_cy
             seg = s[e[0] : e[-1] + 1]
             squareness = float(np.mean(np.abs(seg - mid) > 0.7 * amp))
             first_is_hi = abs(vals[0] - hi) < abs(vals[0] - lo)
-            runs.append(_PeriodicRun(
-                i0=i0, i1=i1, rate_hz=_sine_rate(d[e[0] : e[-1] + 1], hop_s, fmin_hz, fmax_hz), extent_cents=float(np.median(swings[k:j])),
-                squareness=squareness, first_level=hi if first_is_hi else lo, other_level=lo if first_is_hi else hi,
-                n_extrema=len(e)))
+            runs.append(
+                _PeriodicRun(
+                    i0=i0,
+                    i1=i1,
+                    rate_hz=_sine_rate(d[e[0] : e[-1] + 1], hop_s, fmin_hz, fmax_hz),
+                    extent_cents=float(np.median(swings[k:j])),
+                    squareness=squareness,
+                    first_level=hi if first_is_hi else lo,
+                    other_level=lo if first_is_hi else hi,
+                    n_extrema=len(e),
+                )
+            )
         k = j
     return runs
 
@@ -251,8 +260,9 @@ def _sine_rate(y: np.ndarray, hop_s: float, fmin_hz: float, fmax_hz: float) -> f
     return float(local[int(np.argmax(explained(local)))])
 
 
-def trill_levels(midi: np.ndarray, *, hop_s: float, min_trill_cents: float = 80.0, min_squareness: float = 0.66,
-                 min_half_cycles: int = 4) -> tuple[float, float] | None:
+def trill_levels(
+    midi: np.ndarray, *, hop_s: float, min_trill_cents: float = 80.0, min_squareness: float = 0.66, min_half_cycles: int = 4
+) -> tuple[float, float] | None:
     """``(main, other)`` MIDI levels when ``midi`` holds a trill, else None.
 
     The main note is the level the trill starts on.
@@ -281,7 +291,9 @@ def _shape_curve(u: np.ndarray, shape: str) -> np.ndarray:
 _DURATIONS_S = np.arange(0.015, 0.405, 0.005)
 
 
-def _fit_transition(t: np.ndarray, y: np.ndarray, y0: float, y1: float, *, t_start: np.ndarray) -> tuple[float, float, str, float]:
+def _fit_transition(
+    t: np.ndarray, y: np.ndarray, y0: float, y1: float, *, t_start: np.ndarray
+) -> tuple[float, float, str, float]:
     """Fit ``y(t) = y0 + (y1 - y0) * shape((t - ts) / D)`` over start times ``t_start`` and durations.
 
     Returns (start_s, duration_s, shape, rms error in the units of y).
@@ -388,16 +400,19 @@ class DspOrnamentDetector:
                 return None
             # one transition from the start level to the centre, free start (hold) and duration (move)
             t = np.arange(min(n, settle + int(round(0.05 / hop)))) * hop
-            hold, move, shape, _ = _fit_transition(t, d[: t.size], start_dev, 0.0,
-                                                   t_start=np.arange(0.0, min(0.2, t[-1]) + 1e-9, hop))
+            hold, move, shape, _ = _fit_transition(
+                t, d[: t.size], start_dev, 0.0, t_start=np.arange(0.0, min(0.2, t[-1]) + 1e-9, hop)
+            )
             # a grace note holds its pitch, then moves quickly; a slide moves from the start
             if move * 1000.0 <= self.max_grace_move_ms and hold >= 0.6 * move and hold >= 0.01:
                 dur = hold + move
-                return Ornament("grace", t0, t0 + dur, k, {
-                    "duration_ms": 1000.0 * dur, "interval_cents": start_dev, "main_note": k})
+                return Ornament(
+                    "grace", t0, t0 + dur, k, {"duration_ms": 1000.0 * dur, "interval_cents": start_dev, "main_note": k}
+                )
             dur = hold + move
-            return Ornament("slide_in", t0, t0 + dur, k, {
-                "duration_ms": 1000.0 * dur, "interval_cents": start_dev, "shape": shape})
+            return Ornament(
+                "slide_in", t0, t0 + dur, k, {"duration_ms": 1000.0 * dur, "interval_cents": start_dev, "shape": shape}
+            )
         # mordent: starts near the centre, one excursion of a grace-like size, back to the centre
         look_m = min(n, int(round(0.25 / hop)))
         if look_m < 8:
@@ -419,8 +434,9 @@ class DspOrnamentDetector:
         rest = sm[j + back :]
         if rest.size and np.max(np.abs(rest)) > 0.6 * abs(peak):
             return None
-        return Ornament("mordent", t0 + lead * hop, t0 + (j + back) * hop, k, {
-            "rate_hz": 1.0 / max(dur, 1e-3), "interval_cents": peak})
+        return Ornament(
+            "mordent", t0 + lead * hop, t0 + (j + back) * hop, k, {"rate_hz": 1.0 / max(dur, 1e-3), "interval_cents": peak}
+        )
 
     # -- slide_out ----------------------------------------------------------------------------
 
@@ -440,11 +456,12 @@ class DspOrnamentDetector:
         starts = t[max(0, last_near - int(round(0.3 / hop))) : last_near + 1]
         if starts.size == 0:
             return None
-        start, dur, shape, _ = _fit_transition(t, tail, 0.0, end_dev, t_start=starts)
+        start, _dur, shape, _ = _fit_transition(t, tail, 0.0, end_dev, t_start=starts)
         end_t = (a + n) * hop
         s0 = max(a * hop, (a + n - look) * hop + start)
-        return Ornament("slide_out", s0, end_t, k, {
-            "duration_ms": 1000.0 * (end_t - s0), "interval_cents": end_dev, "shape": shape})
+        return Ornament(
+            "slide_out", s0, end_t, k, {"duration_ms": 1000.0 * (end_t - s0), "interval_cents": end_dev, "shape": shape}
+        )
 
     # -- vibrato / trill ----------------------------------------------------------------------
 
@@ -459,8 +476,7 @@ class DspOrnamentDetector:
             s1 = (a + i0 + r.i1) * hop
             is_trill = r.squareness >= self.min_trill_squareness and r.extent_cents >= self.min_trill_cents
             if is_trill:
-                out.append(Ornament("trill", s0, s1, k, {
-                    "rate_hz": r.rate_hz, "interval_cents": r.other_level - r.first_level}))
+                out.append(Ornament("trill", s0, s1, k, {"rate_hz": r.rate_hz, "interval_cents": r.other_level - r.first_level}))
             else:
                 out.append(Ornament("vibrato", s0, s1, k, {"rate_hz": r.rate_hz, "extent_cents": r.extent_cents}))
         return out
@@ -477,8 +493,7 @@ class DspOrnamentDetector:
         resid = s - (slope * t + icpt)
         if abs(total) < self.min_drift_cents or np.std(resid) > 0.5 * abs(total):
             return None
-        return Ornament("drift", (a + i0) * hop, (a + i1) * hop, k, {
-            "drift_cents": float(total), "cents_per_s": float(slope)})
+        return Ornament("drift", (a + i0) * hop, (a + i1) * hop, k, {"drift_cents": float(total), "cents_per_s": float(slope)})
 
     # -- portamento ---------------------------------------------------------------------------
 
@@ -506,7 +521,7 @@ class DspOrnamentDetector:
         if eff_ms < self.min_glide_ms:
             return None
         starts = np.arange(boundary - reach, boundary + 0.02, 0.005)
-        start, dur, shape, err = _fit_transition(t, y, 0.0, interval, t_start=starts)
+        start, dur, shape, _err = _fit_transition(t, y, 0.0, interval, t_start=starts)
         if dur * 1000.0 < self.min_portamento_ms:
             return None
         # a step followed by a scoop (slide_in) is not a glide: compare with that model
@@ -526,8 +541,13 @@ class DspOrnamentDetector:
             err_glide = float(np.sqrt(np.mean((pred_p - yf)[zone] ** 2)))
             if err_step < 0.7 * err_glide:
                 return None
-        return Ornament("portamento", start, start + dur, k, {
-            "duration_ms": 1000.0 * dur, "interval_cents": interval, "shape": shape, "to_note": k + 1})
+        return Ornament(
+            "portamento",
+            start,
+            start + dur,
+            k,
+            {"duration_ms": 1000.0 * dur, "interval_cents": interval, "shape": shape, "to_note": k + 1},
+        )
 
 
 def _first_sustained(mask: np.ndarray, run: int) -> int | None:
@@ -587,8 +607,7 @@ def ornament_frames(ornaments: Sequence[Ornament], *, n_frames: int, hop_s: floa
     return codes
 
 
-def match_spans(found: Sequence[tuple[float, float]], truth: Sequence[tuple[float, float]], *,
-                min_overlap: float = 0.3) -> int:
+def match_spans(found: Sequence[tuple[float, float]], truth: Sequence[tuple[float, float]], *, min_overlap: float = 0.3) -> int:
     """How many ``truth`` spans a ``found`` span matches, each found span used once (event scoring).
 
     A found span ``(start_s, end_s)`` matches a truth span when they overlap by at least

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import AnalysisError
 
-__all__ = ["PitchTrack", "PitchTracker", "DspPitchTracker", "track_pitch", "hz_to_midi", "midi_to_hz"]
+__all__ = ["DspPitchTracker", "PitchTrack", "PitchTracker", "hz_to_midi", "midi_to_hz", "track_pitch"]
 
 
 def hz_to_midi(f0_hz: np.ndarray | float) -> np.ndarray:
@@ -120,7 +120,7 @@ class PitchTrack:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PitchTrack":
+    def from_dict(cls, d: dict) -> PitchTrack:
         try:
             return cls(
                 hop_s=float(d["hop_s"]),

@@ -51,9 +51,28 @@ from ..errors import AnalysisError
 from .pitch import PitchTrack
 
 __all__ = [
-    "SR", "N_FFT", "HOP_LENGTH", "HOP_S", "N_INPUT_BINS", "CONTEXT_FRAMES", "N_PITCH_BINS",
-    "CENTS_PER_BIN", "FMIN_HZ", "MODEL_FILE", "LEVEL_ROWS", "pitch_bin_hz", "spectrogram_features",
-    "LevelState", "level_features", "model_inputs", "context_frames", "decode_pitch", "voicing_hysteresis", "TflitePitchTracker", "StreamingPitchModel", "default_model_path",
+    "CENTS_PER_BIN",
+    "CONTEXT_FRAMES",
+    "FMIN_HZ",
+    "HOP_LENGTH",
+    "HOP_S",
+    "LEVEL_ROWS",
+    "MODEL_FILE",
+    "N_FFT",
+    "N_INPUT_BINS",
+    "N_PITCH_BINS",
+    "SR",
+    "LevelState",
+    "StreamingPitchModel",
+    "TflitePitchTracker",
+    "context_frames",
+    "decode_pitch",
+    "default_model_path",
+    "level_features",
+    "model_inputs",
+    "pitch_bin_hz",
+    "spectrogram_features",
+    "voicing_hysteresis",
 ]
 
 SR = 16000
@@ -166,7 +185,8 @@ def spectrogram_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 @dataclass
 class LevelState:
     """What :func:`level_features` carries from one block to the next: the running peak (dB) after
-    the last frame and the levels of the last :data:`LEVEL_SLOPE_FRAMES` frames."""
+    the last frame and the levels of the last :data:`LEVEL_SLOPE_FRAMES` frames.
+    """
 
     running_peak_db: float = -np.inf
     recent_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
@@ -223,7 +243,8 @@ def level_features(level_db: np.ndarray, *, state: LevelState | None = None) -> 
 def model_inputs(features: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
     """Model input ``(n, CONTEXT_FRAMES [+ LEVEL_ROWS], N_INPUT_BINS)``: each frame's spectral
     context (:func:`context_frames`) and, when ``levels`` is given, its level rows repeated across
-    the bins."""
+    the bins.
+    """
     return _with_level_rows(context_frames(features), levels)
 
 
@@ -296,7 +317,8 @@ def decode_pitch(logits: np.ndarray, voicing_logit: np.ndarray, *, peak_db: np.n
 
 def _decode(logits, voicing_logit, *, peak_db, voicing_threshold, voicing_threshold_low, voiced_before):
     """:func:`decode_pitch` plus the hysteresis state after the last frame (before the silence gate),
-    which the streaming mode carries to its next block."""
+    which the streaming mode carries to its next block.
+    """
     logits = np.asarray(logits, dtype=np.float32)
     n = len(logits)
     if n == 0:
@@ -401,7 +423,8 @@ class TflitePitchTracker:
     def raw_outputs(self, features: np.ndarray, level_db: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Model logits ``(n, N_PITCH_BINS)`` and voicing logits ``(n,)`` for spectrogram features
         ``(n, bins)`` and frame levels ``(n,)`` (both from :func:`spectrogram_features`; the levels
-        are needed by a model that takes level rows)."""
+        are needed by a model that takes level rows).
+        """
         levels = None
         if self.uses_level:
             if level_db is None:
@@ -420,7 +443,7 @@ class TflitePitchTracker:
             chunk = x[c0 : c0 + b]
             k = len(chunk)
             if k < b:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], np.float32)])
+                chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), np.float32)])
             out = m.predict_dict(chunk)
             logits[c0 : c0 + k] = out["pitch_logits"][:k]
             voicing[c0 : c0 + k] = out["voicing_logit"][:k].reshape(-1)

@@ -89,7 +89,8 @@ def band_powers(audio: np.ndarray, *, sr: int, n_fft: int = N_FFT, hop_ms: float
 def _band_powers_from(read, n_samples: int, *, sr: int, n_fft: int = N_FFT, hop_ms: float = HOP_MS,
                       chunk_frames: int = 512) -> tuple[np.ndarray, np.ndarray, int]:
     """:func:`band_powers` of a mono signal read piece by piece: ``read(a, b)`` gives samples
-    ``a:b`` (zeros past the end), so the signal never needs to be in memory whole."""
+    ``a:b`` (zeros past the end), so the signal never needs to be in memory whole.
+    """
     hop_length = max(1, int(round(sr * hop_ms / 1000.0)))
     edges = _band_edges(sr)
     n_samples = max(n_samples, n_fft)  # a short signal is zero-padded to one frame
@@ -394,7 +395,8 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
         JSON-serialisable: ``loudness_lufs`` (None if unmeasurable), ``active_fraction``,
         ``loud_phrase_peak_db`` / ``loud_phrase_rms_db`` / ``loud_phrase_detector_db`` (95th
         percentile over sung, i.e. active non-sibilant, 10 ms frames of the peak level, the RMS
-        level and the level pedalboard's Compressor detector sees, see below; dBFS), ``median_phrase_rms_db``, ``dynamic_range_db``
+        level and the level pedalboard's Compressor detector sees, see below; dBFS),
+        ``median_phrase_rms_db``, ``dynamic_range_db``
         (95th - 10th percentile of active-frame RMS), ``spectral_balance`` (long-term, dB of each band
         relative to the total: rumble 40-70 Hz, low 80-200 Hz, mud 200-500, mid 0.5-2k, presence 2-5k,
         brilliance 5-10k, air 10-16k), ``long_term_spectrum`` (``centre_hz``, ``level_db``:
@@ -426,8 +428,9 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
     act_peaks = peaks_db[:n][phrase[:n]]
     act_rms = frame_rms_db[phrase]
     freqs, psd = long_term_psd(audio, sr=sr)
-    detector_db = compressor_detector_db(audio, sr=sr, hop_length=hop_length, attack_ms=compressor_attack_ms,
-                                         release_ms=compressor_release_ms)
+    detector_db = compressor_detector_db(
+        audio, sr=sr, hop_length=hop_length, attack_ms=compressor_attack_ms, release_ms=compressor_release_ms
+    )
     m = min(detector_db.size, phrase.size)
     act_detector = detector_db[:m][phrase[:m]]
 
@@ -445,8 +448,7 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
         "loud_phrase_detector_db": pct(act_detector, 95),
         "detector_timing_ms": {"attack_ms": float(compressor_attack_ms), "release_ms": float(compressor_release_ms)},
         "median_phrase_rms_db": pct(act_rms, 50),
-        "dynamic_range_db": (round(float(np.percentile(act_rms, 95) - np.percentile(act_rms, 10)), 2)
-                             if act_rms.size else None),
+        "dynamic_range_db": (round(float(np.percentile(act_rms, 95) - np.percentile(act_rms, 10)), 2) if act_rms.size else None),
         "spectral_balance": _spectral_balance(freqs, psd),
         "long_term_spectrum": _third_octave_spectrum(freqs, psd, sr),
         "sibilance": sibilance,
@@ -521,7 +523,8 @@ BACKING_BLOCK = 1 << 18
 def _analyze_backing_blocks(read, shape: tuple[int, ...], *, sr: int) -> dict[str, Any]:
     """:func:`analyze_backing` of a signal read in blocks (``read(a, b)`` -> ``(channels, b - a)``
     or ``(b - a,)``): loudness, stereo width and the mono mix-down's spectra without ever holding
-    the backing whole (it may come straight from the plan's cache file)."""
+    the backing whole (it may come straight from the plan's cache file).
+    """
     from .loudness import KWeightedHops
 
     channels = 1 if len(shape) == 1 else int(shape[0])
@@ -549,7 +552,7 @@ def _analyze_backing_blocks(read, shape: tuple[int, ...], *, sr: int) -> dict[st
     if hops is not None:
         value = hops.integrated_lufs()
         loudness = round(float(value), 2) if np.isfinite(value) else None
-    powers, edges, hop_length = _band_powers_from(mono, n, sr=sr)
+    powers, _edges, hop_length = _band_powers_from(mono, n, sr=sr)
     # Onset strength: half-wave rectified rise of log band energy, summed over bands.
     log_p = np.log(powers + 1e-10)
     onset = np.maximum(np.diff(log_p, axis=0), 0.0).sum(axis=1) if powers.shape[0] > 1 else np.zeros(0)

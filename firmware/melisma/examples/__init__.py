@@ -12,7 +12,9 @@ FOLDER = Path(__file__).resolve().parent
 def _one(pattern: str) -> Path:
     found = sorted(FOLDER.glob(pattern))
     if not found:
-        raise DecodeError(f"the bundled example {pattern} is missing from {FOLDER}; reinstall Melisma or run tools/make_examples.py")
+        raise DecodeError(
+            f"the bundled example {pattern} is missing from {FOLDER}; reinstall Melisma or run tools/make_examples.py"
+        )
     return found[0]
 
 

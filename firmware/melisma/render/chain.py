@@ -279,7 +279,7 @@ class Space(Stage):
         samples = self._predelay_samples(sr)
         if samples == 0:
             return mono
-        shape = mono.shape[:-1] + (samples,)
+        shape = (*mono.shape[:-1], samples)
         if self._fresh or self._predelay_line.shape != shape:
             self._predelay_line = np.zeros(shape, np.float32)
         joined = np.concatenate([self._predelay_line, mono], axis=-1)
@@ -327,7 +327,8 @@ def _eq_plugin(band: dict[str, Any]) -> list[Any]:
 
 def eq_response_db(band: dict[str, Any], freqs_hz: np.ndarray) -> np.ndarray:
     """Magnitude response (dB) of one EQ band as :func:`_eq_plugin` builds it (analog prototypes:
-    first-order high-passes, RBJ-cookbook peak and shelves, which pedalboard/JUCE follow)."""
+    first-order high-passes, RBJ-cookbook peak and shelves, which pedalboard/JUCE follow).
+    """
     f = np.asarray(freqs_hz, dtype=np.float64)
     fc, q = float(band["freq_hz"]), float(band.get("q", 0.7071))
     s = 1j * f / fc
@@ -462,13 +463,11 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
                 "why": (f"200-500 Hz sits {mud - mid:+.1f} dB against 0.5-2 kHz "
                         f"(allowance {MUD_ALLOWANCE_DB:+.0f} dB)" if mud is not None and mid is not None
                         else "no spectral balance in the analysis")})
-    presence_lift = 0.0
     if backing is not None and balance.get("presence") is not None:
         back_presence = (backing.get("spectral_balance") or {}).get("presence")
         if back_presence is not None and back_presence > balance["presence"]:
             lift = round(float(min(1.5, 0.5 * (back_presence - balance["presence"]))), 1)
             if lift >= 0.3:
-                presence_lift = lift
                 corrective.append({"type": "peak", "freq_hz": 3000.0, "gain_db": lift, "q": 1.0})
                 why.append({"stage": "presence", "freq_hz": 3000.0, "gain_db": lift,
                             "why": f"the backing is {back_presence - balance['presence']:.1f} dB denser at 2-5 kHz "

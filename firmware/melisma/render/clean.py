@@ -100,7 +100,9 @@ class RumbleFilter(_SosStage):
 
     def _design(self, sr: int) -> np.ndarray:
         if not 0.0 < self.cutoff_hz < sr / 2:
-            raise RenderError(f"RumbleFilter: cutoff_hz={self.cutoff_hz} must lie between 0 and sr/2={sr / 2}; 60-100 Hz suits a voice")
+            raise RenderError(
+                f"RumbleFilter: cutoff_hz={self.cutoff_hz} must lie between 0 and sr/2={sr / 2}; 60-100 Hz suits a voice"
+            )
         return signal.butter(self.order, self.cutoff_hz, btype="highpass", fs=sr, output="sos")
 
 
@@ -157,7 +159,8 @@ class Declipper(Stage):
     the clipped side of the rail (the true signal was at least there) and at most
     ``max_overshoot_db`` above it (a cubic continued from steep edges overshoots on long runs;
     3 dB measured best on sung takes). Light clipping (<= 2 % of samples) comes out 5-11 dB
-    closer to the truth; around 5-10 % the result is no better than the clipped take. The output may exceed 1.0: leave headroom to the master.
+    closer to the truth; around 5-10 % the result is no better than the clipped take.
+    The output may exceed 1.0: leave headroom to the master.
     ``threshold=None`` takes the rail from :func:`~melisma.analysis.cleanup.detect_clipping`.
 
     Examples
@@ -190,7 +193,7 @@ class Declipper(Stage):
 
     def process_into(self, audio: np.ndarray, sr: int) -> None:
         """:meth:`process`, overwriting ``audio`` (float32) with the result."""
-        for ch in (audio if audio.ndim == 2 else [audio]):
+        for ch in audio if audio.ndim == 2 else [audio]:
             threshold = self.threshold
             if threshold is None:
                 found = detect_clipping(ch, sr=sr)
@@ -202,8 +205,9 @@ class Declipper(Stage):
             declip(ch, threshold=float(threshold), max_overshoot_db=self.max_overshoot_db, min_run=self.min_run, out=ch)
 
 
-def declip(x: np.ndarray, *, threshold: float, max_overshoot_db: float = 3.0, min_run: int = 3,
-           out: np.ndarray | None = None) -> np.ndarray:
+def declip(
+    x: np.ndarray, *, threshold: float, max_overshoot_db: float = 3.0, min_run: int = 3, out: np.ndarray | None = None
+) -> np.ndarray:
     """Hermite-interpolate every clipped run of ``x`` (vectorised over all runs); see :class:`Declipper`.
 
     ``out`` (float32, shape of ``x``, may be ``x`` itself) receives the result; by default a copy.
@@ -290,8 +294,13 @@ class SpectralDenoiser(Stage):
     block_frames: int = 256
 
     def describe(self) -> dict[str, Any]:
-        return {"stage": self.name, "reduction_db": self.reduction_db, "frame_ms": self.frame_ms,
-                "release_ms": self.release_ms, "protect_db": self.protect_db}
+        return {
+            "stage": self.name,
+            "reduction_db": self.reduction_db,
+            "frame_ms": self.frame_ms,
+            "release_ms": self.release_ms,
+            "protect_db": self.protect_db,
+        }
 
     def reset(self) -> None:
         self._prev_clean = None  # |S|^2 estimate of the last frame (decision-directed memory)
@@ -337,7 +346,7 @@ class SpectralDenoiser(Stage):
         window = np.sqrt(signal.get_window("hann", n_fft)).astype(np.float32)  # periodic; sqrt-Hann^2 sums to 1 at 50 %
         freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
         # expected |X|^2 of the noise in each bin: one-sided PSD * sr * sum(w^2) / 2
-        noise_bins = (noise_psd_at(noise, freqs) * sr * float(np.sum(window.astype(np.float64) ** 2)) / 2.0)
+        noise_bins = noise_psd_at(noise, freqs) * sr * float(np.sum(window.astype(np.float64) ** 2)) / 2.0
         noise_bins = np.maximum(noise_bins, 1e-20).astype(np.float32)
         inv_noise = (1.0 / noise_bins).astype(np.float32)
 
@@ -371,7 +380,7 @@ class SpectralDenoiser(Stage):
             values = values.reshape(-1)
             a, b = max(lo, 0), min(hi, n)
             if b > a:
-                out[a:b] = values[a - lo:b - lo]
+                out[a:b] = values[a - lo : b - lo]
 
         for b0 in range(0, n_frames, block_frames):
             m = min(block_frames, n_frames - b0)
@@ -379,10 +388,10 @@ class SpectralDenoiser(Stage):
             staging[:] = 0.0
             a, b = max(lo, 0), min(hi, n)
             if b > a:
-                staging[a - lo:b - lo] = audio[a:b]
+                staging[a - lo : b - lo] = audio[a:b]
             frames = np.lib.stride_tricks.sliding_window_view(staging[: (m + 1) * hop], n_fft)[::hop][:m]
             spec = sfft.rfft(frames * window, axis=1)
-            power = spec.real ** 2 + spec.imag ** 2
+            power = spec.real**2 + spec.imag**2
             gamma = power * inv_noise
             # (1 - alpha) * maximum-likelihood SNR, the decision-directed rule's fresh part
             fresh = np.maximum(gamma - 1.0, 0.0) * (1.0 - alpha)
@@ -397,7 +406,7 @@ class SpectralDenoiser(Stage):
                 np.maximum(xi, xi_min, out=xi)
                 g = xi / (1.0 + xi)
                 if gain_exponent != 1.0:
-                    g = g ** gain_exponent
+                    g = g**gain_exponent
                 prev_clean = g * g * power[i]
                 # once a bin has held a partial its gain falls back slowly (decays, vibrato
                 # tails); noise-only bins follow the decision-directed gain alone
@@ -485,7 +494,7 @@ class Gate(Stage):
         body = mono[: n_full * block].reshape(n_full, block)
         power[:n_full] = np.einsum("ij,ij->i", body, body, dtype=np.float64) / block
         if n_blocks > n_full:
-            rest = mono[n_full * block:].astype(np.float64)
+            rest = mono[n_full * block :].astype(np.float64)
             power[-1] = float(np.mean(rest * rest))
         look = int(round(self.lookahead_ms * 1e-3 * sr / block))
         if look > 0:
@@ -523,7 +532,7 @@ class Gate(Stage):
         ramp = (np.arange(block, dtype=np.float32) + 1.0) / block
         step = 2048  # blocks at a time: the gain curve never exists at full length
         for b in range(0, n_blocks, step):
-            g = (start_gain[b:b + step, None] + (block_gain - start_gain)[b:b + step, None] * ramp[None, :]).reshape(-1)
+            g = (start_gain[b : b + step, None] + (block_gain - start_gain)[b : b + step, None] * ramp[None, :]).reshape(-1)
             lo, hi = b * block, min(n, (b + step) * block)
             np.multiply(audio[..., lo:hi], g[: hi - lo], out=out[..., lo:hi])
 
@@ -575,8 +584,14 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     clipping = analysis.get("clipping", {})
     if clipping.get("regions", 0) > 0:
         stages.append(Declipper(threshold=float(clipping["threshold"])))
-        actions.append({"action": "declip", "threshold": float(clipping["threshold"]),
-                        "regions": int(clipping["regions"]), "fraction": float(clipping.get("fraction", 0.0))})
+        actions.append(
+            {
+                "action": "declip",
+                "threshold": float(clipping["threshold"]),
+                "regions": int(clipping["regions"]),
+                "fraction": float(clipping.get("fraction", 0.0)),
+            }
+        )
 
     cutoff = float(analysis.get("rumble", {}).get("highpass_hz", 70.0))
     cutoff = min(cutoff, 0.45 * sr)
@@ -592,25 +607,48 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
         harmonics = tuple(sorted(set(found) | set(range(1, ALWAYS_NOTCHED + 1))))
         stage = HumNotch(fundamental_hz=float(hum["fundamental_hz"]), n_harmonics=n_harm, harmonics=harmonics)
         stages.append(stage)
-        actions.append({"action": "hum_notch", "fundamental_hz": stage.fundamental_hz, "harmonics": n_harm,
-                        "notched": list(harmonics) if harmonics else list(range(1, n_harm + 1)), "q": stage.q})
+        actions.append(
+            {
+                "action": "hum_notch",
+                "fundamental_hz": stage.fundamental_hz,
+                "harmonics": n_harm,
+                "notched": list(harmonics) if harmonics else list(range(1, n_harm + 1)),
+                "q": stage.q,
+            }
+        )
 
     noise = analysis.get("noise", {})
     if noise_reduction > 0 and noise.get("n_frames_used", 0) > 0:
         reduction = 12.0 * noise_reduction
         stages.append(SpectralDenoiser(reduction_db=reduction, noise=noise))
-        actions.append({"action": "denoise", "reduction_db": reduction, "noise_floor_dbfs": noise.get("floor_dbfs"),
-                        "snr_db": noise.get("snr_db")})
-        gate = Gate(threshold_db=float(analysis.get("gate", {}).get("threshold_dbfs", noise.get("floor_dbfs", -60.0) + 6.0)),
-                    floor_db=-min(15.0 * noise_reduction, 20.0))
+        actions.append(
+            {
+                "action": "denoise",
+                "reduction_db": reduction,
+                "noise_floor_dbfs": noise.get("floor_dbfs"),
+                "snr_db": noise.get("snr_db"),
+            }
+        )
+        gate = Gate(
+            threshold_db=float(analysis.get("gate", {}).get("threshold_dbfs", noise.get("floor_dbfs", -60.0) + 6.0)),
+            floor_db=-min(15.0 * noise_reduction, 20.0),
+        )
         stages.append(gate)
-        actions.append({"action": "gate", "threshold_db": gate.threshold_db, "floor_db": gate.floor_db,
-                        "hold_ms": gate.hold_ms, "release_ms": gate.release_ms})
+        actions.append(
+            {
+                "action": "gate",
+                "threshold_db": gate.threshold_db,
+                "floor_db": gate.floor_db,
+                "hold_ms": gate.hold_ms,
+                "release_ms": gate.release_ms,
+            }
+        )
     return Chain(stages), actions
 
 
-def clean_take(take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_reduction: float = 1.0,
-               in_place: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def clean_take(
+    take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_reduction: float = 1.0, in_place: bool = False
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Run the clean-up a take needs; returns the cleaned take (float32, same shape) and the actions.
 
     Every stage works in one take-sized buffer: a copy of the take, or with ``in_place=True`` the

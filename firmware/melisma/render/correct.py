@@ -39,8 +39,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class CorrectionSettings:
     ornaments: str | dict = "keep"
     max_shift_cents: float = 300.0
 
-    def validate(self) -> "CorrectionSettings":
+    def validate(self) -> CorrectionSettings:
         if not isinstance(self.correction, (int, float)) or not 0.0 <= float(self.correction) <= 1.0:
             raise ConfigError(f"correction must be a number from 0 (untouched) to 1 (on target), got {self.correction!r}")
         if not isinstance(self.max_shift_cents, (int, float)) or not float(self.max_shift_cents) >= 0.0:
@@ -154,7 +155,8 @@ def _span_frames(start_s: float, end_s: float, hop_s: float, n: int) -> slice:
 
 def _masked_box_mean(x: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
     """Moving mean of ``x`` over frames where ``mask`` is true (normalised convolution);
-    NaN where the window holds no masked frame."""
+    NaN where the window holds no masked frame.
+    """
     # np.convolve(mode="same") returns the longer of its inputs: keep the window inside a short note
     width = min(width, x.size)
     if width <= 1:
@@ -227,7 +229,9 @@ def _note_frames(notes: Sequence[Mapping], hop_s: float, n: int) -> tuple[np.nda
 # Public API
 
 
-def note_centre_curve(f0_hz: np.ndarray, *, hop_s: float, notes: Sequence[Mapping], ornaments: Sequence[Mapping] = ()) -> np.ndarray:
+def note_centre_curve(
+    f0_hz: np.ndarray, *, hop_s: float, notes: Sequence[Mapping], ornaments: Sequence[Mapping] = ()
+) -> np.ndarray:
     """The slowly varying centre of each note, in MIDI, per frame (NaN outside notes/unvoiced).
 
     The residual ``hz_to_midi(f0_hz) - centre`` holds the ornaments. Inside a note the centre is
@@ -304,7 +308,8 @@ def _shift_curve(
 ) -> np.ndarray:
     """Shift in semitones per voiced frame: each note's constant shift, glided across portamento,
     eased between adjacent voiced notes, extended to voiced frames outside notes within the same
-    voiced run (so a breathy onset moves with its note), 0 elsewhere."""
+    voiced run (so a breathy onset moves with its note), 0 elsewhere.
+    """
     shift = np.full(n, np.nan)
     inside = owner >= 0
     shift[inside] = shifts[owner[inside]]
@@ -344,7 +349,8 @@ def _shift_curve(
 
 def _policy_curve(n: int, hop_s: float, ornaments: Sequence[Mapping], scales: Mapping[str, float], kinds: set[str]) -> np.ndarray:
     """Residual factor per frame from the ornaments of the given kinds (1 where none applies),
-    eased in and out over :data:`POLICY_RAMP_S`; overlapping ornaments take the smallest."""
+    eased in and out over :data:`POLICY_RAMP_S`; overlapping ornaments take the smallest.
+    """
     k = np.ones(n)
     ramp = max(0, int(round(POLICY_RAMP_S / hop_s)))
     for orn in ornaments:
@@ -416,7 +422,7 @@ def target_f0(
     voiced = np.isfinite(midi)
     scales = settings.policy_scales()
 
-    owner, spans = _note_frames(notes, hop_s, n)
+    owner, _spans = _note_frames(notes, hop_s, n)
     shifts = np.zeros(len(notes))
     report: list[dict] = []
     for i, note in enumerate(notes):
@@ -492,7 +498,9 @@ def hard_tune(f0_hz: np.ndarray, *, hop_s: float, scale_pitch_classes: Sequence[
     f0 = _validate_inputs(f0_hz, hop_s)
     classes = sorted({int(p) % 12 for p in scale_pitch_classes})
     if not classes:
-        raise ConfigError("scale_pitch_classes must hold at least one pitch class 0..11 (e.g. [0, 2, 4, 5, 7, 9, 11] for C major)")
+        raise ConfigError(
+            "scale_pitch_classes must hold at least one pitch class 0..11 (e.g. [0, 2, 4, 5, 7, 9, 11] for C major)"
+        )
     midi = hz_to_midi(f0)
     voiced = np.isfinite(midi)
     m = midi[voiced]

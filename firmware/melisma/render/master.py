@@ -153,17 +153,28 @@ class TruePeakLimiter(Stage):
 
     def __post_init__(self) -> None:
         if self.ceiling_dbtp > 0.0:
-            raise RenderError(f"TruePeakLimiter: ceiling_dbtp={self.ceiling_dbtp} is above full scale; use 0.0 or lower (-1.0 for phones)")
+            raise RenderError(
+                f"TruePeakLimiter: ceiling_dbtp={self.ceiling_dbtp} is above full scale; use 0.0 or lower (-1.0 for phones)"
+            )
         if not 0.5 <= self.lookahead_ms <= 50.0:
-            raise RenderError(f"TruePeakLimiter: lookahead_ms={self.lookahead_ms} is out of range; use 0.5 to 50 ms (5 is typical)")
+            raise RenderError(
+                f"TruePeakLimiter: lookahead_ms={self.lookahead_ms} is out of range; use 0.5 to 50 ms (5 is typical)"
+            )
         if not 1.0 <= self.release_ms <= 5000.0:
-            raise RenderError(f"TruePeakLimiter: release_ms={self.release_ms} is out of range; use 1 to 5000 ms (50-200 is typical)")
+            raise RenderError(
+                f"TruePeakLimiter: release_ms={self.release_ms} is out of range; use 1 to 5000 ms (50-200 is typical)"
+            )
         if int(self.oversample) != self.oversample or self.oversample < 4:
             raise RenderError(f"TruePeakLimiter: oversample={self.oversample}; use a whole number of at least 4 (BS.1770-4)")
 
     def describe(self) -> dict[str, Any]:
-        return {"stage": self.name, "ceiling_dbtp": self.ceiling_dbtp, "lookahead_ms": self.lookahead_ms,
-                "release_ms": self.release_ms, "oversample": self.oversample}
+        return {
+            "stage": self.name,
+            "ceiling_dbtp": self.ceiling_dbtp,
+            "lookahead_ms": self.lookahead_ms,
+            "release_ms": self.release_ms,
+            "oversample": self.oversample,
+        }
 
     def _lookahead_samples(self, sr: int) -> int:
         return max(2, int(round(self.lookahead_ms * sr / 1000.0)))
@@ -182,10 +193,13 @@ class TruePeakLimiter(Stage):
         box1 = lookahead // 2 + 1  # box1 + box2 - 1 == lookahead: the smoothing stays inside the hold
         box2 = lookahead - box1 + 1
         return _LimiterState(
-            sr=sr, channels=channels,
+            sr=sr,
+            channels=channels,
             context=np.zeros((channels, interp.left + interp.right), np.float32),
             delay=np.zeros((channels, self.latency_samples(sr)), np.float32),
-            hold=np.ones(lookahead - 1), box1=np.ones(box1 - 1), box2=np.ones(box2 - 1),
+            hold=np.ones(lookahead - 1),
+            box1=np.ones(box1 - 1),
+            box2=np.ones(box2 - 1),
         )
 
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
@@ -193,8 +207,10 @@ class TruePeakLimiter(Stage):
         if self._state is None:
             self._state = self._new_state(x.shape[0], sr)
         elif self._state.channels != x.shape[0] or self._state.sr != sr:
-            raise RenderError(f"TruePeakLimiter: streaming block has {x.shape[0]} channels at {sr} Hz but the stream "
-                              f"started with {self._state.channels} at {self._state.sr} Hz; call with reset=True")
+            raise RenderError(
+                f"TruePeakLimiter: streaming block has {x.shape[0]} channels at {sr} Hz but the stream "
+                f"started with {self._state.channels} at {self._state.sr} Hz; call with reset=True"
+            )
         out = np.empty_like(x)
         for a in range(0, x.shape[1], CHUNK_SAMPLES):
             out[:, a : a + CHUNK_SAMPLES] = self._process_chunk(x[:, a : a + CHUNK_SAMPLES])
@@ -217,8 +233,13 @@ class TruePeakLimiter(Stage):
         delayed = np.concatenate([st.delay, x], axis=1)
         st.delay = delayed[:, n:].copy()
         delayed = delayed[:, :n]
-        idle = (float(envelope.max()) <= ceiling and st.release_prev == 0.0 and st.hold.min() >= 1.0
-                and st.box1.min() >= 1.0 and st.box2.min() >= 1.0)
+        idle = (
+            float(envelope.max()) <= ceiling
+            and st.release_prev == 0.0
+            and st.hold.min() >= 1.0
+            and st.box1.min() >= 1.0
+            and st.box2.min() >= 1.0
+        )
         if idle:  # nothing to limit in reach: skip the gain computer (most of a quiet song)
             st.hold = np.ones_like(st.hold)
             return delayed
@@ -327,8 +348,16 @@ class Ducker(Stage):
             raise RenderError(f"Ducker: knee_db={self.knee_db} must be positive (10 is typical)")
 
     def describe(self) -> dict[str, Any]:
-        return {"stage": self.name, "duck_db": self.duck_db, "threshold_db": self.threshold_db, "knee_db": self.knee_db,
-                "attack_ms": self.attack_ms, "release_ms": self.release_ms, "low_hz": self.low_hz, "high_hz": self.high_hz}
+        return {
+            "stage": self.name,
+            "duck_db": self.duck_db,
+            "threshold_db": self.threshold_db,
+            "knee_db": self.knee_db,
+            "attack_ms": self.attack_ms,
+            "release_ms": self.release_ms,
+            "low_hz": self.low_hz,
+            "high_hz": self.high_hz,
+        }
 
     def reset(self) -> None:
         self._pos = 0
@@ -352,16 +381,24 @@ class Ducker(Stage):
             band = signal.butter(1, [self.low_hz, self.high_hz], btype="bandpass", fs=sr, output="sos")
             a_det = math.exp(-1000.0 / (10.0 * sr))
             self._state = {
-                "sr": sr, "band": band.astype(np.float32), "band_zi": np.zeros((band.shape[0], x.shape[0], 2), np.float32),
+                "sr": sr,
+                "band": band.astype(np.float32),
+                "band_zi": np.zeros((band.shape[0], x.shape[0], 2), np.float32),
                 "threshold": self._threshold(sr),
                 # The 10 ms mean-square detector sampled at each control step's last sample, exactly:
                 # a weighted sum of the step's squared samples plus the decayed previous value.
                 "det_weights": (1.0 - a_det) * a_det ** np.arange(step - 1, -1, -1, dtype=np.float64),
-                "det_coeff": a_det**step, "det_prev": 0.0,
-                "release_coeff": math.exp(-1000.0 * step / (self.release_ms * sr)), "release_prev": 0.0,
-                "attack_coeff": math.exp(-1000.0 * step / (self.attack_ms * sr)), "attack_prev": 0.0,
+                "det_coeff": a_det**step,
+                "det_prev": 0.0,
+                "release_coeff": math.exp(-1000.0 * step / (self.release_ms * sr)),
+                "release_prev": 0.0,
+                "attack_coeff": math.exp(-1000.0 * step / (self.attack_ms * sr)),
+                "attack_prev": 0.0,
                 # Control values for steps next_step-2 and next_step-1 (silence before the start).
-                "next_step": 0, "tail": np.zeros(2), "samples": 0, "active": 0,
+                "next_step": 0,
+                "tail": np.zeros(2),
+                "samples": 0,
+                "active": 0,
                 "active_cut": 1.0 - 10.0 ** (-0.5 / 20.0),  # a dip deeper than 0.5 dB counts as active
             }
         out = np.empty_like(x)
@@ -386,7 +423,7 @@ class Ducker(Stage):
         if side.size < (stop - first) * step:  # sidechain ran out: the vocal is silent from here on
             side = np.concatenate([side, np.zeros((stop - first) * step - side.size)])
         energy = (side * side).reshape(stop - first, step) @ st["det_weights"]
-        power, zi = signal.lfilter([1.0], [1.0, -st["det_coeff"]], energy, zi=[st["det_coeff"] * st["det_prev"]])
+        power, _zi = signal.lfilter([1.0], [1.0, -st["det_coeff"]], energy, zi=[st["det_coeff"] * st["det_prev"]])
         st["det_prev"] = float(power[-1])
         with np.errstate(divide="ignore"):
             level_db = 10.0 * np.log10(np.maximum(power, 0.0))
@@ -429,8 +466,9 @@ class Ducker(Stage):
         return x - band
 
 
-def balance(vocal: np.ndarray, backing: np.ndarray, *, sr: int, vocal_to_backing_lu: float,
-            duck_db: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def balance(
+    vocal: np.ndarray, backing: np.ndarray, *, sr: int, vocal_to_backing_lu: float, duck_db: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Place the vocal against the backing at a loudness ratio, optionally ducking the backing.
 
     The backing keeps its level (it is usually a finished master) apart from the optional
@@ -473,10 +511,14 @@ def balance(vocal: np.ndarray, backing: np.ndarray, *, sr: int, vocal_to_backing
     vocal = np.asarray(vocal, dtype=np.float32)
     backing = np.asarray(backing, dtype=np.float32)
     if vocal.shape != backing.shape:
-        raise RenderError(f"balance: vocal {vocal.shape} and backing {backing.shape} must have the same shape; "
-                          "align and pad them to the same length first")
+        raise RenderError(
+            f"balance: vocal {vocal.shape} and backing {backing.shape} must have the same shape; "
+            "align and pad them to the same length first"
+        )
     if not math.isfinite(vocal_to_backing_lu) or abs(vocal_to_backing_lu) > 30.0:
-        raise RenderError(f"balance: vocal_to_backing_lu={vocal_to_backing_lu} is out of range; use -30 to +30 LU (presets use about -3 to +3)")
+        raise RenderError(
+            f"balance: vocal_to_backing_lu={vocal_to_backing_lu} is out of range; use -30 to +30 LU (presets use about -3 to +3)"
+        )
     _check_finite(vocal, "balance: vocal")
     _check_finite(backing, "balance: backing")
     vocal_hops = KWeightedHops(sr, channels=_as_2d(vocal).shape[0])
@@ -487,24 +529,40 @@ def balance(vocal: np.ndarray, backing: np.ndarray, *, sr: int, vocal_to_backing
     backing_raw_lufs = integrated_lufs(backing, sr=sr)
     if not math.isfinite(backing_raw_lufs):
         raise RenderError("balance: the backing is silent (integrated loudness -inf LUFS); there is nothing to balance against")
-    report: dict[str, Any] = {"target_lu": float(vocal_to_backing_lu), "duck_db": float(duck_db), "duck_db_max": 0.0,
-                              "duck_active_fraction": 0.0, "duck_backing_change_lu": 0.0}
+    report: dict[str, Any] = {
+        "target_lu": float(vocal_to_backing_lu),
+        "duck_db": float(duck_db),
+        "duck_db_max": 0.0,
+        "duck_active_fraction": 0.0,
+        "duck_backing_change_lu": 0.0,
+    }
     backing_placed, backing_lufs = backing, backing_raw_lufs
     if duck_db > 0.0:
         ducker = Ducker(duck_db=duck_db, sidechain=vocal)
         backing_placed = ducker(backing, sr)
         backing_lufs = integrated_lufs(backing_placed, sr=sr)
-        report.update(duck_db_max=round(ducker.max_dip_db, 3), duck_active_fraction=round(ducker.active_fraction, 4),
-                      duck_backing_change_lu=backing_lufs - backing_raw_lufs)
+        report.update(
+            duck_db_max=round(ducker.max_dip_db, 3),
+            duck_active_fraction=round(ducker.active_fraction, 4),
+            duck_backing_change_lu=backing_lufs - backing_raw_lufs,
+        )
     vocal_gain_db = vocal_to_backing_lu - (vocal_lufs - backing_lufs)
     vocal_placed = vocal * np.float32(db_to_gain(vocal_gain_db))
     # K-weighting is linear, so the placed vocal's hop energies are the measured ones times the
     # gain: gating them again measures the placed vocal exactly without another filtering pass.
-    placed_lufs = gated_loudness(vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0), hop=vocal_hops.hop,
-                                 fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
-                                 fallback_samples=vocal_hops.n_samples)
-    report.update(vocal_to_backing_lu=placed_lufs - backing_lufs, vocal_gain_db=vocal_gain_db, backing_gain_db=0.0,
-                  vocal_lufs=placed_lufs, backing_lufs=backing_lufs)
+    placed_lufs = gated_loudness(
+        vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0),
+        hop=vocal_hops.hop,
+        fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
+        fallback_samples=vocal_hops.n_samples,
+    )
+    report.update(
+        vocal_to_backing_lu=placed_lufs - backing_lufs,
+        vocal_gain_db=vocal_gain_db,
+        backing_gain_db=0.0,
+        vocal_lufs=placed_lufs,
+        backing_lufs=backing_lufs,
+    )
     return vocal_placed, backing_placed, report
 
 
@@ -582,10 +640,21 @@ def _drop(stereo: float, mono: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def master(mix: np.ndarray, *, sr: int, target_lufs: float = -14.0, ceiling_dbtp: float = -1.0,
-           max_mono_drop_lu: float = 3.0, max_limiting_lu: float = 6.0, lookahead_ms: float = 5.0,
-           release_ms: float = 80.0, oversample: int = 4, tolerance_lu: float = 0.1,
-           max_passes: int = 6, block_samples: int = 1 << 17) -> tuple[np.ndarray, dict[str, Any]]:
+def master(
+    mix: np.ndarray,
+    *,
+    sr: int,
+    target_lufs: float = -14.0,
+    ceiling_dbtp: float = -1.0,
+    max_mono_drop_lu: float = 3.0,
+    max_limiting_lu: float = 6.0,
+    lookahead_ms: float = 5.0,
+    release_ms: float = 80.0,
+    oversample: int = 4,
+    tolerance_lu: float = 0.1,
+    max_passes: int = 6,
+    block_samples: int = 1 << 17,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Master a mix for phone listening: loudness target, true-peak ceiling, mono check.
 
     Parameters
@@ -631,10 +700,21 @@ def master(mix: np.ndarray, *, sr: int, target_lufs: float = -14.0, ceiling_dbtp
         raise RenderError(f"master: mix must be (samples,) or (channels<=2, samples), got shape {mix.shape}")
     # One implementation: the streaming master, writing into a buffer of the mix's shape.
     out = np.empty_like(mix)
-    report = master_stream(mix, sr=sr, out=out, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
-                           max_mono_drop_lu=max_mono_drop_lu, max_limiting_lu=max_limiting_lu,
-                           lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample,
-                           tolerance_lu=tolerance_lu, max_passes=max_passes, block_samples=block_samples)
+    report = master_stream(
+        mix,
+        sr=sr,
+        out=out,
+        target_lufs=target_lufs,
+        ceiling_dbtp=ceiling_dbtp,
+        max_mono_drop_lu=max_mono_drop_lu,
+        max_limiting_lu=max_limiting_lu,
+        lookahead_ms=lookahead_ms,
+        release_ms=release_ms,
+        oversample=oversample,
+        tolerance_lu=tolerance_lu,
+        max_passes=max_passes,
+        block_samples=block_samples,
+    )
     return out, report
 
 
@@ -645,9 +725,17 @@ def _read_block(source: Any, a: int, b: int) -> np.ndarray:
     return source.read(a, b)
 
 
-def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_lu: float, duck_db: float = 0.0,
-                 out: np.ndarray | None = None, backing_lufs: float | None = None,
-                 block_samples: int = CHUNK_SAMPLES) -> tuple[np.ndarray, dict[str, Any]]:
+def balance_into(
+    vocal: np.ndarray,
+    backing: Any,
+    *,
+    sr: int,
+    vocal_to_backing_lu: float,
+    duck_db: float = 0.0,
+    out: np.ndarray | None = None,
+    backing_lufs: float | None = None,
+    block_samples: int = CHUNK_SAMPLES,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`balance` and the sum in one streaming pass: ``out = vocal * gain + ducked backing``.
 
     Only ``out`` is full length; the placed vocal and backing never exist as arrays. ``out`` may be
@@ -690,8 +778,10 @@ def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_l
     if len(backing_shape) != 2 or backing_shape[0] != channels:
         raise RenderError(f"balance_into: backing {backing_shape} must have the vocal's {channels} channels")
     if isinstance(backing, np.ndarray) and backing.shape[1] != n:
-        raise RenderError(f"balance_into: vocal {vocal.shape} and backing {backing.shape} must have the same length; "
-                          "align and pad them to the same length first")
+        raise RenderError(
+            f"balance_into: vocal {vocal.shape} and backing {backing.shape} must have the same length; "
+            "align and pad them to the same length first"
+        )
     if not math.isfinite(vocal_to_backing_lu) or abs(vocal_to_backing_lu) > 30.0:
         raise RenderError(f"balance_into: vocal_to_backing_lu={vocal_to_backing_lu} is out of range; use -30 to +30 LU")
     if out is None:
@@ -700,7 +790,9 @@ def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_l
         raise RenderError(f"balance_into: out must be C-contiguous float32 {(channels, n)}, got {out.dtype} {out.shape}")
     in_place = np.shares_memory(out, vocal)
     if in_place and (out.__array_interface__["data"][0] != vocal.__array_interface__["data"][0] or out.strides != vocal.strides):
-        raise RenderError("balance_into: out overlaps the vocal without being the vocal itself; pass out=vocal or a separate buffer")
+        raise RenderError(
+            "balance_into: out overlaps the vocal without being the vocal itself; pass out=vocal or a separate buffer"
+        )
     _check_finite(vocal, "balance_into: vocal")
 
     vocal_hops = KWeightedHops(sr, channels=channels)
@@ -756,25 +848,50 @@ def balance_into(vocal: np.ndarray, backing: Any, *, sr: int, vocal_to_backing_l
         else:
             out[:, a:b] += vocal[:, a:b] * gain
 
-    placed_lufs = gated_loudness(vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0), hop=vocal_hops.hop,
-                                 fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
-                                 fallback_samples=vocal_hops.n_samples)
+    placed_lufs = gated_loudness(
+        vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0),
+        hop=vocal_hops.hop,
+        fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
+        fallback_samples=vocal_hops.n_samples,
+    )
     report: dict[str, Any] = {
-        "target_lu": float(vocal_to_backing_lu), "duck_db": float(duck_db), "duck_db_max": 0.0,
-        "duck_active_fraction": 0.0, "duck_backing_change_lu": 0.0,
-        "vocal_to_backing_lu": placed_lufs - placed_backing_lufs, "vocal_gain_db": vocal_gain_db, "backing_gain_db": 0.0,
-        "vocal_lufs": placed_lufs, "backing_lufs": placed_backing_lufs,
+        "target_lu": float(vocal_to_backing_lu),
+        "duck_db": float(duck_db),
+        "duck_db_max": 0.0,
+        "duck_active_fraction": 0.0,
+        "duck_backing_change_lu": 0.0,
+        "vocal_to_backing_lu": placed_lufs - placed_backing_lufs,
+        "vocal_gain_db": vocal_gain_db,
+        "backing_gain_db": 0.0,
+        "vocal_lufs": placed_lufs,
+        "backing_lufs": placed_backing_lufs,
     }
     if ducker is not None:
-        report.update(duck_db_max=round(ducker.max_dip_db, 3), duck_active_fraction=round(ducker.active_fraction, 4),
-                      duck_backing_change_lu=placed_backing_lufs - backing_raw_lufs)
+        report.update(
+            duck_db_max=round(ducker.max_dip_db, 3),
+            duck_active_fraction=round(ducker.active_fraction, 4),
+            duck_backing_change_lu=placed_backing_lufs - backing_raw_lufs,
+        )
     return out, report
 
 
-def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarray | None = None,
-                  target_lufs: float = -14.0, ceiling_dbtp: float = -1.0, max_mono_drop_lu: float = 3.0,
-                  max_limiting_lu: float = 6.0, lookahead_ms: float = 5.0, release_ms: float = 80.0, oversample: int = 4,
-                  tolerance_lu: float = 0.3, max_passes: int = 4, block_samples: int = CHUNK_SAMPLES) -> dict[str, Any]:
+def master_stream(
+    mix: np.ndarray,
+    *,
+    sr: int,
+    writer: Any = None,
+    out: np.ndarray | None = None,
+    target_lufs: float = -14.0,
+    ceiling_dbtp: float = -1.0,
+    max_mono_drop_lu: float = 3.0,
+    max_limiting_lu: float = 6.0,
+    lookahead_ms: float = 5.0,
+    release_ms: float = 80.0,
+    oversample: int = 4,
+    tolerance_lu: float = 0.3,
+    max_passes: int = 4,
+    block_samples: int = CHUNK_SAMPLES,
+) -> dict[str, Any]:
     """:func:`master`, streamed block by block into an audio writer or a caller's buffer.
 
     The mastered mix is never held whole: gain, mono narrowing and the true-peak limiter run
@@ -854,8 +971,7 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
         side_gain = lo
     source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
 
-    limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms,
-                              oversample=oversample)
+    limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample)
     latency = limiter.latency_samples(sr)
     ceiling_lin = np.float32(db_to_gain(ceiling_dbtp))
 
@@ -874,34 +990,43 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
             lo, hi = max(start, 0), min(position, n)
             if hi <= lo:
                 return
-            block = y[:, lo - start:hi - start]
+            block = y[:, lo - start : hi - start]
             np.clip(block, -ceiling_lin, ceiling_lin, out=block)  # no-op unless the limiter overshoots
             hops.add(block)
             peak_meter.add(block)
             if channels == 2:
-                dots[:] += (float(np.dot(block[0], block[0])), float(np.dot(block[1], block[1])),
-                            float(np.dot(block[0], block[1])))
+                dots[:] += (
+                    float(np.dot(block[0], block[0])),
+                    float(np.dot(block[1], block[1])),
+                    float(np.dot(block[0], block[1])),
+                )
             if writer is None:
                 out2[:, lo:hi] = block
             elif write:
                 writer.write(block if mix.ndim == 2 else block[0])
 
         for a in range(0, n, block_samples):
-            block = x[:, a:a + block_samples]
+            block = x[:, a : a + block_samples]
             if side_gain != 1.0:
                 mid = (block[0] + block[1]) * np.float32(0.5)
                 side = (block[0] - block[1]) * np.float32(0.5 * side_gain)
                 block = np.stack([mid + side, mid - side])
             emit(limiter(block * gain, sr, reset=False))
         emit(limiter(np.zeros((channels, latency), np.float32), sr, reset=False))
-        result = {"lufs": hops.integrated_lufs(), "max_gr": limiter.max_gain_reduction_db, "peak": peak_meter.dbtp,
-                  "sample_peak": peak_meter.sample_peak}
+        result = {
+            "lufs": hops.integrated_lufs(),
+            "max_gr": limiter.max_gain_reduction_db,
+            "peak": peak_meter.dbtp,
+            "sample_peak": peak_meter.sample_peak,
+        }
         if channels == 2:
             ll, rr, lr = dots
             corr = lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
             stereo = _StereoMeasure(hop=hops.hop, left=hops.sums[0], right=hops.sums[1], cross=hops.cross, correlation=corr)
-            result["mono"] = {"correlation": round(float(corr), 4),
-                              "mono_loudness_drop_lu": _drop(stereo.loudness(), stereo.mono_loudness())}
+            result["mono"] = {
+                "correlation": round(float(corr), 4),
+                "mono_loudness_drop_lu": _drop(stereo.loudness(), stereo.mono_loudness()),
+            }
         return result
 
     margin_db = 0.1
@@ -930,7 +1055,8 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
             raise RenderError(
                 f"master: target_lufs={target_lufs:g} needs the limiter to squash more than {loss:.1f} LU of loudness "
                 f"(peaks reduced by up to {max_gr:.1f} dB) to keep this mix under {ceiling_dbtp:g} dBTP, more than "
-                f"max_limiting_lu={max_limiting_lu:g}; use target_lufs={workable:g} or lower, or a higher ceiling_dbtp")
+                f"max_limiting_lu={max_limiting_lu:g}; use target_lufs={workable:g} or lower, or a higher ceiling_dbtp"
+            )
         if passes >= max_passes or (abs(error) <= tolerance_lu and peak <= ceiling_dbtp):
             if writer is not None and not wrote_this:
                 writer.restart()
@@ -959,11 +1085,21 @@ def master_stream(mix: np.ndarray, *, sr: int, writer: Any = None, out: np.ndarr
     sample_peak = result["sample_peak"]
     if channels == 2:
         mono_report = dict(result["mono"])
-        mono_report.update(input_mono_loudness_drop_lu=input_drop, input_correlation=round(correlation, 4),
-                           side_gain=round(side_gain, 4), narrowed=side_gain != 1.0)
+        mono_report.update(
+            input_mono_loudness_drop_lu=input_drop,
+            input_correlation=round(correlation, 4),
+            side_gain=round(side_gain, 4),
+            narrowed=side_gain != 1.0,
+        )
     else:
-        mono_report = {"correlation": 1.0, "mono_loudness_drop_lu": 0.0, "input_mono_loudness_drop_lu": 0.0,
-                       "input_correlation": 1.0, "side_gain": 1.0, "narrowed": False}
+        mono_report = {
+            "correlation": 1.0,
+            "mono_loudness_drop_lu": 0.0,
+            "input_mono_loudness_drop_lu": 0.0,
+            "input_correlation": 1.0,
+            "side_gain": 1.0,
+            "narrowed": False,
+        }
     return {
         "integrated_lufs": out_lufs,
         "true_peak_dbtp": peak,

@@ -44,8 +44,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def processing_regions(f0_hz: np.ndarray, ratio: np.ndarray) -> list[tuple[int, 
         return []
     edges = np.flatnonzero(np.diff(np.r_[0, voiced.astype(np.int8), 0]))
     regions = []
-    for a, b in zip(edges[::2], edges[1::2]):
+    for a, b in zip(edges[::2], edges[1::2], strict=False):
         if np.any(ratio[a:b] != 1.0):
             regions.append((int(a), int(b)))
     return regions
@@ -106,7 +107,8 @@ def processing_regions(f0_hz: np.ndarray, ratio: np.ndarray) -> list[tuple[int, 
 
 def _region_curves(f0_hz, ratio, a, b, hop_s, sr, start, stop):
     """Per-sample source f0 and ratio for samples [start, stop), from frames [a, b) (voiced);
-    outside the voiced run the source f0 is held and the ratio is 1."""
+    outside the voiced run the source f0 is held and the ratio is 1.
+    """
     frames = np.arange(a, b)
     times = frames * hop_s
     t = np.arange(start, stop) / sr
@@ -123,7 +125,8 @@ def _pulse_phase(x: np.ndarray, phase: np.ndarray, sr: int) -> np.ndarray:
     Hann grain's spectrum is half of each, so they add only if the grain is centred where the
     harmonics line up in phase; off-centre grains leave holes between harmonics that the new
     harmonics then sample (a few dB of formant error on high voices). The circular mean of the
-    energy's phase within each cycle finds that centre without picking peaks one by one."""
+    energy's phase within each cycle finds that centre without picking peaks one by one.
+    """
     n = x.size
     # Every `step`-th sample (about 12 kHz) is plenty to place an energy centre; 4x cheaper at 48 kHz.
     step = max(1, sr // 12000)
@@ -156,7 +159,8 @@ def _psola_region(x: np.ndarray, sr: int, f0: np.ndarray, ratio: np.ndarray) -> 
     the analysis marks and each grain lands where it came from (the output equals the input up
     to the Hann overlap-add sum, which is one at one-period spacing). Grains are placed at
     fractional positions (linear interpolation of the source): rounding marks to samples would
-    jitter a 600 Hz voice at 24 kHz by up to 20 cents."""
+    jitter a 600 Hz voice at 24 kHz by up to 20 cents.
+    """
     n = x.size
     phase_src = np.concatenate(([0.0], np.cumsum(f0) / sr))[:n]
     phase_tgt = np.concatenate(([0.0], np.cumsum(f0 * ratio) / sr))[:n]
@@ -275,10 +279,7 @@ def shift_pitch(
             continue
         src_f0, rat = _region_curves(f0, ratio, a, b, hop_s, sr, start, stop)
         seg = y[start:stop]
-        if method == "psola":
-            new = _psola_region(seg, sr, src_f0, rat)
-        else:
-            new = _world_region(seg, sr, src_f0, rat)
+        new = _psola_region(seg, sr, src_f0, rat) if method == "psola" else _world_region(seg, sr, src_f0, rat)
         fade = np.ones(seg.size)
         ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, pad + 1) / (pad + 1))
         m = min(pad, seg.size // 2)

@@ -18,8 +18,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +28,8 @@ from ..errors import RenderError
 
 
 def db_to_gain(db: float) -> float:
+    """Linear gain of a level in dB."""
     return float(10.0 ** (db / 20.0))
-
-
-def gain_to_db(gain: float, floor_db: float = -200.0) -> float:
-    return float(20.0 * np.log10(gain)) if gain > 0 else floor_db
 
 
 class Stage:

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-
 from melisma.analysis.align import Alignment, apply_offset, estimate_offset
 from melisma.errors import AlignmentError, MelismaError
 
@@ -58,7 +57,7 @@ def test_bleed_cases_align_within_5_ms(bleed_cases):
     assert len(passed) / len(results) >= 0.95, f"failures: {failed}"
     # Right answers come with high confidence; the evidence is in the details for the report.
     assert np.median([r[1].confidence for r in passed]) >= 0.8
-    for ok, a, err, _ in passed:
+    for _ok, a, _err, _ in passed:
         assert a.details["peak_z"] >= 6.0 and a.details["search_range_ms"] == [-1000.0, 1000.0]
 
 
@@ -196,9 +195,8 @@ def test_real_stems_with_speaker_bleed_in_a_real_room(shared_data):
     band limit into a measured living-room response, 20 dB under the voice, 137 ms late, with
     noise. (The vocal stem itself already holds a little of the band at lag 0; it moves with the
     voice, as a real take's would.)"""
-    from scipy.signal import fftconvolve
-
     from melisma.audio_io import load_audio
+    from scipy.signal import fftconvolve
 
     stems = shared_data / "stems_easton_ellises_falcon69"
     rir_path = shared_data / "rirs" / "mit_ir_survey" / "h010_Livingroom_31txts.wav"
@@ -227,7 +225,6 @@ def test_real_stems_with_speaker_bleed_in_a_real_room(shared_data):
 def test_streaming_preparation_matches_whole_array_versions(monkeypatch):
     """Mix-down, clip masking, decimation and the TF weighting run in blocks: same result as in one go."""
     import soxr
-
     from melisma.analysis import align
 
     rng = np.random.default_rng(5)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from melisma.analysis.cleanup import (
     analyze_cleanup,
     detect_clipping,
@@ -60,7 +59,7 @@ def test_hum_detected_at_the_right_mains_frequency(hum_hz):
     assert hum["nominal_hz"] == (50.0 if hum_hz < 55 else 60.0)
     assert abs(hum["fundamental_hz"] - hum_hz) < 0.05
     assert 1 in hum["harmonics"] and 3 in hum["harmonics"]
-    assert all(abs(h - k * hum["fundamental_hz"]) < 0.01 for h, k in zip(hum["harmonics_hz"], hum["harmonics"]))
+    assert all(abs(h - k * hum["fundamental_hz"]) < 0.01 for h, k in zip(hum["harmonics_hz"], hum["harmonics"], strict=False))
     assert -60.0 < hum["level_db"] < -40.0  # 5 mV fundamental + harmonics: about -46 dBFS
 
 

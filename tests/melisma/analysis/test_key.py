@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from melisma.analysis.key import MODES, PENTATONIC_MODES, Scale, estimate_key, estimate_key_from_notes, parse_key
 from melisma.analysis.notes import Note
 from melisma.errors import ConfigError
@@ -49,7 +48,7 @@ def _chord_audio(progression: list[list[int]], *, sr: int = 11025, chord_s: floa
     env = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)
     for chord in progression:
         y = np.zeros_like(t)
-        for j, midi in enumerate(chord + [chord[0] - 12]):
+        for _j, midi in enumerate([*chord, chord[0] - 12]):
             f = 440.0 * 2 ** ((midi - 69) / 12)
             y += sum(0.5 / k * np.sin(2 * np.pi * k * f * t) for k in range(1, 5) if k * f < sr / 2)
         out.append(y * env)

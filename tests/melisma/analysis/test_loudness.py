@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pyloudnorm
 import pytest
-
 from melisma.analysis.loudness import (
     KWeightedHops,
     integrated_lufs,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mido
 import pytest
-
 from melisma.analysis.melody import MelodyNote, load_melody
 from melisma.errors import AnalysisError, ConfigError
 

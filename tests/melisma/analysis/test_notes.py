@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from melisma.analysis.key import parse_key
 from melisma.analysis.melody import MelodyNote
 from melisma.analysis.notes import Note, assign_targets, segment_notes
 from melisma.analysis.pitch import PitchTrack, track_pitch
+
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
 ORNAMENTED = [
@@ -30,7 +30,7 @@ def take():
 
 def _check_notes(notes: list[Note], truth: list[dict], tol_cents: float) -> None:
     assert len(notes) == len(truth), [(round(n.start_s, 2), round(n.midi, 2)) for n in notes]
-    for n, t in zip(notes, truth):
+    for n, t in zip(notes, truth, strict=False):
         assert abs(n.start_s - t["start_s"]) < 0.06, (n, t)
         assert abs(n.end_s - t["end_s"]) < 0.06, (n, t)
         assert abs(100 * (n.midi - t["midi"])) < tol_cents, (n, t)
@@ -48,7 +48,7 @@ def test_centres_through_the_pitch_tracker(take):
 def test_cents_error_against_a_scale_follows_the_detune(take):
     track = PitchTrack(take.hop_s, take.f0_hz, np.ones_like(take.f0_hz))
     notes = assign_targets(segment_notes(track), scale=parse_key("C major"))
-    for n, t in zip(notes, take.notes):
+    for n, t in zip(notes, take.notes, strict=False):
         assert n.target_midi == t["target_midi"]
         assert abs(n.cents_error - t["detune_cents"]) < 8
 

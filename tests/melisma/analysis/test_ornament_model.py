@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from melisma.analysis.notes import segment_notes
 from melisma.analysis.ornament_model import (
     FRAME_CLASSES,
@@ -31,6 +30,7 @@ from melisma.analysis.ornaments import (
 from melisma.analysis.pitch import PitchTrack, midi_to_hz, track_pitch
 from melisma.errors import AnalysisError, ModelError
 from melisma.models_runtime import TfliteModel, models_dir
+
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
 REPO = Path(__file__).resolve().parents[3]
@@ -171,7 +171,7 @@ def test_records_of_slides_grace_and_trill_on_tracked_synthetic_singing(detector
         NoteSpec(65, 3.1, 0.8, ornaments=[{"type": "trill", "rate_hz": 6.5, "interval_cents": 200.0}]),
         NoteSpec(60, 4.1, 0.7, ornaments=[{"type": "slide_out", "duration_ms": 220.0, "interval_cents": -400.0}]),
     ]
-    take, track = _sung(notes)
+    _take, track = _sung(notes)
     found = detector.detect(track, segment_notes(track))
     by_type = {}
     for o in found:
@@ -223,7 +223,7 @@ def test_class_bias_shifts_the_decoded_labels(detector):
 def test_missing_model_names_the_path():
     det = TfliteOrnamentDetector(model_path="/nonexistent/orn.tflite")
     track = _vibrato_track(seconds=0.5)
-    with pytest.raises(ModelError, match="/nonexistent/orn.tflite"):
+    with pytest.raises(ModelError, match=r"/nonexistent/orn.tflite"):
         det.detect(track, segment_notes(track))
 
 
@@ -260,7 +260,8 @@ def test_trend_feature_sees_the_glide_under_a_vibrato_and_ignores_the_vibrato_al
 
 def test_slide_smaller_than_the_vibrato_around_it_keeps_the_vibrato_label():
     mc = _make_contours()
-    vib = {"type": "vibrato", "start_s": 0.0, "end_s": 1.0, "params": {"rate_hz": 6.0, "extent_cents": 200.0, "fade_in_ms": 100.0}}
+    vib = {"type": "vibrato", "start_s": 0.0, "end_s": 1.0,
+           "params": {"rate_hz": 6.0, "extent_cents": 200.0, "fade_in_ms": 100.0}}
     small = {"type": "slide_out", "start_s": 0.7, "end_s": 1.0, "params": {"interval_cents": -120.0, "shape": "linear"}}
     large = {"type": "slide_out", "start_s": 0.7, "end_s": 1.0, "params": {"interval_cents": -400.0, "shape": "linear"}}
     assert mc._hidden_in_vibrato(small, [vib, small])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from melisma.analysis.notes import Note, segment_notes
 from melisma.analysis.ornaments import (
     ORNAMENT_CODES,
@@ -16,6 +15,7 @@ from melisma.analysis.ornaments import (
     ornament_frames,
 )
 from melisma.analysis.pitch import PitchTrack, midi_to_hz
+
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
 
@@ -80,7 +80,7 @@ def test_vibrato_parameters_are_measured():
     found = [o for o in detect_ornaments(track, segment_notes(track)) if o.type == "vibrato"]
     truth = [o for o in take.ornaments if o["type"] == "vibrato"]
     assert len(found) == len(truth)
-    for f, t in zip(found, truth):
+    for f, t in zip(found, truth, strict=False):
         assert abs(f.params["rate_hz"] - t["params"]["rate_hz"]) < 0.5
         # the fade-in lowers early cycles; the median swing stays near the full extent
         assert abs(f.params["extent_cents"] - t["params"]["extent_cents"]) < 0.3 * t["params"]["extent_cents"]
@@ -93,7 +93,7 @@ def test_slide_and_grace_parameters():
         found = [o for o in detect_ornaments(track, segment_notes(track)) if o.type == kind]
         truth = [o for o in take.ornaments if o["type"] == kind]
         assert len(found) == len(truth)
-        for f, t in zip(found, truth):
+        for f, t in zip(found, truth, strict=False):
             assert np.sign(f.params["interval_cents"]) == np.sign(t["params"]["interval_cents"])
             assert abs(f.params["interval_cents"] - t["params"]["interval_cents"]) < 60
             assert abs(f.params["duration_ms"] - t["params"]["duration_ms"]) < 60

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from melisma.analysis.pitch import DspPitchTracker, PitchTrack, PitchTracker, hz_to_midi, track_pitch
 from melisma.errors import AnalysisError
+
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
 

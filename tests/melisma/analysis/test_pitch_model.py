@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from melisma.analysis.pitch import PitchTracker, track_pitch
 from melisma.analysis.pitch_model import (
     HOP_S,
@@ -22,6 +21,7 @@ from melisma.analysis.pitch_model import (
     voicing_hysteresis,
 )
 from melisma.errors import AnalysisError, ModelError
+
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
 
@@ -120,7 +120,7 @@ def test_streaming_emits_frames_within_bounded_latency():
 
 def test_missing_model_raises_model_error(tmp_path):
     t = TflitePitchTracker(model_path=tmp_path / "missing.tflite")
-    with pytest.raises(ModelError, match="missing.tflite"):
+    with pytest.raises(ModelError, match=r"missing.tflite"):
         t.track(np.zeros(1600, np.float32), sr=SR)
 
 

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from melisma.analysis.voice import analyze_backing, analyze_voice, band_powers, long_term_psd
 from melisma.errors import AnalysisError
+from scipy import signal
 
 SR = 48000
 
@@ -100,7 +99,7 @@ def test_spectral_balance_tracks_a_low_boost():
 def test_band_powers_conserve_energy():
     rng = np.random.default_rng(1)
     y = (0.1 * rng.standard_normal(SR)).astype(np.float32)
-    powers, edges, hop = band_powers(y, sr=SR)
+    powers, edges, _hop = band_powers(y, sr=SR)
     # White noise: band power is proportional to bandwidth, summing to the signal's mean square.
     assert powers.sum(axis=1).mean() == pytest.approx(0.01 * (edges[-1] - edges[0]) / (SR / 2), rel=0.1)
 
@@ -161,7 +160,7 @@ def test_loudness_is_measured_and_silence_is_none():
 
 def test_long_term_spectrum_keeps_a_bass_voice_out_of_the_rumble_band():
     y, _ = synth_voice(seconds=2.0, f0=98.0, sib_db=-200.0)
-    freqs, power = long_term_psd(y, sr=SR)
+    _freqs, power = long_term_psd(y, sr=SR)
     assert power.sum() == pytest.approx(np.mean(y.astype(np.float64) ** 2), rel=0.05)
     balance = analyze_voice(y, sr=SR)["spectral_balance"]
     assert balance["rumble"] < -35.0 < balance["low"]

@@ -14,7 +14,6 @@ from bumble.keys import MemoryKeyStore
 from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink
-
 from melisma import protocol as p
 from melisma.device.ble_server import MelismaBox, local_link_hci
 
@@ -101,7 +100,7 @@ def test_malformed_writes_give_typed_errors_and_never_break_the_box(tmp_path):
         # random and mutated messages to every writable characteristic
         writable = [p.CONTROLS_CHAR_UUID, p.COMMAND_CHAR_UUID, p.LIBRARY_CHAR_UUID,
                     p.TRANSFER_CONTROL_CHAR_UUID, p.TRANSFER_DATA_CHAR_UUID]
-        for i in range(300):
+        for _i in range(300):
             valid = rng.choice([p.Controls().encode(), p.CancelCommand(1, 1).encode(), p.ListRequest().encode(),
                                 p.UploadBegin(1, 1, "t.wav", 10, bytes(32)).encode(), p.Data(1, 0, b"abc").encode()])
             data = bytearray(valid if rng.random() < 0.7 else rng.randbytes(rng.randint(0, 40)))

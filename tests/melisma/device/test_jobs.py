@@ -11,7 +11,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from melisma import audio_io
 from melisma.device.jobs import JobError, JobQueue
 from melisma.device.storage import Storage

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-
 from melisma import protocol as p
 from melisma.device.service import main as device_main
 
@@ -42,7 +41,7 @@ def test_bumble_gatt_dump_lists_device_information_and_melisma(tmp_path, capsys)
                                        f"tcp-server:127.0.0.1:{port1}", f"tcp-server:127.0.0.1:{port2}"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_for_port(port1)
-        box_log = open(tmp_path / "box.log", "w")
+        box_log = open(tmp_path / "box.log", "w")  # noqa: SIM115 -- the box process writes to it until the test ends
         box = subprocess.Popen([sys.executable, "-m", "melisma.device.service", "run",
                                 "--transport", f"tcp-client:127.0.0.1:{port1}", "--address", BOX_ADDRESS,
                                 "--data-dir", str(tmp_path / "box")],

@@ -6,7 +6,6 @@ import hashlib
 import os
 
 import pytest
-
 from melisma.device.storage import Storage, StorageError
 from melisma.protocol import ErrorCode, FileKind
 

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from melisma.analysis.voice import analyze_voice
 from melisma.errors import RenderError
 from melisma.render.chain import DeEsser, Space, build_vocal_chain, eq_response_db, render_vocal_chain
 from melisma.render.stages import Chain
 from melisma.semantic import STYLE_PRESETS, resolve_settings
+from scipy import signal
 
 SR = 48000
 
@@ -226,7 +225,7 @@ def test_air_slider_raises_the_top_octave(sung):
 
 
 def test_reverb_slider_and_styles_change_the_wet_to_dry_energy(sung):
-    y, masks, _ = sung
+    _y, masks, _ = sung
 
     def tail_to_note_db(out):
         # Energy in the gaps after the notes end (reverb tail) against the energy of the notes.
@@ -240,7 +239,7 @@ def test_reverb_slider_and_styles_change_the_wet_to_dry_energy(sung):
 
 
 def test_delay_follows_the_backing_tempo(sung):
-    y, _, info = sung
+    _y, _, info = sung
     _, why = build_vocal_chain(resolve_settings("cpop"), info, {"tempo_bpm": 120.0}, sr=SR)
     assert next(w for w in why if w["stage"] == "delay")["time_ms"] == pytest.approx(500.0)
     # An impulse comes back once per beat.
@@ -277,7 +276,7 @@ def test_corpus_vocal_runs_through_the_chain():
                              velocity=0.9 if i % 2 else 0.5) for i in range(5)]
     take = corpus.synthesize_voice(notes, sr=SR, seed=2)
     info = analyze_voice(take.audio, sr=SR)
-    chain, why = build_vocal_chain(resolve_settings("cpop"), info, sr=SR)
+    chain, _why = build_vocal_chain(resolve_settings("cpop"), info, sr=SR)
     out = chain(take.audio, SR)
     assert out.shape == (2, take.audio.size) and np.all(np.isfinite(out))
     assert isinstance(chain.stages[0], DeEsser)

@@ -6,8 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from melisma.analysis.cleanup import analyze_cleanup, estimate_noise
 from melisma.errors import ConfigError, RenderError
 from melisma.render.clean import (
@@ -19,6 +17,7 @@ from melisma.render.clean import (
     build_cleanup_chain,
     clean_take,
 )
+from scipy import signal
 
 SR = 48000
 GAP_S, NOTE_S = 0.6, 1.4
@@ -248,7 +247,7 @@ def test_chain_from_analysis_lists_its_actions():
 def test_clean_take_improves_a_degraded_take():
     voice, _ = sung_phrases()
     take = (voice + hum(voice.size, 50.0, 0.004) + white(voice.size, 0.01)).astype(np.float32)
-    cleaned, actions = clean_take(take, sr=SR, analysis=analyze_cleanup(take, sr=SR))
+    cleaned, _actions = clean_take(take, sr=SR, analysis=analyze_cleanup(take, sr=SR))
     # compare against the truth through the same linear filters (high-pass, notches)
     chain, _ = build_cleanup_chain(analyze_cleanup(take, sr=SR), sr=SR, noise_reduction=0.0)
     reference = chain(voice, SR)
@@ -259,7 +258,7 @@ def test_clean_take_improves_a_degraded_take():
 @pytest.mark.parametrize("n", [0, 1, 50, 2000])
 def test_silence_and_very_short_takes(n):
     for x in (np.zeros(n, np.float32), white(n, 0.01)):
-        y, actions = clean_take(x, sr=SR, analysis=analyze_cleanup(x, sr=SR))
+        y, _actions = clean_take(x, sr=SR, analysis=analyze_cleanup(x, sr=SR))
         assert y.shape == x.shape and y.dtype == np.float32 and np.all(np.isfinite(y))
     assert not np.any(clean_take(np.zeros(n, np.float32), sr=SR, analysis=analyze_cleanup(np.zeros(n, np.float32), sr=SR))[0])
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from melisma.errors import ConfigError
 from melisma.render.correct import CorrectionSettings, hard_tune, hz_to_midi, note_centre_curve, target_f0
 from melisma.render.resynth import shift_pitch
+
 from tools.bench_correction import (
     demo_take,
     note_centre_errors,
@@ -79,7 +79,9 @@ def test_settings_reject_bad_values_and_say_what_works(kwargs, fragment):
 
 
 def test_policy_per_type_with_slide_alias_and_explicit_override():
-    scales = CorrectionSettings(ornaments={"slide": "flatten", "slide_out": "keep", "vibrato": "soften", "trill": 0.25}).policy_scales()
+    scales = CorrectionSettings(
+        ornaments={"slide": "flatten", "slide_out": "keep", "vibrato": "soften", "trill": 0.25}
+    ).policy_scales()
     assert scales["slide_in"] == 0.0 and scales["portamento"] == 0.0
     assert scales["slide_out"] == 1.0
     assert scales["vibrato"] == 0.5 and scales["trill"] == 0.25
@@ -95,7 +97,7 @@ def test_keep_moves_every_frame_of_a_note_rigidly_and_leaves_unvoiced_alone(take
     assert np.all(tgt[~voiced] == 0) and np.all(tgt[voiced] > 0)
     shift = 12 * np.log2(tgt[voiced] / take.f0_hz[voiced])
     times = np.flatnonzero(voiced) * take.hop_s
-    for note, rep in zip(take.notes, report):
+    for note, rep in zip(take.notes, report, strict=False):
         assert rep["shift_cents"] == pytest.approx(100 * (note["target_midi"] - note["midi"]), abs=0.01)
         inner = (times >= note["start_s"] + 0.05) & (times < note["end_s"] - 0.05)
         # the shift is one constant per note (ornaments ride along), except across a portamento
@@ -118,8 +120,9 @@ def test_portamento_glides_between_the_two_corrected_notes(take):
 
 
 def test_correction_zero_is_bit_exact_curve_and_audio(take):
-    tgt, report = target_f0(take.f0_hz, hop_s=take.hop_s, notes=take.notes, ornaments=take.ornaments,
-                            settings=CorrectionSettings(correction=0.0))
+    tgt, report = target_f0(
+        take.f0_hz, hop_s=take.hop_s, notes=take.notes, ornaments=take.ornaments, settings=CorrectionSettings(correction=0.0)
+    )
     assert np.array_equal(tgt, take.f0_hz)
     assert all(r["shift_cents"] == 0 for r in report)
     audio = shift_pitch(take.audio, sr=take.sr, f0_hz=take.f0_hz, hop_s=take.hop_s, target_f0_hz=tgt)
@@ -127,8 +130,9 @@ def test_correction_zero_is_bit_exact_curve_and_audio(take):
 
 
 def test_partial_correction_moves_half_way(take):
-    tgt, report = target_f0(take.f0_hz, hop_s=take.hop_s, notes=take.notes, ornaments=take.ornaments,
-                            settings=CorrectionSettings(correction=0.5))
+    tgt, _report = target_f0(
+        take.f0_hz, hop_s=take.hop_s, notes=take.notes, ornaments=take.ornaments, settings=CorrectionSettings(correction=0.5)
+    )
     errs = note_centre_errors(tgt, hop_s=take.hop_s, notes=take.notes, ornaments=take.ornaments)
     before = np.array([100 * (n["midi"] - n["target_midi"]) for n in take.notes])
     assert np.allclose(errs, before / 2, atol=4.0)
@@ -137,8 +141,10 @@ def test_partial_correction_moves_half_way(take):
 def test_max_shift_clips_and_target_none_leaves_the_note():
     hop = 0.01
     f0 = np.full(200, 440.0)
-    notes = [{"start_s": 0.0, "end_s": 1.0, "midi": 69.0, "target_midi": 74},
-             {"start_s": 1.0, "end_s": 2.0, "midi": 69.0, "target_midi": None}]
+    notes = [
+        {"start_s": 0.0, "end_s": 1.0, "midi": 69.0, "target_midi": 74},
+        {"start_s": 1.0, "end_s": 2.0, "midi": 69.0, "target_midi": None},
+    ]
     tgt, report = target_f0(f0, hop_s=hop, notes=notes, ornaments=[], settings=CorrectionSettings(max_shift_cents=150))
     assert report[0]["shift_cents"] == 150 and report[0]["clipped"]
     assert report[1]["shift_cents"] == 0 and not report[1]["clipped"]
@@ -201,8 +207,9 @@ def test_policies_soften_halves_and_flatten_removes_vibrato_hard_tune_loses_it(t
 @pytest.mark.parametrize("kind", ["slide_in", "slide_out", "portamento"])
 def test_slides_keep_their_shape(take, input_track, rendered, kind):
     orn = _ornament(take, kind)
-    corr, rms_cents = shape_correlation(input_track, rendered["keep"][2], hop_s=take.hop_s,
-                                        start_s=orn["start_s"], end_s=orn["end_s"])
+    corr, rms_cents = shape_correlation(
+        input_track, rendered["keep"][2], hop_s=take.hop_s, start_s=orn["start_s"], end_s=orn["end_s"]
+    )
     assert corr >= 0.95
     if kind != "portamento":  # a portamento's shift glides, so its offset is not constant
         assert rms_cents < 10
@@ -219,7 +226,7 @@ def test_flattened_slide_loses_its_shape(take, input_track, rendered):
 def test_grace_note_stays_on_its_own_pitch(take, rendered):
     orn = _ornament(take, "grace")
     note = take.notes[orn["note"]]
-    tgt, _, track = rendered["keep"]
+    _tgt, _, track = rendered["keep"]
     frames = np.arange(int(np.ceil((orn["start_s"] + 0.02) / take.hop_s)), int((orn["end_s"] - 0.035) / take.hop_s))
     grace_pitch = np.median(hz_to_midi(track[frames]))
     expected = note["target_midi"] + orn["params"]["interval_cents"] / 100.0  # interval kept over the corrected note
@@ -247,6 +254,10 @@ def test_notes_shorter_than_the_centre_window_are_handled():
     # a 0.1 s note is shorter than the 0.2 s centre window (regression: broadcast error)
     hop = 0.005
     f0 = np.full(20, 220.0)
-    out, corrections = target_f0(f0, hop_s=hop, notes=[{"start_s": 0.0, "end_s": 0.1, "midi": 57.2, "target_midi": 57}],
-                                 settings=CorrectionSettings(correction=1.0, ornaments={"vibrato": "flatten"}))
+    out, _corrections = target_f0(
+        f0,
+        hop_s=hop,
+        notes=[{"start_s": 0.0, "end_s": 0.1, "midi": 57.2, "target_midi": 57}],
+        settings=CorrectionSettings(correction=1.0, ornaments={"vibrato": "flatten"}),
+    )
     assert out.shape == f0.shape and np.all(np.isfinite(out))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from melisma.analysis.loudness import integrated_lufs, true_peak_dbtp
 from melisma.errors import RenderError
 from melisma.render.master import Ducker, TruePeakLimiter, balance, master, mono_compatibility
 from melisma.render.stages import Stage
+from scipy import signal
 
 SR = 48000
 
@@ -86,7 +85,7 @@ def test_master_refuses_an_impossible_target_and_names_one_that_works():
     with pytest.raises(RenderError, match=r"target_lufs=-3 needs.*use target_lufs=-?\d+(\.\d)? or lower") as info:
         master(mix, sr=SR, target_lufs=-3.0)
     suggested = float(str(info.value).split("use target_lufs=")[1].split()[0])
-    out, report = master(mix, sr=SR, target_lufs=suggested)
+    _out, report = master(mix, sr=SR, target_lufs=suggested)
     assert report["integrated_lufs"] == pytest.approx(suggested, abs=0.5)
 
 
@@ -116,7 +115,10 @@ def test_master_narrows_a_mix_that_cancels_in_mono():
 
 def test_mono_compatibility_reports_correlation():
     y = music_like(3)[0]
-    assert mono_compatibility(np.stack([y, y]), sr=SR) == {"correlation": 1.0, "mono_loudness_drop_lu": pytest.approx(0.0, abs=1e-6)}
+    assert mono_compatibility(np.stack([y, y]), sr=SR) == {
+        "correlation": 1.0,
+        "mono_loudness_drop_lu": pytest.approx(0.0, abs=1e-6),
+    }
     assert mono_compatibility(np.stack([y, -y]), sr=SR)["correlation"] == -1.0
 
 

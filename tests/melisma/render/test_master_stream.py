@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from melisma import audio_io
 from melisma.analysis.loudness import TruePeakMeter, integrated_lufs, true_peak_dbtp
 from melisma.errors import RenderError

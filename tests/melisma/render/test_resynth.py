@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from melisma.errors import RenderError
 from melisma.render.correct import CorrectionSettings, target_f0
 from melisma.render.resynth import PitchCorrector, shift_pitch
+
 from tools.bench_correction import chipmunk_shift, demo_take, harmonic_envelope_error_db, hnr_db, note_centre_errors, yin_track
 from tools.corpus.voice import NoteSpec, synthesize_voice
 
