@@ -162,7 +162,7 @@ def check_tflite_file(path: str | os.PathLike) -> str | None:
 
     >>> import tempfile, os
     >>> bad = os.path.join(tempfile.mkdtemp(), "x.tflite")
-    >>> _ = open(bad, "wb").write(b"not a model")
+    >>> _ = open(bad, "wb").write(b"not a model, only some text of a few dozen bytes")
     >>> check_tflite_file(bad)
     'no TFLite identifier (TFL3) at bytes 4-8: not a .tflite file'
     """

@@ -14,7 +14,7 @@ import pytest
 from melisma.analysis.align import Alignment, apply_offset, estimate_offset
 from melisma.errors import AlignmentError, MelismaError
 
-corpus = pytest.importorskip("tools.corpus.scenarios")
+import tools.corpus.scenarios as corpus
 
 TOLERANCE_MS = 5.0
 

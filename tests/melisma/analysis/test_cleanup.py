@@ -211,7 +211,7 @@ def test_bad_input_raises_with_a_clear_message():
 
 
 def test_on_corpus_scenario():
-    scenarios = pytest.importorskip("tools.corpus.scenarios")
+    from tools.corpus import scenarios
     sc = scenarios.make_scenario(seed=4, duration_s=8.0, sr=SR, snr_db=15.0, hum_hz=60, hum_db=-30.0,
                                  clip_fraction=0.005, backing_renderer="numpy")
     a = analyze_cleanup(sc.take, sr=SR)

@@ -139,7 +139,7 @@ def test_silence_and_very_short_input_do_not_crash():
 
 
 def test_corpus_voice_sibilance_matches_its_truth():
-    corpus = pytest.importorskip("tools.corpus.voice")
+    from tools.corpus import voice as corpus
     notes = [corpus.NoteSpec(62 + i % 3, 0.2 + 0.8 * i, 0.6, consonant="s" if i % 2 == 0 else None,
                              velocity=0.9 if i % 2 else 0.5) for i in range(6)]
     take = corpus.synthesize_voice(notes, sr=SR, seed=1)
@@ -168,7 +168,7 @@ def test_long_term_spectrum_keeps_a_bass_voice_out_of_the_rumble_band():
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_backing_tempo_of_corpus_scenarios(seed):
-    corpus = pytest.importorskip("tools.corpus")
+    import tools.corpus as corpus
     scenario = corpus.make_scenario(seed=seed, duration_s=8.0, sr=SR, backing_renderer="numpy")
     info = analyze_backing(scenario.backing, sr=SR)
     assert info["tempo_bpm"] == pytest.approx(scenario.truth["tempo_bpm"], rel=0.03)

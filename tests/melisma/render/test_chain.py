@@ -271,7 +271,7 @@ def test_rumbly_take_gets_a_higher_highpass_and_masked_take_a_presence_lift(sung
 
 
 def test_corpus_vocal_runs_through_the_chain():
-    corpus = pytest.importorskip("tools.corpus.voice")
+    from tools.corpus import voice as corpus
     notes = [corpus.NoteSpec(60 + i % 4, 0.2 + 0.7 * i, 0.55, consonant="s" if i % 2 == 0 else None,
                              velocity=0.9 if i % 2 else 0.5) for i in range(5)]
     take = corpus.synthesize_voice(notes, sr=SR, seed=2)
@@ -290,8 +290,9 @@ def test_corpus_vocal_runs_through_the_chain():
 
 
 def test_corpus_scenario_through_the_chain_with_its_backing():
-    corpus = pytest.importorskip("tools.corpus")
     from melisma.analysis.voice import analyze_backing
+
+    import tools.corpus as corpus
 
     scenario = corpus.make_scenario(seed=3, duration_s=6.0, sr=SR, backing_renderer="numpy")
     backing = analyze_backing(scenario.backing, sr=SR)

@@ -273,7 +273,7 @@ def test_other_rates(sr):
 
 
 def test_on_corpus_scenario():
-    scenarios = pytest.importorskip("tools.corpus.scenarios")
+    from tools.corpus import scenarios
     sc = scenarios.make_scenario(seed=7, duration_s=8.0, sr=SR, snr_db=10.0, hum_hz=50, hum_db=-25.0,
                                  clip_fraction=0.002, mic=None, backing_renderer="numpy")
     analysis = analyze_cleanup(sc.take, sr=SR)
