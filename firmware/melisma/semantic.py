@@ -97,7 +97,8 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
 # changes at the +1 and -1 ends; between, changes scale linearly with the slider value.
 # warmth follows the crowd-sourced SocialEQ descriptors (Cartwright & Pardo 2013): "warm" lifts
 # below ~400 Hz with a peak near 120-160 Hz and dips around 1-2 kHz; "bright" cuts the lows and
-# lifts 1.5-6 kHz, peaking near 4.4 kHz. tuning/ornaments are reserved for the pitch correction.
+# lifts 1.5-6 kHz, peaking near 4.4 kHz. tuning/ornaments steer the pitch correction (they do not
+# change the vocal chain; melisma.intonation.correction_from_sliders turns them into its settings).
 # --------------------------------------------------------------------------------------------
 SLIDERS: dict[str, dict[str, Any]] = {
     "warmth": {
@@ -133,14 +134,16 @@ SLIDERS: dict[str, dict[str, Any]] = {
                "target, and dB added to the backing's dip under the vocal (never below 0).",
     },
     "tuning": {
-        "range": (-1.0, 1.0), "low": "natural", "high": "tight", "reserved": True,
-        "maps_to": "pitch correction (melisma.render.correct): strength and retune speed",
-        "doc": "Reserved for the ornament-aware pitch correction; validated and passed through here.",
+        "range": (-1.0, 1.0), "low": "natural", "high": "tight",
+        "maps_to": "pitch correction: how far note centres move, 0 at -1, 0.8 at 0 (the default), 1 at +1",
+        "doc": "Strength of the ornament-aware pitch correction (melisma.render.correct); an explicit "
+               "--correction wins over it.",
     },
     "ornaments": {
-        "range": (-1.0, 1.0), "low": "keep", "high": "soften", "reserved": True,
-        "maps_to": "pitch correction (melisma.render.correct): scale of the ornament residual",
-        "doc": "Reserved for the ornament-aware pitch correction; validated and passed through here.",
+        "range": (-1.0, 1.0), "low": "keep", "high": "soften",
+        "maps_to": "pitch correction: ornaments kept as sung up to 0, their swing scaled down to 0.5 at +1",
+        "doc": "How much of vibrato, slides, grace notes and trills the correction keeps; an explicit "
+               "--ornaments policy wins over it.",
     },
 }
 
@@ -359,6 +362,6 @@ def slider_table_markdown() -> str:
         if isinstance(maps, dict):
             low, high = fmt(maps["-1"]), fmt(maps["+1"])
         else:
-            low = high = f"reserved: {maps}"
+            low = high = str(maps)
         lines.append(f"| `{name}` | {spec['low']} | {spec['high']} | {low} | {high} |")
     return "\n".join(lines)

@@ -82,12 +82,17 @@ def test_air_reverb_and_vocal_level_sliders_move_the_right_way():
     assert back.duck_db >= 0.0 and fwd.duck_db > base.duck_db
 
 
-def test_reserved_sliders_pass_through_without_changing_the_chain():
+def test_correction_sliders_steer_the_correction_not_the_chain():
+    from melisma.intonation import correction_from_sliders
+
     plain = resolve_settings("cpop")
-    tuned = resolve_settings("cpop", {"tuning": 0.7, "ornaments": -1.0})
-    assert tuned.sliders["tuning"] == 0.7 and tuned.sliders["ornaments"] == -1.0
+    tuned = resolve_settings("cpop", {"tuning": 0.7, "ornaments": 0.6})
+    assert tuned.sliders["tuning"] == 0.7 and tuned.sliders["ornaments"] == 0.6
     assert tuned.eq_bands == plain.eq_bands and tuned.reverb == plain.reverb
-    assert SLIDERS["tuning"]["reserved"] and SLIDERS["ornaments"]["reserved"]
+    assert all("reserved" not in spec for spec in SLIDERS.values())
+    neutral, tight = correction_from_sliders(plain.sliders), correction_from_sliders(tuned.sliders)
+    assert tight.correction > neutral.correction
+    assert tight.ornaments != neutral.ornaments
 
 
 @pytest.mark.parametrize(
@@ -133,3 +138,14 @@ def test_docs_mirror_the_tables():
     text = DOC.read_text(encoding="utf-8")
     assert preset_table_markdown() in text, "regenerate the preset table in firmware/docs/mixing.md"
     assert slider_table_markdown() in text, "regenerate the slider table in firmware/docs/mixing.md"
+
+
+def test_protocol_mirrors_the_sliders_and_styles_declared_here():
+    # protocol.py imports nothing from the engine (the phone build uses it alone), so it repeats the
+    # names; this is the check that the two declarations agree.
+    from melisma import protocol
+
+    assert set(protocol.SLIDER_NAMES) == set(SLIDERS)
+    assert {s.engine_name for s in protocol.Style} == set(STYLE_PRESETS)
+    for name in protocol.SLIDER_NAMES:
+        assert SLIDERS[name]["range"] == (-1.0, 1.0)  # the wire carries -100..100 hundredths
