@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import AnalysisError
+from .contour import fill_gaps, smooth_midi, trill_levels, voiced_regions
 from .pitch import PitchTrack
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,56 +111,6 @@ class Note:
 
 # --------------------------------------------------------------------------------------------
 # curve helpers (shared with ornaments.py)
-
-
-def voiced_regions(voiced: np.ndarray, *, bridge_frames: int = 0) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` frame ranges of voiced runs, bridging gaps of ``bridge_frames`` or fewer.
-
-    >>> voiced_regions(np.array([0, 1, 1, 0, 1, 0, 0, 0, 1], bool), bridge_frames=1)
-    [(1, 5), (8, 9)]
-    """
-    v = np.asarray(voiced, dtype=bool)
-    if not v.any():
-        return []
-    edges = np.diff(np.r_[0, v.astype(np.int8), 0])
-    starts = np.flatnonzero(edges == 1)
-    stops = np.flatnonzero(edges == -1)
-    out: list[list[int]] = []
-    for a, b in zip(starts, stops, strict=False):
-        if out and a - out[-1][1] <= bridge_frames:
-            out[-1][1] = int(b)
-        else:
-            out.append([int(a), int(b)])
-    return [(a, b) for a, b in out]
-
-
-def fill_gaps(midi: np.ndarray) -> np.ndarray:
-    """Linear interpolation over NaN frames (inside a region); edges are held."""
-    m = np.asarray(midi, dtype=np.float64).copy()
-    ok = np.isfinite(m)
-    if ok.all() or not ok.any():
-        return m
-    idx = np.arange(len(m))
-    m[~ok] = np.interp(idx[~ok], idx[ok], m[ok])
-    return m
-
-
-def smooth_midi(midi: np.ndarray, *, frames: int) -> np.ndarray:
-    """Centred moving average over ``frames`` (odd), shrinking at the edges instead of padding.
-
-    >>> smooth_midi(np.array([0., 0., 3., 0., 0.]), frames=3).round(2).tolist()
-    [0.0, 1.0, 1.0, 1.0, 0.0]
-    """
-    m = np.asarray(midi, dtype=np.float64)
-    k = max(1, int(frames) | 1)
-    if k == 1 or len(m) == 0:
-        return m.copy()
-    h = k // 2
-    cs = np.r_[0.0, np.cumsum(m)]
-    idx = np.arange(len(m))
-    lo = np.maximum(idx - h, 0)
-    hi = np.minimum(idx + h + 1, len(m))
-    return (cs[hi] - cs[lo]) / (hi - lo)
 
 
 def _window_means(m: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -351,8 +302,6 @@ def _closer_to_next(m: np.ndarray, segs: list[tuple[int, int]], i: int) -> bool:
 
 def _centre_with_trill(seg: np.ndarray, hop: float) -> float:
     """Centre of a note; for a trill (square-ish alternation between two levels) the level it starts on."""
-    from .ornaments import trill_levels  # local import: ornaments imports this module
-
     m = seg[np.isfinite(seg)]
     if m.size == 0:
         return float("nan")

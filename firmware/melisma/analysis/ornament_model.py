@@ -49,8 +49,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnalysisError
-from .notes import Note, fill_gaps, smooth_midi, voiced_regions
-from .ornaments import DspOrnamentDetector, Ornament, _fit_transition, _sine_rate, _zigzag
+from .contour import fill_gaps, fit_transition, sine_rate, smooth_midi, voiced_regions, zigzag
+from .notes import Note
+from .ornaments import DspOrnamentDetector, Ornament
 from .pitch import PitchTrack
 
 __all__ = [
@@ -364,7 +365,7 @@ class TfliteOrnamentDetector:
             return Ornament("vibrato", s0, s1, k, {"rate_hz": rate, "extent_cents": _swing(d)})
         if cls == "trill":
             sm = smooth_midi(d, frames=max(1, int(round(0.02 / hop)) | 1))
-            turns = _zigzag(sm, 40.0)
+            turns = zigzag(sm, 40.0)
             if len(turns) >= 4:
                 vals = sm[turns]
                 upper = vals >= np.median(vals)
@@ -427,7 +428,7 @@ class TfliteOrnamentDetector:
         """
         t = a_s + np.arange(len(y)) * hop
         starts = np.arange(start_lo, max(start_lo, start_hi) + 0.5 * hop, hop)
-        start, dur, shape, _ = _fit_transition(t, y, y0, y1, t_start=starts)
+        start, dur, shape, _ = fit_transition(t, y, y0, y1, t_start=starts)
         return start, dur, shape
 
     def _portamento(self, s0: float, s1: float, k: int, note: Note, nxt: Note, midi_all: np.ndarray,
@@ -513,13 +514,13 @@ def _runs(mask: np.ndarray, *, bridge: int = 0) -> list[tuple[int, int]]:
 def _rate(d: np.ndarray, hop: float) -> float:
     if len(d) < 8:
         return float("nan")
-    return _sine_rate(d, hop, 3.0, 12.0)
+    return sine_rate(d, hop, 3.0, 12.0)
 
 
 def _swing(d: np.ndarray) -> float:
     """Peak-to-peak swing (cents) of an oscillation: the median swing between zig-zag turning points."""
     sm = smooth_midi(d, frames=5)
-    turns = _zigzag(sm, 15.0)
+    turns = zigzag(sm, 15.0)
     if len(turns) >= 3:
         return float(np.median(np.abs(np.diff(sm[turns]))))
     # less than one cycle: a sine of this RMS

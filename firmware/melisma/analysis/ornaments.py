@@ -50,7 +50,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import AnalysisError
-from .notes import Note, fill_gaps, smooth_midi
+from .contour import fill_gaps, fit_transition, periodic_runs, shape_curve, smooth_midi, trill_levels
+from .notes import Note
 from .pitch import PitchTrack
 
 __all__ = [
@@ -119,198 +120,6 @@ class OrnamentDetector(Protocol):
 
 # --------------------------------------------------------------------------------------------
 # curve primitives
-
-
-def _zigzag(d: np.ndarray, threshold: float) -> list[int]:
-    """Indices of alternating turning points of ``d`` that each differ from the previous by ``threshold``."""
-    n = len(d)
-    if n < 3:
-        return []
-    ext: list[int] = []
-    direction = 0
-    lo_i = hi_i = 0
-    vals = d.tolist()
-    for i in range(1, n):
-        v = vals[i]
-        if direction == 0:
-            if v > vals[hi_i]:
-                hi_i = i
-            if v < vals[lo_i]:
-                lo_i = i
-            if vals[hi_i] - vals[lo_i] >= threshold:
-                if hi_i < lo_i:  # went down first: the high point is a turning point
-                    ext.append(hi_i)
-                    direction = -1
-                else:
-                    ext.append(lo_i)
-                    direction = 1
-        elif direction == 1:
-            if v > vals[hi_i]:
-                hi_i = i
-            elif vals[hi_i] - v >= threshold:
-                ext.append(hi_i)
-                direction = -1
-                lo_i = i
-        else:
-            if v < vals[lo_i]:
-                lo_i = i
-            elif v - vals[lo_i] >= threshold:
-                ext.append(lo_i)
-                direction = 1
-                hi_i = i
-    if direction == 1:
-        ext.append(hi_i)
-    elif direction == -1:
-        ext.append(lo_i)
-    return sorted(set(ext))
-
-
-@dataclass
-class _PeriodicRun:
-    i0: int  # first frame (inclusive, relative to the curve)
-    i1: int  # last frame (exclusive)
-    rate_hz: float
-    extent_cents: float
-    squareness: float
-    first_level: float  # cents, level of the first turning point
-    other_level: float
-    n_extrema: int
-
-
-def _periodic_runs(d: np.ndarray, hop_s: float, *, min_swing: float, min_half_cycles: int,
-                   fmin_hz: float = 4.0, fmax_hz: float = 12.0) -> list[_PeriodicRun]:
-    """Runs of oscillation in ``d`` (cents); see the module docstring."""
-    if len(d) < 5:
-        return []
-    s = smooth_midi(d, frames=max(1, int(round(0.02 / hop_s)) | 1))
-    ext = _zigzag(s, min_swing)
-    if len(ext) < min_half_cycles + 1:
-        return []
-    ext = np.asarray(ext)
-    gaps = np.diff(ext) * hop_s
-    swings = np.abs(np.diff(s[ext]))
-    ok = (gaps >= 0.5 / fmax_hz * 0.75) & (gaps <= 0.5 / fmin_hz * 1.25) & (swings >= min_swing)
-    runs = []
-    k = 0
-    while k < len(ok):
-        if not ok[k]:
-            k += 1
-            continue
-        j = k
-        while j < len(ok) and ok[j]:
-            j += 1
-        # turning points ext[k] .. ext[j] bound j - k half cycles
-        if j - k >= min_half_cycles:
-            e = ext[k : j + 1]
-            half = float(np.median(np.diff(e))) * hop_s
-            quarter = int(round(0.5 * half / hop_s))
-            i0, i1 = max(0, int(e[0]) - quarter), min(len(d), int(e[-1]) + quarter + 1)
-            vals = s[e]
-            upper = vals >= np.median(vals)
-            hi = float(np.median(vals[upper])) if upper.any() else float(vals.max())
-            lo = float(np.median(vals[~upper])) if (~upper).any() else float(vals.min())
-            mid, amp = 0.5 * (hi + lo), max(0.5 * (hi - lo), 1e-6)
-            seg = s[e[0] : e[-1] + 1]
-            squareness = float(np.mean(np.abs(seg - mid) > 0.7 * amp))
-            first_is_hi = abs(vals[0] - hi) < abs(vals[0] - lo)
-            runs.append(
-                _PeriodicRun(
-                    i0=i0,
-                    i1=i1,
-                    rate_hz=_sine_rate(d[e[0] : e[-1] + 1], hop_s, fmin_hz, fmax_hz),
-                    extent_cents=float(np.median(swings[k:j])),
-                    squareness=squareness,
-                    first_level=hi if first_is_hi else lo,
-                    other_level=lo if first_is_hi else hi,
-                    n_extrema=len(e),
-                )
-            )
-        k = j
-    return runs
-
-
-def _sine_rate(y: np.ndarray, hop_s: float, fmin_hz: float, fmax_hz: float) -> float:
-    """Frequency of the best least-squares sinusoid (plus offset and linear trend) on a 0.02 Hz grid.
-
-    Searched coarse to fine (0.1 Hz, then 0.02 Hz around the best): the explained energy's peak
-    is about 1/duration wide (≥ 0.5 Hz for the ≤ 2 s spans measured here), so the coarse grid
-    cannot step over it, and the search costs a fifth of a full 0.02 Hz sweep.
-    """
-    t = np.arange(len(y)) * hop_s
-    # project out offset and trend first, then the best sinusoid explains the most energy
-    basis = np.stack([np.ones_like(t), t - t.mean()], axis=1)
-    r = y - basis @ np.linalg.lstsq(basis, y, rcond=None)[0]
-
-    def explained(freqs: np.ndarray) -> np.ndarray:
-        w = 2 * np.pi * freqs[:, None] * t[None, :]
-        s, c = np.sin(w), np.cos(w)
-        s -= s.mean(axis=1, keepdims=True)
-        c -= c.mean(axis=1, keepdims=True)
-        ss, cc, sc = (s * s).sum(1), (c * c).sum(1), (s * c).sum(1)
-        rs, rc = s @ r, c @ r
-        det = np.maximum(ss * cc - sc * sc, 1e-12)
-        return (cc * rs * rs - 2 * sc * rs * rc + ss * rc * rc) / det
-
-    fine = np.arange(fmin_hz, fmax_hz + 1e-9, 0.02)
-    if len(y) * hop_s > 4.0:  # a long span has a narrow peak: sweep the fine grid
-        return float(fine[int(np.argmax(explained(fine)))])
-    coarse = fine[::5]
-    best = coarse[int(np.argmax(explained(coarse)))]
-    local = fine[(fine >= best - 0.1 - 1e-9) & (fine <= best + 0.1 + 1e-9)]
-    return float(local[int(np.argmax(explained(local)))])
-
-
-def trill_levels(
-    midi: np.ndarray, *, hop_s: float, min_trill_cents: float = 80.0, min_squareness: float = 0.66, min_half_cycles: int = 4
-) -> tuple[float, float] | None:
-    """``(main, other)`` MIDI levels when ``midi`` holds a trill, else None.
-
-    The main note is the level the trill starts on.
-    """
-    m = np.asarray(midi, dtype=np.float64)
-    m = m[np.isfinite(m)]
-    if m.size < 10:
-        return None
-    base = float(np.median(m))
-    runs = _periodic_runs(100.0 * (m - base), hop_s, min_swing=min_trill_cents, min_half_cycles=min_half_cycles)
-    for r in runs:
-        if r.squareness >= min_squareness and r.extent_cents >= min_trill_cents:
-            return base + r.first_level / 100.0, base + r.other_level / 100.0
-    return None
-
-
-def _shape_curve(u: np.ndarray, shape: str) -> np.ndarray:
-    u = np.clip(u, 0.0, 1.0)
-    if shape == "linear":
-        return u
-    k = 10.0
-    lo, hi = 1.0 / (1.0 + np.exp(k * 0.5)), 1.0 / (1.0 + np.exp(-k * 0.5))
-    return (1.0 / (1.0 + np.exp(-k * (u - 0.5))) - lo) / (hi - lo)
-
-
-_DURATIONS_S = np.arange(0.015, 0.405, 0.005)
-
-
-def _fit_transition(
-    t: np.ndarray, y: np.ndarray, y0: float, y1: float, *, t_start: np.ndarray
-) -> tuple[float, float, str, float]:
-    """Fit ``y(t) = y0 + (y1 - y0) * shape((t - ts) / D)`` over start times ``t_start`` and durations.
-
-    Returns (start_s, duration_s, shape, rms error in the units of y).
-    """
-    best = (float(t_start[0]), float(_DURATIONS_S[0]), "linear", np.inf)
-    ok = np.isfinite(y)
-    t, y = t[ok], y[ok]
-    if t.size < 3:
-        return best
-    for shape in ("linear", "sigmoid"):
-        u = (t[None, None, :] - t_start[:, None, None]) / _DURATIONS_S[None, :, None]  # (starts, durations, frames)
-        pred = y0 + (y1 - y0) * _shape_curve(u, shape)
-        err = np.sqrt(np.mean((pred - y[None, None, :]) ** 2, axis=2))
-        k = np.unravel_index(np.argmin(err), err.shape)
-        if err[k] < best[3] - 1e-9:
-            best = (float(t_start[k[0]]), float(_DURATIONS_S[k[1]]), shape, float(err[k]))
-    return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,7 +209,7 @@ class DspOrnamentDetector:
                 return None
             # one transition from the start level to the centre, free start (hold) and duration (move)
             t = np.arange(min(n, settle + int(round(0.05 / hop)))) * hop
-            hold, move, shape, _ = _fit_transition(
+            hold, move, shape, _ = fit_transition(
                 t, d[: t.size], start_dev, 0.0, t_start=np.arange(0.0, min(0.2, t[-1]) + 1e-9, hop)
             )
             # a grace note holds its pitch, then moves quickly; a slide moves from the start
@@ -456,7 +265,7 @@ class DspOrnamentDetector:
         starts = t[max(0, last_near - int(round(0.3 / hop))) : last_near + 1]
         if starts.size == 0:
             return None
-        start, _dur, shape, _ = _fit_transition(t, tail, 0.0, end_dev, t_start=starts)
+        start, _dur, shape, _ = fit_transition(t, tail, 0.0, end_dev, t_start=starts)
         end_t = (a + n) * hop
         s0 = max(a * hop, (a + n - look) * hop + start)
         return Ornament(
@@ -470,7 +279,7 @@ class DspOrnamentDetector:
         seg = d[i0:i1]
         if len(seg) < int(0.2 / hop):
             return out
-        runs = _periodic_runs(seg, hop, min_swing=self.min_vibrato_cents, min_half_cycles=self.min_half_cycles)
+        runs = periodic_runs(seg, hop, min_swing=self.min_vibrato_cents, min_half_cycles=self.min_half_cycles)
         for r in runs:
             s0 = (a + i0 + r.i0) * hop
             s1 = (a + i0 + r.i1) * hop
@@ -521,7 +330,7 @@ class DspOrnamentDetector:
         if eff_ms < self.min_glide_ms:
             return None
         starts = np.arange(boundary - reach, boundary + 0.02, 0.005)
-        start, dur, shape, _err = _fit_transition(t, y, 0.0, interval, t_start=starts)
+        start, dur, shape, _err = fit_transition(t, y, 0.0, interval, t_start=starts)
         if dur * 1000.0 < self.min_portamento_ms:
             return None
         # a step followed by a scoop (slide_in) is not a glide: compare with that model
@@ -530,11 +339,11 @@ class DspOrnamentDetector:
         j = int(np.argmax(jump))
         if jump[j] >= max(60.0, 0.25 * abs(interval)):
             lvl = yf[j + 2]
-            _, d2, _, _ = _fit_transition(t[j + 2 :], yf[j + 2 :], lvl, interval, t_start=np.array([t[j + 2]]))
+            _, d2, _, _ = fit_transition(t[j + 2 :], yf[j + 2 :], lvl, interval, t_start=np.array([t[j + 2]]))
             u = np.clip((t - t[j + 2]) / d2, 0.0, 1.0)
-            pred = np.where(t < t[j + 1], 0.0, lvl + (interval - lvl) * _shape_curve(u, "sigmoid"))
+            pred = np.where(t < t[j + 1], 0.0, lvl + (interval - lvl) * shape_curve(u, "sigmoid"))
             u_p = np.clip((t - start) / dur, 0.0, 1.0)
-            pred_p = interval * _shape_curve(u_p, shape)
+            pred_p = interval * shape_curve(u_p, shape)
             # compare where the two models differ: around the step and the scoop after it
             zone = (t >= t[max(j - 4, 0)]) & (t <= t[j + 2] + d2 + 0.02)
             err_step = float(np.sqrt(np.mean((pred - yf)[zone] ** 2)))
