@@ -8,10 +8,12 @@ Order matters: clipping is repaired first (the flat tops are only recognisable i
 waveform), then rumble and hum are filtered out, so that the broadband denoiser and the gate see
 only the noise they are meant for.
 
-Streaming: the IIR stages (rumble, hum) and the gate carry their state exactly with
-``reset=False``. The declipper and the denoiser look at samples on both sides of a point, so each
-call is framed on its own (output stays aligned with input, no latency) and only the denoiser's
-gain tracker carries over; feed blocks of a second or more, or the whole take.
+Streaming: the IIR stages (rumble, hum) carry their state exactly with ``reset=False``. The
+denoiser and the gate look ahead of a sample (a frame, a detector block plus its look-ahead), so
+as stages they return their output ``latency_samples(sr)`` late, in one call as in a stream, and
+streaming in any blocks gives what one call gives; :meth:`SpectralDenoiser.denoise` and
+:meth:`Gate.gate` (and ``process_into``, which :func:`clean_take` uses) are their aligned offline
+forms. The declipper repairs each clipped run from the samples on both sides of it.
 
 Examples
 --------
@@ -38,7 +40,7 @@ from scipy import signal
 
 from ..analysis.cleanup import clipped_runs, detect_clipping, estimate_noise, noise_psd_at
 from ..errors import ConfigError, RenderError
-from .stages import Chain, Stage, db_to_gain
+from .stages import Chain, OutputDelay, Stage, db_to_gain
 
 # --------------------------------------------------------------------------------------------
 # IIR filters (scipy second-order sections: pedalboard's high-pass is only first order, 6 dB/oct,
@@ -305,21 +307,75 @@ class SpectralDenoiser(Stage):
     def reset(self) -> None:
         self._prev_clean = None  # |S|^2 estimate of the last frame (decision-directed memory)
         self._prev_gain = None
+        self._stream: dict[str, Any] | None = None  # streaming: pending input, output delay, constants
+
+    def latency_samples(self, sr: int) -> int:
+        """Streaming delay: one frame (a sample's output needs the frame that ends a hop after it)."""
+        return self._n_fft(sr)
+
+    def _n_fft(self, sr: int) -> int:
+        return int(2 ** round(math.log2(self.frame_ms * 1e-3 * sr)))
+
+    def denoise(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        """The whole signal denoised and aligned with its input (no latency): the offline form."""
+        out = np.array(audio, dtype=np.float32, order="C")
+        self.reset()
+        self.process_into(out, sr)
+        return out
 
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
-        if audio.ndim == 2:
-            # channels share nothing here; a stereo take is rare (the engine works in mono)
-            saved = [(self._prev_clean, self._prev_gain)]
-            outs = []
-            for ch in audio:
-                self._prev_clean, self._prev_gain = saved[0]
-                outs.append(self.process(ch, sr))
-            return np.stack(outs)
-        out = np.empty_like(audio)
-        return out if self._denoise(audio, sr, out) else audio
+        """Streaming form: returns the denoised audio :meth:`latency_samples` late."""
+        x = audio if audio.ndim == 2 else audio[None, :]
+        st = self._stream
+        if st is None:
+            hop = self._n_fft(sr) // 2
+            noise = self.noise if self.noise is not None else estimate_noise(x[0], sr=sr)  # from the first block
+            st = self._stream = {
+                "sr": sr, "hop": hop, "consts": self._constants(noise, sr),
+                # a hop of zeros in front, as the offline form pads; the first chunk it yields is dropped
+                "pending": np.zeros((x.shape[0], hop), np.float32), "drop": hop,
+                "carry": np.zeros((x.shape[0], hop), np.float32),
+                "state": [(None, None)] * x.shape[0],
+                "delay": OutputDelay(x.shape[0], 2 * hop),
+            }
+        elif st["sr"] != sr or st["pending"].shape[0] != x.shape[0]:
+            raise RenderError(f"SpectralDenoiser: a streaming block of {x.shape[0]} channel(s) at {sr} Hz does not "
+                              f"continue the stream; call with reset=True")
+        if st["consts"] is None:  # no noise to reduce: a pure delay
+            st["delay"].push(x)
+        else:
+            self._stream_frames(x, st)
+        out = st["delay"].pop(x.shape[1])
+        return out if audio.ndim == 2 else out[0]
+
+    def _stream_frames(self, x: np.ndarray, st: dict[str, Any]) -> None:
+        hop = st["hop"]
+        buf = np.concatenate([st["pending"], x], axis=1)
+        m = buf.shape[1] // hop - 1  # frames that are complete (each spans two hops)
+        if m <= 0:
+            st["pending"] = buf
+            return
+        produced = np.empty((buf.shape[0], m * hop), np.float32)
+        for c in range(buf.shape[0]):
+            self._prev_clean, self._prev_gain = st["state"][c]
+            carry = st["carry"][c]
+            frames = np.lib.stride_tricks.sliding_window_view(buf[c, : (m + 1) * hop], 2 * hop)[::hop][:m]
+            for b0 in range(0, m, max(1, int(self.block_frames))):
+                blocks = self._frames_out(frames[b0 : b0 + max(1, int(self.block_frames))], st["consts"])
+                done = blocks[:, :hop].astype(np.float32)
+                done[0] += carry
+                done[1:] += blocks[:-1, hop:]
+                carry = blocks[-1, hop:].astype(np.float32)
+                produced[c, b0 * hop : b0 * hop + done.size] = done.reshape(-1)
+            st["carry"][c] = carry
+            st["state"][c] = (self._prev_clean, self._prev_gain)
+        drop = min(st["drop"], produced.shape[1])
+        st["drop"] -= drop
+        st["delay"].push(produced[:, drop:])
+        st["pending"] = buf[:, m * hop :].copy()
 
     def process_into(self, audio: np.ndarray, sr: int) -> None:
-        """:meth:`process`, overwriting ``audio`` (float32, C-contiguous rows) with the result."""
+        """The offline form, overwriting ``audio`` (float32, C-contiguous rows) with the aligned result."""
         if audio.ndim == 2:
             saved = (self._prev_clean, self._prev_gain)
             for ch in audio:
@@ -327,6 +383,70 @@ class SpectralDenoiser(Stage):
                 self._denoise(ch, sr, ch)
             return
         self._denoise(audio, sr, audio)
+
+    def _constants(self, noise: dict[str, Any], sr: int) -> dict[str, Any] | None:
+        """Per-bin constants of the gain rule for a noise profile; None when there is nothing to reduce."""
+        if self.reduction_db < 0:
+            raise RenderError(f"SpectralDenoiser: reduction_db={self.reduction_db} must be >= 0 (e.g. 12)")
+        if self.reduction_db == 0:
+            return None
+        if not noise.get("n_frames_used", 1) or max(noise.get("profile_db", [-200.0])) <= -190.0:
+            return None
+        n_fft = self._n_fft(sr)
+        hop = n_fft // 2
+        window = np.sqrt(signal.get_window("hann", n_fft)).astype(np.float32)  # periodic; sqrt-Hann^2 sums to 1 at 50 %
+        freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+        # expected |X|^2 of the noise in each bin: one-sided PSD * sr * sum(w^2) / 2
+        noise_bins = noise_psd_at(noise, freqs) * sr * float(np.sum(window.astype(np.float64) ** 2)) / 2.0
+        noise_bins = np.maximum(noise_bins, 1e-20).astype(np.float32)
+        inv_noise = (1.0 / noise_bins).astype(np.float32)
+        floor_gain = np.float32(db_to_gain(-self.reduction_db))
+        alpha = np.float32(self.dd_alpha)
+        release = np.float32(math.exp(-hop / (self.release_ms * 1e-3 * sr)))
+        return {
+            "n_fft": n_fft, "window": window, "noise_bins": noise_bins, "inv_noise": inv_noise,
+            "floor_gain": floor_gain, "alpha": alpha, "protect": np.float32(10 ** (self.protect_db / 10.0)),
+            "release": release, "xi_min": np.float32(1e-3), "gain_exponent": np.float32(self.gain_exponent),
+            "alpha_inv_noise": alpha * inv_noise, "release_offset": floor_gain * (np.float32(1.0) - release),
+        }
+
+    def _frames_out(self, frames: np.ndarray, k: dict[str, Any]) -> np.ndarray:
+        """Gains and resynthesis of ``frames`` (m, n_fft): the windowed output frames, state carried."""
+        prev_clean, prev_gain = self._prev_clean, self._prev_gain
+        if prev_clean is None or prev_clean.shape != k["noise_bins"].shape:
+            prev_clean, prev_gain = None, np.full_like(k["noise_bins"], k["floor_gain"])
+        inv_noise, alpha, alpha_inv_noise = k["inv_noise"], k["alpha"], k["alpha_inv_noise"]
+        release, release_offset, gain_exponent = k["release"], k["release_offset"], k["gain_exponent"]
+        spec = sfft.rfft(frames * k["window"], axis=1)
+        power = spec.real**2 + spec.imag**2
+        gamma = power * inv_noise
+        # (1 - alpha) * maximum-likelihood SNR, the decision-directed rule's fresh part
+        fresh = np.maximum(gamma - 1.0, 0.0) * (1.0 - alpha)
+        # partials well above the noise, and the bins next to them, pass (power subtraction)
+        strong = gamma > k["protect"]
+        strong[:, 1:] |= strong[:, :-1].copy()
+        strong[:, :-1] |= strong[:, 1:].copy()
+        pass_gain = np.where(strong, np.sqrt(np.maximum(1.0 - 1.0 / np.maximum(gamma, 1.0), 0.0)), 0.0).astype(np.float32)
+        gains = np.empty_like(power)
+        for i in range(power.shape[0]):
+            xi = fresh[i] if prev_clean is None else prev_clean * alpha_inv_noise + fresh[i]
+            np.maximum(xi, k["xi_min"], out=xi)
+            g = xi / (1.0 + xi)
+            if gain_exponent != 1.0:
+                g = g**gain_exponent
+            prev_clean = g * g * power[i]
+            # once a bin has held a partial its gain falls back slowly (decays, vibrato
+            # tails); noise-only bins follow the decision-directed gain alone
+            prev_gain = np.maximum(prev_gain * release + release_offset, pass_gain[i])
+            gains[i] = np.maximum(g, prev_gain)
+        # light smoothing across frequency against isolated bins ("musical noise")
+        gains[:, 1:-1] = 0.25 * gains[:, :-2] + 0.5 * gains[:, 1:-1] + 0.25 * gains[:, 2:]
+        np.maximum(gains, k["floor_gain"], out=gains)
+        spec *= gains
+        blocks = sfft.irfft(spec, n=k["n_fft"], axis=1)
+        blocks *= k["window"]
+        self._prev_clean, self._prev_gain = prev_clean, prev_gain
+        return blocks
 
     def _denoise(self, audio: np.ndarray, sr: int, out: np.ndarray) -> bool:
         """Denoise mono ``audio`` into ``out`` (may be ``audio``); False when nothing was done (out untouched)."""
@@ -336,20 +456,14 @@ class SpectralDenoiser(Stage):
             if out is not audio:
                 out[...] = audio
             return False
-        n_fft = int(2 ** round(math.log2(self.frame_ms * 1e-3 * sr)))
-        hop = n_fft // 2
         noise = self.noise if self.noise is not None else estimate_noise(audio, sr=sr)
-        if not noise.get("n_frames_used", 1) or max(noise.get("profile_db", [-200.0])) <= -190.0:
+        k = self._constants(noise, sr)
+        if k is None:
             if out is not audio:
                 out[...] = audio
             return False
-        window = np.sqrt(signal.get_window("hann", n_fft)).astype(np.float32)  # periodic; sqrt-Hann^2 sums to 1 at 50 %
-        freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-        # expected |X|^2 of the noise in each bin: one-sided PSD * sr * sum(w^2) / 2
-        noise_bins = noise_psd_at(noise, freqs) * sr * float(np.sum(window.astype(np.float64) ** 2)) / 2.0
-        noise_bins = np.maximum(noise_bins, 1e-20).astype(np.float32)
-        inv_noise = (1.0 / noise_bins).astype(np.float32)
-
+        n_fft = k["n_fft"]
+        hop = n_fft // 2
         # The input as if padded by a hop of zeros in front and zeros after, so every sample is
         # covered by two frames: frame j spans padded samples [j*hop, j*hop + n_fft), i.e.
         # audio[(j-1)*hop : (j+1)*hop]. A block's frames are copied into a small buffer first,
@@ -358,19 +472,6 @@ class SpectralDenoiser(Stage):
         n_frames = int(math.ceil((n + hop) / hop))
         block_frames = max(1, int(self.block_frames))
         staging = np.zeros((block_frames + 1) * hop, dtype=np.float32)
-
-        floor_gain = np.float32(db_to_gain(-self.reduction_db))
-        alpha = np.float32(self.dd_alpha)
-        protect = np.float32(10 ** (self.protect_db / 10.0))
-        release = np.float32(math.exp(-hop / (self.release_ms * 1e-3 * sr)))
-        xi_min = np.float32(1e-3)
-        gain_exponent = np.float32(self.gain_exponent)
-        prev_clean, prev_gain = self._prev_clean, self._prev_gain
-        if prev_clean is None or prev_clean.shape != noise_bins.shape:
-            prev_clean, prev_gain = None, np.full_like(noise_bins, floor_gain)
-
-        alpha_inv_noise = alpha * inv_noise
-        release_offset = floor_gain * (np.float32(1.0) - release)
         # With 50 % overlap frame j adds to output chunks j and j + 1 (chunk k is padded samples
         # [k*hop, (k+1)*hop)); a block's last chunk waits in `carry` for the next block's frames.
         carry = np.zeros(hop, np.float32)
@@ -390,41 +491,13 @@ class SpectralDenoiser(Stage):
             if b > a:
                 staging[a - lo : b - lo] = audio[a:b]
             frames = np.lib.stride_tricks.sliding_window_view(staging[: (m + 1) * hop], n_fft)[::hop][:m]
-            spec = sfft.rfft(frames * window, axis=1)
-            power = spec.real**2 + spec.imag**2
-            gamma = power * inv_noise
-            # (1 - alpha) * maximum-likelihood SNR, the decision-directed rule's fresh part
-            fresh = np.maximum(gamma - 1.0, 0.0) * (1.0 - alpha)
-            # partials well above the noise, and the bins next to them, pass (power subtraction)
-            strong = gamma > protect
-            strong[:, 1:] |= strong[:, :-1].copy()
-            strong[:, :-1] |= strong[:, 1:].copy()
-            pass_gain = np.where(strong, np.sqrt(np.maximum(1.0 - 1.0 / np.maximum(gamma, 1.0), 0.0)), 0.0).astype(np.float32)
-            gains = np.empty_like(power)
-            for i in range(power.shape[0]):
-                xi = fresh[i] if prev_clean is None else prev_clean * alpha_inv_noise + fresh[i]
-                np.maximum(xi, xi_min, out=xi)
-                g = xi / (1.0 + xi)
-                if gain_exponent != 1.0:
-                    g = g**gain_exponent
-                prev_clean = g * g * power[i]
-                # once a bin has held a partial its gain falls back slowly (decays, vibrato
-                # tails); noise-only bins follow the decision-directed gain alone
-                prev_gain = np.maximum(prev_gain * release + release_offset, pass_gain[i])
-                gains[i] = np.maximum(g, prev_gain)
-            # light smoothing across frequency against isolated bins ("musical noise")
-            gains[:, 1:-1] = 0.25 * gains[:, :-2] + 0.5 * gains[:, 1:-1] + 0.25 * gains[:, 2:]
-            np.maximum(gains, floor_gain, out=gains)
-            spec *= gains
-            blocks = sfft.irfft(spec, n=n_fft, axis=1)
-            blocks *= window
+            blocks = self._frames_out(frames, k)
             done = blocks[:, :hop].astype(np.float32)
             done[0] += carry
             done[1:] += blocks[:-1, hop:]
             carry = blocks[-1, hop:].astype(np.float32)
             write_chunks(b0, done)
         write_chunks(n_frames, carry)
-        self._prev_clean, self._prev_gain = prev_clean, prev_gain
         return True
 
 
@@ -466,28 +539,75 @@ class Gate(Stage):
         self._last_gain = None
         self._open = False
         self._hold_left = 0
+        self._stream: dict[str, Any] | None = None  # streaming: pending input and output delay
 
-    def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
-        if audio.shape[-1] == 0:
-            return audio
-        out = np.empty_like(audio)
-        self._apply(audio, sr, out)
-        return out
-
-    def process_into(self, audio: np.ndarray, sr: int) -> None:
-        """:meth:`process`, overwriting ``audio`` (float32) with the result."""
-        self._apply(audio, sr, audio)
-
-    def _apply(self, audio: np.ndarray, sr: int, out: np.ndarray) -> None:
+    def _check(self) -> None:
         if self.floor_db > 0:
             raise RenderError(f"Gate: floor_db={self.floor_db} must be <= 0 (e.g. -15: gentle, not silence)")
         if min(self.attack_ms, self.hold_ms, self.release_ms, self.lookahead_ms) < 0:
             raise RenderError("Gate: attack_ms, hold_ms, release_ms and lookahead_ms must be >= 0")
+
+    @staticmethod
+    def _block(sr: int) -> int:
+        return max(1, int(round(0.005 * sr)))
+
+    def _look(self, sr: int) -> int:
+        return int(round(self.lookahead_ms * 1e-3 * sr / self._block(sr)))
+
+    def latency_samples(self, sr: int) -> int:
+        """Streaming delay: the look-ahead plus one detector block."""
+        return (self._look(sr) + 1) * self._block(sr)
+
+    def gate(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        """The whole signal gated and aligned with its input (no latency): the offline form."""
+        out = np.array(audio, dtype=np.float32, order="C")
+        self.reset()
+        self.process_into(out, sr)
+        return out
+
+    def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        """Streaming form: returns the gated audio :meth:`latency_samples` late."""
+        self._check()
+        x = audio if audio.ndim == 2 else audio[None, :]
+        block, look = self._block(sr), self._look(sr)
+        st = self._stream
+        if st is None:
+            st = self._stream = {"sr": sr, "pending": np.zeros((x.shape[0], 0), np.float32),
+                                 "delay": OutputDelay(x.shape[0], self.latency_samples(sr))}
+        elif st["sr"] != sr or st["pending"].shape[0] != x.shape[0]:
+            raise RenderError(f"Gate: a streaming block of {x.shape[0]} channel(s) at {sr} Hz does not continue "
+                              f"the stream; call with reset=True")
+        buf = np.concatenate([st["pending"], x], axis=1)
+        n_complete = buf.shape[1] // block
+        ready = n_complete - look  # blocks whose look-ahead has arrived
+        if ready > 0:
+            mono = buf[0] if buf.shape[0] == 1 else np.mean(buf, axis=0)
+            body = mono[: n_complete * block].reshape(n_complete, block)
+            power = np.einsum("ij,ij->i", body, body, dtype=np.float64) / block
+            if look > 0:
+                power = np.maximum.reduce([power[k : k + ready] for k in range(look + 1)])
+            gains_db = self._gains_db(10.0 * np.log10(np.maximum(power[:ready], 1e-20)), sr)
+            seg = buf[:, : ready * block]
+            out = np.empty_like(seg)
+            self._ramp(seg, gains_db, block, out)
+            st["delay"].push(out)
+            st["pending"] = buf[:, ready * block :].copy()
+        else:
+            st["pending"] = buf
+        y = st["delay"].pop(x.shape[1])
+        return y if audio.ndim == 2 else y[0]
+
+    def process_into(self, audio: np.ndarray, sr: int) -> None:
+        """The offline form, overwriting ``audio`` (float32) with the aligned result."""
+        self._apply(audio, sr, audio)
+
+    def _apply(self, audio: np.ndarray, sr: int, out: np.ndarray) -> None:
+        self._check()
         n = audio.shape[-1]
         if n == 0:
             return
         mono = audio if audio.ndim == 1 else np.mean(audio, axis=0)
-        block = max(1, int(round(0.005 * sr)))
+        block = self._block(sr)
         n_blocks = int(math.ceil(n / block))
         n_full = n // block
         power = np.empty(n_blocks, dtype=np.float64)
@@ -496,10 +616,15 @@ class Gate(Stage):
         if n_blocks > n_full:
             rest = mono[n_full * block :].astype(np.float64)
             power[-1] = float(np.mean(rest * rest))
-        look = int(round(self.lookahead_ms * 1e-3 * sr / block))
+        look = self._look(sr)
         if look > 0:
             power = np.maximum.reduce([np.r_[power[k:], np.full(k, power[-1])] for k in range(look + 1)])
-        level_db = 10.0 * np.log10(np.maximum(power, 1e-20))
+        gains_db = self._gains_db(10.0 * np.log10(np.maximum(power, 1e-20)), sr)
+        self._ramp(audio, gains_db, block, out)
+
+    def _gains_db(self, level_db: np.ndarray, sr: int) -> np.ndarray:
+        """The gate's gain (dB) at the end of each detector block, its open/hold/gain state carried."""
+        block = self._block(sr)
         open_at = self.threshold_db
         close_at = self.threshold_db - self.hysteresis_db
         hold_blocks = int(round(self.hold_ms * 1e-3 * sr / block))
@@ -508,7 +633,7 @@ class Gate(Stage):
         release = math.exp(-dt / max(self.release_ms * 1e-3, 1e-6))
         g = self._gain_db if self._gain_db is not None else (0.0 if level_db[0] > close_at else self.floor_db)
         is_open, hold_left = self._open, self._hold_left
-        gains_db = np.empty(n_blocks)
+        gains_db = np.empty(level_db.size)
         floor = self.floor_db
         for i, lv in enumerate(level_db.tolist()):
             if lv > open_at:
@@ -523,7 +648,12 @@ class Gate(Stage):
             g = target + (g - target) * coef
             gains_db[i] = g
         self._gain_db, self._open, self._hold_left = g, is_open, hold_left
-        # linear ramp from the previous block's gain to this block's, sample by sample
+        return gains_db
+
+    def _ramp(self, audio: np.ndarray, gains_db: np.ndarray, block: int, out: np.ndarray) -> None:
+        """Apply the block gains, ramped linearly from each block's start to its end, sample by sample."""
+        n = audio.shape[-1]
+        n_blocks = gains_db.size
         block_gain = (10.0 ** (gains_db / 20.0)).astype(np.float32)
         start_gain = np.empty_like(block_gain)
         start_gain[0] = self._last_gain if self._last_gain is not None else block_gain[0]

@@ -33,7 +33,17 @@ def db_to_gain(db: float) -> float:
 
 
 class Stage:
-    """Base class: subclasses implement :meth:`process` and, if stateful, :meth:`reset`."""
+    """Base class: subclasses implement :meth:`process` and, if stateful, :meth:`reset`.
+
+    A stage that must see ahead of a sample to process it (a look-ahead limiter, a framed
+    denoiser or gate) returns its audio ``latency_samples(sr)`` late, in one call as in a stream,
+    so that streaming in blocks always gives what one call gives; such stages also offer an
+    aligned whole-signal method for offline use.
+    """
+
+    def latency_samples(self, sr: int) -> int:
+        """How many samples late the output of :meth:`__call__` is (0 for most stages)."""
+        return 0
 
     def __call__(self, audio: np.ndarray, sr: int, reset: bool = True) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)
@@ -117,3 +127,27 @@ class PedalboardStage(Stage):
 
     def describe(self) -> dict[str, Any]:
         return {"stage": self.name, **self._params}
+
+
+class OutputDelay:
+    """A first-in first-out line of output samples that starts with ``latency`` samples of silence.
+
+    Framed stages push whole frames of finished output as they complete and pop exactly as many
+    samples as they were given, so each call returns audio of its input's length, ``latency``
+    samples late.
+    """
+
+    def __init__(self, channels: int, latency: int):
+        self._buffer = np.zeros((channels, int(latency)), np.float32)
+
+    def push(self, block: np.ndarray) -> None:
+        """Append finished output ``(channels, samples)``."""
+        self._buffer = np.concatenate([self._buffer, block], axis=1)
+
+    def pop(self, n: int) -> np.ndarray:
+        """The next ``n`` samples of output (the line always holds enough: see the stage's latency)."""
+        if n > self._buffer.shape[1]:
+            raise RenderError(f"OutputDelay: {n} samples asked for, {self._buffer.shape[1]} held; this is a bug")
+        out, self._buffer = self._buffer[:, :n], self._buffer[:, n:]
+        return out
+
