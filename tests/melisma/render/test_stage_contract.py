@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import melisma.render
 import numpy as np
 import pytest
-
-import melisma.render
 from melisma.render.stages import Chain, Gain, PedalboardStage, Stage
 
 SR = 48000
@@ -46,7 +45,6 @@ def _voice(n: int, seed: int = 0) -> np.ndarray:
 
 def _factories():
     import pedalboard
-
     from melisma.analysis.cleanup import estimate_noise
     from melisma.render.chain import DeEsser, Space
     from melisma.render.clean import Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser
