@@ -234,7 +234,7 @@ def main() -> None:
         + " ms"
     )
     peer = run_peer(plan.with_name(plan.name + ".cache") / "vocal.npy") if not args.no_peer else None
-    ours = mix["timings_s"].get("analysis", {}).get("analyse_pitch", float("nan")) + mix["timings_s"].get("render", {}).get(
+    ours = mix["timings_s"].get("analysis", {}).get("analyze_pitch", float("nan")) + mix["timings_s"].get("render", {}).get(
         "correct_pitch", float("nan")
     )
     if peer:

@@ -39,7 +39,10 @@ def _scrub(obj: Any, root: str) -> Any:
 
 
 def _json_digest(path: Path, root: str) -> str:
-    record = _scrub(json.loads(path.read_text(encoding="utf-8")), root)
+    from melisma import examples
+
+    # temporary paths, and the bundled examples' folder (it depends on where the checkout is)
+    record = _scrub(_scrub(json.loads(path.read_text(encoding="utf-8")), root), str(Path(examples.TAKE).parent))
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -93,7 +96,8 @@ def run_all(work: Path) -> dict[str, str]:
         d = out / name
         d.mkdir()
         pipeline.mix_files(take, backing, d / "mix.wav", style="cpop", report_path=d / "mix.report.json")
-        pipeline.mix_files(take, backing, d / "mix.m4a", style="western", sliders={"warmth": 0.5, "reverb": -0.3})
+        pipeline.mix_files(take, backing, d / "mix.m4a", style="western", sliders={"warmth": 0.5, "reverb": -0.3},
+                           report_path=d / "mix-m4a.report.json")
         plan = pipeline.analyze_files(take, backing, d / "plan.json", style="ballad")
         pipeline.render_plan(plan, d / "render.wav", report_path=d / "render.report.json", stems_dir=d / "stems")
         pipeline.render_plan(d / "plan.json", d / "moved.flac",
@@ -101,6 +105,8 @@ def run_all(work: Path) -> dict[str, str]:
         pipeline.render_plan(d / "plan.json", d / "preview.wav", start_s=2.0, duration_s=3.0,
                              report_path=d / "preview.report.json")
         pipeline.render_plan(d / "plan.json", d / "corr.wav", correction=1.0, ornaments="soften")
+        pipeline.render_plan(d / "plan.json", d / "stems-m4a.m4a", stems_dir=d / "stems-m4a",
+                             report_path=d / "stems-m4a.report.json", target_lufs=-10.0)
         if name == "example":
             pipeline.correct_file(take, d / "corrected.wav", key="D zhi", report_path=d / "corrected.report.json")
             pipeline.analyze_files(take, None, d / "vocal-only.json")
@@ -113,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     group = ap.add_mutually_exclusive_group(required=True)
     group.add_argument("--save", type=Path, help="write the fingerprints to this JSON file")
     group.add_argument("--compare", type=Path, help="compare with fingerprints saved earlier")
+    ap.add_argument("--keep", type=Path, help="write the outputs into this new folder and keep them (to diff)")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="melisma-golden-") as tmp:
-        digests = run_all(Path(tmp))
+    if args.keep:
+        args.keep.mkdir(parents=True)
+        digests = run_all(args.keep.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="melisma-golden-") as tmp:
+            digests = run_all(Path(tmp))
     if args.save:
         args.save.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"{len(digests)} outputs fingerprinted into {args.save}")

@@ -1,0 +1,180 @@
+"""Analyse once: decode, align, clean and analyse a take (and its backing) into a plan."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..plan import Plan, new_record
+from ..progress import ProgressCallback, StageClock
+from .clock import timed_stage
+from .inputs import decode_backing, decode_take
+from .options import ANALYSIS_SR, ANALYSIS_WEIGHTS, DEFAULT_TARGET_LUFS, ENGINE_SR, AnalysisOptions
+
+
+def analyze(
+    take_path: str | os.PathLike,
+    backing_path: str | os.PathLike | None,
+    *,
+    latency_ms: float | None = None,
+    style: str = "neutral",
+    sliders: dict[str, float] | None = None,
+    target_lufs: float = DEFAULT_TARGET_LUFS,
+    pitch: bool = True,
+    key: str | None = None,
+    scale: str | None = None,
+    melody_path: str | os.PathLike | None = None,
+    pitch_tracker: str | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
+    progress: ProgressCallback | None = None,
+    _work_parent: str | os.PathLike | None = None,
+) -> Plan:
+    """Do the expensive work once and return the plan (its audio in private work files until saved).
+
+    Without a backing the plan holds only the vocal (no alignment, no balance); pitch analysis
+    then takes its key from ``melody_path``, ``key``/``scale`` or the sung notes. The options
+    are those of :class:`~melisma.pipeline.options.AnalysisOptions`, all checked before any work.
+    ``_work_parent`` (internal): where the plan's temporary work folder goes (default: the
+    system's temporary folder; the file entry points put it beside their outputs).
+    """
+    options = AnalysisOptions(latency_ms=latency_ms, style=style, sliders=sliders, target_lufs=target_lufs, pitch=pitch,
+                              key=key, scale=scale, melody_path=melody_path, pitch_tracker=pitch_tracker,
+                              correction=correction, ornaments=ornaments)
+    settings = options.check()  # fail on bad settings before any work
+    clock = StageClock(ANALYSIS_WEIGHTS, progress)
+    record = new_record()
+    record["melisma_version"] = __version__
+    record["sr"] = ENGINE_SR
+    warnings: list[str] = []
+    # Work files (the backing decoded straight to disk, the cleaned vocal) live in a private
+    # folder that the plan owns; Plan.save moves them into its cache folder.
+    work = Path(tempfile.mkdtemp(prefix=".melisma-work-", dir=_work_parent))
+    try:
+        plan = _analyze_into(record, take_path, backing_path, options, clock=clock, work=work, warnings=warnings)
+        record["settings"] = {
+            "style": settings.style,
+            "sliders": dict(settings.sliders),
+            "target_lufs": float(options.target_lufs),
+            "correction": options.correction,
+            "ornaments": options.ornaments,
+        }
+        record["warnings"] = warnings
+        plan.own_work_dir(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    record["timings_s"] = {"analysis": clock.timings_s}
+    return plan
+
+
+def _analyze_into(record: dict[str, Any], take_path, backing_path, options: AnalysisOptions, *, clock: StageClock,
+                  work: Path, warnings: list[str]) -> Plan:
+    """The analysis stages in order, filling ``record``; returns the plan that owns the work files."""
+    from ..analysis.align import Alignment, apply_offset, estimate_offset
+    from ..analysis.cleanup import analyze_cleanup
+    from ..analysis.voice import analyze_backing, analyze_voice
+    from ..audio_io import resample
+    from ..intonation import analyze_pitch, pitch_tracker_named
+    from ..render.clean import clean_take
+
+    with timed_stage(clock, "decode"):
+        take_d, take_info, w = decode_take(take_path)
+        warnings += w
+        back_d = backing_info = None
+        if backing_path is not None:
+            back_d, backing_info, w = decode_backing(backing_path, work / "backing.npy")
+            warnings += w
+    record["inputs"] = {"take": take_info, "backing": backing_info}
+
+    backing16 = None
+    backing_shape = None
+    if back_d is None:
+        alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
+        aligned = take_d.audio[0]
+        del take_d
+    else:
+        with timed_stage(clock, "align"):
+            # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
+            alignment = estimate_offset(take_d.analysis, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            backing16 = back_d.analysis
+            aligned = apply_offset(take_d.audio[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+            del take_d
+            aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
+            backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
+            if alignment.confidence < 0.3 and alignment.method != "calibrated":
+                warnings.append(
+                    f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
+                    "record with the phone speaker on, or calibrate the latency in the app"
+                )
+    record["alignment"] = alignment.to_dict()
+
+    with timed_stage(clock, "cleanup"):
+        cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
+        vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup, in_place=True)  # aligned is ours
+        del aligned
+        warnings += list(cleanup.get("warnings", []))
+    record["cleanup"] = {"analysis": cleanup, "actions": actions}
+
+    with timed_stage(clock, "analyze_voice"):
+        record["voice"] = analyze_voice(vocal, sr=ENGINE_SR)
+    plan = Plan(record=record)
+    vocal16 = None
+    with timed_stage(clock, "cache"):
+        if options.pitch:
+            # The pitch tracker works at 16 kHz (it would resample the vocal itself) and the key
+            # and tuning estimates look below 2 kHz: the 16 kHz copies carry all they need.
+            vocal16 = resample(vocal, orig_sr=ENGINE_SR, target_sr=ANALYSIS_SR)
+        # The full-rate vocal goes to its cache file now, out of memory before pitch analysis.
+        vocal_file = work / "vocal.npy"
+        np.save(vocal_file, np.ascontiguousarray(vocal, dtype=np.float32), allow_pickle=False)
+        plan.adopt("vocal", vocal_file, vocal.shape)
+        del vocal
+        if back_d is not None:
+            plan.adopt("backing", back_d.npy_path, backing_shape, file_shape=(2, back_d.n_samples))
+    record["backing"] = None
+    if back_d is not None:
+        with timed_stage(clock, "analyze_backing"), plan.reader("backing") as reader:
+            record["backing"] = analyze_backing(reader, sr=ENGINE_SR)
+    if options.pitch:
+        with timed_stage(clock, "analyze_pitch"):
+            record["pitch"] = analyze_pitch(
+                vocal16,
+                sr=ANALYSIS_SR,
+                backing=backing16,
+                key=options.key,
+                scale=options.scale,
+                melody_path=options.melody_path,
+                tracker=pitch_tracker_named(options.pitch_tracker),
+            )
+    return plan
+
+
+def _fit_to_backing(aligned: np.ndarray, backing_n: int, warnings: list[str]) -> tuple[np.ndarray, int]:
+    """The aligned take cut or padded to the backing's length (or kept longer when it runs well past it)."""
+    length = backing_n
+    sung_s = aligned.shape[0] / ENGINE_SR
+    backing_s = length / ENGINE_SR
+    if sung_s > backing_s + 2.0:
+        warnings.append(
+            f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence"
+        )
+        length = aligned.shape[0]
+    elif sung_s < 0.5 * backing_s:
+        warnings.append(
+            f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only"
+        )
+    return _fit_length(aligned, length), length
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    if y.shape[-1] >= n:
+        return y[..., :n]
+    pad = [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])]
+    return np.pad(y, pad)

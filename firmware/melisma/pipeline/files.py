@@ -1,0 +1,216 @@
+"""The file-level entry points the CLI and the device service call: files in, files out, a report back."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..audio_io import check_writable, encode_audio
+from ..errors import ConfigError
+from ..plan import Plan, to_json
+from ..progress import ProgressCallback, StageClock
+from .analyze import analyze
+from .inputs import load_take
+from .options import DEFAULT_TARGET_LUFS, ENGINE_SR, ceiling_for
+from .outputs import output_paths, staged_outputs, write_outputs
+from .render import render
+
+
+def analyze_files(
+    take_path: str | os.PathLike,
+    backing_path: str | os.PathLike | None,
+    plan_path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> Plan:
+    """Analyse and save the plan (JSON + cache folder) to ``plan_path``.
+
+    ``options`` are :func:`analyze`'s: latency_ms, style, sliders, target_lufs, pitch, key,
+    scale, melody_path, correction, ornaments.
+    """
+    check_writable(plan_path, overwrite=overwrite)
+    plan = analyze(take_path, backing_path, progress=progress, _work_parent=Path(plan_path).resolve().parent, **options)
+    plan.save(plan_path, overwrite=overwrite)
+    return plan
+
+
+def render_plan(
+    plan_path: str | os.PathLike | Plan,
+    out_path: str | os.PathLike | None,
+    *,
+    style: str | None = None,
+    sliders: dict[str, float] | None = None,
+    target_lufs: float | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    report_path: str | os.PathLike | None = None,
+    stems_dir: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Render a saved plan to files; returns the report."""
+    paths = output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
+    plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
+    clock_start = time.perf_counter()
+    report = _render_files(
+        plan,
+        paths,
+        overwrite=overwrite,
+        progress=progress,
+        options=dict(
+            style=style,
+            sliders=sliders,
+            target_lufs=target_lufs,
+            correction=correction,
+            ornaments=ornaments,
+            start_s=start_s,
+            duration_s=duration_s,
+        ),
+    )
+    report["timings_s"]["render_total"] = round(time.perf_counter() - clock_start, 4)
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
+def _render_files(
+    plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Render ``plan`` into the output files. Without stems or a plot (which need the placed
+    signals and the mix as arrays) the mix is mastered block by block straight into its staged
+    file; otherwise :func:`render` runs and :func:`write_outputs` writes the arrays.
+    """
+    ceiling = ceiling_for(paths.get("mix"))
+    if "mix" in paths and "plot" not in paths and not any(k.startswith("stem_") for k in paths):
+        report_key = paths.get("report")
+        with staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
+            _, _, report = render(plan, ceiling_dbtp=ceiling, progress=progress, mix_path=tmp[paths["mix"]], **options)
+            report["outputs"] = {k: str(v) for k, v in paths.items()}
+            if report_key is not None:
+                tmp[report_key].write_text(to_json(report), encoding="utf-8")
+        return report
+    mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
+    start = time.perf_counter()
+    write_outputs(
+        paths, mix, stems, report, overwrite=overwrite, vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal"))
+    )
+    report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
+    return report
+
+
+def mix_files(
+    take_path: str | os.PathLike,
+    backing_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    style: str = "neutral",
+    sliders: dict[str, float] | None = None,
+    latency_ms: float | None = None,
+    target_lufs: float = DEFAULT_TARGET_LUFS,
+    report_path: str | os.PathLike | None = None,
+    stems_dir: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    **pitch_options: Any,
+) -> dict[str, Any]:
+    """One tap: analyse and render in one go; returns the report.
+
+    ``pitch_options`` are :func:`analyze`'s pitch options: pitch (False skips correction), key,
+    scale, melody_path, correction, ornaments.
+    """
+    paths = output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
+    t0 = time.perf_counter()
+
+    def scaled(lo: float, hi: float) -> ProgressCallback | None:
+        if progress is None:
+            return None
+        return lambda stage, f: progress(stage, lo + (hi - lo) * f)
+
+    plan = analyze(
+        take_path,
+        backing_path,
+        latency_ms=latency_ms,
+        style=style,
+        sliders=sliders,
+        target_lufs=target_lufs,
+        progress=scaled(0.0, 0.6),
+        _work_parent=Path(out_path).parent,
+        **pitch_options,
+    )
+    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={})
+    report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
+def correct_file(
+    take_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    scale: str | None = None,
+    melody_path: str | os.PathLike | None = None,
+    pitch_tracker: str | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
+    report_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Pitch-correct a take and write the corrected vocal alone (no clean-up, chain or master).
+
+    Without ``key`` or ``melody_path`` the key is estimated from the vocal itself.
+    """
+    from ..intonation import analyze_pitch, correct_vocal, correction_from_sliders, pitch_tracker_named
+
+    paths = output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
+    settings = correction_from_sliders({}, correction=correction, ornaments=ornaments)
+    if melody_path is not None and not Path(melody_path).is_file():
+        raise ConfigError(f"--melody {melody_path}: no such file; give a standard MIDI file (.mid) of the song's melody")
+    clock = StageClock({"decode": 10, "analyze_pitch": 40, "correct_pitch": 40, "write": 10}, progress)
+    with clock.stage("decode"):
+        take, info, warnings = load_take(take_path)
+    with clock.stage("analyze_pitch"):
+        pitch = analyze_pitch(
+            take, sr=ENGINE_SR, key=key, scale=scale, melody_path=melody_path, tracker=pitch_tracker_named(pitch_tracker)
+        )
+    with clock.stage("correct_pitch"):
+        corrected, correction_report = correct_vocal(take, pitch, sr=ENGINE_SR, settings=settings)
+    peak = float(np.max(np.abs(corrected)))
+    if peak > 1.0:  # resynthesis can overshoot a take recorded right up to full scale
+        corrected = corrected / np.float32(peak / 0.999)
+        warnings.append(f"the corrected vocal peaked {20 * np.log10(peak):+.1f} dBFS and was scaled down to fit")
+    report = {
+        "format": "melisma-report",
+        "version": 1,
+        "melisma_version": __version__,
+        "inputs": {"take": info},
+        "pitch": {**pitch, **correction_report},
+        "warnings": warnings,
+    }
+    start = time.perf_counter()
+    with staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
+        encode_audio(tmp[paths["mix"]], corrected, sr=ENGINE_SR)
+        if "plot" in paths:
+            from ..report_plot import plot_pitch_report
+
+            plot_pitch_report(tmp[paths["plot"]], report)
+        report["timings_s"] = {**clock.timings_s, "write": round(time.perf_counter() - start, 4)}
+        if "report" in paths:
+            tmp[paths["report"]].write_text(to_json(report), encoding="utf-8")
+    if progress:
+        progress("done", 1.0)
+    return report

@@ -1,0 +1,82 @@
+"""Decoding the take and the backing, with one check of what a usable take is."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio_io import DecodedAudio, decode, file_sha256, load_audio, probe
+from ..errors import AudioContentError
+from .options import ANALYSIS_SR, ENGINE_SR, MIN_TAKE_S, SILENCE_PEAK_DBFS
+
+
+def check_take(path: str | os.PathLike, info: Any, *, peak: float, n_samples: int) -> list[str]:
+    """Refuse a silent or too-short take; returns the warnings a usable one deserves.
+
+    ``info`` is the file's :func:`~melisma.audio_io.probe`, ``peak`` the decoded take's peak
+    (linear) and ``n_samples`` its length at :data:`ENGINE_SR`.
+    """
+    peak_db = 20 * np.log10(peak) if peak > 0 else -np.inf
+    if peak_db < SILENCE_PEAK_DBFS:
+        raise AudioContentError(
+            f"{path}: the take is silent (peak {peak_db:.0f} dBFS); check the phone's microphone "
+            "permission and record again"
+        )
+    if n_samples < MIN_TAKE_S * ENGINE_SR:
+        raise AudioContentError(
+            f"{path}: the take is only {n_samples / ENGINE_SR:.2f} s long; Melisma needs at least {MIN_TAKE_S:.0f} s of singing"
+        )
+    warnings = []
+    if info.sr < 16000:
+        warnings.append(
+            f"take is sampled at {info.sr} Hz: nothing above {info.sr // 2} Hz was recorded, the vocal will sound dull"
+        )
+    if info.channels > 1:
+        warnings.append(f"take has {info.channels} channels; they were averaged to mono")
+    return warnings
+
+
+def file_info(path: str | os.PathLike, info: Any, n_samples: int) -> dict[str, Any]:
+    """What the plan and the report say about an input file."""
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "codec": info.codec,
+        "sr": info.sr,
+        "channels": info.channels,
+        "duration_s": round(n_samples / ENGINE_SR, 3),
+    }
+
+
+def load_take(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    """Decode a take to mono at the engine rate, whole in memory; refuse silence and too-short takes."""
+    info = probe(path)
+    y, _ = load_audio(path, sr=ENGINE_SR, mono=True)
+    warnings = check_take(path, info, peak=float(np.max(np.abs(y))) if y.size else 0.0, n_samples=y.shape[0])
+    return y, file_info(path, info, y.shape[0]), warnings
+
+
+def decode_take(path: str | os.PathLike) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
+    """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`."""
+    info = probe(path)
+    d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR)
+    warnings = check_take(path, info, peak=d.peak, n_samples=d.n_samples)
+    return d, file_info(path, info, d.n_samples), warnings
+
+
+def decode_backing(path: str | os.PathLike, npy_path: Path) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
+    """Decode a backing to stereo at the engine rate straight into ``npy_path``, plus a mono copy at
+    :data:`ANALYSIS_SR`; the full-rate backing is never held in memory.
+    """
+    warnings: list[str] = []
+    info = probe(path)
+    d = decode(path, sr=ENGINE_SR, channels=2, analysis_sr=ANALYSIS_SR, npy_path=npy_path)
+    peak_db = 20 * np.log10(d.peak) if d.peak > 0 else -np.inf
+    if peak_db < SILENCE_PEAK_DBFS:
+        raise AudioContentError(f"{path}: the backing track is silent (peak {peak_db:.0f} dBFS); choose the right file")
+    if d.file_channels > 2:
+        warnings.append(f"backing has {d.file_channels} channels; they were folded down to stereo")
+    return d, file_info(path, info, d.n_samples), warnings

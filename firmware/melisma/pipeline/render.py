@@ -1,0 +1,318 @@
+"""Render many: a plan and its cached audio, through correction, the vocal chain, balance and master.
+
+:func:`render` prepares what both of its paths share (options resolved once, the pitch-corrected
+vocal, the vocal chain's wet output) and then finishes either in memory (the mix and the stems as
+arrays, for stems and pictures) or straight into a file (the wet vocal becomes the mix in place and
+is mastered block by block into the encoder, the lean path a full mix takes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..audio_io import AudioWriter, NpyBlockReader, atomic_path
+from ..errors import MelismaError, PlanError, RenderError
+from ..plan import Plan
+from ..progress import ProgressCallback, StageClock
+from .clock import release_memory, timed_stage
+from .options import (
+    CEILING_DBTP,
+    ENGINE_SR,
+    LOSSY_EXTENSIONS,
+    PREVIEW_CORRECTION_MARGIN_S,
+    RENDER_WEIGHTS,
+    RenderOptions,
+    ResolvedRender,
+    preview_window,
+)
+from .outputs import ScaledWriter, check_encoded_file
+
+
+@dataclass
+class PreparedRender:
+    """What both ways of finishing a render share: the options, the window, the chain's output."""
+
+    resolved: ResolvedRender
+    clock: StageClock
+    window: dict[str, Any]
+    wet: np.ndarray  # (2, n) the processed vocal over the window, pre-roll cut
+    explanation: list[dict[str, Any]]
+    pitch_report: dict[str, Any] | None
+    has_backing: bool
+
+    @property
+    def full(self) -> bool:
+        """A render of the whole take (not a preview window)."""
+        return not self.window["preview"]
+
+
+def render(
+    plan: Plan,
+    *,
+    style: str | None = None,
+    sliders: dict[str, float] | None = None,
+    target_lufs: float | None = None,
+    correction: float | None = None,
+    ornaments: str | dict | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    ceiling_dbtp: float = CEILING_DBTP,
+    progress: ProgressCallback | None = None,
+    mix_path: Path | None = None,
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]:
+    """Render the mix from a plan.
+
+    Returns ``(mix, stems, report)``: the mastered stereo mix at :data:`ENGINE_SR`, the vocal and
+    backing as placed before the master bus, and the report (the plan's record plus what this
+    render did). ``start_s``/``duration_s`` render a preview window only. A plan made without a
+    backing renders the processed vocal alone.
+
+    With ``mix_path`` the lean path is taken: the wet vocal becomes the mix in place
+    (balance_into) and is mastered block by block straight into the file at ``mix_path``
+    (master_stream); no stems are kept and ``(None, None, report)`` is returned.
+    """
+    options = RenderOptions(style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
+                            ornaments=ornaments, start_s=start_s, duration_s=duration_s)
+    prepared = prepare_render(plan, options, progress=progress)
+    if mix_path is None:
+        return finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
+    return None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp)
+
+
+def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCallback | None = None) -> PreparedRender:
+    """Resolve the options, correct the pitch and run the vocal chain over the render's window."""
+    from ..render.chain import build_vocal_chain, render_vocal_chain
+
+    resolved = options.resolve(plan.record.get("settings", {}))
+    clock = StageClock(RENDER_WEIGHTS, progress)
+    cache = plan.record.get("cache", {})
+    if "vocal" not in cache:
+        raise PlanError("plan has no cached 'vocal'; run `melisma analyze` again")
+    n_total = int(cache["vocal"]["shape"][0])
+    window = preview_window(n_total, options.start_s, options.duration_s)
+    lo, hi, cut = window["lo"], window["hi"], window["cut"]
+    full = not window["preview"]
+    # A full render streams the vocal from a file into the chain (the plan's cached vocal, or the
+    # cached corrected one), so only the chain's stereo output is ever whole in memory.
+    vocal: np.ndarray | None = None
+    vocal_file: Path | None = None
+    pitch_report = None
+    if "pitch" in plan.record:
+        with timed_stage(clock, "correct_pitch", release=full):
+            vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=resolved.tuning, keep=cut)
+            if full:
+                release_memory()
+    elif full:
+        with contextlib.suppress(PlanError):
+            vocal_file = plan.cache_file("vocal")
+    if vocal is None and vocal_file is None:
+        vocal = plan.array("vocal", lo, hi)
+
+    with timed_stage(clock, "vocal_chain", release=full):
+        chain, explanation = build_vocal_chain(
+            resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR
+        )
+        if vocal is None:
+            with NpyBlockReader(vocal_file) as source:
+                if source.shape != (n_total,):
+                    raise PlanError(
+                        f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
+                        "run `melisma analyze` again"
+                    )
+                wet = render_vocal_chain(chain, source, sr=ENGINE_SR)
+        else:
+            wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
+        if wet.ndim == 1:
+            wet = np.stack([wet, wet])
+        del vocal
+    if cut:
+        wet = np.ascontiguousarray(wet[:, cut:])
+    return PreparedRender(resolved=resolved, clock=clock, window=window, wet=wet, explanation=explanation,
+                          pitch_report=pitch_report, has_backing="backing" in cache)
+
+
+def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: float) -> tuple[
+        np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Balance against the backing and master, all as arrays: ``(mix, stems, report)``."""
+    from ..render.master import balance, master
+
+    p, settings, window = prepared, prepared.resolved.settings, prepared.window
+    lo, hi, cut = window["lo"], window["hi"], window["cut"]
+    wet = p.wet
+    p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
+    with timed_stage(p.clock, "balance", release=p.full):
+        backing = plan.array("backing", lo + cut, hi) if p.has_backing else None
+        if backing is not None:
+            vocal_placed, backing_placed, balance_report = balance(
+                wet, backing, sr=ENGINE_SR, vocal_to_backing_lu=settings.vocal_to_backing_lu, duck_db=settings.duck_db
+            )
+        else:
+            vocal_placed, backing_placed, balance_report = wet, np.zeros_like(wet), None
+        del wet, backing
+    with timed_stage(p.clock, "master", release=p.full):
+        mix = vocal_placed + backing_placed
+        mix, master_report = master(mix, sr=ENGINE_SR, target_lufs=p.resolved.target_lufs, ceiling_dbtp=ceiling_dbtp)
+        if not np.all(np.isfinite(mix)):
+            raise RenderError(
+                "the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file"
+            )
+    report = _report(plan, p, balance_report, master_report, ceiling_dbtp=ceiling_dbtp, file_loudness={})
+    return mix, {"vocal": vocal_placed, "backing": backing_placed}, report
+
+
+def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
+    """Balance in place and master block by block into ``mix_path``; returns the report."""
+    from ..render.master import balance_into, master_stream
+
+    p, settings, window = prepared, prepared.resolved.settings, prepared.window
+    lo, hi, cut = window["lo"], window["hi"], window["cut"]
+    wet = p.wet
+    p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
+    with timed_stage(p.clock, "balance", release=p.full):
+        backing_source = None
+        if p.has_backing:
+            # A preview window is small: read it whole. A full render streams the cache file.
+            backing_source = plan.array("backing", lo + cut, hi) if window["preview"] else plan.reader("backing")
+        try:
+            if backing_source is not None:
+                # A full render places the vocal against the whole backing, whose raw loudness the
+                # analysis already measured: reuse it instead of metering the backing again.
+                known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
+                mix, balance_report = balance_into(
+                    wet,
+                    backing_source,
+                    sr=ENGINE_SR,
+                    vocal_to_backing_lu=settings.vocal_to_backing_lu,
+                    duck_db=settings.duck_db,
+                    out=wet,
+                    backing_lufs=float(known_lufs) if known_lufs is not None else None,
+                )
+            else:
+                mix, balance_report = wet, None
+        finally:
+            if backing_source is not None and not isinstance(backing_source, np.ndarray):
+                backing_source.close()
+        del wet
+    with timed_stage(p.clock, "master", release=p.full):
+
+        def write_master(gain: float = 1.0) -> dict[str, Any]:
+            with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
+                return master_stream(
+                    mix,
+                    sr=ENGINE_SR,
+                    writer=writer if gain == 1.0 else ScaledWriter(writer, gain),
+                    target_lufs=p.resolved.target_lufs,
+                    ceiling_dbtp=ceiling_dbtp,
+                )
+
+        master_report = write_master()
+    file_loudness: dict[str, float] = {}
+    start = time.perf_counter()
+    if mix_path.suffix.lower() in LOSSY_EXTENSIONS:
+        # The codec may push the true peak up: measure the file itself (the pre-master mix is
+        # still here, so a trimmed pass can be written again).
+        file_loudness = check_encoded_file(mix_path, rewrite=write_master)
+    mix = None  # drop the mix (and write_master's hold on it) before the report is built
+    p.clock.timings_s["write"] = round(time.perf_counter() - start, 4)
+    return _report(plan, p, balance_report, master_report, ceiling_dbtp=ceiling_dbtp, file_loudness=file_loudness)
+
+
+def _report(plan: Plan, p: PreparedRender, balance_report: Any, master_report: dict[str, Any], *,
+            ceiling_dbtp: float, file_loudness: dict[str, float]) -> dict[str, Any]:
+    """The mix report: the plan's record plus what this render did."""
+    settings, tuning, target = p.resolved.settings, p.resolved.tuning, p.resolved.target_lufs
+    report = report_base(plan)
+    report["settings"] = {
+        "style": settings.style,
+        "sliders": dict(settings.sliders),
+        "target_lufs": target,
+        "correction": tuning.correction,
+        "ornaments": tuning.ornaments,
+        "mix": settings.to_dict(),
+    }
+    report["chain"] = p.explanation
+    report["balance"] = balance_report
+    report["master"] = master_report
+    report["loudness"] = {
+        "integrated_lufs": master_report["integrated_lufs"],
+        "true_peak_dbtp": master_report["true_peak_dbtp"],
+        "target_lufs": target,
+        "ceiling_dbtp": ceiling_dbtp,
+        **file_loudness,
+    }
+    if p.pitch_report is not None:
+        report["pitch"] = {**report.get("pitch", {}), **p.pitch_report}
+    if not p.has_backing:
+        report["warnings"].append("no backing track: this is the processed vocal alone")
+    if p.window["preview"]:
+        report["window"] = {"start_s": p.window["start_s"], "duration_s": p.window["duration_s"]}
+        report["warnings"].append("preview window: loudness was matched on the window alone")
+    report["timings_s"]["render"] = p.clock.timings_s
+    return report
+
+
+def report_base(plan: Plan) -> dict[str, Any]:
+    """The part of every mix report that comes from the plan's record."""
+    rec = plan.record
+    return {
+        "format": "melisma-report",
+        "version": 1,
+        "melisma_version": __version__,
+        "platform": platform.machine(),
+        "inputs": rec.get("inputs"),
+        "alignment": rec.get("alignment"),
+        "cleanup": rec.get("cleanup"),
+        "voice": rec.get("voice"),
+        "backing": rec.get("backing"),
+        **({"pitch": rec["pitch"]} if "pitch" in rec else {}),
+        "warnings": list(rec.get("warnings", [])),
+        "timings_s": {"analysis": dict(rec.get("timings_s", {}).get("analysis", {}))},
+    }
+
+
+def _corrected(
+    plan: Plan, *, lo: int, hi: int, full: bool, settings, keep: int = 0
+) -> tuple[np.ndarray | None, dict[str, Any], Path | None]:
+    """The pitch-corrected vocal for samples ``lo:hi`` and the correction report.
+
+    A full render's result is cached as a file beside the plan (or in an unsaved plan's work
+    folder) and returned as ``(None, report, file)``, to be streamed; otherwise (a preview, or no
+    place to cache) as ``(array, report, None)``.
+    """
+    from ..intonation import correct_vocal, correction_key, plan_correction
+
+    pitch = plan.record["pitch"]
+    folder = plan.scratch_dir() if full else None
+    cache_file = folder / f"corrected-{correction_key(pitch, settings)}.npy" if folder is not None else None
+    if cache_file is not None and cache_file.exists():
+        try:
+            with NpyBlockReader(cache_file) as reader:
+                usable = reader.shape == (hi - lo,)
+            if usable:
+                _, report = plan_correction(pitch, settings)
+                report["cached"] = True
+                return None, report, cache_file
+        except (MelismaError, OSError):
+            pass  # a damaged cache entry is simply recomputed
+    if not full:
+        vocal = plan.array("vocal", lo, hi)
+        first = max(0, keep - int(PREVIEW_CORRECTION_MARGIN_S * ENGINE_SR))
+        vocal[first:], report = correct_vocal(vocal[first:], pitch, sr=ENGINE_SR, settings=settings, start_sample=lo + first)
+        return vocal, report, None
+    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
+    if cache_file is not None:
+        try:
+            with atomic_path(cache_file, overwrite=True) as tmp, open(tmp, "wb") as f:
+                np.save(f, corrected, allow_pickle=False)
+            return None, report, cache_file
+        except (OSError, MelismaError):
+            pass  # no cache: keep the corrected vocal in memory
+    return corrected, report, None
