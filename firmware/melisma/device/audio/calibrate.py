@@ -295,8 +295,8 @@ class CalibrationStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise AudioDeviceError(f"{self.path}: unreadable calibration store ({exc}); delete it and calibrate again") \
-                from None
+            msg = f"{self.path}: unreadable calibration store ({exc}); delete it and calibrate again"
+            raise AudioDeviceError(msg) from None
         return data.get("calibrations", {}) if isinstance(data, dict) else {}
 
     def save(self, cal: Calibration) -> str:

@@ -55,7 +55,8 @@ class AudioSettings:
     def __post_init__(self) -> None:
         if not MIN_FRAMES_PER_BUFFER <= int(self.frames_per_buffer) <= MAX_FRAMES_PER_BUFFER:
             raise AudioDeviceError(f"block size {self.frames_per_buffer} frames is out of range; use "
-                                   f"{MIN_FRAMES_PER_BUFFER}..{MAX_FRAMES_PER_BUFFER} (default {DEFAULT_FRAMES_PER_BUFFER})")
+                                   f"{MIN_FRAMES_PER_BUFFER}..{MAX_FRAMES_PER_BUFFER} "
+                                   f"(default {DEFAULT_FRAMES_PER_BUFFER})")
         if not 8000 <= int(self.sample_rate) <= 192000:
             raise AudioDeviceError(f"sample rate {self.sample_rate} Hz is out of range; use 8000..192000 "
                                    f"(default {DEFAULT_SAMPLE_RATE})")

@@ -91,7 +91,7 @@ class AudioStream:
         input's first channel.
     """
 
-    def __init__(self, pa: Any, processor: Processor, *, input: str | int | None | bool = None,
+    def __init__(self, pa: Any, processor: Processor, *, input: str | int | bool | None = None,
                  output: str | int | None = None, sample_rate: int = 48000, frames_per_buffer: int = 128,
                  channels: int | None = None):
         self.pa = pa
