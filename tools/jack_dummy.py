@@ -24,8 +24,8 @@ class JackUnavailable(RuntimeError):
 
 
 class JackDummy:
-    def __init__(self, *, rate: int = 48000, period: int = 256, name: str | None = None):
-        self.rate, self.period = rate, period
+    def __init__(self, *, rate: int = 48000, period: int = 256, name: str | None = None, realtime: bool = False):
+        self.rate, self.period, self.realtime = rate, period, realtime
         self.name = name or f"melisma-test-{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen | None = None
         self._saved_env: str | None = None
@@ -37,9 +37,10 @@ class JackDummy:
     def start(self, timeout_s: float = 10.0) -> JackDummy:
         if shutil.which("jackd") is None or shutil.which("jack_connect") is None:
             raise JackUnavailable("jackd / jack_connect not found; install Debian's jackd2 (tools/run does)")
-        self.proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", str(self.rate),
-                                      "-p", str(self.period)], env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        rt = ["-R", "-P", "70"] if self.realtime else ["--no-realtime"]
+        self.proc = subprocess.Popen(["jackd", *rt, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:

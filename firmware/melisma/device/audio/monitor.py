@@ -162,7 +162,7 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
                 output: str | int | None = None, sample_rate: int = 48000, frames_per_buffer: int = 128,
                 style: str = "neutral", sliders: dict[str, float] | None = None, backing: str | Path | None = None,
                 correction: float = 0.0, key: str | None = None, on_started=None, stop=None,
-                tap_frames: int = 0) -> MonitorResult:
+                tap_frames: int = 0, vocal_gain: float = 1.0, backing_gain: float = 0.7) -> MonitorResult:
     """Run the live monitor for ``seconds`` (or until ``stop()`` is true); return its figures.
 
     Parameters
@@ -191,7 +191,7 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
     if backing is not None:
         back, _ = load_audio(backing, sr=sample_rate)
     proc = MonitorProcessor(live_chain(style, sliders, sample_rate=sample_rate), backing=back, corrector=corrector,
-                            tap_frames=tap_frames)
+                            tap_frames=tap_frames, vocal_gain=vocal_gain, backing_gain=backing_gain)
     stream = AudioStream(pa, proc, input=input, output=output, sample_rate=sample_rate,
                          frames_per_buffer=frames_per_buffer)
     warnings: list[str] = []

@@ -18,6 +18,8 @@ whether Python in the callback is good enough; ``tools/bench_audio.py`` prints t
 
 from __future__ import annotations
 
+import gc
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,9 @@ from .devices import DeviceInfo, check_format, pick_device
 
 #: Callback durations kept (a power of two; at 128 frames / 48 kHz that is 87 s).
 TIMING_RING = 1 << 15
+#: GIL switch interval while a stream runs (Python's default is 5 ms: a callback could wait that
+#: long for another thread to let go of the GIL, longer than a 128-frame block lasts).
+RT_SWITCH_INTERVAL_S = 0.0005
 
 
 class Processor:
@@ -89,13 +94,19 @@ class AudioStream:
         Channels of the stream, the same for input and output (PyAudio opens both sides with
         one channel count); ``None``: 2 where both devices have two, else 1. The mic is the
         input's first channel.
+    rt_tuning : bool
+        While the stream runs: GIL switch interval :data:`RT_SWITCH_INTERVAL_S`, and the cyclic
+        garbage collector off (after ``gc.freeze()``), so no collection pause lands in a callback;
+        both are restored by :meth:`stop`.
     """
 
     def __init__(self, pa: Any, processor: Processor, *, input: str | int | bool | None = None,
                  output: str | int | None = None, sample_rate: int = 48000, frames_per_buffer: int = 128,
-                 channels: int | None = None):
+                 channels: int | None = None, rt_tuning: bool = True):
         self.pa = pa
         self.processor = processor
+        self.rt_tuning = rt_tuning
+        self._saved_rt: tuple[float, bool] | None = None
         self.sample_rate = int(sample_rate)
         self.block = int(frames_per_buffer)
         self.output_device: DeviceInfo = pick_device(pa, output, "output")
@@ -164,9 +175,24 @@ class AudioStream:
             raise AudioDeviceError(f"could not open the audio stream (output {self.output_device.label}"
                                    + (f", input {self.input_device.label}" if self.input_device else "")
                                    + f", {self.sample_rate} Hz, {self.block} frames): {exc}") from None
+        if self.rt_tuning:
+            self._saved_rt = (sys.getswitchinterval(), gc.isenabled())
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            sys.setswitchinterval(RT_SWITCH_INTERVAL_S)
         self._t_start, self._cpu_start = time.perf_counter(), time.process_time()
         self._stream.start_stream()
         return self
+
+    def _restore_rt(self) -> None:
+        if self._saved_rt is not None:
+            interval, enabled = self._saved_rt
+            self._saved_rt = None
+            sys.setswitchinterval(interval)
+            gc.unfreeze()
+            if enabled:
+                gc.enable()
 
     def wait(self, seconds: float | None = None, *, poll_s: float = 0.02, until=None) -> None:
         """Block until the processor is done, ``seconds`` pass, or ``until()`` is true."""
@@ -189,6 +215,7 @@ class AudioStream:
             self._stream.close()
             self._stream = None
             self._last = figures
+            self._restore_rt()
         if self.error is not None:
             err, self.error = self.error, None
             if isinstance(err, AudioDeviceError):
