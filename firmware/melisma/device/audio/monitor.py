@@ -7,7 +7,7 @@ into the preallocated output block. All of it happens in the same callback that 
 input, so the processing adds no buffering: the mic-to-ear latency is PortAudio's and the
 device's input + output buffering, which is exactly the round trip the loopback calibration
 measures for the same devices, rate and block, plus the processing's own lookahead (0 for the
-chain: every stage is causal; the live corrector adds its own, see :mod:`.live_correct`).
+chain: every stage is causal; a live corrector would add its own lookahead, and is not built yet).
 
 Moving a slider builds a new chain outside the callback (:meth:`Monitor.set_settings`); the
 callback picks it up at its next block by swapping one reference (no lock: one attribute store
@@ -105,7 +105,7 @@ class MonitorProcessor(Processor):
             self.chain = pending
         mic = self._mic if n == self._mic.shape[0] else np.zeros(n, np.float32)
         np.copyto(mic, x[:, 0])
-        self.peak_in = max(float(np.max(mic)), -float(np.min(mic)))
+        self.peak_in = max(self.peak_in, float(np.max(mic)), -float(np.min(mic)))  # held until the meter reads
         if self.corrector is not None:
             mic = self.corrector.process(mic)
         y = self.chain(mic, self.sr, reset=False)  # (2, n)
@@ -127,7 +127,7 @@ class MonitorProcessor(Processor):
                 out[:nb - pos] += back[pos:]
                 if self.loop_backing:
                     out[nb - pos:] += back[:n - (nb - pos)]
-        self.peak_out = max(float(np.max(out)), -float(np.min(out)))
+        self.peak_out = max(self.peak_out, float(np.max(out)), -float(np.min(out)))
         if frame < self.tap.shape[0]:
             end = min(frame + n, self.tap.shape[0])
             self.tap[frame:end] = out[:end - frame, 0]
@@ -183,8 +183,11 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
     if correction > 0:
         if not key:
             raise AudioDeviceError("live correction needs a target: pass --key (e.g. --key 'D major' or --key 'A yu')")
-        from .live_correct import LiveCorrector
-
+        try:
+            from .live_correct import LiveCorrector  # type: ignore[import-not-found]
+        except ImportError:
+            raise AudioDeviceError("live pitch correction is not in this firmware yet; run the monitor with "
+                                   "--correction 0 (correction is applied offline by `melisma mix`)") from None
         corrector = LiveCorrector(key=key, correction=correction)
         lookahead_ms = corrector.latency_ms
     back = None

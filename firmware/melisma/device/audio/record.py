@@ -52,7 +52,7 @@ class PlayRecordProcessor(Processor):
         m = max(0, min(n, self.n - frame))
         if m:
             out[:m] = self._play[frame:frame + m]
-            self.peak_out = float(np.max(out[:m])) if m else 0.0
+            self.peak_out = max(self.peak_out, float(np.max(out[:m])), -float(np.min(out[:m])))
         if m < n:
             out[m:] = 0.0
         if x is not None:
@@ -60,7 +60,7 @@ class PlayRecordProcessor(Processor):
             if end > frame:
                 seg = x[:end - frame, 0]
                 self.capture[frame:end] = seg
-                self.peak_in = max(float(np.max(seg)), -float(np.min(seg)))
+                self.peak_in = max(self.peak_in, float(np.max(seg)), -float(np.min(seg)))  # held until read
                 self.recorded = end
             if end >= self.capture.shape[0]:
                 self.done = True
