@@ -9,10 +9,10 @@ import threading
 
 import numpy as np
 import pytest
-
 from melisma import audio_io
 from melisma import protocol as p
 from melisma_companion.client import BoxError
+
 from tools.jack_dummy import JackDummy
 
 SR = 48000

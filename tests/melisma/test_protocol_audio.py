@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from melisma import protocol as p
 
 
@@ -27,7 +26,8 @@ def test_round_trip_and_fits_a_minimum_mtu_notification(msg):
 
 
 def test_status_fields_on_the_wire():
-    data = p.AudioStatus(p.AudioMode.MONITORING, p.AudioFlags.CLIPPING, -3, -1, 70000, 10.67, 5, p.ErrorCode.OK).encode()
+    data = p.AudioStatus(p.AudioMode.MONITORING, p.AudioFlags.CLIPPING, -3, -1, 70000, 10.67, 5,
+                         p.ErrorCode.OK).encode()
     assert data[0] == 0x7F
     mode, flags, lin, lout, xruns, rt, elapsed, err = struct.unpack_from("<BBbbIHIB", data, 1)
     assert (mode, flags, lin, lout, xruns, rt, elapsed, err) == (3, 8, -3, -1, 70000, 1067, 5, 0)
@@ -35,7 +35,7 @@ def test_status_fields_on_the_wire():
 
 
 def test_limits_are_checked():
-    with pytest.raises(p.InvalidValueError, match="0.1..60"):
+    with pytest.raises(p.InvalidValueError, match=r"0\.1\.\.60"):
         p.AudioCalibrateCommand(1, 61)
     with pytest.raises(p.InvalidValueError, match="correction"):
         p.AudioMonitorCommand(1, True, 1.5)

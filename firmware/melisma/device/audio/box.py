@@ -211,7 +211,9 @@ class BoxAudio:
             raise AudioDeviceError("calibration heard nothing: connect the output to the input")
         CalibrationStore(self.data_dir).save(cal)
         flags = self._status.flags | p.AudioFlags.CALIBRATED
-        flags = flags | p.AudioFlags.CALIBRATION_RELIABLE if cal.reliable else flags & ~p.AudioFlags.CALIBRATION_RELIABLE
+        flags &= ~p.AudioFlags.CALIBRATION_RELIABLE
+        if cal.reliable:
+            flags |= p.AudioFlags.CALIBRATION_RELIABLE
         self._set(round_trip_ms=round(cal.round_trip_ms or 0.0, 2), flags=flags,
                   detail="" if cal.reliable else (cal.warnings[0] if cal.warnings else "unreliable"))
 
