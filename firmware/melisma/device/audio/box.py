@@ -122,6 +122,8 @@ class BoxAudio:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
+        target: Callable[..., None]
+        args: tuple[Any, ...]
         if isinstance(msg, p.AudioCalibrateCommand):
             target, mode, args = self._calibrate, p.AudioMode.CALIBRATING, (msg.timeout_s,)
         elif isinstance(msg, p.AudioRecordCommand):

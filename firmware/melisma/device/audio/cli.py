@@ -140,14 +140,14 @@ def run_audio(args) -> int:
         sliders = {k: v for k, v in (("warmth", args.warmth), ("reverb", args.reverb),
                                      ("vocal_level", args.vocal_level), ("air", args.air)) if v is not None}
         with portaudio() as pa:
-            res = run_monitor(pa, seconds=args.seconds, data_dir=args.data_dir, input=s.input, output=s.output,
+            mres = run_monitor(pa, seconds=args.seconds, data_dir=args.data_dir, input=s.input, output=s.output,
                               sample_rate=s.sample_rate, frames_per_buffer=s.frames_per_buffer, style=args.style,
                               sliders=sliders, backing=args.backing, correction=args.correction, key=args.key)
-        p = res.to_json()
+        p = mres.to_json()
         _print(args, p, f"added latency {p['added_latency_ms']} ms ({p['latency_source']}); callback p50 "
                         f"{p['callback_p50_ms']} ms, p99 {p['callback_p99_ms']} ms of {p['block_period_ms']} ms; "
                         f"{p['xruns']} xrun(s)")
-        _warn(res.warnings)
+        _warn(mres.warnings)
         return 0
     if cmd == "play":
         from .record import play_file
