@@ -142,3 +142,40 @@ def test_play_plays_the_whole_file(jack, capsys, tmp_path):
 def test_audio_without_subcommand_prints_help(capsys):
     assert main(["audio"]) == 2
     assert "calibrate" in capsys.readouterr().out
+
+
+
+def test_monitor_adds_no_latency_beyond_the_round_trip(jack, loop_later, capsys, tmp_path):
+    """The mic goes through the chain in the same callback: what the mic hears is in the output
+    one calibrated round trip after it left, and a live slider change swaps the chain."""
+    from melisma.device.audio.devices import portaudio
+    from melisma.device.audio.monitor import run_monitor
+
+    loop_later(0.5)
+    rc, cal, err = run_json(capsys, ["audio", "calibrate", "--data-dir", str(tmp_path), "--json"])
+    assert rc == 0, err
+    lag = round(cal["round_trip_frames"])
+    t0 = int(0.5 * SR)
+    y = np.zeros(2 * SR, np.float32)
+    y[t0:t0 + 8] = 0.8
+    write_audio(tmp_path / "click.wav", np.stack([y, y]), sr=SR, float_wav=True)
+    seen = {}
+
+    def started(stream, proc):
+        loop_later(0.0)
+        seen["proc"], seen["chain"] = proc, proc.chain
+        proc.set_settings("western", {"reverb": -1.0})
+
+    with portaudio() as pa:
+        res = run_monitor(pa, seconds=1.2, data_dir=tmp_path, style="cpop", backing=tmp_path / "click.wav",
+                          vocal_gain=0.5, backing_gain=1.0, tap_frames=SR, on_started=started)
+    proc = seen["proc"]
+    assert proc.chain is not seen["chain"]  # the slider change reached the running monitor
+    tap = np.abs(proc.tap)
+    assert int(np.argmax(tap[t0 - 100:t0 + 100])) + t0 - 100 == t0  # the backing's click, as sent
+    window = tap[t0 + lag // 2:t0 + lag + lag // 2]
+    echo = int(np.argmax(window)) + t0 + lag // 2  # the click, heard by the mic, through the chain
+    assert window.max() > 0.05
+    assert abs(echo - (t0 + lag)) <= 0.001 * SR, (echo - t0, lag)
+    assert res.latency_source == "calibration" and res.added_latency_ms == pytest.approx(cal["round_trip_ms"])
+    assert res.processing_lookahead_ms == 0.0
