@@ -90,7 +90,87 @@ def _kind(kind: p.FileKind | str | int) -> p.FileKind:
     return p.FileKind(kind)
 
 
-class MelismaClient:
+# ----------------------------------------------------------------------------------------------
+# Protocol 1.1: the box's own audio (calibrate, record/stop, monitor on/off, play, audio status).
+# Kept apart from the 1.0 client; MelismaClient inherits these methods.
+
+
+class AudioClientMixin:
+    """The 1.1 audio requests, for a connected, bonded :class:`MelismaClient` (a 1.0 box has none)."""
+
+    audio_status: p.AudioStatus | None = None
+    audio_status_listeners: list
+
+    def _require_audio(self) -> None:
+        if self.box_version is None or tuple(self.box_version) < p.AUDIO_MIN_VERSION:
+            raise BoxError(f"the box speaks protocol {self.box_version}; its own audio needs "
+                           f"{p.AUDIO_MIN_VERSION[0]}.{p.AUDIO_MIN_VERSION[1]} (update the box firmware)",
+                           p.ErrorCode.INCOMPATIBLE_VERSION)
+
+    async def read_audio_status(self) -> p.AudioStatus:
+        """The box's audio status: mode, levels, xruns, round trip, Bluetooth-output warning."""
+        self._require_audio()
+        data = await self._gatt(self.client.read_gatt_char(p.AUDIO_STATUS_CHAR_UUID))
+        status = p.decode(bytes(data), allowed=(p.AudioStatus,))
+        self.audio_status = status
+        return status
+
+    async def subscribe_audio(self) -> None:
+        """Get :class:`~melisma.protocol.AudioStatus` notifications (into ``audio_status_listeners``)."""
+        self._require_audio()
+        if "audio_status_listeners" not in self.__dict__:
+            self.audio_status_listeners = []
+
+        def on_audio(_sender, data: bytearray) -> None:
+            status = self._decode_notification(data, (p.AudioStatus,))
+            if status is not None:
+                self.audio_status = status
+                for cb in list(self.audio_status_listeners):
+                    cb(status)
+
+        await self._gatt(self.client.start_notify(p.AUDIO_STATUS_CHAR_UUID, on_audio))
+
+    async def calibrate_audio(self, *, timeout_s: float = 10.0) -> None:
+        """Start a loopback latency calibration (result in the audio status' ``round_trip_ms``)."""
+        self._require_audio()
+        await self._command(lambda rid: p.AudioCalibrateCommand(rid, timeout_s))
+
+    async def record_take(self, backing: str, take: str, *, max_seconds: int = 0) -> None:
+        """Start recording ``take`` on the box while it plays the stored ``backing``."""
+        self._require_audio()
+        await self._command(lambda rid: p.AudioRecordCommand(rid, backing, take, max_seconds))
+
+    async def stop_audio(self) -> None:
+        """Stop recording, monitoring or playback."""
+        self._require_audio()
+        await self._command(lambda rid: p.AudioStopCommand(rid))
+
+    async def monitor(self, on: bool = True, *, correction: float = 0.0, backing: str = "") -> None:
+        """Live monitoring (耳返) on or off."""
+        self._require_audio()
+        await self._command(lambda rid: p.AudioMonitorCommand(rid, on, correction, backing))
+
+    async def play(self, kind: p.FileKind | str, name: str) -> None:
+        """Play a stored mix or preview through the box's output."""
+        self._require_audio()
+        await self._command(lambda rid: p.AudioPlayCommand(rid, _kind(kind), name))
+
+    async def wait_audio_idle(self, timeout_s: float = 30.0, poll_s: float = 0.1) -> p.AudioStatus:
+        """Poll the audio status until the box's audio is idle again; returns that status."""
+        loop = asyncio.get_running_loop()
+        t_end = loop.time() + timeout_s
+        while True:
+            status = await self.read_audio_status()
+            if status.mode is p.AudioMode.IDLE:
+                return status
+            if loop.time() > t_end:
+                raise BoxError(f"the box's audio is still {status.mode.name.lower()} after {timeout_s} s",
+                               p.ErrorCode.BAD_STATE)
+            await asyncio.sleep(poll_s)
+
+
+
+class MelismaClient(AudioClientMixin):
     """One box, seen from the phone. Not thread-safe: use it from one asyncio loop."""
 
     def __init__(self, device: BLEDevice | str, *, backend: type | None = None, connect_timeout_s: float = 20.0,
@@ -573,3 +653,4 @@ class MelismaClient:
                            p.ErrorCode.BAD_CHECKSUM)
         os.replace(part, path)
         return path
+

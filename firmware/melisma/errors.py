@@ -80,3 +80,9 @@ class DeviceError(MelismaError):
     """The device service (jobs, storage, BLE peripheral) failed."""
 
     exit_code = 10
+
+
+class AudioDeviceError(MelismaError):
+    """The box's own audio I/O (PortAudio devices, streams, calibration) failed or was misconfigured."""
+
+    exit_code = 11

@@ -40,7 +40,7 @@ from .errors import ProtocolError
 
 #: Protocol version. The major part is what must match: a client refuses a box whose major
 #: version differs. Minor versions only add optional things.
-PROTOCOL_VERSION = (1, 0)
+PROTOCOL_VERSION = (1, 1)
 
 #: Text the box puts in the Device Information "Software Revision String" (0x2A28), readable
 #: before pairing, so a client can check compatibility before it asks to bond.
@@ -1155,3 +1155,220 @@ def error_from_att(att_code: int) -> ErrorCode | None:
         except ValueError:
             return None
     return None
+
+
+# ==============================================================================================
+# Protocol 1.1: the box's own audio (calibrate, record/stop, monitor on/off, play, levels, xruns,
+# Bluetooth-output warning). Everything here is new in 1.1 and optional: a 1.0 box answers these
+# commands with UNKNOWN_TYPE and has no audio status characteristic; a client checks
+# ``box_version >= AUDIO_MIN_VERSION`` first. Kept in one block of its own, apart from any other
+# 1.1 additions; nothing above is renumbered.
+
+#: First protocol version with the audio commands and the audio status characteristic.
+AUDIO_MIN_VERSION = (1, 1)
+#: read, notify (encrypted): :class:`AudioStatus`, notified on every change and every
+#: :data:`AUDIO_STATUS_INTERVAL_S` while audio runs (level meters).
+AUDIO_STATUS_CHAR_UUID = uuid_for(0x0020)
+AUDIO_STATUS_INTERVAL_S = 0.25
+#: Longest calibration timeout and recording a client may ask for.
+MAX_CALIBRATION_TIMEOUT_S = 60.0
+MAX_RECORD_S = 900
+#: Level carried when there is no signal (dBFS, int8).
+NO_LEVEL_DB = -128
+
+
+class AudioMessageType(enum.IntEnum):
+    """First byte of the 1.1 audio messages (0x70-0x7F)."""
+
+    CMD_AUDIO_CALIBRATE = 0x70
+    CMD_AUDIO_RECORD = 0x71
+    CMD_AUDIO_STOP = 0x72
+    CMD_AUDIO_MONITOR = 0x73
+    CMD_AUDIO_PLAY = 0x74
+    AUDIO_STATUS = 0x7F
+
+
+class AudioMode(enum.IntEnum):
+    IDLE = 0
+    CALIBRATING = 1
+    RECORDING = 2
+    MONITORING = 3
+    PLAYING = 4
+
+
+class AudioFlags(enum.IntFlag):
+    NONE = 0
+    BLUETOOTH_OUTPUT = 1  # the output is a Bluetooth sink: monitoring is unusable, warn the user
+    CALIBRATED = 2  # a calibration is stored for the current devices, rate and block
+    CALIBRATION_RELIABLE = 4
+    CLIPPING = 8  # the input reached full scale since the last status
+
+
+@dataclass(frozen=True)
+class AudioCalibrateCommand(_Request):
+    """Measure the round trip by loopback (output to input), store it; progress in :class:`AudioStatus`."""
+
+    TYPE: ClassVar = AudioMessageType.CMD_AUDIO_CALIBRATE
+    timeout_s: float = 10.0  # carried in tenths of a second
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.1 <= self.timeout_s <= MAX_CALIBRATION_TIMEOUT_S:
+            raise InvalidValueError(f"calibration timeout {self.timeout_s!r} s is out of range; "
+                                    f"use 0.1..{MAX_CALIBRATION_TIMEOUT_S:g}")
+
+    def _encode_fields(self):
+        return struct.pack("<HH", self.request_id, round(self.timeout_s * 10))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid, tenths = r.unpack("HH", "request id and timeout")
+        return cls(rid, tenths / 10)
+
+
+@dataclass(frozen=True)
+class AudioRecordCommand(_Request):
+    """Play the stored backing ``backing`` and record the take ``take`` (0 s: the whole backing)."""
+
+    TYPE: ClassVar = AudioMessageType.CMD_AUDIO_RECORD
+    backing: str = ""
+    take: str = ""
+    max_seconds: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_name(self.backing, FileKind.BACKING)
+        check_name(self.take, FileKind.TAKE)
+        _check_range(self.max_seconds, 0, MAX_RECORD_S, "recording length (s)")
+
+    def _encode_fields(self):
+        return (struct.pack("<H", self.request_id) + _text(self.backing, "backing") + _text(self.take, "take")
+                + struct.pack("<H", self.max_seconds))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid, backing, take = r.u16("request id"), r.text("backing"), r.text("take")
+        return cls(rid, backing, take, r.u16("recording length"))
+
+
+@dataclass(frozen=True)
+class AudioStopCommand(_Request):
+    """Stop whatever audio runs (a recording keeps what was recorded so far)."""
+
+    TYPE: ClassVar = AudioMessageType.CMD_AUDIO_STOP
+
+    def _encode_fields(self):
+        return struct.pack("<H", self.request_id)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u16("request id"))
+
+
+@dataclass(frozen=True)
+class AudioMonitorCommand(_Request):
+    """Live monitoring on/off; ``correction`` 0..1 (hundredths); ``backing``: a stored backing or ""."""
+
+    TYPE: ClassVar = AudioMessageType.CMD_AUDIO_MONITOR
+    on: bool = True
+    correction: float = 0.0
+    backing: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.correction <= 1.0:
+            raise InvalidValueError(f"correction {self.correction!r} is out of range; use 0..1")
+        object.__setattr__(self, "correction", round(self.correction * 100) / 100)
+        if self.backing:
+            check_name(self.backing, FileKind.BACKING)
+
+    def _encode_fields(self):
+        return struct.pack("<HBB", self.request_id, int(self.on), round(self.correction * 100)) + _text(self.backing,
+                                                                                                        "backing")
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid, on, corr = r.unpack("HBB", "request id, on and correction")
+        if on > 1 or corr > 100:
+            raise MalformedMessageError(f"AudioMonitorCommand: on={on} (0/1), correction={corr}/100 (0..100)")
+        return cls(rid, bool(on), corr / 100, r.text("backing"))
+
+
+@dataclass(frozen=True)
+class AudioPlayCommand(_Request):
+    """Play a stored mix or preview (or any stored audio) through the box's output."""
+
+    TYPE: ClassVar = AudioMessageType.CMD_AUDIO_PLAY
+    kind: FileKind = FileKind.MIX
+    name: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "kind", FileKind(self.kind))
+        if self.kind is FileKind.PLAN:
+            raise InvalidValueError("a plan is not audio; play a mix, preview, take or backing")
+        check_name(self.name, self.kind)
+
+    def _encode_fields(self):
+        return struct.pack("<HB", self.request_id, self.kind) + _text(self.name, "name")
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(r.u16("request id"), r.enum(FileKind, "kind"), r.text("name"))
+
+
+AUDIO_COMMANDS = (AudioCalibrateCommand, AudioRecordCommand, AudioStopCommand, AudioMonitorCommand, AudioPlayCommand)
+
+
+@dataclass(frozen=True)
+class AudioStatus(Message):
+    """The box's audio: mode, level meters (dBFS), xruns, calibrated round trip, warnings.
+
+    ``round_trip_ms`` is ``None`` when no calibration is stored for the current settings (carried
+    as 0xFFFF hundredths). ``detail`` is a short warning or error text (at most 24 bytes).
+    """
+
+    TYPE: ClassVar = AudioMessageType.AUDIO_STATUS
+    mode: AudioMode = AudioMode.IDLE
+    flags: AudioFlags = AudioFlags.NONE
+    input_level_db: int = NO_LEVEL_DB
+    output_level_db: int = NO_LEVEL_DB
+    xruns: int = 0
+    round_trip_ms: float | None = None
+    elapsed_ms: int = 0
+    error: ErrorCode = ErrorCode.OK
+    detail: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "mode", AudioMode(self.mode))
+        object.__setattr__(self, "flags", AudioFlags(self.flags))
+        object.__setattr__(self, "error", ErrorCode(self.error))
+        for what, v in (("input level", self.input_level_db), ("output level", self.output_level_db)):
+            _check_range(int(v), -128, 0, f"{what} (dBFS)")
+        _check_range(self.xruns, 0, 0xFFFFFFFF, "xruns")
+        _check_range(self.elapsed_ms, 0, 0xFFFFFFFF, "elapsed time (ms)")
+        if self.round_trip_ms is not None and not 0 <= self.round_trip_ms < 655.35:
+            raise InvalidValueError(f"round trip {self.round_trip_ms!r} ms is out of range; use 0..655.34")
+        object.__setattr__(self, "detail", _truncate_text(self.detail, 24))
+
+    @property
+    def bluetooth_output(self) -> bool:
+        return bool(self.flags & AudioFlags.BLUETOOTH_OUTPUT)
+
+    def _encode_fields(self):
+        rt = 0xFFFF if self.round_trip_ms is None else round(self.round_trip_ms * 100)
+        return (struct.pack("<BBbbIHIB", self.mode, self.flags, int(self.input_level_db), int(self.output_level_db),
+                            self.xruns, rt, self.elapsed_ms, self.error) + _text(self.detail, "detail", 24))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        mode = r.enum(AudioMode, "audio mode")
+        flags, lin, lout, xruns, rt, elapsed = r.unpack("BbbIHI", "audio status fields")
+        error = r.enum(ErrorCode, "error")
+        detail = r.text("detail")
+        if len(detail.encode()) > 24:
+            raise MalformedMessageError(f"AudioStatus: detail is {len(detail.encode())} bytes; at most 24")
+        if lin > 0 or lout > 0:
+            raise MalformedMessageError(f"AudioStatus: levels {lin}/{lout} dBFS must be <= 0")
+        return cls(mode, AudioFlags(flags & 0x0F), lin, lout, xruns, None if rt == 0xFFFF else rt / 100, elapsed,
+                   error, detail)

@@ -50,6 +50,9 @@ from ..errors import DeviceError
 from .engine_adapter import PipelineEngine
 from .jobs import JobError, JobQueue
 from .storage import Storage, StorageError, UploadSession
+from ..errors import AudioDeviceError
+from .audio.box import BoxAudio
+from .audio.devices import AudioSettings
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +210,12 @@ class MelismaService(gatt.Service):
                                                 AttributeValue(read=_not_readable, write=self._write_transfer_control))
         self.transfer_data = self._notifying(p.TRANSFER_DATA_CHAR_UUID, C.WRITE | C.WRITE_WITHOUT_RESPONSE | C.NOTIFY,
                                              ENCRYPTED_WRITE, AttributeValue(read=_not_readable, write=self._write_data))
+        # protocol 1.1: the box's own audio (status with level meters, xruns, Bluetooth warning)
+        self.audio_status = self._notifying(p.AUDIO_STATUS_CHAR_UUID, C.READ | C.NOTIFY, ENCRYPTED_READ,
+                                            AttributeValue(read=self._read_audio_status, write=_not_writable))
         super().__init__(p.MELISMA_SERVICE_UUID, [self.info, self.controls, self.status, self.command, self.library,
-                                                  self.transfer_control, self.transfer_data])
+                                                  self.transfer_control, self.transfer_data]
+                         + [self.audio_status])
         self._transfer_ids = itertools.cycle(range(1, 256))
         self._last_status: bytes = b""
         self._last_status_time = 0.0
@@ -297,15 +304,29 @@ class MelismaService(gatt.Service):
         for connection in list(self.box.device.connections.values()):
             asyncio.get_running_loop().create_task(self._notify(connection, self.status, data))
 
+    # -- audio status (protocol 1.1) ------------------------------------------------------------
+
+    def _read_audio_status(self, connection) -> bytes:
+        self.box.require_bonded(connection)
+        return self.box.audio.status().encode()
+
+    def on_audio_status(self, status: p.AudioStatus) -> None:
+        """Notify every central of an audio status change (the box's audio rate-limits meters)."""
+        data = status.encode()
+        for connection in list(self.box.device.connections.values()):
+            asyncio.get_running_loop().create_task(self._notify(connection, self.audio_status, data))
+
     # -- commands -------------------------------------------------------------------------------
 
     def _write_command(self, connection, value: bytes) -> None:
         request_id = int.from_bytes(value[1:3], "little") if len(value) >= 3 else 0
         try:
-            msg = self._decode(connection, value, p.COMMANDS)
+            msg = self._decode(connection, value, p.COMMANDS + p.AUDIO_COMMANDS)
             job_id = self._run_command(msg)
         except p.MessageError as exc:
             reply = p.CommandReply(request_id, exc.code, 0, str(exc))
+        except AudioDeviceError as exc:  # protocol 1.1 audio commands
+            reply = p.CommandReply(request_id, getattr(exc, "code", p.ErrorCode.BAD_STATE), 0, str(exc))
         except (JobError, StorageError) as exc:
             reply = p.CommandReply(request_id, exc.code, 0, str(exc))
         else:
@@ -314,6 +335,8 @@ class MelismaService(gatt.Service):
 
     def _run_command(self, msg: p.Message) -> int:
         jobs = self.box.jobs
+        if isinstance(msg, p.AUDIO_COMMANDS):  # protocol 1.1: the box's own audio
+            return self.box.audio.command(msg)
         if isinstance(msg, p.MixCommand):
             return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out).id
         if isinstance(msg, p.AnalyseCommand):
@@ -532,7 +555,8 @@ class MelismaBox:
     """Bumble device + services + storage + job queue + controls + pairing window."""
 
     def __init__(self, hci_source, hci_sink, *, data_dir: str | os.PathLike, address: str | None = None,
-                 engine=None, show_passkey: Callable[[int], None] | None = None, serial_number: str | None = None):
+                 engine=None, show_passkey: Callable[[int], None] | None = None, serial_number: str | None = None,
+                 audio_settings: AudioSettings | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         ident = box_identity(self.data_dir, address)
@@ -567,6 +591,9 @@ class MelismaBox:
         self.device.scan_response_data = bytes(AdvertisingData([data_types.CompleteLocalName(self.name)]))
         self.device.on(Device.EVENT_CONNECTION, self._on_connection)
         self.jobs.listeners.append(self.service.on_status)
+        # protocol 1.1: the box's own audio (PortAudio is only touched when a command runs)
+        self.audio = BoxAudio(self.data_dir, self.storage, settings=audio_settings, controls=lambda: self.controls)
+        self.audio.listeners.append(self.service.on_audio_status)
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -580,6 +607,7 @@ class MelismaBox:
         logger.info("%s advertising at %s (%d bonded centrals)", self.name, self.address, len(self.bonds.addresses))
 
     async def stop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.audio.close)
         await self.jobs.stop()
         for link in list(self.links.values()):
             self._drop_link(link)
@@ -664,6 +692,7 @@ class MelismaBox:
             atomic_write_text(self.data_dir / "controls.json", json.dumps(
                 {"style": controls.style.engine_name, "sliders": controls.sliders}), overwrite=True)
         self.service.notify_controls(controls, skip=source)
+        self.audio.on_controls(controls)
 
 
 def local_link_hci(link, address: str):

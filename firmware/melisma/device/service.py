@@ -6,6 +6,7 @@ Usage::
     melisma-device run --transport usb:0                                      # a USB dongle
     melisma-device run --transport tcp-client:127.0.0.1:9001 --pairable       # a virtual controller
     melisma-device pair --data-dir /var/lib/melisma    # open the pairing window (the button does this too)
+    melisma-device audio list --json                   # the box's own audio (firmware/docs/audio.md)
 
 ``run`` is the default command, so ``melisma-device --transport ...`` works too. The running
 service listens on a Unix socket ``<data-dir>/control.sock``; ``pair`` (and the front-panel
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="storage, bonds, settings (default: %(default)s)")
         sp.add_argument("-v", "--verbose", action="store_true")
     pair.add_argument("--seconds", type=float, default=p.PAIRING_WINDOW_S, help="how long (default: %(default)s)")
+    from .audio.cli import add_audio_parser
+
+    add_audio_parser(sub, default_data_dir=DEFAULT_DATA_DIR)
     return ap
 
 
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pair":
             print(asyncio.run(request_pairing(Path(args.data_dir), args.seconds)))
+        elif args.command == "audio":
+            from .audio.cli import run_audio
+
+            return run_audio(args)
         else:
             asyncio.run(run_service(args))
     except MelismaError as exc:

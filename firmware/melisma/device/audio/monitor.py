@@ -1,0 +1,225 @@
+"""Live monitoring (耳返): the mic through the vocal chain, mixed with the backing, to the headphones.
+
+The callback copies the mic block into a preallocated buffer, runs the engine's own vocal chain
+(:func:`melisma.render.chain.build_vocal_chain`: de-esser, EQ and compressor, reverb and echo) on
+it with ``reset=False`` (the stages keep their state between blocks), and writes vocal + backing
+into the preallocated output block. All of it happens in the same callback that delivers the
+input, so the processing adds no buffering: the mic-to-ear latency is PortAudio's and the
+device's input + output buffering, which is exactly the round trip the loopback calibration
+measures for the same devices, rate and block, plus the processing's own lookahead (0 for the
+chain: every stage is causal; a live corrector would add its own lookahead, and is not built yet).
+
+Moving a slider builds a new chain outside the callback (:meth:`Monitor.set_settings`); the
+callback picks it up at its next block by swapping one reference (no lock: one attribute store
+is atomic in CPython).
+
+A live take has no analysis yet, so the chain is built for :data:`LIVE_VOICE`, a typical voice
+profile (sibilance around 7 kHz, loud phrases at -12 dBFS at the detector), in place of
+:func:`melisma.analysis.voice.analyze_voice` of a recorded take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...audio_io import load_audio
+from ...errors import AudioDeviceError
+from ...render.chain import build_vocal_chain
+from ...semantic import resolve_settings
+from .calibrate import CalibrationStore
+from .stream import AudioStream, Processor, StreamFigures
+
+#: The voice profile the live chain is set for (a take's analysis replaces it offline).
+LIVE_VOICE: dict[str, Any] = {
+    "sibilance": {"found": True, "band_level_sibilant_db": -30.0, "band_level_vowel_p95_db": -45.0,
+                  "lo_hz": 5000.0, "hi_hz": 9000.0, "centre_hz": 7000.0, "excess_db": 15.0},
+    "loud_phrase_detector_db": -12.0,
+}
+
+
+def live_chain(style: str = "neutral", sliders: dict[str, float] | None = None, *, sample_rate: int):
+    """The vocal chain for monitoring, for ``style`` and ``sliders`` (-1..+1 each)."""
+    chain, _ = build_vocal_chain(resolve_settings(style, sliders or {}), LIVE_VOICE, sr=sample_rate)
+    return chain
+
+
+class MonitorProcessor(Processor):
+    """Mic (input channel 0) → [live corrector] → vocal chain, + backing, into every output channel."""
+
+    def __init__(self, chain, *, backing: np.ndarray | None = None, vocal_gain: float = 1.0,
+                 backing_gain: float = 0.7, corrector=None, loop_backing: bool = True, tap_frames: int = 0):
+        self.chain = chain
+        self._pending = None
+        self.corrector = corrector
+        self.backing = None if backing is None else np.asarray(backing, np.float32)
+        if self.backing is not None and self.backing.ndim == 1:
+            self.backing = self.backing[None, :]
+        self.vocal_gain = float(vocal_gain)
+        self.backing_gain = float(backing_gain)
+        self.loop_backing = loop_backing
+        #: ``tap_frames > 0`` keeps the first frames of output channel 0 in :attr:`tap` (tests, benchmark).
+        self.tap = np.zeros(int(tap_frames), np.float32)
+        self.done = False
+        self.peak_in = 0.0
+        self.peak_out = 0.0
+
+    def set_chain(self, chain) -> None:
+        """Swap in a new chain at the next block (call from any thread but the callback's).
+
+        The chain is reset and run once on a silent block here, outside the callback, so the
+        callback only swaps the reference.
+        """
+        chain(np.zeros(self._mic.shape[0], np.float32), self.sr, reset=True)
+        self._pending = chain
+
+    def set_settings(self, style: str = "neutral", sliders: dict[str, float] | None = None) -> None:
+        """Rebuild the chain for a new style / sliders (the app moved a slider) and swap it in."""
+        self.set_chain(live_chain(style, sliders, sample_rate=self.sr))
+
+    def prepare(self, *, sample_rate, frames_per_buffer, in_channels, out_channels):
+        if in_channels == 0:
+            raise AudioDeviceError("monitoring needs an input device")
+        self.sr = sample_rate
+        self._mic = np.zeros(frames_per_buffer, np.float32)
+        self._ch = out_channels
+        self._back = None
+        if self.backing is not None:
+            src = self.backing
+            if src.shape[0] != out_channels:
+                src = np.repeat(src.mean(axis=0, keepdims=True), out_channels, axis=0)
+            self._back = np.ascontiguousarray((src * np.float32(self.backing_gain)).T)
+        self._gain = np.float32(self.vocal_gain)
+        if self.corrector is not None:
+            self.corrector.prepare(sample_rate=sample_rate, frames_per_buffer=frames_per_buffer)
+        self.chain(np.zeros(frames_per_buffer, np.float32), sample_rate, reset=True)  # warm up, set state
+
+    def process(self, x, out, frame):
+        n = out.shape[0]
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self.chain = pending
+        mic = self._mic if n == self._mic.shape[0] else np.zeros(n, np.float32)
+        np.copyto(mic, x[:, 0])
+        self.peak_in = max(self.peak_in, float(np.max(mic)), -float(np.min(mic)))  # held until the meter reads
+        if self.corrector is not None:
+            mic = self.corrector.process(mic)
+        y = self.chain(mic, self.sr, reset=False)  # (2, n)
+        if self._ch == 1:
+            np.add(y[0], y[1], out=out[:, 0])
+            out[:, 0] *= self._gain * np.float32(0.5)
+        else:
+            np.multiply(y[0], self._gain, out=out[:, 0])
+            np.multiply(y[1], self._gain, out=out[:, 1])
+            if self._ch > 2:
+                out[:, 2:] = 0.0
+        back = self._back
+        if back is not None:
+            nb = back.shape[0]
+            pos = frame % nb if self.loop_backing else frame
+            if pos + n <= nb:
+                out += back[pos:pos + n]
+            elif pos < nb:
+                out[:nb - pos] += back[pos:]
+                if self.loop_backing:
+                    out[nb - pos:] += back[:n - (nb - pos)]
+        self.peak_out = max(self.peak_out, float(np.max(out)), -float(np.min(out)))
+        if frame < self.tap.shape[0]:
+            end = min(frame + n, self.tap.shape[0])
+            self.tap[frame:end] = out[:end - frame, 0]
+
+
+@dataclass
+class MonitorResult:
+    """What ``audio monitor --json`` prints."""
+
+    added_latency_ms: float
+    latency_source: str
+    buffering_ms: float
+    processing_lookahead_ms: float
+    stream: StreamFigures
+    correction: float
+    key: str | None
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.stream
+        return {"added_latency_ms": round(self.added_latency_ms, 3), "latency_source": self.latency_source,
+                "latency_parts_ms": {"portaudio_and_device_buffering": round(self.buffering_ms, 3),
+                                     "processing_lookahead": round(self.processing_lookahead_ms, 3)},
+                "callback_p50_ms": round(s.callback_p50_ms, 4), "callback_p99_ms": round(s.callback_p99_ms, 4),
+                "callback_max_ms": round(s.callback_max_ms, 4), "block_period_ms": round(s.block_period_ms, 4),
+                "core_share": round(s.core_share, 4), "xruns": s.xruns, "callbacks": s.callbacks,
+                "sample_rate": s.sample_rate, "frames_per_buffer": s.frames_per_buffer, "seconds": round(s.wall_s, 2),
+                "correction": self.correction, "key": self.key, "warnings": list(self.warnings)}
+
+
+def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: str | int | None = None,
+                output: str | int | None = None, sample_rate: int = 48000, frames_per_buffer: int = 128,
+                style: str = "neutral", sliders: dict[str, float] | None = None, backing: str | Path | None = None,
+                correction: float = 0.0, key: str | None = None, on_started=None, stop=None,
+                tap_frames: int = 0, vocal_gain: float = 1.0, backing_gain: float = 0.7) -> MonitorResult:
+    """Run the live monitor for ``seconds`` (or until ``stop()`` is true); return its figures.
+
+    Parameters
+    ----------
+    correction : float
+        0..1: how far live note centres move toward the key (0: off).
+    key : str, optional
+        ``"D major"``, ``"A yu"``, ...: the live corrector's target scale (needed when ``correction > 0``).
+    on_started : callable, optional
+        Called with the running stream and processor.
+    """
+    if not 0.0 <= correction <= 1.0:
+        raise AudioDeviceError(f"--correction {correction} is out of range; use 0..1 (0: off)")
+    if seconds <= 0:
+        raise AudioDeviceError(f"--seconds {seconds} must be positive")
+    corrector = None
+    lookahead_ms = 0.0
+    if correction > 0:
+        if not key:
+            raise AudioDeviceError("live correction needs a target: pass --key (e.g. --key 'D major' or --key 'A yu')")
+        try:
+            from .live_correct import LiveCorrector  # type: ignore[import-not-found]
+        except ImportError:
+            raise AudioDeviceError("live pitch correction is not in this firmware yet; run the monitor with "
+                                   "--correction 0 (correction is applied offline by `melisma mix`)") from None
+        corrector = LiveCorrector(key=key, correction=correction)
+        lookahead_ms = corrector.latency_ms
+    back = None
+    if backing is not None:
+        back, _ = load_audio(backing, sr=sample_rate)
+    proc = MonitorProcessor(live_chain(style, sliders, sample_rate=sample_rate), backing=back, corrector=corrector,
+                            tap_frames=tap_frames, vocal_gain=vocal_gain, backing_gain=backing_gain)
+    stream = AudioStream(pa, proc, input=input, output=output, sample_rate=sample_rate,
+                         frames_per_buffer=frames_per_buffer)
+    warnings: list[str] = []
+    if stream.output_device.bluetooth:
+        warnings.append(f"the output {stream.output_device.label} is a Bluetooth sink (150-300 ms late): monitoring "
+                        f"through it is unusable; use wired headphones")
+    stream.start()
+    try:
+        if on_started is not None:
+            on_started(stream, proc)
+        stream.wait(seconds, until=stop)
+    finally:
+        figures = stream.stop()
+    assert stream.input_device is not None
+    cal = CalibrationStore(data_dir).get(stream.input_device, stream.output_device, sample_rate, frames_per_buffer)
+    if cal is not None and cal.round_trip_ms is not None:
+        buffering, source = cal.round_trip_ms, "calibration"
+    else:
+        buffering, source = figures.input_latency_ms + figures.output_latency_ms, "portaudio_reported"
+        warnings.append("no calibration for these devices and settings: the latency is PortAudio's own report; "
+                        "run `melisma-device audio calibrate` for a measured figure")
+    if figures.xruns:
+        warnings.append(f"{figures.xruns} xrun(s): try a larger --block")
+    if corrector is not None:
+        corrector.close()
+    return MonitorResult(added_latency_ms=buffering + lookahead_ms, latency_source=source, buffering_ms=buffering,
+                         processing_lookahead_ms=lookahead_ms, stream=figures, correction=correction, key=key,
+                         warnings=warnings)

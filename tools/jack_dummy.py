@@ -1,0 +1,132 @@
+"""A JACK dummy server for tests and benchmarks: real-time PortAudio streams with no sound card.
+
+``JackDummy`` starts ``jackd --no-realtime -d dummy -r RATE -p PERIOD`` (Debian's jackd2) under a
+server name of its own (``JACK_DEFAULT_SERVER``, which libjack, and so PortAudio's JACK host API,
+reads), waits until it answers, and stops it afterwards. :meth:`JackDummy.loop_portaudio` wires
+PortAudio's first output port to its first input port with ``jack_connect``: a loopback cable
+inside the JACK graph. :meth:`JackDummy.iodelay` runs ``jack_iodelay`` on the same kind of loop.
+
+Used by tests/melisma/device/audio (a fixture) and tools/bench_audio.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+
+class JackUnavailable(RuntimeError):
+    """jackd is not installed or would not start."""
+
+
+class JackDummy:
+    def __init__(self, *, rate: int = 48000, period: int = 256, name: str | None = None, realtime: bool = False):
+        self.rate, self.period, self.realtime = rate, period, realtime
+        self.name = name or f"melisma-test-{uuid.uuid4().hex[:8]}"
+        self.proc: subprocess.Popen | None = None
+        self._saved_env: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
+
+    def start(self, timeout_s: float = 10.0) -> JackDummy:
+        if shutil.which("jackd") is None or shutil.which("jack_connect") is None:
+            raise JackUnavailable("jackd / jack_connect not found; install Debian's jackd2 (tools/run does)")
+        rt = ["-R", "-P", "70"] if self.realtime else ["--no-realtime"]
+        self.proc = subprocess.Popen(["jackd", *rt, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise JackUnavailable(f"jackd exited with {self.proc.returncode}: {err[-500:]}")
+            r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
+            if r.returncode == 0 and "system:capture_1" in r.stdout:
+                break
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise JackUnavailable(f"jackd did not answer within {timeout_s} s")
+        self._saved_env = os.environ.get("JACK_DEFAULT_SERVER")
+        os.environ["JACK_DEFAULT_SERVER"] = self.name  # for PortAudio in this process
+        os.environ["JACK_NO_AUDIO_RESERVATION"] = "1"
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+        if self._saved_env is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = self._saved_env
+
+    def __enter__(self) -> JackDummy:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def ports(self) -> list[str]:
+        r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
+        return r.stdout.split()
+
+    def connect(self, src: str, dst: str) -> None:
+        r = subprocess.run(["jack_connect", src, dst], env=self.env, capture_output=True, text=True, timeout=5)
+        if r.returncode != 0 and "already" not in (r.stdout + r.stderr):
+            raise RuntimeError(f"jack_connect {src} {dst}: {r.stdout}{r.stderr}")
+
+    def disconnect(self, src: str, dst: str) -> None:
+        subprocess.run(["jack_disconnect", src, dst], env=self.env, capture_output=True, timeout=5)
+
+    def portaudio_ports(self, timeout_s: float = 5.0) -> tuple[str, str]:
+        """(first output port, first input port) of the PortAudio client, once they exist."""
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            ports = self.ports()
+            outs = sorted(p for p in ports if re.match(r"PortAudio[^:]*:out_0$", p))
+            ins = sorted(p for p in ports if re.match(r"PortAudio[^:]*:in_0$", p))
+            if outs and ins:
+                return outs[0], ins[0]
+            time.sleep(0.05)
+        raise RuntimeError(f"no PortAudio ports in the JACK graph: {self.ports()}")
+
+    def loop_portaudio(self) -> None:
+        """Connect PortAudio's out_0 to its in_0 (a loopback cable in the graph)."""
+        out, inp = self.portaudio_ports()
+        self.connect(out, inp)
+
+    def iodelay(self, seconds: float = 2.0) -> float:
+        """Round trip in frames that ``jack_iodelay`` measures on a direct loop jack_delay:out -> jack_delay:in."""
+        if shutil.which("jack_iodelay") is None:
+            raise JackUnavailable("jack_iodelay not found (Debian's jackd2 ships it)")
+        proc = subprocess.Popen(["stdbuf", "-oL", "jack_iodelay"], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            t_end = time.monotonic() + 5
+            while "jack_delay:in" not in self.ports():
+                if time.monotonic() > t_end:
+                    raise RuntimeError("jack_iodelay did not register its ports")
+                time.sleep(0.05)
+            self.connect("jack_delay:out", "jack_delay:in")
+            time.sleep(seconds)
+        finally:
+            proc.terminate()
+            out = proc.communicate(timeout=5)[0].decode(errors="replace")
+        found = re.findall(r"([\d.]+) frames\s+([\d.]+) ms total roundtrip latency", out.replace("\r", "\n"))
+        if not found:
+            raise RuntimeError(f"jack_iodelay printed no measurement: {out[-300:]!r}")
+        return float(found[-1][0])
