@@ -20,7 +20,7 @@ True
 >>> p.decode(b"\\xee")
 Traceback (most recent call last):
 ...
-melisma.protocol.UnknownMessageTypeError: message type 0xee is not a Melisma message; known types are 0x01..0x50 (see protocol.md)
+melisma.protocol.UnknownMessageTypeError: message type 0xee is not a Melisma message; known types are 0x01..0x7f (see protocol.md)
 """
 
 from __future__ import annotations
