@@ -80,3 +80,9 @@ class DeviceError(MelismaError):
     """The device service (jobs, storage, BLE peripheral) failed."""
 
     exit_code = 10
+
+
+class UpdateError(MelismaError):
+    """A firmware bundle was refused or an install, rollback or health check failed (``melisma-update``)."""
+
+    exit_code = 12
