@@ -47,7 +47,7 @@ logger = logging.getLogger("melisma.update")
 SLOTS = ("a", "b")
 KILL_ENV = "MELISMA_UPDATE_KILL_AT"
 #: Checkpoints of ``install``, in order; the fault hook can kill the updater at each.
-INSTALL_STEPS = ("verified", "space-checked", "locked", "first-setup", "cleared", "clearing", "unpacking",
+INSTALL_STEPS = ("verified", "space-checked", "locked", "first-setup", "clearing", "cleared", "unpacking",
                  "unpacked", "venv", "installed", "selftested", "marked", "pending", "switched", "restarted",
                  "health-checked", "confirmed")
 SERVICE_UNIT = "melisma-device.service"
