@@ -117,7 +117,7 @@ def run_selftest(*, out=print) -> int:
             except MelismaError as exc:
                 out(f"selftest failed: {name}: {exc}")
                 return UpdateError.exit_code
-            except Exception as exc:  # noqa: BLE001 - a broken slot may fail in any way; say how, no traceback
+            except Exception as exc:
                 out(f"selftest failed: {name}: {type(exc).__name__}: {exc}")
                 return UpdateError.exit_code
             out(f"  ok {name}: {line}")

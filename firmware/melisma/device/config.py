@@ -25,9 +25,10 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -296,5 +297,13 @@ def default_config_text() -> str:
 
 DEFAULT_CONFIG_TEXT = default_config_text()
 
-__all__ = ["BoxConfig", "SCHEMA", "DEFAULT_CONFIG_PATH", "DEFAULT_CONFIG_TEXT", "load_config", "parse_config",
-           "config_from_dict", "default_config_text"]
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_CONFIG_TEXT",
+    "SCHEMA",
+    "BoxConfig",
+    "config_from_dict",
+    "default_config_text",
+    "load_config",
+    "parse_config",
+]

@@ -476,5 +476,16 @@ def manifest_of(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(mbytes)
 
 
-__all__ = ["Bundle", "HEADER", "keygen", "key_id", "load_private_key", "load_public_key", "load_trusted_keys",
-           "make_manifest", "manifest_of", "verify_bundle", "write_bundle"]
+__all__ = [
+    "HEADER",
+    "Bundle",
+    "key_id",
+    "keygen",
+    "load_private_key",
+    "load_public_key",
+    "load_trusted_keys",
+    "make_manifest",
+    "manifest_of",
+    "verify_bundle",
+    "write_bundle",
+]

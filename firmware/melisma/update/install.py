@@ -35,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UpdateError
 from .bundle import Bundle, load_trusted_keys, verify_bundle
@@ -724,5 +725,15 @@ def boot_health(root: str | os.PathLike = "/", *, timeout_s: float = 90.0) -> di
     return status(box.root)
 
 
-__all__ = ["Box", "INSTALL_STEPS", "InstallOptions", "boot_health", "health_check", "host_target", "install",
-           "parse_version", "rollback", "status"]
+__all__ = [
+    "INSTALL_STEPS",
+    "Box",
+    "InstallOptions",
+    "boot_health",
+    "health_check",
+    "host_target",
+    "install",
+    "parse_version",
+    "rollback",
+    "status",
+]

@@ -10,7 +10,6 @@ import time
 from dataclasses import fields
 
 import pytest
-
 from melisma.device import config as c
 from melisma.device.service import main as device_main
 from melisma.errors import ConfigError

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from melisma.update import bundle as b
+
 from tests.melisma.update.conftest import install_args, run_update, slot_version, snapshot, status
 
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 from melisma.update.install import INSTALL_STEPS, KILL_ENV
+
 from tests.melisma.update.conftest import UPDATE, install_args, run_update, slot_version, status
 
 
