@@ -527,10 +527,10 @@ def health_check(box: Box, slot: str, version: str, timeout_s: float) -> None:
     try:
         _run([str(cur / "bin" / "melisma"), "selftest"], timeout=left(), env=clean_env(),
              what="the self-test through current")
-    except UpdateError as exc:
+    except UpdateError:
         if time.monotonic() >= deadline:
             raise UpdateError(f"the health check did not pass within {timeout_s:g} s") from None
-        raise exc
+        raise
     if box.is_live and Path("/run/systemd/system").exists():  # pragma: no cover - needs systemd as PID 1
         since = time.time() - timeout_s
         while True:
@@ -631,7 +631,8 @@ def install(bundle_path: str | os.PathLike, root: str | os.PathLike = "/",
             _kill_point("health-checked")
             _roll_back_after_failed_health(box, target, active, bundle.version, str(exc))
             raise UpdateError(f"{bundle.version} failed its health check after the switch ({exc}); "
-                              + (f"rolled back to slot {active}" if active else "no previous slot to roll back to"))
+                              + (f"rolled back to slot {active}" if active else "no previous slot to roll back to")
+                              ) from None
         _kill_point("health-checked")
         box.update_state(pending=None, in_progress=None,
                          last={"action": "install", "version": bundle.version, "outcome": "installed",

@@ -196,7 +196,7 @@ def test_reproducible_manifest(bundles, tmp_path):
     assert b.manifest_of(again) == b.manifest_of(bundles.v1)
     assert again.read_bytes() == bundles.v1.read_bytes()  # Ed25519 signatures are deterministic too
     m = b.manifest_of(bundles.v1)
-    assert m["version"] == "1.0.0" and m["python"] == "%d.%d" % sys.version_info[:2]
+    assert m["version"] == "1.0.0" and m["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert {"models/pitch/melisma_pitch_int8.tflite", "config/box.toml", "systemd/melisma-device.service"} <= set(m["files"])
     assert all(len(f["sha256"]) == 64 for f in m["files"].values())
 
