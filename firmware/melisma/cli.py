@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_style(p, default="cpop")
     p.add_argument("--force", action="store_true", help="write into DIR even if it was not made by the demo")
     _add_common(p)
+
+    sub.add_parser("selftest", help="check this installation: models load, a short mix runs, BLE starts on a virtual link")
     return parser
 
 
@@ -306,6 +308,10 @@ def _demo(args: argparse.Namespace, bar) -> tuple[dict[str, Any], str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "selftest":
+        from .selftest import main as selftest_main
+
+        return selftest_main()
     try:
         return _run(args)
     except MelismaError as exc:

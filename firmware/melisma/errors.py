@@ -86,3 +86,8 @@ class AudioDeviceError(MelismaError):
     """The box's own audio I/O (PortAudio devices, streams, calibration) failed or was misconfigured."""
 
     exit_code = 11
+
+class UpdateError(MelismaError):
+    """A firmware bundle was refused or an install, rollback or health check failed (``melisma-update``)."""
+
+    exit_code = 12

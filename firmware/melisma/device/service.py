@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="how the box shows a pairing passkey: none = Just Works inside the pairing window; "
                              "stdout = print it (a display or LEDs)")
         sp.add_argument("--pairable", action="store_true", help="open the pairing window at start")
+        sp.add_argument("--config", default=None, metavar="PATH",
+                        help="box.toml to read (e.g. /etc/melisma/box.toml); flags given here override it")
     for sp in (ap, run, pair):
         sp.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="storage, bonds, settings (default: %(default)s)")
         sp.add_argument("-v", "--verbose", action="store_true")
@@ -104,6 +106,7 @@ async def run_service(args) -> None:
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
                          show_passkey=show if args.passkey == "stdout" else None)
         await box.start()
+        write_heartbeat(data_dir, box, advertising=True)
         control = await _serve_control(box, data_dir / "control.sock")
         if args.pairable:
             box.pairing_window.open()
@@ -117,6 +120,7 @@ async def run_service(args) -> None:
             await stop.wait()
         finally:
             control.close()
+            write_heartbeat(data_dir, box, advertising=False)
             await box.stop()
             with contextlib.suppress(FileNotFoundError):
                 (data_dir / "control.sock").unlink()
@@ -138,9 +142,64 @@ async def request_pairing(data_dir: Path, seconds: float) -> str:
     return answer[3:]
 
 
+#: Where the running service says it is up and advertising (read by the update health check).
+HEARTBEAT_NAME = "health.json"
+
+
+def write_heartbeat(data_dir: Path, box, *, advertising: bool) -> None:
+    """Write ``<data-dir>/health.json``: pid, firmware version, address, advertising, time."""
+    import json
+    import time
+
+    from .. import __version__
+    from ..audio_io import atomic_write_text
+
+    with contextlib.suppress(OSError):
+        atomic_write_text(data_dir / HEARTBEAT_NAME, json.dumps({
+            "pid": os.getpid(), "version": __version__, "name": box.name, "address": box.address,
+            "advertising": advertising, "time": time.time()}), overwrite=True)
+
+
+def _given_options(argv: list[str] | None) -> set[str]:
+    """The option destinations given explicitly on the command line (they override box.toml)."""
+    ap = _parser()
+    parsers = [ap]
+    for action in ap._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.extend(action.choices.values())
+    for parser in parsers:
+        for action in parser._actions:
+            if action.dest not in ("help", "command"):
+                action.default = argparse.SUPPRESS
+    return set(vars(ap.parse_args(argv)))
+
+
+def apply_config(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Fill the options not given on the command line from ``args.config`` (a checked box.toml)."""
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    given = _given_options(argv)
+    mapping = {"transport": cfg.ble.transport, "address": cfg.ble.address or None, "passkey": cfg.ble.passkey,
+               "pairable": cfg.ble.pairable_at_start, "data_dir": cfg.storage.data_dir}
+    for dest, value in mapping.items():
+        if dest not in given and hasattr(args, dest):
+            setattr(args, dest, value)
+    if "verbose" not in given:
+        args.log_level = cfg.log.level
+    args.box_config = cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    if getattr(args, "config", None):
+        try:
+            apply_config(args, argv)
+        except MelismaError as exc:
+            print(f"melisma-device: {exc}", file=sys.stderr)
+            return exc.exit_code
+    level = getattr(args, "log_level", None)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else getattr(logging, (level or "info").upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "pair":
