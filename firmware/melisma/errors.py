@@ -87,6 +87,7 @@ class AudioDeviceError(MelismaError):
 
     exit_code = 11
 
+
 class UpdateError(MelismaError):
     """A firmware bundle was refused or an install, rollback or health check failed (``melisma-update``)."""
 
