@@ -11,6 +11,7 @@ nothing under ``/opt/melisma``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -35,8 +36,14 @@ def write_request(data_dir: Path, name: str, *, allow_downgrade: bool = False) -
     return path
 
 
-def run_install_request(root: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> int:
-    """Take the pending request, install it, record the outcome; 0 when installed."""
+def run_install_request(root: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+                        options: InstallOptions | None = None) -> int:
+    """Take the pending request, install it, record the outcome; 0 when installed.
+
+    ``options`` are the updater's own settings (health timeout, ...); the request decides only
+    ``allow_downgrade``. While it runs, ``result.json`` says ``running`` with the updater's pid, so
+    the box service can tell a running updater from one that was killed.
+    """
     box = Box(root)
     data = Path(data_dir) if data_dir else box.data_dir
     fw = firmware_dir(data)
@@ -57,14 +64,16 @@ def run_install_request(root: str | os.PathLike, data_dir: str | os.PathLike | N
                                        "time": time.time()})
         return 12
     bundle = data / "library" / "firmware" / name
-    _write_json(fw / RESULT_NAME, {"outcome": "running", "bundle": name, "time": time.time()})
-    opts = InstallOptions(allow_downgrade=bool(req.get("allow_downgrade")))
+    _write_json(fw / RESULT_NAME, {"outcome": "running", "bundle": name, "time": time.time(), "pid": os.getpid()})
+    opts = dataclasses.replace(options or InstallOptions(), allow_downgrade=bool(req.get("allow_downgrade")))
     try:
         st = install(bundle, box.root, opts)
     except MelismaError as exc:
         last = box.state().get("last") or {}
-        outcome = last.get("outcome") if last.get("time", 0) >= req.get("time", 0) else "refused"
+        fresh = last.get("time", 0) >= req.get("time", 0)
+        outcome = last.get("outcome") if fresh else "refused"
         _write_json(fw / RESULT_NAME, {"outcome": outcome or "refused", "bundle": name, "reason": str(exc),
+                                       "version": str(last.get("version") or "") if fresh else "",
                                        "time": time.time()})
         print(f"melisma-update: error: {exc}")
         return exc.exit_code
