@@ -82,6 +82,13 @@ def _pid_alive(pid: Any) -> bool:
     return alive(pid)
 
 
+def bundle_folder(data_dir: Path) -> Path:
+    """Where uploaded bundles are (the storage's firmware folder, which the updater reads)."""
+    from .storage import FOLDERS
+
+    return data_dir / "library" / FOLDERS[p.FileKind.FIRMWARE]
+
+
 def read_update_status(data_dir: str | os.PathLike, root: str | os.PathLike = "/") -> p.UpdateStatus:
     """The update's phase and outcome, read back from the request, the updater's result and its state.
 
@@ -131,22 +138,21 @@ def read_update_status(data_dir: str | os.PathLike, root: str | os.PathLike = "/
                                   f"step {step['step']}, slot {step.get('slot', '?')}")
         last = st.get("last_update") or {}
         if float(last.get("time", 0) or 0) >= since and last.get("outcome") in _OUTCOME_PHASES:
-            # the updater recorded its outcome and is about to say so in result.json
-            result = {**result, **last, "bundle": bundle, "time": since}
-            outcome = str(last["outcome"])
-        elif float(pending.get("since", 0) or 0) >= since:
+            # the updater has its outcome and is about to write it (with its full reason) to result.json
+            phase = p.UpdatePhase.INSTALLING if last["outcome"] == "selftest-failed" else p.UpdatePhase.SWITCHED
+            return p.UpdateStatus(phase, 0.95, __version__, str(last.get("version", "")), bundle,
+                                  f"finishing ({last['outcome']})")
+        if float(pending.get("since", 0) or 0) >= since:
             return p.UpdateStatus(p.UpdatePhase.SWITCHED, 0.9, __version__, str(pending.get("version", "")), bundle,
                                   f"health check of slot {pending.get('trial_slot', '?')}")
-        else:
-            return p.UpdateStatus(p.UpdatePhase.VERIFYING, 0.0, __version__, "", bundle,
-                                  "checking the signature and every digest")
+        return p.UpdateStatus(p.UpdatePhase.VERIFYING, 0.0, __version__, "", bundle,
+                              "checking the signature and every digest")
     phase = _OUTCOME_PHASES.get(outcome, p.UpdatePhase.FAILED)
     version = str(result.get("version", ""))
-    reason = str(result.get("reason", ""))
+    # the updater names the bundle by its path on the box; the app knows it by its name
+    reason = str(result.get("reason", "")).replace(f"{bundle_folder(Path(data_dir))}{os.sep}", "")
     if phase is p.UpdatePhase.INSTALLED:
         reason = f"slot {result.get('slot', '?')}"
-    elif outcome == "selftest-failed":
-        reason = "self-test failed, never switched to: " + reason
     elif phase is p.UpdatePhase.FAILED and outcome not in _OUTCOME_PHASES:
         reason = f"outcome {outcome!r}: {reason}"
     return p.UpdateStatus(phase, 1.0 if phase is p.UpdatePhase.INSTALLED else 0.0, __version__, version, bundle,
