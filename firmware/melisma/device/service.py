@@ -102,9 +102,19 @@ async def run_service(args) -> None:
     def show(passkey: int) -> None:
         print(f"PASSKEY {passkey:06d}", flush=True)
 
+    cfg = getattr(args, "box_config", None)  # box.toml, when --config was given
+    extra = {}
+    if cfg is not None:
+        from .config import audio_settings
+
+        extra["audio_settings"] = audio_settings(cfg.audio)  # [audio]: devices, rate, block size
     async with await open_transport(args.transport) as (hci_source, hci_sink):
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
-                         show_passkey=show if args.passkey == "stdout" else None)
+                         show_passkey=show if args.passkey == "stdout" else None, **extra)
+        s = box.audio.settings
+        logger.info("audio: input %s, output %s, %d Hz, %d frames per buffer%s", s.input or "default",
+                    s.output or "default", s.sample_rate, s.frames_per_buffer,
+                    f" (from {cfg.source})" if cfg is not None else " (built-in defaults)")
         await box.start()
         write_heartbeat(data_dir, box, advertising=True)
         control = await _serve_control(box, data_dir / "control.sock")
