@@ -674,7 +674,7 @@ class MelismaClient(AudioClientMixin, FirmwareClientMixin):
 
     async def upload(self, path: str | os.PathLike, kind: p.FileKind | str, name: str | None = None, *,
                      progress: TransferProgress | None = None, retries: int = 3) -> p.LibraryEntry:
-        """Upload a take or backing (or, 1.1, a firmware bundle). Resumes from the box's offset after a drop (up to ``retries`` times)."""
+        """Upload a take or backing (1.1: or a firmware bundle); resumes from the box's offset after a drop."""
         path = Path(path)
         data = path.read_bytes()
         entry = p.LibraryEntry(_kind(kind), name or path.name, len(data), hashlib.sha256(data).digest())
