@@ -206,15 +206,22 @@ def test_tampered_bundle_is_refused_and_a_failed_health_check_rolls_back(firmwar
         with pytest.raises(BoxError) as busy:
             await client._command(lambda rid: p.FirmwareInstallCommand(rid, "melisma-2.0.0.mlb"))
         waiting = await client.read_update_status()
+        with pytest.raises(BoxError) as in_use:  # the bundle the updater is about to read stays
+            await client.delete("firmware", "melisma-2.0.0.mlb")
         # the updater's health check gets 0.2 s, too short for the new slot's self-test: rolled back
         updater = asyncio.create_task(updater_when_asked(root_v1, "--health-timeout", "0.2"))
         rolled = await client.wait_for_update(timeout_s=120)
         _, rc2, out2 = await updater
+        await client.delete("firmware", "tampered-2.0.0.mlb")  # once there is an outcome, bundles go
+        await client.delete("firmware", "melisma-2.0.0.mlb")
+        left = await client.list_library("firmware")
         await client.disconnect()
         await rig.stop_box()
-        return missing.value, refused.value, asked, rc, out, unchanged, result, busy.value, waiting, rolled, rc2, out2
+        return (missing.value, refused.value, asked, rc, out, unchanged, result, busy.value, waiting, in_use.value,
+                rolled, rc2, out2, left)
 
-    missing, refused, asked, rc, out, unchanged, result, busy, waiting, rolled, rc2, out2 = run(main())
+    (missing, refused, asked, rc, out, unchanged, result, busy, waiting, in_use, rolled, rc2, out2,
+     left) = run(main())
     assert missing.code is p.ErrorCode.NOT_FOUND and "no firmware named 'nope-9.9.9.mlb'" in str(missing)
     assert asked["bundle"] == "tampered-2.0.0.mlb" and rc == 12, out
     st = refused.status
@@ -224,6 +231,7 @@ def test_tampered_bundle_is_refused_and_a_failed_health_check_rolls_back(firmwar
     assert unchanged == before  # nothing under /opt/melisma changed
     assert busy.code is p.ErrorCode.BUSY and "already requested" in str(busy)
     assert waiting.phase is p.UpdatePhase.REQUESTED and waiting.bundle == "melisma-2.0.0.mlb"
+    assert in_use.code is p.ErrorCode.BUSY and left == []
     assert rc2 == 12, out2
     assert rolled.phase is p.UpdatePhase.ROLLED_BACK and rolled.version == "2.0.0"
     assert "health check" in rolled.reason and "rolled back to slot a" in rolled.reason

@@ -369,6 +369,8 @@ class MelismaService(gatt.Service):
         if isinstance(msg, p.CancelCommand):
             return jobs.cancel(msg.job_id).id
         assert isinstance(msg, p.DeleteCommand)
+        if msg.kind is p.FileKind.FIRMWARE:  # protocol 1.1: not the bundle the updater is reading
+            self.box.firmware.check_deletable(msg.name)
         self.box.storage.delete(msg.kind, msg.name)
         return 0
 

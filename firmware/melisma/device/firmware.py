@@ -77,7 +77,7 @@ def _updater_status(root: Path) -> dict[str, Any]:
 
 
 def _pid_alive(pid: Any) -> bool:
-    from ..update.install import _pid_alive as alive
+    from ..update.install import pid_alive as alive
 
     return alive(pid)
 
@@ -223,6 +223,13 @@ class FirmwareUpdates:
         self.poll()
         self.watch()
         return 0
+
+    def check_deletable(self, name: str) -> None:
+        """Raise BUSY when ``name`` is the bundle of an update that has no outcome yet."""
+        current = self.status()
+        if not current.phase.finished and current.bundle == name:
+            raise UpdateRequestError(f"{name} is being installed ({current.phase.name.lower()}); delete it after the "
+                                     f"update's outcome", p.ErrorCode.BUSY)
 
     # -- following the updater ------------------------------------------------------------------
 

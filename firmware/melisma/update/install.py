@@ -726,6 +726,10 @@ def boot_health(root: str | os.PathLike = "/", *, timeout_s: float = 90.0) -> di
     return status(box.root)
 
 
+#: Public names of two helpers the BLE install request (``request.py``) and the box service use.
+write_json = _write_json
+pid_alive = _pid_alive
+
 __all__ = [
     "INSTALL_STEPS",
     "Box",
@@ -735,6 +739,8 @@ __all__ = [
     "host_target",
     "install",
     "parse_version",
+    "pid_alive",
     "rollback",
     "status",
+    "write_json",
 ]

@@ -4,8 +4,8 @@ The box service runs unprivileged and cannot write ``/opt/melisma``; when a clie
 install an uploaded bundle it writes ``DATA/firmware/install-request.json`` (atomically), which
 ``melisma-update.path`` notices. This module takes the request (renames it, so it runs once),
 installs the bundle from the library's firmware folder and writes the outcome to
-``DATA/firmware/result.json``, which the service reports in Status. A refused bundle changes
-nothing under ``/opt/melisma``.
+``DATA/firmware/result.json``, which the service reports in its update status (protocol 1.1).
+A refused bundle changes nothing under ``/opt/melisma``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from ..errors import MelismaError
-from .install import Box, InstallOptions, _write_json, install
+from .install import Box, InstallOptions, install
+from .install import write_json as _write_json
 
 REQUEST_NAME = "install-request.json"
 RESULT_NAME = "result.json"
