@@ -98,7 +98,7 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
 # warmth follows the crowd-sourced SocialEQ descriptors (Cartwright & Pardo 2013): "warm" lifts
 # below ~400 Hz with a peak near 120-160 Hz and dips around 1-2 kHz; "bright" cuts the lows and
 # lifts 1.5-6 kHz, peaking near 4.4 kHz. tuning/ornaments steer the pitch correction (they do not
-# change the vocal chain; melisma.intonation.correction_from_sliders turns them into its settings).
+# change the vocal chain; melisma.render.pitch.correction_from_sliders turns them into its settings).
 # --------------------------------------------------------------------------------------------
 SLIDERS: dict[str, dict[str, Any]] = {
     "warmth": {

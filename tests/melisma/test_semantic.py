@@ -83,7 +83,7 @@ def test_air_reverb_and_vocal_level_sliders_move_the_right_way():
 
 
 def test_correction_sliders_steer_the_correction_not_the_chain():
-    from melisma.intonation import correction_from_sliders
+    from melisma.render.pitch import correction_from_sliders
 
     plain = resolve_settings("cpop")
     tuned = resolve_settings("cpop", {"tuning": 0.7, "ornaments": 0.6})

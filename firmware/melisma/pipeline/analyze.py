@@ -79,9 +79,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     """The analysis stages in order, filling ``record``; returns the plan that owns the work files."""
     from ..analysis.align import Alignment, apply_offset, estimate_offset
     from ..analysis.cleanup import analyze_cleanup
+    from ..analysis.intonation import analyze_pitch, pitch_tracker_named
     from ..analysis.voice import analyze_backing, analyze_voice
     from ..audio_io import resample
-    from ..intonation import analyze_pitch, pitch_tracker_named
     from ..render.clean import clean_take
 
     with timed_stage(clock, "decode"):

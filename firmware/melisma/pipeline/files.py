@@ -174,7 +174,8 @@ def correct_file(
 
     Without ``key`` or ``melody_path`` the key is estimated from the vocal itself.
     """
-    from ..intonation import analyze_pitch, correct_vocal, correction_from_sliders, pitch_tracker_named
+    from ..analysis.intonation import analyze_pitch, pitch_tracker_named
+    from ..render.pitch import correct_vocal, correction_from_sliders
 
     paths = output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
     settings = correction_from_sliders({}, correction=correction, ornaments=ornaments)

@@ -287,7 +287,7 @@ def _corrected(
     folder) and returned as ``(None, report, file)``, to be streamed; otherwise (a preview, or no
     place to cache) as ``(array, report, None)``.
     """
-    from ..intonation import correct_vocal, correction_key, plan_correction
+    from ..render.pitch import correct_vocal, correction_key, plan_correction
 
     pitch = plan.record["pitch"]
     folder = plan.scratch_dir() if full else None
