@@ -510,6 +510,7 @@ class Companion:
         self.settings["mixed_with"] = self.settings["job"]["controls"]
         self.save_settings()
         self.state.status.say("Your mix is ready. Shape it, see your pitch, or keep it.")
+        await self.refresh_library()
 
     def _job_progress(self, step: str) -> Callable[[str, float], None]:
         lo, hi = (0.0, ANALYSE_SHARE) if step == "analyse" else (ANALYSE_SHARE, 1.0)

@@ -394,6 +394,9 @@ class KeepScreen(BaseScreen):
 class RootView(BoxLayout):
     def go(self, screen: str) -> None:
         self.ids.sm.current = screen
+        app = App.get_running_app()
+        if screen == "library" and app.state.link.phase == "ready":
+            app.companion.spawn(app.companion.refresh_library(), "listing the library")
 
     def refresh_nav(self, *_args: Any) -> None:
         app = App.get_running_app()

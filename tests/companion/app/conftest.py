@@ -87,6 +87,7 @@ class AppRun:
         self.app: Any = None
         self.demo: Any = None
         self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
 
     async def __aenter__(self) -> AppRun:
         from melisma import protocol as p
@@ -201,6 +202,12 @@ class AppRun:
         await self.tap(entry())
         await self.until(lambda: chooser.selection == [str(path)], what=f"{path.name} selected")
         await self.tap(popup.ids.ok)
+
+    def background(self, coro: Any) -> None:
+        """Run ``coro`` beside the test (kept referenced until it ends)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def box_connection(self) -> Any:
         return next(iter(self.demo.box.device.connections.values()))
