@@ -41,7 +41,7 @@ logger = logging.getLogger("melisma_companion.app")
 #: Preview length in seconds: short enough to render, send and start within 1.5 s on a phone link
 #: (see tools/bench_preview.py and companion/docs/app.md), long enough to hear a change.
 PREVIEW_S = 2.5
-#: Preview file on the box (Opus in Ogg, 128 kbit/s: ~16 kB per second of audio).
+#: Preview file on the box: Opus in Ogg, which the box encodes at 48 kbit/s (~6 kB per second of audio).
 PREVIEW_NAME = "preview.ogg"
 #: Mix format: MP3 plays on every phone and in the app on a desktop (SDL_mixer).
 MIX_EXTENSION = ".mp3"

@@ -102,11 +102,16 @@ class PitchLayout:
         for n in self.note_records:
             duration = max(duration, float(n["end_s"]))
         self.duration_s = duration or 1.0
-        pitches = [m for m in self.sung if m is not None] + [float(n["midi"]) for n in self.note_records] + [
+        # the range follows the notes (a stray octave error in the raw curve must not squash the picture)
+        pitches = [float(n["midi"]) for n in self.note_records] + [
             float(n.get("target_midi", n["midi"])) for n in self.note_records]
+        if not pitches:
+            pitches = [m for m in self.sung if m is not None]
         lo, hi = (min(pitches), max(pitches)) if pitches else (57.0, 81.0)
         self.midi_lo = math.floor(lo - margin_semitones)
         self.midi_hi = math.ceil(hi + margin_semitones)
+        self.sung = [m if m is not None and self.midi_lo <= m <= self.midi_hi else None for m in self.sung]
+        self.corrected = [m if m is not None and self.midi_lo <= m <= self.midi_hi else None for m in self.corrected]
         self.notes = [self._note(i, n) for i, n in enumerate(self.note_records)]
         self.ornaments = [self._ornament(o) for o in self.ornament_records]
         self.sung_lines = self._lines(self.sung)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ from kivy.uix.popup import Popup
 from kivy.uix.screenmanager import Screen
 from kivy.uix.slider import Slider
 from kivy.uix.widget import Widget
+from kivy.utils import escape_markup
 from melisma import protocol as p
 
 from . import words
 from .controller import Companion, Player
-from .pitch import GROUP_COLOURS, GROUP_LABELS, PitchLayout, note_name
+from .pitch import GROUP_COLOURS, GROUP_LABELS, ORNAMENT_GROUPS, PitchLayout, note_name
 
 logger = logging.getLogger("melisma_companion.app.ui")
 
@@ -41,6 +43,20 @@ CJK_FONTS = ("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
              "/usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf",
              "/system/fonts/NotoSansCJK-Regular.ttc", "/system/fonts/DroidSansFallback.ttf")
 AUDIO_FILTERS = ["*" + ext for ext in p.AUDIO_EXTENSIONS] + ["*" + ext.upper() for ext in p.AUDIO_EXTENSIONS]
+
+
+_CJK = re.compile(r"[\u3000-\u9fff\uf900-\ufaff]+")
+
+
+def cjk_markup(text: str, font: str) -> str:
+    """Kivy markup of ``text`` with runs of Chinese characters in ``font`` (the Latin font has no CJK glyphs)."""
+    out, pos = [], 0
+    for m in _CJK.finditer(text):
+        out.append(escape_markup(text[pos:m.start()]))
+        out.append(f"[font={font}]{m.group(0)}[/font]" if font != "Roboto" else m.group(0))
+        pos = m.end()
+    out.append(escape_markup(text[pos:]))
+    return "".join(out)
 
 
 def register_cjk_font() -> str:
@@ -335,6 +351,8 @@ class ShapeScreen(BaseScreen):
             if abs(ids[f"slider_{name}"].value - value) > 0.005:
                 ids[f"slider_{name}"].value = value
         ids.playhead.max = max(0.1, shape.duration_s)
+        if abs(ids.playhead.value - shape.playhead_s) > 0.05:
+            ids.playhead.value = shape.playhead_s
         ids.playhead_label.text = f"Listen from {words.time_words(shape.playhead_s)}"
         ids.preview_label.text = shape.message or "Move a slider and let go to hear a preview."
 
@@ -343,16 +361,23 @@ class ResultScreen(BaseScreen):
     def refresh(self, result: Any) -> None:
         ids = self.ids
         ids.pitch_view.plan = result.plan
-        ids.summary.text = "\n".join(result.summary) if result.summary else "Make a mix to see what happened."
+        font = App.get_running_app().cjk_font
+        ids.summary.markup = True  # the summary names slides 滑音 and grace notes 倚音
+        ids.summary.text = cjk_markup("\n".join(result.summary) if result.summary else
+                                      "Make a mix to see what happened.", font)
         ids.legend.clear_widgets()
         if result.plan:
-            font = App.get_running_app().cjk_font
             for text, colour in (("sung", (0.6, 0.75, 1.0, 1)), ("corrected", (0.3, 0.95, 0.55, 1)),
                                  ("target", (1, 1, 1, 0.8))):
                 ids.legend.add_widget(Label(text=text, color=colour, font_size="12sp"))
-            for group in (ids.pitch_view.layout.groups_present() if ids.pitch_view.layout else []):
-                ids.legend.add_widget(Label(text=GROUP_LABELS[group], color=(*GROUP_COLOURS[group], 1),
-                                            font_size="12sp", font_name=font))
+            groups = []
+            for o in (result.plan.get("pitch") or {}).get("ornaments") or []:
+                group = ORNAMENT_GROUPS.get(str(o.get("type")), "drift")
+                if group not in groups:
+                    groups.append(group)
+            for group in groups:
+                ids.legend.add_widget(Label(text=cjk_markup(GROUP_LABELS[group], font), markup=True,
+                                            color=(*GROUP_COLOURS[group], 1), font_size="12sp"))
 
 
 class KeepScreen(BaseScreen):

@@ -130,6 +130,8 @@ def test_send_mix_shape_keep(app_run, run_async, short_examples, tmp_path):
             assert set(timings) >= {"render_s", "transfer_s", "start_s", "total_s"}
             preview = run.demo.box.storage.path(p.FileKind.PREVIEW, "preview.ogg")
             assert timings["bytes"] == preview.stat().st_size
+            # the box encodes previews at 48 kbit/s Opus: 2.5 s is ~16 kB (the 128 kbit/s mix rate would be ~40 kB)
+            assert timings["bytes"] < 2.5 * 48_000 / 8 * 1.5
 
             # -- keep: download (re-rendered with the new reverb), a drop mid-download resumes
             await run.tap(run.app.root.ids.nav_keep)
