@@ -142,7 +142,8 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
 def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: float) -> tuple[
         np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Balance against the backing and master, all as arrays: ``(mix, stems, report)``."""
-    from ..render.master import balance, master
+    from ..render.balance import balance
+    from ..render.master import master
 
     p, settings, window = prepared, prepared.resolved.settings, prepared.window
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
@@ -170,7 +171,8 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
 
 def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
     """Balance in place and master block by block into ``mix_path``; returns the report."""
-    from ..render.master import balance_into, master_stream
+    from ..render.balance import balance_into
+    from ..render.master import master_stream
 
     p, settings, window = prepared, prepared.resolved.settings, prepared.window
     lo, hi, cut = window["lo"], window["hi"], window["cut"]

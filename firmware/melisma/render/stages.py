@@ -32,6 +32,18 @@ def db_to_gain(db: float) -> float:
     return float(10.0 ** (db / 20.0))
 
 
+def as_2d(audio: np.ndarray) -> np.ndarray:
+    """``(channels, samples)`` view of mono or multichannel audio."""
+    return audio[np.newaxis, :] if audio.ndim == 1 else audio
+
+
+def check_finite(audio: np.ndarray, name: str) -> None:
+    """Raise :class:`RenderError` naming ``name`` when ``audio`` holds NaN or infinite samples."""
+    # Summing is one fast pass; NaN or Inf anywhere makes the sum non-finite.
+    if not np.isfinite(np.sum(audio, dtype=np.float64)):
+        raise RenderError(f"{name} contains NaN or infinite samples; the stage before it produced invalid audio")
+
+
 class Stage:
     """Base class: subclasses implement :meth:`process` and, if stateful, :meth:`reset`.
 
