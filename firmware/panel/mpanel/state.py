@@ -80,7 +80,8 @@ def value_bar(hundredths: int, width: int = WIDTH) -> str:
     """``[----|###    ]``: a centred bar for a slider value -100..100."""
     inner = width - 2
     centre = inner // 2
-    pos = centre + (hundredths * centre) // 100 if hundredths >= 0 else centre - ((-hundredths) * centre) // 100
+    reach = (abs(hundredths) * centre + 50) // 100
+    pos = centre + reach if hundredths >= 0 else centre - reach
     cells = []
     for i in range(inner):
         if i == centre:
@@ -244,7 +245,6 @@ class PanelState:
             elif what == "bonded":
                 self.passkey = ""
                 self.bonded_ms = now_ms
-                self.pair_open = False
                 self._show("Paired", now_ms)
             elif what == "failed":
                 self.passkey = ""
@@ -455,9 +455,10 @@ class PanelState:
             db = self.level_tenths // 10
             lines[5] = _pair_line("In " + (self.level_source or ""), "%d dB" % db)
         if self.pair_open:
-            lines[6] = self._pair_text(now_ms)
+            lines[1] = self._pair_text(now_ms)
         if self.error and (self.error_sticky or self._recent(self.error_ms, ERROR_SHOW_MS, now_ms)):
-            lines[7] = _fit("! " + self.error)
+            lines[6] = _fit("! " + self.error)
+            lines[7] = _fit(self.error[WIDTH - 2:])
         elif self.toast and self._recent(self.toast_ms, TOAST_MS, now_ms):
             lines[7] = _fit(self.toast)
         return lines
