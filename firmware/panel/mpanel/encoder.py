@@ -154,9 +154,6 @@ class Accelerator:
                 gain = self.faster_gain
             elif per_detent < self.fast_ms:
                 gain = self.fast_gain
-        elif self.last_dir != 0 and abs(detents) > 1:
-            # a reversal within one poll: the first detent once, the rest at the rate seen
-            return direction + self.feed(detents - direction, now_ms)
         self.last_ms = now_ms
         self.last_dir = direction
         return detents * gain

@@ -228,7 +228,7 @@ class PanelState:
             self.job_state = state
             self.job_kind = args[1] if len(args) > 1 else ""
             self.job_permille = max(0, min(1000, int(args[2]))) if len(args) > 2 else 0
-            self.job_stage = args[3] if len(args) > 3 else ""
+            self.job_stage = args[3] if len(args) > 3 and args[3] != "-" else ""
         elif verb == "pair":
             what = args[0]
             if what == "open":
@@ -357,15 +357,15 @@ class PanelState:
         """``(mode, colours)``: what the LED ring shows now, and why (the mode's name)."""
         n = self.n_leds
         blink = self._blink(now_ms)
+        if not self.link:
+            frame = [OFF] * n
+            if blink:
+                frame[0] = ORANGE
+            return "nobox", frame
         if self.passkey:
             if self.has_oled or n < 9:
                 return "passkey", [BLUE] * n
             return "passkey", self._digit_frame(now_ms)
-        if self.pair_open:
-            left = max(0, ticks_diff(self.pair_until_ms, now_ms))
-            lit = max(1, (left * n + 119999) // 120000) if left else 0
-            colour = BLUE if blink else dim(BLUE, 2)
-            return "pairing", [colour if i < lit else OFF for i in range(n)]
         if self.error and self._recent(self.error_ms, ERROR_SHOW_MS, now_ms):
             return "error", [RED if blink else OFF] * n
         if self.job_state in ("running", "queued"):
@@ -374,17 +374,17 @@ class PanelState:
             if lit < n and blink:
                 frame[lit] = dim(GREEN, 1)
             return "progress", frame
-        if self.job_state == "done" and self._recent(self.job_since_ms, DONE_SHOW_MS, now_ms):
-            return "done", [GREEN] * n
         if self.bonded_ms >= 0 and self._recent(self.bonded_ms, DONE_SHOW_MS, now_ms):
             return "bonded", [CYAN] * n
+        if self.job_state == "done" and self._recent(self.job_since_ms, DONE_SHOW_MS, now_ms):
+            return "done", [GREEN] * n
+        if self.pair_open:
+            left = max(0, ticks_diff(self.pair_until_ms, now_ms))
+            lit = max(1, (left * n + 119999) // 120000) if left else 0
+            colour = BLUE if blink else dim(BLUE, 2)
+            return "pairing", [colour if i < lit else OFF for i in range(n)]
         if self.level_tenths is not None:
             return "level", self._level_frame()
-        if not self.link:
-            frame = [OFF] * n
-            if blink:
-                frame[0] = ORANGE
-            return "nobox", frame
         if self.error and self.error_sticky:
             frame = self._slider_frame()
             frame[0] = RED
