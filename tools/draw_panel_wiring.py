@@ -119,17 +119,23 @@ def draw(pins) -> str:
     gnd = pins.GROUND_PINS
     left_lanes = iter(range(256, 392, 11))
     right_lanes = iter(range(740, 620, -14))
+
+    def lw(physical: int, y: float, colour: str, label: str = "") -> list[str]:
+        return wire(*at(physical), 240, y, colour, label, lane=next(left_lanes))
+
+    def rw(physical: int, y: float, colour: str, label: str = "") -> list[str]:
+        return wire(*at(physical), 760, y, colour, label, lane=next(right_lanes))
     # encoder with its push switch (left, top)
     parts += box(40, 90, 200, 150, "EC11 encoder")
     enc_terms = {"A": 125, "B": 150, "C (GND)": 175, "SW": 200, "SW (GND)": 225}
     for name, y in enc_terms.items():
         parts.append(text(232, y + 4, name, 12, "end"))
-    parts += wire(*at(pins.PHYSICAL_PIN[pins.ENCODER_A]), 240, enc_terms["A"], COLOURS["enc"], "A", lane=next(left_lanes))
-    parts += wire(*at(pins.PHYSICAL_PIN[pins.ENCODER_B]), 240, enc_terms["B"], COLOURS["enc"], "B", lane=next(left_lanes))
+    parts += lw(pins.PHYSICAL_PIN[pins.ENCODER_A], enc_terms["A"], COLOURS["enc"], "A")
+    parts += lw(pins.PHYSICAL_PIN[pins.ENCODER_B], enc_terms["B"], COLOURS["enc"], "B")
     knob_gpio = dict(pins.BUTTONS)["knob"]
-    parts += wire(*at(pins.PHYSICAL_PIN[knob_gpio]), 240, enc_terms["SW"], COLOURS["btn"], "knob", lane=next(left_lanes))
-    parts += wire(*at(gnd[0]), 240, enc_terms["C (GND)"], COLOURS["gnd"], lane=next(left_lanes))
-    parts += wire(*at(gnd[1]), 240, enc_terms["SW (GND)"], COLOURS["gnd"], lane=next(left_lanes))
+    parts += lw(pins.PHYSICAL_PIN[knob_gpio], enc_terms["SW"], COLOURS["btn"], "knob")
+    parts += lw(gnd[0], enc_terms["C (GND)"], COLOURS["gnd"])
+    parts += lw(gnd[1], enc_terms["SW (GND)"], COLOURS["gnd"])
     # buttons (left, middle)
     y0 = 280
     for name, gpio in pins.BUTTONS:
@@ -137,30 +143,30 @@ def draw(pins) -> str:
             continue
         parts += box(40, y0, 200, 50, f"{name.capitalize()} button")
         parts.append(text(232, y0 + 38, "to GND", 11, "end"))
-        parts += wire(*at(pins.PHYSICAL_PIN[gpio]), 240, y0 + 30, COLOURS["btn"], name, lane=next(left_lanes))
+        parts += lw(pins.PHYSICAL_PIN[gpio], y0 + 30, COLOURS["btn"], name)
         y0 += 70
-    parts += wire(*at(gnd[2]), 240, y0 - 70 + 40, COLOURS["gnd"], lane=next(left_lanes))
+    parts += lw(gnd[2], y0 - 70 + 40, COLOURS["gnd"])
     # OLED (left, bottom)
     parts += box(40, 520, 200, 130, "SSD1306 OLED 128x64")
     oled_terms = {"SDA": 555, "SCL": 580, "VCC": 605, "GND": 630}
     for name, y in oled_terms.items():
         parts.append(text(232, y + 4, name, 12, "end"))
-    parts += wire(*at(pins.PHYSICAL_PIN[pins.I2C_SDA]), 240, oled_terms["SDA"], COLOURS["i2c"], "SDA", lane=next(left_lanes))
-    parts += wire(*at(pins.PHYSICAL_PIN[pins.I2C_SCL]), 240, oled_terms["SCL"], COLOURS["i2c"], "SCL", lane=next(left_lanes))
+    parts += lw(pins.PHYSICAL_PIN[pins.I2C_SDA], oled_terms["SDA"], COLOURS["i2c"], "SDA")
+    parts += lw(pins.PHYSICAL_PIN[pins.I2C_SCL], oled_terms["SCL"], COLOURS["i2c"], "SCL")
     x3, y3 = at(pins.PIN_3V3)
     bottom = PICO_Y + 20 * PITCH + 34
     lane3 = next(left_lanes)
     parts += route([(x3, y3), (x3 + 30, y3), (x3 + 30, bottom), (lane3, bottom), (lane3, oled_terms["VCC"]),
                     (240, oled_terms["VCC"])], COLOURS["pwr"], "3V3")
-    parts += wire(*at(gnd[3]), 240, oled_terms["GND"], COLOURS["gnd"], lane=next(left_lanes))
+    parts += lw(gnd[3], oled_terms["GND"], COLOURS["gnd"])
     # LED ring (right)
     parts += box(760, 300, 200, 130, f"WS2812 ring ({pins.LED_COUNT} LEDs)")
     ring_terms = {"DIN": 345, "5V": 370, "GND": 395}
     for name, y in ring_terms.items():
         parts.append(text(768, y + 4, name, 12))
-    parts += wire(*at(pins.PHYSICAL_PIN[pins.LED_DATA]), 760, ring_terms["DIN"], COLOURS["led"], "330 ohm", lane=next(right_lanes))
-    parts += wire(*at(pins.PIN_VBUS), 760, ring_terms["5V"], COLOURS["pwr"], "VBUS 5V", lane=next(right_lanes))
-    parts += wire(*at(gnd[-1]), 760, ring_terms["GND"], COLOURS["gnd"], lane=next(right_lanes))
+    parts += rw(pins.PHYSICAL_PIN[pins.LED_DATA], ring_terms["DIN"], COLOURS["led"], "330 ohm")
+    parts += rw(pins.PIN_VBUS, ring_terms["5V"], COLOURS["pwr"], "VBUS 5V")
+    parts += rw(gnd[-1], ring_terms["GND"], COLOURS["gnd"])
     # notes
     notes = ["Buttons and encoder contacts close to GND; the Pico's internal pull-ups hold them high.",
              f"Hold {pins.SAFE_MODE_BUTTON.capitalize()} while plugging in: safe mode (plain REPL, panel not started).",

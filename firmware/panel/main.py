@@ -12,7 +12,7 @@ from mpanel.hw_pico import PicoHardware, safe_mode_requested
 
 def run() -> None:
     if safe_mode_requested():
-        print("melisma-panel %s: safe mode (Mode held at power-on); panel not started" % VERSION)
+        print(f"melisma-panel {VERSION}: safe mode (Mode held at power-on); panel not started")
         return
     from mpanel.app import PanelApp
 

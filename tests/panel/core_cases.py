@@ -208,7 +208,7 @@ def case_encoder_rejects_bad_settings():
         except ValueError as exc:
             assert "use" in str(exc)
         else:
-            raise AssertionError("accepted %r" % (kwargs,))
+            raise AssertionError(f"accepted {kwargs!r}")
 
 
 def case_accelerator_slow_fast_and_reversal():
@@ -299,14 +299,14 @@ def case_protocol_rejects_damage():
         except protocol.LineError:
             pass
         else:
-            raise AssertionError("accepted %r" % bad)
+            raise AssertionError(f"accepted {bad!r}")
     for text in ("a*b", "caf\xe9", "x" * 200):
         try:
             protocol.encode_line(1, "err", [text])
         except ValueError:
             pass
         else:
-            raise AssertionError("encoded %r" % text)
+            raise AssertionError(f"encoded {text!r}")
     assert protocol.clean_text("caf\xe9 * ok\n") == "caf? ? ok"
 
 

@@ -11,7 +11,7 @@ for name, case in core_cases.all_cases():
         case()
     except Exception as exc:  # report every case, never stop at the first
         failed += 1
-        print("FAIL %s: %s %s" % (name, type(exc).__name__, exc))
+        print(f"FAIL {name}: {type(exc).__name__} {exc}")
     else:
         print("PASS " + name)
-print("DONE %d failed" % failed)
+print(f"DONE {failed} failed")

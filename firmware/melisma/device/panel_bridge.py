@@ -195,7 +195,7 @@ def decode_line(line: bytes) -> tuple[int, str, list[str]]:
     if verb in _TEXT_AFTER:
         n = _TEXT_AFTER[verb]
         tokens = rest.split(" ", n) if rest else []
-        args = tokens[:n] + [tokens[n]] if len(tokens) > n else tokens
+        args = [*tokens[:n], tokens[n]] if len(tokens) > n else tokens
     else:
         args = rest.split()
     return int(head[0]), verb, args
@@ -636,5 +636,14 @@ class PanelBridge:
         self.send("level", args)
 
 
-__all__ = ["PanelBridge", "PanelSettings", "PanelError", "find_panel_port", "encode_line", "decode_line", "crc16",
-           "PICO_USB_IDS", "PANEL_PROTOCOL"]
+__all__ = [
+    "PANEL_PROTOCOL",
+    "PICO_USB_IDS",
+    "PanelBridge",
+    "PanelError",
+    "PanelSettings",
+    "crc16",
+    "decode_line",
+    "encode_line",
+    "find_panel_port",
+]

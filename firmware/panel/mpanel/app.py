@@ -25,7 +25,8 @@ from .protocol import MAX_LINE, Receiver, Sender
 from .state import BUTTON_NAMES, PanelState
 
 if TYPE_CHECKING:
-    from typing import Callable, Protocol
+    from collections.abc import Callable
+    from typing import Protocol
 
     class Transport(Protocol):
         async def readline(self) -> bytes: ...

@@ -61,9 +61,9 @@ class QuadratureDecoder:
     def __init__(self, detent_state: int = 0b11, steps_per_detent: int = 4, initial_state: int | None = None,
                  reverse: bool = False) -> None:
         if steps_per_detent not in (1, 2, 4):
-            raise ValueError("steps_per_detent %r: use 1, 2 or 4" % (steps_per_detent,))
+            raise ValueError(f"steps_per_detent {steps_per_detent!r}: use 1, 2 or 4")
         if not 0 <= detent_state <= 3:
-            raise ValueError("detent_state %r: use 0b00..0b11" % (detent_state,))
+            raise ValueError(f"detent_state {detent_state!r}: use 0b00..0b11")
         self.steps_per_detent = steps_per_detent
         self.detent_state = detent_state
         self.reverse = reverse

@@ -10,9 +10,9 @@ get in with ``mpremote`` or a terminal. Without that package (or with the ``stdi
 panel talks over the REPL's own port; Ctrl-C still stops it there.
 """
 
+import asyncio
 import sys
 
-import asyncio
 import machine
 import neopixel
 from machine import Pin

@@ -70,17 +70,17 @@ def encode_line(seq: int, verb: str, args: list[str] | None = None) -> bytes:
     raw = body.encode()
     for b in raw:
         if b < 32 or b > 126 or b == 42:  # 42 is '*'
-            raise ValueError("line %r has a byte that is not printable ASCII or is '*'" % body)
-    line = raw + (" *%04X\n" % crc16(raw)).encode()
+            raise ValueError(f"line {body!r} has a byte that is not printable ASCII or is '*'")
+    line = raw + (f" *{crc16(raw):04X}\n").encode()
     if len(line) > MAX_LINE:
-        raise ValueError("line of %d bytes is longer than %d; shorten its text" % (len(line), MAX_LINE))
+        raise ValueError(f"line of {len(line)} bytes is longer than {MAX_LINE}; shorten its text")
     return line
 
 
 def decode_line(line: bytes) -> tuple[int, str, list[str]]:
     """Check and split one line into ``(seq, verb, args)``; raise :class:`LineError` if it is bad."""
     if len(line) > MAX_LINE:
-        raise LineError("line of %d bytes is longer than %d" % (len(line), MAX_LINE))
+        raise LineError(f"line of {len(line)} bytes is longer than {MAX_LINE}")
     raw = line.rstrip(b"\r\n")
     star = raw.rfind(b" *")
     if star < 0 or len(raw) - star != 6:
@@ -92,7 +92,7 @@ def decode_line(line: bytes) -> tuple[int, str, list[str]]:
         raise LineError("CRC is not four hex digits") from None
     got = crc16(body)
     if got != want:
-        raise LineError("CRC %04X does not match the line's %04X" % (got, want))
+        raise LineError(f"CRC {got:04X} does not match the line's {want:04X}")
     try:
         text = body.decode()
     except UnicodeError:
@@ -102,16 +102,13 @@ def decode_line(line: bytes) -> tuple[int, str, list[str]]:
         raise LineError("line does not start with a sequence number and a verb")
     seq = int(head[0])
     if seq >= SEQ_MODULO:
-        raise LineError("sequence number %d is over %d" % (seq, SEQ_MODULO - 1))
+        raise LineError(f"sequence number {seq} is over {SEQ_MODULO - 1}")
     verb = head[1]
     rest = head[2] if len(head) > 2 else ""
     if verb in _TEXT_AFTER:
         n = _TEXT_AFTER[verb]
         tokens = rest.split(" ", n) if rest else []
-        if len(tokens) > n:
-            args = tokens[:n] + [tokens[n]]
-        else:
-            args = tokens
+        args = tokens[:n] + [tokens[n]] if len(tokens) > n else tokens  # noqa: RUF005 (no [*x] in MicroPython)
     else:
         args = rest.split() if rest else []
     return seq, verb, args
@@ -164,7 +161,7 @@ def parse_version(text: str) -> tuple[int, int]:
     """``"1.0"`` -> ``(1, 0)``; raise :class:`LineError` for anything else."""
     parts = text.split(".")
     if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
-        raise LineError("protocol version %r is not MAJOR.MINOR" % text)
+        raise LineError(f"protocol version {text!r} is not MAJOR.MINOR")
     return int(parts[0]), int(parts[1])
 
 

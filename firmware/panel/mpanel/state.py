@@ -97,7 +97,7 @@ def format_value(hundredths: int) -> str:
     """``25`` -> ``'+0.25'``, ``-100`` -> ``'-1.00'``."""
     sign = "-" if hundredths < 0 else "+"
     v = abs(hundredths)
-    return "%s%d.%02d" % (sign, v // 100, v % 100)
+    return f"{sign}{v // 100}.{v % 100:02d}"
 
 
 class PanelState:
@@ -154,7 +154,7 @@ class PanelState:
 
     def caps(self) -> list[str]:
         """The ``key=value`` fields of this panel's hello/welcome."""
-        caps = "enc,mix,pair,mode,knob,leds%d" % self.n_leds
+        caps = f"enc,mix,pair,mode,knob,leds{self.n_leds}"
         if self.has_oled:
             caps += ",oled128x64"
         if self.has_oled or self.n_leds >= 9:
@@ -162,7 +162,7 @@ class PanelState:
         return ["caps=" + caps]
 
     def hello(self, verb: str = "hello") -> tuple[str, list[str]]:
-        return verb, [PROTOCOL, "melisma-panel/" + VERSION] + self.caps()
+        return verb, [PROTOCOL, "melisma-panel/" + VERSION] + self.caps()  # noqa: RUF005 (MicroPython)
 
     # -- from the box -----------------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class PanelState:
             return out
         if self.incompatible:
             return out
-        try:
+        try:  # noqa: SIM105 (MicroPython has no contextlib)
             self._apply(verb, args, now_ms)
         except (ValueError, IndexError, LineError):
             pass  # a line we cannot use changes nothing (a newer box may send more)
@@ -201,7 +201,7 @@ class PanelState:
             major = -1
         if major != PROTOCOL_MAJOR:
             self.incompatible = "box speaks %s" % (args[0] if args else "?")
-            self._set_error("box protocol %s, panel %s: update" % (args[0] if args else "?", PROTOCOL), now_ms)
+            self._set_error("box protocol {}, panel {}: update".format(args[0] if args else "?", PROTOCOL), now_ms)
         else:
             self.incompatible = ""
         self.link = True
@@ -297,7 +297,7 @@ class PanelState:
         self.error_sticky = False
         if steps == 0 or not self._ready(now_ms) or not self.slider_names:
             return []
-        return [("turn", [self.selected_name(), "%+d" % steps])]
+        return [("turn", [self.selected_name(), f"{steps:+d}"])]
 
     def on_button(self, name: str, gesture: str, now_ms: int) -> list[tuple[str, list[str]]]:
         """A gesture (press/long/double) on a button: some act here, every one goes to the box."""
@@ -441,7 +441,7 @@ class PanelState:
             lines[0] = _pair_line("Melisma", "pairing")
             lines[2] = "Passkey for the"
             lines[3] = "phone:"
-            lines[5] = "     %s %s" % (self.passkey[:3], self.passkey[3:])
+            lines[5] = f"     {self.passkey[:3]} {self.passkey[3:]}"
             lines[7] = self._pair_text(now_ms)
             return lines
         name = self.selected_name()
@@ -453,7 +453,7 @@ class PanelState:
         lines[4] = self._job_text(now_ms)
         if self.level_tenths is not None:
             db = self.level_tenths // 10
-            lines[5] = _pair_line("In " + (self.level_source or ""), "%d dB" % db)
+            lines[5] = _pair_line("In " + (self.level_source or ""), f"{db} dB")
         if self.pair_open:
             lines[1] = self._pair_text(now_ms)
         if self.error and (self.error_sticky or self._recent(self.error_ms, ERROR_SHOW_MS, now_ms)):
@@ -467,12 +467,12 @@ class PanelState:
         if not self.pair_open:
             return ""
         left = max(0, ticks_diff(self.pair_until_ms, now_ms)) // 1000
-        return _pair_line("Pair open", "%d:%02d" % (left // 60, left % 60))
+        return _pair_line("Pair open", f"{left // 60}:{left % 60:02d}")
 
     def _job_text(self, now_ms: int) -> str:
         kind = self.job_kind or "job"
         if self.job_state == "running":
-            return _fit("%s %3d%% %s" % (kind, self.job_permille // 10, self.job_stage))
+            return _fit(f"{kind} {self.job_permille // 10:3d}% {self.job_stage}")
         if self.job_state == "queued":
             return _fit(kind + " queued")
         if self.job_state in ("done", "failed", "cancelled"):

@@ -13,13 +13,12 @@ Options: ``--leds N`` (ring size, default 12), ``--no-oled``, ``--brightness B``
 so the printed colours are the panel's own), ``--trace`` (also print ``SENT``/``RECV`` lines).
 """
 
+import asyncio
 import sys
 
-import asyncio
 import machine
 import neopixel
 import ssd1306
-
 from mpanel import pins
 from mpanel.app import PanelApp
 from mpanel.hw_pico import PicoHardware
@@ -67,7 +66,7 @@ class SimTransport:
 
 
 def hexes(colours):
-    return " ".join("%02X%02X%02X" % (c[0], c[1], c[2]) for c in colours)
+    return " ".join(f"{c[0]:02X}{c[1]:02X}{c[2]:02X}" for c in colours)
 
 
 class Sim:
@@ -119,7 +118,7 @@ class Sim:
         if link != self.link:
             self.link = link
             if state.link:
-                out("LINK up %s %s" % (state.box_name, state.box_software))
+                out(f"LINK up {state.box_name} {state.box_software}")
             else:
                 out("LINK down")
 
@@ -154,17 +153,18 @@ class Sim:
             return
         verb = words[0]
         if verb == "turn":
-            if len(words) not in (2, 3) or not words[1][:1] in "+-" or not words[1][1:].isdigit():
+            if len(words) not in (2, 3) or words[1][:1] not in "+-" or not words[1][1:].isdigit():
                 raise ValueError("use 'turn +N' or 'turn -N' (detents), optionally ms per detent")
             n = int(words[1])
             ms = int(words[2]) if len(words) == 3 else DETENT_MS
             if not 1 <= ms <= 2000:
-                raise ValueError("ms per detent %d is out of range; use 1..2000" % ms)
+                raise ValueError(f"ms per detent {ms} is out of range; use 1..2000")
             for _ in range(abs(n)):
                 await self.detent(n > 0, ms)
         elif verb in ("press", "hold", "double"):
             if len(words) < 2 or words[1] not in BUTTON_GPIO:
-                raise ValueError("unknown button %r; use mix, pair, mode or knob" % (words[1] if len(words) > 1 else ""))
+                name = words[1] if len(words) > 1 else ""
+                raise ValueError(f"unknown button {name!r}; use mix, pair, mode or knob")
             gpio = BUTTON_GPIO[words[1]]
             if verb == "press":
                 await self.hold(gpio, 100)
@@ -177,12 +177,12 @@ class Sim:
                     raise ValueError("use 'hold NAME SECONDS'")
                 seconds = float(words[2])
                 if not 0 < seconds <= 60:
-                    raise ValueError("hold time %s s is out of range; use 0..60" % words[2])
+                    raise ValueError(f"hold time {words[2]} s is out of range; use 0..60")
                 await self.hold(gpio, int(seconds * 1000))
         elif verb == "quit":
             self.done = True
         else:
-            raise ValueError("unknown command %r; use turn, press, hold, double or quit" % verb)
+            raise ValueError(f"unknown command {verb!r}; use turn, press, hold, double or quit")
 
     async def command_loop(self):
         while not self.done:
@@ -193,7 +193,7 @@ class Sim:
             try:
                 await self.run_command(text)
             except ValueError as exc:
-                out("ERROR %s: %s" % (text, exc))
+                out(f"ERROR {text}: {exc}")
             else:
                 out("OK " + text)
 
@@ -217,9 +217,8 @@ class Sim:
 
     async def main(self):
         self.app.start()
-        asyncio.create_task(self.command_loop())
-        asyncio.create_task(self.watch_loop())
-        asyncio.create_task(self.stdin_loop())
+        self.tasks = [asyncio.create_task(self.command_loop()), asyncio.create_task(self.watch_loop()),
+                      asyncio.create_task(self.stdin_loop())]
         while not self.done:
             await asyncio.sleep_ms(20)
         self.app.running = False

@@ -23,7 +23,6 @@ from bumble.keys import MemoryKeyStore
 from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink
-
 from melisma import protocol as p
 from melisma.device.ble_server import MelismaBox, local_link_hci
 from melisma.device.panel_bridge import PanelBridge, PanelSettings
@@ -275,7 +274,8 @@ def test_melisma_device_run_with_panel_option_joins_the_simulator(tmp_path):
     """`melisma-device run --panel <pty>` as a process, on a virtual controller over TCP."""
     port, spare = _free_port(), _free_port()
     controllers = subprocess.Popen([sys.executable, "-m", "bumble.apps.controllers", f"tcp-server:127.0.0.1:{port}",
-                                    f"tcp-server:127.0.0.1:{spare}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    f"tcp-server:127.0.0.1:{spare}"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def main():
         sim = await Sim.start()
