@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import tty
 from pathlib import Path
@@ -146,3 +147,30 @@ def test_bridge_survives_a_misbehaving_panel_and_answers_every_event(tmp_path):
     assert {"welcome", "ctl", "job", "pair", "level"} <= set(state["verbs"])
     assert state["after_v2_warmth"] == 0.2
     assert state["err"] and "reflash" in state["err"][-1][0]
+
+
+DOC = (ROOT / "firmware" / "docs" / "panel.md").read_text()
+
+
+def test_every_example_line_in_the_doc_decodes_on_both_sides():
+    examples = [line.split(None, 3)[3] for line in DOC.splitlines()
+                if line.startswith(("box   -> panel", "panel -> box"))]
+    assert len(examples) >= 20
+    for text in examples:
+        raw = text.encode() + b"\n"
+        assert pb.decode_line(raw) == panel_protocol.decode_line(raw), text
+
+
+def test_doc_names_every_simulator_line_and_led_mode():
+    from mpanel import state
+
+    for word in ("PTY", "LEDS", "OLED", "LINK up", "LINK down", "SENT", "RECV", "OK", "ERROR", "UNPLUGGED", "BYE"):
+        assert f"`{word}" in DOC, word
+    for command in ("turn +N", "press NAME", "double NAME", "hold NAME SECONDS", "unplug", "plug", "quit"):
+        assert f"`{command}" in DOC, command
+    source = (ROOT / "firmware" / "panel" / "mpanel" / "state.py").read_text()
+    modes = set(re.findall(r'return "([a-z]+)", ', source))
+    assert modes == {"nobox", "passkey", "bonded", "error", "progress", "done", "pairing", "level", "slider"}
+    for mode in modes:
+        assert f"| `{mode}` |" in DOC, mode
+    assert state.LINK_TIMEOUT_MS == 3500 and "3.5 s" in DOC
