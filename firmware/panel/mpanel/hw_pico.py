@@ -19,6 +19,7 @@ from machine import Pin
 
 from . import pins
 from .encoder import QuadratureDecoder
+from .protocol import MAX_LINE
 
 try:
     from typing import TYPE_CHECKING
@@ -34,9 +35,19 @@ class StreamTransport:
     def __init__(self, stream_in: object, stream_out: object) -> None:
         self.reader = asyncio.StreamReader(stream_in)
         self.out = stream_out
+        self.partial = b""
 
     async def readline(self) -> bytes:
-        return await self.reader.readline()
+        """The next whole line (a line can arrive in several USB packets); b"" when nothing came."""
+        while True:
+            chunk = await self.reader.readline()
+            if not chunk:
+                return b""
+            self.partial += chunk
+            if self.partial[-1:] == b"\n" or len(self.partial) > MAX_LINE:
+                line = self.partial
+                self.partial = b""
+                return line
 
     def write(self, data: bytes) -> object:
         try:

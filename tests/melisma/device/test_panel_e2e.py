@@ -229,6 +229,19 @@ def test_panel_pairs_turns_mixes_and_survives_unplug(tmp_path):
             out["progress"] = progress
             out["mixes"] = [e.name for e in storage.list(p.FileKind.MIX)]
 
+            # --- a long press on Pair closes the window; the input level shows while recording
+            mark = await sim.do("hold pair 1")
+            await sim.expect(r"^OLED .*pairing closed", mark)
+            out["window_after_hold"] = box.pairing_window.is_open
+            mark = sim.mark()
+            bridge.set_level(-6.0, "rec")
+            level = await sim.expect(r"^LEDS level ", mark)
+            out["level_lit"] = 12 - level.string.split()[2:].count("000000")
+            await sim.expect(r"^OLED .*\|In rec\s+-6 dB\|", mark)
+            mark = sim.mark()
+            bridge.set_level(None)
+            await sim.expect(r"^LEDS slider ", mark)
+
             # --- unplug the panel (its terminal closes) and plug it back in
             mark = await sim.do("unplug")
             for _ in range(100):
@@ -260,6 +273,8 @@ def test_panel_pairs_turns_mixes_and_survives_unplug(tmp_path):
     # the LEDs followed the job: several progress frames, never going back, from empty to nearly full
     assert len(out["progress"]) >= 3 and out["progress"] == sorted(out["progress"])
     assert out["progress"][0] <= 2 and out["progress"][-1] >= 8
+    assert out["window_after_hold"] is False
+    assert out["level_lit"] == 10  # -6 dBFS on a -60..0 meter of 12 LEDs
     assert out["after_unplug"] == (False, False)
     assert out["sessions"] == 2 and out["after_replug_warmth"] == 0.1
 
