@@ -215,6 +215,9 @@ def test_panel_pairs_turns_mixes_and_survives_unplug(tmp_path):
             mark = await sim.do("turn -2")
             await sim.expect(r"^OLED .*> Reverb\s+-0\.10", mark)
             out["box_reverb"] = box.controls.sliders["reverb"]
+            mark = await sim.do("double knob")  # a double press puts the selected slider back to the centre
+            await sim.expect(r"^OLED .*> Reverb\s+\+0\.00", mark)
+            out["reverb_after_double"] = box.controls.sliders["reverb"]
 
             # --- Mix: a one-tap mix of the newest take over the newest backing, progress on the LEDs
             storage = box.storage
@@ -268,6 +271,7 @@ def test_panel_pairs_turns_mixes_and_survives_unplug(tmp_path):
     assert len(out["shown"]) == 1 and out["typed"] == out["shown"]  # the passkey the panel showed is the box's
     assert out["box_warmth"] == 0.15 and 0.15 in out["notified"]
     assert out["box_reverb"] == -0.1
+    assert out["reverb_after_double"] == 0.0
     assert engine.mixed == [("take-new.wav", "backing-a.wav", "neutral")]
     assert out["mixes"] == ["take-new-mix.m4a"]
     # the LEDs followed the job: several progress frames, never going back, from empty to nearly full
