@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# run_cases.py is the MicroPython-side runner (test_core_micropython runs it on the unix port) and
+# the doctest collector must not import it under CPython.
+collect_ignore = ["run_cases.py", "core_cases.py"]  # core_cases: shared by both runners, imported with firmware/panel on the path
+
 ROOT = Path(__file__).resolve().parents[2]
 PANEL = ROOT / "firmware" / "panel"
 
