@@ -224,7 +224,11 @@ def balance_into(
         placed_meter.add(block)
         if not in_place:
             out[:, a:b] = block
-    backing_raw_lufs = raw_meter.integrated_lufs() if raw_meter is not None else float(backing_lufs)
+    if raw_meter is not None:
+        backing_raw_lufs = raw_meter.integrated_lufs()
+    else:
+        assert backing_lufs is not None  # raw_meter exists exactly when it was not given
+        backing_raw_lufs = float(backing_lufs)
     if not math.isfinite(backing_raw_lufs):
         raise RenderError("balance: the backing is silent (integrated loudness -inf LUFS); there is nothing to balance against")
     placed_backing_lufs = placed_meter.integrated_lufs() if ducker is not None else backing_raw_lufs

@@ -99,6 +99,7 @@ class Ducker(Stage):
     def _threshold(self, sr: int) -> float:
         if self.threshold_db is not None:
             return float(self.threshold_db)
+        assert self.sidechain is not None  # process() refuses a Ducker without one
         loudness = integrated_lufs(self.sidechain, sr=sr)
         return loudness - 20.0 if math.isfinite(loudness) else math.inf
 
@@ -148,6 +149,7 @@ class Ducker(Stage):
 
     def _detect_steps(self, first: int, stop: int) -> np.ndarray:
         st = self._state
+        assert st is not None  # set when the stream starts
         step = DUCK_CONTROL_SAMPLES
         side = as_2d(np.asarray(self.sidechain, dtype=np.float32))[:, first * step : stop * step]
         side = side.mean(axis=0, dtype=np.float64)
@@ -174,6 +176,7 @@ class Ducker(Stage):
         # per-sample log/exp work drops 32-fold and the curve depends only on the absolute position,
         # so any block split gives the same output.
         st = self._state
+        assert st is not None  # set when the stream starts
         n = x.shape[1]
         if n == 0:
             return x

@@ -159,6 +159,7 @@ class TruePeakLimiter(Stage):
 
     def _process_chunk(self, x: np.ndarray) -> np.ndarray:
         st = self._state
+        assert st is not None  # set by process() before any chunk
         interp = interpolator(int(self.oversample))
         ceiling = db_to_gain(self.ceiling_dbtp)
         n = x.shape[1]

@@ -319,7 +319,7 @@ def master_stream(
                 block = np.stack([mid + side, mid - side])
             emit(limiter(block * gain, sr, reset=False))
         emit(limiter(np.zeros((channels, latency), np.float32), sr, reset=False))
-        result = {
+        result: dict[str, Any] = {
             "lufs": hops.integrated_lufs(),
             "max_gr": limiter.max_gain_reduction_db,
             "peak": peak_meter.dbtp,

@@ -34,8 +34,8 @@ def correction_from_sliders(
     sliders: Mapping[str, float] | None,
     *,
     correction: float | None = None,
-    ornaments: str | Mapping | None = None,
-):
+    ornaments: str | Mapping | float | None = None,
+) -> Any:
     """CorrectionSettings from the ``tuning``/``ornaments`` sliders, or explicit values."""
     from .correct import CorrectionSettings
 
@@ -46,7 +46,8 @@ def correction_from_sliders(
     if ornaments is None:
         s = float(sliders.get("ornaments", 0.0))
         ornaments = "keep" if s <= 0 else round(1.0 - 0.5 * s, 4)
-    return CorrectionSettings(correction=float(correction), ornaments=ornaments).validate()
+    policy: Any = dict(ornaments) if isinstance(ornaments, Mapping) else ornaments
+    return CorrectionSettings(correction=float(correction), ornaments=policy).validate()
 
 
 def correction_key(pitch: Mapping[str, Any], settings) -> str:

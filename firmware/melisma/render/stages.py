@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,7 @@ class Stage:
 
     def describe(self) -> dict[str, Any]:
         """Parameters with their units, for the mix report."""
-        if hasattr(self, "__dataclass_fields__"):
+        if is_dataclass(self):
             return {"stage": self.name, **{f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}}
         return {"stage": self.name}
 
