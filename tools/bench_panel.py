@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 from bumble.link import LocalLink
-
 from melisma import protocol as p
 from melisma.device.ble_server import MelismaBox, local_link_hci
 from melisma.device.panel_bridge import PanelBridge, PanelSettings

@@ -100,6 +100,7 @@ def _render_files(
                 tmp[report_key].write_text(to_json(report), encoding="utf-8")
         return report
     mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
+    assert mix is not None and stems is not None  # the in-memory path returns both
     start = time.perf_counter()
     write_outputs(
         paths, mix, stems, report, overwrite=overwrite, vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal"))

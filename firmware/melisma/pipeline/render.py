@@ -121,6 +121,7 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
             resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR
         )
         if vocal is None:
+            assert vocal_file is not None
             with NpyBlockReader(vocal_file) as source:
                 if source.shape != (n_total,):
                     raise PlanError(
@@ -188,6 +189,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # A full render places the vocal against the whole backing, whose raw loudness the
                 # analysis already measured: reuse it instead of metering the backing again.
                 known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
+                mix: np.ndarray | None
                 mix, balance_report = balance_into(
                     wet,
                     backing_source,
@@ -206,6 +208,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     with timed_stage(p.clock, "master", release=p.full):
 
         def write_master(gain: float = 1.0) -> dict[str, Any]:
+            assert mix is not None  # dropped only after the last rewrite
             with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
                 return master_stream(
                     mix,

@@ -19,7 +19,6 @@ import sys
 import machine
 import neopixel
 import ssd1306
-
 from mpanel import pins
 from mpanel.app import PanelApp
 from mpanel.hw_pico import PicoHardware
