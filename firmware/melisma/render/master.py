@@ -235,8 +235,6 @@ def master_stream(
     >>> abs(report["integrated_lufs"] + 14.0) <= 0.3, report["true_peak_dbtp"] <= -1.0
     (True, True)
     """
-    from ..analysis.loudness import TruePeakMeter
-
     mix = np.asarray(mix, dtype=np.float32)
     x = as_2d(mix)
     if x.ndim != 2 or x.shape[0] not in (1, 2):
@@ -248,44 +246,121 @@ def master_stream(
             raise RenderError(f"master_stream: out must be float32 {mix.shape}, got {out.dtype} {out.shape}")
         if np.shares_memory(out, mix):
             raise RenderError("master_stream: out must not share memory with mix (a second pass re-reads the mix)")
-        out2 = as_2d(out)
     if not -40.0 <= target_lufs <= 0.0:
         raise RenderError(f"master: target_lufs={target_lufs} is out of range; use -40 to 0 LUFS (-14 for phones and streaming)")
     if not -20.0 <= ceiling_dbtp <= 0.0:
         raise RenderError(f"master: ceiling_dbtp={ceiling_dbtp} is out of range; use -20 to 0 dBTP (-1 for lossy phone codecs)")
     check_finite(x, "master: mix")
-    channels, n = x.shape
-
-    if channels == 2:
-        measure = _measure_stereo(x, sr)
-        input_lufs, mono_lufs, correlation = measure.loudness(), measure.mono_loudness(), measure.correlation
-    else:
-        input_lufs = integrated_lufs(x, sr=sr)
-        mono_lufs, correlation = input_lufs, 1.0
-    if not math.isfinite(input_lufs):
-        raise RenderError("master: the mix is silent (integrated loudness -inf LUFS); check the vocal and backing levels")
-    input_drop = _drop(input_lufs, mono_lufs)
-    side_gain = 1.0
-    if channels == 2 and input_drop > max_mono_drop_lu:
-        lo, hi = 0.0, 1.0
-        for _ in range(30):
-            mid = (lo + hi) / 2.0
-            if _drop(measure.loudness(side_gain=mid), mono_lufs) > max_mono_drop_lu:
-                hi = mid
-            else:
-                lo = mid
-        side_gain = lo
-    source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
-
+    stereo = _StereoNarrowing.measure(x, sr, max_mono_drop_lu=max_mono_drop_lu)
     limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample)
-    latency = limiter.latency_samples(sr)
-    ceiling_lin = np.float32(db_to_gain(ceiling_dbtp))
+    one_pass = _MasterPass(x, sr=sr, limiter=limiter, side_gain=stereo.side_gain, oversample=oversample,
+                           block_samples=block_samples, writer=writer, out=None if out is None else as_2d(out),
+                           mono_output=mix.ndim == 1)
+    gain_db, result, passes = loudness_gain_search(
+        one_pass, source_lufs=stereo.source_lufs, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
+        tolerance_lu=tolerance_lu, max_passes=max_passes, max_limiting_lu=max_limiting_lu, writer=writer,
+    )
+    out_lufs, max_gr, peak, sample_peak = result["lufs"], result["max_gr"], result["peak"], result["sample_peak"]
+    return {
+        "integrated_lufs": out_lufs,
+        "true_peak_dbtp": peak,
+        "sample_peak_dbfs": 20.0 * math.log10(sample_peak) if sample_peak > 0 else -math.inf,
+        "target_lufs": float(target_lufs),
+        "ceiling_dbtp": float(ceiling_dbtp),
+        "gain_db": gain_db,
+        "limiter_max_gr_db": max_gr,
+        "limiter_loudness_loss_lu": stereo.source_lufs + gain_db - out_lufs,
+        "input_lufs": stereo.input_lufs,
+        "iterations": passes,
+        "passes": passes,
+        "mono": stereo.report(result.get("mono")),
+    }
 
-    def render(gain_db: float, ceiling: float, write: bool = True) -> dict[str, Any]:
+
+@dataclass
+class _StereoNarrowing:
+    """The mix's loudness, its mono sum, and how far the side signal is turned down to keep the
+    mono sum within ``max_mono_drop_lu`` (phone speakers sum to mono).
+    """
+
+    input_lufs: float
+    mono_lufs: float
+    correlation: float
+    input_drop: float
+    side_gain: float
+    source_lufs: float  # the loudness after narrowing: what the gain search starts from
+    channels: int
+
+    @classmethod
+    def measure(cls, x: np.ndarray, sr: int, *, max_mono_drop_lu: float) -> _StereoNarrowing:
+        channels = x.shape[0]
+        if channels == 2:
+            measure = _measure_stereo(x, sr)
+            input_lufs, mono_lufs, correlation = measure.loudness(), measure.mono_loudness(), measure.correlation
+        else:
+            input_lufs = integrated_lufs(x, sr=sr)
+            mono_lufs, correlation = input_lufs, 1.0
+        if not math.isfinite(input_lufs):
+            raise RenderError("master: the mix is silent (integrated loudness -inf LUFS); check the vocal and backing levels")
+        input_drop = _drop(input_lufs, mono_lufs)
+        side_gain = 1.0
+        if channels == 2 and input_drop > max_mono_drop_lu:
+            lo, hi = 0.0, 1.0
+            for _ in range(30):
+                mid = (lo + hi) / 2.0
+                if _drop(measure.loudness(side_gain=mid), mono_lufs) > max_mono_drop_lu:
+                    hi = mid
+                else:
+                    lo = mid
+            side_gain = lo
+        source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
+        return cls(input_lufs=input_lufs, mono_lufs=mono_lufs, correlation=correlation, input_drop=input_drop,
+                   side_gain=side_gain, source_lufs=source_lufs, channels=channels)
+
+    def report(self, output_mono: dict[str, Any] | None) -> dict[str, Any]:
+        """The master report's ``mono`` section, from the output's own mono measures."""
+        if self.channels != 2:
+            return {
+                "correlation": 1.0,
+                "mono_loudness_drop_lu": 0.0,
+                "input_mono_loudness_drop_lu": 0.0,
+                "input_correlation": 1.0,
+                "side_gain": 1.0,
+                "narrowed": False,
+            }
+        mono_report = dict(output_mono or {})
+        mono_report.update(
+            input_mono_loudness_drop_lu=self.input_drop,
+            input_correlation=round(self.correlation, 4),
+            side_gain=round(self.side_gain, 4),
+            narrowed=self.side_gain != 1.0,
+        )
+        return mono_report
+
+
+class _MasterPass:
+    """One pass of the master over the whole mix: gain, mono narrowing and the limiter, block by
+    block into the writer or buffer, measuring the output (loudness, peaks, stereo) as it goes.
+    """
+
+    def __init__(self, x: np.ndarray, *, sr: int, limiter: TruePeakLimiter, side_gain: float, oversample: int,
+                 block_samples: int, writer: Any, out: np.ndarray | None, mono_output: bool):
+        self.x, self.sr, self.limiter, self.side_gain = x, sr, limiter, side_gain
+        self.oversample, self.block_samples = oversample, block_samples
+        self.writer, self.out, self.mono_output = writer, out, mono_output
+        self.latency = limiter.latency_samples(sr)
+        self.ceiling_lin = np.float32(db_to_gain(limiter.ceiling_dbtp))
+
+    def __call__(self, gain_db: float, ceiling: float, write: bool = True) -> dict[str, Any]:
+        from ..analysis.loudness import TruePeakMeter
+
+        x, sr, limiter, writer, out2 = self.x, self.sr, self.limiter, self.writer, self.out
+        channels, n = x.shape
+        latency, ceiling_lin, side_gain = self.latency, self.ceiling_lin, self.side_gain
         limiter.ceiling_dbtp = ceiling
         limiter.reset()
         hops = KWeightedHops(sr, channels=channels, cross=channels == 2)
-        peak_meter = TruePeakMeter(channels=channels, oversample=oversample)
+        peak_meter = TruePeakMeter(channels=channels, oversample=self.oversample)
         dots = np.zeros(3)
         gain = np.float32(db_to_gain(gain_db))
         position = -latency
@@ -307,12 +382,13 @@ def master_stream(
                     float(np.dot(block[0], block[1])),
                 )
             if writer is None:
+                assert out2 is not None
                 out2[:, lo:hi] = block
             elif write:
-                writer.write(block if mix.ndim == 2 else block[0])
+                writer.write(block[0] if self.mono_output else block)
 
-        for a in range(0, n, block_samples):
-            block = x[:, a : a + block_samples]
+        for a in range(0, n, self.block_samples):
+            block = x[:, a : a + self.block_samples]
             if side_gain != 1.0:
                 mid = (block[0] + block[1]) * np.float32(0.5)
                 side = (block[0] - block[1]) * np.float32(0.5 * side_gain)
@@ -335,22 +411,41 @@ def master_stream(
             }
         return result
 
+
+def loudness_gain_search(
+    one_pass: Any,
+    *,
+    source_lufs: float,
+    target_lufs: float,
+    ceiling_dbtp: float,
+    tolerance_lu: float,
+    max_passes: int,
+    max_limiting_lu: float,
+    writer: Any = None,
+) -> tuple[float, dict[str, Any], int]:
+    """Find the gain that lands the limited output on ``target_lufs``: ``(gain_db, last pass, passes)``.
+
+    ``one_pass(gain_db, ceiling_dbtp, write=...)`` renders and measures the whole mix. The first
+    guess is the plain loudness difference; a miss (heavy limiting takes loudness) is corrected by
+    the measured slope, then by interpolating between the passes on either side of the target. A
+    pass whose true peak overshoots the ceiling lowers the limiter's ceiling by the overshoot. The
+    first pass goes straight to the writer (most mixes land on target at once); if it has to be
+    redone, the next passes only measure, and one last pass writes: an encoder (AAC is ~2 s per 3
+    minutes) then runs at most twice however many passes the search takes.
+    """
     margin_db = 0.1
     gain_db = target_lufs - source_lufs
     below: tuple[float, float] | None = None
     above: tuple[float, float] | None = None
     previous: tuple[float, float] | None = None
     passes = 0
-    # The first pass goes straight to the writer (most mixes land on target at once); if it has
-    # to be redone, the next passes only measure, and one last pass writes: an encoder (AAC is
-    # ~2 s per 3 minutes) then runs at most twice however many passes the gain search takes.
     write_pass = True
     written = False
     while True:
         passes += 1
         if write_pass and written and writer is not None:
             writer.restart()
-        result = render(gain_db, ceiling_dbtp - margin_db, write=write_pass)
+        result = one_pass(gain_db, ceiling_dbtp - margin_db, write=write_pass)
         written = written or write_pass
         wrote_this = write_pass
         out_lufs, max_gr, peak = result["lufs"], result["max_gr"], result["peak"]
@@ -366,8 +461,8 @@ def master_stream(
         if passes >= max_passes or (abs(error) <= tolerance_lu and peak <= ceiling_dbtp):
             if writer is not None and not wrote_this:
                 writer.restart()
-                render(gain_db, ceiling_dbtp - margin_db, write=True)  # deterministic: the measured pass again
-            break
+                one_pass(gain_db, ceiling_dbtp - margin_db, write=True)  # deterministic: the measured pass again
+            return gain_db, result, passes
         write_pass = writer is None
         if peak > ceiling_dbtp:
             margin_db += peak - ceiling_dbtp + 0.02
@@ -387,36 +482,3 @@ def master_stream(
                     slope = min(1.0, max(0.1, (out_lufs - previous[1]) / (gain_db - previous[0])))
                 gain_db += max(-12.0, min(12.0, error / slope))
             previous = point
-
-    sample_peak = result["sample_peak"]
-    if channels == 2:
-        mono_report = dict(result["mono"])
-        mono_report.update(
-            input_mono_loudness_drop_lu=input_drop,
-            input_correlation=round(correlation, 4),
-            side_gain=round(side_gain, 4),
-            narrowed=side_gain != 1.0,
-        )
-    else:
-        mono_report = {
-            "correlation": 1.0,
-            "mono_loudness_drop_lu": 0.0,
-            "input_mono_loudness_drop_lu": 0.0,
-            "input_correlation": 1.0,
-            "side_gain": 1.0,
-            "narrowed": False,
-        }
-    return {
-        "integrated_lufs": out_lufs,
-        "true_peak_dbtp": peak,
-        "sample_peak_dbfs": 20.0 * math.log10(sample_peak) if sample_peak > 0 else -math.inf,
-        "target_lufs": float(target_lufs),
-        "ceiling_dbtp": float(ceiling_dbtp),
-        "gain_db": gain_db,
-        "limiter_max_gr_db": max_gr,
-        "limiter_loudness_loss_lu": source_lufs + gain_db - out_lufs,
-        "input_lufs": input_lufs,
-        "iterations": passes,
-        "passes": passes,
-        "mono": mono_report,
-    }
