@@ -106,7 +106,7 @@ def balance(
     # gain: gating them again measures the placed vocal exactly without another filtering pass.
     placed_lufs = gated_loudness(
         vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0),
-        hop=vocal_hops.hop,
+        hop_length=vocal_hops.hop_length,
         fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
         fallback_samples=vocal_hops.n_samples,
     )
@@ -256,7 +256,7 @@ def balance_into(
 
     placed_lufs = gated_loudness(
         vocal_hops.sums.sum(axis=0) * 10.0 ** (vocal_gain_db / 10.0),
-        hop=vocal_hops.hop,
+        hop_length=vocal_hops.hop_length,
         fallback_energy=float(vocal_hops.total_energy().sum()) * 10.0 ** (vocal_gain_db / 10.0),
         fallback_samples=vocal_hops.n_samples,
     )

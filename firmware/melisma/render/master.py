@@ -43,7 +43,7 @@ from .stages import as_2d, check_finite, db_to_gain
 class _StereoMeasure:
     """K-weighted per-hop energies of L, R and L*R plus broadband correlation sums."""
 
-    hop: int
+    hop_length: int
     left: np.ndarray
     right: np.ndarray
     cross: np.ndarray
@@ -53,11 +53,13 @@ class _StereoMeasure:
         """Stereo loudness after scaling the side signal by ``side_gain`` (mid kept) and a gain."""
         mid = (self.left + self.right + 2.0 * self.cross) / 4.0
         side = (self.left + self.right - 2.0 * self.cross) / 4.0
-        return gated_loudness(2.0 * (mid + side_gain**2 * side) * 10.0 ** (gain_db / 10.0), hop=self.hop)
+        return gated_loudness(2.0 * (mid + side_gain**2 * side) * 10.0 ** (gain_db / 10.0), hop_length=self.hop_length)
 
     def mono_loudness(self, *, gain_db: float = 0.0) -> float:
         """Loudness of the mono sum (L+R)/2 played on both channels."""
-        return gated_loudness((self.left + self.right + 2.0 * self.cross) / 2.0 * 10.0 ** (gain_db / 10.0), hop=self.hop)
+        return gated_loudness(
+            (self.left + self.right + 2.0 * self.cross) / 2.0 * 10.0 ** (gain_db / 10.0), hop_length=self.hop_length
+        )
 
 
 def _measure_stereo(mix: np.ndarray, sr: int) -> _StereoMeasure:
@@ -71,7 +73,7 @@ def _measure_stereo(mix: np.ndarray, sr: int) -> _StereoMeasure:
         lr += float(np.dot(chunk[0], chunk[1]))
     correlation = lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
     sums = acc.sums
-    return _StereoMeasure(hop=acc.hop, left=sums[0], right=sums[1], cross=acc.cross, correlation=float(correlation))
+    return _StereoMeasure(hop_length=acc.hop_length, left=sums[0], right=sums[1], cross=acc.cross, correlation=float(correlation))
 
 
 def mono_compatibility(mix: np.ndarray, *, sr: int) -> dict[str, float]:
@@ -253,12 +255,26 @@ def master_stream(
     check_finite(x, "master: mix")
     stereo = _StereoNarrowing.measure(x, sr, max_mono_drop_lu=max_mono_drop_lu)
     limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample)
-    one_pass = _MasterPass(x, sr=sr, limiter=limiter, side_gain=stereo.side_gain, oversample=oversample,
-                           block_samples=block_samples, writer=writer, out=None if out is None else as_2d(out),
-                           mono_output=mix.ndim == 1)
+    one_pass = _MasterPass(
+        x,
+        sr=sr,
+        limiter=limiter,
+        side_gain=stereo.side_gain,
+        oversample=oversample,
+        block_samples=block_samples,
+        writer=writer,
+        out=None if out is None else as_2d(out),
+        mono_output=mix.ndim == 1,
+    )
     gain_db, result, passes = loudness_gain_search(
-        one_pass, source_lufs=stereo.source_lufs, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
-        tolerance_lu=tolerance_lu, max_passes=max_passes, max_limiting_lu=max_limiting_lu, writer=writer,
+        one_pass,
+        source_lufs=stereo.source_lufs,
+        target_lufs=target_lufs,
+        ceiling_dbtp=ceiling_dbtp,
+        tolerance_lu=tolerance_lu,
+        max_passes=max_passes,
+        max_limiting_lu=max_limiting_lu,
+        writer=writer,
     )
     out_lufs, max_gr, peak, sample_peak = result["lufs"], result["max_gr"], result["peak"], result["sample_peak"]
     return {
@@ -314,8 +330,15 @@ class _StereoNarrowing:
                     lo = mid
             side_gain = lo
         source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
-        return cls(input_lufs=input_lufs, mono_lufs=mono_lufs, correlation=correlation, input_drop=input_drop,
-                   side_gain=side_gain, source_lufs=source_lufs, channels=channels)
+        return cls(
+            input_lufs=input_lufs,
+            mono_lufs=mono_lufs,
+            correlation=correlation,
+            input_drop=input_drop,
+            side_gain=side_gain,
+            source_lufs=source_lufs,
+            channels=channels,
+        )
 
     def report(self, output_mono: dict[str, Any] | None) -> dict[str, Any]:
         """The master report's ``mono`` section, from the output's own mono measures."""
@@ -343,8 +366,19 @@ class _MasterPass:
     block into the writer or buffer, measuring the output (loudness, peaks, stereo) as it goes.
     """
 
-    def __init__(self, x: np.ndarray, *, sr: int, limiter: TruePeakLimiter, side_gain: float, oversample: int,
-                 block_samples: int, writer: Any, out: np.ndarray | None, mono_output: bool):
+    def __init__(
+        self,
+        x: np.ndarray,
+        *,
+        sr: int,
+        limiter: TruePeakLimiter,
+        side_gain: float,
+        oversample: int,
+        block_samples: int,
+        writer: Any,
+        out: np.ndarray | None,
+        mono_output: bool,
+    ):
         self.x, self.sr, self.limiter, self.side_gain = x, sr, limiter, side_gain
         self.oversample, self.block_samples = oversample, block_samples
         self.writer, self.out, self.mono_output = writer, out, mono_output
@@ -404,7 +438,9 @@ class _MasterPass:
         if channels == 2:
             ll, rr, lr = dots
             corr = lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
-            stereo = _StereoMeasure(hop=hops.hop, left=hops.sums[0], right=hops.sums[1], cross=hops.cross, correlation=corr)
+            stereo = _StereoMeasure(
+                hop_length=hops.hop_length, left=hops.sums[0], right=hops.sums[1], cross=hops.cross, correlation=corr
+            )
             result["mono"] = {
                 "correlation": round(float(corr), 4),
                 "mono_loudness_drop_lu": _drop(stereo.loudness(), stereo.mono_loudness()),
