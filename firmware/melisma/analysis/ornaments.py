@@ -302,7 +302,8 @@ class DspOrnamentDetector:
         resid = s - (slope * t + icpt)
         if abs(total) < self.min_drift_cents or np.std(resid) > 0.5 * abs(total):
             return None
-        return Ornament("drift", (a + i0) * hop_s, (a + i1) * hop_s, k, {"drift_cents": float(total), "cents_per_s": float(slope)})
+        params = {"drift_cents": float(total), "cents_per_s": float(slope)}
+        return Ornament("drift", (a + i0) * hop_s, (a + i1) * hop_s, k, params)
 
     # -- portamento ---------------------------------------------------------------------------
 

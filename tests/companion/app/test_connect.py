@@ -38,7 +38,7 @@ def test_scan_pair_with_passkey_wrong_then_right_and_reconnect_by_itself(app_run
             await run.tap(pair.ids.passkey_ok)
             await run.until(lambda: run.current == "library", what="the library after pairing")
             assert run.state.link.bonded
-            assert f"Connected to {run.demo.box.name} (protocol 1.0)" in run.status_text
+            assert f"Connected to {run.demo.box.name} (protocol {p.PROTOCOL_VERSION[0]}.{p.PROTOCOL_VERSION[1]})" in run.status_text
             assert not run.app.root.ids.nav_library.disabled and not run.app.root.ids.nav_mix.disabled
             return run.demo.box.name
 
@@ -89,7 +89,7 @@ def test_other_protocol_version_says_which_side_to_update(app_run, run_async):
             await run.until(lambda: find.ids.box_list.children, what="a box in the scan list")
             await run.tap(find.ids.box_list.children[0])
             await run.until(lambda: "Update the Melisma app" in find.ids.message.text, what="the version message")
-            assert "box protocol 2.0, app 1.0" in find.ids.message.text
+            assert f"box protocol 2.0, app {p.PROTOCOL_VERSION[0]}.{p.PROTOCOL_VERSION[1]}" in find.ids.message.text
             assert run.current == "find" and not run.state.link.bonded
             assert "Traceback" not in run.status_text and "Update the Melisma app" in run.status_text
     run_async(main())
