@@ -198,7 +198,8 @@ def apply_config(args: argparse.Namespace, argv: list[str] | None) -> None:
     cfg = load_config(args.config)
     given = _given_options(argv)
     mapping = {"transport": cfg.ble.transport, "address": cfg.ble.address or None, "passkey": cfg.ble.passkey,
-               "pairable": cfg.ble.pairable_at_start, "data_dir": cfg.storage.data_dir}
+               "pairable": cfg.ble.pairable_at_start, "data_dir": cfg.storage.data_dir,
+               "panel": None if cfg.panel.port == "none" else cfg.panel.port}
     for dest, value in mapping.items():
         if dest not in given and hasattr(args, dest):
             setattr(args, dest, value)
