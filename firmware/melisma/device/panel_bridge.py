@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from .. import __version__
@@ -296,6 +297,9 @@ class PanelBridge:
         listeners = getattr(box, "controls_listeners", None)
         if listeners is not None:
             listeners.append(lambda controls: self.send_controls())
+        audio = getattr(box, "audio", None)
+        if audio is not None:  # the box's own audio: its input meter drives the panel's level LEDs
+            audio.listeners.append(self.on_audio_status)
         box.device.on("connection", self._on_connection)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="melisma-panel")
 
@@ -623,6 +627,15 @@ class PanelBridge:
     def _paired(self, connection) -> None:
         bonded = str(connection.peer_address) in self.box.bonds.addresses
         self.send("pair", ["bonded" if bonded else "closed"])
+
+    def on_audio_status(self, status: Any) -> None:
+        """Follow the box's audio status: the input level while recording or monitoring, else none."""
+        from ..protocol import NO_LEVEL_DB, AudioMode
+
+        if status.mode in (AudioMode.RECORDING, AudioMode.MONITORING) and status.input_level_db > NO_LEVEL_DB:
+            self.set_level(float(status.input_level_db), "rec" if status.mode == AudioMode.RECORDING else "mon")
+        else:
+            self.set_level(None)
 
     def set_level(self, dbfs: float | None, source: str = "mon") -> None:
         """Show the input level (dBFS) on the panel while monitoring or recording; None hides it."""

@@ -175,3 +175,37 @@ def test_doc_names_every_simulator_line_and_led_mode():
     for mode in modes:
         assert f"| `{mode}` |" in DOC, mode
     assert state.LINK_TIMEOUT_MS == 3500 and "3.5 s" in DOC
+
+
+def test_the_boxs_input_meter_drives_the_panels_level_while_recording_or_monitoring(tmp_path):
+    from melisma import protocol as p
+
+    async def main():
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        bridge = pb.PanelBridge(pb.PanelSettings(path=os.ttyname(slave), reconnect_s=0.1))
+        src, sink = local_link_hci(LocalLink(), "F0:00:00:00:00:AC")
+        box = MelismaBox(src, sink, data_dir=tmp_path, address="F0:00:00:00:00:AC", engine=object())
+        await box.start()
+        await bridge.start(box)
+        await asyncio.sleep(0.3)  # the bridge opens the port and says hello
+        subscribed = bridge.on_audio_status in box.audio.listeners
+        bridge.on_audio_status(p.AudioStatus(mode=p.AudioMode.MONITORING, input_level_db=-20))
+        await asyncio.sleep(0.05)
+        bridge.on_audio_status(p.AudioStatus(mode=p.AudioMode.IDLE))
+        await asyncio.sleep(0.2)
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(master, 4096):
+                data += chunk
+        await bridge.stop()
+        await box.stop()
+        os.close(master)
+        os.close(slave)
+        lines = [panel_protocol.decode_line(line + b"\n") for line in data.split(b"\n") if line]
+        return subscribed, [a for _, verb, a in lines if verb == "level"]
+
+    subscribed, levels = asyncio.run(asyncio.wait_for(main(), 30))
+    assert subscribed
+    assert ["-200", "mon"] in levels and levels[-1] == ["off"]
