@@ -248,7 +248,7 @@ class PanelBridge:
     def __init__(self, settings: PanelSettings, *, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.clock = clock
-        self.box = None
+        self.box: Any = None  # the MelismaBox, from start()
         self.port: str | None = None
         self.connected = False  # the port is open
         self.alive = False  # the panel answered and is heard from
@@ -379,6 +379,8 @@ class PanelBridge:
         self.alive = False
 
     def _readable(self) -> None:
+        if self._fd is None:
+            return
         try:
             data = os.read(self._fd, 4096)
         except BlockingIOError:
