@@ -591,6 +591,8 @@ class MelismaBox:
                              controls=lambda: self.controls)
         self.pairing_window = PairingWindow()
         self.links: dict[Connection, Link] = {}
+        #: Called with the new controls after every change (the front panel shows them).
+        self.controls_listeners: list[Callable[[p.Controls], None]] = []
 
         config = DeviceConfiguration()
         config.load_from_dict({"name": self.name, "address": self.address, "irk": ident["irk"]})
@@ -730,6 +732,11 @@ class MelismaBox:
                 {"style": controls.style.engine_name, "sliders": controls.sliders}), overwrite=True)
         self.service.notify_controls(controls, skip=source)
         self.audio.on_controls(controls)
+        for listener in list(self.controls_listeners):
+            try:
+                listener(controls)
+            except Exception:  # a broken listener must not stop a controls change
+                logger.exception("controls listener failed")
 
 
 def local_link_hci(link, address: str):

@@ -9,6 +9,7 @@ whose engine fails to import, the link still works and jobs fail with a clear me
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -17,6 +18,11 @@ from ..errors import DeviceError
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
+
+#: Bit rate of Opus previews (``.ogg``/``.opus`` preview outputs): 2.5 s is ~16 kB, a fraction of a
+#: second on a phone link; other preview formats are written as the engine writes mixes.
+PREVIEW_BIT_RATE = 48_000
+PREVIEW_LOW_RATE_EXTENSIONS = (".ogg", ".opus")
 
 
 class Engine(Protocol):
@@ -72,5 +78,22 @@ class PipelineEngine:
                                          overwrite=True, progress=progress)
 
     def preview(self, plan, out, *, style, sliders, start_s, duration_s, progress):
-        return self.pipeline.render_plan(plan, out, style=style, sliders=self.known_sliders(sliders),
-                                         start_s=start_s, duration_s=duration_s, overwrite=True, progress=progress)
+        out = Path(out)
+        if out.suffix.lower() not in PREVIEW_LOW_RATE_EXTENSIONS:
+            return self.pipeline.render_plan(plan, out, style=style, sliders=self.known_sliders(sliders),
+                                             start_s=start_s, duration_s=duration_s, overwrite=True,
+                                             progress=progress)
+        # A preview crosses the phone link while the singer waits: render it, then encode it at a low
+        # Opus rate (PREVIEW_BIT_RATE) so it arrives in a fraction of a second (tools/bench_preview.py).
+        from ..audio_io import load_audio, write_audio
+
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".preview-") as tmp:
+            wav = Path(tmp) / "preview.wav"
+            report = self.pipeline.render_plan(plan, wav, style=style, sliders=self.known_sliders(sliders),
+                                               start_s=start_s, duration_s=duration_s, overwrite=True,
+                                               progress=progress)
+            y, sr = load_audio(wav)
+            write_audio(out, y, sr=sr, overwrite=True, bit_rate=PREVIEW_BIT_RATE)
+        report["outputs"] = {"mix": str(out)}
+        report["preview_bit_rate"] = PREVIEW_BIT_RATE
+        return report

@@ -79,9 +79,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     """The analysis stages in order, filling ``record``; returns the plan that owns the work files."""
     from ..analysis.align import Alignment, apply_offset, estimate_offset
     from ..analysis.cleanup import analyze_cleanup
+    from ..analysis.intonation import analyze_pitch, pitch_tracker_named
     from ..analysis.voice import analyze_backing, analyze_voice
     from ..audio_io import resample
-    from ..intonation import analyze_pitch, pitch_tracker_named
     from ..render.clean import clean_take
 
     with timed_stage(clock, "decode"):
@@ -94,18 +94,23 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     record["inputs"] = {"take": take_info, "backing": backing_info}
 
     backing16 = None
-    backing_shape = None
+    backing_shape: tuple[int, int] | None = None
+    # decode() with analysis_sr gives both copies; the backing went straight to its .npy file
+    take48, take16 = take_d.audio, take_d.analysis
+    assert take48 is not None and take16 is not None
+    del take_d
     if back_d is None:
         alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
-        aligned = take_d.audio[0]
-        del take_d
+        aligned = take48[0]
+        del take48, take16
     else:
         with timed_stage(clock, "align"):
+            assert back_d.analysis is not None
             # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
-            alignment = estimate_offset(take_d.analysis, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
             backing16 = back_d.analysis
-            aligned = apply_offset(take_d.audio[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
-            del take_d
+            aligned = apply_offset(take48[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+            del take48, take16  # out of memory before the clean-up
             aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
             backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
             if alignment.confidence < 0.3 and alignment.method != "calibrated":
@@ -137,6 +142,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         plan.adopt("vocal", vocal_file, vocal.shape)
         del vocal
         if back_d is not None:
+            assert back_d.npy_path is not None and backing_shape is not None
             plan.adopt("backing", back_d.npy_path, backing_shape, file_shape=(2, back_d.n_samples))
     record["backing"] = None
     if back_d is not None:
@@ -144,6 +150,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
             record["backing"] = analyze_backing(reader, sr=ENGINE_SR)
     if options.pitch:
         with timed_stage(clock, "analyze_pitch"):
+            assert vocal16 is not None
             record["pitch"] = analyze_pitch(
                 vocal16,
                 sr=ANALYSIS_SR,

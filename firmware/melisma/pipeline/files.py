@@ -100,6 +100,7 @@ def _render_files(
                 tmp[report_key].write_text(to_json(report), encoding="utf-8")
         return report
     mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
+    assert mix is not None and stems is not None  # the in-memory path returns both
     start = time.perf_counter()
     write_outputs(
         paths, mix, stems, report, overwrite=overwrite, vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal"))
@@ -174,7 +175,8 @@ def correct_file(
 
     Without ``key`` or ``melody_path`` the key is estimated from the vocal itself.
     """
-    from ..intonation import analyze_pitch, correct_vocal, correction_from_sliders, pitch_tracker_named
+    from ..analysis.intonation import analyze_pitch, pitch_tracker_named
+    from ..render.pitch import correct_vocal, correction_from_sliders
 
     paths = output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
     settings = correction_from_sliders({}, correction=correction, ornaments=ornaments)

@@ -121,6 +121,7 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
             resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR
         )
         if vocal is None:
+            assert vocal_file is not None
             with NpyBlockReader(vocal_file) as source:
                 if source.shape != (n_total,):
                     raise PlanError(
@@ -142,7 +143,8 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
 def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: float) -> tuple[
         np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Balance against the backing and master, all as arrays: ``(mix, stems, report)``."""
-    from ..render.master import balance, master
+    from ..render.balance import balance
+    from ..render.master import master
 
     p, settings, window = prepared, prepared.resolved.settings, prepared.window
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
@@ -170,7 +172,8 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
 
 def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
     """Balance in place and master block by block into ``mix_path``; returns the report."""
-    from ..render.master import balance_into, master_stream
+    from ..render.balance import balance_into
+    from ..render.master import master_stream
 
     p, settings, window = prepared, prepared.resolved.settings, prepared.window
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
@@ -186,6 +189,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # A full render places the vocal against the whole backing, whose raw loudness the
                 # analysis already measured: reuse it instead of metering the backing again.
                 known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
+                mix: np.ndarray | None
                 mix, balance_report = balance_into(
                     wet,
                     backing_source,
@@ -204,6 +208,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     with timed_stage(p.clock, "master", release=p.full):
 
         def write_master(gain: float = 1.0) -> dict[str, Any]:
+            assert mix is not None  # dropped only after the last rewrite
             with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
                 return master_stream(
                     mix,
@@ -287,7 +292,7 @@ def _corrected(
     folder) and returned as ``(None, report, file)``, to be streamed; otherwise (a preview, or no
     place to cache) as ``(array, report, None)``.
     """
-    from ..intonation import correct_vocal, correction_key, plan_correction
+    from ..render.pitch import correct_vocal, correction_key, plan_correction
 
     pitch = plan.record["pitch"]
     folder = plan.scratch_dir() if full else None

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import MelismaError
-from .install import Box, InstallOptions, install
-from .install import write_json as _write_json
+from .install import Box, InstallOptions, install, write_json
 
 REQUEST_NAME = "install-request.json"
 RESULT_NAME = "result.json"
@@ -33,7 +32,7 @@ def firmware_dir(data_dir: Path) -> Path:
 def write_request(data_dir: Path, name: str, *, allow_downgrade: bool = False) -> Path:
     """Ask the updater to install the uploaded bundle ``name`` (used by the box service)."""
     path = firmware_dir(data_dir) / REQUEST_NAME
-    _write_json(path, {"bundle": name, "allow_downgrade": bool(allow_downgrade), "time": time.time()})
+    write_json(path, {"bundle": name, "allow_downgrade": bool(allow_downgrade), "time": time.time()})
     return path
 
 
@@ -61,11 +60,11 @@ def run_install_request(root: str | os.PathLike, data_dir: str | os.PathLike | N
         if "/" in name or name.startswith("."):
             raise ValueError(f"bundle name {name!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        _write_json(fw / RESULT_NAME, {"outcome": "refused", "reason": f"unreadable install request ({exc})",
-                                       "time": time.time()})
+        write_json(fw / RESULT_NAME, {"outcome": "refused", "reason": f"unreadable install request ({exc})",
+                                      "time": time.time()})
         return 12
     bundle = data / "library" / "firmware" / name
-    _write_json(fw / RESULT_NAME, {"outcome": "running", "bundle": name, "time": time.time(), "pid": os.getpid()})
+    write_json(fw / RESULT_NAME, {"outcome": "running", "bundle": name, "time": time.time(), "pid": os.getpid()})
     opts = dataclasses.replace(options or InstallOptions(), allow_downgrade=bool(req.get("allow_downgrade")))
     try:
         st = install(bundle, box.root, opts)
@@ -73,14 +72,14 @@ def run_install_request(root: str | os.PathLike, data_dir: str | os.PathLike | N
         last = box.state().get("last") or {}
         fresh = last.get("time", 0) >= req.get("time", 0)
         outcome = last.get("outcome") if fresh else "refused"
-        _write_json(fw / RESULT_NAME, {"outcome": outcome or "refused", "bundle": name, "reason": str(exc),
-                                       "version": str(last.get("version") or "") if fresh else "",
-                                       "time": time.time()})
+        write_json(fw / RESULT_NAME, {"outcome": outcome or "refused", "bundle": name, "reason": str(exc),
+                                      "version": str(last.get("version") or "") if fresh else "",
+                                      "time": time.time()})
         print(f"melisma-update: error: {exc}")
         return exc.exit_code
     finally:
         with contextlib.suppress(FileNotFoundError):
             taken.unlink()
-    _write_json(fw / RESULT_NAME, {"outcome": "installed", "bundle": name, "version": st["active_version"],
-                                   "slot": st["active_slot"], "time": time.time()})
+    write_json(fw / RESULT_NAME, {"outcome": "installed", "bundle": name, "version": st["active_version"],
+                                  "slot": st["active_slot"], "time": time.time()})
     return 0
