@@ -198,6 +198,41 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
                           pitch_report=pitch_report, has_backing="backing" in cache)
 
 
+def warm_render_caches(plan: Plan, *, style: str | None = None, sliders: dict[str, float] | None = None) -> Path | None:
+    """Correct the whole take and run the dry part of the vocal chain for these settings, keeping
+    both beside the plan: what the next full render reuses and what a preview reads its window
+    from. The box does this right after analysing, so the first preview is already a cheap one.
+    Returns the dry vocal's file (None for a plan with no place to keep it).
+    """
+    from ..render.chain import build_vocal_chain, split_vocal_chain
+
+    resolved = RenderOptions(style=style, sliders=sliders).resolve(plan.record.get("settings", {}))
+    folder = plan.scratch_dir()
+    if folder is None:
+        return None
+    chain, _ = build_vocal_chain(resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
+    dry_chain, _ = split_vocal_chain(chain)
+    dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy"
+    n_total = int(plan.record["cache"]["vocal"]["shape"][0])
+    if _usable_cache_file(dry_file, (n_total,)):
+        return dry_file
+    vocal = vocal_file = None
+    if "pitch" in plan.record:
+        vocal, _, vocal_file = _corrected(plan, lo=0, hi=n_total, full=True, settings=resolved.tuning)
+        release_memory()
+    else:
+        vocal_file = plan.cache_file("vocal")
+    if vocal_file is not None:
+        with NpyBlockReader(vocal_file) as source:
+            _render_keeping_dry(dry_chain, None, source, dry_file)
+    else:
+        _render_keeping_dry(dry_chain, None, vocal, dry_file)
+    from .cache import enforce_plan_cache_limit
+
+    enforce_plan_cache_limit(folder)
+    return dry_file if dry_file.exists() else None
+
+
 def _dry_key(plan: Plan, resolved: ResolvedRender, dry_chain) -> str:
     """A short hash naming one dry vocal: the take, its correction, and the dry part of the chain."""
     from ..render.pitch import correction_key
@@ -228,10 +263,11 @@ def _usable_cache_file(path: Path, shape: tuple[int, ...]) -> bool:
     return usable
 
 
-def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0) -> np.ndarray:
+def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0) -> Any:
     """The whole chain over ``source`` (an array or a block reader), its dry part also written to
     ``dry_file`` (atomically; no file when it cannot be written). Block for block what
-    :func:`~melisma.render.chain.render_vocal_chain` does with the whole chain.
+    :func:`~melisma.render.chain.render_vocal_chain` does with the whole chain. With
+    ``wet_chain`` None only the dry file is written (returns None).
     """
     from ..render.chain import render_vocal_chain
 
@@ -249,16 +285,22 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
                 first = start == 0
                 dry = dry_chain(read(start, min(n, start + block)), ENGINE_SR, reset=first)
                 writer.append(dry)
+                if wet_chain is None:
+                    continue
                 piece = wet_chain(dry, ENGINE_SR, reset=first)
                 piece = piece if piece.ndim == 2 else np.stack([piece, piece])
                 if out is None:
                     out = np.empty((piece.shape[0], n), dtype=np.float32)
                 out[:, start:start + piece.shape[-1]] = piece
     except (OSError, MelismaError):
+        if wet_chain is None:
+            return None
         if out is None or start + block < n:  # the file failed before the chain finished: run it plainly
             from ..render.stages import Chain
 
             return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+    if wet_chain is None:
+        return None
     return out if out is not None else np.zeros((2, 0), np.float32)
 
 
