@@ -75,26 +75,34 @@ def touch(path: str | os.PathLike) -> None:
 
 
 def enforce_limit(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike | Iterable[str | os.PathLike],
     *,
     max_bytes: int,
     patterns: Iterable[str] = RENDER_CACHE_PATTERNS,
     keep: Iterable[str | os.PathLike] = (),
 ) -> list[Path]:
-    """Delete the least recently used files matching ``patterns`` in ``folder`` until they total
-    at most ``max_bytes``; files in ``keep`` are never deleted. Returns the deleted paths.
+    """Delete the least recently used files matching ``patterns`` in ``folder`` (or in several
+    folders, counted together) until they total at most ``max_bytes``; files in ``keep`` and
+    hidden files (names starting with a dot: files being written) are never deleted. Returns the
+    deleted paths.
 
     Files that vanish or cannot be deleted meanwhile (another process at work) are skipped.
     """
-    folder = Path(folder)
+    folders = [Path(folder)] if isinstance(folder, (str, os.PathLike)) else [Path(f) for f in folder]
     kept = {Path(k).resolve() for k in keep}
+    patterns = list(patterns)
     entries: list[tuple[float, int, Path]] = []
-    for pattern in patterns:
-        for path in folder.glob(pattern):
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                if path.is_file():
-                    entries.append((st.st_mtime, st.st_size, path))
+    seen: set[Path] = set()
+    for where in folders:
+        for pattern in patterns:
+            for path in where.glob(pattern):
+                if path in seen or path.name.startswith("."):
+                    continue
+                seen.add(path)
+                with contextlib.suppress(OSError):
+                    st = path.stat()
+                    if path.is_file():
+                        entries.append((st.st_mtime, st.st_size, path))
     total = sum(size for _, size, _ in entries)
     deleted: list[Path] = []
     for _, size, path in sorted(entries, key=lambda e: (e[0], e[2].name)):
