@@ -126,5 +126,5 @@ def test_storage_limit_keys_are_range_checked():
     from melisma.device.config import parse_config
     from melisma.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="storage.previews_mib = -1"):
+    with pytest.raises(ConfigError, match=r"storage\.previews_mib = -1"):
         parse_config("[storage]\npreviews_mib = -1\n")
