@@ -64,7 +64,7 @@ def test_batch_on_two_processes_reports_a_bad_row_and_does_not_redo_finished_one
     rows = [*ROWS, ("missing-take.wav", "s31/backing.wav", {}, "out/d.wav")]
     manifest = _manifest(tmp_path, songs, rows)
     code = main(["batch", str(manifest), "--workers", "2", "--report", str(tmp_path / "result.json")])
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert code == batch.BatchError.exit_code
     for name in ("a.wav", "b.m4a", "c.flac"):
         _assert_mix(tmp_path / "out" / name)
@@ -140,7 +140,8 @@ def test_manifest_errors_name_the_row_and_what_would_work(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"take": "x.wav", "backing": "y.wav", "output": "o.wav", "settings": {"colour": 1}}\n')
     with pytest.raises(batch.BatchError, match=r"b\.jsonl:1: unknown settings colour"):
         batch.read_manifest(tmp_path / "b.jsonl")
-    (tmp_path / "c.jsonl").write_text('{"take": "x", "backing": "y", "output": "o.wav"}\n{"take": "x", "backing": "y", "output": "o.wav"}\n')
+    line = '{"take": "x", "backing": "y", "output": "o.wav"}\n'
+    (tmp_path / "c.jsonl").write_text(line + line)
     with pytest.raises(batch.BatchError, match="also the output of"):
         batch.read_manifest(tmp_path / "c.jsonl")
 
