@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     sub.add_parser("selftest", help="check this installation: models load, a short mix runs, BLE starts on a virtual link")
+    from .batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -313,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return selftest_main()
     try:
+        if args.command == "batch":
+            from .batch import main_batch
+
+            return main_batch(args)
         return _run(args)
     except MelismaError as exc:
         print(f"melisma: error: {exc}", file=sys.stderr)

@@ -223,6 +223,21 @@ class JobQueue:
                 else:
                     job.progress = 1.0
                     self._finish(job, JobState.DONE, ErrorCode.OK, "")
+            self._enforce_storage_limits(job)
+
+    def _enforce_storage_limits(self, job: Job) -> None:
+        """Keep previews and plan work files within the storage limits (the job's output is kept)."""
+        enforce = getattr(self.storage, "enforce_limits", None)
+        if enforce is None:
+            return
+        try:
+            deleted = enforce(keep=(job.output,))
+        except Exception:  # storage housekeeping must never stop the queue
+            logger.exception("storage limits could not be enforced after job %d", job.id)
+            return
+        if deleted:
+            logger.info("storage limits: deleted %d least recently used file(s): %s", len(deleted),
+                        ", ".join(p.name for p in deleted[:5]))
 
     def _call_engine(self, job: Job):
         def progress(stage: str, fraction: float) -> None:
