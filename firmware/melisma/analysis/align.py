@@ -92,7 +92,7 @@ REFINE_RANGE_MS = 50.0
 #: Confidence reported when the offset is only the app's latency calibration, never checked.
 CALIBRATED_CONFIDENCE = 0.3
 #: Methods :class:`Alignment` can report.
-METHODS = ("bleed", "calibrated", "calibrated+refined", "vocal-onsets", "none")
+METHODS = ("bleed", "calibrated", "calibrated+refined", "vocal-onsets", "none", "guess")
 #: Methods whose offset is known well enough to mix without asking (the others are guesses).
 KNOWN_METHODS = ("bleed", "calibrated", "calibrated+refined")
 
@@ -107,7 +107,7 @@ class Alignment:
         How much the take lagged the backing; positive means the take is late.
     method : str
         One of ``'bleed'``, ``'calibrated'``, ``'calibrated+refined'``, ``'vocal-onsets'``,
-        ``'none'``.
+        ``'none'`` (offset unknown), ``'guess'`` (unknown, the best guess accepted by the user).
     confidence : float
         0..1; high means the offset is right. About 0 without evidence.
     details : dict
@@ -298,6 +298,24 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
             length = min(sub.shape[0] * TF_FRAME, out.size - start)
             out[start : start + length] += sub.reshape(-1)[:length]
     return out[hop : hop + y.size]
+
+
+def _effective_band(y: np.ndarray, sr_a: int, band: tuple[float, float]) -> tuple[float, float]:
+    """``band`` with its top lowered to where the take's spectrum falls 60 dB below its voice band
+    (a take recorded at 8 kHz and resampled has nothing above 4 kHz).
+    """
+    from scipy.signal import welch
+
+    n = min(y.size, 60 * sr_a)  # a minute is plenty for a long-term spectrum
+    f, pxx = welch(y[:n], fs=sr_a, nperseg=1024)
+    ref = float(np.median(pxx[(f >= 300) & (f <= 3000)])) if np.any((f >= 300) & (f <= 3000)) else 0.0
+    if ref <= 0:
+        return band
+    alive = np.flatnonzero((pxx >= 1e-6 * ref) & (f >= band[0]))
+    if alive.size == 0:
+        return band
+    top = float(f[alive[-1]]) * 0.95
+    return (band[0], max(band[0] + 500.0, min(band[1], top)))
 
 
 #: Frames of the time-frequency weighting processed at a time (~2 MB of spectrum at 16 kHz).
@@ -737,6 +755,10 @@ def estimate_offset(
         details["reason"] = f"the {silent} is silent where they overlap; nothing to correlate"
         return _fallback(latency_ms, details)
 
+    # A take recorded at a low rate (8 kHz) has nothing above its Nyquist frequency; the take's
+    # weighting would blow its empty cells up to dominate the correlation, so the band stops there.
+    band = _effective_band(take_a, sr_a, band)
+    details["band_hz"] = list(band)
     # Matched-filter weighting (see module doc): take by its local power, backing whitened.
     take_a = _tf_weight(take_a, exponent=2.0)
     backing_a = _tf_weight(backing_a, exponent=1.0)

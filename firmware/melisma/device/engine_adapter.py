@@ -65,13 +65,13 @@ class PipelineEngine:
             logger.warning("engine ignores sliders it does not know: %s", sorted(unknown))
         return {k: v for k, v in sliders.items() if k in SLIDERS}
 
-    def mix(self, take, backing, out, *, style, sliders, progress):
+    def mix(self, take, backing, out, *, style, sliders, progress, accept_alignment_guess=False):
         return self.pipeline.mix_files(take, backing, out, style=style, sliders=self.known_sliders(sliders),
-                                       overwrite=True, progress=progress)
+                                       overwrite=True, progress=progress, accept_alignment_guess=accept_alignment_guess)
 
-    def analyse(self, take, backing, plan, *, style, sliders, progress):
+    def analyse(self, take, backing, plan, *, style, sliders, progress, accept_alignment_guess=False):
         return self.pipeline.analyze_files(take, backing, plan, style=style, sliders=self.known_sliders(sliders),
-                                           overwrite=True, progress=progress)
+                                           overwrite=True, progress=progress, accept_alignment_guess=accept_alignment_guess)
 
     def render(self, plan, out, *, style, sliders, progress):
         return self.pipeline.render_plan(plan, out, style=style, sliders=self.known_sliders(sliders),
