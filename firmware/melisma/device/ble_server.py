@@ -338,9 +338,11 @@ class MelismaService(gatt.Service):
         if isinstance(msg, p.AUDIO_COMMANDS):  # protocol 1.1: the box's own audio
             return self.box.audio.command(msg)
         if isinstance(msg, p.MixCommand):
-            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out).id
+            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out,
+                               accept_alignment_guess=msg.accept_alignment_guess).id
         if isinstance(msg, p.AnalyseCommand):
-            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan).id
+            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan,
+                               accept_alignment_guess=msg.accept_alignment_guess).id
         if isinstance(msg, p.RenderCommand):
             return jobs.submit(p.JobKind.RENDER, plan=msg.plan, out=msg.out).id
         if isinstance(msg, p.PreviewCommand):

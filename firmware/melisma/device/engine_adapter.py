@@ -73,13 +73,14 @@ class PipelineEngine:
             logger.warning("engine ignores sliders it does not know: %s", sorted(unknown))
         return {k: v for k, v in sliders.items() if k in SLIDERS}
 
-    def mix(self, take, backing, out, *, style, sliders, progress):
+    def mix(self, take, backing, out, *, style, sliders, progress, accept_alignment_guess=False):
         return self.pipeline.mix_files(take, backing, out, style=style, sliders=self.known_sliders(sliders),
-                                       overwrite=True, progress=progress)
+                                       overwrite=True, progress=progress, accept_alignment_guess=accept_alignment_guess)
 
-    def analyse(self, take, backing, plan, *, style, sliders, progress):
+    def analyse(self, take, backing, plan, *, style, sliders, progress, accept_alignment_guess=False):
         result = self.pipeline.analyze_files(take, backing, plan, style=style, sliders=self.known_sliders(sliders),
-                                             overwrite=True, progress=progress)
+                                             overwrite=True, progress=progress,
+                                             accept_alignment_guess=accept_alignment_guess)
         # Previews follow: correct the whole take and run the dry chain now, once, so each
         # preview reads its window from the kept files (render/pitch work is not repeated per slider move).
         from ..pipeline.render import warm_render_caches
