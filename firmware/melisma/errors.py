@@ -42,7 +42,8 @@ class AlignmentError(MelismaError):
 
 class AlignmentUnknownError(AlignmentError):
     """The take's offset behind the backing could not be measured and no latency was given;
-    nothing was mixed (accept the best guess explicitly to mix anyway)."""
+    nothing was mixed (accept the best guess explicitly to mix anyway).
+    """
 
 
 class AnalysisError(MelismaError):
