@@ -114,7 +114,7 @@ def analyze_pitch(
         target_scale = estimate.scale
         key_info = estimate.to_dict()
         key_info["source"] = source
-    notes = assign_targets(notes, scale=target_scale, melody=melody)
+    notes = assign_targets(notes, scale=target_scale, melody=melody, key_confidence=float(key_info.get("confidence", 1.0)))
     # A band tuned away from A440 moves every target with it, so the singer is corrected onto
     # the band rather than off it. Without a backing the 440 grid (or the melody) is the reference.
     tuning_cents = 0.0

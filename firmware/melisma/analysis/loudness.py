@@ -43,8 +43,8 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import signal
 
+from .. import dsp
 from ..errors import AnalysisError
 
 #: Gating block and hop of BS.1770-4 (400 ms blocks, 75 % overlap).
@@ -152,7 +152,7 @@ class KWeightedHops:
         if n == 0:
             return
         self.n_samples += n
-        filtered, self._zi = signal.sosfilt(self._sos32, chunk.astype(np.float32, copy=False), axis=-1, zi=self._zi)
+        filtered, self._zi = dsp.sosfilt(self._sos32, chunk.astype(np.float32, copy=False), self._zi)
         squared = filtered * filtered
         product = filtered[0] * filtered[1] if self.cross_enabled else None
         start = 0
@@ -340,7 +340,7 @@ class Interpolator:
             self.phases = np.zeros((0, 1), np.float32)
             self.left, self.right, self.bound = 0, 0, 1.0
             return
-        h = signal.firwin(m * 2 * half + 1, 1.0 / m, window=("kaiser", 6.0)) * m
+        h = dsp.design("firwin", m * 2 * half + 1, 1.0 / m, ["kaiser", 6.0]) * m
         center = m * half
         offsets = np.arange(-half + 1, half + 1)  # x offsets used by the fractional phases
         phases = np.zeros((m - 1, offsets.size), dtype=np.float64)

@@ -321,6 +321,7 @@ def assign_targets(
     scale: Scale | None = None,
     melody: Sequence[MelodyNote] | None = None,
     max_melody_distance_s: float = 0.3,
+    key_confidence: float = 1.0,
 ) -> list[Note]:
     """Give every note a target pitch and its ``cents_error``; returns new notes.
 
@@ -334,15 +335,24 @@ def assign_targets(
         (or the nearest one within ``max_melody_distance_s``), moved by whole octaves to the
         register the singer sings in (one octave shift for the whole take, by the median). Notes
         with no melody note nearby fall back to ``scale`` or the nearest semitone.
+    key_confidence : float
+        How sure the key is, 0..1 (1 for a key the user gave). A note sung within
+        :func:`in_tune_tolerance_cents` of a semitone keeps that semitone as its target even when it
+        lies outside the scale (chromatic passing notes and blue notes are music, not mistakes); the
+        tolerance grows as the key's confidence falls, so an unsure key moves fewer notes.
     With neither, the target is the nearest semitone (chromatic).
 
     Examples
     --------
     >>> from melisma.analysis.key import parse_key
-    >>> n = assign_targets([Note(0.0, 0.5, 60.7)], scale=parse_key("C major"))[0]
+    >>> n = assign_targets([Note(0.0, 0.5, 60.65)], scale=parse_key("C major"))[0]   # between C and C#
     >>> n.target_midi, round(n.cents_error)
-    (60.0, 70)
+    (60.0, 65)
+    >>> blue = assign_targets([Note(0.0, 0.5, 63.1)], scale=parse_key("C major"))[0]   # an in-tune Eb
+    >>> blue.target_midi, round(blue.cents_error)
+    (63.0, 10)
     """
+    tolerance = in_tune_tolerance_cents(key_confidence) / 100.0
     out: list[Note] = []
     mel_targets: list[float | None] = [None] * len(notes)
     if melody:
@@ -354,11 +364,29 @@ def assign_targets(
         if mt is not None:
             target = float(mt)
         elif scale is not None:
-            target = float(scale.nearest_midi(note.midi))
+            own = float(round(note.midi))
+            # in tune on a semitone outside the key: keep it (never turn an in-tune note into a wrong one)
+            target = own if abs(note.midi - own) <= tolerance else float(scale.nearest_midi(note.midi))
         else:
             target = float(round(note.midi))
         out.append(replace(note, target_midi=target, cents_error=100.0 * (note.midi - target)))
     return out
+
+
+#: A note within this of a semitone is in tune on it (cents), with a key of confidence 1 ...
+IN_TUNE_CENTS = 25.0
+#: ... and within this with a key of confidence 0 (then only notes sung between semitones follow the key).
+IN_TUNE_CENTS_UNSURE_KEY = 45.0
+
+
+def in_tune_tolerance_cents(key_confidence: float) -> float:
+    """How close to a semitone a note must be to keep it as its target when it lies outside the key.
+
+    >>> in_tune_tolerance_cents(1.0), in_tune_tolerance_cents(0.0)
+    (25.0, 45.0)
+    """
+    c = min(1.0, max(0.0, float(key_confidence))) if np.isfinite(key_confidence) else 0.0
+    return IN_TUNE_CENTS + (IN_TUNE_CENTS_UNSURE_KEY - IN_TUNE_CENTS) * (1.0 - c)
 
 
 def _match_melody(notes: Sequence[Note], melody: Sequence[MelodyNote], *, max_distance_s: float) -> list[float | None]:

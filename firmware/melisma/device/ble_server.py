@@ -358,9 +358,11 @@ class MelismaService(gatt.Service):
         if isinstance(msg, p.UPDATE_COMMANDS):  # protocol 1.1: install an uploaded firmware bundle
             return self.box.firmware.install(msg)
         if isinstance(msg, p.MixCommand):
-            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out).id
+            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out,
+                               accept_alignment_guess=msg.accept_alignment_guess).id
         if isinstance(msg, p.AnalyseCommand):
-            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan).id
+            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan,
+                               accept_alignment_guess=msg.accept_alignment_guess).id
         if isinstance(msg, p.RenderCommand):
             return jobs.submit(p.JobKind.RENDER, plan=msg.plan, out=msg.out).id
         if isinstance(msg, p.PreviewCommand):

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import DeviceError, MelismaError
+from ..errors import AlignmentUnknownError, DeviceError, MelismaError
 from ..protocol import Controls, DeviceState, ErrorCode, FileKind, JobKind, JobState, Status
 from .storage import Storage, StorageError
 
@@ -83,6 +83,7 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    accept_alignment_guess: bool = False  # mix at the best guess when the take's offset is unknown
 
 
 class JobQueue:
@@ -121,7 +122,8 @@ class JobQueue:
     # -- requests -------------------------------------------------------------------------------
 
     def submit(self, kind: JobKind, *, take: str | None = None, backing: str | None = None, plan: str | None = None,
-               out: str, start_s: float | None = None, duration_s: float | None = None) -> Job:
+               out: str, start_s: float | None = None, duration_s: float | None = None,
+               accept_alignment_guess: bool = False) -> Job:
         """Queue a job with the current controls; inputs must exist now (checked before queueing)."""
         try:
             inputs: dict[str, Path] = {}
@@ -140,6 +142,7 @@ class JobQueue:
         controls = self.controls()
         job = Job(next(self._ids), JobKind(kind), inputs, output, controls.style.engine_name, controls.engine_sliders(),
                   (start_s or 0.0, duration_s) if kind == JobKind.PREVIEW else None)
+        job.accept_alignment_guess = bool(accept_alignment_guess)
         self.jobs[job.id] = job
         self._queue.append(job)
         self._forget_old()
@@ -211,7 +214,9 @@ class JobQueue:
                     self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "cancelled")
                 else:
                     logger.warning("job %d failed: %s", job.id, exc)
-                    self._finish(job, JobState.FAILED, ErrorCode.ENGINE_FAILED, str(exc))
+                    # An unknown offset gets its own code, so the app can offer to accept the guess.
+                    code = ErrorCode.ALIGNMENT_UNKNOWN if isinstance(exc, AlignmentUnknownError) else ErrorCode.ENGINE_FAILED
+                    self._finish(job, JobState.FAILED, code, str(exc))
             except Exception as exc:  # an engine bug must not kill the queue
                 logger.exception("job %d crashed", job.id)
                 self._finish(job, JobState.FAILED, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -223,6 +228,21 @@ class JobQueue:
                 else:
                     job.progress = 1.0
                     self._finish(job, JobState.DONE, ErrorCode.OK, "")
+            self._enforce_storage_limits(job)
+
+    def _enforce_storage_limits(self, job: Job) -> None:
+        """Keep previews and plan work files within the storage limits (the job's output is kept)."""
+        enforce = getattr(self.storage, "enforce_limits", None)
+        if enforce is None:
+            return
+        try:
+            deleted = enforce(keep=(job.output,))
+        except Exception:  # storage housekeeping must never stop the queue
+            logger.exception("storage limits could not be enforced after job %d", job.id)
+            return
+        if deleted:
+            logger.info("storage limits: deleted %d least recently used file(s): %s", len(deleted),
+                        ", ".join(p.name for p in deleted[:5]))
 
     def _call_engine(self, job: Job):
         def progress(stage: str, fraction: float) -> None:
@@ -232,6 +252,8 @@ class JobQueue:
                 self._loop.call_soon_threadsafe(self._on_progress, job, str(stage), float(fraction))
 
         kw = dict(style=job.style, sliders=job.sliders, progress=progress)
+        if job.accept_alignment_guess and job.kind in (JobKind.MIX, JobKind.ANALYSE):
+            kw["accept_alignment_guess"] = True  # only when asked: engines without the option keep working
         if job.kind is JobKind.MIX:
             return self.engine.mix(job.inputs["take"], job.inputs["backing"], job.output, **kw)
         if job.kind is JobKind.ANALYSE:

@@ -124,6 +124,7 @@ async def run_service(args) -> None:
     async with await open_transport(args.transport) as (hci_source, hci_sink):
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
                          show_passkey=show_passkey, **extra)
+        apply_storage_limits(box, getattr(args, "box_config", None))
         s = box.audio.settings
         logger.info("audio: input %s, output %s, %d Hz, %d frames per buffer%s", s.input or "default",
                     s.output or "default", s.sample_rate, s.frames_per_buffer,
@@ -167,6 +168,17 @@ async def request_pairing(data_dir: Path, seconds: float) -> str:
     if not answer.startswith("ok"):
         raise DeviceError(f"the service refused: {answer}")
     return answer[3:]
+
+
+def apply_storage_limits(box, cfg) -> None:
+    """Set the box's cache limits from box.toml's ``[storage]`` (defaults without a config file)."""
+    if cfg is None:
+        return
+    from ..pipeline.cache import set_plan_cache_limit
+    from .storage import StorageLimits
+
+    box.storage.limits = StorageLimits.from_config(cfg.storage)
+    set_plan_cache_limit(cfg.storage.plan_cache_mib)
 
 
 #: Where the running service says it is up and advertising (read by the update health check).

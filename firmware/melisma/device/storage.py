@@ -29,7 +29,9 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import DeviceError
 from ..protocol import FileKind, LibraryEntry, MAX_FILE_SIZE, ErrorCode, check_name
@@ -130,12 +132,30 @@ class UploadSession:
                 p.unlink()
 
 
+@dataclass(frozen=True)
+class StorageLimits:
+    """How much the box keeps of what it can make again: previews, and the render work files
+    (corrected and dry vocals) of all plans together; least recently used deleted first.
+    ``None`` means no limit.
+    """
+
+    previews_bytes: int | None = 64 << 20
+    work_bytes: int | None = 2048 << 20
+
+    @classmethod
+    def from_config(cls, storage: Any) -> StorageLimits:
+        """From the ``[storage]`` section of box.toml (:class:`melisma.device.config.StorageConfig`)."""
+        return cls(previews_bytes=int(storage.previews_mib) << 20, work_bytes=int(storage.work_mib) << 20)
+
+
 class Storage:
     """Files of each kind in their own folder under ``root``; names checked by the protocol rules."""
 
-    def __init__(self, root: str | os.PathLike, *, max_file_size: int = MAX_FILE_SIZE):
+    def __init__(self, root: str | os.PathLike, *, max_file_size: int = MAX_FILE_SIZE,
+                 limits: StorageLimits | None = None):
         self.root = Path(root)
         self.max_file_size = max_file_size
+        self.limits = limits if limits is not None else StorageLimits()
         for folder in (*FOLDERS.values(), PARTIAL_FOLDER):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self._digests: dict[Path, tuple[int, int, bytes]] = {}
@@ -199,6 +219,24 @@ class Storage:
             raise StorageError(f"{name} is {size} bytes but only {free} are free; delete old mixes first",
                                ErrorCode.NO_SPACE)
         return UploadSession(self, FileKind(kind), name, size, sha256)
+
+    def enforce_limits(self, *, keep: tuple[Path, ...] = ()) -> list[Path]:
+        """Delete the least recently used previews and plan work files beyond :attr:`limits`
+        (never takes, backings, mixes, plans or their analysis; never a file in ``keep``).
+        Returns what was deleted.
+        """
+        from ..pipeline.cache import RENDER_CACHE_PATTERNS, enforce_limit
+
+        deleted: list[Path] = []
+        if self.limits.previews_bytes is not None:
+            deleted += enforce_limit(self.root / FOLDERS[FileKind.PREVIEW], max_bytes=self.limits.previews_bytes,
+                                     patterns=("*",), keep=keep)
+        if self.limits.work_bytes is not None:
+            caches = sorted((self.root / FOLDERS[FileKind.PLAN]).glob("*.cache"))
+            deleted += enforce_limit(caches, max_bytes=self.limits.work_bytes, patterns=RENDER_CACHE_PATTERNS, keep=keep)
+        for path in deleted:
+            self._digests.pop(path, None)
+        return deleted
 
     def partial_uploads(self) -> list[dict]:
         """What partial uploads are waiting to be resumed (from their sidecars)."""

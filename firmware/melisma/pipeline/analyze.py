@@ -13,6 +13,7 @@ import numpy as np
 from .. import __version__
 from ..plan import Plan, new_record
 from ..progress import ProgressCallback, StageClock
+from .alignment import alignment_decision, decide_alignment
 from .clock import timed_stage
 from .inputs import decode_backing, decode_take
 from .options import ANALYSIS_SR, ANALYSIS_WEIGHTS, DEFAULT_TARGET_LUFS, ENGINE_SR, AnalysisOptions
@@ -33,6 +34,7 @@ def analyze(
     pitch_tracker: str | None = None,
     correction: float | None = None,
     ornaments: str | dict | None = None,
+    accept_alignment_guess: bool = False,
     progress: ProgressCallback | None = None,
     _work_parent: str | os.PathLike | None = None,
 ) -> Plan:
@@ -41,12 +43,16 @@ def analyze(
     Without a backing the plan holds only the vocal (no alignment, no balance); pitch analysis
     then takes its key from ``melody_path``, ``key``/``scale`` or the sung notes. The options
     are those of :class:`~melisma.pipeline.options.AnalysisOptions`, all checked before any work.
+    When the take's offset behind the backing is unknown (no bleed of the backing in the take and
+    no ``latency_ms``), the analysis stops with :class:`~melisma.errors.AlignmentError` saying why
+    and what would work, unless ``accept_alignment_guess`` is true: then the best guess is used
+    and the report's ``alignment.decision`` says so.
     ``_work_parent`` (internal): where the plan's temporary work folder goes (default: the
     system's temporary folder; the file entry points put it beside their outputs).
     """
     options = AnalysisOptions(latency_ms=latency_ms, style=style, sliders=sliders, target_lufs=target_lufs, pitch=pitch,
                               key=key, scale=scale, melody_path=melody_path, pitch_tracker=pitch_tracker,
-                              correction=correction, ornaments=ornaments)
+                              correction=correction, ornaments=ornaments, accept_alignment_guess=accept_alignment_guess)
     settings = options.check()  # fail on bad settings before any work
     clock = StageClock(ANALYSIS_WEIGHTS, progress)
     record = new_record()
@@ -108,17 +114,18 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
             assert back_d.analysis is not None
             # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
             alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            alignment = decide_alignment(alignment, accept_guess=options.accept_alignment_guess, warnings=warnings)
             backing16 = back_d.analysis
             aligned = apply_offset(take48[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
             del take48, take16  # out of memory before the clean-up
             aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
             backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
-            if alignment.confidence < 0.3 and alignment.method != "calibrated":
+            if alignment.known and alignment.confidence < 0.3 and alignment.method != "calibrated":
                 warnings.append(
                     f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
                     "record with the phone speaker on, or calibrate the latency in the app"
                 )
-    record["alignment"] = alignment.to_dict()
+    record["alignment"] = {**alignment.to_dict(), "decision": alignment_decision(alignment, backing=back_d is not None)}
 
     with timed_stage(clock, "cleanup"):
         cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)

@@ -18,7 +18,7 @@ from .analyze import analyze
 from .inputs import load_take
 from .options import DEFAULT_TARGET_LUFS, ENGINE_SR, ceiling_for
 from .outputs import output_paths, staged_outputs, write_outputs
-from .render import render
+from .render import prime_render, render
 
 
 def analyze_files(
@@ -38,6 +38,7 @@ def analyze_files(
     check_writable(plan_path, overwrite=overwrite)
     plan = analyze(take_path, backing_path, progress=progress, _work_parent=Path(plan_path).resolve().parent, **options)
     plan.save(plan_path, overwrite=overwrite)
+    prime_render(plan)  # filter designs kept beside the plan: a fresh-process re-render skips scipy.signal
     return plan
 
 

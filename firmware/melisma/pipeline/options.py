@@ -81,6 +81,7 @@ class AnalysisOptions:
     pitch_tracker: str | None = None
     correction: float | None = None
     ornaments: str | dict | None = None
+    accept_alignment_guess: bool = False
 
     def check(self) -> Any:
         """Refuse bad options before any work; returns the resolved mix settings."""

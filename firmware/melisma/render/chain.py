@@ -49,8 +49,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from .. import dsp
 from ..analysis.voice import sibilance_allpass_sos, sibilance_band_sos, sibilance_detector_sos
 from ..errors import RenderError
 from ..semantic import DelaySettings, MixSettings
@@ -90,6 +90,7 @@ class DeEsser(Stage):
 
     Examples
     --------
+    >>> from scipy import signal
     >>> sr = 48000
     >>> rng = np.random.default_rng(0)
     >>> hiss = signal.sosfilt(signal.butter(4, [6000, 8000], "bandpass", fs=sr, output="sos"),
@@ -154,9 +155,9 @@ class DeEsser(Stage):
             self._zi_det = np.zeros((sos_det.shape[0], 1, 2), np.float32)
         # Detect on the channels' mean: one gain for all channels keeps the stereo image.
         mono = x if x.shape[0] == 1 else x.mean(axis=0, keepdims=True)
-        det, self._zi_det = signal.sosfilt(sos_det.astype(np.float32), mono, axis=-1, zi=self._zi_det)
-        band, self._zi = signal.sosfilt(sos_band.astype(np.float32), x, axis=-1, zi=self._zi)
-        x, self._zi_ap = signal.sosfilt(sos_ap.astype(np.float32), x, axis=-1, zi=self._zi_ap)
+        det, self._zi_det = dsp.sosfilt(sos_det.astype(np.float32), mono, self._zi_det)
+        band, self._zi = dsp.sosfilt(sos_band.astype(np.float32), x, self._zi)
+        x, self._zi_ap = dsp.sosfilt(sos_ap.astype(np.float32), x, self._zi_ap)
         band = band.astype(np.float32, copy=False)
         x = x.astype(np.float32, copy=False)
         n = x.shape[1]
@@ -577,3 +578,45 @@ def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0) ->
             out = np.empty((piece.shape[0], n), dtype=np.float32)
         out[:, start:start + piece.shape[-1]] = piece
     return out if out is not None else np.zeros((2, 0), np.float32)
+
+
+def split_vocal_chain(chain: Chain) -> tuple[Chain, Chain]:
+    """Split a chain of :func:`build_vocal_chain` where the sliders start to matter.
+
+    The *dry* part (de-esser, corrective EQ, compressor and make-up gain) is set by the take's
+    analysis and the style alone; the *wet* part (tonal EQ, reverb and echo) by the warmth, air and
+    reverb sliders. Running the dry part and then the wet part gives exactly what the whole
+    chain gives (pedalboard runs its plugins one after another on each block), so the dry
+    vocal can be kept and only the wet part re-run when a slider moves.
+
+    >>> import numpy as np
+    >>> from melisma.semantic import resolve_settings
+    >>> from melisma.analysis.voice import analyze_voice
+    >>> sr = 48000
+    >>> vocal = (0.2 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    >>> chain, _ = build_vocal_chain(resolve_settings("cpop"), analyze_voice(vocal, sr=sr), sr=sr)
+    >>> dry, wet = split_vocal_chain(chain)
+    >>> bool(np.array_equal(wet(dry(vocal, sr), sr), chain(vocal, sr)))
+    True
+    """
+    before: list[Stage] = []
+    after: list[Stage] = []
+    board: PedalboardStage | None = None
+    for stage in chain.stages:
+        if board is None and isinstance(stage, PedalboardStage) and stage.name == "EQAndDynamics":
+            board = stage
+        elif board is None:
+            before.append(stage)
+        else:
+            after.append(stage)
+    if board is None:
+        return Chain(before), Chain([])
+    params = board.describe()
+    params.pop("stage", None)
+    plugins = list(board.plugins)
+    n_tonal = sum(len(_eq_plugin(b)) for b in params.get("tonal_bands", []))
+    cut = len(plugins) - n_tonal
+    dry_params = {k: v for k, v in params.items() if k != "tonal_bands"}
+    dry = Chain([*before, PedalboardStage(plugins[:cut], label="EQAndDynamics.dry", params=dry_params)] if cut else before)
+    wet = [PedalboardStage(plugins[cut:], label="EQAndDynamics.tone", params={"tonal_bands": params.get("tonal_bands", [])})]
+    return dry, Chain([*wet, *after] if n_tonal else after)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from .. import dsp
 from ..analysis.loudness import CHUNK_SAMPLES, integrated_lufs
 from ..errors import RenderError
 from .limiter import peak_release
@@ -110,7 +110,7 @@ class Ducker(Stage):
         n = x.shape[1]
         if self._state is None:
             step = DUCK_CONTROL_SAMPLES
-            band = signal.butter(1, [self.low_hz, self.high_hz], btype="bandpass", fs=sr, output="sos")
+            band = dsp.design("butter", 1, [self.low_hz, self.high_hz], "bandpass", sr, "sos")
             a_det = math.exp(-1000.0 / (10.0 * sr))
             self._state = {
                 "sr": sr,
@@ -156,7 +156,7 @@ class Ducker(Stage):
         if side.size < (stop - first) * step:  # sidechain ran out: the vocal is silent from here on
             side = np.concatenate([side, np.zeros((stop - first) * step - side.size)])
         energy = (side * side).reshape(stop - first, step) @ st["det_weights"]
-        power, _zi = signal.lfilter([1.0], [1.0, -st["det_coeff"]], energy, zi=[st["det_coeff"] * st["det_prev"]])
+        power, _zi = dsp.lfilter([1.0], [1.0, -st["det_coeff"]], energy, [st["det_coeff"] * st["det_prev"]])
         st["det_prev"] = float(power[-1])
         with np.errstate(divide="ignore"):
             level_db = 10.0 * np.log10(np.maximum(power, 0.0))
@@ -164,7 +164,7 @@ class Ducker(Stage):
         depth = peak_release(depth, st["release_prev"], st["release_coeff"])
         st["release_prev"] = float(depth[-1]) if depth[-1] > 1e-9 else 0.0
         a_att = st["attack_coeff"]
-        depth, _ = signal.lfilter([1.0 - a_att], [1.0, -a_att], depth, zi=[a_att * st["attack_prev"]])
+        depth, _ = dsp.lfilter([1.0 - a_att], [1.0, -a_att], depth, [a_att * st["attack_prev"]])
         st["attack_prev"] = float(depth[-1])
         if depth.size:
             self.max_dip_db = max(self.max_dip_db, float(self.duck_db * depth.max()))
@@ -192,7 +192,7 @@ class Ducker(Stage):
         ramp = np.arange(1, step + 1, dtype=np.float32) / np.float32(step)
         cut = (before.astype(np.float32)[:, None] + (after - before).astype(np.float32)[:, None] * ramp).ravel()
         cut = cut[start - first * step : start - first * step + n]
-        band, st["band_zi"] = signal.sosfilt(st["band"], x, axis=-1, zi=st["band_zi"])
+        band, st["band_zi"] = dsp.sosfilt(st["band"], x, st["band_zi"])
         st["samples"] += n
         st["active"] += int(np.count_nonzero(cut > st["active_cut"]))
         self.active_fraction = st["active"] / st["samples"]

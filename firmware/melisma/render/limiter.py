@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from .. import dsp
 from ..analysis.loudness import CHUNK_SAMPLES, interpolator
 from ..errors import RenderError
 from .stages import Stage, as_2d, db_to_gain
@@ -189,7 +189,7 @@ class TruePeakLimiter(Stage):
         # Hold: the smallest gain needed anywhere in the look-ahead window.
         lookahead = st.hold.size + 1
         joined_hold = np.concatenate([st.hold, required])
-        held = ndimage.minimum_filter1d(joined_hold, lookahead)[lookahead // 2 : lookahead // 2 + n]
+        held = dsp.sliding_min(joined_hold, lookahead)  # == minimum_filter1d(...)[lookahead // 2 : lookahead // 2 + n]
         st.hold = joined_hold[n:].copy()
         # Release: the gain reduction depth (1 - gain) falls back exponentially.
         coeff = math.exp(-1000.0 / (self.release_ms * st.sr))

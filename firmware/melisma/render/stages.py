@@ -129,6 +129,11 @@ class PedalboardStage(Stage):
     def name(self) -> str:
         return self._label
 
+    @property
+    def plugins(self) -> list[Any]:
+        """The wrapped pedalboard plugins, in order."""
+        return list(self._board)
+
     def reset(self) -> None:
         self._fresh = True
 
