@@ -28,6 +28,7 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,65 @@ def _open_container(p: Path) -> Iterator[object]:
         yield container
     finally:
         container.close()
+
+
+#: The most samples (at the file's rate) a decode drops from the end to honour a gapless
+#: sample count; more than that means the count is wrong, and nothing is dropped.
+_MAX_END_TRIM = 8192
+
+
+def _gapless_samples(container, stream, file_sr: int) -> int | None:
+    """The real sample count of an MP4 audio stream, when the file says it: the iTunSMPB tag,
+    else the track's edit list (the stream duration FFmpeg reads from it).
+
+    FFmpeg already skips the priming both signal; it does not drop the encoder's padding at the
+    end, which this count lets :func:`decode` do. ``None`` for other containers.
+    """
+    from .mp4_gapless import parse_itunsmpb
+
+    if "mp4" not in container.format.name.split(","):
+        return None
+    for meta in (stream.metadata, container.metadata):
+        if "iTunSMPB" in meta:
+            smpb = parse_itunsmpb(meta["iTunSMPB"])
+            if smpb is not None:
+                return smpb[2]
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return round(stream.duration * stream.time_base * file_sr)
+    return None
+
+
+class _EndTrim:
+    """Cuts a stream of decoded blocks at ``keep`` samples (the encoder's padding goes).
+
+    Samples past ``keep`` are held back; if more than :data:`_MAX_END_TRIM` of them come, the
+    count was wrong, and they are all passed on after all (and everything after them).
+    """
+
+    def __init__(self, keep: int | None):
+        self.keep = keep
+        self.seen = 0
+        self.held: list[np.ndarray] = []
+        self.held_n = 0
+
+    def __call__(self, arr: np.ndarray) -> list[np.ndarray]:
+        """The blocks that may be passed on now."""
+        if self.keep is None:
+            return [arr]
+        out = []
+        start = self.seen
+        self.seen += arr.shape[1]
+        if start < self.keep:
+            take = min(arr.shape[1], self.keep - start)
+            out.append(arr if take == arr.shape[1] else arr[:, :take])
+            arr = arr[:, take:]
+        if arr.shape[1]:
+            self.held.append(arr)
+            self.held_n += arr.shape[1]
+            if self.held_n > _MAX_END_TRIM:  # not padding: the count is wrong, keep everything
+                out += self.held
+                self.held, self.keep = [], None
+        return out
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:
@@ -263,9 +323,9 @@ def decode(
         pipe: _DecodePipe | None = None
         pending: list[np.ndarray] = []
         pending_n = 0
+        trim = _EndTrim(_gapless_samples(container, stream, file_sr))
         try:
-            for frame in container.decode(stream):
-                arr = _frame_to_float(frame)
+            for arr in _trimmed_frames(container, stream, trim):
                 if pipe is None:
                     file_channels = file_channels or arr.shape[0]
                     pipe = _DecodePipe(p, file_sr=file_sr, out_sr=out_sr, file_channels=file_channels,
@@ -671,6 +731,14 @@ def _frame_to_float(frame) -> np.ndarray:
     return out
 
 
+def _trimmed_frames(container, stream, trim: _EndTrim) -> Iterator[np.ndarray]:
+    """Decoded frames as float arrays, cut at the gapless sample count."""
+    for frame in container.decode(stream):
+        for arr in trim(_frame_to_float(frame)):
+            if arr.shape[1]:
+                yield arr
+
+
 def iter_decoded(path: str | os.PathLike, *, block_samples: int = 1 << 16) -> Iterator[tuple[np.ndarray, int]]:
     """Decode a file frame by frame, yielding ``(block, sr)`` with ``block`` (channels, ≤ block_samples)
     float32 at the file's own rate: for measuring a file without holding it (or a copy on disk).
@@ -689,9 +757,9 @@ def iter_decoded(path: str | os.PathLike, *, block_samples: int = 1 << 16) -> It
     with _open_container(p) as container:
         stream = container.streams.audio[0]
         sr = int(stream.codec_context.sample_rate or 0)
+        trim = _EndTrim(_gapless_samples(container, stream, sr))
         try:
-            for frame in container.decode(stream):
-                arr = _frame_to_float(frame)
+            for arr in _trimmed_frames(container, stream, trim):
                 pending.append(arr)
                 have += arr.shape[1]
                 if have >= block_samples:
@@ -1066,8 +1134,16 @@ class _AvSink:
 
             self.sr = min((r for r in allowed if r >= sr), default=max(allowed))
             self._resampler = soxr.ResampleStream(sr, self.sr, channels, dtype="float32", quality="VHQ")
+        # AAC: frames carry their timestamps, so the muxer writes an edit list that skips the
+        # encoder's priming, in a movie timescale of the sample rate (exact to the sample); the
+        # iTunSMPB tag is added when the file is finished (see melisma.mp4_gapless).
+        self._gapless = codec == "aac"
+        self._pts = 0
+        self._first_pts: int | None = None
+        self._packets = 0
+        container_options = {"movie_timescale": str(self.sr)} if self._gapless else {}
         try:
-            self._out = av.open(str(path), mode="w", format=container_fmt)
+            self._out = av.open(str(path), mode="w", format=container_fmt, options=container_options)
             self._stream = self._out.add_stream(codec, rate=self.sr)
             ctx = self._stream.codec_context
             ctx.layout = self.layout
@@ -1091,10 +1167,21 @@ class _AvSink:
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block[:, a:a + 4096]), format="fltp",
                                                    layout=self.layout)
                 frame.sample_rate = self.sr
+                if self._gapless:
+                    frame.pts = self._pts
+                    frame.time_base = Fraction(1, self.sr)
+                    self._pts += frame.samples
                 for packet in self._stream.encode(frame):
-                    self._out.mux(packet)
+                    self._mux(packet)
         except av.FFmpegError as exc:
             raise AudioIOError(f"encoding {self.codec} failed: {exc}") from None
+
+    def _mux(self, packet) -> None:
+        if self._gapless:
+            if self._first_pts is None and packet.pts is not None:
+                self._first_pts = int(packet.pts * packet.time_base * self.sr)
+            self._packets += 1
+        self._out.mux(packet)
 
     def close(self) -> None:
         import av
@@ -1103,11 +1190,18 @@ class _AvSink:
             if self._resampler is not None:
                 self.write(np.zeros((1 if self.layout == "mono" else 2, 0), np.float32), last=True)
             for packet in self._stream.encode(None):
-                self._out.mux(packet)
+                self._mux(packet)
         except av.FFmpegError as exc:
             raise AudioIOError(f"encoding {self.codec} failed: {exc}") from None
         finally:
             self._out.close()
+        if self._gapless and self._packets:
+            from .mp4_gapless import add_itunsmpb
+
+            priming = max(0, -(self._first_pts or 0))
+            frame_size = int(self._stream.codec_context.frame_size or 1024)
+            padding = max(0, self._packets * frame_size - priming - self._pts)
+            add_itunsmpb(self.path, priming=priming, padding=padding, samples=self._pts)
 
     def abandon(self) -> None:
         with contextlib.suppress(Exception):

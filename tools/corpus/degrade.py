@@ -69,8 +69,12 @@ def band_limit(
 @functools.lru_cache(maxsize=32)
 def codec_delay_samples(suffix: str, sr: int, bit_rate: int | None = None, channels: int = 1) -> int:
     """Samples of encoder delay (priming) that an encode with melisma.audio_io.write_audio and a
-    decode with load_audio add for a format (``'.m4a'``: 1024 with this FFmpeg build; ``'.wav'``,
-    ``'.flac'``: 0), measured by cross-correlating a noise burst."""
+    decode with load_audio leave for a format, measured by cross-correlating a noise burst.
+
+    0 for every format Melisma writes: the ``.m4a`` writer signals the AAC priming (edit list and
+    iTunSMPB) and the decoder honours it, mp3 carries it in its LAME header and opus in its
+    pre-skip. (Before the priming was signalled, ``.m4a`` gave 1024.) Kept as a measurement, so
+    that the corpus stays on its truth timeline whatever a future codec build does."""
     from scipy.signal import correlate
 
     if suffix.lower() in (".wav", ".flac"):
@@ -106,9 +110,9 @@ def _encode_decode(y: np.ndarray, sr: int, suffix: str, bit_rate: int | None) ->
 
 def write_aligned(path: str | os.PathLike, y: np.ndarray, sr: int, *, bit_rate: int | None = None,
                   overwrite: bool = True) -> int:
-    """Write audio so that melisma.audio_io.load_audio gives it back on the SAME timeline: the
-    codec's priming delay is taken off the start before encoding (and zeros added at the end).
-    Returns the samples removed."""
+    """Write audio so that melisma.audio_io.load_audio gives it back on the SAME timeline: any
+    codec delay left after decoding (:func:`codec_delay_samples`, 0 with priming signalled) is
+    taken off the start before encoding (and zeros added at the end). Returns the samples removed."""
     from melisma.audio_io import write_audio
 
     y = np.asarray(y, dtype=np.float32)
