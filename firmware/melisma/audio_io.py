@@ -48,6 +48,10 @@ OUTPUT_FORMATS = {
     ".ogg": ("ogg", "libopus", "flt", 128_000),
     ".opus": ("ogg", "libopus", "flt", 128_000),
 }
+#: Samples of the audio's start, mirrored, that an AAC stream carries before time zero (skipped
+#: by the edit list and iTunSMPB like the encoder's own priming), so no real sample falls in the
+#: encoder's first frame.
+AAC_PREROLL = 1024
 #: Codecs whose encoders accept only some sample rates: rate to encode at if the input's is not allowed.
 _ENCODER_RATES = {"libopus": (48000,), "libmp3lame": (32000, 44100, 48000), "aac": None}
 
@@ -1136,9 +1140,13 @@ class _AvSink:
             self._resampler = soxr.ResampleStream(sr, self.sr, channels, dtype="float32", quality="VHQ")
         # AAC: frames carry their timestamps, so the muxer writes an edit list that skips the
         # encoder's priming, in a movie timescale of the sample rate (exact to the sample); the
-        # iTunSMPB tag is added when the file is finished (see melisma.mp4_gapless).
+        # iTunSMPB tag is added when the file is finished (see melisma.mp4_gapless). The stream
+        # also starts with AAC_PREROLL samples of the audio's start mirrored, before time zero:
+        # the encoder's first frame after its silent priming decodes badly (on a mix that starts
+        # loud: 3 dB over the input's peak, error -10 dB), and the pre-roll takes that frame.
         self._gapless = codec == "aac"
-        self._pts = 0
+        self._preroll = AAC_PREROLL if self._gapless else 0
+        self._pts = -self._preroll
         self._first_pts: int | None = None
         self._packets = 0
         container_options = {"movie_timescale": str(self.sr)} if self._gapless else {}
@@ -1162,6 +1170,11 @@ class _AvSink:
         if self._resampler is not None:
             block = self._resampler.resample_chunk(np.ascontiguousarray(block.T), last=last).T
         block = np.clip(block, -1.0, 1.0)
+        if self._preroll and block.shape[1]:
+            mirrored = block[:, 1:self._preroll + 1][:, ::-1]
+            short = self._preroll - mirrored.shape[1]
+            block = np.concatenate([np.zeros((block.shape[0], short), np.float32), mirrored, block], axis=1)
+            self._preroll = 0
         try:
             for a in range(0, block.shape[1], 4096):
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block[:, a:a + 4096]), format="fltp",

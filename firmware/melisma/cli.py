@@ -230,7 +230,10 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
         lines.append(f"  balance:   vocal {bal.get('vocal_to_backing_lu', float('nan')):+.1f} LU over the backing (target {bal.get('target_lu', float('nan')):+.1f})")
     loud = report.get("loudness") or {}
     if loud:
-        lines.append(f"  loudness:  {loud.get('integrated_lufs', float('nan')):.1f} LUFS, true peak {loud.get('true_peak_dbtp', float('nan')):.1f} dBTP")
+        where = {"file": ", measured on the file", "master": ""}.get(loud.get("measured", ""), "")
+        target = f" (target {loud['target_lufs']:g})" if loud.get("target_lufs") is not None else ""
+        lines.append(f"  loudness:  {loud.get('integrated_lufs', float('nan')):.1f} LUFS{target}, "
+                     f"true peak {loud.get('true_peak_dbtp', float('nan')):.1f} dBTP{where}")
     pitch = report.get("pitch") or {}
     if pitch.get("notes") is not None:
         key = pitch.get("key") or {}

@@ -35,7 +35,7 @@ from .options import (
     ResolvedRender,
     preview_window,
 )
-from .outputs import ScaledWriter, check_encoded_file
+from .outputs import check_encoded_file, loudness_section
 
 
 @dataclass
@@ -332,7 +332,7 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
             raise RenderError(
                 "the rendered mix contains NaN/Inf samples; this is a bug — please report it with the plan file"
             )
-    report = _report(plan, p, balance_report, master_report, ceiling_dbtp=ceiling_dbtp, file_loudness={})
+    report = _report(plan, p, balance_report, master_report, ceiling_dbtp=ceiling_dbtp, file_check=None)
     return mix, {"vocal": vocal_placed, "backing": backing_placed}, report
 
 
@@ -373,31 +373,31 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
         del wet
     with timed_stage(p.clock, "master", release=p.full):
 
-        def write_master(gain: float = 1.0) -> dict[str, Any]:
+        def write_master(target_lufs: float = p.resolved.target_lufs, ceiling: float = ceiling_dbtp) -> dict[str, Any]:
             assert mix is not None  # dropped only after the last rewrite
             with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
-                return master_stream(
-                    mix,
-                    sr=ENGINE_SR,
-                    writer=writer if gain == 1.0 else ScaledWriter(writer, gain),
-                    target_lufs=p.resolved.target_lufs,
-                    ceiling_dbtp=ceiling_dbtp,
-                )
+                return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling)
 
         master_report = write_master()
-    file_loudness: dict[str, float] = {}
+    file_check: dict[str, Any] | None = None
     start = time.perf_counter()
     if mix_path.suffix.lower() in LOSSY_EXTENSIONS:
-        # The codec may push the true peak up: measure the file itself (the pre-master mix is
-        # still here, so a trimmed pass can be written again).
-        file_loudness = check_encoded_file(mix_path, rewrite=write_master)
+        # The codec may push the true peak up or move the loudness: measure the file itself (the
+        # pre-master mix is still here, so it can be mastered and encoded again at the right level).
+        file_check = check_encoded_file(mix_path, target_lufs=p.resolved.target_lufs, master_report=master_report,
+                                        remaster=write_master)
+        if file_check["master"] is not None:
+            master_report = file_check["master"]
     mix = None  # drop the mix (and write_master's hold on it) before the report is built
     p.clock.timings_s["write"] = round(time.perf_counter() - start, 4)
-    return _report(plan, p, balance_report, master_report, ceiling_dbtp=ceiling_dbtp, file_loudness=file_loudness)
+    report = _report(plan, p, balance_report, master_report, ceiling_dbtp=ceiling_dbtp, file_check=file_check)
+    if file_check is not None and file_check["warning"]:
+        report["warnings"].append(file_check["warning"])
+    return report
 
 
 def _report(plan: Plan, p: PreparedRender, balance_report: Any, master_report: dict[str, Any], *,
-            ceiling_dbtp: float, file_loudness: dict[str, float]) -> dict[str, Any]:
+            ceiling_dbtp: float, file_check: dict[str, Any] | None) -> dict[str, Any]:
     """The mix report: the plan's record plus what this render did."""
     settings, tuning, target = p.resolved.settings, p.resolved.tuning, p.resolved.target_lufs
     report = report_base(plan)
@@ -412,13 +412,7 @@ def _report(plan: Plan, p: PreparedRender, balance_report: Any, master_report: d
     report["chain"] = p.explanation
     report["balance"] = balance_report
     report["master"] = master_report
-    report["loudness"] = {
-        "integrated_lufs": master_report["integrated_lufs"],
-        "true_peak_dbtp": master_report["true_peak_dbtp"],
-        "target_lufs": target,
-        "ceiling_dbtp": ceiling_dbtp,
-        **file_loudness,
-    }
+    report["loudness"] = loudness_section(master_report, target_lufs=target, ceiling_dbtp=ceiling_dbtp, file_check=file_check)
     if p.pitch_report is not None:
         report["pitch"] = {**report.get("pitch", {}), **p.pitch_report}
     if not p.has_backing:
