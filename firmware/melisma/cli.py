@@ -63,6 +63,12 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PICTURE.png", help="write a picture of the mix (alignment, levels, spectrum)")
     p.add_argument("--target-lufs", type=_finite_float, default=None, metavar="LUFS", help="master loudness (default −14)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _add_report_frames(p)
+
+
+def _add_report_frames(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report-frames", action="store_true",
+                   help="keep the per-frame pitch curves in the report (they are always in the plan)")
 
 
 def _correction_value(text: str) -> float:
@@ -170,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="REPORT.json", help="write the pitch report (notes, ornaments, corrections)")
     p.add_argument("--plot", metavar="PICTURE.png", help="f0 before and after, note targets, ornaments marked")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _add_report_frames(p)
     _add_pitch(p)
     _add_common(p)
 
@@ -204,6 +211,11 @@ def _pitch_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _summary(report: dict[str, Any], out: str | None) -> str:
+    head = report.get("headline")
+    if head and head.get("lines"):  # a mix or correction report: its headline, as the report opens
+        lines = ([f"wrote {out}"] if out else []) + [f"  {line}" for line in head["lines"]]
+        lines += [f"  warning:   {w}" for w in report.get("warnings", [])]
+        return "\n".join(lines)
     lines = []
     if out:
         lines.append(f"wrote {out}")
@@ -258,7 +270,8 @@ def _run(args: argparse.Namespace) -> int:
                 latency_ms=args.latency_ms,
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
                 report_path=args.report, stems_dir=args.stems, plot_path=args.plot, overwrite=args.force, progress=bar,
-                accept_alignment_guess=args.accept_alignment_guess, **_pitch_options(args),
+                accept_alignment_guess=args.accept_alignment_guess, report_frames=args.report_frames,
+                **_pitch_options(args),
             )
             out = args.output
         elif args.command == "analyze":
@@ -275,14 +288,14 @@ def _run(args: argparse.Namespace) -> int:
                 args.plan, args.output, style=args.style, sliders=_sliders(args), target_lufs=args.target_lufs,
                 start_s=args.start, duration_s=args.duration, report_path=args.report, stems_dir=args.stems,
                 plot_path=args.plot, overwrite=args.force, progress=bar,
-                correction=args.correction, ornaments=args.ornaments,
+                correction=args.correction, ornaments=args.ornaments, report_frames=args.report_frames,
             )
             out = args.output
         elif args.command == "correct":
             opts = _pitch_options(args)
             opts.pop("pitch")
             report = pipeline.correct_file(args.take, args.output, report_path=args.report, plot_path=args.plot,
-                                           overwrite=args.force, progress=bar, **opts)
+                                           overwrite=args.force, progress=bar, report_frames=args.report_frames, **opts)
             out = args.output
         elif args.command == "demo":
             report, out = _demo(args, bar)

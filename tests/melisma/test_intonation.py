@@ -57,7 +57,7 @@ def test_correct_moves_note_centres_to_target(detuned, tmp_path, capsys) -> None
     truth = detuned["truth"]
     out, report_path, plot = tmp_path / "fixed.wav", tmp_path / "r.json", tmp_path / "pitch.png"
     code = main(["correct", str(detuned["take"]), "-o", str(out), "--key", truth["key"]["name"], "--correction", "1",
-                 "--report", str(report_path), "--plot", str(plot), "-q"])
+                 "--report", str(report_path), "--plot", str(plot), "--report-frames", "-q"])
     assert code == 0, capsys.readouterr().err
     before = note_errors(audio_io.load_audio(detuned["take"], mono=True)[0], truth, against="target")
     after = note_errors(audio_io.load_audio(out, mono=True)[0], truth, against="target")

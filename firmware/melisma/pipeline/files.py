@@ -14,6 +14,7 @@ from ..audio_io import check_writable, encode_audio
 from ..errors import ConfigError
 from ..plan import Plan, to_json
 from ..progress import ProgressCallback, StageClock
+from ..report_headline import finish_report
 from .analyze import analyze
 from .inputs import load_take
 from .options import DEFAULT_TARGET_LUFS, ENGINE_SR, ceiling_for
@@ -58,8 +59,11 @@ def render_plan(
     plot_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    report_frames: bool = False,
 ) -> dict[str, Any]:
-    """Render a saved plan to files; returns the report."""
+    """Render a saved plan to files; returns the report (headline first; the per-frame pitch
+    curves only with ``report_frames``: they are in the plan).
+    """
     paths = output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
     plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
     clock_start = time.perf_counter()
@@ -68,6 +72,7 @@ def render_plan(
         paths,
         overwrite=overwrite,
         progress=progress,
+        report_frames=report_frames,
         options=dict(
             style=style,
             sliders=sliders,
@@ -85,7 +90,8 @@ def render_plan(
 
 
 def _render_files(
-    plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None, options: dict[str, Any]
+    plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None, options: dict[str, Any],
+    report_frames: bool = False,
 ) -> dict[str, Any]:
     """Render ``plan`` into the output files. Without stems or a plot (which need the placed
     signals and the mix as arrays) the mix is mastered block by block straight into its staged
@@ -97,15 +103,15 @@ def _render_files(
         with staged_outputs(list(paths.values()), overwrite=overwrite) as tmp:
             _, _, report = render(plan, ceiling_dbtp=ceiling, progress=progress, mix_path=tmp[paths["mix"]], **options)
             report["outputs"] = {k: str(v) for k, v in paths.items()}
+            finish_report(report, frames=report_frames)
             if report_key is not None:
                 tmp[report_key].write_text(to_json(report), encoding="utf-8")
         return report
     mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
     assert mix is not None and stems is not None  # the in-memory path returns both
     start = time.perf_counter()
-    write_outputs(
-        paths, mix, stems, report, overwrite=overwrite, vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal"))
-    )
+    vocal_dry = None if "plot" not in paths else np.asarray(plan.array("vocal"))
+    write_outputs(paths, mix, stems, report, overwrite=overwrite, vocal_dry=vocal_dry, report_frames=report_frames)
     report["timings_s"]["render"]["write"] = round(time.perf_counter() - start, 4)
     return report
 
@@ -124,6 +130,7 @@ def mix_files(
     plot_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    report_frames: bool = False,
     **pitch_options: Any,
 ) -> dict[str, Any]:
     """One tap: analyse and render in one go; returns the report.
@@ -150,7 +157,8 @@ def mix_files(
         _work_parent=Path(out_path).parent,
         **pitch_options,
     )
-    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={})
+    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={},
+                           report_frames=report_frames)
     report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
     if progress:
         progress("done", 1.0)
@@ -171,6 +179,7 @@ def correct_file(
     plot_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    report_frames: bool = False,
 ) -> dict[str, Any]:
     """Pitch-correct a take and write the corrected vocal alone (no clean-up, chain or master).
 
@@ -212,6 +221,7 @@ def correct_file(
 
             plot_pitch_report(tmp[paths["plot"]], report)
         report["timings_s"] = {**clock.timings_s, "write": round(time.perf_counter() - start, 4)}
+        finish_report(report, frames=report_frames)
         if "report" in paths:
             tmp[paths["report"]].write_text(to_json(report), encoding="utf-8")
     if progress:

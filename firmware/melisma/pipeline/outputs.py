@@ -14,6 +14,7 @@ import numpy as np
 from ..audio_io import atomic_path, check_writable, encode_audio, output_format
 from ..errors import ConfigError, RenderError
 from ..plan import to_json
+from ..report_headline import finish_report
 from .options import CEILING_DBTP, ENGINE_SR, LOSSY_EXTENSIONS
 
 
@@ -98,8 +99,13 @@ def write_outputs(
     *,
     overwrite: bool,
     vocal_dry: np.ndarray | None = None,
+    report_frames: bool = False,
 ) -> None:
-    """Write the mix, stems, plot and report; all or nothing as far as the file system allows."""
+    """Write the mix, stems, plot and report; all or nothing as far as the file system allows.
+
+    The report gets its headline and loses its per-frame arrays (unless ``report_frames``) after
+    the plot has drawn them.
+    """
     if "stem_vocal" in paths:
         paths["stem_vocal"].parent.mkdir(parents=True, exist_ok=True)
     report["outputs"] = {k: str(v) for k, v in paths.items()}
@@ -117,6 +123,7 @@ def write_outputs(
             from ..report_plot import plot_report
 
             plot_report(tmp[paths["plot"]], report, mix=mix, stems=stems, vocal_dry=vocal_dry, sr=ENGINE_SR)
+        finish_report(report, frames=report_frames)
         if "report" in paths:
             tmp[paths["report"]].write_text(to_json(report), encoding="utf-8")
 
