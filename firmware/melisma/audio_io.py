@@ -1145,6 +1145,7 @@ class _AvSink:
         # the encoder's first frame after its silent priming decodes badly (on a mix that starts
         # loud: 3 dB over the input's peak, error -10 dB), and the pre-roll takes that frame.
         self._gapless = codec == "aac"
+        self._encoded = 0  # samples given to the encoder (at its rate)
         self._preroll = AAC_PREROLL if self._gapless else 0
         self._pts = -self._preroll
         self._first_pts: int | None = None
@@ -1170,6 +1171,7 @@ class _AvSink:
         if self._resampler is not None:
             block = self._resampler.resample_chunk(np.ascontiguousarray(block.T), last=last).T
         block = np.clip(block, -1.0, 1.0)
+        self._encoded += block.shape[1]
         if self._preroll and block.shape[1]:
             mirrored = block[:, 1:self._preroll + 1][:, ::-1]
             short = self._preroll - mirrored.shape[1]
@@ -1215,6 +1217,10 @@ class _AvSink:
             frame_size = int(self._stream.codec_context.frame_size or 1024)
             padding = max(0, self._packets * frame_size - priming - self._pts)
             add_itunsmpb(self.path, priming=priming, padding=padding, samples=self._pts)
+        elif self.codec == "libmp3lame" and self._encoded:
+            from .mp3_gapless import fix_lame_padding
+
+            fix_lame_padding(self.path, samples=self._encoded)
 
     def abandon(self) -> None:
         with contextlib.suppress(Exception):
