@@ -932,7 +932,10 @@ class AudioWriter:
     WAV is written directly (header, then samples packed by numpy: 16- or 24-bit PCM, or 32-bit
     float with ``float_wav``), about ten times faster than through FFmpeg; flac, m4a (AAC), mp3
     and ogg/opus are encoded by PyAV as the blocks arrive. The writer writes to exactly the path
-    it is given (stage it with :func:`atomic_path`). Fixed-point formats clip at ±1.
+    it is given (stage it with :func:`atomic_path`). Fixed-point formats clip at ±1. Every format
+    decodes (with :func:`load_audio`) to exactly the samples written, at the same positions: m4a
+    signals its AAC priming in an edit list and the iTunSMPB tag (:mod:`melisma.mp4_gapless`), mp3
+    in its LAME tag (:mod:`melisma.mp3_gapless`), opus in its pre-skip.
 
     Parameters
     ----------
