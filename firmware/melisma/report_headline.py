@@ -62,13 +62,19 @@ def _alignment(al: dict[str, Any]) -> tuple[dict[str, Any], str]:
     method = al.get("method", "none")
     confidence = float(al.get("confidence", 0.0) or 0.0)
     offset = float(al.get("offset_ms", 0.0) or 0.0)
-    aligned = method != "none"
-    uncertain = aligned and method != "calibrated" and confidence < UNCERTAIN_ALIGNMENT
+    reason = str((al.get("details") or {}).get("reason", "no way to measure the offset"))
+    aligned = method not in ("none", "guess")
+    uncertain = method == "guess" or (aligned and method != "calibrated" and confidence < UNCERTAIN_ALIGNMENT)
     fact = {"aligned": aligned, "uncertain": uncertain, "offset_ms": round(offset, 1), "method": method,
             "confidence": round(confidence, 2)}
-    if not aligned:
-        reason = (al.get("details") or {}).get("reason", "no way to measure the offset")
+    if method == "guess":
         fact["reason"] = reason
+        return fact, (f"NOT measured: the take was placed {abs(offset):.0f} ms {'late' if offset >= 0 else 'early'} "
+                      f"by a guess you accepted ({reason.split(';')[0]}); listen to the timing.")
+    if not aligned:
+        fact["reason"] = reason
+        if "no backing" in reason:
+            return fact, "No backing track: nothing to line up."
         return fact, f"NOT lined up: {reason}."
     how = {"bleed": "from the backing heard in the take", "calibrated": "from the latency calibration",
            "calibrated+refined": "from the calibration, refined by the backing in the take"}.get(method, method)

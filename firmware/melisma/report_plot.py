@@ -154,6 +154,8 @@ def plot_report(
     al = report.get("alignment") or {}
     if al.get("method", "none") == "none":
         timing = "take NOT lined up (no bleed, no calibration)"
+    elif al.get("method") == "guess":
+        timing = f"take placed {al.get('offset_ms', 0):+.0f} ms by an accepted GUESS (not measured)"
     else:
         timing = (f"take was {al.get('offset_ms', 0):+.0f} ms late ({al.get('method', '?')}, "
                   f"confidence {al.get('confidence', 0):.2f})")

@@ -82,13 +82,26 @@ def test_the_keys_the_app_reads_are_still_there(mixed) -> None:
     assert report["cleanup"]["actions"] and report["pitch"]["key"]["name"]
 
 
-def test_an_unaligned_take_does_not_read_as_success(tmp_path: Path, capsys) -> None:
+def test_a_guessed_alignment_does_not_read_as_success(tmp_path: Path, capsys) -> None:
     take, backing = _inputs(tmp_path, seed=32, offset_ms=150.0, bleed_db=None, snr_db=30.0)
     report_path = tmp_path / "r.json"
-    assert main(["mix", str(take), str(backing), "-o", str(tmp_path / "mix.wav"), "--report", str(report_path), "-q"]) == 0
+    assert main(["mix", str(take), str(backing), "-o", str(tmp_path / "mix.wav"), "--report", str(report_path),
+                 "--accept-alignment-guess", "-q"]) == 0
     head = json.loads(report_path.read_text(encoding="utf-8"))["headline"]
-    assert head["alignment"]["aligned"] is False and head["alignment"]["reason"]
-    assert head["lines"][0].startswith("NOT lined up")
+    assert head["alignment"]["aligned"] is False and head["alignment"]["uncertain"] and head["alignment"]["reason"]
+    assert head["alignment"]["method"] == "guess"
+    assert head["lines"][0].startswith("NOT measured")
+
+
+def test_unaligned_and_vocal_only_headlines() -> None:
+    none = headline({"alignment": {"offset_ms": 0.0, "method": "none", "confidence": 0.0,
+                                   "details": {"reason": "no bleed found and no latency given"}}})
+    assert none["alignment"]["aligned"] is False and none["lines"][0].startswith("NOT lined up")
+    alone = headline({"alignment": {"offset_ms": 0.0, "method": "none", "confidence": 0.0,
+                                    "details": {"reason": "no backing track given"}}})
+    assert alone["lines"][0] == "No backing track: nothing to line up."
+    weak = headline({"alignment": {"offset_ms": 40.0, "method": "bleed", "confidence": 0.2}})
+    assert weak["alignment"]["uncertain"] and "uncertain" in weak["lines"][0]
 
 
 def test_the_cli_summary_is_the_headline(mixed, tmp_path: Path, capsys) -> None:
