@@ -817,13 +817,12 @@ def clean_take(
 class _Reference:
     """Random access to a mono reference: an array (mono or ``(channels, samples)``) or a block
     reader with ``read(start, stop)`` (:class:`~melisma.audio_io.NpyBlockReader`); channels are
-    averaged, ranges outside the signal read as zeros."""
+    averaged, ranges outside the signal read as zeros.
+    """
 
     def __init__(self, source: Any):
         self._source = source
-        if isinstance(source, np.ndarray):
-            self.n_samples = int(source.shape[-1])
-        elif hasattr(source, "read") and hasattr(source, "shape"):
+        if isinstance(source, np.ndarray) or (hasattr(source, "read") and hasattr(source, "shape")):
             self.n_samples = int(source.shape[-1])
         else:
             raise RenderError(f"BleedCanceller: reference must be an array or a block reader, got {type(source).__name__}")
@@ -832,11 +831,8 @@ class _Reference:
         out = np.zeros(max(0, stop - start), np.float32)
         a, b = max(start, 0), min(stop, self.n_samples)
         if b > a:
-            if isinstance(self._source, np.ndarray):
-                part = self._source[..., a:b]
-            else:
-                part = self._source.read(a, b)
-            part = np.asarray(part, np.float32)
+            src = self._source
+            part = np.asarray(src[..., a:b] if isinstance(src, np.ndarray) else src.read(a, b), np.float32)
             out[a - start : b - start] = part if part.ndim == 1 else np.mean(part, axis=0)
         return out
 
@@ -845,7 +841,8 @@ class _Reference:
 class BleedModel:
     """How the backing leaks into a take, per STFT bin: a short complex filter on the reference's
     frames (the linear path: speaker, room, codec's linear part) and the level of what it leaves
-    (the room's tail beyond the filter, saturation, codec noise), from :func:`fit_bleed`."""
+    (the room's tail beyond the filter, saturation, codec noise), from :func:`fit_bleed`.
+    """
 
     sr: int
     n_fft: int
