@@ -1100,7 +1100,7 @@ class BleedCanceller(Stage):
             src = _FrameSource(_Reference(self.reference), model.n_fft, model.hop, model.taps, model.lead)
             bins = model.n_fft // 2 + 1
             st = self._stream = {
-                "src": src, "m": 0, "received": 0, "channels": x.shape[0],
+                "src": src, "m": 0, "channels": x.shape[0],
                 "pending": np.zeros((x.shape[0], src.pad), np.float32),  # the frames before the take
                 "ola": np.zeros((x.shape[0] * (1 + len(self._companions)), src.pad), np.float32),
                 "zi_tail": np.zeros((1, x.shape[0], bins)), "zi_err": np.zeros((1, x.shape[0], bins)),
@@ -1109,7 +1109,6 @@ class BleedCanceller(Stage):
         elif st["channels"] != x.shape[0]:
             raise RenderError(f"BleedCanceller: a streaming block of {x.shape[0]} channel(s) does not continue the stream; "
                               "call with reset=True")
-        st["received"] += x.shape[1]
         buf = np.concatenate([st["pending"], x], axis=1)
         n_fft, hop = model.n_fft, model.hop
         m = (buf.shape[1] - n_fft) // hop + 1 if buf.shape[1] >= n_fft else 0
