@@ -5,7 +5,9 @@ the backing) are read in place, never copied. Each case leaks the backing into t
 phone speaker (``tools.corpus.degrade.phone_speaker``) at a level relative to the voice, with the
 direct path or through a measured room only (``shared/data/rirs``, direct sound removed), then an
 AAC round trip. Printed per case, for the raw take, a plain baseline (per-bin magnitude
-spectral subtraction of the reference, gains fitted in the pauses) and :func:`melisma.render.clean.remove_bleed`:
+spectral subtraction of the reference, gains fitted in the pauses), WebRTC's AEC3 when the PyPI
+package ``pywebrtc-audio`` is installed (not a project dependency: ``pip install pywebrtc-audio``
+to compare) and :func:`melisma.render.clean.remove_bleed`:
 
 * bleed removed in the singer's pauses and under the voice (dB; the echo-return-loss enhancement,
   the voice's own share taken out with the same suppressor gains);
@@ -75,6 +77,24 @@ def spectral_subtraction(take: np.ndarray, reference: np.ndarray, pause: np.ndar
     return out[: take.size].astype(np.float32)
 
 
+def webrtc_aec3(take: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """Peer: WebRTC's AEC3 (PyPI ``pywebrtc-audio``, if installed), 10 ms frames; its output delay removed."""
+    try:
+        from pywebrtc_audio import EchoCanceller
+    except ImportError:
+        return None
+    ec = EchoCanceller(sample_rate=SR, num_channels=1, stream_delay_ms=0)
+    n = SR // 100
+    padded = np.concatenate([take, np.zeros(SR // 10, np.float32)])
+    ref = np.concatenate([reference, np.zeros(SR // 10 + padded.size, np.float32)])[: padded.size]
+    out = np.zeros_like(padded)
+    for i in range(0, padded.size - n + 1, n):
+        out[i : i + n] = ec.process(padded[i : i + n].copy(), ref[i : i + n].copy())
+    c = signal.correlate(out[: take.size], take, "full", "fft")[take.size - 1 : take.size - 1 + SR // 20]
+    lag = int(np.argmax(np.abs(c)))  # the canceller's own delay (a few ms)
+    return out[lag : lag + take.size]
+
+
 def room_only(rir: np.ndarray) -> np.ndarray:
     """The RIR without its direct sound and first 2.5 ms (bleed heard only off the walls)."""
     cut = int(0.0025 * SR)
@@ -117,7 +137,12 @@ def main() -> None:
         out, voice_out = BleedCanceller(reference=backing, model=model).cancel(take, SR, companions=(voice,))
         took = time.perf_counter() - t
         base = spectral_subtraction(take, backing.mean(axis=0), pause)
-        for method, y, v, secs in [("raw", take, voice, 0.0), ("spec-sub", base, None, 0.0), ("melisma", out, voice_out, took)]:
+        rows = [("raw", take, voice, 0.0), ("spec-sub", base, None, 0.0)]
+        t = time.perf_counter()
+        aec3 = webrtc_aec3(take, backing.mean(axis=0).astype(np.float32))
+        if aec3 is not None:
+            rows.append(("webrtc-aec3", aec3, None, time.perf_counter() - t))
+        for method, y, v, secs in [*rows, ("melisma", out, voice_out, took)]:
             p = db(take[pause]) - db(y[pause])
             under = db((take - voice)[sung]) - db((y - v)[sung]) if v is not None else float("nan")
             print(f"{name:30s} {method:12s} {p:9.1f} {under:9.1f} {fir_sdr(y, vocal):8.1f} {si_sdr(y, vocal):7.1f} {secs:7.2f}")
