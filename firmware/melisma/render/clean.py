@@ -903,18 +903,19 @@ class _FrameSource:
 
 def fit_bleed(
     take: np.ndarray, reference: Any, *, sr: int, frame_ms: float = 21.3, tail_ms: float = 64.0, lead_ms: float = 12.0,
-    chunk_frames: int = 256, iterations: int = 2,
+    chunk_frames: int = 256, iterations: int = 3,
 ) -> BleedModel:
     """Estimate how the reference (the aligned backing) leaks into ``take`` (mono, same timeline).
 
     Per STFT bin, a complex filter of ``tail_ms`` of reference frames (``lead_ms`` of them after the
     take's frame, for alignment error and zero-phase speakers) is fitted by weighted least squares
-    over the whole take: each frame is weighted by the inverse of the take's power in that bin, so
-    the fit rests on the bins and moments where the voice is absent (the voice is uncorrelated with
-    the backing: it is the fit's noise, not its target; this is the double-talk handling). Each
+    over the whole take, ``iterations`` times (iteratively reweighted): each frame is weighted by the
+    inverse of the take's power in that bin, then of what the previous fit leaves there, so the fit
+    rests on the bins and moments where the voice is absent (the voice is uncorrelated with the
+    backing: it is the fit's noise, not its target; this is the double-talk handling). Each
     bin's filter is then shrunk by how far its explained share stands above the share a filter of
     that size explains by chance, so a take without bleed (headphones) gets no filter at all.
-    A second pass measures what the filter leaves in the take's quietest moments (the residual the
+    A last pass measures what the filter leaves in the take's quietest moments (the residual the
     suppressor of :class:`BleedCanceller` removes).
 
     Examples
@@ -942,10 +943,11 @@ def fit_bleed(
     src = _FrameSource(ref, n_fft, hop, taps, lead)
     bins = n_fft // 2 + 1
     n_frames = (take.shape[-1] + src.pad) // hop + 1
-    h = None
-    for _ in range(max(1, int(iterations))):
-        h, explained = _weighted_fit(take, src, bins, n_frames, chunk_frames, h)
-    assert h is not None
+    # The first fit (weights 1/|take|^2) decides where there is bleed: its explained share is not
+    # biased by reweighting towards the frames a chance fit happens to explain.
+    h, explained = _weighted_fit(take, src, bins, n_frames, chunk_frames, None)
+    for _ in range(max(1, int(iterations)) - 1):
+        h, _ = _weighted_fit(take, src, bins, n_frames, chunk_frames, h)
     chance = taps / max(n_frames, 1)
     shrink = np.clip(1.0 - 8.0 * chance / np.maximum(explained, 1e-12), 0.0, 1.0)
     h = (h * shrink[:, None]).astype(np.complex64)
