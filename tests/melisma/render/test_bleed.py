@@ -67,3 +67,22 @@ def test_aac_room_take_through_remove_bleed_in_place():
 def test_stage_without_model_names_what_it_needs():
     with pytest.raises(RenderError, match="fit_bleed"):
         BleedCanceller(reference=np.zeros(100, np.float32))(np.zeros(100, np.float32), 48000)
+
+
+@pytest.mark.parametrize("bleed_db", [-14.0, None], ids=["speaker", "headphones"])
+def test_analysis_removes_bleed_after_alignment(bleed_db, tmp_path):
+    from melisma import audio_io
+    from melisma.pipeline import analyze
+
+    sc = make_scenario(seed=11, duration_s=10.0, offset_ms=150.0, bleed_db=bleed_db, aac_kbps=64, backing_renderer="numpy")
+    take, backing = tmp_path / "take.m4a", tmp_path / "backing.m4a"
+    audio_io.write_audio(take, sc.take, sr=sc.sr, bit_rate=64000)
+    audio_io.write_audio(backing, sc.backing, sr=sc.sr, bit_rate=128000)
+    plan = analyze(take, backing, pitch=False, latency_ms=150.0 if bleed_db is None else None, _work_parent=tmp_path)
+    first = plan.record["cleanup"]["actions"][0]
+    assert first["action"] == "bleed_removal"
+    if bleed_db is None:
+        assert first["detected"] is False and first["removed_db"] == 0.0
+    else:
+        # a -14 dB bleed is 4 % of the take's power: removing it lowers the take by about 0.2 dB or more
+        assert first["detected"] is True and first["removed_db"] > 0.15, first
