@@ -1030,6 +1030,9 @@ def _residual_level(take: np.ndarray, src: _FrameSource, model: BleedModel, n_fr
     total = cdf[:, -1:]
     q = np.argmax(cdf >= 0.25 * np.maximum(total, 1), axis=1)
     level_db = np.where(total[:, 0] > 0, edges[np.clip(q - 1, 0, edges.size - 1)] + 0.5, -60.0)
+    # What is left of the bleed is at most the bleed estimate itself: where the filter is tiny (no
+    # bleed in that bin) a larger ratio is the voice or noise, which the suppressor must not touch.
+    level_db = np.minimum(level_db, 0.0)
     return (10.0 ** (level_db / 10.0)).astype(np.float32)
 
 
