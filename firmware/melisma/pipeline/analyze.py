@@ -128,8 +128,13 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     record["alignment"] = {**alignment.to_dict(), "decision": alignment_decision(alignment, backing=back_d is not None)}
 
     with timed_stage(clock, "cleanup"):
+        bleed_action = None
+        if back_d is not None:
+            aligned, bleed_action = _remove_bleed(aligned, back_d.npy_path)
         cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
         vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup, in_place=True)  # aligned is ours
+        if bleed_action is not None:
+            actions.insert(0, bleed_action)
         del aligned
         warnings += list(cleanup.get("warnings", []))
     record["cleanup"] = {"analysis": cleanup, "actions": actions}
@@ -168,6 +173,16 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                 tracker=pitch_tracker_named(options.pitch_tracker),
             )
     return plan
+
+
+def _remove_bleed(aligned: np.ndarray, backing_npy) -> tuple[np.ndarray, dict[str, Any]]:
+    """The backing's bleed taken out of the aligned take, the backing read from its .npy in blocks."""
+    from ..audio_io import NpyBlockReader
+    from ..render.clean import remove_bleed
+
+    aligned = np.ascontiguousarray(aligned, dtype=np.float32)
+    with NpyBlockReader(backing_npy) as reader:
+        return remove_bleed(aligned, reader, sr=ENGINE_SR, in_place=True)
 
 
 def _fit_to_backing(aligned: np.ndarray, backing_n: int, warnings: list[str]) -> tuple[np.ndarray, int]:

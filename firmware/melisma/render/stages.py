@@ -161,6 +161,11 @@ class OutputDelay:
         """Append finished output ``(channels, samples)``."""
         self._buffer = np.concatenate([self._buffer, block], axis=1)
 
+    @property
+    def held(self) -> int:
+        """How many samples the line holds now."""
+        return int(self._buffer.shape[1])
+
     def pop(self, n: int) -> np.ndarray:
         """The next ``n`` samples of output (the line always holds enough: see the stage's latency)."""
         if n > self._buffer.shape[1]:

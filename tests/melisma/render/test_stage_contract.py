@@ -47,7 +47,7 @@ def _factories():
     import pedalboard
     from melisma.analysis.cleanup import estimate_noise
     from melisma.render.chain import DeEsser, Space
-    from melisma.render.clean import Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser
+    from melisma.render.clean import BleedCanceller, Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser, fit_bleed
     from melisma.render.ducker import Ducker
     from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
@@ -58,7 +58,10 @@ def _factories():
     f0 = np.where(np.arange(n // 480) % 140 < 100, 220.0, 0.0)
     notes = [{"start_s": 0.0, "end_s": 1.0, "midi": 57.0, "target_midi": 57.3},
              {"start_s": 1.4, "end_s": 2.0, "midi": 57.0, "target_midi": 56.7}]
+    backing = np.stack([_voice(n, seed=7)[::-1], _voice(n, seed=8)[::-1]]) * 0.5  # a stereo reference
     return {
+        BleedCanceller: lambda: BleedCanceller(reference=backing,
+                                               model=fit_bleed(voice + 0.3 * backing.mean(axis=0), backing, sr=SR)),
         Gain: lambda: Gain(gain_db=-3.0),
         Chain: lambda: Chain([Gain(gain_db=-1.0), RumbleFilter(cutoff_hz=80.0)]),
         PedalboardStage: lambda: PedalboardStage([pedalboard.Compressor(threshold_db=-20, ratio=4)]),
