@@ -205,3 +205,17 @@ def test_keygen_never_overwrites(bundles):
     proc = run_update("keygen", "--out", str(bundles.keys))
     assert proc.returncode == 12 and "already exists" in proc.stderr
     assert (bundles.keys / "signing.key").stat().st_mode & 0o077 == 0
+
+
+def test_not_enough_free_space_is_refused_before_anything_changes(bundles, installed_v1, monkeypatch, capsys):
+    # A full SD card is stood in for by the free-space figure the updater reads (os-level disk
+    # usage); everything else is the real install path, in this process.
+    from melisma.update import cli as update_cli
+    from melisma.update import install as update_install
+
+    before = snapshot(installed_v1)
+    monkeypatch.setattr(update_install, "_free_bytes", lambda path: 1 << 20)  # 1 MiB left
+    rc = update_cli.main(install_args(bundles.v2, installed_v1))
+    err = capsys.readouterr().err
+    assert rc == 12 and "not enough free space" in err and "MiB" in err and "Traceback" not in err
+    assert snapshot(installed_v1) == before
