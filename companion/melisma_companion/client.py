@@ -315,6 +315,15 @@ class MelismaClient(AudioClientMixin):
         self._require_link()
         try:
             return await coro
+        except asyncio.CancelledError:
+            # A backend cancels the pending ATT request when the link drops (Bumble does); that
+            # is link loss, not a cancellation of the caller, which is re-raised as it came.
+            task = asyncio.current_task()
+            if (task is not None and getattr(task, "cancelling", lambda: 0)()) or (
+                    self.is_connected and not self._lost.is_set()):
+                raise
+            raise LinkLostError(f"the link to {self._address} dropped during the request; reconnect and repeat",
+                                p.ErrorCode.BAD_STATE) from None
         except BleakGATTProtocolError as exc:
             code = int(exc.code)
             if code in SECURITY_ATT_ERRORS:
