@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import math
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -768,10 +769,21 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     Nothing is left behind on failure, and an existing file is replaced only when ``overwrite``.
     The no-overwrite case uses a hard link, so it cannot clobber a file created meanwhile.
     """
+    from .leftovers import temp_prefix
+
     p = check_writable(path, overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part" + p.suffix, dir=p.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(p.name), suffix=".part" + p.suffix, dir=p.parent)
     tmp_path = Path(tmp)
+    try:
+        # mkstemp makes 0600 files: give the output the mode an ordinary new file gets (the umask),
+        # or, when it replaces a file, that file's own mode
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode) if overwrite else None
+        except OSError:
+            mode = None
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield tmp_path
         if overwrite:
@@ -788,6 +800,17 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where it can be, without changing it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:

@@ -173,6 +173,7 @@ class ErrorCode(enum.IntEnum):
     INCOMPATIBLE_VERSION = 14
     NOT_BONDED = 15  # request needs an encrypted link from a bonded central
     INTERNAL = 16  # unexpected failure on the box (a bug)
+    INTERRUPTED = 17  # the job was cut off by a crash or power cut of the box; its work files are gone, run it again
 
 
 #: ATT application error range: the box answers a rejected write with ATT error 0x80 + code.

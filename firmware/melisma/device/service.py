@@ -103,8 +103,12 @@ async def run_service(args) -> None:
         print(f"PASSKEY {passkey:06d}", flush=True)
 
     async with await open_transport(args.transport) as (hci_source, hci_sink):
+        cfg = getattr(args, "box_config", None)
+        storage_cfg = cfg.storage if cfg is not None else None
+        min_free_mib = storage_cfg.min_free_mib if storage_cfg is not None else 0
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
-                         show_passkey=show if args.passkey == "stdout" else None)
+                         show_passkey=show if args.passkey == "stdout" else None,
+                         min_free_bytes=min_free_mib * 1024 * 1024)
         await box.start()
         write_heartbeat(data_dir, box, advertising=True)
         control = await _serve_control(box, data_dir / "control.sock")
