@@ -599,6 +599,7 @@ class MelismaBox:
         self.device_information = MelismaDeviceInformationService(serial_number or self.address.replace(":", ""))
         self.service = MelismaService(self)
         self.device.add_services([self.device_information, self.service])
+        self._guard_unencrypted_requests()
         self.device.advertising_data = bytes(AdvertisingData([
             data_types.Flags(AdvertisingData.Flags.LE_GENERAL_DISCOVERABLE_MODE
                              | AdvertisingData.Flags.BR_EDR_NOT_SUPPORTED),
@@ -693,6 +694,23 @@ class MelismaBox:
         if str(connection.peer_address) not in self.bonds.addresses:
             self.refused(connection, "not bonded")
             raise ATT_Error(AttErrorCode.INSUFFICIENT_AUTHENTICATION)
+
+    def _guard_unencrypted_requests(self) -> None:
+        """Count requests to the Melisma service on unencrypted links: Bumble refuses them (their
+        permissions need encryption) before any handler of ours runs, so they are counted here."""
+        server = self.device.gatt_server
+        inner = server.on_gatt_pdu
+        service = self.service
+
+        def on_gatt_pdu(bearer, att_pdu) -> None:
+            connection = getattr(bearer, "connection", None) or bearer
+            handle = getattr(att_pdu, "attribute_handle", None)
+            if (handle is not None and service.handle <= handle <= service.end_group_handle
+                    and not getattr(connection, "encryption", 0)):
+                self.refused(connection, f"{att_pdu.name.lower()} on an unencrypted link")
+            inner(bearer, att_pdu)
+
+        server.on_gatt_pdu = on_gatt_pdu
 
     def refused(self, connection: Connection, reason: str) -> None:
         """Count a refused request (logged at most once per interval); drop a connection that floods."""

@@ -102,7 +102,15 @@ async def run_service(args) -> None:
     def show(passkey: int) -> None:
         print(f"PASSKEY {passkey:06d}", flush=True)
 
-    async with await open_transport(args.transport) as (hci_source, hci_sink):
+    from .repair import load_identity
+
+    load_identity(data_dir, args.address)  # a damaged identity is refused before the radio is touched
+    try:
+        transport = await open_transport(args.transport)
+    except Exception as exc:  # bumble raises OSError, ValueError or its own errors here
+        raise DeviceError(f"cannot open the radio transport {args.transport!r} ({exc}); check --transport "
+                          f"(e.g. hci-socket:0 with BlueZ stopped, usb:0, tcp-client:127.0.0.1:9001)") from None
+    async with transport as (hci_source, hci_sink):
         cfg = getattr(args, "box_config", None)
         storage_cfg = cfg.storage if cfg is not None else None
         min_free_mib = storage_cfg.min_free_mib if storage_cfg is not None else 0
