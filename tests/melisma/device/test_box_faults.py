@@ -313,7 +313,7 @@ def test_damaged_state_files_are_moved_aside_and_the_box_starts(tmp_path):
 
     status, info, log, names = run(main())
     assert info.version == p.PROTOCOL_VERSION  # the box came up, at its old address (BOX above)
-    assert status.error is p.ErrorCode.INTERNAL and "damaged" in status.stage or "was a file" in status.stage
+    assert status.error is p.ErrorCode.INTERNAL and ("damaged" in status.stage or "was a file" in status.stage)
     assert any(n.startswith("bonds.json.damaged-") for n in names)
     assert any(n.startswith("identity.json.damaged-") for n in names)
     assert any(n.startswith("library.damaged-") for n in names)
