@@ -212,7 +212,7 @@ def _prefix(kind: str, work: Path) -> tuple[str, ...]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_hostile_case_fails_in_one_line_and_loses_nothing(case, source, tmp_path):
-    name, args, setup, code, words, kind = case
+    _, args, setup, code, words, kind = case
     work = tmp_path / "w"
     shutil.copytree(source, work)
     if setup is not None:

@@ -18,6 +18,7 @@ from .analyze import analyze
 from .inputs import load_take
 from .options import DEFAULT_TARGET_LUFS, ENGINE_SR, ceiling_for
 from .outputs import output_paths, refuse_inputs_as_outputs, staged_outputs, write_outputs
+from .render import render
 
 #: What a plan edited by hand (or damaged) makes the renderer trip over, reported as a PlanError.
 _DAMAGED_PLAN_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError)
@@ -65,7 +66,6 @@ def _check_cache_folder(plan_path: Any) -> None:
     if (cache.exists() or cache.is_symlink()) and not cache.is_dir():
         raise AudioIOError(f"{cache}: is a file, but the plan keeps its cached audio in a folder of that name; "
                            f"move the file away or choose another -o")
-from .render import render
 
 
 def analyze_files(
