@@ -128,6 +128,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Rule]]] = {
                                    "largest upload in MiB (the protocol allows 128)")),
         "min_free_mib": (256, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
                                    "refuse uploads that would leave less free space than this")),
+        "rerun_interrupted_jobs": (False, Rule(bool, lambda v: v, "true or false",
+                                               "queue a job cut off by a crash or power cut again at start")),
     },
     "log": {
         "level": ("info", Rule(str, _choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS),
@@ -166,6 +168,7 @@ class StorageConfig:
     data_dir: str = "/var/lib/melisma"
     max_file_mib: int = 128
     min_free_mib: int = 256
+    rerun_interrupted_jobs: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve_control(box, path: Path) -> asyncio.AbstractServer:
-    """The control socket: one command per connection (``pair [seconds]``)."""
+    """The control socket: one command per connection (``pair [seconds]``, ``status``, ``rerun JOB``)."""
+    from .jobs import JobError
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -76,8 +77,14 @@ async def _serve_control(box, path: Path) -> asyncio.AbstractServer:
                 answer = f"ok pairing window open for {seconds:.0f} s on {box.name}\n"
             elif line and line[0] == "status":
                 answer = f"ok {box.name} {box.address} {box.jobs.status()}\n"
+            elif line and line[0] == "rerun" and len(line) == 2:  # a job interrupted by a crash, again
+                try:
+                    again = box.jobs.rerun(int(line[1]))
+                except JobError as exc:
+                    raise ValueError(str(exc)) from None
+                answer = f"ok job {line[1]} queued again as job {again.id}\n"
             else:
-                answer = f"error unknown command {' '.join(line)!r}; use 'pair [seconds]' or 'status'\n"
+                answer = f"error unknown command {' '.join(line)!r}; use 'pair [seconds]', 'status' or 'rerun JOB'\n"
         except (ValueError, asyncio.TimeoutError) as exc:
             answer = f"error {exc}\n"
         writer.write(answer.encode())
@@ -116,7 +123,8 @@ async def run_service(args) -> None:
         min_free_mib = storage_cfg.min_free_mib if storage_cfg is not None else 0
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
                          show_passkey=show if args.passkey == "stdout" else None,
-                         min_free_bytes=min_free_mib * 1024 * 1024)
+                         min_free_bytes=min_free_mib * 1024 * 1024,
+                         rerun_interrupted=bool(storage_cfg and storage_cfg.rerun_interrupted_jobs))
         await box.start()
         write_heartbeat(data_dir, box, advertising=True)
         control = await _serve_control(box, data_dir / "control.sock")

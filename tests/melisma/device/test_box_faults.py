@@ -277,7 +277,13 @@ def test_sigkill_mid_job_reports_it_interrupted_with_its_id(tmp_path, kill_at):
             status = await client.read_status()
             with pytest.raises(BoxError) as failed:
                 await client.wait_for_job(job_id, timeout_s=10)
-            next_id = await client.start_mix("take.wav", "backing.wav", "mix.wav")
+            # re-run on request (the box's control socket; the front panel and `melisma-device` use it)
+            reader, writer = await asyncio.open_unix_connection(str(life.data_dir / "control.sock"))
+            writer.write(f"rerun {job_id}\n".encode())
+            answer = (await reader.readline()).decode()
+            writer.close()
+            assert answer.startswith(f"ok job {job_id} queued again as job "), answer
+            next_id = int(answer.split()[-1])
             final = await client.wait_for_job(next_id, timeout_s=180)
             log = life.log_text()
             return job_id, status, failed.value, next_id, final, left_after_kill, _leftovers(mixes), log
