@@ -578,6 +578,9 @@ class MelismaBox:
         self.show_passkey = show_passkey
         self.storage = Storage(self.data_dir / "library", min_free_bytes=min_free_bytes, free_space=free_space)
         self.storage.sweep_leftovers()
+        from ..leftovers import sweep
+
+        sweep(self.data_dir, force=True)  # a state file the box was writing when it died
         self.controls = self._load_controls()
         self.jobs = JobQueue(engine if engine is not None else PipelineEngine(), self.storage,
                              controls=lambda: self.controls, journal=self.data_dir / "jobs.json",

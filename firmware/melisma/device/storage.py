@@ -237,7 +237,10 @@ class Storage:
         session = UploadSession(self, FileKind(kind), name, size, sha256)
         free = self.free_bytes()
         if size - session.offset > free - self.min_free_bytes:
-            session.close()
+            if session.offset == 0:
+                session.discard()  # nothing held yet: leave no sidecar behind
+            else:
+                session.close()
             floor = f" and the box keeps {self.min_free_bytes // (1024 * 1024)} MiB free" if self.min_free_bytes else ""
             raise StorageError(f"{name} needs {size - session.offset} more bytes but only {free} are free{floor}; "
                                f"delete old mixes first", ErrorCode.NO_SPACE)
