@@ -700,7 +700,8 @@ class MelismaBox:
 
     def _guard_unencrypted_requests(self) -> None:
         """Count requests to the Melisma service on unencrypted links: Bumble refuses them (their
-        permissions need encryption) before any handler of ours runs, so they are counted here."""
+        permissions need encryption) before any handler of ours runs, so they are counted here.
+        """
         server = self.device.gatt_server
         inner = server.on_gatt_pdu
         service = self.service
