@@ -123,13 +123,15 @@ class Life:
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 await self.transport.close()
-        for proc in reversed(self.procs):
+        for proc in reversed(self.procs):  # synchronously: a cancelled test must not leave processes
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    await asyncio.to_thread(proc.wait, 10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
         self.log.close()
 
     async def paired(self) -> MelismaClient:
