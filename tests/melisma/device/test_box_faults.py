@@ -83,6 +83,13 @@ class Life:
         self.box: subprocess.Popen | None = None
 
     async def __aenter__(self) -> Life:
+        try:
+            return await self._start()
+        except BaseException:
+            self._terminate()
+            raise
+
+    async def _start(self) -> Life:
         p1, p2 = _free_port(), _free_port()
         self.procs.append(subprocess.Popen([sys.executable, "-m", "bumble.apps.controllers",
                                             f"tcp-server:127.0.0.1:{p1}", f"tcp-server:127.0.0.1:{p2}"],
@@ -123,7 +130,11 @@ class Life:
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 await self.transport.close()
-        for proc in reversed(self.procs):  # synchronously: a cancelled test must not leave processes
+        self._terminate()
+
+    def _terminate(self) -> None:
+        """Stop the box and the virtual link, synchronously (a cancelled test must not leave processes)."""
+        for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
         for proc in reversed(self.procs):
@@ -132,7 +143,8 @@ class Life:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        self.log.close()
+        if hasattr(self, "log"):
+            self.log.close()
 
     async def paired(self) -> MelismaClient:
         await self.client.connect()
