@@ -19,9 +19,11 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,20 @@ elif kind == "warm":
         if i:
             times["preview"].append(time.perf_counter() - t)
     report = {}
+elif kind == "box":
+    # The box's job path: PipelineEngine as the job queue calls it (plan kept, caches warm), Opus previews.
+    from pathlib import Path
+    from melisma.device.engine_adapter import PipelineEngine
+    engine = PipelineEngine()
+    times = {"preview": [], "preview_cpu": []}
+    for i, value in enumerate([0.5, 0.2, 0.7, 0.4, 0.6, 0.3][: args["repeat"] + 2]):
+        t, c = time.perf_counter(), time.process_time()
+        engine.preview(Path(args["plan"]), Path(args["preview"]), style="cpop", sliders={"warmth": value},
+                       start_s=args["start"], duration_s=10.0, progress=lambda s, f: None)
+        if i:
+            times["preview"].append(time.perf_counter() - t)
+            times["preview_cpu"].append(time.process_time() - c)
+    report = {}
 elapsed = time.perf_counter() - t1
 cpu = time.process_time() - c1
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
@@ -94,6 +110,72 @@ y = pyworld.synthesize(target, sp, ap, 48000, 5.0)
 t_world = time.perf_counter() - t1
 print(json.dumps({"pyin_s": t_pyin, "world_s": t_world}))
 """
+
+
+PEER_CHAIN = r"""
+import json, sys, time
+import numpy as np
+args = json.loads(sys.argv[1])
+import pedalboard, pyloudnorm
+vocal = np.load(args["vocal"])
+t0 = time.perf_counter()
+board = pedalboard.Pedalboard([pedalboard.HighpassFilter(80), pedalboard.Compressor(-20, 3.5), pedalboard.LowShelfFilter(200, 1.0),
+                               pedalboard.HighShelfFilter(8000, 1.5), pedalboard.Reverb(room_size=0.5, wet_level=0.2)])
+wet = board(np.stack([vocal, vocal]), 48000)
+t_chain = time.perf_counter() - t0
+t1 = time.perf_counter()
+meter = pyloudnorm.Meter(48000)
+lufs = meter.integrated_loudness(wet.T.astype(np.float64))
+mastered = pyloudnorm.normalize.loudness(wet.T.astype(np.float64), lufs, -14.0)
+limited = pedalboard.Limiter(threshold_db=-1.0)(mastered.T.astype(np.float32), 48000)
+again = meter.integrated_loudness(limited.T.astype(np.float64))
+t_master = time.perf_counter() - t1
+print(json.dumps({"chain_s": t_chain, "master_s": t_master}))
+"""
+
+
+def run_peer_chain(vocal_npy: Path) -> dict | None:
+    """The peer chain and master (pedalboard effects + pyloudnorm loudness), one core."""
+    cmd = [sys.executable, "-c", PEER_CHAIN, json.dumps({"vocal": str(vocal_npy)})]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, cwd=ROOT)
+    if proc.returncode != 0:
+        print(f"peer chain failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cli_import_s(repeat: int) -> tuple[float, float]:
+    """Median wall time of `melisma --help` (whole process) and the import time python -X importtime gives."""
+    import statistics
+
+    exe = Path(sys.executable).with_name("melisma")
+    walls, imports = [], []
+    for _ in range(max(3, repeat)):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-X", "importtime", str(exe), "--help"], capture_output=True, text=True)
+        walls.append(time.perf_counter() - t)
+        top = [ln for ln in proc.stderr.splitlines() if ln.startswith("import time:") and "| melisma.cli" in ln]
+        imports.append(int(top[-1].split("|")[1]) / 1e6 if top else float("nan"))
+    return statistics.median(walls), statistics.median(imports)
+
+
+def tile_inputs(folder: Path, take: Path, backing: Path, duration_s: float) -> tuple[Path, Path]:
+    """A longer (or shorter) take and backing made by repeating/cutting the benchmark's 3-minute pair."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from melisma import audio_io
+
+    out_take, out_backing = folder / f"take-{duration_s:.0f}.m4a", folder / f"backing-{duration_s:.0f}.m4a"
+    if out_take.exists() and out_backing.exists():
+        return out_take, out_backing
+    for src, dst, rate in ((take, out_take, 64000), (backing, out_backing, 128000)):
+        y, sr = audio_io.load_audio(src)
+        n = int(duration_s * sr)
+        reps = -(-n // y.shape[-1])
+        audio_io.write_audio(dst, np.concatenate([y] * reps, axis=-1)[..., :n], sr=sr, bit_rate=rate, overwrite=True)
+    return out_take, out_backing
 
 
 def run_peer(vocal_npy: Path) -> dict | None:
@@ -144,7 +226,12 @@ def make_inputs(folder: Path, duration_s: float) -> tuple[Path, Path]:
 
 
 def best(runs: list[dict]) -> dict:
-    return min(runs, key=lambda r: r["elapsed_s"])
+    """The median run by elapsed time (the machine is shared: medians are steadier than minima)."""
+    runs = sorted(runs, key=lambda r: r["elapsed_s"])
+    return runs[len(runs) // 2]
+
+
+LOAD_BEFORE = ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -153,6 +240,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest is reported")
     parser.add_argument("--keep", type=Path, default=None, help="keep/reuse inputs and outputs in this folder")
     parser.add_argument("--no-peer", action="store_true", help="skip the librosa pYIN + WORLD peer (~1 min)")
+    parser.add_argument("--growth", action="store_true", help="also the time/memory table for 30 s, 3, 10 and 15 min takes")
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="also batch throughput over N 30 s takes on 1 and 2 worker processes and local Ray")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="melisma-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +308,8 @@ def main() -> None:
         ("10 s preview, warm process (slider move)", f"{min(warm['preview']) * 1000:.0f} ms", "plan loaded once", "≤ 200 ms"),
         ("python + engine import (not counted above)", f"{mix['import_s']:.2f} s", "", ""),
     ]
-    print(f"Melisma mix benchmark: {d:.0f} s take, one core (taskset -c 0, 1 BLAS thread), best of {args.repeat}")
+    print(f"Melisma mix benchmark: {d:.0f} s take, one core (taskset -c 0, 1 BLAS thread), median of {args.repeat}; "
+          f"load average before: {LOAD_BEFORE}")
     for name, value, ratio, target in rows:
         print(f"  {name:<44} {value:>10}  {ratio:<22} {target}")
     print("  per-stage (full mix):")
@@ -249,8 +340,63 @@ def main() -> None:
     print(
         f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB"
     )
+    box = run_child("box", {"plan": str(plan), "preview": str(folder / "box-preview.ogg"), "start": args.duration / 2,
+                            "repeat": max(2, args.repeat)})["warm"]
+    print(f"  box job path, 10 s Opus preview in-process (plan kept, caches warm): median "
+          f"{statistics.median(box['preview']) * 1000:.0f} ms wall, {statistics.median(box['preview_cpu']) * 1000:.0f} ms CPU"
+          f"  (target ≤ 200 ms)")
+    wall, imp = cli_import_s(args.repeat)
+    print(f"  `melisma --help`: {wall * 1000:.0f} ms whole process, melisma.cli import {imp * 1000:.0f} ms (python -X importtime; target < 500 ms)")
+    if peer is not None or not args.no_peer:
+        chain_peer = run_peer_chain(plan.with_name(plan.name + ".cache") / "vocal.npy")
+        rr = render["timings_s"].get("render", {})
+        if chain_peer:
+            print(f"  peer in the same run — chain: pedalboard (5 effects) {chain_peer['chain_s']:.2f} s vs Melisma vocal_chain "
+                  f"{rr.get('vocal_chain', float('nan')):.2f} s (re-render, dry part kept); master: pyloudnorm + pedalboard.Limiter "
+                  f"{chain_peer['master_s']:.2f} s vs Melisma balance + master {rr.get('balance', 0) + rr.get('master', 0):.2f} s")
+    if args.growth:
+        print("  growth (fresh process per run, one core): take | mix s | mix × real time | mix peak RSS | re-render s | re-render peak RSS")
+        for length in (30.0, 180.0, 600.0, 900.0):
+            t_in, b_in = tile_inputs(folder, take, backing, length)
+            gp = folder / f"plan-{length:.0f}.json"
+            m = run_child("mix", {"take": str(t_in), "backing": str(b_in), "out": str(folder / f"mix-{length:.0f}.m4a")})
+            run_child("analyze", {"take": str(t_in), "backing": str(b_in), "plan": str(gp)})
+            run_child("render", {"plan": str(gp), "out": str(folder / f"rr-{length:.0f}.wav"), "sliders": {"reverb": 0.4}})
+            r = run_child("render", {"plan": str(gp), "out": str(folder / f"rr-{length:.0f}.wav"), "sliders": {"reverb": 0.5}})
+            print(f"    {length / 60:5.1f} min | {m['elapsed_s']:6.1f} | {m['elapsed_s'] / length:.4f} | {m['peak_rss_mb']:5.0f} MB | "
+                  f"{r['elapsed_s']:6.2f} | {r['peak_rss_mb']:5.0f} MB")
+    if args.batch:
+        bench_batch(folder, take, backing, args.batch)
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def bench_batch(folder: Path, take: Path, backing: Path, n: int) -> None:
+    """Throughput of `melisma batch` on n 30 s takes: 1 and 2 worker processes, and a local Ray instance."""
+    sys.path.insert(0, str(ROOT))
+    t_in, b_in = tile_inputs(folder, take, backing, 30.0)
+    runs = [("1 process", 1, None), ("2 processes", 2, None), ("Ray local, 2 CPUs", 2, "local")]
+    for name, workers, ray in runs:
+        work = folder / f"batch-{workers}-{ray or 'pool'}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        manifest = work / "jobs.jsonl"
+        manifest.write_text("".join(json.dumps({"take": str(t_in), "backing": str(b_in), "settings": {"style": "cpop"},
+                                                "output": f"out/{i}.m4a"}) + "\n" for i in range(n)))
+        cmd = [sys.executable, "-m", "melisma.cli", "batch", str(manifest), "--workers", str(workers), "-q",
+               "--report", str(work / "result.json")] + (["--ray", ray] if ray else [])
+        env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+        if ray:
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            print(f"  batch {name}: failed: {proc.stderr[-500:]}")
+            continue
+        result = json.loads((work / "result.json").read_text())
+        print(f"  batch, {name}: {n} × 30 s takes in {wall:.1f} s whole command ({60 * n / wall:.1f} takes/min; "
+              f"{result['takes_per_minute']:.1f} takes/min once workers are up)")
 
 
 if __name__ == "__main__":

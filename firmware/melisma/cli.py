@@ -114,6 +114,12 @@ def _add_pitch(p: argparse.ArgumentParser, *, analysis: bool = True, render: boo
         g.add_argument("--no-correct", dest="pitch", action="store_false", help="skip pitch analysis and correction")
 
 
+def _add_accept_guess(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accept-alignment-guess", action="store_true",
+                   help="when the take's offset cannot be measured (no backing bleed, no --latency-ms), mix at the "
+                        "best guess instead of refusing (the report says so)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sliders(p)
     p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS",
                    help="calibrated phone round-trip latency, used when the take has no backing bleed")
+    _add_accept_guess(p)
     _add_pitch(p)
     _add_common(p)
 
@@ -144,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_style(p, default="neutral")
     _add_sliders(p)
     p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS")
+    _add_accept_guess(p)
     p.add_argument("--target-lufs", type=_finite_float, default=None, metavar="LUFS")
     p.add_argument("--force", action="store_true", help="overwrite an existing plan")
     _add_pitch(p)
@@ -175,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     sub.add_parser("selftest", help="check this installation: models load, a short mix runs, BLE starts on a virtual link")
+    from .batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -201,7 +212,8 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
         lines.append(f"wrote {out}")
     al = report.get("alignment") or {}
     if al:
-        lines.append(f"  alignment: take was {al.get('offset_ms', 0):+.1f} ms late ({al.get('method')}, confidence {al.get('confidence', 0):.2f})")
+        lines.append(f"  alignment: take was {al.get('offset_ms', 0):+.1f} ms late ({al.get('method')}, confidence {al.get('confidence', 0):.2f}"
+                     + (", a guess you accepted" if al.get("decision") == "accepted guess" else "") + ")")
     actions = ((report.get("cleanup") or {}).get("actions")) or []
     if actions:
         words = []
@@ -305,7 +317,7 @@ def _run(args: argparse.Namespace) -> int:
                 latency_ms=args.latency_ms,
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
                 report_path=args.report, stems_dir=args.stems, plot_path=args.plot, overwrite=args.force, progress=bar,
-                **_pitch_options(args),
+                accept_alignment_guess=args.accept_alignment_guess, **_pitch_options(args),
             )
             out = args.output
         elif args.command == "analyze":
@@ -313,7 +325,8 @@ def _run(args: argparse.Namespace) -> int:
                 args.take, args.backing, args.output, latency_ms=args.latency_ms, style=args.style,
                 sliders=_sliders(args),
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
-                overwrite=args.force, progress=bar, **_pitch_options(args),
+                overwrite=args.force, progress=bar, accept_alignment_guess=args.accept_alignment_guess,
+                **_pitch_options(args),
             )
             report, out = plan.record, args.output
         elif args.command == "render":
@@ -376,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return selftest_main()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if args.command == "batch":
+            from .batch import main_batch
+
+            return main_batch(args)
         return _run(args)
     except MelismaError as exc:
         print(f"melisma: error: {exc}", file=sys.stderr)

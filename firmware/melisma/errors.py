@@ -40,6 +40,12 @@ class AlignmentError(MelismaError):
     exit_code = 5
 
 
+class AlignmentUnknownError(AlignmentError):
+    """The take's offset behind the backing could not be measured and no latency was given;
+    nothing was mixed (accept the best guess explicitly to mix anyway).
+    """
+
+
 class AnalysisError(MelismaError):
     """Pitch, note, ornament or key analysis failed."""
 

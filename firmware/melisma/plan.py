@@ -73,7 +73,6 @@ class Plan:
 
     record: dict[str, Any]
     path: Path | None = None
-    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _files: dict[str, Path] = field(default_factory=dict, repr=False)  # adopted work files, before save()
     _work: Path | None = field(default=None, repr=False)
 
@@ -122,15 +121,6 @@ class Plan:
         read into memory (no memory map: a map would count the file in the process's memory
         while a copy of it is worked on).
         """
-        if name in self._arrays:
-            arr = self._arrays[name]
-            if (start, stop) == (0, None):
-                return arr
-            stop = arr.shape[-1] if stop is None else stop
-            piece = np.zeros((*arr.shape[:-1], stop - start), np.float32)  # past the end: zeros, as from a file
-            have = arr[..., start:stop]
-            piece[..., :have.shape[-1]] = have
-            return piece
         with self.reader(name) as reader:
             try:
                 return reader.read(start, reader.shape[-1] if stop is None else stop)
@@ -138,13 +128,6 @@ class Plan:
                 raise PlanError(
                     f"{reader.path}: the plan's cached {name} is damaged ({exc}); run `melisma analyze` again"
                 ) from None
-
-    def attach(self, name: str, arr: np.ndarray) -> None:
-        """Hold an array in memory (for a plan not yet saved, e.g. inside ``melisma mix``)."""
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        self._files.pop(name, None)
-        self._arrays[name] = arr
-        self.record.setdefault("cache", {})[name] = {"file": f"{name}.npy", "shape": list(arr.shape)}
 
     def adopt(
         self,
@@ -157,7 +140,6 @@ class Plan:
         ``name``; :meth:`save` moves it into the cache folder. ``shape`` is what readers of the
         plan see; ``file_shape`` (if shorter) what the file holds: the rest reads as zeros.
         """
-        self._arrays.pop(name, None)
         self._files[name] = Path(file)
         entry: dict[str, Any] = {"file": f"{name}.npy", "shape": [int(s) for s in shape]}
         if file_shape is not None and list(file_shape) != list(shape):
@@ -186,10 +168,6 @@ class Plan:
         self.path = path
         cache = self.cache_dir
         cache.mkdir(exist_ok=True)
-        for name, arr in self._arrays.items():
-            target = cache / f"{name}.npy"
-            with atomic_path(target, overwrite=True) as tmp, open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
         for name, file in list(self._files.items()):
             target = cache / f"{name}.npy"
             if file.resolve() == target.resolve():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 ProgressCallback = Callable[[str, float], None]
@@ -22,7 +22,7 @@ def no_progress(stage: str, fraction: float) -> None:
 class StageClock:
     """Times named stages and reports overall progress from fixed stage weights."""
 
-    def __init__(self, weights: dict[str, float], progress: ProgressCallback | None = None):
+    def __init__(self, weights: Mapping[str, float], progress: ProgressCallback | None = None):
         total = sum(weights.values()) or 1.0
         self._weights = {k: v / total for k, v in weights.items()}
         self._done = 0.0

@@ -173,7 +173,8 @@ class ErrorCode(enum.IntEnum):
     INCOMPATIBLE_VERSION = 14
     NOT_BONDED = 15  # request needs an encrypted link from a bonded central
     INTERNAL = 16  # unexpected failure on the box (a bug)
-    INTERRUPTED = 17  # the job was cut off by a crash or power cut of the box; its work files are gone, run it again
+    ALIGNMENT_UNKNOWN = 17  # the take's offset behind the backing is unknown; retry with accept_alignment_guess or a latency
+    INTERRUPTED = 18  # the job was cut off by a crash or power cut of the box; its work files are gone, run it again
 
 
 #: ATT application error range: the box answers a rejected write with ATT error 0x80 + code.
@@ -625,6 +626,20 @@ class _Request(Message):
         _check_range(self.request_id, 0, 0xFFFF, "request id")
 
 
+#: Bit 0 of the optional trailing flags byte of Mix and Analyse: accept the best alignment guess.
+JOB_FLAG_ACCEPT_ALIGNMENT_GUESS = 0x01
+
+
+def _job_flags(r: _Reader) -> bool:
+    """The optional trailing flags byte of Mix/Analyse (absent = 0): True when the guess is accepted."""
+    if r.pos >= len(r.data):
+        return False
+    flags = r.u8("job flags")
+    if flags & ~JOB_FLAG_ACCEPT_ALIGNMENT_GUESS:
+        raise MalformedMessageError(f"{r.name}: job flags 0x{flags:02x} has unknown bits; only bit 0 (accept alignment guess) is defined")
+    return bool(flags & JOB_FLAG_ACCEPT_ALIGNMENT_GUESS)
+
+
 @dataclass(frozen=True)
 class MixCommand(_Request):
     """Analyse and render ``take`` over ``backing`` into the mix ``out`` with the current controls."""
@@ -633,6 +648,9 @@ class MixCommand(_Request):
     take: str = ""
     backing: str = ""
     out: str = ""
+    #: Mix even when the take's offset cannot be measured, at the best guess (an additive field:
+    #: a trailing flags byte, bit 0, sent only when set, so older boxes see the same message as before).
+    accept_alignment_guess: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -641,11 +659,13 @@ class MixCommand(_Request):
         check_name(self.out, FileKind.MIX)
 
     def _encode_fields(self):
-        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.out))
+        flags = bytes([JOB_FLAG_ACCEPT_ALIGNMENT_GUESS]) if self.accept_alignment_guess else b""
+        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.out)) + flags
 
     @classmethod
     def _decode_fields(cls, r):
-        return cls(r.u16("request id"), r.text("take"), r.text("backing"), r.text("out"))
+        head = (r.u16("request id"), r.text("take"), r.text("backing"), r.text("out"))
+        return cls(*head, accept_alignment_guess=_job_flags(r))
 
 
 @dataclass(frozen=True)
@@ -656,6 +676,9 @@ class AnalyseCommand(_Request):
     take: str = ""
     backing: str = ""
     plan: str = ""
+    #: Mix even when the take's offset cannot be measured, at the best guess (an additive field:
+    #: a trailing flags byte, bit 0, sent only when set, so older boxes see the same message as before).
+    accept_alignment_guess: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -664,11 +687,13 @@ class AnalyseCommand(_Request):
         check_name(self.plan, FileKind.PLAN)
 
     def _encode_fields(self):
-        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.plan))
+        flags = bytes([JOB_FLAG_ACCEPT_ALIGNMENT_GUESS]) if self.accept_alignment_guess else b""
+        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.plan)) + flags
 
     @classmethod
     def _decode_fields(cls, r):
-        return cls(r.u16("request id"), r.text("take"), r.text("backing"), r.text("plan"))
+        head = (r.u16("request id"), r.text("take"), r.text("backing"), r.text("plan"))
+        return cls(*head, accept_alignment_guess=_job_flags(r))
 
 
 @dataclass(frozen=True)

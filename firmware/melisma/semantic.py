@@ -21,7 +21,7 @@ Examples
 >>> s = resolve_settings("cpop", {"reverb": 0.5, "vocal_level": -1.0})
 >>> s.vocal_to_backing_lu   # cpop's +4 LU, moved back 3 LU
 1.0
->>> s.reverb["wet_level"] > resolve_settings("cpop").reverb["wet_level"]
+>>> s.reverb.wet_level > resolve_settings("cpop").reverb.wet_level
 True
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
@@ -98,7 +98,7 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
 # warmth follows the crowd-sourced SocialEQ descriptors (Cartwright & Pardo 2013): "warm" lifts
 # below ~400 Hz with a peak near 120-160 Hz and dips around 1-2 kHz; "bright" cuts the lows and
 # lifts 1.5-6 kHz, peaking near 4.4 kHz. tuning/ornaments steer the pitch correction (they do not
-# change the vocal chain; melisma.intonation.correction_from_sliders turns them into its settings).
+# change the vocal chain; melisma.render.pitch.correction_from_sliders turns them into its settings).
 # --------------------------------------------------------------------------------------------
 SLIDERS: dict[str, dict[str, Any]] = {
     "warmth": {
@@ -152,25 +152,96 @@ _ROOM_SIZE_RANGE = (0.0, 0.98)
 _PREDELAY_MS_RANGE = (0.0, 120.0)
 
 
+def _from_mapping(cls: type, data: Any, what: str) -> Any:
+    """A settings dataclass from a plain mapping: every field required, unknown keys refused."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a dict, got {type(data).__name__}")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown {what} setting(s) {unknown}; valid keys are {names}")
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
+    if missing:
+        raise ConfigError(f"{what} settings lack {missing}; a complete set has {names}")
+    return cls(**copy.deepcopy(data))
+
+
+@dataclass
+class CompressorSettings:
+    """The vocal compressor; ``threshold_db`` is ``None`` until the take's analysis sets it."""
+
+    ratio: float
+    target_gr_db: float
+    attack_ms: float
+    release_ms: float
+    threshold_db: float | None = None
+
+
+@dataclass
+class DeEsserSettings:
+    """The de-esser; threshold and band are ``None`` until the take's analysis sets them."""
+
+    target_reduction_db: float
+    max_reduction_db: float
+    ratio: float
+    attack_ms: float
+    release_ms: float
+    threshold_db: float | None = None
+    lo_hz: float | None = None
+    hi_hz: float | None = None
+
+
+@dataclass
+class ReverbSettings:
+    """Freeverb parameters (0…1) and the pre-delay before it."""
+
+    room_size: float
+    wet_level: float
+    damping: float
+    predelay_ms: float
+    width: float
+
+
+@dataclass
+class DelaySettings:
+    """The echo: a note value at the backing's tempo, or ``time_ms`` when the tempo is unknown."""
+
+    note: str
+    time_ms: float
+    feedback: float
+    mix: float
+
+
+@dataclass
+class EqBand:
+    """One EQ band: ``type`` is low_shelf, high_shelf, peak or highpass."""
+
+    type: str
+    freq_hz: float
+    gain_db: float
+    q: float
+
+
 @dataclass
 class MixSettings:
     """Render settings of the vocal chain and the balance, in physical units.
 
     ``eq_bands`` is the tonal EQ (preset tilt + sliders), applied after the compressor;
     corrective EQ from the analysis (high-pass, mud cut) is added by the chain builder.
-    ``compressor['threshold_db']`` and ``deesser['threshold_db']`` / band are ``None`` until
-    the analysis of the take fills them in.
+    The compressor's and de-esser's thresholds (and the de-esser's band) are ``None`` until the
+    analysis of the take fills them in. Every stage's parameters are typed: a preset or a plan
+    that lacks one is refused, there are no fallback values.
     """
 
-    style: str = "neutral"
-    sliders: dict[str, float] = field(default_factory=dict)
-    vocal_to_backing_lu: float = 2.0
-    eq_bands: list[dict[str, Any]] = field(default_factory=list)
-    compressor: dict[str, Any] = field(default_factory=dict)
-    deesser: dict[str, Any] = field(default_factory=dict)
-    reverb: dict[str, Any] = field(default_factory=dict)
-    delay: dict[str, Any] = field(default_factory=dict)
-    duck_db: float = 1.0
+    style: str
+    sliders: dict[str, float]
+    vocal_to_backing_lu: float
+    eq_bands: list[EqBand]
+    compressor: CompressorSettings
+    deesser: DeEsserSettings
+    reverb: ReverbSettings
+    delay: DelaySettings
+    duck_db: float
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (for the plan and the mix report)."""
@@ -178,14 +249,35 @@ class MixSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MixSettings:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"mix settings must be a dict, got {type(data).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown mix setting(s) {unknown}; valid keys are {sorted(known)}")
-        return cls(**copy.deepcopy(data))
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ConfigError`."""
+        plain = _from_mapping(_PlainMix, data, "mix")
+        if not isinstance(plain.eq_bands, list):
+            raise ConfigError(f"mix eq_bands must be a list of bands, got {type(plain.eq_bands).__name__}")
+        return cls(
+            style=_check_style(plain.style), sliders=check_sliders(plain.sliders),
+            vocal_to_backing_lu=float(plain.vocal_to_backing_lu),
+            eq_bands=[_from_mapping(EqBand, b, "EQ band") for b in plain.eq_bands],
+            compressor=_from_mapping(CompressorSettings, plain.compressor, "compressor"),
+            deesser=_from_mapping(DeEsserSettings, plain.deesser, "de-esser"),
+            reverb=_from_mapping(ReverbSettings, plain.reverb, "reverb"),
+            delay=_from_mapping(DelaySettings, plain.delay, "delay"),
+            duck_db=float(plain.duck_db),
+        )
+
+
+@dataclass
+class _PlainMix:
+    """MixSettings' fields as they arrive from JSON, before each is typed."""
+
+    style: Any
+    sliders: Any
+    vocal_to_backing_lu: Any
+    eq_bands: Any
+    compressor: Any
+    deesser: Any
+    reverb: Any
+    delay: Any
+    duck_db: Any
 
 
 def _check_style(style: Any) -> str:
@@ -238,7 +330,7 @@ def _merge_bands(bands: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sum gains of bands with the same type, frequency and Q; drop bands that end up flat."""
     merged: dict[tuple, dict[str, Any]] = {}
     for band in bands:
-        key = (band["type"], float(band["freq_hz"]), float(band.get("q", 0.7071)))
+        key = (band["type"], float(band["freq_hz"]), float(band["q"]))
         if key in merged:
             merged[key]["gain_db"] = round(merged[key]["gain_db"] + band["gain_db"], 3)
         else:
@@ -264,7 +356,7 @@ def resolve_settings(style: str = "neutral", sliders: dict[str, Any] | None = No
     Examples
     --------
     >>> s = resolve_settings("western", {"warmth": 1.0})
-    >>> [b["freq_hz"] for b in s.eq_bands if b["type"] == "peak"][:2]
+    >>> [b.freq_hz for b in s.eq_bands if b.type == "peak"][:2]
     [3500.0, 140.0]
     """
     style = _check_style(style)
@@ -296,11 +388,11 @@ def resolve_settings(style: str = "neutral", sliders: dict[str, Any] | None = No
         style=style,
         sliders={name: values.get(name, 0.0) for name in SLIDERS},
         vocal_to_backing_lu=round(preset["vocal_to_backing_lu"] + level_map.get("vocal_to_backing_lu", 0.0), 3),
-        eq_bands=_merge_bands(bands),
-        compressor={**preset["compressor"], "threshold_db": None},
-        deesser={**preset["deesser"], "threshold_db": None, "lo_hz": None, "hi_hz": None},
-        reverb=reverb,
-        delay=delay,
+        eq_bands=[EqBand(**band) for band in _merge_bands(bands)],
+        compressor=CompressorSettings(**preset["compressor"]),
+        deesser=DeEsserSettings(**preset["deesser"]),
+        reverb=ReverbSettings(**reverb),
+        delay=DelaySettings(**delay),
         duck_db=round(max(0.0, preset["duck_db"] + level_map.get("duck_db", 0.0)), 3),
     )
 

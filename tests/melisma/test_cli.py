@@ -206,8 +206,10 @@ def test_unusual_but_valid_inputs_are_mixed_with_warnings(tmp_path, capsys) -> N
     back = audio_io.resample(np.concatenate([sc.backing, sc.backing], axis=1), orig_sr=SR, target_sr=192000)
     eight = np.concatenate([back, back, back, back], axis=0).T * 0.5
     scipy.io.wavfile.write(tmp_path / "backing8ch.wav", 192000, np.ascontiguousarray(eight, dtype=np.float32))
+    # 3 s at 8 kHz carry too little bleed to measure the offset (it was mixed at 0 ms before issue
+    # 13; now that is refused by default): this test is about the formats, so accept the guess.
     code, _, err = run_cli("mix", tmp_path / "take8k.wav", tmp_path / "backing8ch.wav", "-o", tmp_path / "m.flac",
-                           "--report", tmp_path / "r.json", "-q", capsys=capsys)
+                           "--report", tmp_path / "r.json", "-q", "--accept-alignment-guess", capsys=capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "r.json").read_text())
     text = " ".join(report["warnings"])

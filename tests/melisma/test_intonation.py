@@ -15,7 +15,7 @@ from melisma import audio_io
 from melisma.analysis.pitch import DspPitchTracker, hz_to_midi
 from melisma.cli import main
 from melisma.errors import ConfigError
-from melisma.intonation import correction_from_sliders
+from melisma.render.pitch import correction_from_sliders
 
 from tools.corpus.scenarios import make_scenario
 

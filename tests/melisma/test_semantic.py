@@ -32,9 +32,9 @@ def test_required_presets_and_sliders_exist():
 def test_cpop_is_wetter_and_more_forward_than_western():
     cpop, western = resolve_settings("cpop"), resolve_settings("western")
     assert cpop.vocal_to_backing_lu > western.vocal_to_backing_lu
-    assert cpop.reverb["wet_level"] > western.reverb["wet_level"]
-    assert cpop.reverb["room_size"] > western.reverb["room_size"]
-    assert cpop.delay["mix"] > western.delay["mix"]
+    assert cpop.reverb.wet_level > western.reverb.wet_level
+    assert cpop.reverb.room_size > western.reverb.room_size
+    assert cpop.delay.mix > western.delay.mix
     # Modern Western pop: about +1 LU lead-to-accompaniment (Gerdes & Siedenburg 2023).
     assert western.vocal_to_backing_lu == pytest.approx(1.0, abs=0.5)
 
@@ -42,13 +42,13 @@ def test_cpop_is_wetter_and_more_forward_than_western():
 def test_every_preset_compresses_like_typical_vocal_practice():
     for style in STYLE_PRESETS:
         comp = resolve_settings(style).compressor
-        assert 3.0 <= comp["ratio"] <= 4.0, style
-        assert 3.0 <= comp["target_gr_db"] <= 6.0, style
-        assert comp["threshold_db"] is None  # set from the take's analysis
+        assert 3.0 <= comp.ratio <= 4.0, style
+        assert 3.0 <= comp.target_gr_db <= 6.0, style
+        assert comp.threshold_db is None  # set from the take's analysis
 
 
 def _band_gain(settings: MixSettings, kind: str, lo_hz: float, hi_hz: float) -> float:
-    return sum(b["gain_db"] for b in settings.eq_bands if b["type"] == kind and lo_hz <= b["freq_hz"] <= hi_hz)
+    return sum(b.gain_db for b in settings.eq_bands if b.type == kind and lo_hz <= b.freq_hz <= hi_hz)
 
 
 def test_warmth_slider_matches_the_words():
@@ -72,9 +72,9 @@ def test_air_reverb_and_vocal_level_sliders_move_the_right_way():
     assert _band_gain(less_air, "high_shelf", 9000, 13000) < _band_gain(base, "high_shelf", 9000, 13000) - 3
 
     wet, dry = resolve_settings("ballad", {"reverb": 1.0}), resolve_settings("ballad", {"reverb": -1.0})
-    assert dry.reverb["wet_level"] < base.reverb["wet_level"] < wet.reverb["wet_level"]
-    assert dry.reverb["room_size"] < base.reverb["room_size"] < wet.reverb["room_size"] <= 1.0
-    assert dry.delay["mix"] < base.delay["mix"] < wet.delay["mix"]
+    assert dry.reverb.wet_level < base.reverb.wet_level < wet.reverb.wet_level
+    assert dry.reverb.room_size < base.reverb.room_size < wet.reverb.room_size <= 1.0
+    assert dry.delay.mix < base.delay.mix < wet.delay.mix
 
     fwd, back = resolve_settings("ballad", {"vocal_level": 1.0}), resolve_settings("ballad", {"vocal_level": -1.0})
     assert fwd.vocal_to_backing_lu - base.vocal_to_backing_lu == pytest.approx(3.0)
@@ -83,7 +83,7 @@ def test_air_reverb_and_vocal_level_sliders_move_the_right_way():
 
 
 def test_correction_sliders_steer_the_correction_not_the_chain():
-    from melisma.intonation import correction_from_sliders
+    from melisma.render.pitch import correction_from_sliders
 
     plain = resolve_settings("cpop")
     tuned = resolve_settings("cpop", {"tuning": 0.7, "ornaments": 0.6})
@@ -125,6 +125,11 @@ def test_settings_round_trip_through_json():
     assert again == settings
     with pytest.raises(ConfigError, match="bogus"):
         MixSettings.from_dict({**data, "bogus": 1})
+    # every stage's parameters are required: no silent fallback values
+    with pytest.raises(ConfigError, match="ratio"):
+        MixSettings.from_dict({**data, "compressor": {k: v for k, v in data["compressor"].items() if k != "ratio"}})
+    with pytest.raises(ConfigError, match="reverb"):
+        MixSettings.from_dict({**data, "reverb": [0.5]})
 
 
 def test_semantic_imports_nothing_heavy():

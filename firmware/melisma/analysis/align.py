@@ -92,7 +92,9 @@ REFINE_RANGE_MS = 50.0
 #: Confidence reported when the offset is only the app's latency calibration, never checked.
 CALIBRATED_CONFIDENCE = 0.3
 #: Methods :class:`Alignment` can report.
-METHODS = ("bleed", "calibrated", "calibrated+refined", "vocal-onsets", "none")
+METHODS = ("bleed", "calibrated", "calibrated+refined", "vocal-onsets", "none", "guess")
+#: Methods whose offset is known well enough to mix without asking (the others are guesses).
+KNOWN_METHODS = ("bleed", "calibrated", "calibrated+refined")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Alignment:
         How much the take lagged the backing; positive means the take is late.
     method : str
         One of ``'bleed'``, ``'calibrated'``, ``'calibrated+refined'``, ``'vocal-onsets'``,
-        ``'none'``.
+        ``'none'`` (offset unknown), ``'guess'`` (unknown, the best guess accepted by the user).
     confidence : float
         0..1; high means the offset is right. About 0 without evidence.
     details : dict
@@ -116,6 +118,11 @@ class Alignment:
     method: str
     confidence: float
     details: dict = field(default_factory=dict)
+
+    @property
+    def known(self) -> bool:
+        """True when the offset was measured or calibrated (:data:`KNOWN_METHODS`); False for a guess or none."""
+        return self.method in KNOWN_METHODS
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict (floats rounded for the report)."""
@@ -293,6 +300,24 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
     return out[hop : hop + y.size]
 
 
+def _effective_band(y: np.ndarray, sr_a: int, band: tuple[float, float]) -> tuple[float, float]:
+    """``band`` with its top lowered to where the take's spectrum falls 60 dB below its voice band
+    (a take recorded at 8 kHz and resampled has nothing above 4 kHz).
+    """
+    from scipy.signal import welch
+
+    n = min(y.size, 60 * sr_a)  # a minute is plenty for a long-term spectrum
+    f, pxx = welch(y[:n], fs=sr_a, nperseg=1024)
+    ref = float(np.median(pxx[(f >= 300) & (f <= 3000)])) if np.any((f >= 300) & (f <= 3000)) else 0.0
+    if ref <= 0:
+        return band
+    alive = np.flatnonzero((pxx >= 1e-6 * ref) & (f >= band[0]))
+    if alive.size == 0:
+        return band
+    top = float(f[alive[-1]]) * 0.95
+    return (band[0], max(band[0] + 500.0, min(band[1], top)))
+
+
 #: Frames of the time-frequency weighting processed at a time (~2 MB of spectrum at 16 kHz).
 _TF_CHUNK = 512
 
@@ -309,6 +334,7 @@ class _Correlation:
     max_lag: int
     used_windows: int
     window_s: float
+    kernel: np.ndarray | None = None  # the backing's own (weighted) autocorrelation, lags 0..KERNEL_MS, kernel[0] = 1
 
 
 def _correlate(
@@ -330,6 +356,7 @@ def _correlate(
     n_lags = 2 * max_lag + 1
     per_window = np.zeros((n_windows, n_lags), dtype=np.float64)
     summed_spec = np.zeros(nfft // 2 + 1, dtype=np.complex128)
+    kernel_spec = np.zeros(nfft // 2 + 1, dtype=np.float64)
     energies_take = np.array([np.mean(take_a[i * win_len : (i + 1) * win_len] ** 2) for i in range(n_windows)])
     energies_back = np.array([np.mean(padded[i * win_len : i * win_len + win_len + 2 * max_lag] ** 2) for i in range(n_windows)])
     # Windows where either side is (nearly) silent carry no evidence, only numerical noise.
@@ -345,16 +372,31 @@ def _correlate(
         b_spec = scipy.fft.rfft(b_seg, nfft)[band_slice]
         weighted = b_spec * np.conj(t_spec)
         # Each window's noise counts equally, so one loud passage cannot drown the rest.
-        weighted /= np.sqrt(np.sum(np.abs(weighted) ** 2)) + 1e-30
+        norm = np.sqrt(np.sum(np.abs(weighted) ** 2)) + 1e-30
+        weighted /= norm
+        # The backing's own autocorrelation over the same stretch, weighted as the window is: what
+        # one arrival looks like in the summed correlation (echoes of sustained bass notes included).
+        core = scipy.fft.rfft(padded[start + max_lag : start + max_lag + win_len], nfft)[band_slice]
+        kernel_spec[band_slice] += np.abs(core) ** 2 / norm
         full = np.zeros(nfft // 2 + 1, dtype=np.complex128)
         full[band_slice] = weighted
         summed_spec += full
         corr = scipy.fft.irfft(full, nfft)[:n_lags]
         per_window[i] = corr
     summed = scipy.fft.irfft(summed_spec, nfft)[:n_lags]
+    kernel = None
+    if kernel_spec.any():
+        k_len = min(nfft // 2, int(round(KERNEL_MS * sr_a / 1000.0)) + 1)
+        kernel = scipy.fft.irfft(kernel_spec, nfft)[:k_len]
+        kernel = kernel / kernel[0] if kernel[0] > 0 else None
     return _Correlation(
-        summed=summed, per_window=per_window[valid], max_lag=max_lag, used_windows=int(valid.sum()), window_s=win_len / sr_a
+        summed=summed, per_window=per_window[valid], max_lag=max_lag, used_windows=int(valid.sum()), window_s=win_len / sr_a,
+        kernel=kernel,
     )
+
+
+#: Lags of the backing's autocorrelation kept for taking its echoes out of the response (ms).
+KERNEL_MS = 60.0
 
 
 def _robust_scale(x: np.ndarray) -> tuple[float, float]:
@@ -450,6 +492,190 @@ def _bleed_confidence(z: float, ratio: float, agreement: float, n_windows: int) 
 
 
 # ---------------------------------------------------------------------------------------------
+# The bleed's room response: detection by its energy, offset at its onset
+# ---------------------------------------------------------------------------------------------
+
+#: The bleed reaches the mic as a *response*: the direct sound (when the speaker is beside the
+#: mic) and then the room's reflections over tens of milliseconds. A speaker across the room
+#: (a Bluetooth speaker) may give no direct sound at all, so the energy is spread and no single
+#: lag stands out. The detector therefore integrates the squared correlation (in robust z) over
+#: :data:`RESPONSE_WINDOW_MS` after each lag, and the offset is the response's *onset* (sound
+#: cannot arrive before its shortest path), not its strongest reflection.
+RESPONSE_WINDOW_MS = 10.0
+#: Detection threshold on the response energy (robust z over all lags). On headphone takes
+#: built from the real recordings (tools/eval_align.py --real) the largest value over ±1 s of
+#: lags stayed below 5; bleed responses reached 11-1000.
+RESPONSE_DETECT_Z = 8.0
+#: The response must stand out against the best one elsewhere (outside its own span) by this factor.
+RESPONSE_RATIO = 1.3
+#: Span of one response around its onset: competitors inside it are its own reflections.
+RESPONSE_SPAN_MS = (-20.0, 120.0)
+#: How far before the energy peak the onset is looked for.
+ONSET_LOOKBACK_MS = 30.0
+#: A lag is part of the response when its |z| reaches this, and this fraction of the response's
+#: highest |z| (so a strong direct sound's filter ringing does not count as an earlier arrival).
+ONSET_Z = 4.5
+ONSET_FRACTION = 0.12
+#: Arrivals of one response follow each other within this (measured rooms: the first reflection
+#: within a few ms of the direct sound, then denser); an earlier arrival further away is not its start.
+ONSET_MAX_GAP_MS = 6.0
+#: With a calibrated latency, the response is looked for within this of it with a lower bar.
+RESPONSE_REFINE_Z = 6.0
+
+
+@dataclass
+class _Response:
+    onset_ms: float  # offset at the response's first arrival
+    energy_z: float  # detection statistic
+    ratio: float  # energy over the best competitor outside the response's span
+    competitor_ms: float | None
+    competitor_z: float | None
+    peak_ms: float  # strongest single lag of the response
+    peak_z: float
+    candidates: list
+    peak_ratio: float = 0.0  # highest single lag over its best competitor outside the response span
+    via: str | None = None  # 'energy' or 'peak': the detector that found it; None when neither did
+
+
+def _lag_order(corr: np.ndarray, max_lag: int, sr_a: int) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z of a correlation in increasing-lag order, and the lags in ms."""
+    med, scale = _robust_scale(corr)
+    z = ((corr - med) / scale)[::-1]
+    lags_ms = (np.arange(z.size) - max_lag) * 1000.0 / sr_a
+    return z, lags_ms
+
+
+def _response_energy(z: np.ndarray, sr_a: int) -> np.ndarray:
+    """Robust z of the mean z² over the :data:`RESPONSE_WINDOW_MS` after each lag."""
+    w = max(1, int(round(RESPONSE_WINDOW_MS * sr_a / 1000.0)))
+    csum = np.concatenate([[0.0], np.cumsum(z.astype(np.float64) ** 2)])
+    idx = np.arange(z.size)
+    hi = np.minimum(idx + w, z.size)
+    e = (csum[hi] - csum[idx]) / w  # past the last lag counts as nothing (no short, noisy windows)
+    med, scale = _robust_scale(e)
+    return (e - med) / scale
+
+
+def _clean_arrivals(z: np.ndarray, lo: int, hi: int, *, kernel: np.ndarray | None, bar: float,
+                    gain: float = 0.5, max_iter: int = 400) -> list[int]:
+    """Lags of the arrivals in ``z[lo:hi]``, with the backing's own echoes taken out (CLEAN).
+
+    Each arrival shows in the correlation as the backing's autocorrelation ``kernel`` around it,
+    which is symmetric: a backing whose bass note repeats every 15 ms puts copies of every arrival
+    15 ms *before* it too. CLEAN (as in radio astronomy) takes the largest value, records an arrival
+    there, subtracts ``gain`` times the kernel scaled to it, and repeats until nothing in the range
+    reaches ``bar``; what is left of the early copies then stays below the bar.
+    """
+    if kernel is None or kernel.size < 2:
+        return [int(lo + j) for j in np.flatnonzero(np.abs(z[lo:hi]) >= bar)]
+    m = kernel.size - 1
+    a0, b0 = max(0, lo - m), min(z.size, hi + m)
+    r = z[a0:b0].astype(np.float64).copy()
+    full = np.concatenate([kernel[:0:-1], kernel])  # lags -m..m
+    i0, i1 = lo - a0, hi - a0
+    found: set[int] = set()
+    for _ in range(max_iter):
+        seg = np.abs(r[i0:i1])
+        j = int(np.argmax(seg))
+        if seg[j] < bar:
+            break
+        c = i0 + j
+        amp = r[c]
+        found.add(a0 + c)
+        k0, k1 = max(0, c - m), min(r.size, c + m + 1)
+        r[k0:k1] -= gain * amp * full[k0 - c + m : k1 - c + m]
+    return sorted(found)
+
+
+def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.ndarray) -> tuple[float, float | None, float | None]:
+    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span around lag ``k``."""
+    span = (lags_ms >= lags_ms[k] + RESPONSE_SPAN_MS[0] - AGREEMENT_MS) & (lags_ms <= lags_ms[k] + RESPONSE_SPAN_MS[1])
+    away = search & ~span
+    if not away.any():
+        return 99.0, None, None
+    k2 = int(np.flatnonzero(away)[np.argmax(stat[away])])
+    comp = float(stat[k2])
+    return (min(float(stat[k] / comp), 99.0) if comp > 0 else 99.0), float(lags_ms[k2]), comp
+
+
+def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: int, center_ms: float = 0.0,
+                   half_range_ms: float | None = None, kernel: np.ndarray | None = None,
+                   energy_bar: float = RESPONSE_DETECT_Z, peak_bar: float = DETECT_Z) -> _Response:
+    """The strongest response within the search range, its onset and its best competitor.
+
+    Two detectors look at the same correlation: the response energy (a diffuse room response)
+    and the highest single lag (a direct path; the sharper test for it). The response is anchored
+    where the detector that passes found it (the energy's, when both or neither pass).
+    """
+    search = np.ones(z.size, bool) if half_range_ms is None else np.abs(lags_ms - center_ms) <= half_range_ms
+    if not search.any():
+        search = np.ones(z.size, bool)
+    idx = np.flatnonzero(search)
+    k_e = int(idx[np.argmax(ez[idx])])
+    k_p = int(idx[np.argmax(z[idx])])
+    e_ratio, e_comp_ms, e_comp = _outside_ratio(ez, k_e, search, lags_ms)
+    p_ratio, p_comp_ms, _ = _outside_ratio(z, k_p, search, lags_ms)
+    energy_ok = ez[k_e] >= energy_bar and e_ratio >= RESPONSE_RATIO
+    peak_ok = z[k_p] >= peak_bar and p_ratio >= DETECT_RATIO
+    via = "energy" if energy_ok else ("peak" if peak_ok else None)
+    k = k_p if via == "peak" else k_e
+    per_ms = sr_a / 1000.0
+    w = int(round(RESPONSE_WINDOW_MS * per_ms))
+    lo = max(0, k - int(round(ONSET_LOOKBACK_MS * per_ms)))
+    hi = min(z.size, k + w + 1)
+    az = np.abs(z[lo:hi])
+    top = int(np.argmax(az))
+    bar = max(ONSET_Z, ONSET_FRACTION * float(az[top]))
+    arrivals = _clean_arrivals(z, lo, hi, kernel=kernel, bar=bar)
+    # Walk back from the strongest arrival through arrivals that follow each other closely: an
+    # isolated blip well before the response is noise, not a path.
+    first = lo + top
+    max_gap = int(round(ONSET_MAX_GAP_MS * per_ms))
+    for j in sorted((a for a in arrivals if a <= lo + top), reverse=True):
+        if first - j > max_gap:
+            break
+        first = int(j)
+    # the arrival itself: the largest |z| within half a millisecond after it
+    j1 = min(z.size, first + max(2, int(round(0.5 * per_ms))))
+    onset_k = first + int(np.argmax(np.abs(z[first:j1])))
+    onset_fine = _parabolic(np.abs(z), onset_k)
+    onset_ms = (onset_fine - (z.size - 1) / 2.0) / per_ms
+    candidates = []
+    ec = np.where(search, ez, -np.inf)
+    for _ in range(3):
+        kc = int(np.argmax(ec))
+        if not np.isfinite(ec[kc]):
+            break
+        candidates.append({"offset_ms": float(lags_ms[kc]), "energy_z": float(ec[kc])})
+        ec[(lags_ms >= lags_ms[kc] + RESPONSE_SPAN_MS[0]) & (lags_ms <= lags_ms[kc] + RESPONSE_SPAN_MS[1])] = -np.inf
+    return _Response(onset_ms=float(onset_ms), energy_z=float(ez[k_e]), ratio=e_ratio,
+                     competitor_ms=p_comp_ms if via == "peak" else e_comp_ms, competitor_z=e_comp,
+                     peak_ms=float(lags_ms[lo + top]), peak_z=float(z[k_p]), candidates=candidates,
+                     peak_ratio=p_ratio, via=via)
+
+
+def _detected_confidence(resp: _Response, agreement: float, n_windows: int) -> float:
+    """Confidence of a response from whichever detector is more sure of it."""
+    return max(_response_confidence(resp.energy_z, resp.ratio, agreement, n_windows),
+               _bleed_confidence(resp.peak_z, resp.peak_ratio, agreement, n_windows))
+
+
+def _response_confidence(energy_z: float, ratio: float, agreement: float, n_windows: int) -> float:
+    """Probability-like confidence that a detected response is the bleed at the right offset.
+
+    Calibrated on tools/eval_align.py --real: the energy of a real response sits far above the
+    detection bar (median ~60), the null stays below 5; a competitor nearly as strong elsewhere
+    (music that repeats) makes the choice uncertain.
+    """
+    p_height = 1.0 / (1.0 + math.exp(-(energy_z - (RESPONSE_DETECT_Z + 2.0)) / 1.5))
+    p_unique = min(1.0, max(0.0, (ratio - 1.0) / (2.0 * (RESPONSE_RATIO - 1.0))))
+    conf = p_height * (0.4 + 0.6 * p_unique)
+    if n_windows >= 3:
+        conf *= 0.8 + 0.2 * agreement
+    return float(min(0.99, max(0.0, conf)))
+
+
+# ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
 
@@ -529,6 +755,10 @@ def estimate_offset(
         details["reason"] = f"the {silent} is silent where they overlap; nothing to correlate"
         return _fallback(latency_ms, details)
 
+    # A take recorded at a low rate (8 kHz) has nothing above its Nyquist frequency; the take's
+    # weighting would blow its empty cells up to dominate the correlation, so the band stops there.
+    band = _effective_band(take_a, sr_a, band)
+    details["band_hz"] = list(band)
     # Matched-filter weighting (see module doc): take by its local power, backing whitened.
     take_a = _tf_weight(take_a, exponent=2.0)
     backing_a = _tf_weight(backing_a, exponent=1.0)
@@ -542,38 +772,57 @@ def estimate_offset(
     in_range = None
     if center != 0.0:
         in_range = max_offset_ms
-    peak = _find_peak(corr.summed, max_lag=max_lag, sr_a=sr_a, center_ms=center, half_range_ms=in_range)
-    agreement, window_lags = _window_agreement(corr.per_window, max_lag=max_lag, sr_a=sr_a, lag_ms=peak.lag_ms)
+    z, lags_ms = _lag_order(corr.summed, corr.max_lag, sr_a)
+    ez = _response_energy(z, sr_a)
+    resp = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=center, half_range_ms=in_range, kernel=corr.kernel)
+    agreement, window_lags = _window_agreement(corr.per_window, max_lag=max_lag, sr_a=sr_a, lag_ms=resp.onset_ms)
+    # Windows agree when their own peak lies within the response (the onset or a reflection after it).
+    window_lags_arr = np.asarray(window_lags)
+    if window_lags_arr.size:
+        agreement = float(np.mean((window_lags_arr >= resp.onset_ms - AGREEMENT_MS)
+                                  & (window_lags_arr <= resp.onset_ms + RESPONSE_SPAN_MS[1])))
     details.update(
-        peak_z=peak.z,
-        peak_ratio=peak.ratio,
-        second_peak_offset_ms=peak.second_lag_ms,
+        peak_z=resp.peak_z,
+        peak_ratio=resp.peak_ratio,
+        peak_offset_ms=resp.peak_ms,
+        response_energy_z=resp.energy_z,
+        response_ratio=resp.ratio,
+        competitor_offset_ms=resp.competitor_ms,
         window_agreement=agreement,
         window_offsets_ms=window_lags,
-        candidates=peak.candidates,
+        candidates=resp.candidates,
     )
-    if peak.z >= DETECT_Z and peak.ratio >= DETECT_RATIO:
-        conf = _bleed_confidence(peak.z, peak.ratio, agreement, corr.used_windows)
+    if resp.via is not None:
+        conf = _detected_confidence(resp, agreement, corr.used_windows)
         if latency_ms is not None:
-            details["calibration_error_ms"] = peak.lag_ms - latency_ms
-        return Alignment(offset_ms=peak.lag_ms, method="bleed", confidence=conf, details=details)
+            details["calibration_error_ms"] = resp.onset_ms - latency_ms
+        details["detected_by"] = resp.via
+        details["path"] = "direct" if resp.peak_ms - resp.onset_ms <= 1.0 else "room (strongest arrival later than the first)"
+        return Alignment(offset_ms=resp.onset_ms, method="bleed", confidence=conf, details=details)
 
     if latency_ms is not None:
-        near = _find_peak(corr.summed, max_lag=max_lag, sr_a=sr_a, center_ms=float(latency_ms), half_range_ms=REFINE_RANGE_MS)
-        details.update(refine_range_ms=REFINE_RANGE_MS, refine_peak_z=near.z, refine_peak_offset_ms=near.lag_ms)
-        if near.z >= REFINE_Z:
+        near = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=float(latency_ms), half_range_ms=REFINE_RANGE_MS,
+                              kernel=corr.kernel, energy_bar=RESPONSE_REFINE_Z, peak_bar=REFINE_Z)
+        details.update(refine_range_ms=REFINE_RANGE_MS, refine_energy_z=near.energy_z, refine_peak_z=near.peak_z,
+                       refine_offset_ms=near.onset_ms)
+        if near.via is not None:
             # Weak bleed where the calibration says it should be: trust it more than either alone.
-            conf = float(min(0.9, CALIBRATED_CONFIDENCE + (1 - CALIBRATED_CONFIDENCE) * (1 - math.exp(-(near.z - REFINE_Z)))))
-            return Alignment(offset_ms=near.lag_ms, method="calibrated+refined", confidence=conf, details=details)
+            excess = max(near.energy_z - RESPONSE_REFINE_Z, 3.0 * (near.peak_z - REFINE_Z))
+            conf = float(min(0.9, CALIBRATED_CONFIDENCE + (1 - CALIBRATED_CONFIDENCE) * (1 - math.exp(-excess / 3.0))))
+            return Alignment(offset_ms=near.onset_ms, method="calibrated+refined", confidence=conf, details=details)
         details["reason"] = "no bleed of the backing found in the take; using the calibrated latency"
         return Alignment(offset_ms=float(latency_ms), method="calibrated", confidence=CALIBRATED_CONFIDENCE, details=details)
 
+    weak = resp.energy_z < RESPONSE_DETECT_Z and resp.peak_z < DETECT_Z
     details["reason"] = (
-        "no bleed of the backing found in the take and no calibrated latency given; "
-        f"offset left at 0 (best weak candidate {peak.lag_ms:.1f} ms, z={peak.z:.1f}); "
-        "run the app's latency calibration or record over a speaker"
+        ("no bleed of the backing found in the take" if weak else
+         f"the backing is heard in the take at {resp.onset_ms:.0f} ms but also almost as strongly at "
+         f"{resp.competitor_ms:.0f} ms (the music repeats), so the offset is ambiguous")
+        + " and no calibrated latency was given; give the phone's latency (--latency-ms, from the app's latency "
+        "calibration), or record with the phone speaker on so the backing is heard in the take"
     )
-    details["best_guess_ms"] = peak.lag_ms
+    details["best_guess_ms"] = resp.onset_ms
+    details["best_guess_confidence"] = _detected_confidence(resp, agreement, corr.used_windows)
     return Alignment(offset_ms=0.0, method="none", confidence=0.0, details=details)
 
 

@@ -43,8 +43,8 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import signal
 
+from .. import dsp
 from ..errors import AnalysisError
 
 #: Gating block and hop of BS.1770-4 (400 ms blocks, 75 % overlap).
@@ -123,10 +123,10 @@ class KWeightedHops:
     (1, 4)
     """
 
-    def __init__(self, sr: int, *, channels: int, hop: int | None = None, cross: bool = False):
+    def __init__(self, sr: int, *, channels: int, hop_length: int | None = None, cross: bool = False):
         self.sr = _check_sr(sr)
         self.channels = int(channels)
-        self.hop = int(hop if hop is not None else round(HOP_S * self.sr))
+        self.hop_length = int(hop_length if hop_length is not None else round(HOP_S * self.sr))
         self.cross_enabled = bool(cross and self.channels == 2)
         self._sos = k_weighting_sos(self.sr)
         # float32 filtering: twice as fast, and the K-weighted energies stay within 0.01 LU of the
@@ -152,30 +152,30 @@ class KWeightedHops:
         if n == 0:
             return
         self.n_samples += n
-        filtered, self._zi = signal.sosfilt(self._sos32, chunk.astype(np.float32, copy=False), axis=-1, zi=self._zi)
+        filtered, self._zi = dsp.sosfilt(self._sos32, chunk.astype(np.float32, copy=False), self._zi)
         squared = filtered * filtered
         product = filtered[0] * filtered[1] if self.cross_enabled else None
         start = 0
         if self._partial_len:
-            take = min(self.hop - self._partial_len, n)
+            take = min(self.hop_length - self._partial_len, n)
             self._partial += squared[:, :take].sum(axis=1)
             if product is not None:
                 self._partial_cross += float(product[:take].sum())
             self._partial_len += take
             start = take
-            if self._partial_len == self.hop:
+            if self._partial_len == self.hop_length:
                 self._hops.append(self._partial[:, None].copy())
                 if product is not None:
                     self._cross_hops.append(np.array([self._partial_cross]))
                 self._partial[:] = 0.0
                 self._partial_cross = 0.0
                 self._partial_len = 0
-        full = (n - start) // self.hop
+        full = (n - start) // self.hop_length
         if full:
-            stop = start + full * self.hop
-            self._hops.append(squared[:, start:stop].reshape(self.channels, full, self.hop).sum(axis=2))
+            stop = start + full * self.hop_length
+            self._hops.append(squared[:, start:stop].reshape(self.channels, full, self.hop_length).sum(axis=2))
             if product is not None:
-                self._cross_hops.append(product[start:stop].reshape(full, self.hop).sum(axis=1))
+                self._cross_hops.append(product[start:stop].reshape(full, self.hop_length).sum(axis=1))
             start = stop
         if start < n:
             self._partial += squared[:, start:].sum(axis=1)
@@ -209,18 +209,18 @@ class KWeightedHops:
 
     def integrated_lufs(self) -> float:
         """Gated integrated loudness of everything fed so far (channel weights 1.0)."""
-        return gated_loudness(self.sums.sum(axis=0), hop=self.hop, fallback_energy=float(self.total_energy().sum()),
+        return gated_loudness(self.sums.sum(axis=0), hop_length=self.hop_length, fallback_energy=float(self.total_energy().sum()),
                               fallback_samples=self.n_samples)
 
 
-def gated_loudness(hop_energy: np.ndarray, *, hop: int, hops_per_block: int = 4,
+def gated_loudness(hop_energy: np.ndarray, *, hop_length: int, hops_per_block: int = 4,
                    fallback_energy: float | None = None, fallback_samples: int = 0) -> float:
     """BS.1770-4 gated loudness from channel-weighted K-weighted energy per hop.
 
     Parameters
     ----------
     hop_energy : (hops,) sum over channels (weights applied) of squared K-weighted samples per hop.
-    hop : hop length in samples (100 ms).
+    hop_length : hop length in samples (100 ms).
     hops_per_block : hops in one gating block (4 for 400 ms blocks with 75 % overlap).
     fallback_energy, fallback_samples : used when there is not a single full block: the signal
         is then measured as one block.
@@ -228,7 +228,7 @@ def gated_loudness(hop_energy: np.ndarray, *, hop: int, hops_per_block: int = 4,
     Examples
     --------
     >>> e = np.full(50, 4800 * 10 ** ((-20 + 0.691) / 10))   # 5 s at a constant -20 LUFS
-    >>> round(gated_loudness(e, hop=4800), 3)
+    >>> round(gated_loudness(e, hop_length=4800), 3)
     -20.0
     """
     hop_energy = np.asarray(hop_energy, dtype=np.float64)
@@ -241,7 +241,7 @@ def gated_loudness(hop_energy: np.ndarray, *, hop: int, hops_per_block: int = 4,
         power = np.array([fallback_energy / fallback_samples])
     else:
         csum = np.concatenate([[0.0], np.cumsum(hop_energy)])
-        power = (csum[hops_per_block:] - csum[:-hops_per_block]) / (hop * hops_per_block)
+        power = (csum[hops_per_block:] - csum[:-hops_per_block]) / (hop_length * hops_per_block)
     power = np.maximum(power, 0.0)  # cumsum rounding may leave -1e-20 in silent stretches
     with np.errstate(divide="ignore"):
         block_lufs = -0.691 + 10.0 * np.log10(power)
@@ -305,7 +305,7 @@ def short_term_lufs(y: np.ndarray, *, sr: int, window_s: float = 3.0, hop_s: flo
     if window <= 0 or hop <= 0:
         raise AnalysisError(f"window_s and hop_s must be positive, got window_s={window_s}, hop_s={hop_s}")
     grain = math.gcd(window, hop)
-    acc = KWeightedHops(sr, channels=y.shape[0], hop=grain)
+    acc = KWeightedHops(sr, channels=y.shape[0], hop_length=grain)
     acc.add(y)
     energy = acc.sums.sum(axis=0)
     csum = np.concatenate([[0.0], np.cumsum(energy)])
@@ -340,7 +340,7 @@ class Interpolator:
             self.phases = np.zeros((0, 1), np.float32)
             self.left, self.right, self.bound = 0, 0, 1.0
             return
-        h = signal.firwin(m * 2 * half + 1, 1.0 / m, window=("kaiser", 6.0)) * m
+        h = dsp.design("firwin", m * 2 * half + 1, 1.0 / m, ["kaiser", 6.0]) * m
         center = m * half
         offsets = np.arange(-half + 1, half + 1)  # x offsets used by the fractional phases
         phases = np.zeros((m - 1, offsets.size), dtype=np.float64)

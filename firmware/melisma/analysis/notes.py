@@ -185,28 +185,28 @@ def segment_notes(
     -------
     list of Note, in time order, ``target_midi`` unset.
     """
-    hop = track.hop_s
+    hop_s = track.hop_s
     voiced = (track.hz > 0) & (track.confidence >= min_confidence)
     midi_all = np.where(voiced, track.midi, np.nan)
-    min_frames = max(2, int(round(min_note_ms / 1000.0 / hop)))
-    w = max(2, int(round(window_ms / 1000.0 / hop)))
+    min_frames = max(2, int(round(min_note_ms / 1000.0 / hop_s)))
+    w = max(2, int(round(window_ms / 1000.0 / hop_s)))
     notes: list[Note] = []
-    for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop))):
+    for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop_s))):
         if b - a < max(3, min_frames // 2):
             continue  # a blip: too short to be a note
         m = fill_gaps(midi_all[a:b])
-        for s0, s1 in _split_region(m, w=w, hop=hop, min_frames=min_frames, split=split_cents / 100.0,
+        for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
                                     merge=merge_cents / 100.0):
             seg = midi_all[a + s0 : a + s1]
-            centre = _centre_with_trill(seg, hop)
+            centre = _centre_with_trill(seg, hop_s)
             if not np.isfinite(centre):
                 continue
             conf = float(np.mean(track.confidence[a + s0 : a + s1]))
-            notes.append(Note(start_s=(a + s0) * hop, end_s=(a + s1) * hop, midi=centre, confidence=conf))
+            notes.append(Note(start_s=(a + s0) * hop_s, end_s=(a + s1) * hop_s, midi=centre, confidence=conf))
     return notes
 
 
-def _split_region(m: np.ndarray, *, w: int, hop: float, min_frames: int, split: float, merge: float) -> list[tuple[int, int]]:
+def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float) -> list[tuple[int, int]]:
     n = len(m)
     if n < 2 * min_frames:
         return [(0, n)]
@@ -237,19 +237,19 @@ def _split_region(m: np.ndarray, *, w: int, hop: float, min_frames: int, split: 
             bounds.append(pos)
     bounds.append(n)
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    return _merge_segments(m, segs, hop=hop, min_frames=min_frames, merge=merge)
+    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge)
 
 
-def _is_ramp(m: np.ndarray, hop: float) -> bool:
+def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
     """True when a segment never holds still: its smoothed pitch stays within 40 cents of the
     median for less than 60 ms.
     """
-    s = smooth_midi(m, frames=_odd(0.06 / hop))
+    s = smooth_midi(m, frames=_odd(0.06 / hop_s))
     near = np.abs(s - np.median(s)) < 0.4
-    return near.sum() * hop < 0.06 and (np.max(s) - np.min(s)) > 0.8
+    return near.sum() * hop_s < 0.06 and (np.max(s) - np.min(s)) > 0.8
 
 
-def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop: float, min_frames: int, merge: float):
+def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float):
     segs = list(segs)
     changed = True
     while changed and len(segs) > 1:
@@ -257,7 +257,7 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop: float, m
         # short or ramp-only segments join a neighbour
         for i, (s0, s1) in enumerate(segs):
             short = s1 - s0 < min_frames
-            if not short and not _is_ramp(m[s0:s1], hop):
+            if not short and not _is_ramp(m[s0:s1], hop_s):
                 continue
             if i + 1 < len(segs) and (i == 0 or short):
                 # grace notes and scoops lead into the next note
@@ -273,7 +273,7 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop: float, m
         if changed:
             continue
         # neighbours at (almost) the same level are one note
-        centres = [note_centre(m[s0:s1], hop_s=hop) for s0, s1 in segs]
+        centres = [note_centre(m[s0:s1], hop_s=hop_s) for s0, s1 in segs]
         for i in range(len(segs) - 1):
             if abs(centres[i + 1] - centres[i]) < merge:
                 segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
@@ -300,15 +300,15 @@ def _closer_to_next(m: np.ndarray, segs: list[tuple[int, int]], i: int) -> bool:
     return not (abs(start_level - prev_level) < 0.5 and abs(end_level - next_level) > abs(start_level - prev_level) + 0.5)
 
 
-def _centre_with_trill(seg: np.ndarray, hop: float) -> float:
+def _centre_with_trill(seg: np.ndarray, hop_s: float) -> float:
     """Centre of a note; for a trill (square-ish alternation between two levels) the level it starts on."""
     m = seg[np.isfinite(seg)]
     if m.size == 0:
         return float("nan")
-    levels = trill_levels(m, hop_s=hop)
+    levels = trill_levels(m, hop_s=hop_s)
     if levels is not None:
         return levels[0]
-    return note_centre(m, hop_s=hop)
+    return note_centre(m, hop_s=hop_s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +321,7 @@ def assign_targets(
     scale: Scale | None = None,
     melody: Sequence[MelodyNote] | None = None,
     max_melody_distance_s: float = 0.3,
+    key_confidence: float = 1.0,
 ) -> list[Note]:
     """Give every note a target pitch and its ``cents_error``; returns new notes.
 
@@ -334,15 +335,24 @@ def assign_targets(
         (or the nearest one within ``max_melody_distance_s``), moved by whole octaves to the
         register the singer sings in (one octave shift for the whole take, by the median). Notes
         with no melody note nearby fall back to ``scale`` or the nearest semitone.
+    key_confidence : float
+        How sure the key is, 0..1 (1 for a key the user gave). A note sung within
+        :func:`in_tune_tolerance_cents` of a semitone keeps that semitone as its target even when it
+        lies outside the scale (chromatic passing notes and blue notes are music, not mistakes); the
+        tolerance grows as the key's confidence falls, so an unsure key moves fewer notes.
     With neither, the target is the nearest semitone (chromatic).
 
     Examples
     --------
     >>> from melisma.analysis.key import parse_key
-    >>> n = assign_targets([Note(0.0, 0.5, 60.7)], scale=parse_key("C major"))[0]
+    >>> n = assign_targets([Note(0.0, 0.5, 60.65)], scale=parse_key("C major"))[0]   # between C and C#
     >>> n.target_midi, round(n.cents_error)
-    (60.0, 70)
+    (60.0, 65)
+    >>> blue = assign_targets([Note(0.0, 0.5, 63.1)], scale=parse_key("C major"))[0]   # an in-tune Eb
+    >>> blue.target_midi, round(blue.cents_error)
+    (63.0, 10)
     """
+    tolerance = in_tune_tolerance_cents(key_confidence) / 100.0
     out: list[Note] = []
     mel_targets: list[float | None] = [None] * len(notes)
     if melody:
@@ -354,11 +364,29 @@ def assign_targets(
         if mt is not None:
             target = float(mt)
         elif scale is not None:
-            target = float(scale.nearest_midi(note.midi))
+            own = float(round(note.midi))
+            # in tune on a semitone outside the key: keep it (never turn an in-tune note into a wrong one)
+            target = own if abs(note.midi - own) <= tolerance else float(scale.nearest_midi(note.midi))
         else:
             target = float(round(note.midi))
         out.append(replace(note, target_midi=target, cents_error=100.0 * (note.midi - target)))
     return out
+
+
+#: A note within this of a semitone is in tune on it (cents), with a key of confidence 1 ...
+IN_TUNE_CENTS = 25.0
+#: ... and within this with a key of confidence 0 (then only notes sung between semitones follow the key).
+IN_TUNE_CENTS_UNSURE_KEY = 45.0
+
+
+def in_tune_tolerance_cents(key_confidence: float) -> float:
+    """How close to a semitone a note must be to keep it as its target when it lies outside the key.
+
+    >>> in_tune_tolerance_cents(1.0), in_tune_tolerance_cents(0.0)
+    (25.0, 45.0)
+    """
+    c = min(1.0, max(0.0, float(key_confidence))) if np.isfinite(key_confidence) else 0.0
+    return IN_TUNE_CENTS + (IN_TUNE_CENTS_UNSURE_KEY - IN_TUNE_CENTS) * (1.0 - c)
 
 
 def _match_melody(notes: Sequence[Note], melody: Sequence[MelodyNote], *, max_distance_s: float) -> list[float | None]:

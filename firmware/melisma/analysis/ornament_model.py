@@ -2,7 +2,7 @@
 
 The network (``models/ornaments/melisma_ornaments_int8.tflite``, trained by
 ``models/ornaments/train_ornaments.py``; see its MODEL_CARD.md) reads a window of
-:data:`WINDOW_FRAMES` frames of :func:`contour_features` (5 ms hop) and gives each frame the
+:data:`WINDOW_FRAMES` frames of :func:`contour_features` (5 ms hop_s) and gives each frame the
 probabilities of :data:`FRAME_CLASSES`:
 
 =========  ===================================================================================
@@ -70,7 +70,7 @@ __all__ = [
 #: Frame classes, in the order of the network's output.
 FRAME_CLASSES = ("unvoiced", "steady", "vibrato", "slide", "grace", "trill")
 FRAME_CODES = {name: i for i, name in enumerate(FRAME_CLASSES)}
-#: Frame hop the network works at (tracks with another hop are resampled to it).
+#: Frame hop_s the network works at (tracks with another hop_s are resampled to it).
 HOP_S = 0.005
 #: Frames per network call (2.56 s); :data:`CONTEXT_FRAMES` at either side are context only.
 WINDOW_FRAMES = 512
@@ -126,7 +126,7 @@ def contour_features(track: PitchTrack) -> np.ndarray:
 
     Pitch columns are interpolated over drop-outs up to 40 ms inside a voiced stretch (their voiced
     flag stays 0); other unvoiced frames carry zeros.
-    A track with another hop is first resampled to 5 ms (nearest frame for voicing, linear for pitch).
+    A track with another hop_s is first resampled to 5 ms (nearest frame for voicing, linear for pitch).
 
     >>> from melisma.analysis.pitch import PitchTrack
     >>> f = contour_features(PitchTrack(0.005, np.r_[np.zeros(5), np.full(50, 220.0)], np.ones(55)))
@@ -294,7 +294,7 @@ class TfliteOrnamentDetector:
         return frame_probabilities(contour_features(track), self.model)
 
     def frame_labels(self, track: PitchTrack, probs: np.ndarray | None = None) -> np.ndarray:
-        """Class code (:data:`FRAME_CODES`) of every frame of ``track`` (at the track's own hop).
+        """Class code (:data:`FRAME_CODES`) of every frame of ``track`` (at the track's own hop_s).
 
         The most likely label sequence given the network's probabilities, where every change of
         class costs ``switch_cost`` (log probability): one Viterbi pass, so a class has to win over
@@ -315,7 +315,7 @@ class TfliteOrnamentDetector:
 
     # -- OrnamentDetector ---------------------------------------------------------------------
     def detect(self, track: PitchTrack, notes: Sequence[Note]) -> list[Ornament]:
-        hop = track.hop_s
+        hop_s = track.hop_s
         n_frames = len(track.hz)
         if n_frames == 0 or not notes:
             return []
@@ -328,43 +328,43 @@ class TfliteOrnamentDetector:
         out: list[Ornament] = []
         periodic_notes: set[int] = set()
         for cls in ("vibrato", "trill", "slide", "grace"):
-            for i0, i1 in _runs(labels == FRAME_CODES[cls], bridge=max(1, int(round(0.03 / hop)))):
-                if (i1 - i0) * hop * 1000.0 < self.min_run_ms[cls]:
+            for i0, i1 in _runs(labels == FRAME_CODES[cls], bridge=max(1, int(round(0.03 / hop_s)))):
+                if (i1 - i0) * hop_s * 1000.0 < self.min_run_ms[cls]:
                     continue
-                s0, s1 = i0 * hop, i1 * hop
+                s0, s1 = i0 * hop_s, i1 * hop_s
                 overlap = np.minimum(ends, s1) - np.maximum(starts, s0)
                 k = int(np.argmax(overlap))
                 if overlap[k] <= -0.03 or not np.isfinite(notes[k].midi):
                     continue  # no note there (a blip in a rest)
-                o = self._record(cls, s0, s1, k, notes, legato, midi_all, hop)
+                o = self._record(cls, s0, s1, k, notes, legato, midi_all, hop_s)
                 if o is not None:
                     out.append(o)
                     if o.type in ("vibrato", "trill"):
                         periodic_notes.add(k)
         if self.drift:
-            out.extend(self._drifts(notes, midi_all, hop, out, periodic_notes))
+            out.extend(self._drifts(notes, midi_all, hop_s, out, periodic_notes))
         out.sort(key=lambda o: (o.start_s, o.note))
         return out
 
     # -- records ------------------------------------------------------------------------------
     def _record(self, cls: str, s0: float, s1: float, k: int, notes: Sequence[Note], legato: list[bool],
-                midi_all: np.ndarray, hop: float) -> Ornament | None:
+                midi_all: np.ndarray, hop_s: float) -> Ornament | None:
         note = notes[k]
-        i0, i1 = int(round(s0 / hop)), int(round(s1 / hop))
+        i0, i1 = int(round(s0 / hop_s)), int(round(s1 / hop_s))
         seg = midi_all[i0:i1]
         if np.isfinite(seg).sum() < 3:
             return None
         d = 100.0 * (fill_gaps(seg) - note.midi)  # cents from the note centre
         dur_ms = 1000.0 * (s1 - s0)
         if cls == "vibrato":
-            rate = _rate(d, hop)
+            rate = _rate(d, hop_s)
             # vibrato can ride on a glide: measure the swing around a one-period moving average
-            period = int(round(1.0 / rate / hop)) if np.isfinite(rate) else 1
+            period = int(round(1.0 / rate / hop_s)) if np.isfinite(rate) else 1
             if period > 2 and len(d) > 2 * period:
                 d = d - smooth_midi(d, frames=period | 1)
             return Ornament("vibrato", s0, s1, k, {"rate_hz": rate, "extent_cents": _swing(d)})
         if cls == "trill":
-            sm = smooth_midi(d, frames=max(1, int(round(0.02 / hop)) | 1))
+            sm = smooth_midi(d, frames=max(1, int(round(0.02 / hop_s)) | 1))
             turns = zigzag(sm, 40.0)
             if len(turns) >= 4:
                 vals = sm[turns]
@@ -376,7 +376,7 @@ class TfliteOrnamentDetector:
                 # the main note is the one nearer the note centre
                 if abs(other) < abs(main):
                     main, other = other, main
-                return Ornament("trill", s0, s1, k, {"rate_hz": _rate(d, hop), "interval_cents": other - main})
+                return Ornament("trill", s0, s1, k, {"rate_hz": _rate(d, hop_s), "interval_cents": other - main})
             j = int(np.argmax(np.abs(sm)))
             return Ornament("mordent", s0, s1, k, {"rate_hz": 1000.0 / max(dur_ms, 1.0), "interval_cents": float(sm[j])})
         if cls == "grace":
@@ -390,70 +390,70 @@ class TfliteOrnamentDetector:
         boundary_prev = notes[k - 1].end_s if k > 0 and legato[k - 1] else None
         tol = 0.04
         if boundary_next is not None and s0 - tol <= boundary_next <= s1 + tol:
-            return self._portamento(s0, s1, k, notes[k], notes[k + 1], midi_all, hop)
+            return self._portamento(s0, s1, k, notes[k], notes[k + 1], midi_all, hop_s)
         if boundary_prev is not None and s0 - tol <= boundary_prev <= s1 + tol:
-            return self._portamento(s0, s1, k - 1, notes[k - 1], note, midi_all, hop)
+            return self._portamento(s0, s1, k - 1, notes[k - 1], note, midi_all, hop_s)
         if (s0 + s1) / 2 <= (note.start_s + note.end_s) / 2:
             # from the note start (a scoop can hold its first pitch a moment) to just past the run
             b_s = min(note.end_s, s1 + 0.05)
-            y = self._cents(midi_all, hop, note.midi, note.start_s, b_s)
+            y = self._cents(midi_all, hop_s, note.midi, note.start_s, b_s)
             if np.isfinite(y).sum() < 3:
                 return None
             start_dev = float(np.median(y[np.isfinite(y)][:3]))
-            start, dur, shape = self._glide(y, hop, note.start_s, start_dev, 0.0, note.start_s, max(note.start_s, s0))
+            start, dur, shape = self._glide(y, hop_s, note.start_s, start_dev, 0.0, note.start_s, max(note.start_s, s0))
             # the span covers both the frames the network called a slide and the fitted glide
             start, end = max(min(start, s0), note.start_s), max(start + dur, s1)
             return Ornament("slide_in", start, end, k, {"duration_ms": 1000.0 * (end - start), "interval_cents": start_dev,
                                                         "shape": shape})
         a_s = max(note.start_s, s0 - 0.05)
-        y = self._cents(midi_all, hop, note.midi, a_s, note.end_s)
+        y = self._cents(midi_all, hop_s, note.midi, a_s, note.end_s)
         if np.isfinite(y).sum() < 3:
             return None
         end_dev = float(np.median(y[np.isfinite(y)][-3:]))
-        start, dur, shape = self._glide(y, hop, a_s, 0.0, end_dev, a_s, s1)
+        start, dur, shape = self._glide(y, hop_s, a_s, 0.0, end_dev, a_s, s1)
         start, end = min(start, s0), min(max(start + dur, s1), note.end_s)
         return Ornament("slide_out", start, end, k, {"duration_ms": 1000.0 * (end - start), "interval_cents": end_dev,
                                                      "shape": shape})
 
     @staticmethod
-    def _cents(midi_all: np.ndarray, hop: float, ref_midi: float, a_s: float, b_s: float) -> np.ndarray:
-        i0, i1 = max(0, int(round(a_s / hop))), min(len(midi_all), int(round(b_s / hop)))
+    def _cents(midi_all: np.ndarray, hop_s: float, ref_midi: float, a_s: float, b_s: float) -> np.ndarray:
+        i0, i1 = max(0, int(round(a_s / hop_s))), min(len(midi_all), int(round(b_s / hop_s)))
         return 100.0 * (midi_all[i0:i1] - ref_midi)
 
     @staticmethod
-    def _glide(y: np.ndarray, hop: float, a_s: float, y0: float, y1: float, start_lo: float,
+    def _glide(y: np.ndarray, hop_s: float, a_s: float, y0: float, y1: float, start_lo: float,
                start_hi: float) -> tuple[float, float, str]:
         """(start_s, duration_s, shape) of the linear or logistic move ``y0 -> y1`` that fits ``y``
         (cents, first frame at ``a_s``) best, starting between ``start_lo`` and ``start_hi``.
         """
-        t = a_s + np.arange(len(y)) * hop
-        starts = np.arange(start_lo, max(start_lo, start_hi) + 0.5 * hop, hop)
+        t = a_s + np.arange(len(y)) * hop_s
+        starts = np.arange(start_lo, max(start_lo, start_hi) + 0.5 * hop_s, hop_s)
         start, dur, shape, _ = fit_transition(t, y, y0, y1, t_start=starts)
         return start, dur, shape
 
     def _portamento(self, s0: float, s1: float, k: int, note: Note, nxt: Note, midi_all: np.ndarray,
-                    hop: float) -> Ornament | None:
+                    hop_s: float) -> Ornament | None:
         if not np.isfinite(nxt.midi):
             return None
         interval = 100.0 * (nxt.midi - note.midi)
         a_s = max(note.start_s, s0 - 0.05)
-        y = self._cents(midi_all, hop, note.midi, a_s, min(nxt.end_s, s1 + 0.05))
+        y = self._cents(midi_all, hop_s, note.midi, a_s, min(nxt.end_s, s1 + 0.05))
         if np.isfinite(y).sum() < 3:
             return None
-        start, dur, shape = self._glide(y, hop, a_s, 0.0, interval, a_s, s1)
+        start, dur, shape = self._glide(y, hop_s, a_s, 0.0, interval, a_s, s1)
         start, end = min(start, s0), max(start + dur, s1)
         return Ornament("portamento", start, end, k, {"duration_ms": 1000.0 * (end - start), "interval_cents": interval,
                                                       "shape": shape, "to_note": k + 1})
 
-    def _drifts(self, notes: Sequence[Note], midi_all: np.ndarray, hop: float, found: list[Ornament],
+    def _drifts(self, notes: Sequence[Note], midi_all: np.ndarray, hop_s: float, found: list[Ornament],
                 periodic: set[int]) -> list[Ornament]:
         out = []
         n_frames = len(midi_all)
         for k, note in enumerate(notes):
             if k in periodic or not np.isfinite(note.midi):
                 continue
-            a = max(0, int(round(note.start_s / hop)))
-            b = min(n_frames, int(round(note.end_s / hop)))
+            a = max(0, int(round(note.start_s / hop_s)))
+            b = min(n_frames, int(round(note.end_s / hop_s)))
             m = midi_all[a:b]
             if b - a < 4 or np.isfinite(m).sum() < 4:
                 continue
@@ -466,10 +466,10 @@ class TfliteOrnamentDetector:
                     held1 = min(held1, o.start_s)
                 if o.type == "portamento" and o.params.get("to_note") == k:
                     held0 = max(held0, o.end_s)
-            i0 = min(b - a, max(0, int(round(held0 / hop)) - a))
-            i1 = max(i0, min(b - a, int(round(held1 / hop)) - a))
+            i0 = min(b - a, max(0, int(round(held0 / hop_s)) - a))
+            i1 = max(i0, min(b - a, int(round(held1 / hop_s)) - a))
             d = 100.0 * (fill_gaps(m) - note.midi)
-            o = self._dsp._drift(d, hop, a, k, i0, i1)
+            o = self._dsp._drift(d, hop_s, a, k, i0, i1)
             if o is not None:
                 out.append(o)
         return out
@@ -511,10 +511,10 @@ def _runs(mask: np.ndarray, *, bridge: int = 0) -> list[tuple[int, int]]:
     return voiced_regions(np.asarray(mask, dtype=bool), bridge_frames=bridge)
 
 
-def _rate(d: np.ndarray, hop: float) -> float:
+def _rate(d: np.ndarray, hop_s: float) -> float:
     if len(d) < 8:
         return float("nan")
-    return sine_rate(d, hop, 3.0, 12.0)
+    return sine_rate(d, hop_s, 3.0, 12.0)
 
 
 def _swing(d: np.ndarray) -> float:

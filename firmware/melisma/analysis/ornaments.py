@@ -148,7 +148,7 @@ class DspOrnamentDetector:
     name: str = field(default="dsp-rules", init=False)
 
     def detect(self, track: PitchTrack, notes: Sequence[Note]) -> list[Ornament]:
-        hop = track.hop_s
+        hop_s = track.hop_s
         midi_all = track.midi
         n_frames = len(midi_all)
         out: list[Ornament] = []
@@ -158,29 +158,29 @@ class DspOrnamentDetector:
         porta: dict[int, Ornament] = {}
         for k in range(len(notes) - 1):
             if legato[k] and np.isfinite(notes[k].midi) and np.isfinite(notes[k + 1].midi):
-                o = self._portamento(midi_all, hop, k, notes[k], notes[k + 1])
+                o = self._portamento(midi_all, hop_s, k, notes[k], notes[k + 1])
                 if o:
                     porta[k] = o
         for k, note in enumerate(notes):
-            a = max(0, int(round(note.start_s / hop)))
-            b = min(n_frames, int(round(note.end_s / hop)))
+            a = max(0, int(round(note.start_s / hop_s)))
+            b = min(n_frames, int(round(note.end_s / hop_s)))
             if b - a < 4 or not np.isfinite(note.midi):
                 continue
             m = midi_all[a:b]
             if np.isfinite(m).sum() < 4:
                 continue
             d = 100.0 * (fill_gaps(m) - note.midi)  # cents from the centre
-            onset = None if (k - 1) in porta else self._onset(d, hop, a, k)
-            offset = None if legato[k] else self._offset(d, hop, a, k)
+            onset = None if (k - 1) in porta else self._onset(d, hop_s, a, k)
+            offset = None if legato[k] else self._offset(d, hop_s, a, k)
             held0 = onset.end_s if onset else (porta[k - 1].end_s if (k - 1) in porta else note.start_s)
             held1 = offset.start_s if offset else (porta[k].start_s if k in porta else note.end_s)
             out.extend(o for o in (onset, offset) if o)
-            i0 = min(b - a, max(0, int(round(held0 / hop)) - a))
-            i1 = max(i0, min(b - a, int(round(held1 / hop)) - a))
-            periodic = self._periodic(d, hop, a, k, i0, i1)
+            i0 = min(b - a, max(0, int(round(held0 / hop_s)) - a))
+            i1 = max(i0, min(b - a, int(round(held1 / hop_s)) - a))
+            periodic = self._periodic(d, hop_s, a, k, i0, i1)
             out.extend(periodic)
             if not periodic:
-                drift = self._drift(d, hop, a, k, i0, i1)
+                drift = self._drift(d, hop_s, a, k, i0, i1)
                 if drift:
                     out.append(drift)
             if k in porta:
@@ -190,27 +190,27 @@ class DspOrnamentDetector:
 
     # -- onsets: grace, slide_in, mordent ------------------------------------------------------
 
-    def _onset(self, d: np.ndarray, hop: float, a: int, k: int) -> Ornament | None:
+    def _onset(self, d: np.ndarray, hop_s: float, a: int, k: int) -> Ornament | None:
         n = len(d)
-        look = min(n, int(round(self.max_onset_ms / 1000.0 / hop)))
+        look = min(n, int(round(self.max_onset_ms / 1000.0 / hop_s)))
         if look < 4:
             return None
         head = d[:look]
         start_dev = float(np.median(d[: min(3, n)]))
-        t0 = a * hop
+        t0 = a * hop_s
         tol = max(0.3 * abs(start_dev), 35.0)
         if abs(start_dev) > self.max_onset_cents:
             return None  # further off than any grace or scoop: a tracker glitch at the voice onset
         if abs(start_dev) >= self.min_onset_cents:
             # settle: first frame from which the curve stays within tol of the centre for 30 ms
             near = np.abs(smooth_midi(head, frames=3)) < tol
-            settle = _first_sustained(near, max(2, int(round(0.03 / hop))))
+            settle = _first_sustained(near, max(2, int(round(0.03 / hop_s))))
             if settle is None:
                 return None
             # one transition from the start level to the centre, free start (hold) and duration (move)
-            t = np.arange(min(n, settle + int(round(0.05 / hop)))) * hop
+            t = np.arange(min(n, settle + int(round(0.05 / hop_s)))) * hop_s
             hold, move, shape, _ = fit_transition(
-                t, d[: t.size], start_dev, 0.0, t_start=np.arange(0.0, min(0.2, t[-1]) + 1e-9, hop)
+                t, d[: t.size], start_dev, 0.0, t_start=np.arange(0.0, min(0.2, t[-1]) + 1e-9, hop_s)
             )
             # a grace note holds its pitch, then moves quickly; a slide moves from the start
             if move * 1000.0 <= self.max_grace_move_ms and hold >= 0.6 * move and hold >= 0.01:
@@ -223,7 +223,7 @@ class DspOrnamentDetector:
                 "slide_in", t0, t0 + dur, k, {"duration_ms": 1000.0 * dur, "interval_cents": start_dev, "shape": shape}
             )
         # mordent: starts near the centre, one excursion of a grace-like size, back to the centre
-        look_m = min(n, int(round(0.25 / hop)))
+        look_m = min(n, int(round(0.25 / hop_s)))
         if look_m < 8:
             return None
         sm = smooth_midi(d[:look_m], frames=3)
@@ -236,7 +236,7 @@ class DspOrnamentDetector:
             return None
         lead = _last_index(np.abs(sm[:j]) < 0.3 * abs(peak))
         lead = 0 if lead is None else lead
-        dur = (j + back - lead) * hop
+        dur = (j + back - lead) * hop_s
         if not 0.05 <= dur <= 0.22:
             return None
         # one excursion only: not the start of a trill or vibrato
@@ -244,45 +244,45 @@ class DspOrnamentDetector:
         if rest.size and np.max(np.abs(rest)) > 0.6 * abs(peak):
             return None
         return Ornament(
-            "mordent", t0 + lead * hop, t0 + (j + back) * hop, k, {"rate_hz": 1.0 / max(dur, 1e-3), "interval_cents": peak}
+            "mordent", t0 + lead * hop_s, t0 + (j + back) * hop_s, k, {"rate_hz": 1.0 / max(dur, 1e-3), "interval_cents": peak}
         )
 
     # -- slide_out ----------------------------------------------------------------------------
 
-    def _offset(self, d: np.ndarray, hop: float, a: int, k: int) -> Ornament | None:
+    def _offset(self, d: np.ndarray, hop_s: float, a: int, k: int) -> Ornament | None:
         n = len(d)
         end_dev = float(np.median(d[max(0, n - 3) :]))
         if not self.min_onset_cents <= abs(end_dev) <= self.max_offset_cents:
             return None
-        look = min(n, int(round(0.4 / hop)))
+        look = min(n, int(round(0.4 / hop_s)))
         tail = d[n - look :]
         tol = max(0.3 * abs(end_dev), 35.0)
         near = np.abs(smooth_midi(tail, frames=3)) < tol
         last_near = _last_index(near)
         if last_near is None:
             return None
-        t = np.arange(look) * hop
-        starts = t[max(0, last_near - int(round(0.3 / hop))) : last_near + 1]
+        t = np.arange(look) * hop_s
+        starts = t[max(0, last_near - int(round(0.3 / hop_s))) : last_near + 1]
         if starts.size == 0:
             return None
         start, _dur, shape, _ = fit_transition(t, tail, 0.0, end_dev, t_start=starts)
-        end_t = (a + n) * hop
-        s0 = max(a * hop, (a + n - look) * hop + start)
+        end_t = (a + n) * hop_s
+        s0 = max(a * hop_s, (a + n - look) * hop_s + start)
         return Ornament(
             "slide_out", s0, end_t, k, {"duration_ms": 1000.0 * (end_t - s0), "interval_cents": end_dev, "shape": shape}
         )
 
     # -- vibrato / trill ----------------------------------------------------------------------
 
-    def _periodic(self, d: np.ndarray, hop: float, a: int, k: int, i0: int, i1: int) -> list[Ornament]:
+    def _periodic(self, d: np.ndarray, hop_s: float, a: int, k: int, i0: int, i1: int) -> list[Ornament]:
         out = []
         seg = d[i0:i1]
-        if len(seg) < int(0.2 / hop):
+        if len(seg) < int(0.2 / hop_s):
             return out
-        runs = periodic_runs(seg, hop, min_swing=self.min_vibrato_cents, min_half_cycles=self.min_half_cycles)
+        runs = periodic_runs(seg, hop_s, min_swing=self.min_vibrato_cents, min_half_cycles=self.min_half_cycles)
         for r in runs:
-            s0 = (a + i0 + r.i0) * hop
-            s1 = (a + i0 + r.i1) * hop
+            s0 = (a + i0 + r.i0) * hop_s
+            s1 = (a + i0 + r.i1) * hop_s
             is_trill = r.squareness >= self.min_trill_squareness and r.extent_cents >= self.min_trill_cents
             if is_trill:
                 out.append(Ornament("trill", s0, s1, k, {"rate_hz": r.rate_hz, "interval_cents": r.other_level - r.first_level}))
@@ -292,37 +292,38 @@ class DspOrnamentDetector:
 
     # -- drift --------------------------------------------------------------------------------
 
-    def _drift(self, d: np.ndarray, hop: float, a: int, k: int, i0: int, i1: int) -> Ornament | None:
-        if (i1 - i0) * hop * 1000.0 < self.min_drift_note_ms:
+    def _drift(self, d: np.ndarray, hop_s: float, a: int, k: int, i0: int, i1: int) -> Ornament | None:
+        if (i1 - i0) * hop_s * 1000.0 < self.min_drift_note_ms:
             return None
-        s = smooth_midi(d[i0:i1], frames=max(1, int(round(0.15 / hop)) | 1))
-        t = np.arange(len(s)) * hop
+        s = smooth_midi(d[i0:i1], frames=max(1, int(round(0.15 / hop_s)) | 1))
+        t = np.arange(len(s)) * hop_s
         slope, icpt = np.polyfit(t, s, 1)
         total = slope * (t[-1] - t[0])
         resid = s - (slope * t + icpt)
         if abs(total) < self.min_drift_cents or np.std(resid) > 0.5 * abs(total):
             return None
-        return Ornament("drift", (a + i0) * hop, (a + i1) * hop, k, {"drift_cents": float(total), "cents_per_s": float(slope)})
+        params = {"drift_cents": float(total), "cents_per_s": float(slope)}
+        return Ornament("drift", (a + i0) * hop_s, (a + i1) * hop_s, k, params)
 
     # -- portamento ---------------------------------------------------------------------------
 
-    def _portamento(self, midi_all: np.ndarray, hop: float, k: int, note: Note, nxt: Note) -> Ornament | None:
+    def _portamento(self, midi_all: np.ndarray, hop_s: float, k: int, note: Note, nxt: Note) -> Ornament | None:
         interval = 100.0 * (nxt.midi - note.midi)
         if abs(interval) < self.min_portamento_cents:
             return None
         boundary = 0.5 * (note.end_s + nxt.start_s)
         reach = 0.2
-        a = max(int(round(max(note.start_s, boundary - reach) / hop)), 0)
-        b = min(int(round(min(nxt.end_s, boundary + reach) / hop)), len(midi_all))
+        a = max(int(round(max(note.start_s, boundary - reach) / hop_s)), 0)
+        b = min(int(round(min(nxt.end_s, boundary + reach) / hop_s)), len(midi_all))
         y = 100.0 * (midi_all[a:b] - note.midi)
-        t = np.arange(a, b) * hop
+        t = np.arange(a, b) * hop_s
         if np.isfinite(y).sum() < 6:
             return None
         # how fast is the change? |interval| / steepest slope: a step (even smeared by the tracker over
         # two frames) gives ~10 ms, a 60 ms sigmoid glide ~24 ms, a 60 ms linear one 60 ms
         yf = fill_gaps(y)
         near = np.abs(t - boundary) <= 0.06
-        slope = np.abs(yf[2:] - yf[:-2]) / (2.0 * hop)
+        slope = np.abs(yf[2:] - yf[:-2]) / (2.0 * hop_s)
         slope = slope[near[1:-1]] if near[1:-1].any() else slope
         if slope.size == 0:
             return None

@@ -26,8 +26,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from .. import dsp
 from ..errors import AnalysisError
 
 #: Frame and hop of the band analysis (21 ms frames, 10 ms hop at 48 kHz).
@@ -101,6 +101,8 @@ def _band_powers_from(read, n_samples: int, *, sr: int, n_fft: int = N_FFT, hop_
     # Sparse-as-dense (bins x bands) 0/1 matrix: one matmul reduces a chunk of spectra to bands.
     reducer = np.zeros((freqs.size, len(edges) - 1), dtype=np.float32)
     reducer[np.nonzero(valid)[0], band_of_bin[valid]] = 1.0
+    from scipy import signal
+
     window = signal.get_window("hann", n_fft).astype(np.float32)
     norm = np.float32(2.0 / (n_fft * np.sum(window**2)))
     out = np.empty((n_frames, len(edges) - 1), dtype=np.float32)
@@ -170,6 +172,8 @@ def _long_term_psd_from(read, n_samples: int, *, sr: int, nperseg: int = LONG_TE
     nperseg = int(min(nperseg, max(256, 2 ** int(math.floor(math.log2(max(n_samples, 256)))))))
     n_samples = max(n_samples, nperseg)
     hop = nperseg // 2
+    from scipy import signal
+
     window = signal.get_window("hann", nperseg).astype(np.float32)
     n_segments = 1 + (n_samples - nperseg) // hop
     total = np.zeros(nperseg // 2 + 1)
@@ -236,8 +240,8 @@ def sibilance_band_sos(lo_hz: float, hi_hz: float, *, sr: int) -> np.ndarray:
     (4, 6)
     """
     lo_split, hi_split = _split_edges(lo_hz, hi_hz, sr)
-    hp = signal.butter(2, lo_split, btype="highpass", fs=sr, output="sos")
-    lp = signal.butter(2, hi_split, btype="lowpass", fs=sr, output="sos")
+    hp = dsp.design("butter", 2, lo_split, "highpass", sr, "sos")
+    lp = dsp.design("butter", 2, hi_split, "lowpass", sr, "sos")
     return np.concatenate([hp, hp, lp, lp])
 
 
@@ -248,7 +252,7 @@ def sibilance_detector_sos(lo_hz: float, hi_hz: float, *, sr: int) -> np.ndarray
     >>> sibilance_detector_sos(5000.0, 9000.0, sr=48000).shape
     (2, 6)
     """
-    return signal.butter(2, [lo_hz, min(hi_hz, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
+    return dsp.design("butter", 2, [lo_hz, min(hi_hz, 0.45 * sr)], "bandpass", sr, "sos")
 
 
 def sibilance_allpass_sos(lo_hz: float, hi_hz: float, *, sr: int) -> np.ndarray:
@@ -262,7 +266,7 @@ def sibilance_allpass_sos(lo_hz: float, hi_hz: float, *, sr: int) -> np.ndarray:
     """
     sections = []
     for f in _split_edges(lo_hz, hi_hz, sr):
-        _, a = signal.butter(2, f, btype="lowpass", fs=sr)
+        _, a = dsp.design("butter", 2, f, "lowpass", sr, "ba")
         sections.append(np.concatenate([a[::-1], a]))
     return np.asarray(sections)
 
@@ -322,7 +326,7 @@ def _find_sibilance(audio: np.ndarray, powers: np.ndarray, edges: np.ndarray, ac
     step = 1024 * hop_length
     for a in range(0, n * hop_length, step):
         b = min(a + step, n * hop_length)
-        band, zi = signal.sosfilt(sos, audio[a:b], zi=zi)
+        band, zi = dsp.sosfilt(sos, audio[a:b], zi)
         hops = band.reshape(-1, hop_length)
         band_energy[a // hop_length:b // hop_length] = np.einsum("ij,ij->i", hops, hops, dtype=np.float64)
     band_db = _db(band_energy / hop_length)

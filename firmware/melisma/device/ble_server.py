@@ -340,9 +340,11 @@ class MelismaService(gatt.Service):
         if isinstance(msg, p.AUDIO_COMMANDS):  # protocol 1.1: the box's own audio
             return self.box.audio.command(msg)
         if isinstance(msg, p.MixCommand):
-            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out).id
+            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out,
+                               accept_alignment_guess=msg.accept_alignment_guess).id
         if isinstance(msg, p.AnalyseCommand):
-            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan).id
+            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan,
+                               accept_alignment_guess=msg.accept_alignment_guess).id
         if isinstance(msg, p.RenderCommand):
             return jobs.submit(p.JobKind.RENDER, plan=msg.plan, out=msg.out).id
         if isinstance(msg, p.PreviewCommand):
@@ -589,6 +591,8 @@ class MelismaBox:
         quiet_expected_rejections()
         self.pairing_window = PairingWindow()
         self.links: dict[Connection, Link] = {}
+        #: Called with the new controls after every change (the front panel shows them).
+        self.controls_listeners: list[Callable[[p.Controls], None]] = []
 
         config = DeviceConfiguration()
         config.load_from_dict({"name": self.name, "address": self.address, "irk": ident["irk"]})
@@ -745,6 +749,11 @@ class MelismaBox:
                 {"style": controls.style.engine_name, "sliders": controls.sliders}), overwrite=True)
         self.service.notify_controls(controls, skip=source)
         self.audio.on_controls(controls)
+        for listener in list(self.controls_listeners):
+            try:
+                listener(controls)
+            except Exception:  # a broken listener must not stop a controls change
+                logger.exception("controls listener failed")
 
 
 def local_link_hci(link, address: str):

@@ -128,6 +128,13 @@ SCHEMA: dict[str, dict[str, tuple[Any, Rule]]] = {
                                    "largest upload in MiB (the protocol allows 128)")),
         "min_free_mib": (256, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
                                    "refuse uploads that would leave less free space than this")),
+        "plan_cache_mib": (256, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
+                                     "corrected and dry vocals kept beside each plan for fast re-renders "
+                                     "(least recently used deleted first; 0 keeps none)")),
+        "previews_mib": (64, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
+                                  "previews kept (least recently used deleted first)")),
+        "work_mib": (2048, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
+                                "render work files kept over all plans together (least recently used deleted first)")),
         "rerun_interrupted_jobs": (False, Rule(bool, lambda v: v, "true or false",
                                                "queue a job cut off by a crash or power cut again at start")),
     },
@@ -168,6 +175,9 @@ class StorageConfig:
     data_dir: str = "/var/lib/melisma"
     max_file_mib: int = 128
     min_free_mib: int = 256
+    plan_cache_mib: int = 256
+    previews_mib: int = 64
+    work_mib: int = 2048
     rerun_interrupted_jobs: bool = False
 
 

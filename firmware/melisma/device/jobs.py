@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import DeviceError, MelismaError
+from ..errors import AlignmentUnknownError, DeviceError, MelismaError
 from ..protocol import Controls, DeviceState, ErrorCode, FileKind, JobKind, JobState, Status
 from .storage import Storage, StorageError, is_no_space
 
@@ -89,13 +89,15 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    accept_alignment_guess: bool = False  # mix at the best guess when the take's offset is unknown
 
     def to_json(self, root: Path) -> dict[str, Any]:
         """The journal record of this job (paths relative to the library ``root``)."""
         return {"id": self.id, "kind": self.kind.name, "state": self.state.name, "error": self.error.name,
                 "detail": self.detail, "stage": self.stage, "progress": self.progress,
                 "inputs": {k: _relative(v, root) for k, v in self.inputs.items()}, "output": _relative(self.output, root),
-                "style": self.style, "sliders": self.sliders, "window_s": list(self.window_s) if self.window_s else None}
+                "style": self.style, "sliders": self.sliders, "window_s": list(self.window_s) if self.window_s else None,
+                "accept_alignment_guess": self.accept_alignment_guess}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], root: Path) -> Job:
@@ -105,6 +107,7 @@ class Job:
                   tuple(d["window_s"]) if d.get("window_s") else None)
         job.state, job.error = JobState[d["state"]], ErrorCode[d["error"]]
         job.detail, job.stage, job.progress = str(d.get("detail", "")), str(d.get("stage", "")), float(d.get("progress", 0))
+        job.accept_alignment_guess = bool(d.get("accept_alignment_guess", False))
         if not 1 <= job.id <= MAX_JOB_ID:
             raise ValueError(f"job id {job.id} is out of range")
         if job.state.finished:
@@ -164,7 +167,8 @@ class JobQueue:
     # -- requests -------------------------------------------------------------------------------
 
     def submit(self, kind: JobKind, *, take: str | None = None, backing: str | None = None, plan: str | None = None,
-               out: str, start_s: float | None = None, duration_s: float | None = None) -> Job:
+               out: str, start_s: float | None = None, duration_s: float | None = None,
+               accept_alignment_guess: bool = False) -> Job:
         """Queue a job with the current controls; inputs must exist now (checked before queueing)."""
         try:
             inputs: dict[str, Path] = {}
@@ -187,6 +191,7 @@ class JobQueue:
         controls = self.controls()
         job = Job(self._new_id(), JobKind(kind), inputs, output, controls.style.engine_name, controls.engine_sliders(),
                   (start_s or 0.0, duration_s) if kind == JobKind.PREVIEW else None)
+        job.accept_alignment_guess = bool(accept_alignment_guess)
         self._enqueue(job)
         return job
 
@@ -198,6 +203,7 @@ class JobQueue:
         if not old.state.finished:
             raise JobError(f"job {job_id} is still {old.state.name.lower()}; nothing to re-run", ErrorCode.BAD_STATE)
         job = Job(self._new_id(), old.kind, dict(old.inputs), old.output, old.style, dict(old.sliders), old.window_s)
+        job.accept_alignment_guess = old.accept_alignment_guess
         self._enqueue(job)
         return job
 
@@ -303,7 +309,9 @@ class JobQueue:
                                  "the box's storage is full; delete old mixes or previews and run it again")
                 elif isinstance(exc, MelismaError):
                     logger.warning("job %d failed: %s", job.id, exc)
-                    self._finish(job, JobState.FAILED, ErrorCode.ENGINE_FAILED, str(exc))
+                    # An unknown offset gets its own code, so the app can offer to accept the guess.
+                    code = ErrorCode.ALIGNMENT_UNKNOWN if isinstance(exc, AlignmentUnknownError) else ErrorCode.ENGINE_FAILED
+                    self._finish(job, JobState.FAILED, code, str(exc))
                 else:  # an engine bug must not kill the queue
                     logger.exception("job %d crashed", job.id)
                     self._finish(job, JobState.FAILED, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -315,6 +323,21 @@ class JobQueue:
                 else:
                     job.progress = 1.0
                     self._finish(job, JobState.DONE, ErrorCode.OK, "")
+            self._enforce_storage_limits(job)
+
+    def _enforce_storage_limits(self, job: Job) -> None:
+        """Keep previews and plan work files within the storage limits (the job's output is kept)."""
+        enforce = getattr(self.storage, "enforce_limits", None)
+        if enforce is None:
+            return
+        try:
+            deleted = enforce(keep=(job.output,))
+        except Exception:  # storage housekeeping must never stop the queue
+            logger.exception("storage limits could not be enforced after job %d", job.id)
+            return
+        if deleted:
+            logger.info("storage limits: deleted %d least recently used file(s): %s", len(deleted),
+                        ", ".join(p.name for p in deleted[:5]))
 
     def _call_engine(self, job: Job):
         def progress(stage: str, fraction: float) -> None:
@@ -324,6 +347,8 @@ class JobQueue:
                 self._loop.call_soon_threadsafe(self._on_progress, job, str(stage), float(fraction))
 
         kw = dict(style=job.style, sliders=job.sliders, progress=progress)
+        if job.accept_alignment_guess and job.kind in (JobKind.MIX, JobKind.ANALYSE):
+            kw["accept_alignment_guess"] = True  # only when asked: engines without the option keep working
         if job.kind is JobKind.MIX:
             return self.engine.mix(job.inputs["take"], job.inputs["backing"], job.output, **kw)
         if job.kind is JobKind.ANALYSE:

@@ -7,6 +7,7 @@ Usage::
     melisma-device run --transport tcp-client:127.0.0.1:9001 --pairable       # a virtual controller
     melisma-device pair --data-dir /var/lib/melisma    # open the pairing window (the button does this too)
     melisma-device audio list --json                   # the box's own audio (firmware/docs/audio.md)
+    melisma-device run --panel /dev/ttyACM1            # with the front panel (or --panel auto: by USB id)
 
 ``run`` is the default command, so ``melisma-device --transport ...`` works too. The running
 service listens on a Unix socket ``<data-dir>/control.sock``; ``pair`` (and the front-panel
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--pairable", action="store_true", help="open the pairing window at start")
         sp.add_argument("--config", default=None, metavar="PATH",
                         help="box.toml to read (e.g. /etc/melisma/box.toml); flags given here override it")
+    for sp in (ap, run):
+        sp.add_argument("--panel", default=None, metavar="PATH",
+                        help="serial port of the front panel (e.g. /dev/ttyACM1, or the PTY of tools/panel-sim), "
+                             "or 'auto' to find a Pico by USB id; the passkey then shows on the panel")
     for sp in (ap, run, pair):
         sp.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="storage, bonds, settings (default: %(default)s)")
         sp.add_argument("-v", "--verbose", action="store_true")
@@ -109,6 +114,14 @@ async def run_service(args) -> None:
     def show(passkey: int) -> None:
         print(f"PASSKEY {passkey:06d}", flush=True)
 
+    show_passkey = show if args.passkey == "stdout" else None
+    panel = None
+    if getattr(args, "panel", None):
+        from .panel_bridge import PanelBridge, PanelSettings
+
+        panel = PanelBridge(PanelSettings.from_option(args.panel))
+        show_passkey = panel.passkey_display(show_passkey)
+
     from .repair import load_identity
 
     load_identity(data_dir, args.address)  # a damaged identity is refused before the radio is touched
@@ -122,11 +135,13 @@ async def run_service(args) -> None:
         storage_cfg = cfg.storage if cfg is not None else None
         min_free_mib = storage_cfg.min_free_mib if storage_cfg is not None else 0
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
-                         show_passkey=show if args.passkey == "stdout" else None,
-                         min_free_bytes=min_free_mib * 1024 * 1024,
+                         show_passkey=show_passkey, min_free_bytes=min_free_mib * 1024 * 1024,
                          rerun_interrupted=bool(storage_cfg and storage_cfg.rerun_interrupted_jobs))
+        apply_storage_limits(box, cfg)
         await box.start()
         write_heartbeat(data_dir, box, advertising=True)
+        if panel is not None:
+            await panel.start(box)
         control = await _serve_control(box, data_dir / "control.sock")
         if args.pairable:
             box.pairing_window.open()
@@ -139,6 +154,8 @@ async def run_service(args) -> None:
         try:
             await stop.wait()
         finally:
+            if panel is not None:
+                await panel.stop()
             control.close()
             write_heartbeat(data_dir, box, advertising=False)
             await box.stop()
@@ -160,6 +177,17 @@ async def request_pairing(data_dir: Path, seconds: float) -> str:
     if not answer.startswith("ok"):
         raise DeviceError(f"the service refused: {answer}")
     return answer[3:]
+
+
+def apply_storage_limits(box, cfg) -> None:
+    """Set the box's cache limits from box.toml's ``[storage]`` (defaults without a config file)."""
+    if cfg is None:
+        return
+    from ..pipeline.cache import set_plan_cache_limit
+    from .storage import StorageLimits
+
+    box.storage.limits = StorageLimits.from_config(cfg.storage)
+    set_plan_cache_limit(cfg.storage.plan_cache_mib)
 
 
 #: Where the running service says it is up and advertising (read by the update health check).
@@ -201,7 +229,8 @@ def apply_config(args: argparse.Namespace, argv: list[str] | None) -> None:
     cfg = load_config(args.config)
     given = _given_options(argv)
     mapping = {"transport": cfg.ble.transport, "address": cfg.ble.address or None, "passkey": cfg.ble.passkey,
-               "pairable": cfg.ble.pairable_at_start, "data_dir": cfg.storage.data_dir}
+               "pairable": cfg.ble.pairable_at_start, "data_dir": cfg.storage.data_dir,
+               "panel": None if cfg.panel.port == "none" else cfg.panel.port}
     for dest, value in mapping.items():
         if dest not in given and hasattr(args, dest):
             setattr(args, dest, value)

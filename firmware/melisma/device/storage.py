@@ -31,7 +31,9 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import DeviceError
 from ..protocol import FileKind, LibraryEntry, MAX_FILE_SIZE, ErrorCode, check_name
@@ -169,13 +171,31 @@ class UploadSession:
                 p.unlink()
 
 
+@dataclass(frozen=True)
+class StorageLimits:
+    """How much the box keeps of what it can make again: previews, and the render work files
+    (corrected and dry vocals) of all plans together; least recently used deleted first.
+    ``None`` means no limit.
+    """
+
+    previews_bytes: int | None = 64 << 20
+    work_bytes: int | None = 2048 << 20
+
+    @classmethod
+    def from_config(cls, storage: Any) -> StorageLimits:
+        """From the ``[storage]`` section of box.toml (:class:`melisma.device.config.StorageConfig`)."""
+        return cls(previews_bytes=int(storage.previews_mib) << 20, work_bytes=int(storage.work_mib) << 20)
+
+
 class Storage:
     """Files of each kind in their own folder under ``root``; names checked by the protocol rules."""
 
-    def __init__(self, root: str | os.PathLike, *, max_file_size: int = MAX_FILE_SIZE, min_free_bytes: int = 0,
+    def __init__(self, root: str | os.PathLike, *, max_file_size: int = MAX_FILE_SIZE,
+                 limits: StorageLimits | None = None, min_free_bytes: int = 0,
                  free_space: Callable[[Path], int] | None = None):
         self.root = Path(root)
         self.max_file_size = max_file_size
+        self.limits = limits if limits is not None else StorageLimits()
         #: uploads and new jobs are refused while free space is below this floor (bytes)
         self.min_free_bytes = min_free_bytes
         self._free_space = free_space or (lambda root: shutil.disk_usage(root).free)
@@ -279,6 +299,24 @@ class Storage:
                     elif cache.is_dir():
                         removed += sweep(cache, force=True)
         return removed
+
+    def enforce_limits(self, *, keep: tuple[Path, ...] = ()) -> list[Path]:
+        """Delete the least recently used previews and plan work files beyond :attr:`limits`
+        (never takes, backings, mixes, plans or their analysis; never a file in ``keep``).
+        Returns what was deleted.
+        """
+        from ..pipeline.cache import RENDER_CACHE_PATTERNS, enforce_limit
+
+        deleted: list[Path] = []
+        if self.limits.previews_bytes is not None:
+            deleted += enforce_limit(self.root / FOLDERS[FileKind.PREVIEW], max_bytes=self.limits.previews_bytes,
+                                     patterns=("*",), keep=keep)
+        if self.limits.work_bytes is not None:
+            caches = sorted((self.root / FOLDERS[FileKind.PLAN]).glob("*.cache"))
+            deleted += enforce_limit(caches, max_bytes=self.limits.work_bytes, patterns=RENDER_CACHE_PATTERNS, keep=keep)
+        for path in deleted:
+            self._digests.pop(path, None)
+        return deleted
 
     def partial_uploads(self) -> list[dict]:
         """What partial uploads are waiting to be resumed (from their sidecars)."""

@@ -14,6 +14,7 @@ from .. import __version__
 from ..leftovers import work_prefix
 from ..plan import Plan, new_record
 from ..progress import ProgressCallback, StageClock
+from .alignment import alignment_decision, decide_alignment
 from .clock import timed_stage
 from .inputs import decode_backing, decode_take
 from .options import ANALYSIS_SR, ANALYSIS_WEIGHTS, DEFAULT_TARGET_LUFS, ENGINE_SR, AnalysisOptions
@@ -34,6 +35,7 @@ def analyze(
     pitch_tracker: str | None = None,
     correction: float | None = None,
     ornaments: str | dict | None = None,
+    accept_alignment_guess: bool = False,
     progress: ProgressCallback | None = None,
     _work_parent: str | os.PathLike | None = None,
 ) -> Plan:
@@ -42,12 +44,16 @@ def analyze(
     Without a backing the plan holds only the vocal (no alignment, no balance); pitch analysis
     then takes its key from ``melody_path``, ``key``/``scale`` or the sung notes. The options
     are those of :class:`~melisma.pipeline.options.AnalysisOptions`, all checked before any work.
+    When the take's offset behind the backing is unknown (no bleed of the backing in the take and
+    no ``latency_ms``), the analysis stops with :class:`~melisma.errors.AlignmentError` saying why
+    and what would work, unless ``accept_alignment_guess`` is true: then the best guess is used
+    and the report's ``alignment.decision`` says so.
     ``_work_parent`` (internal): where the plan's temporary work folder goes (default: the
     system's temporary folder; the file entry points put it beside their outputs).
     """
     options = AnalysisOptions(latency_ms=latency_ms, style=style, sliders=sliders, target_lufs=target_lufs, pitch=pitch,
                               key=key, scale=scale, melody_path=melody_path, pitch_tracker=pitch_tracker,
-                              correction=correction, ornaments=ornaments)
+                              correction=correction, ornaments=ornaments, accept_alignment_guess=accept_alignment_guess)
     settings = options.check()  # fail on bad settings before any work
     clock = StageClock(ANALYSIS_WEIGHTS, progress)
     record = new_record()
@@ -80,9 +86,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     """The analysis stages in order, filling ``record``; returns the plan that owns the work files."""
     from ..analysis.align import Alignment, apply_offset, estimate_offset
     from ..analysis.cleanup import analyze_cleanup
+    from ..analysis.intonation import analyze_pitch, pitch_tracker_named
     from ..analysis.voice import analyze_backing, analyze_voice
     from ..audio_io import resample
-    from ..intonation import analyze_pitch, pitch_tracker_named
     from ..render.clean import clean_take
 
     with timed_stage(clock, "decode"):
@@ -95,26 +101,32 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     record["inputs"] = {"take": take_info, "backing": backing_info}
 
     backing16 = None
-    backing_shape = None
+    backing_shape: tuple[int, int] | None = None
+    # decode() with analysis_sr gives both copies; the backing went straight to its .npy file
+    take48, take16 = take_d.audio, take_d.analysis
+    assert take48 is not None and take16 is not None
+    del take_d
     if back_d is None:
         alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
-        aligned = take_d.audio[0]
-        del take_d
+        aligned = take48[0]
+        del take48, take16
     else:
         with timed_stage(clock, "align"):
+            assert back_d.analysis is not None
             # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
-            alignment = estimate_offset(take_d.analysis, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            alignment = decide_alignment(alignment, accept_guess=options.accept_alignment_guess, warnings=warnings)
             backing16 = back_d.analysis
-            aligned = apply_offset(take_d.audio[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
-            del take_d
+            aligned = apply_offset(take48[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+            del take48, take16  # out of memory before the clean-up
             aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
             backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
-            if alignment.confidence < 0.3 and alignment.method != "calibrated":
+            if alignment.known and alignment.confidence < 0.3 and alignment.method != "calibrated":
                 warnings.append(
                     f"alignment is uncertain (method {alignment.method}, confidence {alignment.confidence:.2f}); "
                     "record with the phone speaker on, or calibrate the latency in the app"
                 )
-    record["alignment"] = alignment.to_dict()
+    record["alignment"] = {**alignment.to_dict(), "decision": alignment_decision(alignment, backing=back_d is not None)}
 
     with timed_stage(clock, "cleanup"):
         cleanup = analyze_cleanup(aligned, sr=ENGINE_SR)
@@ -138,6 +150,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         plan.adopt("vocal", vocal_file, vocal.shape)
         del vocal
         if back_d is not None:
+            assert back_d.npy_path is not None and backing_shape is not None
             plan.adopt("backing", back_d.npy_path, backing_shape, file_shape=(2, back_d.n_samples))
     record["backing"] = None
     if back_d is not None:
@@ -145,6 +158,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
             record["backing"] = analyze_backing(reader, sr=ENGINE_SR)
     if options.pitch:
         with timed_stage(clock, "analyze_pitch"):
+            assert vocal16 is not None
             record["pitch"] = analyze_pitch(
                 vocal16,
                 sr=ANALYSIS_SR,

@@ -18,7 +18,7 @@ from .analyze import analyze
 from .inputs import load_take
 from .options import DEFAULT_TARGET_LUFS, ENGINE_SR, ceiling_for
 from .outputs import output_paths, refuse_inputs_as_outputs, staged_outputs, write_outputs
-from .render import render
+from .render import prime_render, render
 
 #: What a plan edited by hand (or damaged) makes the renderer trip over, reported as a PlanError.
 _DAMAGED_PLAN_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError)
@@ -88,6 +88,7 @@ def analyze_files(
     plan = analyze(take_path, backing_path, progress=progress, _work_parent=Path(plan_path).resolve().parent, **options)
     plan.record.setdefault("warnings", []).extend(_input_warnings(take_path, backing_path))
     plan.save(plan_path, overwrite=overwrite)
+    prime_render(plan)  # filter designs kept beside the plan: a fresh-process re-render skips scipy.signal
     return plan
 
 
@@ -151,6 +152,7 @@ def _render_files(
                 tmp[report_key].write_text(to_json(report), encoding="utf-8")
         return report
     mix, stems, report = render(plan, ceiling_dbtp=ceiling, progress=progress, **options)
+    assert mix is not None and stems is not None  # the in-memory path returns both
     start = time.perf_counter()
     write_outputs(
         paths, mix, stems, report, overwrite=overwrite, vocal_dry=None if "plot" not in paths else np.asarray(plan.array("vocal"))
@@ -227,7 +229,8 @@ def correct_file(
 
     Without ``key`` or ``melody_path`` the key is estimated from the vocal itself.
     """
-    from ..intonation import analyze_pitch, correct_vocal, correction_from_sliders, pitch_tracker_named
+    from ..analysis.intonation import analyze_pitch, pitch_tracker_named
+    from ..render.pitch import correct_vocal, correction_from_sliders
 
     paths = output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
     refuse_inputs_as_outputs(list(paths.values()), [take_path, melody_path])

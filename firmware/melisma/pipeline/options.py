@@ -81,10 +81,12 @@ class AnalysisOptions:
     pitch_tracker: str | None = None
     correction: float | None = None
     ornaments: str | dict | None = None
+    accept_alignment_guess: bool = False
 
     def check(self) -> Any:
         """Refuse bad options before any work; returns the resolved mix settings."""
-        from ..intonation import correction_from_sliders, resolve_scale
+        from ..analysis.intonation import resolve_scale
+        from ..render.pitch import correction_from_sliders
         from ..semantic import resolve_settings
 
         settings = resolve_settings(self.style, self.sliders)
@@ -114,7 +116,7 @@ class RenderOptions:
 
     def resolve(self, base: dict[str, Any]) -> ResolvedRender:
         """Merge with the plan's settings ``base`` and check everything, once."""
-        from ..intonation import correction_from_sliders
+        from ..render.pitch import correction_from_sliders
         from ..semantic import resolve_settings
 
         merged_sliders = dict(base.get("sliders", {}))

@@ -137,9 +137,10 @@ def measure_file(path: Path) -> tuple[float, float]:
     from ..analysis.loudness import KWeightedHops, TruePeakMeter
     from ..audio_io import iter_decoded
 
-    hops = meter = None
+    hops: KWeightedHops | None = None
+    meter: TruePeakMeter | None = None
     for block, sr in iter_decoded(path):
-        if hops is None:
+        if hops is None or meter is None:
             hops = KWeightedHops(sr, channels=block.shape[0])
             meter = TruePeakMeter(channels=block.shape[0])
         hops.add(block)

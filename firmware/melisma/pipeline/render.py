@@ -9,6 +9,8 @@ is mastered block by block into the encoder, the lean path a full mix takes).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import platform
 import time
 from dataclasses import dataclass
@@ -17,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..audio_io import AudioWriter, NpyBlockReader, atomic_path
+from .. import __version__, dsp
+from ..audio_io import AudioWriter, NpyBlockReader, NpyWriter, atomic_path, read_npy
 from ..errors import MelismaError, PlanError, RenderError
 from ..plan import Plan
 from ..progress import ProgressCallback, StageClock
@@ -81,15 +83,52 @@ def render(
     """
     options = RenderOptions(style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
                             ornaments=ornaments, start_s=start_s, duration_s=duration_s)
+    designs = _designs_file(plan)
+    if designs is not None:
+        dsp.load_designs(designs)
     prepared = prepare_render(plan, options, progress=progress)
+    result: tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]
     if mix_path is None:
-        return finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
-    return None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp)
+        result = finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
+    else:
+        result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp)
+    if designs is not None:
+        dsp.save_designs(designs)
+    return result
+
+
+#: The filter designs a plan's renders use, kept in its cache folder (see :mod:`melisma.dsp`).
+DESIGNS_FILE = "filters.json"
+
+
+def _designs_file(plan: Plan) -> Path | None:
+    """Where a saved plan keeps its filter designs (None for an unsaved plan)."""
+    return plan.cache_dir / DESIGNS_FILE if plan.path is not None else None
+
+
+def prime_render(plan: Plan) -> None:
+    """Render one second of a saved plan in memory, so every filter its renders need is designed
+    and kept beside it: a later re-render in a fresh process then never imports :mod:`scipy.signal`
+    (about a second of CPU). Costs a few tens of milliseconds; a plan too short for it is left alone.
+    """
+    n = int(plan.record.get("cache", {}).get("vocal", {}).get("shape", [0])[0])
+    if plan.path is None or n < 4 * ENGINE_SR:
+        return
+    with contextlib.suppress(MelismaError):  # e.g. a silent second: the first real render designs instead
+        render(plan, start_s=round(n / ENGINE_SR / 2, 3), duration_s=1.0)
 
 
 def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCallback | None = None) -> PreparedRender:
-    """Resolve the options, correct the pitch and run the vocal chain over the render's window."""
-    from ..render.chain import build_vocal_chain, render_vocal_chain
+    """Resolve the options, correct the pitch and run the vocal chain over the render's window.
+
+    The chain runs in two parts (:func:`~melisma.render.chain.split_vocal_chain`): the *dry* part
+    (de-esser, corrective EQ, compressor), which no slider but the style and tuning changes, and
+    the *wet* part (tonal EQ, reverb, echo). A full render keeps the dry vocal beside the plan
+    (``dry-<key>.npy``, like the corrected vocal), so the next render with other warmth, air,
+    reverb or vocal-level values runs only the wet part; a preview reads its window from that
+    file when it is there (the window then is exactly the full render's vocal).
+    """
+    from ..render.chain import build_vocal_chain, render_vocal_chain, split_vocal_chain
 
     resolved = options.resolve(plan.record.get("settings", {}))
     clock = StageClock(RENDER_WEIGHTS, progress)
@@ -100,49 +139,178 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
     window = preview_window(n_total, options.start_s, options.duration_s)
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
     full = not window["preview"]
-    # A full render streams the vocal from a file into the chain (the plan's cached vocal, or the
-    # cached corrected one), so only the chain's stereo output is ever whole in memory.
-    vocal: np.ndarray | None = None
-    vocal_file: Path | None = None
+    chain, explanation = build_vocal_chain(
+        resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR
+    )
+    dry_chain, wet_chain = split_vocal_chain(chain)
+    folder = plan.scratch_dir()
+    dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy" if folder is not None else None
     pitch_report = None
-    if "pitch" in plan.record:
-        with timed_stage(clock, "correct_pitch", release=full):
-            vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=resolved.tuning, keep=cut)
+    if dry_file is not None and _usable_cache_file(dry_file, (n_total,)):
+        if "pitch" in plan.record:
+            with timed_stage(clock, "correct_pitch", release=full):
+                _, pitch_report = _correction_plan(plan.record["pitch"], resolved.tuning)
+                pitch_report["cached"] = True
+        with timed_stage(clock, "vocal_chain", release=full):
             if full:
-                release_memory()
-    elif full:
-        with contextlib.suppress(PlanError):
-            vocal_file = plan.cache_file("vocal")
-    if vocal is None and vocal_file is None:
-        vocal = plan.array("vocal", lo, hi)
+                with NpyBlockReader(dry_file) as source:
+                    wet = render_vocal_chain(wet_chain, source, sr=ENGINE_SR)
+            else:
+                wet = render_vocal_chain(wet_chain, read_npy(dry_file, start=lo, stop=hi), sr=ENGINE_SR)
+    else:
+        # A full render streams the vocal from a file into the chain (the plan's cached vocal, or
+        # the cached corrected one), so only the chain's stereo output is ever whole in memory.
+        vocal: np.ndarray | None = None
+        vocal_file: Path | None = None
+        if "pitch" in plan.record:
+            with timed_stage(clock, "correct_pitch", release=full):
+                vocal, pitch_report, vocal_file = _corrected(plan, lo=lo, hi=hi, full=full, settings=resolved.tuning,
+                                                             keep=cut)
+                if full:
+                    release_memory()
+        elif full:
+            with contextlib.suppress(PlanError):
+                vocal_file = plan.cache_file("vocal")
+        if vocal is None and vocal_file is None:
+            vocal = plan.array("vocal", lo, hi)
+        with timed_stage(clock, "vocal_chain", release=full):
+            if vocal is None:
+                assert vocal_file is not None
+                with NpyBlockReader(vocal_file) as source:
+                    if source.shape != (n_total,):
+                        raise PlanError(
+                            f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
+                            "run `melisma analyze` again"
+                        )
+                    wet = _render_keeping_dry(dry_chain, wet_chain, source, dry_file)
+            elif full and dry_file is not None:
+                wet = _render_keeping_dry(dry_chain, wet_chain, vocal, dry_file)
+            else:
+                wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
+            del vocal
+    if folder is not None:
+        from .cache import enforce_plan_cache_limit
 
-    with timed_stage(clock, "vocal_chain", release=full):
-        chain, explanation = build_vocal_chain(
-            resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR
-        )
-        if vocal is None:
-            with NpyBlockReader(vocal_file) as source:
-                if source.shape != (n_total,):
-                    raise PlanError(
-                        f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
-                        "run `melisma analyze` again"
-                    )
-                wet = render_vocal_chain(chain, source, sr=ENGINE_SR)
-        else:
-            wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
-        if wet.ndim == 1:
-            wet = np.stack([wet, wet])
-        del vocal
+        enforce_plan_cache_limit(folder)
+    if wet.ndim == 1:
+        wet = np.stack([wet, wet])
     if cut:
         wet = np.ascontiguousarray(wet[:, cut:])
     return PreparedRender(resolved=resolved, clock=clock, window=window, wet=wet, explanation=explanation,
                           pitch_report=pitch_report, has_backing="backing" in cache)
 
 
+def warm_render_caches(plan: Plan, *, style: str | None = None, sliders: dict[str, float] | None = None) -> Path | None:
+    """Correct the whole take and run the dry part of the vocal chain for these settings, keeping
+    both beside the plan: what the next full render reuses and what a preview reads its window
+    from. The box does this right after analysing, so the first preview is already a cheap one.
+    Returns the dry vocal's file (None for a plan with no place to keep it).
+    """
+    from ..render.chain import build_vocal_chain, split_vocal_chain
+
+    resolved = RenderOptions(style=style, sliders=sliders).resolve(plan.record.get("settings", {}))
+    folder = plan.scratch_dir()
+    if folder is None:
+        return None
+    chain, _ = build_vocal_chain(resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
+    dry_chain, _ = split_vocal_chain(chain)
+    dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy"
+    n_total = int(plan.record["cache"]["vocal"]["shape"][0])
+    if _usable_cache_file(dry_file, (n_total,)):
+        return dry_file
+    vocal = vocal_file = None
+    if "pitch" in plan.record:
+        vocal, _, vocal_file = _corrected(plan, lo=0, hi=n_total, full=True, settings=resolved.tuning)
+        release_memory()
+    else:
+        vocal_file = plan.cache_file("vocal")
+    if vocal_file is not None:
+        with NpyBlockReader(vocal_file) as source:
+            _render_keeping_dry(dry_chain, None, source, dry_file)
+    else:
+        _render_keeping_dry(dry_chain, None, vocal, dry_file)
+    from .cache import enforce_plan_cache_limit
+
+    enforce_plan_cache_limit(folder)
+    return dry_file if dry_file.exists() else None
+
+
+def _dry_key(plan: Plan, resolved: ResolvedRender, dry_chain) -> str:
+    """A short hash naming one dry vocal: the take, its correction, and the dry part of the chain."""
+    from ..render.pitch import correction_key
+
+    pitch = plan.record.get("pitch")
+    payload = {
+        "take": (plan.record.get("inputs") or {}).get("take", {}).get("sha256"),
+        "vocal": plan.record.get("cache", {}).get("vocal", {}).get("shape"),
+        "correction": correction_key(pitch, resolved.tuning) if pitch is not None else None,
+        "chain": dry_chain.describe(),
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _usable_cache_file(path: Path, shape: tuple[int, ...]) -> bool:
+    """A render cache file that exists and holds ``shape`` float32 (it is marked as just used)."""
+    if not path.exists():
+        return False
+    try:
+        with NpyBlockReader(path) as reader:
+            usable = tuple(reader.shape) == tuple(shape)
+    except (MelismaError, OSError):
+        return False  # a damaged cache entry is simply recomputed
+    if usable:
+        from .cache import touch
+
+        touch(path)
+    return usable
+
+
+def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0) -> Any:
+    """The whole chain over ``source`` (an array or a block reader), its dry part also written to
+    ``dry_file`` (atomically; no file when it cannot be written). Block for block what
+    :func:`~melisma.render.chain.render_vocal_chain` does with the whole chain. With
+    ``wet_chain`` None only the dry file is written (returns None).
+    """
+    from ..render.chain import render_vocal_chain
+
+    if dry_file is None:
+        from ..render.stages import Chain
+
+        return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+    n = int(source.shape[0])
+    read = source.read if hasattr(source, "read") else (lambda a, b: source[a:b])
+    block = max(1, int(round(block_s * ENGINE_SR)))
+    out: np.ndarray | None = None
+    try:
+        with atomic_path(dry_file, overwrite=True) as tmp, NpyWriter(tmp, channels=1) as writer:
+            for start in range(0, max(n, 1), block):
+                first = start == 0
+                dry = dry_chain(read(start, min(n, start + block)), ENGINE_SR, reset=first)
+                writer.append(dry)
+                if wet_chain is None:
+                    continue
+                piece = wet_chain(dry, ENGINE_SR, reset=first)
+                piece = piece if piece.ndim == 2 else np.stack([piece, piece])
+                if out is None:
+                    out = np.empty((piece.shape[0], n), dtype=np.float32)
+                out[:, start:start + piece.shape[-1]] = piece
+    except (OSError, MelismaError):
+        if wet_chain is None:
+            return None
+        if out is None or start + block < n:  # the file failed before the chain finished: run it plainly
+            from ..render.stages import Chain
+
+            return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+    if wet_chain is None:
+        return None
+    return out if out is not None else np.zeros((2, 0), np.float32)
+
+
 def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: float) -> tuple[
         np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Balance against the backing and master, all as arrays: ``(mix, stems, report)``."""
-    from ..render.master import balance, master
+    from ..render.balance import balance
+    from ..render.master import master
 
     p, settings, window = prepared, prepared.resolved.settings, prepared.window
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
@@ -170,7 +338,8 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
 
 def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
     """Balance in place and master block by block into ``mix_path``; returns the report."""
-    from ..render.master import balance_into, master_stream
+    from ..render.balance import balance_into
+    from ..render.master import master_stream
 
     p, settings, window = prepared, prepared.resolved.settings, prepared.window
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
@@ -186,6 +355,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # A full render places the vocal against the whole backing, whose raw loudness the
                 # analysis already measured: reuse it instead of metering the backing again.
                 known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
+                mix: np.ndarray | None
                 mix, balance_report = balance_into(
                     wet,
                     backing_source,
@@ -204,6 +374,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     with timed_stage(p.clock, "master", release=p.full):
 
         def write_master(gain: float = 1.0) -> dict[str, Any]:
+            assert mix is not None  # dropped only after the last rewrite
             with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
                 return master_stream(
                     mix,
@@ -285,23 +456,21 @@ def _corrected(
 
     A full render's result is cached as a file beside the plan (or in an unsaved plan's work
     folder) and returned as ``(None, report, file)``, to be streamed; otherwise (a preview, or no
-    place to cache) as ``(array, report, None)``.
+    place to cache) as ``(array, report, None)``. A preview reads its window from that file
+    when it is there (the full take's correction, so the window is the full render's vocal).
     """
-    from ..intonation import correct_vocal, correction_key, plan_correction
+    from ..render.pitch import correct_vocal, correction_key
 
     pitch = plan.record["pitch"]
-    folder = plan.scratch_dir() if full else None
+    folder = plan.scratch_dir()
     cache_file = folder / f"corrected-{correction_key(pitch, settings)}.npy" if folder is not None else None
-    if cache_file is not None and cache_file.exists():
-        try:
-            with NpyBlockReader(cache_file) as reader:
-                usable = reader.shape == (hi - lo,)
-            if usable:
-                _, report = plan_correction(pitch, settings)
-                report["cached"] = True
-                return None, report, cache_file
-        except (MelismaError, OSError):
-            pass  # a damaged cache entry is simply recomputed
+    n_total = int(plan.record["cache"]["vocal"]["shape"][0])
+    if cache_file is not None and _usable_cache_file(cache_file, (n_total,)):
+        _, report = _correction_plan(pitch, settings)
+        report["cached"] = True
+        if full:
+            return None, report, cache_file
+        return read_npy(cache_file, start=lo, stop=hi), report, None
     if not full:
         vocal = plan.array("vocal", lo, hi)
         first = max(0, keep - int(PREVIEW_CORRECTION_MARGIN_S * ENGINE_SR))
@@ -316,3 +485,24 @@ def _corrected(
         except (OSError, MelismaError):
             pass  # no cache: keep the corrected vocal in memory
     return corrected, report, None
+
+
+#: Correction plans (target f0 and report) of recent renders, by the pitch section and settings:
+#: a long-running box re-renders the same plan as sliders move, and the plan is the same work each time.
+_CORRECTION_PLANS: dict[tuple[int, str], tuple[Any, np.ndarray, dict[str, Any]]] = {}
+_CORRECTION_PLANS_KEPT = 4
+
+
+def _correction_plan(pitch: dict[str, Any], settings) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`~melisma.render.pitch.plan_correction`, remembered for the last few (pitch, settings)."""
+    from ..render.pitch import correction_key, plan_correction
+
+    key = (id(pitch), correction_key(pitch, settings))
+    found = _CORRECTION_PLANS.get(key)
+    if found is None or found[0] is not pitch:
+        target, report = plan_correction(pitch, settings)
+        found = (pitch, target, report)
+        _CORRECTION_PLANS[key] = found
+        while len(_CORRECTION_PLANS) > _CORRECTION_PLANS_KEPT:
+            del _CORRECTION_PLANS[next(iter(_CORRECTION_PLANS))]
+    return found[1], dict(found[2])  # callers only add top-level keys

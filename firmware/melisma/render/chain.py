@@ -45,15 +45,15 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from .. import dsp
 from ..analysis.voice import sibilance_allpass_sos, sibilance_band_sos, sibilance_detector_sos
 from ..errors import RenderError
-from ..semantic import MixSettings
+from ..semantic import DelaySettings, MixSettings
 from .stages import Chain, PedalboardStage, Stage
 
 #: High-pass corner for a vocal (below the lowest sung fundamentals, above handling rumble).
@@ -69,8 +69,6 @@ MUD_FREQ_HZ = 300.0
 MAX_MUD_CUT_DB = 3.0
 #: How much of the corrective EQ's energy change the compressor's detector sees (empirical).
 EQ_SHIFT_TO_DETECTOR = 0.75
-#: Fallback delay time when the backing's tempo is unknown.
-DEFAULT_DELAY_MS = 350.0
 NOTE_BEATS = {"1/4": 1.0, "1/8": 0.5, "1/8d": 0.75, "1/16": 0.25, "1/2": 2.0, "1/4d": 1.5}
 
 
@@ -92,6 +90,7 @@ class DeEsser(Stage):
 
     Examples
     --------
+    >>> from scipy import signal
     >>> sr = 48000
     >>> rng = np.random.default_rng(0)
     >>> hiss = signal.sosfilt(signal.butter(4, [6000, 8000], "bandpass", fs=sr, output="sos"),
@@ -156,9 +155,9 @@ class DeEsser(Stage):
             self._zi_det = np.zeros((sos_det.shape[0], 1, 2), np.float32)
         # Detect on the channels' mean: one gain for all channels keeps the stereo image.
         mono = x if x.shape[0] == 1 else x.mean(axis=0, keepdims=True)
-        det, self._zi_det = signal.sosfilt(sos_det.astype(np.float32), mono, axis=-1, zi=self._zi_det)
-        band, self._zi = signal.sosfilt(sos_band.astype(np.float32), x, axis=-1, zi=self._zi)
-        x, self._zi_ap = signal.sosfilt(sos_ap.astype(np.float32), x, axis=-1, zi=self._zi_ap)
+        det, self._zi_det = dsp.sosfilt(sos_det.astype(np.float32), mono, self._zi_det)
+        band, self._zi = dsp.sosfilt(sos_band.astype(np.float32), x, self._zi)
+        x, self._zi_ap = dsp.sosfilt(sos_ap.astype(np.float32), x, self._zi_ap)
         band = band.astype(np.float32, copy=False)
         x = x.astype(np.float32, copy=False)
         n = x.shape[1]
@@ -311,8 +310,8 @@ def _eq_plugin(band: dict[str, Any]) -> list[Any]:
     import pedalboard
 
     kind, freq = band["type"], float(band["freq_hz"])
-    q = float(band.get("q", 0.7071))
-    gain = float(band.get("gain_db", 0.0))
+    q = float(band["q"])
+    gain = float(band["gain_db"])
     if kind == "highpass":
         # pedalboard's high-pass is first order; two in series give 12 dB/octave.
         return [pedalboard.HighpassFilter(cutoff_frequency_hz=freq), pedalboard.HighpassFilter(cutoff_frequency_hz=freq)]
@@ -330,9 +329,9 @@ def eq_response_db(band: dict[str, Any], freqs_hz: np.ndarray) -> np.ndarray:
     first-order high-passes, RBJ-cookbook peak and shelves, which pedalboard/JUCE follow).
     """
     f = np.asarray(freqs_hz, dtype=np.float64)
-    fc, q = float(band["freq_hz"]), float(band.get("q", 0.7071))
+    fc, q = float(band["freq_hz"]), float(band["q"])
     s = 1j * f / fc
-    a = 10.0 ** (float(band.get("gain_db", 0.0)) / 40.0)
+    a = 10.0 ** (float(band["gain_db"]) / 40.0)
     kind = band["type"]
     if kind == "highpass":
         h = (s / (s + 1.0)) ** 2
@@ -363,12 +362,12 @@ def eq_level_change_db(bands: list[dict[str, Any]], spectrum: dict[str, list[flo
     return float(10.0 * np.log10(np.sum(power * 10.0 ** (gain_db / 10.0)) / max(np.sum(power), 1e-30)))
 
 
-def _delay_ms(delay: dict[str, Any], backing: dict[str, Any] | None) -> tuple[float, str]:
+def _delay_ms(delay: DelaySettings, backing: dict[str, Any] | None) -> tuple[float, str]:
     bpm = (backing or {}).get("tempo_bpm")
-    note = delay.get("note")
+    note = delay.note
     if bpm and note in NOTE_BEATS:
         return 60000.0 / float(bpm) * NOTE_BEATS[note], f"{note} note at {float(bpm):.0f} BPM (the backing's tempo)"
-    ms = float(delay.get("time_ms") or DEFAULT_DELAY_MS)
+    ms = float(delay.time_ms)
     return ms, "fixed time (the backing's tempo is unknown)"
 
 
@@ -414,23 +413,23 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     sib = voice.get("sibilance") or {}
     des = settings.deesser
     if sib.get("found") and sib.get("band_level_sibilant_db") is not None:
-        ratio = float(des.get("ratio", 4.0))
+        ratio = float(des.ratio)
         slope = 1.0 - 1.0 / ratio
         vowel_p95 = float(sib.get("band_level_vowel_p95_db") or -120.0)
         sib_level = float(sib["band_level_sibilant_db"])
-        target = float(des.get("target_reduction_db", 5.0))
-        max_reduction = float(des.get("max_reduction_db", 8.0))
+        target = float(des.target_reduction_db)
+        max_reduction = float(des.max_reduction_db)
         # Reach the target reduction on a typical ess, but never act on the vowels' own 2-10 kHz.
-        threshold = des.get("threshold_db")
+        threshold = des.threshold_db
         if threshold is None:
             threshold = max(vowel_p95 + 3.0, sib_level - target / slope)
         threshold = float(threshold)
-        lo_hz = float(des.get("lo_hz") or sib["lo_hz"])
-        hi_hz = float(des.get("hi_hz") or sib["hi_hz"])
+        lo_hz = float(des.lo_hz or sib["lo_hz"])
+        hi_hz = float(des.hi_hz or sib["hi_hz"])
         expected = float(min(max_reduction, max(0.0, (sib_level - threshold) * slope)))
         stages.append(DeEsser(lo_hz=lo_hz, hi_hz=hi_hz, threshold_db=round(threshold, 2),
-                              max_reduction_db=max_reduction, attack_ms=float(des.get("attack_ms", 1.0)),
-                              release_ms=float(des.get("release_ms", 60.0)), ratio=ratio))
+                              max_reduction_db=max_reduction, attack_ms=float(des.attack_ms),
+                              release_ms=float(des.release_ms), ratio=ratio))
         why.append({"stage": "deesser", "lo_hz": lo_hz, "hi_hz": hi_hz, "centre_hz": sib.get("centre_hz"),
                     "threshold_db": round(threshold, 1), "ratio": ratio, "max_reduction_db": max_reduction,
                     "expected_reduction_db": round(expected, 1),
@@ -475,8 +474,8 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
 
     # 3. Compressor: loud phrases get the preset's target gain reduction.
     comp = settings.compressor
-    ratio = float(comp.get("ratio", 3.5))
-    target_gr = float(comp.get("target_gr_db", 4.5))
+    ratio = float(comp.ratio)
+    target_gr = float(comp.target_gr_db)
     loud = voice.get("loud_phrase_detector_db")
     if loud is None and voice.get("loud_phrase_rms_db") is not None:
         loud = float(voice["loud_phrase_rms_db"]) + 3.0  # rough detector-over-RMS offset of a voice
@@ -487,7 +486,7 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     eq_shift_db = EQ_SHIFT_TO_DETECTOR * eq_level_change_db(corrective, voice.get("long_term_spectrum"))
     if loud is not None:
         loud = loud + eq_shift_db
-    threshold = comp.get("threshold_db")
+    threshold = comp.threshold_db
     if threshold is None:
         threshold = (loud - target_gr / (1.0 - 1.0 / ratio)) if loud is not None else -24.0
     threshold = float(threshold)
@@ -495,14 +494,13 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     quiet = voice.get("median_phrase_rms_db")
     probe = voice.get("detector_timing_ms") or {}
     timing_note = ""
-    if probe and (probe.get("attack_ms"), probe.get("release_ms")) != (float(comp.get("attack_ms", 10.0)),
-                                                                       float(comp.get("release_ms", 120.0))):
+    if probe and (probe.get("attack_ms"), probe.get("release_ms")) != (float(comp.attack_ms), float(comp.release_ms)):
         timing_note = (f"; the level was measured at {probe.get('attack_ms')}/{probe.get('release_ms')} ms, "
                        f"so the gain reduction may differ by a dB or so")
     # Half the gain reduction back: loud phrases end a little quieter, typical ones a little
     # louder. The balance stage sets the absolute level.
     makeup = round(0.5 * expected_gr, 1)
-    attack, release = float(comp.get("attack_ms", 10.0)), float(comp.get("release_ms", 120.0))
+    attack, release = float(comp.attack_ms), float(comp.release_ms)
     why.append({"stage": "compressor", "threshold_db": round(threshold, 1), "ratio": ratio, "attack_ms": attack,
                 "release_ms": release, "expected_gr_db": round(expected_gr, 1), "makeup_db": makeup,
                 "why": f"loud phrases reach {_fmt(loud, ' dBFS')} at the detector; {ratio:g}:1 from "
@@ -512,7 +510,7 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
                        + timing_note})
 
     # 4. Tonal EQ (style tilt + sliders), after the compressor.
-    tonal = [dict(b) for b in settings.eq_bands]
+    tonal = [asdict(b) for b in settings.eq_bands]
     why.append({"stage": "tone_eq", "bands": tonal,
                 "why": f"style '{settings.style}' tilt plus warmth {sliders.get('warmth', 0.0):+.2f} "
                        f"(+ warmer, - brighter) and air {sliders.get('air', 0.0):+.2f}"})
@@ -526,12 +524,12 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
                                           "makeup_db": makeup, "tonal_bands": tonal}))
 
     # 5. Space: dry + reverb (pre-delayed) + echo, on a stereo copy.
-    rev, delay = dict(settings.reverb), dict(settings.delay)
+    rev, delay = asdict(settings.reverb), settings.delay
     why.append({"stage": "reverb", **{k: rev.get(k) for k in ("room_size", "wet_level", "damping", "predelay_ms", "width")},
                 "why": f"style '{settings.style}' space, reverb slider {sliders.get('reverb', 0.0):+.2f}; the "
                        f"pre-delay keeps the words' onsets clear of the reverb"})
-    delay_mix = float(delay.get("mix", 0.0))
-    delay_ms, feedback = 0.0, float(np.clip(delay.get("feedback", 0.0), 0.0, 0.9))
+    delay_mix = float(delay.mix)
+    delay_ms, feedback = 0.0, float(np.clip(delay.feedback, 0.0, 0.9))
     if delay_mix > 0:
         delay_ms, how = _delay_ms(delay, backing)
         why.append({"stage": "delay", "time_ms": round(delay_ms, 1), "feedback": feedback, "mix": delay_mix,
@@ -580,3 +578,45 @@ def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0) ->
             out = np.empty((piece.shape[0], n), dtype=np.float32)
         out[:, start:start + piece.shape[-1]] = piece
     return out if out is not None else np.zeros((2, 0), np.float32)
+
+
+def split_vocal_chain(chain: Chain) -> tuple[Chain, Chain]:
+    """Split a chain of :func:`build_vocal_chain` where the sliders start to matter.
+
+    The *dry* part (de-esser, corrective EQ, compressor and make-up gain) is set by the take's
+    analysis and the style alone; the *wet* part (tonal EQ, reverb and echo) by the warmth, air and
+    reverb sliders. Running the dry part and then the wet part gives exactly what the whole
+    chain gives (pedalboard runs its plugins one after another on each block), so the dry
+    vocal can be kept and only the wet part re-run when a slider moves.
+
+    >>> import numpy as np
+    >>> from melisma.semantic import resolve_settings
+    >>> from melisma.analysis.voice import analyze_voice
+    >>> sr = 48000
+    >>> vocal = (0.2 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    >>> chain, _ = build_vocal_chain(resolve_settings("cpop"), analyze_voice(vocal, sr=sr), sr=sr)
+    >>> dry, wet = split_vocal_chain(chain)
+    >>> bool(np.array_equal(wet(dry(vocal, sr), sr), chain(vocal, sr)))
+    True
+    """
+    before: list[Stage] = []
+    after: list[Stage] = []
+    board: PedalboardStage | None = None
+    for stage in chain.stages:
+        if board is None and isinstance(stage, PedalboardStage) and stage.name == "EQAndDynamics":
+            board = stage
+        elif board is None:
+            before.append(stage)
+        else:
+            after.append(stage)
+    if board is None:
+        return Chain(before), Chain([])
+    params = board.describe()
+    params.pop("stage", None)
+    plugins = list(board.plugins)
+    n_tonal = sum(len(_eq_plugin(b)) for b in params.get("tonal_bands", []))
+    cut = len(plugins) - n_tonal
+    dry_params = {k: v for k, v in params.items() if k != "tonal_bands"}
+    dry = Chain([*before, PedalboardStage(plugins[:cut], label="EQAndDynamics.dry", params=dry_params)] if cut else before)
+    wet = [PedalboardStage(plugins[cut:], label="EQAndDynamics.tone", params={"tonal_bands": params.get("tonal_bands", [])})]
+    return dry, Chain([*wet, *after] if n_tonal else after)

@@ -54,8 +54,8 @@ class _SosStage(Stage):
         raise NotImplementedError
 
     def reset(self) -> None:
-        self._zi = None
-        self._zi_key = None
+        self._zi: np.ndarray | None = None
+        self._zi_key: tuple | None = None
 
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
         if self._design(sr).size == 0 or audio.shape[-1] == 0:
@@ -535,8 +535,8 @@ class Gate(Stage):
     lookahead_ms: float = 5.0
 
     def reset(self) -> None:
-        self._gain_db = None
-        self._last_gain = None
+        self._gain_db: float | None = None
+        self._last_gain: float | None = None
         self._open = False
         self._hold_left = 0
         self._stream: dict[str, Any] | None = None  # streaming: pending input and output delay

@@ -100,6 +100,7 @@ class CorrectionSettings:
             # Aliases first so an explicit type ('slide_out') overrides its group ('slide').
             items = sorted(self.ornaments.items(), key=lambda kv: kv[0] not in POLICY_ALIASES)
             for key, policy in items:
+                types: tuple[str, ...]
                 if key in POLICY_ALIASES:
                     types = POLICY_ALIASES[key]
                 elif key in ORNAMENT_TYPES:
@@ -445,7 +446,8 @@ def target_f0(
     for orn in ornaments:
         idx = orn.get("note")
         if isinstance(idx, int) and 0 <= idx < len(report):
-            report[idx]["ornaments"].append({"type": orn.get("type"), "residual_scale": scales.get(orn.get("type"), 1.0)})
+            kind = str(orn.get("type"))
+            report[idx]["ornaments"].append({"type": kind, "residual_scale": scales.get(kind, 1.0)})
 
     shift_curve = _shift_curve(n, hop_s, voiced, owner, shifts, ornaments)
     residual_k = _policy_curve(n, hop_s, ornaments, scales, set(ORNAMENT_TYPES) - {"drift"})

@@ -134,8 +134,8 @@ def _pulse_phase(x: np.ndarray, phase: np.ndarray, sr: int) -> np.ndarray:
     cycle = np.floor(ph).astype(np.int64)
     energy = x[::step].astype(np.float64) ** 2
     angle = 2.0 * np.pi * ph
-    re = np.bincount(cycle, weights=energy * np.cos(angle))
-    im = np.bincount(cycle, weights=energy * np.sin(angle))
+    re: np.ndarray = np.bincount(cycle, weights=energy * np.cos(angle))
+    im: np.ndarray = np.bincount(cycle, weights=energy * np.sin(angle))
     kernel = np.ones(PULSE_SMOOTH_CYCLES)
     re = np.convolve(re, kernel, mode="same")
     im = np.convolve(im, kernel, mode="same")

@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,18 @@ from ..errors import RenderError
 def db_to_gain(db: float) -> float:
     """Linear gain of a level in dB."""
     return float(10.0 ** (db / 20.0))
+
+
+def as_2d(audio: np.ndarray) -> np.ndarray:
+    """``(channels, samples)`` view of mono or multichannel audio."""
+    return audio[np.newaxis, :] if audio.ndim == 1 else audio
+
+
+def check_finite(audio: np.ndarray, name: str) -> None:
+    """Raise :class:`RenderError` naming ``name`` when ``audio`` holds NaN or infinite samples."""
+    # Summing is one fast pass; NaN or Inf anywhere makes the sum non-finite.
+    if not np.isfinite(np.sum(audio, dtype=np.float64)):
+        raise RenderError(f"{name} contains NaN or infinite samples; the stage before it produced invalid audio")
 
 
 class Stage:
@@ -68,7 +80,7 @@ class Stage:
 
     def describe(self) -> dict[str, Any]:
         """Parameters with their units, for the mix report."""
-        if hasattr(self, "__dataclass_fields__"):
+        if is_dataclass(self):
             return {"stage": self.name, **{f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}}
         return {"stage": self.name}
 
@@ -116,6 +128,11 @@ class PedalboardStage(Stage):
     @property
     def name(self) -> str:
         return self._label
+
+    @property
+    def plugins(self) -> list[Any]:
+        """The wrapped pedalboard plugins, in order."""
+        return list(self._board)
 
     def reset(self) -> None:
         self._fresh = True

@@ -1,4 +1,4 @@
-"""The firmware bundle file: format, Ed25519 keys, signing and verification.
+r"""The firmware bundle file: format, Ed25519 keys, signing and verification.
 
 A bundle is one file, covered byte for byte by its signature:
 
@@ -94,7 +94,7 @@ HEADER = (
     b"# Install or update a box with:  sudo sh THIS-FILE install [--trusted-keys DIR]\n"
     b"# Check it without changing anything:  sh THIS-FILE verify --trusted-keys DIR\n"
     b"# It needs only the system's Python 3 and downloads nothing.\n"
-    b'exec "${PYTHON:-python3}" -c "$(sed -n \'/^#MELISMA-BOOT$/,/^#MELISMA-END$/{/^#MELISMA-/!p;/^#MELISMA-END$/q}\' "$0")" "$0" "$@"\n'
+    b'exec "${PYTHON:-python3}" -c "$(sed -n \'/^#MELISMA-BOOT$/,/^#MELISMA-END$/{/^#MELISMA-/!p;/^#MELISMA-END$/q}\' "$0")" "$0" "$@"\n'  # noqa: E501 -- one shell line
     b"exit 1\n"
     b"#MELISMA-BOOT\n" + BOOTSTRAP.strip().encode() + b"\n#MELISMA-END\n" + DATA_MARKER
 )
@@ -323,9 +323,9 @@ class Bundle:
         return str(self.manifest["target"])
 
     def open_payload(self) -> tarfile.TarFile:
-        f = open(self.path, "rb")  # noqa: SIM115 - closed with the tar file
-        tar = tarfile.open(fileobj=io.BufferedReader(_Section(f, self.payload_offset,
-                                                              int(self.manifest["payload_size"]))), mode="r:")
+        f = open(self.path, "rb")  # noqa: SIM115 -- closed with the tar file
+        section = io.BufferedReader(_Section(f, self.payload_offset, int(self.manifest["payload_size"])))
+        tar = tarfile.open(fileobj=section, mode="r:")  # noqa: SIM115 -- the caller closes it
         tar._melisma_file = f  # type: ignore[attr-defined]
         return tar
 

@@ -86,7 +86,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, fsync, rename, fsync the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -179,7 +179,7 @@ class Box:
     def update_state(self, **changes: Any) -> dict[str, Any]:
         s = self.state()
         s.update(changes)
-        _write_json(self.state_path, s)
+        write_json(self.state_path, s)
         return s
 
     def log(self, message: str, *, level: int = logging.INFO) -> None:
@@ -392,15 +392,13 @@ def _unpack(box: Box, bundle: Bundle, slot_dir: Path) -> None:
     """Write the bundle's files into the slot (wheels to a scratch folder inside it)."""
     share = slot_dir / "share" / "melisma"
     files = bundle.manifest["files"]
-    n = 0
-    for name, data in bundle.iter_files():
+    for n, (name, data) in enumerate(bundle.iter_files(), start=1):
         top, _, rest = name.partition("/")
         dest = {"wheels": slot_dir / "wheels", "models": share / "models", "systemd": share / "systemd",
                 "config": share / "config"}.get(top, share / top) / rest
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "wb") as f:
             f.write(data)
-        n += 1
         if n == max(1, len(files) // 2):
             _kill_point("unpacking")
     (share / "manifest.json").write_text(json.dumps(bundle.manifest, indent=2, sort_keys=True))
@@ -610,7 +608,7 @@ def install(bundle_path: str | os.PathLike, root: str | os.PathLike = "/",
                                                      "time": time.time()})
             raise UpdateError(reason + ("; nothing was switched: the box stays on " + active if active else "")) from None
         _kill_point("selftested")
-        _write_json(slot_dir / "slot.json", {
+        write_json(slot_dir / "slot.json", {
             "complete": True, "slot": target, "version": bundle.version, "target": bundle.target,
             "python": bundle.manifest.get("python"), "signer": bundle.signer,
             "payload_sha256": bundle.manifest["payload_sha256"], "installed_at": time.time(), "selftest": summary})

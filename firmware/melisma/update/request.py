@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import MelismaError
-from .install import Box, InstallOptions, _write_json, install
+from .install import Box, InstallOptions, install, write_json
 
 REQUEST_NAME = "install-request.json"
 RESULT_NAME = "result.json"
@@ -31,7 +31,7 @@ def firmware_dir(data_dir: Path) -> Path:
 def write_request(data_dir: Path, name: str, *, allow_downgrade: bool = False) -> Path:
     """Ask the updater to install the uploaded bundle ``name`` (used by the box service)."""
     path = firmware_dir(data_dir) / REQUEST_NAME
-    _write_json(path, {"bundle": name, "allow_downgrade": bool(allow_downgrade), "time": time.time()})
+    write_json(path, {"bundle": name, "allow_downgrade": bool(allow_downgrade), "time": time.time()})
     return path
 
 
@@ -53,24 +53,24 @@ def run_install_request(root: str | os.PathLike, data_dir: str | os.PathLike | N
         if "/" in name or name.startswith("."):
             raise ValueError(f"bundle name {name!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        _write_json(fw / RESULT_NAME, {"outcome": "refused", "reason": f"unreadable install request ({exc})",
+        write_json(fw / RESULT_NAME, {"outcome": "refused", "reason": f"unreadable install request ({exc})",
                                        "time": time.time()})
         return 12
     bundle = data / "library" / "firmware" / name
-    _write_json(fw / RESULT_NAME, {"outcome": "running", "bundle": name, "time": time.time()})
+    write_json(fw / RESULT_NAME, {"outcome": "running", "bundle": name, "time": time.time()})
     opts = InstallOptions(allow_downgrade=bool(req.get("allow_downgrade")))
     try:
         st = install(bundle, box.root, opts)
     except MelismaError as exc:
         last = box.state().get("last") or {}
         outcome = last.get("outcome") if last.get("time", 0) >= req.get("time", 0) else "refused"
-        _write_json(fw / RESULT_NAME, {"outcome": outcome or "refused", "bundle": name, "reason": str(exc),
+        write_json(fw / RESULT_NAME, {"outcome": outcome or "refused", "bundle": name, "reason": str(exc),
                                        "time": time.time()})
         print(f"melisma-update: error: {exc}")
         return exc.exit_code
     finally:
         with contextlib.suppress(FileNotFoundError):
             taken.unlink()
-    _write_json(fw / RESULT_NAME, {"outcome": "installed", "bundle": name, "version": st["active_version"],
+    write_json(fw / RESULT_NAME, {"outcome": "installed", "bundle": name, "version": st["active_version"],
                                    "slot": st["active_slot"], "time": time.time()})
     return 0

@@ -98,3 +98,22 @@ def test_vocadito_notes_match_the_annotation(shared_data):
         ref_midi = 69 + 12 * np.log2(hz / 440)
         hits += bool(cands) and abs(cands[0].midi - ref_midi) < 0.5
     assert hits / len(ref) >= 0.8
+
+
+def test_in_tune_chromatic_notes_keep_their_own_semitone():
+    """Issue 13: without a melody, a note sung in tune outside the key is never pulled a semitone."""
+    c_major = parse_key("C major")
+    sung = [Note(0, 1, 63.08), Note(1, 2, 66.9), Note(2, 3, 70.12), Note(3, 4, 61.5)]  # Eb, F#-, Bb (blue), between C#/D
+    out = assign_targets(sung, scale=c_major)
+    assert [n.target_midi for n in out[:3]] == [63.0, 67.0, 70.0]  # 66.9 is in tune on G (in the key)
+    assert out[3].target_midi == 62.0  # 50 c from any semitone: the key decides
+    # no note's correction exceeds the distance to its own nearest semitone when in tune
+    for n in out[:3]:
+        assert abs(n.cents_error) <= 25.0
+
+
+def test_an_unsure_key_moves_fewer_notes():
+    sung = [Note(0, 1, 61.35)]  # 35 c sharp of C#, outside C major
+    sure = assign_targets(sung, scale=parse_key("C major"), key_confidence=1.0)[0]
+    unsure = assign_targets(sung, scale=parse_key("C major"), key_confidence=0.3)[0]
+    assert sure.target_midi == 62.0 and unsure.target_midi == 61.0

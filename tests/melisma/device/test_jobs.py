@@ -143,3 +143,34 @@ def test_engine_errors_and_bad_requests_are_typed(store):
     job, ok = run(main())
     assert job.state is JobState.FAILED and job.error is ErrorCode.ENGINE_FAILED and "silent" in job.detail
     assert ok.state is JobState.DONE
+
+
+def test_after_each_job_the_queue_keeps_previews_within_the_storage_limit(tmp_path):
+    import os
+
+    from melisma.device.storage import StorageLimits
+
+    store = Storage(tmp_path, limits=StorageLimits(previews_bytes=3000, work_bytes=None))
+    store.path(FileKind.PLAN, "p.json").write_text("{}")
+
+    class PreviewEngine:
+        def preview(self, plan, out, *, style, sliders, start_s, duration_s, progress):
+            out.write_bytes(b"x" * 2000)
+            return {}
+
+    async def main():
+        queue = JobQueue(PreviewEngine(), store)
+        queue.start()
+        names = []
+        for i in range(3):
+            job = queue.submit(JobKind.PREVIEW, plan="p.json", out=f"v{i}.ogg", start_s=0.0, duration_s=5.0)
+            await queue.wait(job.id)
+            assert job.state is JobState.DONE
+            os.utime(job.output, (1000 + i, 1000 + i))  # distinct last-use times
+            names.append(sorted(e.name for e in store.list(FileKind.PREVIEW)))
+        await queue.stop()
+        return names
+
+    names = run(main())
+    # 3000 bytes hold one 2000-byte preview: each job's own output stays, the older ones go
+    assert names == [["v0.ogg"], ["v1.ogg"], ["v2.ogg"]]

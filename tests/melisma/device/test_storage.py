@@ -85,3 +85,46 @@ def test_list_checksums_follow_content_and_delete(tmp_path):
     assert [e.name for e in store.list()] == ["m.wav"]
     store.delete(FileKind.MIX, "m.wav")
     assert store.list() == []
+
+
+def test_storage_limits_evict_previews_and_plan_work_files_least_recently_used(tmp_path):
+    import os
+
+    from melisma.device.config import parse_config
+    from melisma.device.storage import StorageLimits
+
+    cfg = parse_config("[storage]\npreviews_mib = 1\nwork_mib = 2\nplan_cache_mib = 3\n")
+    assert (cfg.storage.previews_mib, cfg.storage.work_mib, cfg.storage.plan_cache_mib) == (1, 2, 3)
+    store = Storage(tmp_path, limits=StorageLimits.from_config(cfg.storage))
+    mib = b"x" * (1 << 20)
+    previews = []
+    for i in range(3):
+        p = store.path(FileKind.PREVIEW, f"p{i}.ogg")
+        p.write_bytes(mib)
+        os.utime(p, (1000 + i, 1000 + i))
+        previews.append(p)
+    for plan, age in (("a.json", 0), ("b.json", 10)):
+        store.path(FileKind.PLAN, plan).write_text("{}")
+        folder = store.path(FileKind.PLAN, plan).with_name(plan + ".cache")
+        folder.mkdir()
+        for name in ("vocal.npy", "corrected-1.npy", "dry-1.npy"):
+            (folder / name).write_bytes(mib)
+            os.utime(folder / name, (2000 + age, 2000 + age))
+    deleted = store.enforce_limits(keep=(previews[0],))
+    names = sorted(str(p.relative_to(tmp_path)) for p in deleted)
+    # previews: 1 MiB allowed, the newest is p2 but p0 is kept (the job's output): p1 and p2 go
+    assert "previews/p1.ogg" in names and "previews/p2.ogg" in names and previews[0].exists()
+    # work files: 2 MiB over both plans, the older plan's corrected and dry vocals go; analysis stays
+    assert "plans/a.json.cache/corrected-1.npy" in names and "plans/a.json.cache/dry-1.npy" in names
+    assert (tmp_path / "plans/b.json.cache/dry-1.npy").exists()
+    assert (tmp_path / "plans/a.json.cache/vocal.npy").exists()
+    assert [e.name for e in store.list(FileKind.PLAN)] == ["a.json", "b.json"]
+
+
+def test_storage_limit_keys_are_range_checked():
+    import pytest
+    from melisma.device.config import parse_config
+    from melisma.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"storage\.previews_mib = -1"):
+        parse_config("[storage]\npreviews_mib = -1\n")

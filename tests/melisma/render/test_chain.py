@@ -154,7 +154,7 @@ def test_compressor_gives_3_to_6_db_on_loud_phrases_only(style, sung):
     chain, why = build_vocal_chain(settings, info, sr=SR)
     comp = next(w for w in why if w["stage"] == "compressor")
     settings_off = resolve_settings(style)
-    settings_off.compressor["threshold_db"] = 0.0  # never compresses; everything else equal
+    settings_off.compressor.threshold_db = 0.0  # never compresses; everything else equal
     chain_off, why_off = build_vocal_chain(settings_off, info, sr=SR)
     assert next(w for w in why_off if w["stage"] == "compressor")["makeup_db"] == 0.0
     wet, dry = dry_part(chain)(y, SR), dry_part(chain_off)(y, SR)
@@ -172,7 +172,7 @@ def test_compressor_target_holds_for_a_low_voice():
     settings = resolve_settings("western")
     chain, why = build_vocal_chain(settings, info, sr=SR)
     off = resolve_settings("western")
-    off.compressor["threshold_db"] = 0.0
+    off.compressor.threshold_db = 0.0
     chain_off, _ = build_vocal_chain(off, info, sr=SR)
     makeup = next(w for w in why if w["stage"] == "compressor")["makeup_db"]
     gr_loud = energy_db(dry_part(chain_off)(y, SR), masks["loud"]) - energy_db(dry_part(chain)(y, SR), masks["loud"]) + makeup

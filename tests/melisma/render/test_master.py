@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from melisma.analysis.loudness import integrated_lufs, true_peak_dbtp
 from melisma.errors import RenderError
-from melisma.render.master import Ducker, TruePeakLimiter, balance, master, mono_compatibility
+from melisma.render.balance import balance
+from melisma.render.ducker import Ducker
+from melisma.render.limiter import TruePeakLimiter
+from melisma.render.master import master, mono_compatibility
 from melisma.render.stages import Stage
 from scipy import signal
 

@@ -9,7 +9,8 @@ import pytest
 from melisma import audio_io
 from melisma.analysis.loudness import TruePeakMeter, integrated_lufs, true_peak_dbtp
 from melisma.errors import RenderError
-from melisma.render.master import balance, balance_into, master, master_stream
+from melisma.render.balance import balance, balance_into
+from melisma.render.master import master, master_stream
 
 from .test_master import SR, music_like, sung_vocal
 

@@ -48,7 +48,8 @@ def _factories():
     from melisma.analysis.cleanup import estimate_noise
     from melisma.render.chain import DeEsser, Space
     from melisma.render.clean import Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser
-    from melisma.render.master import Ducker, TruePeakLimiter
+    from melisma.render.ducker import Ducker
+    from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
 
     n = SR * 2

@@ -109,7 +109,7 @@ def test_a_tampered_byte_anywhere_is_refused(bundles):
     data = bundles.v1.read_bytes()
     trusted = b.load_trusted_keys(bundles.keys)
     assert b.verify_bundle(bundles.v1, trusted).version == "1.0.0"
-    mbytes, sig, header, payload_offset, _ = b.read_unverified(bundles.v1)
+    mbytes, _sig, header, payload_offset, _ = b.read_unverified(bundles.v1)
     h = len(header)
     positions = {0, 10, h - 5, h - 1, h, h + 3, h + 4, h + 7, h + 8, h + 8 + len(mbytes) // 2, h + 8 + len(mbytes) - 1,
                  h + 8 + len(mbytes), payload_offset - 10, payload_offset, payload_offset + 200, payload_offset + 511,

@@ -133,12 +133,8 @@ class BoxAudio:
                 raise AudioDeviceError(f"take {msg.take!r} already exists; delete it or choose another name")
             target, mode, args = self._record, p.AudioMode.RECORDING, (backing, out, msg.max_seconds or None)
         elif isinstance(msg, p.AudioMonitorCommand):
-            if msg.correction > 0:
-                try:
-                    from . import live_correct  # type: ignore[attr-defined]  # noqa: F401
-                except ImportError:
-                    raise AudioDeviceError("live pitch correction is not in this firmware yet; "
-                                           "monitor with correction 0") from None
+            if msg.correction > 0:  # not built yet (firmware/docs/audio.md): refuse plainly
+                raise AudioDeviceError("live pitch correction is not in this firmware yet; monitor with correction 0")
             backing = self.storage.existing(p.FileKind.BACKING, msg.backing) if msg.backing else None
             target, mode, args = self._monitor, p.AudioMode.MONITORING, (backing, msg.correction)
         elif isinstance(msg, p.AudioPlayCommand):

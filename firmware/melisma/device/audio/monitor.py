@@ -181,15 +181,9 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
     corrector = None
     lookahead_ms = 0.0
     if correction > 0:
-        if not key:
-            raise AudioDeviceError("live correction needs a target: pass --key (e.g. --key 'D major' or --key 'A yu')")
-        try:
-            from .live_correct import LiveCorrector  # type: ignore[import-not-found]
-        except ImportError:
-            raise AudioDeviceError("live pitch correction is not in this firmware yet; run the monitor with "
-                                   "--correction 0 (correction is applied offline by `melisma mix`)") from None
-        corrector = LiveCorrector(key=key, correction=correction)
-        lookahead_ms = corrector.latency_ms
+        # Not built yet (firmware/docs/audio.md says how it will work): refuse plainly.
+        raise AudioDeviceError("live pitch correction is not in this firmware yet; run the monitor with "
+                               "--correction 0 (correction is applied offline by `melisma mix`)")
     back = None
     if backing is not None:
         back, _ = load_audio(backing, sr=sample_rate)

@@ -92,10 +92,16 @@ def test_record_lines_up_with_the_backing(jack, loop_later, capsys, tmp_path):
     markers = [0.3137, 1.2071]
     backing = _backing_with_markers(tmp_path / "backing.wav", markers)
     out = tmp_path / "take.wav"
-    loop_later(0.0)  # the mic hears the backing through the loop: a known signal at known times
-    rc, rec, err = run_json(capsys, ["audio", "record", "--backing", str(tmp_path / "backing.wav"), "--out", str(out),
-                                     "--data-dir", str(data_dir), "--seconds", "1.8", "--json"])
-    assert rc == 0, err
+    # A dropout (xrun) shifts what follows it: on a loaded test machine a take may get one, which
+    # the box reports; such a take is recorded again (up to three tries), as a singer would.
+    for _attempt in range(3):
+        out.unlink(missing_ok=True)
+        loop_later(0.0)  # the mic hears the backing through the loop: a known signal at known times
+        rc, rec, err = run_json(capsys, ["audio", "record", "--backing", str(tmp_path / "backing.wav"), "--out",
+                                         str(out), "--data-dir", str(data_dir), "--seconds", "1.8", "--json"])
+        assert rc == 0, err
+        if rec["xruns"] == 0:
+            break
     assert rec["compensation_frames"] == round(cal["round_trip_frames"]) and isinstance(rec["xruns"], int)
     take, sr = load_audio(out, mono=True)
     assert sr == SR and len(take) == int(1.8 * SR)

@@ -1,0 +1,98 @@
+"""The render caches beside a plan: what is kept, that it is reused exactly, and that it is evicted
+least recently used first under a size limit (environment or box.toml)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from melisma import audio_io, pipeline
+from melisma.errors import ConfigError
+from melisma.pipeline import cache
+
+from tools.corpus import make_scenario
+from tools.corpus.scenarios import write_scenario
+
+
+@pytest.fixture(scope="module")
+def plan_path(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cache")
+    sc = make_scenario(seed=21, duration_s=6.0, backing_renderer="numpy", offset_ms=80.0, bleed_db=-16.0, snr_db=25.0)
+    paths = write_scenario(sc, folder / "in", take_format="wav", backing_format="wav")
+    plan = folder / "plan.json"
+    pipeline.analyze_files(paths["take"], paths["backing"], plan, style="cpop")
+    return plan
+
+
+def _render_caches(plan: Path) -> list[str]:
+    folder = plan.with_name(plan.name + ".cache")
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(("corrected-", "dry-")))
+
+
+def test_a_rerender_reuses_the_kept_vocals_bit_for_bit(plan_path, tmp_path):
+    first = pipeline.render_plan(plan_path, tmp_path / "a.wav", sliders={"reverb": 0.3})
+    kept = _render_caches(plan_path)
+    assert any(n.startswith("corrected-") for n in kept) and any(n.startswith("dry-") for n in kept)
+    assert (plan_path.with_name(plan_path.name + ".cache") / "filters.json").is_file()
+    again = pipeline.render_plan(plan_path, tmp_path / "b.wav", sliders={"reverb": 0.3})
+    assert again["pitch"]["cached"] is True and first["pitch"].get("cached") is not True
+    a, _ = audio_io.load_audio(tmp_path / "a.wav")
+    b, _ = audio_io.load_audio(tmp_path / "b.wav")
+    assert np.array_equal(a, b)
+    # a slider the dry part does not depend on adds no new dry vocal
+    pipeline.render_plan(plan_path, tmp_path / "c.wav", sliders={"reverb": -0.5, "warmth": 0.4})
+    assert _render_caches(plan_path) == kept
+
+
+def test_the_limit_evicts_least_recently_used_and_a_rerender_makes_them_again(plan_path, tmp_path, monkeypatch):
+    folder = plan_path.with_name(plan_path.name + ".cache")
+    pipeline.render_plan(plan_path, tmp_path / "t0.wav", sliders={"tuning": 0.0})
+    size = max(p.stat().st_size for p in folder.glob("corrected-*.npy"))
+    # room for exactly two render files (one corrected + one dry vocal): older pairs must go
+    monkeypatch.setenv(cache.ENV_PLAN_CACHE, str(2.5 * size / (1 << 20)))
+    renders = []
+    for i, tuning in enumerate((-0.4, 0.5, 0.9)):
+        pipeline.render_plan(plan_path, tmp_path / f"t{i + 1}.wav", sliders={"tuning": tuning})
+        renders.append(set(_render_caches(plan_path)))
+        time.sleep(0.01)
+    assert all(len(r) <= 2 for r in renders)
+    assert renders[-1].isdisjoint(renders[0])  # the oldest pair was evicted
+    assert (folder / "vocal.npy").is_file() and (folder / "backing.npy").is_file()  # the analysis never goes
+    # re-rendering an evicted setting makes its files again and sounds the same
+    before, _ = audio_io.load_audio(tmp_path / "t1.wav")
+    pipeline.render_plan(plan_path, tmp_path / "t1-again.wav", sliders={"tuning": -0.4})
+    after, _ = audio_io.load_audio(tmp_path / "t1-again.wav")
+    assert np.array_equal(before, after)
+
+
+def test_limit_zero_keeps_nothing_and_bad_limits_are_refused(plan_path, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.ENV_PLAN_CACHE, "0")
+    pipeline.render_plan(plan_path, tmp_path / "z.wav", sliders={"tuning": -0.2})
+    assert _render_caches(plan_path) == []
+    monkeypatch.setenv(cache.ENV_PLAN_CACHE, "lots")
+    with pytest.raises(ConfigError, match="MELISMA_PLAN_CACHE_MIB"):
+        cache.plan_cache_limit_bytes()
+    monkeypatch.delenv(cache.ENV_PLAN_CACHE)
+    with pytest.raises(ConfigError, match="out of range"):
+        cache.set_plan_cache_limit(-1)
+    cache.set_plan_cache_limit(1)
+    try:
+        assert cache.plan_cache_limit_bytes() == 1 << 20
+    finally:
+        cache.set_plan_cache_limit(None)
+    assert cache.plan_cache_limit_bytes() == cache.DEFAULT_PLAN_CACHE_MIB << 20
+
+
+def test_enforce_limit_orders_by_last_use_and_spares_kept_and_hidden_files(tmp_path):
+    for i, name in enumerate(("dry-1.npy", "dry-2.npy", "corrected-3.npy", ".dry-4.npy", "vocal.npy")):
+        (tmp_path / name).write_bytes(b"x" * 100)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    cache.touch(tmp_path / "dry-1.npy")  # used just now: newest
+    deleted = cache.enforce_limit(tmp_path, max_bytes=200, keep=[tmp_path / "dry-2.npy"])
+    assert [p.name for p in deleted] == ["corrected-3.npy"]  # oldest dry-2 is kept (it still counts), then corrected-3
+    deleted = cache.enforce_limit(tmp_path, max_bytes=100, keep=[tmp_path / "dry-2.npy"])
+    assert [p.name for p in deleted] == ["dry-1.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dry-4.npy", "dry-2.npy", "vocal.npy"]
