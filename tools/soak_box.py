@@ -71,7 +71,10 @@ def make_inputs(folder: Path, seconds: float) -> tuple[Path, Path]:
     t = np.arange(int(seconds * SR)) / SR
     f0 = 220 * 2 ** (0.3 * np.sin(2 * np.pi * 5.5 * t) / 12)
     take = (0.2 * np.sin(2 * np.pi * np.cumsum(f0) / SR) * np.minimum(1, t * 4)).astype(np.float32)
-    backing = np.stack([0.1 * np.sin(2 * np.pi * 110 * t), 0.1 * np.sin(2 * np.pi * 165 * t)]).astype(np.float32)
+    backing = np.stack([0.1 * np.sin(2 * np.pi * 110 * t), 0.1 * np.sin(2 * np.pi * 165 * t)])
+    backing = (backing + 0.01 * np.random.default_rng(1).standard_normal(backing.shape)).astype(np.float32)
+    lag = int(0.120 * SR)  # recorded with the phone speaker on: the backing bleeds in 120 ms late
+    take[lag:] += 0.5 * backing.mean(axis=0)[:-lag]
     audio_io.write_audio(folder / "take.wav", take, sr=SR)
     audio_io.write_audio(folder / "backing.wav", backing, sr=SR)
     return folder / "take.wav", folder / "backing.wav"

@@ -45,6 +45,17 @@ if os.geteuid() == 0:
 TMPFS_OK = _unshare_ok("--user", "--map-root-user", "--mount")
 
 
+def _pair(folder: Path, seconds: float, take: str = "take.wav", backing: str = "backing.wav") -> None:
+    """A sung-like take with the backing bleeding in 120 ms late (phone speaker on), and the backing."""
+    back = _tone(seconds, 110.0, channels=2) * 0.5
+    back = (back + 0.01 * np.random.default_rng(1).standard_normal(back.shape)).astype(np.float32)
+    voice = _tone(seconds)
+    lag = int(0.120 * SR)
+    voice[lag:] += 0.5 * back.mean(axis=0)[:-lag]
+    audio_io.write_audio(folder / take, voice, sr=SR, overwrite=True)
+    audio_io.write_audio(folder / backing, back, sr=SR, overwrite=True)
+
+
 def _tone(seconds: float, f: float = 220.0, channels: int = 1) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     f0 = f * 2 ** (0.3 * np.sin(2 * np.pi * 5.5 * t) / 12)
@@ -55,8 +66,7 @@ def _tone(seconds: float, f: float = 220.0, channels: int = 1) -> np.ndarray:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("hostile-src")
-    audio_io.write_audio(d / "take.wav", _tone(1.5), sr=SR)
-    audio_io.write_audio(d / "backing.wav", _tone(1.5, 110.0, channels=2) * 0.5, sr=SR)
+    _pair(d, 1.5)
     pipeline.analyze_files(d / "take.wav", d / "backing.wav", d / "plan.json")
     return d
 
@@ -237,8 +247,7 @@ def test_hostile_case_fails_in_one_line_and_loses_nothing(case, source, tmp_path
 
 
 def _long_inputs(work: Path) -> None:
-    audio_io.write_audio(work / "long-take.wav", _tone(40.0), sr=SR)
-    audio_io.write_audio(work / "long-backing.wav", _tone(40.0, 110.0, channels=2) * 0.5, sr=SR)
+    _pair(work, 40.0, "long-take.wav", "long-backing.wav")
 
 
 def _start_mix(work: Path, out: str = "mix.wav") -> subprocess.Popen:
@@ -285,8 +294,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run_in_the_same_place
     (work / ".melisma-work-notes").mkdir()
     live = work / f".other.wav.melisma-{os.getpid()}-abcd1234.part.wav"
     live.write_bytes(b"being written right now")
-    audio_io.write_audio(work / "take.wav", _tone(1.5), sr=SR)
-    audio_io.write_audio(work / "backing.wav", _tone(1.5, 110.0, channels=2) * 0.5, sr=SR)
+    _pair(work, 1.5)
     done = melisma(["mix", "take.wav", "backing.wav", "-o", "mix.wav", "-q"], work)
     assert done.returncode == 0, done.stderr
     now = sorted(p.name for p in work.iterdir() if p.name.startswith("."))
