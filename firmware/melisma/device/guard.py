@@ -47,6 +47,7 @@ class _Counter:
     logged: int = 0
     dropped: bool = False
     latest: str = ""
+    peer: str = ""
 
 
 class RejectionGuard:
@@ -69,7 +70,7 @@ class RejectionGuard:
         if now - c.window_start >= self.interval_s:
             c.window_start, c.in_window = now, 0
         c.in_window += 1
-        who = peer or str(connection)
+        who = c.peer = peer or str(connection)
         if c.last_log is None or now - c.last_log >= self.interval_s:
             logger.warning("refused %d request(s) from %s%s (latest: %s)", c.unlogged, who,
                            "" if c.last_log is None else f" in the last {now - c.last_log:.0f} s", reason)
@@ -80,6 +81,7 @@ class RejectionGuard:
             logger.warning("dropping %s: %d refused requests within %.0f s (%d in all)", who, c.in_window,
                            self.interval_s, c.refused)
             c.logged += 1
+            c.unlogged = 0
             return "drop"
         return ""
 
@@ -93,7 +95,7 @@ class RejectionGuard:
         c = self._counters.pop(connection, None)
         if c is not None and c.unlogged:
             logger.warning("refused %d more request(s) from %s before it disconnected (latest: %s)", c.unlogged,
-                           connection, c.latest)
+                           c.peer or connection, c.latest)
 
 
 class _ExpectedRejections(logging.Filter):

@@ -134,10 +134,9 @@ class Life:
 
     def _terminate(self) -> None:
         """Stop the box and the virtual link, synchronously (a cancelled test must not leave processes)."""
-        for proc in reversed(self.procs):
+        for proc in reversed(self.procs):  # the box first, then its radio (the virtual link)
             if proc.poll() is None:
                 proc.terminate()
-        for proc in reversed(self.procs):
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
