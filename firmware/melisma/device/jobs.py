@@ -297,6 +297,7 @@ class JobQueue:
             except asyncio.CancelledError:
                 job.cancel_requested.set()
                 self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "box shutting down")
+                self._save_journal(requeue=job)  # nobody cancelled it: the box's next start runs it again
                 raise
             except JobCancelled:
                 self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "cancelled")
@@ -381,16 +382,23 @@ class JobQueue:
 
     # -- journal --------------------------------------------------------------------------------
 
-    def _save_journal(self) -> None:
-        """Write every queued, running and remembered job to the journal (atomically)."""
+    def _save_journal(self, *, requeue: Job | None = None) -> None:
+        """Write every queued, running and remembered job to the journal (atomically); ``requeue`` is
+        written as queued (a job the box's own shutdown stopped: it runs again at the next start).
+        """
         if self.journal is None:
             return
         from ..audio_io import atomic_write_text
 
         root = self.storage.root
+        jobs = []
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            record = job.to_json(root)
+            if job is requeue:
+                record.update(state=JobState.QUEUED.name, error=ErrorCode.OK.name, detail="", stage="", progress=0.0)
+            jobs.append(record)
         record = {"format": JOURNAL_FORMAT, "version": 1, "next_id": self._next_id,
-                  "last": self.last.id if self.last is not None else 0,
-                  "jobs": [job.to_json(root) for job in sorted(self.jobs.values(), key=lambda j: j.id)]}
+                  "last": self.last.id if self.last is not None and self.last is not requeue else 0, "jobs": jobs}
         try:
             atomic_write_text(self.journal, json.dumps(record), overwrite=True)
         except OSError as exc:  # a full disk must not stop the queue; the journal catches up later

@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -228,3 +230,36 @@ def test_rejections_are_logged_at_most_once_per_interval_and_floods_dropped(capl
     assert len([m for m in lines if "C0:00:00:00:00:99" in m]) == 2  # the first refusal, then the drop
     assert len([m for m in lines if "quiet" in m]) == 2  # once, and once again after the interval
     assert guard.stats("conn") == {"refused": 1000, "logged": 2, "dropped": True}
+
+
+def test_a_job_stopped_by_the_box_shutting_down_runs_again_at_the_next_start(store, tmp_path):
+    journal = tmp_path / "jobs.json"
+    started = threading.Event()
+
+    class SlowEngine(CopyEngine):
+        def mix(self, take, backing, out, *, style, sliders, progress):
+            started.set()
+            for _ in range(200):  # until the shutdown's cancel reaches the next progress step
+                progress("slow", 0.1)
+                time.sleep(0.01)
+            return super().mix(take, backing, out, style=style, sliders=sliders, progress=progress)
+
+    async def first():
+        q = JobQueue(SlowEngine(), store, journal=journal)
+        q.start()
+        job = q.submit(JobKind.MIX, take="t.wav", backing="b.wav", out="m.wav")
+        await asyncio.to_thread(started.wait, 10)
+        await q.stop()  # systemd stops the box (an update, a reboot) in the middle of the mix
+        return job.id
+
+    async def second(job_id):
+        q = JobQueue(CopyEngine(), store, journal=journal)
+        q.start()
+        job = await q.wait(job_id, 10)
+        await q.stop()
+        return job
+
+    job_id = run(first())
+    job = run(second(job_id))
+    assert job.state is JobState.DONE  # the same job, under its id, finished after the restart
+    assert store.entry(FileKind.MIX, "m.wav").size > 0
