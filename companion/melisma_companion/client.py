@@ -173,7 +173,164 @@ class AudioClientMixin:
 
 
 
-class MelismaClient(AudioClientMixin):
+# ----------------------------------------------------------------------------------------------
+# Protocol 1.1: firmware updates over BLE (upload a signed bundle, install it, follow the outcome).
+# Kept apart from the 1.0 client and the audio block; MelismaClient inherits these methods.
+
+
+class UpdateFailedError(BoxError):
+    """A firmware update did not install: refused, rolled back or failed; ``status`` says why."""
+
+    def __init__(self, message: str, status: p.UpdateStatus):
+        super().__init__(message, p.ErrorCode.BAD_STATE)
+        self.status = status
+
+
+UpdateProgress = Callable[[p.UpdatePhase, float], None]  # (phase, fraction)
+
+
+class FirmwareClientMixin:
+    """The 1.1 firmware-update requests, for a connected, bonded :class:`MelismaClient`.
+
+    A bundle made by ``tools/build-bundle`` is uploaded like a take (resumable, checksummed), then
+    installed by the box's updater: the box writes the request, the updater verifies the
+    signature and every digest, installs into the inactive slot, self-tests, switches and
+    health-checks (the box service restarts, so the link drops once; the client reconnects).
+    """
+
+    update_status: p.UpdateStatus | None = None
+    update_status_listeners: list
+    last_firmware: str | None = None
+
+    def _require_update(self) -> None:
+        if self.box_version is None or tuple(self.box_version) < p.UPDATE_MIN_VERSION:
+            raise BoxError(f"the box speaks protocol {self.box_version}; firmware updates over Bluetooth need "
+                           f"{p.UPDATE_MIN_VERSION[0]}.{p.UPDATE_MIN_VERSION[1]} (install this update with "
+                           f"`melisma-update install` on the box)", p.ErrorCode.INCOMPATIBLE_VERSION)
+
+    async def read_update_status(self) -> p.UpdateStatus:
+        """The box's firmware-update status: phase, progress, versions and the whole reason."""
+        self._require_update()
+        data = await self._gatt(self.client.read_gatt_char(p.UPDATE_STATUS_CHAR_UUID))
+        status = p.decode(bytes(data), allowed=(p.UpdateStatus,))
+        self.update_status = status
+        return status
+
+    async def subscribe_update(self) -> None:
+        """Get :class:`~melisma.protocol.UpdateStatus` notifications (into ``update_status_listeners``).
+
+        A notification carries the reason cut to fit the link; :meth:`read_update_status` reads it whole.
+        """
+        self._require_update()
+        if "update_status_listeners" not in self.__dict__:
+            self.update_status_listeners = []
+        if "_update_changed" not in self.__dict__:
+            self._update_changed = asyncio.Event()
+
+        def on_update(_sender, data: bytearray) -> None:
+            status = self._decode_notification(data, (p.UpdateStatus,))
+            if status is not None:
+                self.update_status = status
+                self._update_changed.set()
+                for cb in list(self.update_status_listeners):
+                    cb(status)
+
+        await self._gatt(self.client.start_notify(p.UPDATE_STATUS_CHAR_UUID, on_update))
+
+    async def upload_firmware(self, path: str | os.PathLike, name: str | None = None, *,
+                              progress: TransferProgress | None = None, retries: int = 3) -> p.LibraryEntry:
+        """Upload a firmware bundle (``.mlb``); resumes after a dropped link like any upload.
+
+        Returns the stored entry; :meth:`install_firmware` installs the last bundle uploaded.
+        """
+        self._require_update()
+        path = Path(path)
+        name = name or path.name
+        p.check_name(name, p.FileKind.FIRMWARE)
+        size = path.stat().st_size
+        if size > p.MAX_FIRMWARE_SIZE:
+            raise BoxError(f"{path} is {size} bytes; the box accepts firmware bundles up to {p.MAX_FIRMWARE_SIZE}",
+                           p.ErrorCode.TOO_LARGE)
+        entry = await self.upload(path, p.FileKind.FIRMWARE, name, progress=progress, retries=retries)
+        self.last_firmware = entry.name
+        return entry
+
+    async def install_firmware(self, name: str | None = None, *, allow_downgrade: bool = False,
+                               progress: UpdateProgress | None = None, timeout_s: float = 3600.0) -> p.UpdateStatus:
+        """Install an uploaded bundle (default: the last :meth:`upload_firmware`) and wait for the outcome.
+
+        ``progress(phase, fraction)`` follows the update (requested, verifying, installing,
+        switched). The box service restarts after the switch: the link drops and the client
+        reconnects with the stored bond until ``timeout_s``.
+
+        Returns
+        -------
+        melisma.protocol.UpdateStatus
+            The final status, phase ``INSTALLED``.
+
+        Raises
+        ------
+        UpdateFailedError
+            The bundle was refused, rolled back or failed; ``.status.reason`` says why.
+        BoxError
+            The box refused the command (no such bundle, an update or a job already running, a box
+            not installed by melisma-update).
+        """
+        self._require_update()
+        name = name or self.last_firmware
+        if not name:
+            raise BoxError("no firmware bundle uploaded yet; call upload_firmware(path) first or give its name",
+                           p.ErrorCode.NOT_FOUND)
+        await self._command(lambda rid: p.FirmwareInstallCommand(rid, name, allow_downgrade))
+        status = await self.wait_for_update(progress=progress, timeout_s=timeout_s)
+        if status.phase is not p.UpdatePhase.INSTALLED:
+            raise UpdateFailedError(f"firmware {status.bundle or name} {status.phase.name.lower().replace('_', ' ')}: "
+                                    f"{status.reason}", status)
+        return status
+
+    async def wait_for_update(self, *, progress: UpdateProgress | None = None, timeout_s: float = 3600.0,
+                              poll_s: float = 0.5, read_timeout_s: float = 10.0) -> p.UpdateStatus:
+        """Follow the update until it has an outcome, reconnecting when the box restarts; returns it.
+
+        A read that gets no answer within ``read_timeout_s`` (a box restarting while the link has
+        not dropped yet) counts as a lost link: the client disconnects and reconnects.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        seen: tuple[p.UpdatePhase, float] | None = None
+        while True:
+            try:
+                if not self.is_connected:
+                    await self.reconnect(attempts=3)
+                    await self.subscribe_update()
+                status = await asyncio.wait_for(self.read_update_status(), read_timeout_s)
+            except (LinkLostError, asyncio.TimeoutError) as exc:
+                if loop.time() > deadline:
+                    raise LinkLostError(f"lost the box while following the update ({exc or 'no answer'}); "
+                                        "reconnect and call wait_for_update()", p.ErrorCode.BAD_STATE) from exc
+                if isinstance(exc, asyncio.TimeoutError):
+                    with contextlib.suppress(Exception):
+                        await self.disconnect()
+                await asyncio.sleep(poll_s)
+                continue
+            if progress is not None and (status.phase, status.progress) != seen:
+                seen = (status.phase, status.progress)
+                progress(status.phase, status.progress)
+            if status.phase.finished:
+                return status
+            if loop.time() > deadline:
+                raise BoxError(f"the firmware update is still {status.phase.name.lower()} after {timeout_s:g} s; "
+                               "`melisma-update status` on the box tells more", p.ErrorCode.BAD_STATE)
+            changed = self.__dict__.get("_update_changed")
+            if changed is None:
+                await asyncio.sleep(poll_s)
+            else:
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), poll_s)
+
+
+class MelismaClient(AudioClientMixin, FirmwareClientMixin):
     """One box, seen from the phone. Not thread-safe: use it from one asyncio loop."""
 
     def __init__(self, device: BLEDevice | str, *, backend: type | None = None, connect_timeout_s: float = 20.0,
@@ -529,12 +686,13 @@ class MelismaClient(AudioClientMixin):
 
     async def upload(self, path: str | os.PathLike, kind: p.FileKind | str, name: str | None = None, *,
                      progress: TransferProgress | None = None, retries: int = 3) -> p.LibraryEntry:
-        """Upload a take or backing. Resumes from the box's offset after a drop (up to ``retries`` times)."""
+        """Upload a take or backing (1.1: or a firmware bundle); resumes from the box's offset after a drop."""
         path = Path(path)
         data = path.read_bytes()
         entry = p.LibraryEntry(_kind(kind), name or path.name, len(data), hashlib.sha256(data).digest())
-        if entry.size > p.MAX_FILE_SIZE:
-            raise BoxError(f"{path} is {entry.size} bytes; the box accepts up to {p.MAX_FILE_SIZE}", p.ErrorCode.TOO_LARGE)
+        limit = p.MAX_FIRMWARE_SIZE if entry.kind is p.FileKind.FIRMWARE else p.MAX_FILE_SIZE  # protocol 1.1
+        if entry.size > limit:
+            raise BoxError(f"{path} is {entry.size} bytes; the box accepts up to {limit}", p.ErrorCode.TOO_LARGE)
         for attempt in range(retries + 1):
             try:
                 return await self._upload_once(data, entry, progress)

@@ -256,9 +256,12 @@ class FileKind(enum.IntEnum):
     MIX = 3
     PREVIEW = 4
     PLAN = 5
+    FIRMWARE = 6  # protocol 1.1: a signed firmware bundle (.mlb); see the update block at the end
 
     @property
     def extensions(self) -> tuple[str, ...]:
+        if self is FileKind.FIRMWARE:  # protocol 1.1 firmware bundles
+            return FIRMWARE_EXTENSIONS
         return PLAN_EXTENSIONS if self is FileKind.PLAN else AUDIO_EXTENSIONS
 
 
@@ -1417,3 +1420,158 @@ class AudioStatus(Message):
             raise MalformedMessageError(f"AudioStatus: levels {lin}/{lout} dBFS must be <= 0")
         return cls(mode, AudioFlags(flags & 0x0F), lin, lout, xruns, None if rt == 0xFFFF else rt / 100, elapsed,
                    error, detail)
+
+
+# ==============================================================================================
+# Protocol 1.1: firmware updates over BLE. A client uploads a signed bundle (``tools/build-bundle``)
+# as FileKind.FIRMWARE through the ordinary resumable, checksummed upload, then writes
+# FirmwareInstallCommand; the box hands the bundle to the privileged updater and follows it in
+# UpdateStatus on a characteristic of its own. Everything here is new in 1.1 and optional: a 1.0
+# box refuses a FIRMWARE upload and answers the command with UNKNOWN_TYPE; a 1.0 client never sees
+# a FIRMWARE entry (listing "all kinds" leaves bundles out). Kept in one block of its own, apart
+# from the audio block; nothing above is renumbered.
+
+#: First protocol version with firmware uploads, the install command and the update status.
+UPDATE_MIN_VERSION = (1, 1)
+#: read, notify (encrypted): :class:`UpdateStatus`, notified on every change of phase or progress.
+UPDATE_STATUS_CHAR_UUID = uuid_for(0x0021)
+#: Firmware bundles are ``.mlb`` files.
+FIRMWARE_EXTENSIONS = (".mlb",)
+#: Largest bundle a client may upload (a full linux-aarch64 bundle with every wheel is ~150 MB).
+MAX_FIRMWARE_SIZE = 512 * 1024 * 1024
+#: Kinds a 1.1 client may upload besides UPLOADABLE_KINDS.
+FIRMWARE_UPLOADABLE_KINDS = (FileKind.FIRMWARE,)
+#: Longest reason text (UTF-8 bytes) in an UpdateStatus; a notification carries as much as fits.
+MAX_UPDATE_REASON = 200
+#: Longest version text in an UpdateStatus.
+MAX_VERSION_TEXT = 16
+
+
+class UpdateMessageType(enum.IntEnum):
+    """First byte of the 1.1 firmware-update messages (0x60-0x6F)."""
+
+    CMD_FIRMWARE_INSTALL = 0x60
+    UPDATE_STATUS = 0x6F
+
+
+class UpdatePhase(enum.IntEnum):
+    """Where a firmware update stands (the box reads it back from the updater's files)."""
+
+    IDLE = 0  # no update was asked for (or its outcome is gone)
+    REQUESTED = 1  # the box asked the updater to install the bundle; the updater has not started
+    VERIFYING = 2  # the updater checks the signature and every digest; nothing changed yet
+    INSTALLING = 3  # unpacking into the inactive slot, building it, running its self-test
+    SWITCHED = 4  # ``current`` points at the new slot; its health check runs (the service restarts)
+    INSTALLED = 5  # the new version passed its health check
+    ROLLED_BACK = 6  # the new version failed its health check; the previous slot runs again (reason)
+    REFUSED = 7  # the bundle was refused before anything changed (reason)
+    FAILED = 8  # the new slot's self-test failed (never switched to) or the update was interrupted (reason)
+
+    @property
+    def finished(self) -> bool:
+        """True once there is an outcome (or nothing runs)."""
+        return self in (UpdatePhase.IDLE, UpdatePhase.INSTALLED, UpdatePhase.ROLLED_BACK, UpdatePhase.REFUSED,
+                        UpdatePhase.FAILED)
+
+
+@dataclass(frozen=True)
+class FirmwareInstallCommand(_Request):
+    """Install the uploaded bundle ``name`` (a FileKind.FIRMWARE file); follow it in :class:`UpdateStatus`.
+
+    Examples
+    --------
+    >>> cmd = FirmwareInstallCommand(7, "melisma-0.3.0.mlb", allow_downgrade=True)
+    >>> decode(cmd.encode()) == cmd
+    True
+    """
+
+    TYPE: ClassVar = UpdateMessageType.CMD_FIRMWARE_INSTALL
+    name: str = ""
+    allow_downgrade: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_name(self.name, FileKind.FIRMWARE)
+
+    def _encode_fields(self):
+        return struct.pack("<H", self.request_id) + _text(self.name, "name") + bytes([int(bool(self.allow_downgrade))])
+
+    @classmethod
+    def _decode_fields(cls, r):
+        rid, name, flags = r.u16("request id"), r.text("name"), r.u8("flags")
+        if flags & ~0x01:
+            raise MalformedMessageError(f"FirmwareInstallCommand: flags 0x{flags:02x} set bits this protocol does "
+                                        f"not define (bit 0: allow downgrade)")
+        return cls(rid, name, bool(flags & 1))
+
+
+UPDATE_COMMANDS = (FirmwareInstallCommand,)
+
+
+@dataclass(frozen=True)
+class UpdateStatus(Message):
+    """A firmware update's phase, progress (0..1) and outcome, with the reason when it did not install.
+
+    ``running_version`` is the firmware that answers (after a switch the restarted service
+    runs the new one); ``version`` the version being installed or last installed; ``bundle`` the
+    uploaded file's name; ``reason`` why it was refused, rolled back or failed (at most
+    :data:`MAX_UPDATE_REASON` bytes; a notification carries what fits the link, see :meth:`fit`).
+
+    Examples
+    --------
+    >>> st = UpdateStatus(UpdatePhase.REFUSED, 0.0, "1.0.0", "", "m.mlb", "signature by an unknown key " * 6)
+    >>> len(st.encode()) > MAX_NOTIFICATION_SIZE, len(st.fit(MAX_NOTIFICATION_SIZE).encode()) <= MAX_NOTIFICATION_SIZE
+    (True, True)
+    >>> decode(st.encode()) == st
+    True
+    """
+
+    TYPE: ClassVar = UpdateMessageType.UPDATE_STATUS
+    phase: UpdatePhase = UpdatePhase.IDLE
+    progress: float = 0.0  # carried in 1/10000
+    running_version: str = ""
+    version: str = ""
+    bundle: str = ""
+    reason: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "phase", UpdatePhase(self.phase))
+        if not 0.0 <= self.progress <= 1.0:
+            raise InvalidValueError(f"progress {self.progress!r} is out of range; use 0..1")
+        object.__setattr__(self, "progress", round(self.progress * 10000) / 10000)
+        for what in ("running_version", "version"):
+            object.__setattr__(self, what, _truncate_text(getattr(self, what), MAX_VERSION_TEXT))
+        object.__setattr__(self, "bundle", _truncate_text(self.bundle, MAX_NAME_LENGTH))
+        object.__setattr__(self, "reason", _truncate_text(self.reason, MAX_UPDATE_REASON))
+
+    def fit(self, max_size: int) -> UpdateStatus:
+        """The same status with ``reason`` (then ``bundle``) cut so it encodes to at most ``max_size`` bytes."""
+        over = len(self.encode()) - max_size
+        if over <= 0:
+            return self
+        reason = _truncate_text(self.reason, max(0, len(self.reason.encode()) - over))
+        status = UpdateStatus(self.phase, self.progress, self.running_version, self.version, self.bundle, reason)
+        over = len(status.encode()) - max_size
+        if over > 0:
+            bundle = _truncate_text(self.bundle, max(0, len(self.bundle.encode()) - over))
+            status = UpdateStatus(self.phase, self.progress, self.running_version, self.version, bundle, reason)
+        return status
+
+    def _encode_fields(self):
+        return (struct.pack("<BH", self.phase, round(self.progress * 10000)) + _text(self.running_version, "version")
+                + _text(self.version, "version") + _text(self.bundle, "bundle") + _text(self.reason, "reason"))
+
+    @classmethod
+    def _decode_fields(cls, r):
+        phase = r.enum(UpdatePhase, "update phase")
+        progress = r.u16("progress")
+        if progress > 10000:
+            raise MalformedMessageError(f"UpdateStatus: progress {progress}/10000 is over 10000")
+        texts = []
+        for what, limit in (("running version", MAX_VERSION_TEXT), ("version", MAX_VERSION_TEXT),
+                            ("bundle", MAX_NAME_LENGTH), ("reason", MAX_UPDATE_REASON)):
+            text = r.text(what)
+            if len(text.encode()) > limit:
+                raise MalformedMessageError(f"UpdateStatus: {what} is {len(text.encode())} bytes; at most {limit}")
+            texts.append(text)
+        return cls(phase, progress / 10000, *texts)

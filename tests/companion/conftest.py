@@ -21,9 +21,10 @@ SR = 48000
 class Rig:
     """A LocalLink with one box (restartable on the same data directory) and centrals on demand."""
 
-    def __init__(self, data_dir: Path, *, engine=None, passkey_display: bool = False):
+    def __init__(self, data_dir: Path, *, engine=None, passkey_display: bool = False, update_root: Path | None = None):
         self.link = LocalLink()
         self.data_dir = data_dir
+        self.update_root = update_root
         self.engine = engine
         self.passkey_display = passkey_display
         self.passkeys: asyncio.Queue = asyncio.Queue()
@@ -34,8 +35,9 @@ class Rig:
         src, sink = local_link_hci(self.link, BOX_ADDRESS)
         self._box_controller = src
         show = self.passkeys.put_nowait if self.passkey_display else None
+        extra = {"update_root": self.update_root} if self.update_root is not None else {}
         self.box = MelismaBox(src, sink, data_dir=self.data_dir, address=BOX_ADDRESS, engine=self.engine,
-                              show_passkey=show)
+                              show_passkey=show, **extra)
         await self.box.start()
         return self.box
 
@@ -56,8 +58,8 @@ class Rig:
 
 @pytest.fixture
 def rig_factory(tmp_path):
-    def make(**kwargs) -> Rig:
-        return Rig(tmp_path / "box", **kwargs)
+    def make(data_dir: Path | None = None, **kwargs) -> Rig:
+        return Rig(data_dir or tmp_path / "box", **kwargs)
     return make
 
 

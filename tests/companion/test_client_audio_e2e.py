@@ -86,12 +86,18 @@ def test_calibrate_record_monitor_over_ble(jack, rig_factory, tmp_path):
 
         # monitor on, a slider moves the live chain, monitor off
         await client.monitor(True)
-        await asyncio.sleep(0.5)
+        for _ in range(100):  # the stream opens on the audio thread: wait for it (a loaded machine is slow)
+            await asyncio.sleep(0.1)
+            if box.audio._proc is not None and (await client.read_audio_status()).mode is p.AudioMode.MONITORING:
+                break
         assert (await client.read_audio_status()).mode is p.AudioMode.MONITORING
         proc = box.audio._proc
         chain_before = proc.chain
         await client.set_controls(style="cpop", reverb=0.6)
-        await asyncio.sleep(0.3)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if proc.chain is not chain_before:
+                break
         assert proc.chain is not chain_before
         with pytest.raises(BoxError) as corr:
             await client.monitor(True, correction=0.5)

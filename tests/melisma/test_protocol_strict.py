@@ -92,6 +92,9 @@ MESSAGES = st.one_of(
               st.one_of(st.just(""), name(p.FileKind.BACKING))),
     kind_and_name([k for k in p.FileKind if k is not p.FileKind.PLAN]).flatmap(
         lambda kn: st.builds(p.AudioPlayCommand, u16, st.just(kn[0]), st.just(kn[1]))),
+    st.builds(p.FirmwareInstallCommand, u16, name(p.FileKind.FIRMWARE), st.booleans()),
+    st.builds(p.UpdateStatus, st.sampled_from(list(p.UpdatePhase)), st.integers(0, 10000).map(lambda v: v / 10000),
+              text(p.MAX_VERSION_TEXT), text(p.MAX_VERSION_TEXT), text(p.MAX_NAME_LENGTH), text(p.MAX_UPDATE_REASON)),
     st.builds(p.AudioStatus, st.sampled_from(list(p.AudioMode)), st.integers(0, 15), st.integers(-128, 0),
               st.integers(-128, 0), u32, st.one_of(st.none(), st.integers(0, 65534).map(lambda v: v / 100)), u32,
               st.sampled_from(list(p.ErrorCode)), text(24)),

@@ -55,6 +55,7 @@ from .repair import load_identity, repair_data_dir
 from ..errors import AudioDeviceError
 from .audio.box import BoxAudio
 from .audio.devices import AudioSettings
+from .firmware import FirmwareUpdates, UpdateRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +216,12 @@ class MelismaService(gatt.Service):
         # protocol 1.1: the box's own audio (status with level meters, xruns, Bluetooth warning)
         self.audio_status = self._notifying(p.AUDIO_STATUS_CHAR_UUID, C.READ | C.NOTIFY, ENCRYPTED_READ,
                                             AttributeValue(read=self._read_audio_status, write=_not_writable))
+        # protocol 1.1: firmware updates (phase, progress and outcome of an install asked for over BLE)
+        self.update_status = self._notifying(p.UPDATE_STATUS_CHAR_UUID, C.READ | C.NOTIFY, ENCRYPTED_READ,
+                                             AttributeValue(read=self._read_update_status, write=_not_writable))
         super().__init__(p.MELISMA_SERVICE_UUID, [self.info, self.controls, self.status, self.command, self.library,
                                                   self.transfer_control, self.transfer_data]
-                         + [self.audio_status])
+                         + [self.audio_status] + [self.update_status])
         self._transfer_ids = itertools.cycle(range(1, 256))
         self._last_status: bytes = b""
         self._last_status_time = 0.0
@@ -318,18 +322,32 @@ class MelismaService(gatt.Service):
         for connection in list(self.box.device.connections.values()):
             asyncio.get_running_loop().create_task(self._notify(connection, self.audio_status, data))
 
+    # -- update status (protocol 1.1) -----------------------------------------------------------
+
+    def _read_update_status(self, connection) -> bytes:
+        self.box.require_bonded(connection)
+        return self.box.firmware.status().encode()  # a long read carries the whole reason
+
+    def on_update_status(self, status: p.UpdateStatus) -> None:
+        """Notify every central; each gets the status cut to fit its link (read it for the whole reason)."""
+        for connection in list(self.box.device.connections.values()):
+            data = status.fit(max(p.MIN_ATT_MTU, connection.att_mtu) - 3).encode()
+            asyncio.get_running_loop().create_task(self._notify(connection, self.update_status, data))
+
     # -- commands -------------------------------------------------------------------------------
 
     def _write_command(self, connection, value: bytes) -> None:
         request_id = int.from_bytes(value[1:3], "little") if len(value) >= 3 else 0
         try:
-            msg = self._decode(connection, value, p.COMMANDS + p.AUDIO_COMMANDS)
+            msg = self._decode(connection, value, p.COMMANDS + p.AUDIO_COMMANDS + p.UPDATE_COMMANDS)
             job_id = self._run_command(msg)
         except p.MessageError as exc:
             reply = p.CommandReply(request_id, exc.code, 0, str(exc))
         except AudioDeviceError as exc:  # protocol 1.1 audio commands
             reply = p.CommandReply(request_id, getattr(exc, "code", p.ErrorCode.BAD_STATE), 0, str(exc))
         except (JobError, StorageError) as exc:
+            reply = p.CommandReply(request_id, exc.code, 0, str(exc))
+        except UpdateRequestError as exc:  # protocol 1.1 firmware install
             reply = p.CommandReply(request_id, exc.code, 0, str(exc))
         else:
             reply = p.CommandReply(msg.request_id, p.ErrorCode.OK, job_id, "")
@@ -339,6 +357,8 @@ class MelismaService(gatt.Service):
         jobs = self.box.jobs
         if isinstance(msg, p.AUDIO_COMMANDS):  # protocol 1.1: the box's own audio
             return self.box.audio.command(msg)
+        if isinstance(msg, p.UPDATE_COMMANDS):  # protocol 1.1: install an uploaded firmware bundle
+            return self.box.firmware.install(msg)
         if isinstance(msg, p.MixCommand):
             return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out,
                                accept_alignment_guess=msg.accept_alignment_guess).id
@@ -353,6 +373,8 @@ class MelismaService(gatt.Service):
         if isinstance(msg, p.CancelCommand):
             return jobs.cancel(msg.job_id).id
         assert isinstance(msg, p.DeleteCommand)
+        if msg.kind is p.FileKind.FIRMWARE:  # protocol 1.1: not the bundle the updater is reading
+            self.box.firmware.check_deletable(msg.name)
         self.box.storage.delete(msg.kind, msg.name)
         return 0
 
@@ -419,8 +441,8 @@ class MelismaService(gatt.Service):
                                p.ErrorCode.BAD_STATE)
 
     def _begin_upload(self, link: Link, msg: p.UploadBegin) -> None:
-        if msg.kind not in p.UPLOADABLE_KINDS:
-            raise StorageError(f"cannot upload a {msg.kind.name.lower()}; upload a take or a backing",
+        if msg.kind not in p.UPLOADABLE_KINDS + p.FIRMWARE_UPLOADABLE_KINDS:
+            raise StorageError(f"cannot upload a {msg.kind.name.lower()}; upload a take, a backing or a firmware bundle",
                                p.ErrorCode.BAD_STATE)
         if link.upload is not None:
             link.upload.close()
@@ -565,8 +587,9 @@ class MelismaBox:
 
     def __init__(self, hci_source, hci_sink, *, data_dir: str | os.PathLike, address: str | None = None,
                  engine=None, show_passkey: Callable[[int], None] | None = None, serial_number: str | None = None,
-                 audio_settings: AudioSettings | None = None, min_free_bytes: int = 0, free_space=None,
-                 rerun_interrupted: bool = False, guard: RejectionGuard | None = None):
+                 audio_settings: AudioSettings | None = None, update_root: str | os.PathLike = "/",
+                 min_free_bytes: int = 0, free_space=None, rerun_interrupted: bool = False,
+                 guard: RejectionGuard | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # start-up repair (issue 16): damaged state files are moved aside and shown in Status
@@ -619,6 +642,9 @@ class MelismaBox:
         # protocol 1.1: the box's own audio (PortAudio is only touched when a command runs)
         self.audio = BoxAudio(self.data_dir, self.storage, settings=audio_settings, controls=lambda: self.controls)
         self.audio.listeners.append(self.service.on_audio_status)
+        # protocol 1.1: firmware updates over BLE, installed by the updater in ``update_root``
+        self.firmware = FirmwareUpdates(self.data_dir, self.storage, root=update_root, busy=self._update_blocker)
+        self.firmware.listeners.append(self.service.on_update_status)
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -626,6 +652,7 @@ class MelismaBox:
         await self.bonds.load_addresses()
         await self.device.power_on()
         self.jobs.start()
+        self.firmware.start()
         # ~100 ms: quick to find for a phone, still cheap for a mains-powered box
         await self.device.start_advertising(auto_restart=True, advertising_interval_min=ADVERTISING_INTERVAL_MS,
                                             advertising_interval_max=ADVERTISING_INTERVAL_MS)
@@ -634,12 +661,23 @@ class MelismaBox:
     async def stop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.audio.close)
         await self.jobs.stop()
+        await self.firmware.stop()
         for link in list(self.links.values()):
             self._drop_link(link)
         with contextlib.suppress(Exception):
             await self.device.stop_advertising()
         with contextlib.suppress(Exception):
             await self.device.power_off()
+
+    def _update_blocker(self) -> str:
+        """Why an update (which restarts the service) must wait now, or ``""``."""
+        status = self.jobs.status()
+        if status.state is p.DeviceState.BUSY:
+            return f"job {status.job_id} ({status.job_kind.name.lower()}) is running"
+        audio = self.audio.status()
+        if audio.mode is not p.AudioMode.IDLE:
+            return f"the box's audio is {audio.mode.name.lower()}"
+        return ""
 
     # -- connections and security ---------------------------------------------------------------
 

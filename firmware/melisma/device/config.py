@@ -310,11 +310,33 @@ def default_config_text() -> str:
 
 DEFAULT_CONFIG_TEXT = default_config_text()
 
+
+def audio_settings(audio: AudioConfig) -> Any:
+    r"""The box's audio settings (:class:`melisma.device.audio.devices.AudioSettings`) from ``[audio]``.
+
+    ``"default"`` picks the default device (JACK's when a JACK server runs); any other text is a
+    PortAudio device name, or part of one (an index when it is all digits).
+
+    Examples
+    --------
+    >>> cfg = parse_config('[audio]\ninput = "USB Mic"\nsample_rate_hz = 44100\nframes_per_buffer = 256\n')
+    >>> audio_settings(cfg.audio)
+    AudioSettings(input='USB Mic', output=None, sample_rate=44100, frames_per_buffer=256)
+    """
+    from .audio.devices import AudioSettings
+
+    def device(name: str) -> str | None:
+        return None if name.strip().lower() == "default" else name
+
+    return AudioSettings(input=device(audio.input), output=device(audio.output), sample_rate=audio.sample_rate_hz,
+                         frames_per_buffer=audio.frames_per_buffer)
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_CONFIG_TEXT",
     "SCHEMA",
     "BoxConfig",
+    "audio_settings",
     "config_from_dict",
     "default_config_text",
     "load_config",

@@ -122,6 +122,12 @@ async def run_service(args) -> None:
         panel = PanelBridge(PanelSettings.from_option(args.panel))
         show_passkey = panel.passkey_display(show_passkey)
 
+    cfg = getattr(args, "box_config", None)  # box.toml, when --config was given
+    extra = {}
+    if cfg is not None:
+        from .config import audio_settings
+
+        extra["audio_settings"] = audio_settings(cfg.audio)  # [audio]: devices, rate, block size
     from .repair import load_identity
 
     load_identity(data_dir, args.address)  # a damaged identity is refused before the radio is touched
@@ -131,13 +137,16 @@ async def run_service(args) -> None:
         raise DeviceError(f"cannot open the radio transport {args.transport!r} ({exc}); check --transport "
                           f"(e.g. hci-socket:0 with BlueZ stopped, usb:0, tcp-client:127.0.0.1:9001)") from None
     async with transport as (hci_source, hci_sink):
-        cfg = getattr(args, "box_config", None)
         storage_cfg = cfg.storage if cfg is not None else None
         min_free_mib = storage_cfg.min_free_mib if storage_cfg is not None else 0
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
                          show_passkey=show_passkey, min_free_bytes=min_free_mib * 1024 * 1024,
-                         rerun_interrupted=bool(storage_cfg and storage_cfg.rerun_interrupted_jobs))
+                         rerun_interrupted=bool(storage_cfg and storage_cfg.rerun_interrupted_jobs), **extra)
         apply_storage_limits(box, cfg)
+        s = box.audio.settings
+        logger.info("audio: input %s, output %s, %d Hz, %d frames per buffer%s", s.input or "default",
+                    s.output or "default", s.sample_rate, s.frames_per_buffer,
+                    f" (from {cfg.source})" if cfg is not None else " (built-in defaults)")
         await box.start()
         write_heartbeat(data_dir, box, advertising=True)
         if panel is not None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..errors import DeviceError
 from ..protocol import FileKind, LibraryEntry, MAX_FILE_SIZE, ErrorCode, check_name
+from ..protocol import MAX_FIRMWARE_SIZE
 
 #: Folder of each kind under the data directory.
 FOLDERS = {
@@ -45,7 +46,10 @@ FOLDERS = {
     FileKind.MIX: "mixes",
     FileKind.PREVIEW: "previews",
     FileKind.PLAN: "plans",
+    FileKind.FIRMWARE: "firmware",  # protocol 1.1: uploaded bundles, for the updater (melisma.update.request)
 }
+#: Kinds a listing of "all kinds" holds: the library proper (a 1.0 client knows only these).
+LIBRARY_KINDS = tuple(k for k in FOLDERS if k is not FileKind.FIRMWARE)
 PARTIAL_FOLDER = "partial"
 
 #: errno values that mean "the disk is full" (or this file may not grow): reported as NO_SPACE.
@@ -233,7 +237,7 @@ class Storage:
     def list(self, kind: FileKind | None = None) -> list[LibraryEntry]:
         """Finished files (never partial uploads or temporary files), sorted by kind then name."""
         out = []
-        for k in FileKind if kind is None else [FileKind(kind)]:
+        for k in LIBRARY_KINDS if kind is None else [FileKind(kind)]:
             for p in sorted((self.root / FOLDERS[k]).iterdir()):
                 if p.is_file() and not p.name.startswith("."):
                     with contextlib.suppress(StorageError):
@@ -251,7 +255,10 @@ class Storage:
     def begin_upload(self, kind: FileKind, name: str, size: int, sha256: bytes) -> UploadSession:
         """Start or resume an upload; the session's ``offset`` says how much is already held."""
         self.path(kind, name)  # checks the name
-        if size > self.max_file_size:
+        if FileKind(kind) is FileKind.FIRMWARE and size > MAX_FIRMWARE_SIZE:
+            raise StorageError(f"{name} is {size} bytes; the box accepts firmware bundles up to {MAX_FIRMWARE_SIZE} "
+                               f"bytes ({MAX_FIRMWARE_SIZE // (1024 * 1024)} MiB)", ErrorCode.TOO_LARGE)
+        if size > self.max_file_size and FileKind(kind) is not FileKind.FIRMWARE:
             raise StorageError(f"{name} is {size} bytes; the box accepts files up to {self.max_file_size} bytes "
                                f"({self.max_file_size // (1024 * 1024)} MiB); compress it (e.g. AAC)", ErrorCode.TOO_LARGE)
         session = UploadSession(self, FileKind(kind), name, size, sha256)

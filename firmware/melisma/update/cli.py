@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("install-request", help="install the bundle a BLE client uploaded (run by melisma-update.service)")
     p.add_argument("--data-dir", default=None, help="the box's data folder (default ROOT/var/lib/melisma)")
+    p.add_argument("--health-timeout", type=float, default=None, metavar="S",
+                   help="seconds the health check after the switch may take (default: box.toml update.health_timeout_s)")
+    p.add_argument("--dev-site-packages", metavar="DIR", help=argparse.SUPPRESS)  # tests: --deps external bundles
     with_root(p)
     return ap
 
@@ -169,7 +172,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "install-request":
         from .request import run_install_request
 
-        return run_install_request(args.root, args.data_dir)
+        opts = inst.InstallOptions(health_timeout_s=_health_timeout(args.root, args.health_timeout),
+                                   dev_site_packages=Path(args.dev_site_packages) if args.dev_site_packages else None)
+        return run_install_request(args.root, args.data_dir, options=opts)
     raise UpdateError(f"unknown command {args.command}")  # pragma: no cover - argparse guards this
 
 

@@ -724,6 +724,9 @@ def boot_health(root: str | os.PathLike = "/", *, timeout_s: float = 90.0) -> di
     return status(box.root)
 
 
+#: Public name of the helper the box service uses to tell a running updater from a killed one.
+pid_alive = _pid_alive
+
 __all__ = [
     "INSTALL_STEPS",
     "Box",
@@ -733,6 +736,8 @@ __all__ = [
     "host_target",
     "install",
     "parse_version",
+    "pid_alive",
     "rollback",
     "status",
+    "write_json",
 ]
