@@ -309,6 +309,8 @@ class BumbleBleakClient(BaseBleakClient):
             return bytearray(await characteristic.obj.read_value())
         except ATT_Error as exc:
             raise _att_to_bleak(exc) from None
+        except core.TimeoutError as exc:  # no answer from the box within the ATT timeout
+            raise BleakError(f"{self._address} did not answer: {exc}") from None
 
     async def read_gatt_descriptor(self, descriptor: BleakGATTDescriptor, *, use_cached=False, **kwargs) -> bytearray:
         self._check()
@@ -316,6 +318,8 @@ class BumbleBleakClient(BaseBleakClient):
             return bytearray(await descriptor.obj.read_value())
         except ATT_Error as exc:
             raise _att_to_bleak(exc) from None
+        except core.TimeoutError as exc:  # no answer from the box within the ATT timeout
+            raise BleakError(f"{self._address} did not answer: {exc}") from None
 
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data, response: bool) -> None:
         self._check()
@@ -323,6 +327,8 @@ class BumbleBleakClient(BaseBleakClient):
             await characteristic.obj.write_value(bytes(data), with_response=response)
         except ATT_Error as exc:
             raise _att_to_bleak(exc) from None
+        except core.TimeoutError as exc:  # no answer from the box within the ATT timeout
+            raise BleakError(f"{self._address} did not answer: {exc}") from None
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data) -> None:
         self._check()
@@ -330,6 +336,8 @@ class BumbleBleakClient(BaseBleakClient):
             await descriptor.obj.write_value(bytes(data), with_response=True)
         except ATT_Error as exc:
             raise _att_to_bleak(exc) from None
+        except core.TimeoutError as exc:  # no answer from the box within the ATT timeout
+            raise BleakError(f"{self._address} did not answer: {exc}") from None
 
     async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs) -> None:
         self._check()

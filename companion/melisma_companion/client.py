@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 #: ATT errors meaning "this needs an encrypted link from a bonded central".
 SECURITY_ATT_ERRORS = {0x05, 0x0F}
 
+#: Chunk rejections that re-sending cannot cure: the upload stops and reports them.
+FATAL_UPLOAD_ERRORS = frozenset({p.ErrorCode.NO_SPACE, p.ErrorCode.TOO_LARGE, p.ErrorCode.INTERNAL})
+
 TransferProgress = Callable[[int, int], None]  # (bytes done, total bytes)
 JobProgress = Callable[[str, float], None]  # (stage, fraction)
 
@@ -472,6 +475,15 @@ class MelismaClient(AudioClientMixin, FirmwareClientMixin):
         self._require_link()
         try:
             return await coro
+        except asyncio.CancelledError:
+            # A backend cancels the pending ATT request when the link drops (Bumble does); that
+            # is link loss, not a cancellation of the caller, which is re-raised as it came.
+            task = asyncio.current_task()
+            if (task is not None and getattr(task, "cancelling", lambda: 0)()) or (
+                    self.is_connected and not self._lost.is_set()):
+                raise
+            raise LinkLostError(f"the link to {self._address} dropped during the request; reconnect and repeat",
+                                p.ErrorCode.BAD_STATE) from None
         except BleakGATTProtocolError as exc:
             code = int(exc.code)
             if code in SECURITY_ATT_ERRORS:
@@ -722,6 +734,12 @@ class MelismaClient(AudioClientMixin, FirmwareClientMixin):
                 await self._control(p.TransferQuery(tid))  # answered by TransferAck(offset)
                 continue
             if isinstance(event, (p.TransferAck, p.TransferNack)) and event.transfer_id == tid:
+                if isinstance(event, p.TransferNack) and event.error in FATAL_UPLOAD_ERRORS:
+                    # re-sending cannot help (the box is full): stop and say so; the box keeps the
+                    # bytes below event.offset, so a later upload resumes from there
+                    raise BoxError(f"upload of {entry.name} stopped at byte {event.offset} of {entry.size}: "
+                                   f"{event.error.name}: the box has no room; delete old mixes on the box and "
+                                   f"upload again (it resumes)", event.error)
                 if isinstance(event, p.TransferNack):
                     logger.info("box rejected a chunk (%s); re-sending from %d", event.error.name, event.offset)
                 offset = event.offset

@@ -21,9 +21,11 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -75,6 +77,8 @@ def _check_readable(path: str | os.PathLike) -> Path:
         raise DecodeError(f"{p}: is a directory, not an audio file")
     if p.stat().st_size == 0:
         raise DecodeError(f"{p}: the file is empty (0 bytes); was the upload cut off?")
+    if not os.access(p, os.R_OK):
+        raise DecodeError(f"{p}: permission denied; this user may not read it (check its owner and mode, e.g. chmod a+r)")
     return p
 
 
@@ -824,13 +828,44 @@ def file_sha256(path: str | os.PathLike) -> str:
 def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Fail early (before any work) if ``path`` exists and may not be overwritten, or its folder is missing."""
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"{p}: already exists; pass --force to overwrite it, or choose another name")
+    check_output_location(p)
     if p.is_dir():
         raise OutputExistsError(f"{p}: is a directory; give a file name such as {p / 'mix.m4a'}")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: already exists; pass --force to overwrite it, or choose another name")
     if not p.parent.exists():
         raise AudioIOError(f"{p.parent}: no such directory for the output {p.name}; create it first")
     return p
+
+
+#: Longest file name (one path component) most file systems take, in bytes.
+MAX_FILE_NAME_BYTES = 255
+
+
+def check_output_location(p: Path) -> None:
+    """Refuse, before any work, an output name or place that cannot be written.
+
+    Names over 255 bytes, a symlink loop or a dangling link, a parent that is a file, and a
+    folder this user may not write to each get one line naming the path and what would work.
+    """
+    if len(os.fsencode(p.name)) > MAX_FILE_NAME_BYTES:
+        raise AudioIOError(f"{p.name[:40]}…: the file name is {len(os.fsencode(p.name))} bytes; file systems take at most "
+                           f"{MAX_FILE_NAME_BYTES}: choose a shorter name")
+    if p.is_symlink():
+        try:
+            os.stat(p)
+        except OSError as exc:
+            what = "a symlink loop" if exc.errno == errno.ELOOP else f"a symlink to nowhere ({exc.strerror})"
+            raise AudioIOError(f"{p}: is {what}; remove the link or choose another name") from None
+    for parent in (p.parent, *p.parent.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise AudioIOError(f"{parent}: is a file, not a folder, so {p} cannot be written there; "
+                                   f"choose another output path")
+            if parent == p.parent and not os.access(parent, os.W_OK | os.X_OK):
+                raise AudioIOError(f"{parent}: permission denied; this user may not write in that folder "
+                                   f"(choose another folder, or check its owner and mode)")
+            break
 
 
 @contextlib.contextmanager
@@ -840,10 +875,21 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     Nothing is left behind on failure, and an existing file is replaced only when ``overwrite``.
     The no-overwrite case uses a hard link, so it cannot clobber a file created meanwhile.
     """
+    from .leftovers import temp_prefix
+
     p = check_writable(path, overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part" + p.suffix, dir=p.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(p.name), suffix=".part" + p.suffix, dir=p.parent)
     tmp_path = Path(tmp)
+    try:
+        # mkstemp makes 0600 files: give the output the mode an ordinary new file gets (the umask),
+        # or, when it replaces a file, that file's own mode
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode) if overwrite else None
+        except OSError:
+            mode = None
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield tmp_path
         if overwrite:
@@ -860,6 +906,17 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where it can be, without changing it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:

@@ -7,7 +7,10 @@ non-zero (the code depends on the subsystem, see :mod:`melisma.errors`); no trac
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -258,10 +261,69 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
     return "\n".join(lines)
 
 
+def _output_folders(args: argparse.Namespace) -> list[Path]:
+    """The folders this run writes into (where a killed earlier run may have left its temporary files)."""
+    folders = []
+    for name in ("output", "report", "plot"):
+        value = getattr(args, name, None)
+        if value:
+            folders.append(Path(value).parent)
+    if getattr(args, "stems", None):
+        folders += [Path(args.stems), Path(args.stems).parent]
+    if args.command == "analyze" and args.output:
+        folders.append(Path(args.output).with_name(Path(args.output).name + ".cache"))
+    if args.command == "demo":
+        folders += [Path(args.output_dir), Path(args.output_dir) / "stems"]
+    return folders
+
+
+def _sweep_leftovers(args: argparse.Namespace) -> None:
+    """Remove what killed earlier runs left where this one writes (only Melisma's own temporary names)."""
+    from .leftovers import sweep
+
+    for folder in dict.fromkeys(_output_folders(args)):
+        sweep(folder)
+
+
+#: Messages for the file-system errors an output can meet while it is written.
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device; free some space and run it again",
+    errno.EDQUOT: "the disk quota is used up; free some space and run it again",
+    errno.EFBIG: "the file grew larger than this file system (or `ulimit -f`) allows; write it elsewhere",
+    errno.ENAMETOOLONG: "the file name is too long for this file system; choose a shorter name",
+    errno.ELOOP: "a symlink loop is in the way; choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EACCES: "permission denied; choose a folder you may write to",
+    errno.EPERM: "operation not permitted; choose a folder you may write to",
+    errno.EROFS: "the file system is read-only; choose another folder",
+    errno.EISDIR: "is a directory; give a file name",
+    errno.EIO: "an I/O error (a failing disk or card?); check the storage",
+}
+
+
+def _os_error_message(exc: OSError, output: str | None = None) -> str:
+    """One line for an OSError: the path, what went wrong, what would work, and that nothing was written."""
+    what = _OS_ERRORS.get(exc.errno or -1, f"{exc.strerror or exc}; check the path and try again")
+    where = exc.filename if exc.filename is not None else (f"writing {output}" if output else "")
+    where = os.fsdecode(where) if isinstance(where, (bytes, str)) else str(where)
+    if len(where) > 120:
+        where = where[:60] + "…" + where[-40:]
+    return f"{where + ': ' if where else ''}{what}; nothing was written"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: everything staged is removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import pipeline
     from .progress import TerminalProgress
 
+    _sweep_leftovers(args)
     bar = TerminalProgress(args.command, quiet=args.quiet)
     try:
         if args.command == "mix":
@@ -341,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .selftest import main as selftest_main
 
         return selftest_main()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "batch":
             from .batch import main_batch
@@ -350,12 +413,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MelismaError as exc:
         print(f"melisma: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except _Terminated:
+        print("melisma: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("melisma: interrupted; nothing was written", file=sys.stderr)
         return 130
     except MemoryError:
         print("melisma: error: out of memory; try a shorter take or close other programs", file=sys.stderr)
         return 11
+    except OSError as exc:  # the file system refused a write (full, too large, read-only...)
+        print(f"melisma: error: {_os_error_message(exc, getattr(args, 'output', None))}", file=sys.stderr)
+        return 3
+    except RecursionError:
+        print("melisma: error: an input is nested too deeply to read (a damaged or hostile file)", file=sys.stderr)
+        return 6
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

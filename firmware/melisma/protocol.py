@@ -174,6 +174,7 @@ class ErrorCode(enum.IntEnum):
     NOT_BONDED = 15  # request needs an encrypted link from a bonded central
     INTERNAL = 16  # unexpected failure on the box (a bug)
     ALIGNMENT_UNKNOWN = 17  # the take's offset behind the backing is unknown; retry with accept_alignment_guess or a latency
+    INTERRUPTED = 18  # the job was cut off by a crash or power cut of the box; its work files are gone, run it again
 
 
 #: ATT application error range: the box answers a rejected write with ATT error 0x80 + code.
@@ -360,8 +361,10 @@ class _Reader:
     def raw(self, n: int, what: str) -> bytes:
         return bytes(self._take(n, what))
 
-    def text(self, what: str) -> str:
+    def text(self, what: str, max_bytes: int = 255) -> str:
         n = self.u8(f"{what} length")
+        if n > max_bytes:
+            raise MalformedMessageError(f"{self.name}: {what} is {n} bytes; at most {max_bytes} are allowed")
         raw = self._take(n, what)
         try:
             return bytes(raw).decode("utf-8")
@@ -491,6 +494,10 @@ def decode(data: bytes | bytearray | memoryview, *, allowed: tuple[type[Message]
     return msg
 
 
+#: Flag bits an Info message may carry (bit 0: passkey display); decode refuses any other bit.
+INFO_KNOWN_FLAGS = 0x01
+
+
 @dataclass(frozen=True)
 class Info(Message):
     """What the box is and what it accepts (read from the info characteristic after bonding)."""
@@ -512,7 +519,10 @@ class Info(Message):
     @classmethod
     def _decode_fields(cls, r):
         major, minor, max_size, max_name, flags = r.unpack("BBIBB", "info fields")
-        return cls((major, minor), r.text("firmware"), max_size, max_name, bool(flags & 1))
+        if flags & ~INFO_KNOWN_FLAGS:
+            raise MalformedMessageError(f"Info: flags 0x{flags:02x} set bits this protocol does not define "
+                                        f"(known: 0x{INFO_KNOWN_FLAGS:02x})")
+        return cls((major, minor), r.text("firmware", 32), max_size, max_name, bool(flags & 1))
 
 
 @dataclass(frozen=True)
@@ -602,7 +612,7 @@ class Status(Message):
             raise MalformedMessageError(f"Status: progress {progress}/10000 is over 10000")
         queued = r.u8("queued")
         error = r.enum(ErrorCode, "error")
-        stage = r.text("stage")
+        stage = r.text("stage", 24)
         if len(stage.encode()) > 24:
             raise MalformedMessageError(f"Status: stage is {len(stage.encode())} bytes; at most 24")
         return cls(state, job_id, kind, jstate, progress / 10000, queued, error, stage)
@@ -808,7 +818,7 @@ class CommandReply(Message):
         rid = r.u16("request id")
         err = r.enum(ErrorCode, "error")
         job = r.u16("job id")
-        return cls(rid, err, job, r.text("detail"))
+        return cls(rid, err, job, r.text("detail", cls.MAX_DETAIL))
 
 
 # --- library
@@ -845,6 +855,13 @@ class LibraryEntry:
     size: int
     sha256: bytes
 
+    def __post_init__(self):
+        object.__setattr__(self, "kind", FileKind(self.kind))
+        check_name(self.name, self.kind)
+        _check_range(self.size, 0, 0xFFFFFFFF, "file size")
+        if len(self.sha256) != 32:
+            raise InvalidValueError(f"sha256 is {len(self.sha256)} bytes; give the 32-byte SHA-256 digest")
+
     def encode(self) -> bytes:
         return bytes([self.kind]) + _text(self.name, "name", MAX_NAME_LENGTH) + struct.pack("<I", self.size) + self.sha256
 
@@ -873,7 +890,8 @@ class LibraryPage(Message):
         entries = []
         for i in range(count):
             kind = r.enum(FileKind, f"entry {i} kind")
-            name = r.text(f"entry {i} name")
+            name = r.text(f"entry {i} name", MAX_NAME_LENGTH)
+            check_name(name, kind)  # a box must never hand the app a path such as ../../etc/passwd
             size = r.u32(f"entry {i} size")
             sha = r.raw(32, f"entry {i} sha256")
             entries.append(LibraryEntry(kind, name, size, sha))
@@ -1110,7 +1128,7 @@ class TransferDone(Message):
     @classmethod
     def _decode_fields(cls, r):
         tid = r.u8("transfer id")
-        return cls(tid, r.enum(ErrorCode, "error"), r.text("detail"))
+        return cls(tid, r.enum(ErrorCode, "error"), r.text("detail", MAX_NOTIFICATION_SIZE - 4))
 
 
 @dataclass(frozen=True)
@@ -1393,7 +1411,9 @@ class AudioStatus(Message):
         mode = r.enum(AudioMode, "audio mode")
         flags, lin, lout, xruns, rt, elapsed = r.unpack("BbbIHI", "audio status fields")
         error = r.enum(ErrorCode, "error")
-        detail = r.text("detail")
+        detail = r.text("detail", 24)
+        if flags & ~0x0F:
+            raise MalformedMessageError(f"AudioStatus: flags 0x{flags:02x} set bits this protocol does not define")
         if len(detail.encode()) > 24:
             raise MalformedMessageError(f"AudioStatus: detail is {len(detail.encode())} bytes; at most 24")
         if lin > 0 or lout > 0:

@@ -50,6 +50,8 @@ from ..errors import DeviceError
 from .engine_adapter import PipelineEngine
 from .jobs import JobError, JobQueue
 from .storage import Storage, StorageError, UploadSession
+from .guard import RejectionGuard, quiet_expected_rejections
+from .repair import load_identity, repair_data_dir
 from ..errors import AudioDeviceError
 from .audio.box import BoxAudio
 from .audio.devices import AudioSettings
@@ -272,7 +274,7 @@ class MelismaService(gatt.Service):
         try:
             msg = self._decode(connection, value, (p.Controls,))
         except p.MessageError as exc:
-            logger.info("controls write refused: %s", exc)
+            self.box.refused(connection, f"controls write: {exc}")
             raise ATT_Error(p.att_error_code(exc.code)) from None
         self.box.set_controls(msg, source=connection)
 
@@ -471,6 +473,7 @@ class MelismaService(gatt.Service):
         except (p.MessageError, StorageError) as exc:
             code = exc.code
             self._nack(link, code)
+            self.box.refused(connection, f"data chunk: {code.name}")
             raise ATT_Error(p.att_error_code(code)) from None
         upload = link.upload
         if not msg.crc_ok:
@@ -485,6 +488,10 @@ class MelismaService(gatt.Service):
             upload.write(msg.offset, msg.payload)
         except StorageError as exc:
             self._nack(link, exc.code)
+            if upload.failed is not None:  # e.g. the disk is full: fail once, keep the partial for a resume
+                logger.warning("upload of %s stopped: %s", upload.name, exc)
+                upload.close()
+                link.upload = None
             raise ATT_Error(p.att_error_code(exc.code)) from None
         link.nacked = False
         link.chunks_since_ack += 1
@@ -580,17 +587,31 @@ class MelismaBox:
 
     def __init__(self, hci_source, hci_sink, *, data_dir: str | os.PathLike, address: str | None = None,
                  engine=None, show_passkey: Callable[[int], None] | None = None, serial_number: str | None = None,
-                 audio_settings: AudioSettings | None = None, update_root: str | os.PathLike = "/"):
+                 audio_settings: AudioSettings | None = None, update_root: str | os.PathLike = "/",
+                 min_free_bytes: int = 0, free_space=None, rerun_interrupted: bool = False,
+                 guard: RejectionGuard | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        ident = box_identity(self.data_dir, address)
+        # start-up repair (issue 16): damaged state files are moved aside and shown in Status
+        from .storage import FOLDERS, PARTIAL_FOLDER
+
+        self.notices = repair_data_dir(self.data_dir, [*FOLDERS.values(), PARTIAL_FOLDER])
+        ident, identity_notices = load_identity(self.data_dir, address)
+        self.notices += identity_notices
         self.address = ident["address"]
         self.name = p.advertised_name(self.address)
         self.show_passkey = show_passkey
-        self.storage = Storage(self.data_dir / "library")
+        self.storage = Storage(self.data_dir / "library", min_free_bytes=min_free_bytes, free_space=free_space)
+        self.storage.sweep_leftovers()
+        from ..leftovers import sweep
+
+        sweep(self.data_dir, force=True)  # a state file the box was writing when it died
         self.controls = self._load_controls()
         self.jobs = JobQueue(engine if engine is not None else PipelineEngine(), self.storage,
-                             controls=lambda: self.controls)
+                             controls=lambda: self.controls, journal=self.data_dir / "jobs.json",
+                             rerun_interrupted=rerun_interrupted, notices=self.notices)
+        self.guard = guard or RejectionGuard()
+        quiet_expected_rejections()
         self.pairing_window = PairingWindow()
         self.links: dict[Connection, Link] = {}
         #: Called with the new controls after every change (the front panel shows them).
@@ -608,6 +629,7 @@ class MelismaBox:
         self.device_information = MelismaDeviceInformationService(serial_number or self.address.replace(":", ""))
         self.service = MelismaService(self)
         self.device.add_services([self.device_information, self.service])
+        self._guard_unencrypted_requests()
         self.device.advertising_data = bytes(AdvertisingData([
             data_types.Flags(AdvertisingData.Flags.LE_GENERAL_DISCOVERABLE_MODE
                              | AdvertisingData.Flags.BR_EDR_NOT_SUPPORTED),
@@ -686,6 +708,7 @@ class MelismaBox:
             await self.bonds.delete(name)
 
     def _on_disconnection(self, connection: Connection) -> None:
+        self.guard.forget(connection)
         link = self.links.pop(connection, None)
         if link is not None:
             self._drop_link(link)
@@ -711,9 +734,39 @@ class MelismaBox:
         """Raise the ATT error a central without an encrypted, bonded link must get."""
         connection = getattr(bearer, "connection", None) or bearer
         if not connection.encryption:
+            self.refused(connection, "not encrypted")
             raise ATT_Error(AttErrorCode.INSUFFICIENT_ENCRYPTION)
         if str(connection.peer_address) not in self.bonds.addresses:
+            self.refused(connection, "not bonded")
             raise ATT_Error(AttErrorCode.INSUFFICIENT_AUTHENTICATION)
+
+    def _guard_unencrypted_requests(self) -> None:
+        """Count requests to the Melisma service on unencrypted links: Bumble refuses them (their
+        permissions need encryption) before any handler of ours runs, so they are counted here.
+        """
+        server = self.device.gatt_server
+        inner = server.on_gatt_pdu
+        service = self.service
+
+        def on_gatt_pdu(bearer, att_pdu) -> None:
+            connection = getattr(bearer, "connection", None) or bearer
+            handle = getattr(att_pdu, "attribute_handle", None)
+            if (handle is not None and service.handle <= handle <= service.end_group_handle
+                    and not getattr(connection, "encryption", 0)):
+                self.refused(connection, f"{att_pdu.name.lower()} on an unencrypted link")
+            inner(bearer, att_pdu)
+
+        server.on_gatt_pdu = on_gatt_pdu
+
+    def refused(self, connection: Connection, reason: str) -> None:
+        """Count a refused request (logged at most once per interval); drop a connection that floods."""
+        if self.guard.refuse(connection, reason, peer=str(connection.peer_address)) == "drop":
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._drop_connection(connection))
+
+    async def _drop_connection(self, connection: Connection) -> None:
+        with contextlib.suppress(Exception):
+            await connection.disconnect()
 
     # -- controls -------------------------------------------------------------------------------
 

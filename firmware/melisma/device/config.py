@@ -135,6 +135,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Rule]]] = {
                                   "previews kept (least recently used deleted first)")),
         "work_mib": (2048, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
                                 "render work files kept over all plans together (least recently used deleted first)")),
+        "rerun_interrupted_jobs": (False, Rule(bool, lambda v: v, "true or false",
+                                               "queue a job cut off by a crash or power cut again at start")),
     },
     "log": {
         "level": ("info", Rule(str, _choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS),
@@ -176,6 +178,7 @@ class StorageConfig:
     plan_cache_mib: int = 256
     previews_mib: int = 64
     work_mib: int = 2048
+    rerun_interrupted_jobs: bool = False
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
+import json
 import logging
+import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,12 +47,16 @@ from typing import Any, Callable
 
 from ..errors import AlignmentUnknownError, DeviceError, MelismaError
 from ..protocol import Controls, DeviceState, ErrorCode, FileKind, JobKind, JobState, Status
-from .storage import Storage, StorageError
+from .storage import Storage, StorageError, is_no_space
 
 logger = logging.getLogger(__name__)
 
 #: How many finished jobs are remembered (so a reconnecting client can ask about its job).
 FINISHED_JOBS_KEPT = 32
+#: Format tag of the job journal (``<data-dir>/jobs.json``).
+JOURNAL_FORMAT = "melisma-jobs"
+#: Job ids are 16-bit on the wire; they count up across restarts and skip ids still remembered.
+MAX_JOB_ID = 0xFFFF
 
 
 class JobCancelled(DeviceError):
@@ -85,23 +91,62 @@ class Job:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     accept_alignment_guess: bool = False  # mix at the best guess when the take's offset is unknown
 
+    def to_json(self, root: Path) -> dict[str, Any]:
+        """The journal record of this job (paths relative to the library ``root``)."""
+        return {"id": self.id, "kind": self.kind.name, "state": self.state.name, "error": self.error.name,
+                "detail": self.detail, "stage": self.stage, "progress": self.progress,
+                "inputs": {k: _relative(v, root) for k, v in self.inputs.items()}, "output": _relative(self.output, root),
+                "style": self.style, "sliders": self.sliders, "window_s": list(self.window_s) if self.window_s else None,
+                "accept_alignment_guess": self.accept_alignment_guess}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], root: Path) -> Job:
+        """A job from its journal record (raises KeyError/ValueError/TypeError when it is damaged)."""
+        job = cls(int(d["id"]), JobKind[d["kind"]], {k: root / v for k, v in d["inputs"].items()}, root / d["output"],
+                  str(d["style"]), {str(k): float(v) for k, v in d["sliders"].items()},
+                  tuple(d["window_s"]) if d.get("window_s") else None)
+        job.state, job.error = JobState[d["state"]], ErrorCode[d["error"]]
+        job.detail, job.stage, job.progress = str(d.get("detail", "")), str(d.get("stage", "")), float(d.get("progress", 0))
+        job.accept_alignment_guess = bool(d.get("accept_alignment_guess", False))
+        if not 1 <= job.id <= MAX_JOB_ID:
+            raise ValueError(f"job id {job.id} is out of range")
+        if job.state.finished:
+            job.done.set()
+        return job
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
 
 class JobQueue:
     """Runs jobs one at a time on ``engine``; listeners get a :class:`Status` after every change."""
 
-    def __init__(self, engine, storage: Storage, *, controls: Callable[[], Controls] | None = None):
+    def __init__(self, engine, storage: Storage, *, controls: Callable[[], Controls] | None = None,
+                 journal: str | Path | None = None, rerun_interrupted: bool = False,
+                 notices: list[tuple[ErrorCode, str]] | None = None):
         self.engine = engine
         self.storage = storage
         self.controls = controls or Controls
         self.jobs: dict[int, Job] = {}
         self._queue: collections.deque[Job] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._ids = itertools.cycle(range(1, 0x10000))
+        self._next_id = 1
         self.current: Job | None = None
         self.last: Job | None = None
         self.listeners: list[Callable[[Status], None]] = []
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: box-level problems shown in Status while idle (e.g. a state file repaired at start)
+        self.notices: list[tuple[ErrorCode, str]] = notices if notices is not None else []
+        self.journal = Path(journal) if journal is not None else None
+        self.rerun_interrupted = rerun_interrupted
+        self._journal_warned = False
+        if self.journal is not None:
+            self._load_journal()
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -139,16 +184,45 @@ class JobQueue:
             raise JobError(str(exc), exc.code) from None
         if len(self._queue) >= 255:
             raise JobError("255 jobs are already queued; wait for some to finish or cancel them", ErrorCode.BUSY)
+        try:
+            self.storage.check_floor()
+        except StorageError as exc:
+            raise JobError(str(exc), exc.code) from None
         controls = self.controls()
-        job = Job(next(self._ids), JobKind(kind), inputs, output, controls.style.engine_name, controls.engine_sliders(),
+        job = Job(self._new_id(), JobKind(kind), inputs, output, controls.style.engine_name, controls.engine_sliders(),
                   (start_s or 0.0, duration_s) if kind == JobKind.PREVIEW else None)
         job.accept_alignment_guess = bool(accept_alignment_guess)
+        self._enqueue(job)
+        return job
+
+    def rerun(self, job_id: int) -> Job:
+        """Queue a finished job again (e.g. one interrupted by a crash) under a new id."""
+        old = self.jobs.get(job_id)
+        if old is None:
+            raise JobError(f"no job {job_id}; known jobs are {sorted(self.jobs) or 'none'}", ErrorCode.NOT_FOUND)
+        if not old.state.finished:
+            raise JobError(f"job {job_id} is still {old.state.name.lower()}; nothing to re-run", ErrorCode.BAD_STATE)
+        job = Job(self._new_id(), old.kind, dict(old.inputs), old.output, old.style, dict(old.sliders), old.window_s)
+        job.accept_alignment_guess = old.accept_alignment_guess
+        self._enqueue(job)
+        return job
+
+    def _enqueue(self, job: Job) -> None:
         self.jobs[job.id] = job
         self._queue.append(job)
         self._forget_old()
+        self._save_journal()
         self._wakeup.set()
         self._notify()
-        return job
+
+    def _new_id(self) -> int:
+        """The next job id: counting up across restarts (journaled), never one still remembered."""
+        for _ in range(MAX_JOB_ID):
+            job_id = self._next_id
+            self._next_id = job_id % MAX_JOB_ID + 1
+            if job_id not in self.jobs:
+                return job_id
+        raise JobError("every job id is in use; wait for jobs to finish", ErrorCode.BUSY)
 
     def cancel(self, job_id: int) -> Job:
         """Cancel a queued or running job; a finished job cannot be cancelled."""
@@ -171,15 +245,31 @@ class JobQueue:
 
     # -- status ---------------------------------------------------------------------------------
 
+    def notice(self) -> tuple[ErrorCode, str] | None:
+        """The box-level problem to show while idle: low space first, then start-up repairs."""
+        with contextlib.suppress(OSError):
+            if self.storage.below_floor():
+                return ErrorCode.NO_SPACE, f"low space {self.storage.free_bytes() // (1024 * 1024)}MiB free"
+        return self.notices[0] if self.notices else None
+
     def status(self) -> Status:
+        """The Status message: the current (or last) job; while idle a box-level notice when there is one.
+
+        A notice (``error`` NO_SPACE "low space ...", or a start-up repair) replaces ``error`` and
+        ``stage`` only when no job runs and the last job did not fail (a failure keeps its own code).
+        """
         job = self.current or self.last
+        notice = self.notice() if self.current is None and (job is None or job.error is ErrorCode.OK) else None
         if job is None:
+            if notice is not None:
+                return Status(queued=min(255, len(self._queue)), error=notice[0], stage=notice[1])
             return Status(queued=len(self._queue))
+        error, stage = notice if notice is not None else (job.error, job.stage)
         return Status(
             state=DeviceState.BUSY if self.current is not None else DeviceState.IDLE,
             job_id=job.id, job_kind=job.kind, job_state=job.state,
             progress=min(1.0, max(0.0, job.progress)), queued=min(255, len(self._queue)),
-            error=job.error, stage=job.stage,
+            error=error, stage=stage,
         )
 
     def _notify(self) -> None:
@@ -200,26 +290,32 @@ class JobQueue:
             job = self._queue.popleft()
             self.current = job
             job.state = JobState.RUNNING
+            self._save_journal()
             self._notify()
             try:
                 job.report = await asyncio.to_thread(self._call_engine, job)
             except asyncio.CancelledError:
                 job.cancel_requested.set()
                 self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "box shutting down")
+                self._save_journal(requeue=job)  # nobody cancelled it: the box's next start runs it again
                 raise
             except JobCancelled:
                 self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "cancelled")
-            except MelismaError as exc:
+            except Exception as exc:
                 if job.cancel_requested.is_set():
                     self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "cancelled")
-                else:
+                elif is_no_space(exc):  # the disk filled up while the job wrote: say so, not INTERNAL
+                    logger.warning("job %d failed: out of space (%s)", job.id, exc)
+                    self._finish(job, JobState.FAILED, ErrorCode.NO_SPACE,
+                                 "the box's storage is full; delete old mixes or previews and run it again")
+                elif isinstance(exc, MelismaError):
                     logger.warning("job %d failed: %s", job.id, exc)
                     # An unknown offset gets its own code, so the app can offer to accept the guess.
                     code = ErrorCode.ALIGNMENT_UNKNOWN if isinstance(exc, AlignmentUnknownError) else ErrorCode.ENGINE_FAILED
                     self._finish(job, JobState.FAILED, code, str(exc))
-            except Exception as exc:  # an engine bug must not kill the queue
-                logger.exception("job %d crashed", job.id)
-                self._finish(job, JobState.FAILED, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+                else:  # an engine bug must not kill the queue
+                    logger.exception("job %d crashed", job.id)
+                    self._finish(job, JobState.FAILED, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
             else:
                 if job.cancel_requested.is_set():
                     with contextlib.suppress(OSError):
@@ -276,9 +372,98 @@ class JobQueue:
             self.current = None
         self.last = job
         job.done.set()
+        self._save_journal()
         self._notify()
 
     def _forget_old(self) -> None:
         finished = [j for j in self.jobs.values() if j.state.finished]
         for job in finished[:-FINISHED_JOBS_KEPT]:
             del self.jobs[job.id]
+
+    # -- journal --------------------------------------------------------------------------------
+
+    def _save_journal(self, *, requeue: Job | None = None) -> None:
+        """Write every queued, running and remembered job to the journal (atomically); ``requeue`` is
+        written as queued (a job the box's own shutdown stopped: it runs again at the next start).
+        """
+        if self.journal is None:
+            return
+        from ..audio_io import atomic_write_text
+
+        root = self.storage.root
+        jobs = []
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            record = job.to_json(root)
+            if job is requeue:
+                record.update(state=JobState.QUEUED.name, error=ErrorCode.OK.name, detail="", stage="", progress=0.0)
+            jobs.append(record)
+        record = {"format": JOURNAL_FORMAT, "version": 1, "next_id": self._next_id,
+                  "last": self.last.id if self.last is not None and self.last is not requeue else 0, "jobs": jobs}
+        try:
+            atomic_write_text(self.journal, json.dumps(record), overwrite=True)
+        except OSError as exc:  # a full disk must not stop the queue; the journal catches up later
+            if not self._journal_warned:
+                logger.warning("cannot write the job journal %s: %s", self.journal, exc.strerror)
+                self._journal_warned = True
+        else:
+            self._journal_warned = False
+
+    def _load_journal(self) -> None:
+        """Take the jobs back after a restart: queued jobs wait again, a job that was running when
+        the box died is failed INTERRUPTED (its work files removed; re-queued if so configured).
+        """
+        from .repair import move_aside
+
+        path = self.journal
+        if path is None or not path.exists():
+            return
+        text = ""
+        try:
+            text = path.read_text(encoding="utf-8")
+            record = json.loads(text)
+            if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
+                raise ValueError("not a job journal")
+            jobs = [Job.from_json(d, self.storage.root) for d in record["jobs"]]
+            next_id = int(record.get("next_id", 1))
+            last_id = int(record.get("last", 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = move_aside(path)
+            ids = [int(m) for m in re.findall(r'"id":\s*(\d+)', text) if 0 < int(m) <= MAX_JOB_ID]
+            self._next_id = max(ids, default=0) % MAX_JOB_ID + 1
+            message = f"job journal {path.name} was damaged ({exc}); moved to {aside.name}, its jobs are lost"
+            logger.error("%s", message)
+            self.notices.append((ErrorCode.INTERNAL, "jobs.json damaged"))
+            return
+        self._next_id = next_id if 1 <= next_id <= MAX_JOB_ID else 1
+        interrupted = []
+        for job in jobs:
+            self.jobs[job.id] = job
+            if job.state is JobState.QUEUED:
+                self._queue.append(job)
+            elif job.state is JobState.RUNNING:
+                job.state, job.error = JobState.FAILED, ErrorCode.INTERRUPTED
+                job.detail = "interrupted by a restart of the box (crash or power cut); run it again"
+                job.done.set()
+                self._remove_work_files(job)
+                interrupted.append(job)
+        self.last = self.jobs.get(last_id)
+        for job in interrupted:
+            logger.warning("job %d (%s into %s) was interrupted by a restart of the box", job.id, job.kind.name.lower(),
+                           job.output.name)
+            self.last = job
+            if self.rerun_interrupted:
+                again = self.rerun(job.id)
+                job.detail = f"interrupted by a restart of the box; re-queued as job {again.id}"
+        if self._queue:
+            self._wakeup.set()
+        self._save_journal()
+
+    def _remove_work_files(self, job: Job) -> None:
+        """What an interrupted job leaves: temporary outputs and work folders beside its output,
+        and the cache folder of a plan that was never completed.
+        """
+        from ..leftovers import sweep
+
+        sweep(job.output.parent)
+        if job.kind is JobKind.ANALYSE and not job.output.exists():
+            shutil.rmtree(job.output.with_name(job.output.name + ".cache"), ignore_errors=True)

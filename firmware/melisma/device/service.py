@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve_control(box, path: Path) -> asyncio.AbstractServer:
-    """The control socket: one command per connection (``pair [seconds]``)."""
+    """The control socket: one command per connection (``pair [seconds]``, ``status``, ``rerun JOB``)."""
+    from .jobs import JobError
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -81,8 +82,14 @@ async def _serve_control(box, path: Path) -> asyncio.AbstractServer:
                 answer = f"ok pairing window open for {seconds:.0f} s on {box.name}\n"
             elif line and line[0] == "status":
                 answer = f"ok {box.name} {box.address} {box.jobs.status()}\n"
+            elif line and line[0] == "rerun" and len(line) == 2:  # a job interrupted by a crash, again
+                try:
+                    again = box.jobs.rerun(int(line[1]))
+                except JobError as exc:
+                    raise ValueError(str(exc)) from None
+                answer = f"ok job {line[1]} queued again as job {again.id}\n"
             else:
-                answer = f"error unknown command {' '.join(line)!r}; use 'pair [seconds]' or 'status'\n"
+                answer = f"error unknown command {' '.join(line)!r}; use 'pair [seconds]', 'status' or 'rerun JOB'\n"
         except (ValueError, asyncio.TimeoutError) as exc:
             answer = f"error {exc}\n"
         writer.write(answer.encode())
@@ -121,10 +128,21 @@ async def run_service(args) -> None:
         from .config import audio_settings
 
         extra["audio_settings"] = audio_settings(cfg.audio)  # [audio]: devices, rate, block size
-    async with await open_transport(args.transport) as (hci_source, hci_sink):
+    from .repair import load_identity
+
+    load_identity(data_dir, args.address)  # a damaged identity is refused before the radio is touched
+    try:
+        transport = await open_transport(args.transport)
+    except Exception as exc:  # bumble raises OSError, ValueError or its own errors here
+        raise DeviceError(f"cannot open the radio transport {args.transport!r} ({exc}); check --transport "
+                          f"(e.g. hci-socket:0 with BlueZ stopped, usb:0, tcp-client:127.0.0.1:9001)") from None
+    async with transport as (hci_source, hci_sink):
+        storage_cfg = cfg.storage if cfg is not None else None
+        min_free_mib = storage_cfg.min_free_mib if storage_cfg is not None else 0
         box = MelismaBox(hci_source, hci_sink, data_dir=data_dir, address=args.address,
-                         show_passkey=show_passkey, **extra)
-        apply_storage_limits(box, getattr(args, "box_config", None))
+                         show_passkey=show_passkey, min_free_bytes=min_free_mib * 1024 * 1024,
+                         rerun_interrupted=bool(storage_cfg and storage_cfg.rerun_interrupted_jobs), **extra)
+        apply_storage_limits(box, cfg)
         s = box.audio.settings
         logger.info("audio: input %s, output %s, %d Hz, %d frames per buffer%s", s.input or "default",
                     s.output or "default", s.sample_rate, s.frames_per_buffer,

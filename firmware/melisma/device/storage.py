@@ -25,10 +25,12 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,24 @@ FOLDERS = {
 #: Kinds a listing of "all kinds" holds: the library proper (a 1.0 client knows only these).
 LIBRARY_KINDS = tuple(k for k in FOLDERS if k is not FileKind.FIRMWARE)
 PARTIAL_FOLDER = "partial"
+
+#: errno values that mean "the disk is full" (or this file may not grow): reported as NO_SPACE.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True when ``exc`` or anything in its cause chain is an out-of-space error (ENOSPC, EDQUOT, EFBIG)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            return True
+        if getattr(exc, "errno", None) in NO_SPACE_ERRNOS:  # PyAV's FFmpegError carries the errno too
+            return True
+        if isinstance(exc, StorageError) and exc.code is ErrorCode.NO_SPACE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class StorageError(DeviceError):
@@ -72,13 +92,23 @@ class UploadSession:
         self.part_path = storage.root / PARTIAL_FOLDER / (stem + ".part")
         self.meta_path = storage.root / PARTIAL_FOLDER / (stem + ".json")
         self._file = None
+        #: set when a write failed (e.g. the disk is full): every later write raises it again
+        self.failed: StorageError | None = None
         if self.part_path.exists() and self.part_path.stat().st_size <= size:
             self.offset = self.part_path.stat().st_size
         else:
             with contextlib.suppress(FileNotFoundError):
                 self.part_path.unlink()
             self.offset = 0
-        self.meta_path.write_text(json.dumps({"kind": kind.name, "name": name, "size": size, "sha256": sha256.hex()}))
+        try:
+            self.meta_path.write_text(json.dumps({"kind": kind.name, "name": name, "size": size,
+                                                  "sha256": sha256.hex()}))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.meta_path.unlink()
+            code = ErrorCode.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ErrorCode.INTERNAL
+            raise StorageError(f"cannot start the upload of {name}: {exc.strerror}; free some space (delete old "
+                               f"mixes) and try again", code) from None
 
     def write(self, offset: int, data: bytes) -> None:
         """Append ``data``, which must start at the current offset (the next byte expected)."""
@@ -88,14 +118,27 @@ class UploadSession:
         if self.offset + len(data) > self.size:
             raise StorageError(f"chunk would make {self.name} {self.offset + len(data)} bytes, more than the announced "
                                f"{self.size}; send exactly {self.size} bytes", ErrorCode.TOO_LARGE)
-        if self._file is None:
-            self._file = open(self.part_path, "ab")
+        if self.failed is not None:
+            raise self.failed
         try:
-            self._file.write(data)
-            self._file.flush()
+            if self._file is None:
+                self._file = open(self.part_path, "r+b" if self.part_path.exists() else "wb", buffering=0)  # noqa: SIM115
+            view = memoryview(data)
+            pos = self.offset
+            while view:
+                n = os.pwrite(self._file.fileno(), view, pos)
+                view, pos = view[n:], pos + n
         except OSError as exc:
-            raise StorageError(f"cannot store {self.name}: {exc.strerror}; free some space (delete old mixes)",
-                               ErrorCode.NO_SPACE) from None
+            # Keep the partial file exactly at the last good chunk, so a resume after space is
+            # freed goes on from there and its SHA-256 checks out.
+            with contextlib.suppress(OSError):
+                os.truncate(self.part_path, self.offset)
+            code = ErrorCode.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ErrorCode.INTERNAL
+            what = "the box's storage is full" if code is ErrorCode.NO_SPACE else exc.strerror
+            self.failed = StorageError(f"cannot store {self.name} past byte {self.offset}: {what}; free some space "
+                                       f"(delete old mixes) and upload again: it resumes from {self.offset}", code)
+            self.close()
+            raise self.failed from None
         self.offset += len(data)
 
     def close(self) -> None:
@@ -152,10 +195,14 @@ class Storage:
     """Files of each kind in their own folder under ``root``; names checked by the protocol rules."""
 
     def __init__(self, root: str | os.PathLike, *, max_file_size: int = MAX_FILE_SIZE,
-                 limits: StorageLimits | None = None):
+                 limits: StorageLimits | None = None, min_free_bytes: int = 0,
+                 free_space: Callable[[Path], int] | None = None):
         self.root = Path(root)
         self.max_file_size = max_file_size
         self.limits = limits if limits is not None else StorageLimits()
+        #: uploads and new jobs are refused while free space is below this floor (bytes)
+        self.min_free_bytes = min_free_bytes
+        self._free_space = free_space or (lambda root: shutil.disk_usage(root).free)
         for folder in (*FOLDERS.values(), PARTIAL_FOLDER):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self._digests: dict[Path, tuple[int, int, bytes]] = {}
@@ -214,11 +261,51 @@ class Storage:
         if size > self.max_file_size and FileKind(kind) is not FileKind.FIRMWARE:
             raise StorageError(f"{name} is {size} bytes; the box accepts files up to {self.max_file_size} bytes "
                                f"({self.max_file_size // (1024 * 1024)} MiB); compress it (e.g. AAC)", ErrorCode.TOO_LARGE)
-        free = shutil.disk_usage(self.root).free
-        if size > free:
-            raise StorageError(f"{name} is {size} bytes but only {free} are free; delete old mixes first",
-                               ErrorCode.NO_SPACE)
-        return UploadSession(self, FileKind(kind), name, size, sha256)
+        session = UploadSession(self, FileKind(kind), name, size, sha256)
+        free = self.free_bytes()
+        if size - session.offset > free - self.min_free_bytes:
+            if session.offset == 0:
+                session.discard()  # nothing held yet: leave no sidecar behind
+            else:
+                session.close()
+            floor = f" and the box keeps {self.min_free_bytes // (1024 * 1024)} MiB free" if self.min_free_bytes else ""
+            raise StorageError(f"{name} needs {size - session.offset} more bytes but only {free} are free{floor}; "
+                               f"delete old mixes first", ErrorCode.NO_SPACE)
+        return session
+
+    def free_bytes(self) -> int:
+        """Free space where the library lives, in bytes (the injectable check)."""
+        return int(self._free_space(self.root))
+
+    def below_floor(self) -> bool:
+        """True when free space is below the configured floor (new work is refused)."""
+        return self.min_free_bytes > 0 and self.free_bytes() < self.min_free_bytes
+
+    def check_floor(self) -> None:
+        """Raise NO_SPACE when free space is below the configured floor."""
+        if self.below_floor():
+            raise StorageError(f"the box has {self.free_bytes() // (1024 * 1024)} MiB free, below its floor of "
+                               f"{self.min_free_bytes // (1024 * 1024)} MiB (storage.min_free_mib); delete old mixes "
+                               f"or previews first", ErrorCode.NO_SPACE)
+
+    def sweep_leftovers(self) -> list[Path]:
+        """Remove what interrupted jobs left in the library (temporary outputs, work folders, the cache
+        folder of a plan that was never completed); the box is the library's only writer, so at
+        start every such file is stale. Partial uploads are kept (they resume).
+        """
+        from ..leftovers import sweep
+
+        removed: list[Path] = []
+        for kind, folder in FOLDERS.items():
+            removed += sweep(self.root / folder, force=True)
+            if kind is FileKind.PLAN:
+                for cache in (self.root / folder).glob("*.json.cache"):
+                    if cache.is_dir() and not cache.with_name(cache.name[: -len(".cache")]).exists():
+                        shutil.rmtree(cache, ignore_errors=True)
+                        removed.append(cache)
+                    elif cache.is_dir():
+                        removed += sweep(cache, force=True)
+        return removed
 
     def enforce_limits(self, *, keep: tuple[Path, ...] = ()) -> list[Path]:
         """Delete the least recently used previews and plan work files beyond :attr:`limits`

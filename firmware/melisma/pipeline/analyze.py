@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..leftovers import work_prefix
 from ..plan import Plan, new_record
 from ..progress import ProgressCallback, StageClock
 from .alignment import alignment_decision, decide_alignment
@@ -61,7 +62,7 @@ def analyze(
     warnings: list[str] = []
     # Work files (the backing decoded straight to disk, the cleaned vocal) live in a private
     # folder that the plan owns; Plan.save moves them into its cache folder.
-    work = Path(tempfile.mkdtemp(prefix=".melisma-work-", dir=_work_parent))
+    work = Path(tempfile.mkdtemp(prefix=work_prefix(), dir=_work_parent))
     try:
         plan = _analyze_into(record, take_path, backing_path, options, clock=clock, work=work, warnings=warnings)
         record["settings"] = {

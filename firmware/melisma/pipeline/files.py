@@ -10,16 +10,63 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..audio_io import check_writable, encode_audio
-from ..errors import ConfigError
+from ..audio_io import check_writable, encode_audio, probe
+from ..errors import AudioIOError, ConfigError, MelismaError, PlanError
 from ..plan import Plan, to_json
 from ..progress import ProgressCallback, StageClock
 from ..report_headline import finish_report
 from .analyze import analyze
 from .inputs import load_take
 from .options import DEFAULT_TARGET_LUFS, ENGINE_SR, ceiling_for
-from .outputs import output_paths, staged_outputs, write_outputs
+from .outputs import output_paths, refuse_inputs_as_outputs, staged_outputs, write_outputs
 from .render import prime_render, render
+
+#: What a plan edited by hand (or damaged) makes the renderer trip over, reported as a PlanError.
+_DAMAGED_PLAN_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError)
+
+
+def _load_plan(path: str | os.PathLike) -> Plan:
+    """:meth:`Plan.load` with one-line errors for a folder, an unreadable file or JSON nested too deep."""
+    p = Path(path)
+    if p.is_dir():
+        raise PlanError(f"{p}: is a directory, not a plan file; give the PLAN.json that `melisma analyze` wrote")
+    if p.exists() and not os.access(p, os.R_OK):
+        raise PlanError(f"{p}: permission denied; this user may not read the plan (check its owner and mode)")
+    try:
+        return Plan.load(p)
+    except RecursionError:
+        raise PlanError(f"{p}: is not a Melisma plan (its JSON is nested too deep)") from None
+    except OSError as exc:
+        raise PlanError(f"{p}: the plan cannot be read ({exc.strerror}); run `melisma analyze` again") from None
+
+
+def _damaged_plan(path: Any, exc: BaseException) -> PlanError:
+    what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    return PlanError(f"{path}: the plan is damaged or was edited by hand ({what[:120]}); run `melisma analyze` again")
+
+
+def _input_warnings(take_path: Any, backing_path: Any) -> list[str]:
+    """Warnings for a take and backing that are one file, or that look the wrong way round."""
+    if backing_path is None:
+        return []
+    try:
+        if os.path.samefile(take_path, backing_path):
+            return [f"take and backing are the same file ({take_path}); give the backing track as the second file"]
+        take, backing = probe(take_path), probe(backing_path)
+    except (OSError, MelismaError):
+        return []
+    if take.channels >= 2 and backing.channels == 1:
+        return ["take and backing look swapped (the take is stereo, the backing mono); the singer's take comes first, "
+                "then the backing track"]
+    return []
+
+
+def _check_cache_folder(plan_path: Any) -> None:
+    """A plan keeps its audio in ``<plan>.cache``; a file of that name is refused before any analysis."""
+    cache = Path(plan_path).with_name(Path(plan_path).name + ".cache")
+    if (cache.exists() or cache.is_symlink()) and not cache.is_dir():
+        raise AudioIOError(f"{cache}: is a file, but the plan keeps its cached audio in a folder of that name; "
+                           f"move the file away or choose another -o")
 
 
 def analyze_files(
@@ -37,7 +84,10 @@ def analyze_files(
     scale, melody_path, correction, ornaments.
     """
     check_writable(plan_path, overwrite=overwrite)
+    refuse_inputs_as_outputs([Path(plan_path)], [take_path, backing_path, options.get("melody_path")])
+    _check_cache_folder(plan_path)
     plan = analyze(take_path, backing_path, progress=progress, _work_parent=Path(plan_path).resolve().parent, **options)
+    plan.record.setdefault("warnings", []).extend(_input_warnings(take_path, backing_path))
     plan.save(plan_path, overwrite=overwrite)
     prime_render(plan)  # filter designs kept beside the plan: a fresh-process re-render skips scipy.signal
     return plan
@@ -65,13 +115,16 @@ def render_plan(
     curves only with ``report_frames``: they are in the plan).
     """
     paths = output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
-    plan = plan_path if isinstance(plan_path, Plan) else Plan.load(plan_path)
+    plan = plan_path if isinstance(plan_path, Plan) else _load_plan(plan_path)
+    if plan.path is not None:
+        refuse_inputs_as_outputs(list(paths.values()), [plan.path])
     clock_start = time.perf_counter()
-    report = _render_files(
+    report = _guarded_render(
         plan,
         paths,
         overwrite=overwrite,
         progress=progress,
+        from_file=not isinstance(plan_path, Plan),
         report_frames=report_frames,
         options=dict(
             style=style,
@@ -89,8 +142,32 @@ def render_plan(
     return report
 
 
+def _guarded_render(
+    plan: Plan,
+    paths: dict[str, Path],
+    *,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    from_file: bool,
+    options: dict[str, Any],
+    report_frames: bool = False,
+) -> dict[str, Any]:
+    """:func:`_render_files`, with what a damaged plan file trips over reported as a PlanError."""
+    try:
+        return _render_files(plan, paths, overwrite=overwrite, progress=progress, options=options, report_frames=report_frames)
+    except _DAMAGED_PLAN_ERRORS as exc:
+        if isinstance(exc, MelismaError) or not from_file:
+            raise
+        raise _damaged_plan(plan.path, exc) from None
+
+
 def _render_files(
-    plan: Plan, paths: dict[str, Path], *, overwrite: bool, progress: ProgressCallback | None, options: dict[str, Any],
+    plan: Plan,
+    paths: dict[str, Path],
+    *,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    options: dict[str, Any],
     report_frames: bool = False,
 ) -> dict[str, Any]:
     """Render ``plan`` into the output files. Without stems or a plot (which need the placed
@@ -139,6 +216,7 @@ def mix_files(
     scale, melody_path, correction, ornaments.
     """
     paths = output_paths(out_path, report_path=report_path, stems_dir=stems_dir, plot_path=plot_path, overwrite=overwrite)
+    refuse_inputs_as_outputs(list(paths.values()), [take_path, backing_path, pitch_options.get("melody_path")])
     t0 = time.perf_counter()
 
     def scaled(lo: float, hi: float) -> ProgressCallback | None:
@@ -157,8 +235,8 @@ def mix_files(
         _work_parent=Path(out_path).parent,
         **pitch_options,
     )
-    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={},
-                           report_frames=report_frames)
+    plan.record.setdefault("warnings", []).extend(_input_warnings(take_path, backing_path))
+    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={}, report_frames=report_frames)
     report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
     if progress:
         progress("done", 1.0)
@@ -189,6 +267,7 @@ def correct_file(
     from ..render.pitch import correct_vocal, correction_from_sliders
 
     paths = output_paths(out_path, report_path=report_path, stems_dir=None, plot_path=plot_path, overwrite=overwrite)
+    refuse_inputs_as_outputs(list(paths.values()), [take_path, melody_path])
     settings = correction_from_sliders({}, correction=correction, ornaments=ornaments)
     if melody_path is not None and not Path(melody_path).is_file():
         raise ConfigError(f"--melody {melody_path}: no such file; give a standard MIDI file (.mid) of the song's melody")

@@ -160,6 +160,10 @@ def preview_window(n_total: int, start_s: float | None, duration_s: float | None
         raise ConfigError(f"--duration {duration_s} is too short; previews need at least 0.5 s (10 s is typical)")
     start = int(round(start_s * ENGINE_SR))
     stop = min(n_total, start + int(round(duration_s * ENGINE_SR)))
+    if stop - start <= 0.5 * ENGINE_SR:
+        raise ConfigError(f"--start {start_s:g} --duration {duration_s:g} runs past the end of the take ({total_s:.1f} s) "
+                          f"and keeps only {(stop - start) / ENGINE_SR:.2f} s; previews need at least 0.5 s: use "
+                          f"--start {max(total_s - 0.6, 0):.1f} or earlier")
     lo = max(0, start - int(PREVIEW_PREROLL_S * ENGINE_SR))
     return {
         "lo": lo,

@@ -5,14 +5,15 @@ and a lossy mix is measured again after encoding (its own loudness and true peak
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..audio_io import atomic_path, check_writable, encode_audio, output_format
-from ..errors import ConfigError, RenderError
+from ..audio_io import atomic_path, check_output_location, check_writable, encode_audio, output_format
+from ..errors import AudioIOError, ConfigError, RenderError
 from ..plan import to_json
 from ..report_headline import finish_report
 from .options import CEILING_DBTP, ENGINE_SR, LOSSY_EXTENSIONS
@@ -36,6 +37,9 @@ def output_paths(
     """The output files by role (mix, report, stem_vocal, stem_backing, plot), all checked writable first."""
     paths: dict[str, Path] = {}
     if out_path is not None:
+        check_output_location(Path(out_path))
+        if Path(out_path).is_dir():
+            raise AudioIOError(f"{out_path}: is a directory; give a file name such as {Path(out_path) / 'mix.m4a'}")
         output_format(out_path)
         paths["mix"] = Path(out_path)
     if report_path is not None:
@@ -50,6 +54,8 @@ def output_paths(
         if Path(plot_path).suffix.lower() not in (".png", ".svg", ".pdf"):
             raise ConfigError(f"--plot {plot_path}: use a .png, .svg or .pdf file name")
         paths["plot"] = Path(plot_path)
+    for p in paths.values():
+        check_output_location(p)
     resolved = [p.resolve() for p in paths.values()]
     if len(set(resolved)) != len(resolved):
         raise ConfigError("two outputs share one file name; give the mix, report, stems and plot different names")
@@ -137,6 +143,21 @@ MAX_REENCODES = 4
 QUIETER_STEP_LU = 0.5
 #: The limiter's ceiling is never pushed below this to make room for a codec's overshoot, dBTP.
 LOWEST_MASTER_CEILING_DBTP = -6.0
+
+
+def refuse_inputs_as_outputs(outputs: list[Path], inputs: list[Any]) -> None:
+    """An output that is one of the inputs is refused, even with ``--force`` (it would destroy the take)."""
+    for out in outputs:
+        for inp in inputs:
+            if inp is None:
+                continue
+            try:
+                same = os.path.samefile(out, inp) if out.exists() else out.resolve() == Path(inp).resolve()
+            except (OSError, RuntimeError):
+                same = False
+            if same:
+                raise ConfigError(f"{out}: is the input {inp}; writing there would destroy it (even with --force): "
+                                  f"choose another output name")
 
 
 def measure_file(path: Path) -> tuple[float, float]:
