@@ -22,8 +22,10 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
@@ -58,7 +60,7 @@ _PROPERTY_NAMES = [
 
 
 def _bleak_uuid(uuid: core.UUID) -> str:
-    """bleak's form of a UUID: the lower-case 128-bit string."""
+    """Bleak's form of a UUID: the lower-case 128-bit string."""
     raw = bytes(reversed(uuid.to_bytes(force_128=True)))
     h = raw.hex()
     return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
@@ -67,7 +69,7 @@ def _bleak_uuid(uuid: core.UUID) -> str:
 class _CentralDelegate(PairingDelegate):
     """The phone side of pairing: types the passkey the box shows (keyboard), or confirms Just Works."""
 
-    def __init__(self, central: "BumbleCentral"):
+    def __init__(self, central: BumbleCentral):
         super().__init__(io_capability=PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY)
         self.central = central
 
@@ -95,7 +97,7 @@ class BumbleCentral:
 
     @classmethod
     def with_hci(cls, hci_source, hci_sink, address: str, *, keystore_path: str | None = None,
-                 passkey_provider: PasskeyProvider | None = None) -> "BumbleCentral":
+                 passkey_provider: PasskeyProvider | None = None) -> BumbleCentral:
         config = DeviceConfiguration()
         config.load_from_dict({"name": "Melisma companion", "address": address})
         device = Device.from_config_with_hci(config, hci_source, hci_sink)
@@ -104,7 +106,7 @@ class BumbleCentral:
         return cls(device, passkey_provider=passkey_provider)
 
     @classmethod
-    def on_local_link(cls, link, address: str, **kwargs) -> "BumbleCentral":
+    def on_local_link(cls, link, address: str, **kwargs) -> BumbleCentral:
         """A central on a virtual controller attached to ``link`` (a bumble.link.LocalLink)."""
         from bumble.controller import Controller
         from bumble.transport.common import AsyncPipeSink
@@ -291,10 +293,8 @@ class BumbleBleakClient(BaseBleakClient):
     async def unpair(self) -> None:
         keystore = self.central.device.keystore
         if keystore is not None and self._connection is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 await keystore.delete(str(self._connection.peer_address))
-            except KeyError:
-                pass
         await self.disconnect()
 
     # -- I/O ------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError, MelismaError
@@ -88,7 +89,9 @@ def _ornament_policy(text: str) -> str | dict[str, str]:
     text = text.strip()
     if "=" not in text:
         if text not in POLICIES:
-            raise argparse.ArgumentTypeError(f"'{text}': use keep, soften or flatten, or TYPE=POLICY pairs like vibrato=keep,slide=soften")
+            raise argparse.ArgumentTypeError(
+                f"'{text}': use keep, soften or flatten, or TYPE=POLICY pairs like vibrato=keep,slide=soften"
+            )
         return text
     policy: dict[str, str] = {}
     for part in text.split(","):
@@ -103,27 +106,46 @@ def _ornament_policy(text: str) -> str | dict[str, str]:
 def _add_pitch(p: argparse.ArgumentParser, *, analysis: bool = True, render: bool = True) -> None:
     g = p.add_argument_group("pitch correction (keeps vibrato, slides, grace notes and trills)")
     if analysis:
-        g.add_argument("--key", metavar="K", help="the song's key: 'A minor', 'F#', 'Eb major', 'D zhi' (pentatonic gong/shang/jue/zhi/yu)")
+        g.add_argument(
+            "--key", metavar="K", help="the song's key: 'A minor', 'F#', 'Eb major', 'D zhi' (pentatonic gong/shang/jue/zhi/yu)"
+        )
         g.add_argument("--scale", metavar="S", help="mode for --key: major, minor, gong, shang, jue, zhi, yu")
         g.add_argument("--melody", metavar="M.mid", help="the song's melody as MIDI: notes are corrected toward it")
-        g.add_argument("--tracker", choices=("dsp", "model"), default=None,
-                       help="pitch tracker: the DSP baseline (default) or the int8 on-device model")
+        g.add_argument(
+            "--tracker",
+            choices=("dsp", "model"),
+            default=None,
+            help="pitch tracker: the DSP baseline (default) or the int8 on-device model",
+        )
     if render:
-        g.add_argument("--correction", type=_correction_value, default=None, metavar="X",
-                       help="how far note centres move to target, 0…1 (default from --tuning: 0.8)")
-        g.add_argument("--ornaments", type=_ornament_policy, default=None, metavar="P",
-                       help="keep, soften or flatten ornaments (default keep), or per type: "
-                            "'vibrato=keep,slide=soften,grace=keep' (types: vibrato, slide, slide_in, slide_out, "
-                            "portamento, grace, trill, mordent, drift)")
+        g.add_argument(
+            "--correction",
+            type=_correction_value,
+            default=None,
+            metavar="X",
+            help="how far note centres move to target, 0…1 (default from --tuning: 0.8)",
+        )
+        g.add_argument(
+            "--ornaments",
+            type=_ornament_policy,
+            default=None,
+            metavar="P",
+            help="keep, soften or flatten ornaments (default keep), or per type: "
+            "'vibrato=keep,slide=soften,grace=keep' (types: vibrato, slide, slide_in, slide_out, "
+            "portamento, grace, trill, mordent, drift)",
+        )
         g.add_argument("--tuning", type=_slider_value, default=None, metavar="X", help="−1 natural … +1 tight (slider)")
     if analysis and p.prog.split()[-1] != "correct":
         g.add_argument("--no-correct", dest="pitch", action="store_false", help="skip pitch analysis and correction")
 
 
 def _add_accept_guess(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--accept-alignment-guess", action="store_true",
-                   help="when the take's offset cannot be measured (no backing bleed, no --latency-ms), mix at the "
-                        "best guess instead of refusing (the report says so)")
+    p.add_argument(
+        "--accept-alignment-guess",
+        action="store_true",
+        help="when the take's offset cannot be measured (no backing bleed, no --latency-ms), mix at the "
+        "best guess instead of refusing (the report says so)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -131,6 +153,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``melisma`` command line: its subcommands and their options."""
     parser = argparse.ArgumentParser(
         prog="melisma",
         description="Melisma: a phone take plus a backing track in, a finished mix out.",
@@ -144,15 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_outputs(p)
     _add_style(p, default="neutral")
     _add_sliders(p)
-    p.add_argument("--latency-ms", type=_finite_float, default=None, metavar="MS",
-                   help="calibrated phone round-trip latency, used when the take has no backing bleed")
+    p.add_argument(
+        "--latency-ms",
+        type=_finite_float,
+        default=None,
+        metavar="MS",
+        help="calibrated phone round-trip latency, used when the take has no backing bleed",
+    )
     _add_accept_guess(p)
     _add_pitch(p)
     _add_common(p)
 
     p = sub.add_parser("analyze", help="do the expensive analysis once and save a plan (JSON + cache folder)")
     p.add_argument("take")
-    p.add_argument("backing", nargs="?", default=None, help="the backing track (optional: without it the plan holds the vocal only)")
+    p.add_argument(
+        "backing", nargs="?", default=None, help="the backing track (optional: without it the plan holds the vocal only)"
+    )
     p.add_argument("-o", "--output", required=True, metavar="PLAN.json")
     _add_style(p, default="neutral")
     _add_sliders(p)
@@ -224,8 +254,12 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
         lines.append(f"wrote {out}")
     al = report.get("alignment") or {}
     if al:
-        lines.append(f"  alignment: take was {al.get('offset_ms', 0):+.1f} ms late ({al.get('method')}, confidence {al.get('confidence', 0):.2f}"
-                     + (", a guess you accepted" if al.get("decision") == "accepted guess" else "") + ")")
+        lines.append(
+            f"  alignment: take was {al.get('offset_ms', 0):+.1f} ms late ({al.get('method')}, "
+            f"confidence {al.get('confidence', 0):.2f}"
+            + (", a guess you accepted" if al.get("decision") == "accepted guess" else "")
+            + ")"
+        )
     actions = ((report.get("cleanup") or {}).get("actions")) or []
     if actions:
         words = []
@@ -242,17 +276,23 @@ def _summary(report: dict[str, Any], out: str | None) -> str:
         lines.append("  clean-up:  " + ", ".join(words))
     bal = report.get("balance") or {}
     if bal:
-        lines.append(f"  balance:   vocal {bal.get('vocal_to_backing_lu', float('nan')):+.1f} LU over the backing (target {bal.get('target_lu', float('nan')):+.1f})")
+        lines.append(
+            f"  balance:   vocal {bal.get('vocal_to_backing_lu', float('nan')):+.1f} LU over the backing "
+            f"(target {bal.get('target_lu', float('nan')):+.1f})"
+        )
     loud = report.get("loudness") or {}
     if loud:
         where = {"file": ", measured on the file", "master": ""}.get(loud.get("measured", ""), "")
         target = f" (target {loud['target_lufs']:g})" if loud.get("target_lufs") is not None else ""
-        lines.append(f"  loudness:  {loud.get('integrated_lufs', float('nan')):.1f} LUFS{target}, "
-                     f"true peak {loud.get('true_peak_dbtp', float('nan')):.1f} dBTP{where}")
+        lines.append(
+            f"  loudness:  {loud.get('integrated_lufs', float('nan')):.1f} LUFS{target}, "
+            f"true peak {loud.get('true_peak_dbtp', float('nan')):.1f} dBTP{where}"
+        )
     pitch = report.get("pitch") or {}
     if pitch.get("notes") is not None:
         key = pitch.get("key") or {}
-        line = f"  pitch:     {len(pitch['notes'])} notes, {len(pitch.get('ornaments', []))} ornaments, key {key.get('name')} ({key.get('source')})"
+        line = (f"  pitch:     {len(pitch['notes'])} notes, {len(pitch.get('ornaments', []))} ornaments, "
+                f"key {key.get('name')} ({key.get('source')})")
         if pitch.get("median_abs_cents_error_after") is not None:
             line += f", median error after correction {pitch['median_abs_cents_error_after']:.1f} cents"
         lines.append(line)
@@ -328,36 +368,70 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "mix":
             report = pipeline.mix_files(
-                args.take, args.backing, args.output, style=args.style, sliders=_sliders(args),
+                args.take,
+                args.backing,
+                args.output,
+                style=args.style,
+                sliders=_sliders(args),
                 latency_ms=args.latency_ms,
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
-                report_path=args.report, stems_dir=args.stems, plot_path=args.plot, overwrite=args.force, progress=bar,
-                accept_alignment_guess=args.accept_alignment_guess, report_frames=args.report_frames,
+                report_path=args.report,
+                stems_dir=args.stems,
+                plot_path=args.plot,
+                overwrite=args.force,
+                progress=bar,
+                accept_alignment_guess=args.accept_alignment_guess,
+                report_frames=args.report_frames,
                 **_pitch_options(args),
             )
             out = args.output
         elif args.command == "analyze":
             plan = pipeline.analyze_files(
-                args.take, args.backing, args.output, latency_ms=args.latency_ms, style=args.style,
+                args.take,
+                args.backing,
+                args.output,
+                latency_ms=args.latency_ms,
+                style=args.style,
                 sliders=_sliders(args),
                 target_lufs=pipeline.DEFAULT_TARGET_LUFS if args.target_lufs is None else args.target_lufs,
-                overwrite=args.force, progress=bar, accept_alignment_guess=args.accept_alignment_guess,
+                overwrite=args.force,
+                progress=bar,
+                accept_alignment_guess=args.accept_alignment_guess,
                 **_pitch_options(args),
             )
             report, out = plan.record, args.output
         elif args.command == "render":
             report = pipeline.render_plan(
-                args.plan, args.output, style=args.style, sliders=_sliders(args), target_lufs=args.target_lufs,
-                start_s=args.start, duration_s=args.duration, report_path=args.report, stems_dir=args.stems,
-                plot_path=args.plot, overwrite=args.force, progress=bar,
-                correction=args.correction, ornaments=args.ornaments, report_frames=args.report_frames,
+                args.plan,
+                args.output,
+                style=args.style,
+                sliders=_sliders(args),
+                target_lufs=args.target_lufs,
+                start_s=args.start,
+                duration_s=args.duration,
+                report_path=args.report,
+                stems_dir=args.stems,
+                plot_path=args.plot,
+                overwrite=args.force,
+                progress=bar,
+                correction=args.correction,
+                ornaments=args.ornaments,
+                report_frames=args.report_frames,
             )
             out = args.output
         elif args.command == "correct":
             opts = _pitch_options(args)
             opts.pop("pitch")
-            report = pipeline.correct_file(args.take, args.output, report_path=args.report, plot_path=args.plot,
-                                           overwrite=args.force, progress=bar, report_frames=args.report_frames, **opts)
+            report = pipeline.correct_file(
+                args.take,
+                args.output,
+                report_path=args.report,
+                plot_path=args.plot,
+                overwrite=args.force,
+                progress=bar,
+                report_frames=args.report_frames,
+                **opts,
+            )
             out = args.output
         elif args.command == "demo":
             report, out = _demo(args, bar)
@@ -376,7 +450,8 @@ DEMO_MARKER = ".melisma-demo"
 def _demo(args: argparse.Namespace, bar) -> tuple[dict[str, Any], str]:
     """Mix the bundled example into a folder of its own. Running it again replaces that folder's
     demo files (it carries a marker); a folder that was not made by the demo is never overwritten
-    without --force."""
+    without --force.
+    """
     from . import examples, pipeline
 
     out_dir = Path(args.output_dir)
@@ -387,8 +462,15 @@ def _demo(args: argparse.Namespace, bar) -> tuple[dict[str, Any], str]:
     marker.touch()
     mix = out_dir / "mix.m4a"
     report = pipeline.mix_files(
-        examples.TAKE, examples.BACKING, mix, style=args.style, report_path=out_dir / "report.json",
-        plot_path=out_dir / "mix.png", stems_dir=out_dir / "stems", overwrite=True, progress=bar,
+        examples.TAKE,
+        examples.BACKING,
+        mix,
+        style=args.style,
+        report_path=out_dir / "report.json",
+        plot_path=out_dir / "mix.png",
+        stems_dir=out_dir / "stems",
+        overwrite=True,
+        progress=bar,
     )
     if not args.quiet:
         print(f"demo: mixed the bundled example take ({examples.TAKE.name}) over {examples.BACKING.name}")
@@ -397,6 +479,7 @@ def _demo(args: argparse.Namespace, bar) -> tuple[dict[str, Any], str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``melisma``; errors print one line and exit with the code the README lists."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "selftest":

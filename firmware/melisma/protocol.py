@@ -270,11 +270,15 @@ UPLOADABLE_KINDS = (FileKind.TAKE, FileKind.BACKING)
 
 
 class DeviceState(enum.IntEnum):
+    """Whether the box is idle or busy with a job."""
+
     IDLE = 0
     BUSY = 1  # a job is running
 
 
 class JobKind(enum.IntEnum):
+    """What a job does: mix, analyse, render or preview."""
+
     NONE = 0
     MIX = 1
     ANALYSE = 2
@@ -283,6 +287,8 @@ class JobKind(enum.IntEnum):
 
 
 class JobState(enum.IntEnum):
+    """Where a job is: queued, running, done, failed or cancelled."""
+
     NONE = 0
     QUEUED = 1
     RUNNING = 2
@@ -433,7 +439,7 @@ def check_name(name: str, kind: FileKind | None = None) -> str:
 # ----------------------------------------------------------------------------------------------
 # Messages
 
-_REGISTRY: dict[int, type["Message"]] = {}
+_REGISTRY: dict[int, type[Message]] = {}
 
 
 class Message:
@@ -458,7 +464,7 @@ class Message:
         raise NotImplementedError
 
     @classmethod
-    def _decode_fields(cls, r: _Reader) -> "Message":  # pragma: no cover - abstract
+    def _decode_fields(cls, r: _Reader) -> Message:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -557,10 +563,10 @@ class Controls(Message):
     def _decode_fields(cls, r):
         style = r.enum(Style, "style")
         values = r.unpack("6b", "sliders")
-        for name, v in zip(SLIDER_NAMES, values):
+        for name, v in zip(SLIDER_NAMES, values, strict=False):
             if not -100 <= v <= 100:
                 raise MalformedMessageError(f"Controls: slider {name} is {v}/100; use -100..100 (hundredths of -1..+1)")
-        return cls(style, {n: v / 100.0 for n, v in zip(SLIDER_NAMES, values)})
+        return cls(style, {n: v / 100.0 for n, v in zip(SLIDER_NAMES, values, strict=False)})
 
     def engine_sliders(self) -> dict[str, float]:
         """Sliders for the engine: the ones moved away from their centre (0 is the engine's default)."""
@@ -639,7 +645,9 @@ def _job_flags(r: _Reader) -> bool:
         return False
     flags = r.u8("job flags")
     if flags & ~JOB_FLAG_ACCEPT_ALIGNMENT_GUESS:
-        raise MalformedMessageError(f"{r.name}: job flags 0x{flags:02x} has unknown bits; only bit 0 (accept alignment guess) is defined")
+        raise MalformedMessageError(
+            f"{r.name}: job flags 0x{flags:02x} has unknown bits; only bit 0 (accept alignment guess) is defined"
+        )
     return bool(flags & JOB_FLAG_ACCEPT_ALIGNMENT_GUESS)
 
 
@@ -663,7 +671,9 @@ class MixCommand(_Request):
 
     def _encode_fields(self):
         flags = bytes([JOB_FLAG_ACCEPT_ALIGNMENT_GUESS]) if self.accept_alignment_guess else b""
-        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.out)) + flags
+        return (
+            struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.out)) + flags
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -691,7 +701,9 @@ class AnalyseCommand(_Request):
 
     def _encode_fields(self):
         flags = bytes([JOB_FLAG_ACCEPT_ALIGNMENT_GUESS]) if self.accept_alignment_guess else b""
-        return struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.plan)) + flags
+        return (
+            struct.pack("<H", self.request_id) + b"".join(_text(s, "name") for s in (self.take, self.backing, self.plan)) + flags
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -738,8 +750,12 @@ class PreviewCommand(_Request):
         _check_range(self.duration_ms, 1, MAX_PREVIEW_MS, "preview duration (ms)")
 
     def _encode_fields(self):
-        return (struct.pack("<H", self.request_id) + _text(self.plan, "plan") + _text(self.out, "out")
-                + struct.pack("<II", self.start_ms, self.duration_ms))
+        return (
+            struct.pack("<H", self.request_id)
+            + _text(self.plan, "plan")
+            + _text(self.out, "out")
+            + struct.pack("<II", self.start_ms, self.duration_ms)
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -850,6 +866,8 @@ class ListRequest(Message):
 
 @dataclass(frozen=True)
 class LibraryEntry:
+    """One file in the box's library: kind, name and size."""
+
     kind: FileKind
     name: str
     size: int
@@ -898,7 +916,7 @@ class LibraryPage(Message):
         return cls(total, nxt, tuple(entries))
 
     @classmethod
-    def fit(cls, entries: list[LibraryEntry], start: int) -> "LibraryPage":
+    def fit(cls, entries: list[LibraryEntry], start: int) -> LibraryPage:
         """The page of ``entries`` from ``start`` that fits in one message."""
         room = MAX_MESSAGE_SIZE - 6
         page = []
@@ -934,8 +952,12 @@ class UploadBegin(Message):
             raise InvalidValueError(f"sha256 is {len(self.sha256)} bytes; give the 32-byte SHA-256 digest")
 
     def _encode_fields(self):
-        return (struct.pack("<HB", self.request_id, self.kind) + _text(self.name, "name")
-                + struct.pack("<I", self.size) + bytes(self.sha256))
+        return (
+            struct.pack("<HB", self.request_id, self.kind)
+            + _text(self.name, "name")
+            + struct.pack("<I", self.size)
+            + bytes(self.sha256)
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -1093,8 +1115,11 @@ class TransferReady(Message):
             raise InvalidValueError(f"sha256 is {len(self.sha256)} bytes; give the 32-byte digest")
 
     def _encode_fields(self):
-        return struct.pack("<HBBII", self.request_id, self.error, self.transfer_id, self.offset, self.size) + bytes(
-            self.sha256) + struct.pack("<HH", self.chunk_size, self.window)
+        return (
+            struct.pack("<HBBII", self.request_id, self.error, self.transfer_id, self.offset, self.size)
+            + bytes(self.sha256)
+            + struct.pack("<HH", self.chunk_size, self.window)
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -1235,6 +1260,8 @@ class AudioMessageType(enum.IntEnum):
 
 
 class AudioMode(enum.IntEnum):
+    """What the box's own audio is doing."""
+
     IDLE = 0
     CALIBRATING = 1
     RECORDING = 2
@@ -1243,6 +1270,8 @@ class AudioMode(enum.IntEnum):
 
 
 class AudioFlags(enum.IntFlag):
+    """Warnings about the box's own audio (clipping, a Bluetooth output, ...)."""
+
     NONE = 0
     BLUETOOTH_OUTPUT = 1  # the output is a Bluetooth sink: monitoring is unusable, warn the user
     CALIBRATED = 2  # a calibration is stored for the current devices, rate and block
@@ -1260,8 +1289,9 @@ class AudioCalibrateCommand(_Request):
     def __post_init__(self):
         super().__post_init__()
         if not 0.1 <= self.timeout_s <= MAX_CALIBRATION_TIMEOUT_S:
-            raise InvalidValueError(f"calibration timeout {self.timeout_s!r} s is out of range; "
-                                    f"use 0.1..{MAX_CALIBRATION_TIMEOUT_S:g}")
+            raise InvalidValueError(
+                f"calibration timeout {self.timeout_s!r} s is out of range; use 0.1..{MAX_CALIBRATION_TIMEOUT_S:g}"
+            )
 
     def _encode_fields(self):
         return struct.pack("<HH", self.request_id, round(self.timeout_s * 10))
@@ -1288,8 +1318,12 @@ class AudioRecordCommand(_Request):
         _check_range(self.max_seconds, 0, MAX_RECORD_S, "recording length (s)")
 
     def _encode_fields(self):
-        return (struct.pack("<H", self.request_id) + _text(self.backing, "backing") + _text(self.take, "take")
-                + struct.pack("<H", self.max_seconds))
+        return (
+            struct.pack("<H", self.request_id)
+            + _text(self.backing, "backing")
+            + _text(self.take, "take")
+            + struct.pack("<H", self.max_seconds)
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -1329,8 +1363,7 @@ class AudioMonitorCommand(_Request):
             check_name(self.backing, FileKind.BACKING)
 
     def _encode_fields(self):
-        return struct.pack("<HBB", self.request_id, int(self.on), round(self.correction * 100)) + _text(self.backing,
-                                                                                                        "backing")
+        return struct.pack("<HBB", self.request_id, int(self.on), round(self.correction * 100)) + _text(self.backing, "backing")
 
     @classmethod
     def _decode_fields(cls, r):
@@ -1403,8 +1436,17 @@ class AudioStatus(Message):
 
     def _encode_fields(self):
         rt = 0xFFFF if self.round_trip_ms is None else round(self.round_trip_ms * 100)
-        return (struct.pack("<BBbbIHIB", self.mode, self.flags, int(self.input_level_db), int(self.output_level_db),
-                            self.xruns, rt, self.elapsed_ms, self.error) + _text(self.detail, "detail", 24))
+        return struct.pack(
+            "<BBbbIHIB",
+            self.mode,
+            self.flags,
+            int(self.input_level_db),
+            int(self.output_level_db),
+            self.xruns,
+            rt,
+            self.elapsed_ms,
+            self.error,
+        ) + _text(self.detail, "detail", 24)
 
     @classmethod
     def _decode_fields(cls, r):
@@ -1418,8 +1460,7 @@ class AudioStatus(Message):
             raise MalformedMessageError(f"AudioStatus: detail is {len(detail.encode())} bytes; at most 24")
         if lin > 0 or lout > 0:
             raise MalformedMessageError(f"AudioStatus: levels {lin}/{lout} dBFS must be <= 0")
-        return cls(mode, AudioFlags(flags & 0x0F), lin, lout, xruns, None if rt == 0xFFFF else rt / 100, elapsed,
-                   error, detail)
+        return cls(mode, AudioFlags(flags & 0x0F), lin, lout, xruns, None if rt == 0xFFFF else rt / 100, elapsed, error, detail)
 
 
 # ==============================================================================================
@@ -1470,8 +1511,7 @@ class UpdatePhase(enum.IntEnum):
     @property
     def finished(self) -> bool:
         """True once there is an outcome (or nothing runs)."""
-        return self in (UpdatePhase.IDLE, UpdatePhase.INSTALLED, UpdatePhase.ROLLED_BACK, UpdatePhase.REFUSED,
-                        UpdatePhase.FAILED)
+        return self in (UpdatePhase.IDLE, UpdatePhase.INSTALLED, UpdatePhase.ROLLED_BACK, UpdatePhase.REFUSED, UpdatePhase.FAILED)
 
 
 @dataclass(frozen=True)
@@ -1500,8 +1540,9 @@ class FirmwareInstallCommand(_Request):
     def _decode_fields(cls, r):
         rid, name, flags = r.u16("request id"), r.text("name"), r.u8("flags")
         if flags & ~0x01:
-            raise MalformedMessageError(f"FirmwareInstallCommand: flags 0x{flags:02x} set bits this protocol does "
-                                        f"not define (bit 0: allow downgrade)")
+            raise MalformedMessageError(
+                f"FirmwareInstallCommand: flags 0x{flags:02x} set bits this protocol does not define (bit 0: allow downgrade)"
+            )
         return cls(rid, name, bool(flags & 1))
 
 
@@ -1558,8 +1599,13 @@ class UpdateStatus(Message):
         return status
 
     def _encode_fields(self):
-        return (struct.pack("<BH", self.phase, round(self.progress * 10000)) + _text(self.running_version, "version")
-                + _text(self.version, "version") + _text(self.bundle, "bundle") + _text(self.reason, "reason"))
+        return (
+            struct.pack("<BH", self.phase, round(self.progress * 10000))
+            + _text(self.running_version, "version")
+            + _text(self.version, "version")
+            + _text(self.bundle, "bundle")
+            + _text(self.reason, "reason")
+        )
 
     @classmethod
     def _decode_fields(cls, r):
@@ -1568,8 +1614,12 @@ class UpdateStatus(Message):
         if progress > 10000:
             raise MalformedMessageError(f"UpdateStatus: progress {progress}/10000 is over 10000")
         texts = []
-        for what, limit in (("running version", MAX_VERSION_TEXT), ("version", MAX_VERSION_TEXT),
-                            ("bundle", MAX_NAME_LENGTH), ("reason", MAX_UPDATE_REASON)):
+        for what, limit in (
+            ("running version", MAX_VERSION_TEXT),
+            ("version", MAX_VERSION_TEXT),
+            ("bundle", MAX_NAME_LENGTH),
+            ("reason", MAX_UPDATE_REASON),
+        ):
             text = r.text(what)
             if len(text.encode()) > limit:
                 raise MalformedMessageError(f"UpdateStatus: {what} is {len(text.encode())} bytes; at most {limit}")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bumble.link import LocalLink
-
 from melisma import audio_io
 from melisma.device.ble_server import MelismaBox, local_link_hci
 from melisma_companion.bumble_backend import BumbleCentral

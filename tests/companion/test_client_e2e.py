@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from bleak import BleakScanner
 from bleak.exc import BleakGATTProtocolError
-
 from melisma import audio_io
 from melisma import protocol as p
 from melisma_companion.client import BoxError, LinkLostError, MelismaClient, NotPairedError
@@ -176,7 +175,7 @@ def test_bad_chunk_is_rejected_and_resent(rig_factory, tmp_path):
         await rig.stop_box()
         return client.corrupted, events, entry
 
-    corrupted, events, entry = run(main())
+    corrupted, events, _entry = run(main())
     assert corrupted == 1
     nacks = [e for e in events if isinstance(e, p.TransferNack)]
     assert len(nacks) == 1 and nacks[0].error is p.ErrorCode.BAD_CHECKSUM
@@ -265,7 +264,7 @@ def test_incompatible_box_is_refused_clearly(rig_factory, monkeypatch):
     async def main():
         await rig.start_box()
         client = rig.client(rig.central())
-        with pytest.raises(p.IncompatibleVersionError, match="protocol 2.0.*update the app"):
+        with pytest.raises(p.IncompatibleVersionError, match=r"protocol 2.0.*update the app"):
             await client.connect()
         assert not client.is_connected
         await rig.stop_box()
@@ -307,6 +306,6 @@ def test_scanner_backend_sees_the_service_uuid_and_name_in_scan_response(rig_fac
         await rig.stop_box()
         return found, rig
 
-    found, rig_ = run(main())
-    (dev, adv), = found.values()
+    found, _rig = run(main())
+    (_dev, adv), = found.values()
     assert p.MELISMA_SERVICE_UUID in adv.service_uuids

@@ -29,13 +29,13 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from bumble import gatt
-from bumble.att import ATT_Error, Attribute, AttributeValue, AttributeValueV2, ErrorCode as AttErrorCode
-from bumble.core import AdvertisingData, UUID
-from bumble import data_types
+from bumble import data_types, gatt
+from bumble.att import ATT_Error, Attribute, AttributeValue, AttributeValueV2
+from bumble.att import ErrorCode as AttErrorCode
+from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device, DeviceConfiguration
 from bumble.gatt import Characteristic, Descriptor
 from bumble.hci import Address
@@ -46,16 +46,15 @@ from bumble.profiles.device_information_service import DeviceInformationService
 from .. import __version__
 from .. import protocol as p
 from ..audio_io import atomic_write_text
-from ..errors import DeviceError
-from .engine_adapter import PipelineEngine
-from .jobs import JobError, JobQueue
-from .storage import Storage, StorageError, UploadSession
-from .guard import RejectionGuard, quiet_expected_rejections
-from .repair import load_identity, repair_data_dir
-from ..errors import AudioDeviceError
+from ..errors import AudioDeviceError, DeviceError
 from .audio.box import BoxAudio
 from .audio.devices import AudioSettings
+from .engine_adapter import PipelineEngine
 from .firmware import FirmwareUpdates, UpdateRequestError
+from .guard import RejectionGuard, quiet_expected_rejections
+from .jobs import JobError, JobQueue
+from .repair import load_identity, repair_data_dir
+from .storage import Storage, StorageError, UploadSession
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +193,7 @@ def _not_readable(connection) -> bytes:
 class MelismaService(gatt.Service):
     """The Melisma service: owns its characteristics and answers them from the box's parts."""
 
-    def __init__(self, box: "MelismaBox"):
+    def __init__(self, box: MelismaBox):
         self.box = box
         C = Characteristic.Properties
 
@@ -220,8 +219,8 @@ class MelismaService(gatt.Service):
         self.update_status = self._notifying(p.UPDATE_STATUS_CHAR_UUID, C.READ | C.NOTIFY, ENCRYPTED_READ,
                                              AttributeValue(read=self._read_update_status, write=_not_writable))
         super().__init__(p.MELISMA_SERVICE_UUID, [self.info, self.controls, self.status, self.command, self.library,
-                                                  self.transfer_control, self.transfer_data]
-                         + [self.audio_status] + [self.update_status])
+                                                  self.transfer_control, self.transfer_data, self.audio_status,
+                                                  self.update_status])
         self._transfer_ids = itertools.cycle(range(1, 256))
         self._last_status: bytes = b""
         self._last_status_time = 0.0
@@ -240,8 +239,13 @@ class MelismaService(gatt.Service):
             self.box.require_bonded(bearer)
             server.write_cccd(bearer, char, value)
 
-        char.descriptors = [Descriptor(gatt.GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
-                                       ENCRYPTED_READ | ENCRYPTED_WRITE, AttributeValueV2(read_cccd, write_cccd))]
+        char.descriptors = [
+            Descriptor(
+                gatt.GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+                ENCRYPTED_READ | ENCRYPTED_WRITE,
+                AttributeValueV2(read_cccd, write_cccd),
+            )
+        ]
         return char
 
     # -- helpers --------------------------------------------------------------------------------
@@ -263,8 +267,9 @@ class MelismaService(gatt.Service):
 
     def _read_info(self, connection) -> bytes:
         self.box.require_bonded(connection)
-        return p.Info(firmware=__version__, max_file_size=self.box.storage.max_file_size,
-                      passkey_display=self.box.show_passkey is not None).encode()
+        return p.Info(
+            firmware=__version__, max_file_size=self.box.storage.max_file_size, passkey_display=self.box.show_passkey is not None
+        ).encode()
 
     def _read_controls(self, connection) -> bytes:
         self.box.require_bonded(connection)
@@ -298,7 +303,8 @@ class MelismaService(gatt.Service):
             self._broadcast_status(data)
         elif self._status_flush is None:
             self._status_flush = asyncio.get_running_loop().call_later(
-                STATUS_MIN_INTERVAL_S, lambda: self._broadcast_status(self.box.jobs.status().encode()))
+                STATUS_MIN_INTERVAL_S, lambda: self._broadcast_status(self.box.jobs.status().encode())
+            )
 
     def _broadcast_status(self, data: bytes) -> None:
         if self._status_flush is not None:
@@ -360,16 +366,23 @@ class MelismaService(gatt.Service):
         if isinstance(msg, p.UPDATE_COMMANDS):  # protocol 1.1: install an uploaded firmware bundle
             return self.box.firmware.install(msg)
         if isinstance(msg, p.MixCommand):
-            return jobs.submit(p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out,
-                               accept_alignment_guess=msg.accept_alignment_guess).id
+            return jobs.submit(
+                p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out, accept_alignment_guess=msg.accept_alignment_guess
+            ).id
         if isinstance(msg, p.AnalyseCommand):
-            return jobs.submit(p.JobKind.ANALYSE, take=msg.take, backing=msg.backing, out=msg.plan,
-                               accept_alignment_guess=msg.accept_alignment_guess).id
+            return jobs.submit(
+                p.JobKind.ANALYSE,
+                take=msg.take,
+                backing=msg.backing,
+                out=msg.plan,
+                accept_alignment_guess=msg.accept_alignment_guess,
+            ).id
         if isinstance(msg, p.RenderCommand):
             return jobs.submit(p.JobKind.RENDER, plan=msg.plan, out=msg.out).id
         if isinstance(msg, p.PreviewCommand):
-            return jobs.submit(p.JobKind.PREVIEW, plan=msg.plan, out=msg.out, start_s=msg.start_ms / 1000,
-                               duration_s=msg.duration_ms / 1000).id
+            return jobs.submit(
+                p.JobKind.PREVIEW, plan=msg.plan, out=msg.out, start_s=msg.start_ms / 1000, duration_s=msg.duration_ms / 1000
+            ).id
         if isinstance(msg, p.CancelCommand):
             return jobs.cancel(msg.job_id).id
         assert isinstance(msg, p.DeleteCommand)
@@ -421,8 +434,9 @@ class MelismaService(gatt.Service):
                 asyncio.get_running_loop().create_task(self._commit(connection, msg.transfer_id, upload))
             elif isinstance(msg, p.DownloadAck):
                 if msg.transfer_id != link.download_id or link.download_task is None:
-                    raise StorageError(f"no download {msg.transfer_id} on this link; start one with DownloadBegin",
-                                       p.ErrorCode.BAD_STATE)
+                    raise StorageError(
+                        f"no download {msg.transfer_id} on this link; start one with DownloadBegin", p.ErrorCode.BAD_STATE
+                    )
                 link.download_acks.put_nowait(msg.offset)
             elif isinstance(msg, p.TransferAbort):
                 if link.upload is not None and msg.transfer_id == link.upload_id:
@@ -437,22 +451,28 @@ class MelismaService(gatt.Service):
 
     def _check_upload(self, link: Link, transfer_id: int) -> None:
         if link.upload is None or transfer_id != link.upload_id:
-            raise StorageError(f"no upload {transfer_id} on this link; start (or resume) it with UploadBegin",
-                               p.ErrorCode.BAD_STATE)
+            raise StorageError(
+                f"no upload {transfer_id} on this link; start (or resume) it with UploadBegin", p.ErrorCode.BAD_STATE
+            )
 
     def _begin_upload(self, link: Link, msg: p.UploadBegin) -> None:
         if msg.kind not in p.UPLOADABLE_KINDS + p.FIRMWARE_UPLOADABLE_KINDS:
-            raise StorageError(f"cannot upload a {msg.kind.name.lower()}; upload a take, a backing or a firmware bundle",
-                               p.ErrorCode.BAD_STATE)
+            raise StorageError(
+                f"cannot upload a {msg.kind.name.lower()}; upload a take, a backing or a firmware bundle", p.ErrorCode.BAD_STATE
+            )
         if link.upload is not None:
             link.upload.close()
         link.upload = self.box.storage.begin_upload(msg.kind, msg.name, msg.size, msg.sha256)
         link.upload_id = next(self._transfer_ids)
         link.nacked, link.chunks_since_ack = False, 0
         chunk = p.chunk_payload_size(max(p.MIN_ATT_MTU, link.connection.att_mtu))
-        self._send(link.connection, self.transfer_control,
-                   p.TransferReady(msg.request_id, p.ErrorCode.OK, link.upload_id, link.upload.offset, msg.size,
-                                   msg.sha256, chunk, link.window))
+        self._send(
+            link.connection,
+            self.transfer_control,
+            p.TransferReady(
+                msg.request_id, p.ErrorCode.OK, link.upload_id, link.upload.offset, msg.size, msg.sha256, chunk, link.window
+            ),
+        )
 
     async def _commit(self, connection, transfer_id: int, upload: UploadSession) -> None:
         try:
@@ -511,19 +531,26 @@ class MelismaService(gatt.Service):
     def _begin_download(self, link: Link, msg: p.DownloadBegin) -> None:
         entry = self.box.storage.entry(msg.kind, msg.name)
         if msg.offset > entry.size:
-            raise StorageError(f"offset {msg.offset} is past the end of {msg.name} ({entry.size} bytes); "
-                               f"resume from at most {entry.size}", p.ErrorCode.BAD_OFFSET)
+            raise StorageError(
+                f"offset {msg.offset} is past the end of {msg.name} ({entry.size} bytes); resume from at most {entry.size}",
+                p.ErrorCode.BAD_OFFSET,
+            )
         if link.download_task is not None:
             link.download_task.cancel()
         link.download_id = next(self._transfer_ids)
         link.download_acks = asyncio.Queue()
         chunk = p.chunk_payload_size(max(p.MIN_ATT_MTU, link.connection.att_mtu))
         path = self.box.storage.existing(msg.kind, msg.name)
-        self._send(link.connection, self.transfer_control,
-                   p.TransferReady(msg.request_id, p.ErrorCode.OK, link.download_id, msg.offset, entry.size,
-                                   entry.sha256, chunk, link.window))
+        self._send(
+            link.connection,
+            self.transfer_control,
+            p.TransferReady(
+                msg.request_id, p.ErrorCode.OK, link.download_id, msg.offset, entry.size, entry.sha256, chunk, link.window
+            ),
+        )
         link.download_task = asyncio.get_running_loop().create_task(
-            self._send_file(link, link.download_id, path, msg.offset, entry.size, chunk))
+            self._send_file(link, link.download_id, path, msg.offset, entry.size, chunk)
+        )
 
     async def _send_file(self, link: Link, tid: int, path: Path, offset: int, size: int, chunk: int) -> None:
         """Send a window of chunks, wait for the client's ack (or re-send request), repeat."""
@@ -538,16 +565,18 @@ class MelismaService(gatt.Service):
                         break
                     f.seek(pos)
                     payload = f.read(chunk)
-                    await self.box.device.notify_subscriber(
-                        connection, self.transfer_data, p.Data(tid, pos, payload).encode())
+                    await self.box.device.notify_subscriber(connection, self.transfer_data, p.Data(tid, pos, payload).encode())
                     pos += len(payload)
                 try:
                     new = await asyncio.wait_for(link.download_acks.get(), DOWNLOAD_ACK_TIMEOUT_S)
                 except asyncio.TimeoutError:
                     retries += 1
                     if retries > 5:
-                        await self._notify(connection, self.transfer_control, p.TransferDone(
-                            tid, p.ErrorCode.BAD_STATE, "no acknowledgement; resume the download").encode())
+                        await self._notify(
+                            connection,
+                            self.transfer_control,
+                            p.TransferDone(tid, p.ErrorCode.BAD_STATE, "no acknowledgement; resume the download").encode(),
+                        )
                         return
                     continue  # re-send from the last acknowledged byte
                 retries = 0
@@ -585,11 +614,23 @@ def box_identity(data_dir: Path, address: str | None = None) -> dict:
 class MelismaBox:
     """Bumble device + services + storage + job queue + controls + pairing window."""
 
-    def __init__(self, hci_source, hci_sink, *, data_dir: str | os.PathLike, address: str | None = None,
-                 engine=None, show_passkey: Callable[[int], None] | None = None, serial_number: str | None = None,
-                 audio_settings: AudioSettings | None = None, update_root: str | os.PathLike = "/",
-                 min_free_bytes: int = 0, free_space=None, rerun_interrupted: bool = False,
-                 guard: RejectionGuard | None = None):
+    def __init__(
+        self,
+        hci_source,
+        hci_sink,
+        *,
+        data_dir: str | os.PathLike,
+        address: str | None = None,
+        engine=None,
+        show_passkey: Callable[[int], None] | None = None,
+        serial_number: str | None = None,
+        audio_settings: AudioSettings | None = None,
+        update_root: str | os.PathLike = "/",
+        min_free_bytes: int = 0,
+        free_space=None,
+        rerun_interrupted: bool = False,
+        guard: RejectionGuard | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # start-up repair (issue 16): damaged state files are moved aside and shown in Status
@@ -607,9 +648,14 @@ class MelismaBox:
 
         sweep(self.data_dir, force=True)  # a state file the box was writing when it died
         self.controls = self._load_controls()
-        self.jobs = JobQueue(engine if engine is not None else PipelineEngine(), self.storage,
-                             controls=lambda: self.controls, journal=self.data_dir / "jobs.json",
-                             rerun_interrupted=rerun_interrupted, notices=self.notices)
+        self.jobs = JobQueue(
+            engine if engine is not None else PipelineEngine(),
+            self.storage,
+            controls=lambda: self.controls,
+            journal=self.data_dir / "jobs.json",
+            rerun_interrupted=rerun_interrupted,
+            notices=self.notices,
+        )
         self.guard = guard or RejectionGuard()
         quiet_expected_rejections()
         self.pairing_window = PairingWindow()
@@ -624,17 +670,26 @@ class MelismaBox:
         self.device.keystore = self.bonds
         delegate = BoxPairingDelegate(self.pairing_window, show_passkey)
         self.device.pairing_config_factory = lambda connection: PairingConfig(
-            sc=True, mitm=show_passkey is not None, bonding=True, delegate=delegate,
-            identity_address_type=PairingConfig.AddressType.RANDOM)
+            sc=True,
+            mitm=show_passkey is not None,
+            bonding=True,
+            delegate=delegate,
+            identity_address_type=PairingConfig.AddressType.RANDOM,
+        )
         self.device_information = MelismaDeviceInformationService(serial_number or self.address.replace(":", ""))
         self.service = MelismaService(self)
         self.device.add_services([self.device_information, self.service])
         self._guard_unencrypted_requests()
-        self.device.advertising_data = bytes(AdvertisingData([
-            data_types.Flags(AdvertisingData.Flags.LE_GENERAL_DISCOVERABLE_MODE
-                             | AdvertisingData.Flags.BR_EDR_NOT_SUPPORTED),
-            data_types.CompleteListOf128BitServiceUUIDs([UUID(p.MELISMA_SERVICE_UUID)]),
-        ]))
+        self.device.advertising_data = bytes(
+            AdvertisingData(
+                [
+                    data_types.Flags(
+                        AdvertisingData.Flags.LE_GENERAL_DISCOVERABLE_MODE | AdvertisingData.Flags.BR_EDR_NOT_SUPPORTED
+                    ),
+                    data_types.CompleteListOf128BitServiceUUIDs([UUID(p.MELISMA_SERVICE_UUID)]),
+                ]
+            )
+        )
         # the name does not fit beside a 128-bit UUID in 31 bytes: it goes in the scan response
         self.device.scan_response_data = bytes(AdvertisingData([data_types.CompleteLocalName(self.name)]))
         self.device.on(Device.EVENT_CONNECTION, self._on_connection)
@@ -654,8 +709,9 @@ class MelismaBox:
         self.jobs.start()
         self.firmware.start()
         # ~100 ms: quick to find for a phone, still cheap for a mains-powered box
-        await self.device.start_advertising(auto_restart=True, advertising_interval_min=ADVERTISING_INTERVAL_MS,
-                                            advertising_interval_max=ADVERTISING_INTERVAL_MS)
+        await self.device.start_advertising(
+            auto_restart=True, advertising_interval_min=ADVERTISING_INTERVAL_MS, advertising_interval_max=ADVERTISING_INTERVAL_MS
+        )
         logger.info("%s advertising at %s (%d bonded centrals)", self.name, self.address, len(self.bonds.addresses))
 
     async def stop(self) -> None:
@@ -687,8 +743,7 @@ class MelismaBox:
         connection.on(Connection.EVENT_DISCONNECTION, lambda *_: self._on_disconnection(connection))
         # Bumble keeps a failed SMP session per connection, which would swallow a second attempt
         # on the same link (e.g. after a mistyped passkey); forget it so the central may retry.
-        connection.on(Connection.EVENT_PAIRING_FAILURE,
-                      lambda *_: self.device.smp_manager.sessions.pop(connection.handle, None))
+        connection.on(Connection.EVENT_PAIRING_FAILURE, lambda *_: self.device.smp_manager.sessions.pop(connection.handle, None))
         connection.on(Connection.EVENT_PAIRING, lambda *_: self._on_pairing(connection))
 
     def _on_pairing(self, connection: Connection) -> None:
@@ -751,8 +806,11 @@ class MelismaBox:
         def on_gatt_pdu(bearer, att_pdu) -> None:
             connection = getattr(bearer, "connection", None) or bearer
             handle = getattr(att_pdu, "attribute_handle", None)
-            if (handle is not None and service.handle <= handle <= service.end_group_handle
-                    and not getattr(connection, "encryption", 0)):
+            if (
+                handle is not None
+                and service.handle <= handle <= service.end_group_handle
+                and not getattr(connection, "encryption", 0)
+            ):
                 self.refused(connection, f"{att_pdu.name.lower()} on an unencrypted link")
             inner(bearer, att_pdu)
 
@@ -783,8 +841,11 @@ class MelismaBox:
             return
         self.controls = controls
         with contextlib.suppress(OSError):
-            atomic_write_text(self.data_dir / "controls.json", json.dumps(
-                {"style": controls.style.engine_name, "sliders": controls.sliders}), overwrite=True)
+            atomic_write_text(
+                self.data_dir / "controls.json",
+                json.dumps({"style": controls.style.engine_name, "sliders": controls.sliders}),
+                overwrite=True,
+            )
         self.service.notify_controls(controls, skip=source)
         self.audio.on_controls(controls)
         for listener in list(self.controls_listeners):
@@ -803,5 +864,12 @@ def local_link_hci(link, address: str):
     return controller, AsyncPipeSink(controller)
 
 
-__all__ = ["MelismaBox", "MelismaService", "MelismaDeviceInformationService", "PairingWindow", "BondStore",
-           "local_link_hci", "DeviceError"]
+__all__ = [
+    "BondStore",
+    "DeviceError",
+    "MelismaBox",
+    "MelismaDeviceInformationService",
+    "MelismaService",
+    "PairingWindow",
+    "local_link_hci",
+]

@@ -13,10 +13,10 @@ Examples
 >>> cfg = parse_config('[audio]\\nsample_rate_hz = 44100\\n[ble]\\ncolour = "blue"\\n')
 >>> cfg.audio.sample_rate_hz, cfg.audio.frames_per_buffer, cfg.unknown
 (44100, 128, ['ble.colour'])
->>> parse_config('[audio]\\nframes_per_buffer = 100\\n')
+>>> parse_config('[audio]\\nframes_per_buffer = 100\\n')  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-melisma.errors.ConfigError: box.toml: audio.frames_per_buffer = 100 is not allowed; use a power of two from 16 to 4096 (default 128)
+melisma.errors.ConfigError: box.toml: audio.frames_per_buffer = 100 is not allowed; use a power of two from 16 to 4096...
 """
 
 from __future__ import annotations
@@ -95,56 +95,126 @@ def _absolute_path(v: str) -> str | None:
 #: The schema: section -> key -> (default, rule). The dataclasses below mirror it.
 SCHEMA: dict[str, dict[str, tuple[Any, Rule]]] = {
     "ble": {
-        "transport": ("hci-socket:0", Rule(str, _transport, f"a Bumble transport such as hci-socket:0, usb:0, "
-                                           f"serial:/dev/ttyAMA0,1000000 or tcp-client:127.0.0.1:9001 "
-                                           f"(schemes: {', '.join(TRANSPORT_SCHEMES)})",
-                                           "the radio: hci-socket:0 is the Pi's own (taken from BlueZ)")),
-        "address": ("", Rule(str, _address, 'a static random address like "F0:12:34:56:78:9A" (first byte C0..FF), '
-                                            'or "" to make one once and keep it',
-                             "the box's Bluetooth address")),
-        "passkey": ("none", Rule(str, _choice(("none", "stdout")), "one of none, stdout",
-                                 "none: Just Works inside the pairing window; stdout: print a passkey (display)")),
-        "pairable_at_start": (False, Rule(bool, lambda v: v, "true or false",
-                                          "open the pairing window when the service starts")),
+        "transport": (
+            "hci-socket:0",
+            Rule(
+                str,
+                _transport,
+                f"a Bumble transport such as hci-socket:0, usb:0, "
+                f"serial:/dev/ttyAMA0,1000000 or tcp-client:127.0.0.1:9001 "
+                f"(schemes: {', '.join(TRANSPORT_SCHEMES)})",
+                "the radio: hci-socket:0 is the Pi's own (taken from BlueZ)",
+            ),
+        ),
+        "address": (
+            "",
+            Rule(
+                str,
+                _address,
+                'a static random address like "F0:12:34:56:78:9A" (first byte C0..FF), or "" to make one once and keep it',
+                "the box's Bluetooth address",
+            ),
+        ),
+        "passkey": (
+            "none",
+            Rule(
+                str,
+                _choice(("none", "stdout")),
+                "one of none, stdout",
+                "none: Just Works inside the pairing window; stdout: print a passkey (display)",
+            ),
+        ),
+        "pairable_at_start": (False, Rule(bool, lambda v: v, "true or false", "open the pairing window when the service starts")),
     },
     "audio": {
-        "input": ("default", Rule(str, lambda v: v or None, 'a PortAudio device name or "default"',
-                                  "recording device")),
-        "output": ("default", Rule(str, lambda v: v or None, 'a PortAudio device name or "default"',
-                                   "playback device")),
-        "sample_rate_hz": (48000, Rule(int, _choice(SAMPLE_RATES), "one of " + ", ".join(map(str, SAMPLE_RATES)),
-                                       "the box's own audio rate")),
-        "frames_per_buffer": (128, Rule(int, _power_of_two(16, 4096), "a power of two from 16 to 4096",
-                                        "PortAudio block size (latency = frames / rate)")),
+        "input": ("default", Rule(str, lambda v: v or None, 'a PortAudio device name or "default"', "recording device")),
+        "output": ("default", Rule(str, lambda v: v or None, 'a PortAudio device name or "default"', "playback device")),
+        "sample_rate_hz": (
+            48000,
+            Rule(int, _choice(SAMPLE_RATES), "one of " + ", ".join(map(str, SAMPLE_RATES)), "the box's own audio rate"),
+        ),
+        "frames_per_buffer": (
+            128,
+            Rule(
+                int, _power_of_two(16, 4096), "a power of two from 16 to 4096", "PortAudio block size (latency = frames / rate)"
+            ),
+        ),
     },
     "panel": {
-        "port": ("auto", Rule(str, _panel_port, 'auto, none, or a serial device path such as "/dev/ttyACM0"',
-                              "the MicroPython front panel's USB serial port")),
+        "port": (
+            "auto",
+            Rule(
+                str,
+                _panel_port,
+                'auto, none, or a serial device path such as "/dev/ttyACM0"',
+                "the MicroPython front panel's USB serial port",
+            ),
+        ),
     },
     "storage": {
-        "data_dir": ("/var/lib/melisma", Rule(str, _absolute_path, 'an absolute path such as "/var/lib/melisma"',
-                                              "takes, mixes, bonds, calibration (never touched by updates)")),
-        "max_file_mib": (128, Rule(int, _int_range(1, 128), "an integer from 1 to 128",
-                                   "largest upload in MiB (the protocol allows 128)")),
-        "min_free_mib": (256, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
-                                   "refuse uploads that would leave less free space than this")),
-        "plan_cache_mib": (256, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
-                                     "corrected and dry vocals kept beside each plan for fast re-renders "
-                                     "(least recently used deleted first; 0 keeps none)")),
-        "previews_mib": (64, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
-                                  "previews kept (least recently used deleted first)")),
-        "work_mib": (2048, Rule(int, _int_range(0, 65536), "an integer from 0 to 65536",
-                                "render work files kept over all plans together (least recently used deleted first)")),
-        "rerun_interrupted_jobs": (False, Rule(bool, lambda v: v, "true or false",
-                                               "queue a job cut off by a crash or power cut again at start")),
+        "data_dir": (
+            "/var/lib/melisma",
+            Rule(
+                str,
+                _absolute_path,
+                'an absolute path such as "/var/lib/melisma"',
+                "takes, mixes, bonds, calibration (never touched by updates)",
+            ),
+        ),
+        "max_file_mib": (
+            128,
+            Rule(int, _int_range(1, 128), "an integer from 1 to 128", "largest upload in MiB (the protocol allows 128)"),
+        ),
+        "min_free_mib": (
+            256,
+            Rule(
+                int,
+                _int_range(0, 65536),
+                "an integer from 0 to 65536",
+                "refuse uploads that would leave less free space than this",
+            ),
+        ),
+        "plan_cache_mib": (
+            256,
+            Rule(
+                int,
+                _int_range(0, 65536),
+                "an integer from 0 to 65536",
+                "corrected and dry vocals kept beside each plan for fast re-renders "
+                "(least recently used deleted first; 0 keeps none)",
+            ),
+        ),
+        "previews_mib": (
+            64,
+            Rule(int, _int_range(0, 65536), "an integer from 0 to 65536", "previews kept (least recently used deleted first)"),
+        ),
+        "work_mib": (
+            2048,
+            Rule(
+                int,
+                _int_range(0, 65536),
+                "an integer from 0 to 65536",
+                "render work files kept over all plans together (least recently used deleted first)",
+            ),
+        ),
+        "rerun_interrupted_jobs": (
+            False,
+            Rule(bool, lambda v: v, "true or false", "queue a job cut off by a crash or power cut again at start"),
+        ),
     },
     "log": {
-        "level": ("info", Rule(str, _choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS),
-                               "journald log level")),
+        "level": ("info", Rule(str, _choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "journald log level")),
     },
     "update": {
-        "health_timeout_s": (90.0, Rule(float, _float_range(5.0, 600.0), "a number of seconds from 5 to 600",
-                                        "how long the health check after an update may take before it rolls back")),
+        "health_timeout_s": (
+            90.0,
+            Rule(
+                float,
+                _float_range(5.0, 600.0),
+                "a number of seconds from 5 to 600",
+                "how long the health check after an update may take before it rolls back",
+            ),
+        ),
     },
 }
 
@@ -221,8 +291,9 @@ def _check(name: str, section: str, key: str, value: Any) -> Any:
         ok_type = True
     clean = rule.check(value) if ok_type else None
     if clean is None:
-        raise ConfigError(f"{name}: {what} = {_toml_repr(value)} is not allowed; use {rule.allowed} "
-                          f"(default {_toml_repr(default)})")
+        raise ConfigError(
+            f"{name}: {what} = {_toml_repr(value)} is not allowed; use {rule.allowed} (default {_toml_repr(default)})"
+        )
     return clean
 
 
@@ -249,8 +320,10 @@ def config_from_dict(data: dict[str, Any], *, name: str = "box.toml") -> BoxConf
             unknown.append(section)
             continue
         if not isinstance(values, dict):
-            raise ConfigError(f"{name}: {section} = {_toml_repr(values)} is not allowed; [{section}] is a table "
-                              f"with keys {', '.join(SCHEMA[section])}")
+            raise ConfigError(
+                f"{name}: {section} = {_toml_repr(values)} is not allowed; [{section}] is a table "
+                f"with keys {', '.join(SCHEMA[section])}"
+            )
         clean = {}
         for key, value in values.items():
             if key not in SCHEMA[section]:
@@ -270,8 +343,9 @@ def parse_config(text: str, *, name: str = "box.toml") -> BoxConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name}: not valid TOML ({exc}); compare with the shipped default "
-                          f"(melisma-device default-config)") from None
+        raise ConfigError(
+            f"{name}: not valid TOML ({exc}); compare with the shipped default (melisma-device default-config)"
+        ) from None
     return config_from_dict(data, name=name)
 
 
@@ -287,8 +361,9 @@ def load_config(path: str | os.PathLike) -> BoxConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist; write one from the shipped default "
-                          f"(melisma-device default-config > {p})") from None
+        raise ConfigError(
+            f"config file {p} does not exist; write one from the shipped default (melisma-device default-config > {p})"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} cannot be read ({exc}); check its permissions and encoding") from None
     return parse_config(text, name=str(p))
@@ -296,9 +371,12 @@ def load_config(path: str | os.PathLike) -> BoxConfig:
 
 def default_config_text() -> str:
     """The shipped default ``box.toml``: every key with its default, its rule and what it does."""
-    lines = ["# Melisma box configuration (/etc/melisma/box.toml).",
-             "# Every key is optional; a bad value stops the service with a message naming the key.",
-             "# Command-line flags of `melisma-device run` override these values.", ""]
+    lines = [
+        "# Melisma box configuration (/etc/melisma/box.toml).",
+        "# Every key is optional; a bad value stops the service with a message naming the key.",
+        "# Command-line flags of `melisma-device run` override these values.",
+        "",
+    ]
     for section, keys in SCHEMA.items():
         lines.append(f"[{section}]")
         for key, (default, rule) in keys.items():
@@ -328,8 +406,13 @@ def audio_settings(audio: AudioConfig) -> Any:
     def device(name: str) -> str | None:
         return None if name.strip().lower() == "default" else name
 
-    return AudioSettings(input=device(audio.input), output=device(audio.output), sample_rate=audio.sample_rate_hz,
-                         frames_per_buffer=audio.frames_per_buffer)
+    return AudioSettings(
+        input=device(audio.input),
+        output=device(audio.output),
+        sample_rate=audio.sample_rate_hz,
+        frames_per_buffer=audio.frames_per_buffer,
+    )
+
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

@@ -41,9 +41,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import AlignmentUnknownError, DeviceError, MelismaError
 from ..protocol import Controls, DeviceState, ErrorCode, FileKind, JobKind, JobState, Status
@@ -73,6 +74,8 @@ class JobError(DeviceError):
 
 @dataclass
 class Job:
+    """One queued job: its id, kind, inputs, state, progress and outcome."""
+
     id: int
     kind: JobKind
     inputs: dict[str, Path]

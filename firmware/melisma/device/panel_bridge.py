@@ -30,8 +30,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from .. import protocol as p

@@ -105,6 +105,7 @@ async def _serve_control(box, path: Path) -> asyncio.AbstractServer:
 
 
 async def run_service(args) -> None:
+    """Run the box until SIGINT/SIGTERM: radio, BLE peripheral, control socket, panel and jobs."""
     from bumble.transport import open_transport
 
     from .ble_server import MelismaBox
@@ -173,6 +174,7 @@ async def run_service(args) -> None:
 
 
 async def request_pairing(data_dir: Path, seconds: float) -> str:
+    """Ask the running service (over its control socket) to open the pairing window."""
     path = data_dir / "control.sock"
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
@@ -249,6 +251,7 @@ def apply_config(args: argparse.Namespace, argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``melisma-device``; errors print one line and exit non-zero."""
     args = _parser().parse_args(argv)
     if getattr(args, "config", None):
         try:

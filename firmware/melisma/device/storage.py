@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError
-from ..protocol import FileKind, LibraryEntry, MAX_FILE_SIZE, ErrorCode, check_name
-from ..protocol import MAX_FIRMWARE_SIZE
+from ..protocol import MAX_FILE_SIZE, MAX_FIRMWARE_SIZE, ErrorCode, FileKind, LibraryEntry, check_name
 
 #: Folder of each kind under the data directory.
 FOLDERS = {
@@ -82,7 +81,7 @@ class StorageError(DeviceError):
 class UploadSession:
     """One upload in progress: bytes arrive in order and are appended to a partial file."""
 
-    def __init__(self, storage: "Storage", kind: FileKind, name: str, size: int, sha256: bytes):
+    def __init__(self, storage: Storage, kind: FileKind, name: str, size: int, sha256: bytes):
         self.storage = storage
         self.kind = kind
         self.name = name

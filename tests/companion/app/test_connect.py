@@ -38,7 +38,9 @@ def test_scan_pair_with_passkey_wrong_then_right_and_reconnect_by_itself(app_run
             await run.tap(pair.ids.passkey_ok)
             await run.until(lambda: run.current == "library", what="the library after pairing")
             assert run.state.link.bonded
-            assert f"Connected to {run.demo.box.name} (protocol {p.PROTOCOL_VERSION[0]}.{p.PROTOCOL_VERSION[1]})" in run.status_text
+            assert (
+                f"Connected to {run.demo.box.name} (protocol {p.PROTOCOL_VERSION[0]}.{p.PROTOCOL_VERSION[1]})" in run.status_text
+            )
             assert not run.app.root.ids.nav_library.disabled and not run.app.root.ids.nav_mix.disabled
             return run.demo.box.name
 
@@ -46,11 +48,11 @@ def test_scan_pair_with_passkey_wrong_then_right_and_reconnect_by_itself(app_run
 
     async def second_run():  # the next start: the bonded box reconnects with no scan and no pairing
         async with app_run(passkey=True) as run:
-            await run.until(lambda: run.current == "library" and run.state.link.phase == "ready",
-                            what="reconnecting by itself")
+            await run.until(lambda: run.current == "library" and run.state.link.phase == "ready", what="reconnecting by itself")
             assert run.state.link.box_name == name and run.state.link.bonded
             assert run.state.link.boxes == []  # it did not need to scan
             assert run.demo.last_passkey is None  # and the box was not asked to pair again
+
     run_async(second_run())
 
 
@@ -61,6 +63,7 @@ def test_just_works_pairing_asks_no_passkey(app_run, run_async):
             pair = run.screen("pair")
             assert pair.ids.passkey_row.opacity == 0 and run.demo.last_passkey is None
             assert run.state.link.bonded
+
     run_async(main())
 
 
@@ -79,6 +82,7 @@ def test_closed_pairing_window_says_press_the_button(app_run, run_async):
             await run.tap(pair.ids.demo_pair_button)
             await run.tap(pair.ids.pair_button)
             await run.until(lambda: run.current == "library", what="the library after pairing")
+
     run_async(main())
 
 
@@ -92,4 +96,5 @@ def test_other_protocol_version_says_which_side_to_update(app_run, run_async):
             assert f"box protocol 2.0, app {p.PROTOCOL_VERSION[0]}.{p.PROTOCOL_VERSION[1]}" in find.ids.message.text
             assert run.current == "find" and not run.state.link.bonded
             assert "Traceback" not in run.status_text and "Update the Melisma app" in run.status_text
+
     run_async(main())

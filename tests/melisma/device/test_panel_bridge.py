@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from bumble.link import LocalLink
-
 from melisma.device import panel_bridge as pb
 from melisma.device.ble_server import MelismaBox, local_link_hci
 from melisma.errors import ConfigError

@@ -23,7 +23,6 @@ from bumble.keys import MemoryKeyStore
 from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink
-
 from melisma import protocol as p
 from melisma.device.ble_server import MelismaBox, local_link_hci
 from melisma.device.panel_bridge import PanelBridge, PanelSettings

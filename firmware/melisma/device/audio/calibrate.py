@@ -94,6 +94,8 @@ class CalibrationProcessor(Processor):
 
 @dataclass
 class BurstHit:
+    """Where one test burst was heard back in the recording, and how clearly."""
+
     index: int
     lag_frames: float
     loop_gain: float
