@@ -445,7 +445,7 @@ _REGISTRY: dict[int, type[Message]] = {}
 class Message:
     """Base of all messages: ``encode()`` to bytes, :func:`decode` back."""
 
-    TYPE: ClassVar[MessageType]
+    TYPE: ClassVar[enum.IntEnum]  # a MessageType, or a 1.1 block's own enum (audio, updates)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -919,7 +919,7 @@ class LibraryPage(Message):
     def fit(cls, entries: list[LibraryEntry], start: int) -> LibraryPage:
         """The page of ``entries`` from ``start`` that fits in one message."""
         room = MAX_MESSAGE_SIZE - 6
-        page = []
+        page: list[LibraryEntry] = []
         i = start
         while i < len(entries) and len(page) < 255 and entries[i].encoded_size <= room:
             room -= entries[i].encoded_size
