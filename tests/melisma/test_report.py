@@ -74,6 +74,10 @@ def test_the_keys_the_app_reads_are_still_there(mixed) -> None:
     report = mixed["report"]
     lines = words.plan_summary(report)
     assert any("late" in line for line in lines) and any("LUFS" in line for line in lines)
+    # the bleed the clean-up removed is said in words, whether it was found or not
+    bleed = next(a for a in report["cleanup"]["actions"] if a["action"] == "bleed_removal")
+    said = any("speaker played into the mic" in line for line in lines)
+    assert said == bool(bleed["detected"])
     for n in report["pitch"]["notes"]:
         assert {"start_s", "end_s", "midi", "target_midi", "cents_error"} <= set(n)
     for o in report["pitch"]["ornaments"]:

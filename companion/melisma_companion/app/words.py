@@ -223,7 +223,10 @@ def plan_summary(plan: dict[str, Any]) -> list[str]:
     cleaned = []
     for a in actions:
         kind = a.get("action")
-        if kind == "hum_notch":
+        if kind == "bleed_removal":
+            if a.get("detected"):
+                cleaned.append("the backing your phone's speaker played into the mic")
+        elif kind == "hum_notch":
             cleaned.append(f"mains hum at {a.get('fundamental_hz', 50):.0f} Hz")
         elif kind == "denoise":
             cleaned.append(f"background noise (down {a.get('reduction_db', 0):.0f} dB)")
