@@ -85,7 +85,7 @@ async def shoot(out: Path) -> list[Path]:
             await snap("library", "library")
             companion.tap_style(1)
             companion.tap_mix()
-            await until(lambda: state.job.step == "analyse" and state.job.progress > 0.2, "the mix running")
+            await until(lambda: state.job.step == "analyze" and state.job.progress > 0.2, "the mix running")
             await snap("mix-running", "mix")
             await until(lambda: state.job.done, "the mix", timeout=300)
             await until(lambda: state.result.plan is not None, "the plan")

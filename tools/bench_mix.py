@@ -293,14 +293,14 @@ def main() -> None:
     d = args.duration
     rows = [
         (
-            "full mix (analyse + render + write)",
+            "full mix (analyze + render + write)",
             f"{mix['elapsed_s']:.2f} s",
             f"{mix['elapsed_s'] / d:.4f} × real time",
             "≤ 0.05 ×",
         ),
         ("  same, CPU time (steadier on a busy machine)", f"{mix['cpu_s']:.2f} s", f"{mix['cpu_s'] / d:.4f} × real time", ""),
         ("peak RSS, full mix process", f"{mix['peak_rss_mb']:.0f} MB", "", "≤ 250 MB"),
-        ("analyse only", f"{analyze['elapsed_s']:.2f} s", f"{analyze['elapsed_s'] / d:.4f} × real time", ""),
+        ("analyze only", f"{analyze['elapsed_s']:.2f} s", f"{analyze['elapsed_s'] / d:.4f} × real time", ""),
         ("full re-render, fresh process (+ write wav)", f"{render['elapsed_s']:.2f} s", "load plan + imports", "≤ 2 s"),
         ("  same, CPU time", f"{render['cpu_s']:.2f} s", "", ""),
         ("full re-render, warm process (slider move)", f"{min(warm['render']):.2f} s", "plan loaded once", "≤ 2 s"),
@@ -338,7 +338,7 @@ def main() -> None:
     else:
         print("  peer (librosa pYIN + WORLD) skipped: pip install librosa pyworld, or --no-peer was given")
     print(
-        f"  peak RSS: analyse {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB"
+        f"  peak RSS: analyze {analyze['peak_rss_mb']:.0f} MB, re-render {render['peak_rss_mb']:.0f} MB, preview {preview['peak_rss_mb']:.0f} MB"
     )
     box = run_child("box", {"plan": str(plan), "preview": str(folder / "box-preview.ogg"), "start": args.duration / 2,
                             "repeat": max(2, args.repeat)})["warm"]

@@ -55,7 +55,7 @@ def _detector(name: str | None):
     return None  # the DSP rules
 
 
-def analyse(path: Path):
+def analyze(path: Path):
     y, sr = load_audio(path, sr=SR, mono=True)
     track = track_pitch(y, sr=sr, tracker=CHOICE["tracker"])
     notes = segment_notes(track)
@@ -65,7 +65,7 @@ def analyse(path: Path):
 
 def vocadito(root: Path, durations: dict) -> dict:
     d = root / "vocadito"
-    _y, track, notes, orns = analyse(d / "Audio" / "vocadito_1.wav")
+    _y, track, notes, orns = analyze(d / "Audio" / "vocadito_1.wav")
     collect_durations(orns, durations, "vocadito")
     ref = np.loadtxt(d / "Annotations" / "F0" / "vocadito_1_f0.csv", delimiter=",")
     idx = np.clip(np.round(ref[:, 0] / track.hop_s).astype(int), 0, len(track.hz) - 1)
@@ -101,7 +101,7 @@ def ssvd(root: Path, durations: dict) -> dict:
     offsets = []
     for wav in sorted(d.glob("*.flac")):
         ann = np.loadtxt(wav.with_suffix(".txt"), ndmin=2)
-        _, _track, notes, orns = analyse(wav)
+        _, _track, notes, orns = analyze(wav)
         collect_durations(orns, durations, "ssvd")
         diffs = []
         for on, off, midi in ann:
@@ -157,7 +157,7 @@ def gtsinger(root: Path, durations: dict) -> list[dict]:
             path = d / f"{name}.flac"
             if not path.exists():
                 break
-            _, track, _notes, orns = analyse(path)
+            _, track, _notes, orns = analyze(path)
             collect_durations(orns, durations, "gtsinger")
             row[label] = coverage(track, orns)
         if "technique" in row:
@@ -170,7 +170,7 @@ def extra_real(root: Path, durations: dict) -> None:
     for rel in ("smstools_sounds/singing-female.wav", "smstools_sounds/carnatic.wav", "smstools_sounds/vignesh.wav"):
         p = root / rel
         if p.exists():
-            _, _, _, orns = analyse(p)
+            _, _, _, orns = analyze(p)
             collect_durations(orns, durations, "smstools")
 
 

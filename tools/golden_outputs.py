@@ -1,7 +1,7 @@
 """Fingerprints of everything the engine writes, to show that a refactor changed nothing.
 
 Runs the engine's file-level entry points on the bundled example and on generated corpus takes
-(every path: the one-tap mix straight to a file, analyse → render with stems, a preview window,
+(every path: the one-tap mix straight to a file, analyze → render with stems, a preview window,
 a render with moved sliders and tuning, the corrected vocal alone, a plan without a backing) and
 prints one SHA-256 per output: decoded audio samples for audio files, the JSON with its volatile
 fields (timings, temporary paths, versions) removed for plans and reports.

@@ -3,7 +3,7 @@
 Starts Bumble's virtual controllers (``bumble.apps.controllers``, TCP on 127.0.0.1), the box
 (``python -m melisma.device.service run``) on one, and the real companion client here on the
 other, then repeats a cycle until ``--jobs`` jobs have run: upload a take and a backing, mix,
-analyse, preview, download the mix, delete everything the cycle made. It prints the box
+analyze, preview, download the mix, delete everything the cycle made. It prints the box
 process's resident memory (VmRSS from /proc) after the first cycle (engine imported, caches warm)
 and at the end, and the bytes under the box's library folder at the start and after the last
 delete. Issue 16's bar: RSS growth at most 10 MB, storage back to its starting size.
@@ -114,7 +114,7 @@ async def soak(jobs: int, seconds: float, tmp: Path) -> dict:
                                       timeout_s=300)
             done += 1
             if done < jobs:
-                await client.wait_for_job(await client.analyse(f"take-{i}.wav", f"backing-{i}.wav", f"plan-{i}.json"),
+                await client.wait_for_job(await client.analyze(f"take-{i}.wav", f"backing-{i}.wav", f"plan-{i}.json"),
                                           timeout_s=300)
                 done += 1
             if done < jobs and (library / "plans" / f"plan-{i}.json").exists():
@@ -150,7 +150,7 @@ async def soak(jobs: int, seconds: float, tmp: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--jobs", type=int, default=200, help="jobs to run (mix, analyse, preview per cycle)")
+    ap.add_argument("--jobs", type=int, default=200, help="jobs to run (mix, analyze, preview per cycle)")
     ap.add_argument("--seconds", type=float, default=1.0, help="length of the generated take and backing")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -602,8 +602,8 @@ class MelismaClient(AudioClientMixin, FirmwareClientMixin):
         job_id = await self.start_mix(take, backing, out)
         return await self.wait_for_job(job_id, progress=progress, timeout_s=timeout_s)
 
-    async def analyse(self, take: str, backing: str, plan: str) -> int:
-        return (await self._command(lambda rid: p.AnalyseCommand(rid, take, backing, plan))).job_id
+    async def analyze(self, take: str, backing: str, plan: str) -> int:
+        return (await self._command(lambda rid: p.AnalyzeCommand(rid, take, backing, plan))).job_id
 
     async def render(self, plan: str, out: str) -> int:
         return (await self._command(lambda rid: p.RenderCommand(rid, plan, out))).job_id

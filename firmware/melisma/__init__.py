@@ -1,6 +1,6 @@
 """Melisma: a pocket karaoke mixing box.
 
-The engine analyses a singer's take against a backing track once (a *plan*) and renders
+The engine analyzes a singer's take against a backing track once (a *plan*) and renders
 the finished mix from that plan as often as the sliders move.
 """
 

@@ -659,7 +659,7 @@ class NpyBlockReader:
         self._file.seek(offset)
         got = self._file.readinto(memoryview(buf).cast("B"))
         if got != buf.nbytes:
-            raise AudioIOError(f"{self.path}: is shorter than its header says (truncated cache file); analyse again")
+            raise AudioIOError(f"{self.path}: is shorter than its header says (truncated cache file); analyze again")
 
     def close(self) -> None:
         self._file.close()

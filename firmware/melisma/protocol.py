@@ -277,11 +277,12 @@ class DeviceState(enum.IntEnum):
 
 
 class JobKind(enum.IntEnum):
-    """What a job does: mix, analyse, render or preview."""
+    """What a job does: mix, analyze, render or preview."""
 
     NONE = 0
     MIX = 1
-    ANALYSE = 2
+    ANALYZE = 2
+    ANALYSE = 2  # an alias, so journals written before the spelling settled on ``analyze`` still read
     RENDER = 3
     PREVIEW = 4
 
@@ -308,7 +309,7 @@ class MessageType(enum.IntEnum):
     CONTROLS = 0x10
     STATUS = 0x11
     CMD_MIX = 0x20
-    CMD_ANALYSE = 0x21
+    CMD_ANALYZE = 0x21
     CMD_RENDER = 0x22
     CMD_PREVIEW = 0x23
     CMD_CANCEL = 0x24
@@ -635,12 +636,12 @@ class _Request(Message):
         _check_range(self.request_id, 0, 0xFFFF, "request id")
 
 
-#: Bit 0 of the optional trailing flags byte of Mix and Analyse: accept the best alignment guess.
+#: Bit 0 of the optional trailing flags byte of Mix and Analyze: accept the best alignment guess.
 JOB_FLAG_ACCEPT_ALIGNMENT_GUESS = 0x01
 
 
 def _job_flags(r: _Reader) -> bool:
-    """The optional trailing flags byte of Mix/Analyse (absent = 0): True when the guess is accepted."""
+    """The optional trailing flags byte of Mix/Analyze (absent = 0): True when the guess is accepted."""
     if r.pos >= len(r.data):
         return False
     flags = r.u8("job flags")
@@ -653,7 +654,7 @@ def _job_flags(r: _Reader) -> bool:
 
 @dataclass(frozen=True)
 class MixCommand(_Request):
-    """Analyse and render ``take`` over ``backing`` into the mix ``out`` with the current controls."""
+    """Analyze and render ``take`` over ``backing`` into the mix ``out`` with the current controls."""
 
     TYPE: ClassVar = MessageType.CMD_MIX
     take: str = ""
@@ -682,10 +683,10 @@ class MixCommand(_Request):
 
 
 @dataclass(frozen=True)
-class AnalyseCommand(_Request):
-    """Analyse ``take`` over ``backing`` into the plan ``plan``."""
+class AnalyzeCommand(_Request):
+    """Analyze ``take`` over ``backing`` into the plan ``plan``."""
 
-    TYPE: ClassVar = MessageType.CMD_ANALYSE
+    TYPE: ClassVar = MessageType.CMD_ANALYZE
     take: str = ""
     backing: str = ""
     plan: str = ""
@@ -804,7 +805,7 @@ class DeleteCommand(_Request):
         return cls(r.u16("request id"), r.enum(FileKind, "kind"), r.text("name"))
 
 
-COMMANDS = (MixCommand, AnalyseCommand, RenderCommand, PreviewCommand, CancelCommand, DeleteCommand)
+COMMANDS = (MixCommand, AnalyzeCommand, RenderCommand, PreviewCommand, CancelCommand, DeleteCommand)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The melisma command end to end: one-tap mix, analyse once / render many, and bad input.
+"""The melisma command end to end: one-tap mix, analyze once / render many, and bad input.
 
 Takes come from the synthetic corpus (tools/corpus) with known latency, bleed, noise and hum.
 """
@@ -70,7 +70,7 @@ def test_one_tap_mix_meets_the_brief(song, tmp_path, capsys) -> None:
     assert "LUFS" in stdout
 
 
-def test_analyse_once_render_many_without_the_inputs(song, tmp_path, capsys) -> None:
+def test_analyze_once_render_many_without_the_inputs(song, tmp_path, capsys) -> None:
     take = tmp_path / "take.m4a"
     take.write_bytes(song["take"].read_bytes())
     plan = tmp_path / "plan.json"

@@ -1,4 +1,4 @@
-"""Pitch correction through the plan and the CLI: analyse → notes/ornaments/key, correct at render.
+"""Pitch correction through the plan and the CLI: analyze → notes/ornaments/key, correct at render.
 
 Synthetic takes from tools/corpus have detuned notes with vibrato, slides and grace notes of
 known parameters; the corrected audio is re-tracked with the engine's own tracker and compared

@@ -22,7 +22,7 @@ EXAMPLES = [
     p.Controls("ballad", {}),
     p.Status(p.DeviceState.BUSY, 7, p.JobKind.MIX, p.JobState.RUNNING, 0.4321, 2, p.ErrorCode.OK, "pitch"),
     p.MixCommand(1, "take.m4a", "backing.mp3", "mix.wav"),
-    p.AnalyseCommand(2, "take.m4a", "backing.mp3", "plan.json"),
+    p.AnalyzeCommand(2, "take.m4a", "backing.mp3", "plan.json"),
     p.RenderCommand(3, "plan.json", "mix-2.flac"),
     p.PreviewCommand(4, "plan.json", "prev.wav", 30_000, 8_000),
     p.CancelCommand(5, 7),

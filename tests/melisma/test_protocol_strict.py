@@ -66,7 +66,7 @@ MESSAGES = st.one_of(
               st.sampled_from(list(p.JobState)), st.integers(0, 10000).map(lambda v: v / 10000), u8,
               st.sampled_from(list(p.ErrorCode)), text(24)),
     st.builds(p.MixCommand, u16, name(p.FileKind.TAKE), name(p.FileKind.BACKING), name(p.FileKind.MIX)),
-    st.builds(p.AnalyseCommand, u16, name(p.FileKind.TAKE), name(p.FileKind.BACKING), name(p.FileKind.PLAN)),
+    st.builds(p.AnalyzeCommand, u16, name(p.FileKind.TAKE), name(p.FileKind.BACKING), name(p.FileKind.PLAN)),
     st.builds(p.RenderCommand, u16, name(p.FileKind.PLAN), name(p.FileKind.MIX)),
     st.builds(p.PreviewCommand, u16, name(p.FileKind.PLAN), name(p.FileKind.PREVIEW), u32,
               st.integers(1, p.MAX_PREVIEW_MS)),

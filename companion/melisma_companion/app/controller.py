@@ -7,7 +7,7 @@ The screens call the plain methods (``tap_*``, ``slider_released``...), which sc
 standard error. A failure becomes one sentence on the status line (:func:`words.error_message`).
 
 Resilience: transfers resume after a dropped link (the client resumes from the box's offset, or
-from the ``.part`` file); a mix is two jobs on the box (analyse, render) that run whether the app
+from the ``.part`` file); a mix is two jobs on the box (analyze, render) that run whether the app
 is connected or not; the app writes what it is waiting for into ``app.json`` and picks it up
 again after a reconnect or a restart.
 """
@@ -46,7 +46,7 @@ PREVIEW_NAME = "preview.ogg"
 #: Mix format: MP3 plays on every phone and in the app on a desktop (SDL_mixer).
 MIX_EXTENSION = ".mp3"
 #: Share of the mix's progress bar taken by the analysis (the rest is the render).
-ANALYSE_SHARE = 0.75
+ANALYZE_SHARE = 0.75
 #: How long the app keeps trying to reach a box that dropped the link.
 RECONNECT_ATTEMPTS = 30
 
@@ -315,6 +315,8 @@ class Companion:
 
     async def _resume_after_connect(self) -> None:
         job = self.settings.get("job")
+        if job and job.get("step") == "analyse":
+            job["step"] = "analyze"  # an app.json written before the spelling settled on "analyze"
         if job and job.get("step") not in (None, "done") and (self._mix_task is None or self._mix_task.done()):
             logger.info("picking up the mix of %s on the box (step %s)", job["take"], job["step"])
             self.state.status.say("Picking up your mix where the box is…")
@@ -513,7 +515,7 @@ class Companion:
         await self.refresh_library()
 
     def _job_progress(self, step: str) -> Callable[[str, float], None]:
-        lo, hi = (0.0, ANALYSE_SHARE) if step == "analyse" else (ANALYSE_SHARE, 1.0)
+        lo, hi = (0.0, ANALYZE_SHARE) if step == "analyze" else (ANALYZE_SHARE, 1.0)
         last = [""]
 
         def progress(stage: str, fraction: float) -> None:
@@ -535,26 +537,26 @@ class Companion:
             controls = await self._controls()
             await client.set_controls(controls)
             job["controls"] = {"style": int(controls.style), "sliders": controls.sliders}
-            job["job_id"] = await client.analyse(job["take"], job["backing"], job["plan"])
-            job["step"] = "analyse"
+            job["job_id"] = await client.analyze(job["take"], job["backing"], job["plan"])
+            job["step"] = "analyze"
             logger.info("mix started: analysing %s over %s (job %d, style %s)", job["take"], job["backing"],
                         job["job_id"], controls.style.engine_name)
-        elif step in ("analyse", "render"):
+        elif step in ("analyze", "render"):
             self.state.job.update(job_id=job["job_id"], step=step)
-            output_kind, output = (p.FileKind.PLAN, job["plan"]) if step == "analyse" else (p.FileKind.MIX, job["mix"])
+            output_kind, output = (p.FileKind.PLAN, job["plan"]) if step == "analyze" else (p.FileKind.MIX, job["mix"])
             status = client.status or await client.read_status()
             if status.job_id != job["job_id"]:
                 # the box has moved on (or restarted): what matters is whether the output exists
                 names = lib_names(await client.list_library(output_kind), output_kind)
                 if output not in names:
                     logger.info("the box no longer knows job %d; starting the %s again", job["job_id"], step)
-                    job["job_id"] = await (client.analyse(job["take"], job["backing"], job["plan"]) if step == "analyse"
+                    job["job_id"] = await (client.analyze(job["take"], job["backing"], job["plan"]) if step == "analyze"
                                            else client.render(job["plan"], job["mix"]))
                     return
             else:
                 await client.wait_for_job(job["job_id"], progress=self._job_progress(step))
             logger.info("job %s done: %s", step, output)
-            if step == "analyse":
+            if step == "analyze":
                 controls = job["controls"]
                 await client.set_controls(p.Controls(controls["style"], controls["sliders"]))
                 job["job_id"] = await client.render(job["plan"], job["mix"])

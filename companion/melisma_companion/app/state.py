@@ -90,7 +90,7 @@ class JobState(Observable):
         super().__init__()
         self.style = p.Style.CPOP
         self.running = False
-        self.step = ""  # analyse, render, fetch
+        self.step = ""  # analyze, render, fetch
         self.stage = ""
         self.progress = 0.0  # 0..1 over the whole mix
         self.job_id = 0

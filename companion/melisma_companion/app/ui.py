@@ -310,10 +310,10 @@ class MixScreen(BaseScreen):
             ids[f"style_{style.engine_name}"].state = "down" if job.style is style else "normal"
             ids[f"style_{style.engine_name}"].disabled = job.running
         ids.mix_button.disabled = job.running
-        ids.cancel_button.disabled = not job.running or job.step not in ("analyse", "render")
+        ids.cancel_button.disabled = not job.running or job.step not in ("analyze", "render")
         ids.job_bar.value = 100 * job.progress
-        if job.running and job.step in ("analyse", "render"):
-            n = 1 if job.step == "analyse" else 2
+        if job.running and job.step in ("analyze", "render"):
+            n = 1 if job.step == "analyze" else 2
             ids.stage_label.text = (f"Step {n} of 2, {'analysing' if n == 1 else 'rendering'}: "
                                     f"{words.stage_words(job.stage)} ({100 * job.progress:.0f} %)")
         elif job.running:

@@ -381,7 +381,7 @@ def compressor_detector_db(audio: np.ndarray, *, sr: int, hop_length: int, attac
 
 def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 10.0,
                   compressor_release_ms: float = 120.0) -> dict[str, Any]:
-    """Analyse a (cleaned, aligned) vocal take for the vocal chain.
+    """Analyze a (cleaned, aligned) vocal take for the vocal chain.
 
     Parameters
     ----------
@@ -491,11 +491,11 @@ def _tempo_bpm(onset_env: np.ndarray, frame_rate: float, lo_bpm: float = 70.0, h
 
 
 def analyze_backing(backing: Any, *, sr: int) -> dict[str, Any]:
-    """Analyse the backing track: loudness, spectral balance, rough tempo, stereo width.
+    """Analyze the backing track: loudness, spectral balance, rough tempo, stereo width.
 
     ``backing`` is ``(samples,)`` or ``(channels, samples)`` float32, or a block reader with
     ``shape`` and ``read(start, stop)`` (e.g. :class:`melisma.audio_io.NpyBlockReader` on the
-    plan's cache file): it is analysed block by block either way, so memory stays small.
+    plan's cache file): it is analyzed block by block either way, so memory stays small.
 
     Returns a JSON-serialisable dict: ``loudness_lufs``, ``spectral_balance`` (as in
     :func:`analyze_voice`), ``tempo_bpm`` (None if no clear beat), ``stereo_width`` (side/mid

@@ -369,9 +369,9 @@ class MelismaService(gatt.Service):
             return jobs.submit(
                 p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out, accept_alignment_guess=msg.accept_alignment_guess
             ).id
-        if isinstance(msg, p.AnalyseCommand):
+        if isinstance(msg, p.AnalyzeCommand):
             return jobs.submit(
-                p.JobKind.ANALYSE,
+                p.JobKind.ANALYZE,
                 take=msg.take,
                 backing=msg.backing,
                 out=msg.plan,

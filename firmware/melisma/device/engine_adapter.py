@@ -37,7 +37,7 @@ class Engine(Protocol):
 
     def mix(self, take: Path, backing: Path, out: Path, *, style: str, sliders: dict, progress: Progress) -> dict: ...
 
-    def analyse(self, take: Path, backing: Path, plan: Path, *, style: str, sliders: dict, progress: Progress) -> Any: ...
+    def analyze(self, take: Path, backing: Path, plan: Path, *, style: str, sliders: dict, progress: Progress) -> Any: ...
 
     def render(self, plan: Path, out: Path, *, style: str, sliders: dict, progress: Progress) -> dict: ...
 
@@ -77,7 +77,7 @@ class PipelineEngine:
         return self.pipeline.mix_files(take, backing, out, style=style, sliders=self.known_sliders(sliders),
                                        overwrite=True, progress=progress, accept_alignment_guess=accept_alignment_guess)
 
-    def analyse(self, take, backing, plan, *, style, sliders, progress, accept_alignment_guess=False):
+    def analyze(self, take, backing, plan, *, style, sliders, progress, accept_alignment_guess=False):
         result = self.pipeline.analyze_files(take, backing, plan, style=style, sliders=self.known_sliders(sliders),
                                              overwrite=True, progress=progress,
                                              accept_alignment_guess=accept_alignment_guess)

@@ -175,12 +175,12 @@ class JobQueue:
         """Queue a job with the current controls; inputs must exist now (checked before queueing)."""
         try:
             inputs: dict[str, Path] = {}
-            if kind in (JobKind.MIX, JobKind.ANALYSE):
+            if kind in (JobKind.MIX, JobKind.ANALYZE):
                 inputs["take"] = self.storage.existing(FileKind.TAKE, take)
                 inputs["backing"] = self.storage.existing(FileKind.BACKING, backing)
             else:
                 inputs["plan"] = self.storage.existing(FileKind.PLAN, plan)
-            out_kind = {JobKind.MIX: FileKind.MIX, JobKind.RENDER: FileKind.MIX, JobKind.ANALYSE: FileKind.PLAN,
+            out_kind = {JobKind.MIX: FileKind.MIX, JobKind.RENDER: FileKind.MIX, JobKind.ANALYZE: FileKind.PLAN,
                         JobKind.PREVIEW: FileKind.PREVIEW}[JobKind(kind)]
             output = self.storage.path(out_kind, out)
         except StorageError as exc:
@@ -351,12 +351,12 @@ class JobQueue:
                 self._loop.call_soon_threadsafe(self._on_progress, job, str(stage), float(fraction))
 
         kw = dict(style=job.style, sliders=job.sliders, progress=progress)
-        if job.accept_alignment_guess and job.kind in (JobKind.MIX, JobKind.ANALYSE):
+        if job.accept_alignment_guess and job.kind in (JobKind.MIX, JobKind.ANALYZE):
             kw["accept_alignment_guess"] = True  # only when asked: engines without the option keep working
         if job.kind is JobKind.MIX:
             return self.engine.mix(job.inputs["take"], job.inputs["backing"], job.output, **kw)
-        if job.kind is JobKind.ANALYSE:
-            return self.engine.analyse(job.inputs["take"], job.inputs["backing"], job.output, **kw)
+        if job.kind is JobKind.ANALYZE:
+            return self.engine.analyze(job.inputs["take"], job.inputs["backing"], job.output, **kw)
         if job.kind is JobKind.RENDER:
             return self.engine.render(job.inputs["plan"], job.output, **kw)
         start_s, duration_s = job.window_s
@@ -468,5 +468,5 @@ class JobQueue:
         from ..leftovers import sweep
 
         sweep(job.output.parent)
-        if job.kind is JobKind.ANALYSE and not job.output.exists():
+        if job.kind is JobKind.ANALYZE and not job.output.exists():
             shutil.rmtree(job.output.with_name(job.output.name + ".cache"), ignore_errors=True)

@@ -1,6 +1,6 @@
-"""The engine: analyse a take against a backing once, render the mix as often as wanted.
+"""The engine: analyze a take against a backing once, render the mix as often as wanted.
 
-``analyze`` does the expensive work (decode, resample, align, clean, analyse) and returns a
+``analyze`` does the expensive work (decode, resample, align, clean, analyze) and returns a
 :class:`~melisma.plan.Plan`; ``render`` reads only the plan and its cached audio, applies the
 style preset and sliders, and returns the mix with its report. ``mix_files``,
 ``analyze_files``, ``render_plan`` and ``correct_file`` are the file-level entry points the CLI
@@ -12,7 +12,7 @@ The package, one module a concern, each importing only those before it:
   takes, checked once (:class:`AnalysisOptions`, :class:`RenderOptions`);
 - :mod:`~melisma.pipeline.inputs`: decoding the take and the backing, one take validator;
 - :mod:`~melisma.pipeline.clock`: timed stages that report progress;
-- :mod:`~melisma.pipeline.analyze`: analyse once → a plan;
+- :mod:`~melisma.pipeline.analyze`: analyze once → a plan;
 - :mod:`~melisma.pipeline.outputs`: staged, atomic outputs and the check of an encoded mix;
 - :mod:`~melisma.pipeline.render`: render many — prepare once, finish in memory or into a file;
 - :mod:`~melisma.pipeline.files`: files in, files out.

@@ -4,7 +4,7 @@ A take whose lag behind the backing is unknown (no bleed of the backing in it, n
 latency) must never be mixed as if the offset were known: 100-300 ms late is plainly audible.
 :func:`decide_alignment` refuses it by default with an :class:`~melisma.errors.AlignmentUnknownError`
 (exit code 5) that says why and what would work, and accepts the estimator's best guess only
-when the user asked for that (``--accept-alignment-guess``, or the box's job option: the Mix/Analyse command's flag). The
+when the user asked for that (``--accept-alignment-guess``, or the box's job option: the Mix/Analyze command's flag). The
 report's ``alignment.decision`` says which happened (:func:`alignment_decision`).
 
 Examples

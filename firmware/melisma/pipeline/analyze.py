@@ -1,4 +1,4 @@
-"""Analyse once: decode, align, clean and analyse a take (and its backing) into a plan."""
+"""Analyze once: decode, align, clean and analyze a take (and its backing) into a plan."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def analyze_files(
     progress: ProgressCallback | None = None,
     **options: Any,
 ) -> Plan:
-    """Analyse and save the plan (JSON + cache folder) to ``plan_path``.
+    """Analyze and save the plan (JSON + cache folder) to ``plan_path``.
 
     ``options`` are :func:`analyze`'s: latency_ms, style, sliders, target_lufs, pitch, key,
     scale, melody_path, correction, ornaments.
@@ -210,7 +210,7 @@ def mix_files(
     report_frames: bool = False,
     **pitch_options: Any,
 ) -> dict[str, Any]:
-    """One tap: analyse and render in one go; returns the report.
+    """One tap: analyze and render in one go; returns the report.
 
     ``pitch_options`` are :func:`analyze`'s pitch options: pitch (False skips correction), key,
     scale, melody_path, correction, ornaments.

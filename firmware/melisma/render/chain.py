@@ -53,7 +53,7 @@ import numpy as np
 from .. import dsp
 from ..analysis.voice import sibilance_allpass_sos, sibilance_band_sos, sibilance_detector_sos
 from ..errors import RenderError
-from ..semantic import DelaySettings, MixSettings
+from ..semantic import DeEsserSettings, DelaySettings, MixSettings
 from .stages import Chain, PedalboardStage, Stage
 
 #: High-pass corner for a vocal (below the lowest sung fundamentals, above handling rumble).
@@ -397,49 +397,59 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
         The chain (mono in, ``(2, n)`` float32 out, same length) and one explanation dict per
         decision: ``{"stage": ..., <numbers with units>..., "why": "..."}``.
     """
-    import pedalboard
-
     if not isinstance(settings, MixSettings):
         raise RenderError(f"settings must be a MixSettings, got {type(settings).__name__}")
     if sr <= 0:
         raise RenderError(f"sample rate must be positive, got sr={sr}")
     why: list[dict[str, Any]] = []
     stages: list[Stage] = []
-    sliders = settings.sliders or {}
+    # The de-esser comes first: the EQ below does not touch 2-10 kHz much, and the compressor
+    # then neither reacts to esses nor sees a level its threshold was not measured on (the
+    # analysis measures loud phrases on sung, non-sibilant frames).
+    deesser = _deesser(settings.deesser, voice, why)
+    if deesser is not None:
+        stages.append(deesser)
+    corrective = _corrective_eq(voice, backing, why)
+    stages.append(_eq_and_dynamics(settings, voice, corrective, why))
+    stages.append(_space(settings, backing, why))
+    why.append({"stage": "length", "why": "reverb and delay tails past the end of the take are cut; "
+                                          "the output has the input's length"})
+    return Chain(stages), why
 
-    # 1. De-esser, set per voice. First in the chain: the EQ below does not touch 2-10 kHz much,
-    # and the compressor then neither reacts to esses nor sees a level its threshold was not
-    # measured on (the analysis measures loud phrases on sung, non-sibilant frames).
+
+def _deesser(des: DeEsserSettings, voice: dict[str, Any], why: list[dict[str, Any]]) -> DeEsser | None:
+    """The de-esser set for this voice's sibilance (None when it has none), with its reason."""
     sib = voice.get("sibilance") or {}
-    des = settings.deesser
-    if sib.get("found") and sib.get("band_level_sibilant_db") is not None:
-        ratio = float(des.ratio)
-        slope = 1.0 - 1.0 / ratio
-        vowel_p95 = float(sib.get("band_level_vowel_p95_db") or -120.0)
-        sib_level = float(sib["band_level_sibilant_db"])
-        target = float(des.target_reduction_db)
-        max_reduction = float(des.max_reduction_db)
-        # Reach the target reduction on a typical ess, but never act on the vowels' own 2-10 kHz.
-        threshold = des.threshold_db
-        if threshold is None:
-            threshold = max(vowel_p95 + 3.0, sib_level - target / slope)
-        threshold = float(threshold)
-        lo_hz = float(des.lo_hz or sib["lo_hz"])
-        hi_hz = float(des.hi_hz or sib["hi_hz"])
-        expected = float(min(max_reduction, max(0.0, (sib_level - threshold) * slope)))
-        stages.append(DeEsser(lo_hz=lo_hz, hi_hz=hi_hz, threshold_db=round(threshold, 2),
-                              max_reduction_db=max_reduction, attack_ms=float(des.attack_ms),
-                              release_ms=float(des.release_ms), ratio=ratio))
-        why.append({"stage": "deesser", "lo_hz": lo_hz, "hi_hz": hi_hz, "centre_hz": sib.get("centre_hz"),
-                    "threshold_db": round(threshold, 1), "ratio": ratio, "max_reduction_db": max_reduction,
-                    "expected_reduction_db": round(expected, 1),
-                    "why": f"this voice's sibilance centres at {sib.get('centre_hz', 0) / 1000:.1f} kHz "
-                           f"({lo_hz / 1000:.1f}-{hi_hz / 1000:.1f} kHz); a typical ess is {sib.get('excess_db', 0):.0f} dB "
-                           f"above the vowels' loudest level in that band; cut it by about {expected:.0f} dB"})
-    else:
+    if not (sib.get("found") and sib.get("band_level_sibilant_db") is not None):
         why.append({"stage": "deesser", "enabled": False, "why": "no sibilant frames found in 2-10 kHz"})
+        return None
+    ratio = float(des.ratio)
+    slope = 1.0 - 1.0 / ratio
+    vowel_p95 = float(sib.get("band_level_vowel_p95_db") or -120.0)
+    sib_level = float(sib["band_level_sibilant_db"])
+    target = float(des.target_reduction_db)
+    max_reduction = float(des.max_reduction_db)
+    # Reach the target reduction on a typical ess, but never act on the vowels' own 2-10 kHz.
+    threshold = des.threshold_db
+    if threshold is None:
+        threshold = max(vowel_p95 + 3.0, sib_level - target / slope)
+    threshold = float(threshold)
+    lo_hz = float(des.lo_hz or sib["lo_hz"])
+    hi_hz = float(des.hi_hz or sib["hi_hz"])
+    expected = float(min(max_reduction, max(0.0, (sib_level - threshold) * slope)))
+    why.append({"stage": "deesser", "lo_hz": lo_hz, "hi_hz": hi_hz, "centre_hz": sib.get("centre_hz"),
+                "threshold_db": round(threshold, 1), "ratio": ratio, "max_reduction_db": max_reduction,
+                "expected_reduction_db": round(expected, 1),
+                "why": f"this voice's sibilance centres at {sib.get('centre_hz', 0) / 1000:.1f} kHz "
+                       f"({lo_hz / 1000:.1f}-{hi_hz / 1000:.1f} kHz); a typical ess is {sib.get('excess_db', 0):.0f} dB "
+                       f"above the vowels' loudest level in that band; cut it by about {expected:.0f} dB"})
+    return DeEsser(lo_hz=lo_hz, hi_hz=hi_hz, threshold_db=round(threshold, 2), max_reduction_db=max_reduction,
+                   attack_ms=float(des.attack_ms), release_ms=float(des.release_ms), ratio=ratio)
 
-    # 2. Corrective EQ from the take's spectral balance.
+
+def _corrective_eq(voice: dict[str, Any], backing: dict[str, Any] | None,
+                   why: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EQ bands from the take's spectral balance (high-pass, mud cut, presence), with their reasons."""
     balance = voice.get("spectral_balance") or {}
     rumble, mud, mid = balance.get("rumble"), balance.get("mud"), balance.get("mid")
     # Energy below 70 Hz is never voice (the lowest pop notes are ~80 Hz): a lot of it means
@@ -471,8 +481,16 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
                 why.append({"stage": "presence", "freq_hz": 3000.0, "gain_db": lift,
                             "why": f"the backing is {back_presence - balance['presence']:.1f} dB denser at 2-5 kHz "
                                    f"than the voice; a small lift helps the words through"})
+    return corrective
 
-    # 3. Compressor: loud phrases get the preset's target gain reduction.
+
+def _eq_and_dynamics(settings: MixSettings, voice: dict[str, Any], corrective: list[dict[str, Any]],
+                     why: list[dict[str, Any]]) -> PedalboardStage:
+    """Corrective EQ, then the compressor set so loud phrases get the preset's target gain
+    reduction, then the tonal EQ (style tilt and sliders): one pedalboard stage, with reasons.
+    """
+    import pedalboard
+
     comp = settings.compressor
     ratio = float(comp.ratio)
     target_gr = float(comp.target_gr_db)
@@ -508,8 +526,7 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
                        f"(typical phrases: {_fmt(quiet, ' dBFS')} RMS)"
                        + (f"; corrective EQ moves that level {eq_shift_db:+.1f} dB" if abs(eq_shift_db) >= 0.1 else "")
                        + timing_note})
-
-    # 4. Tonal EQ (style tilt + sliders), after the compressor.
+    sliders = settings.sliders or {}
     tonal = [asdict(b) for b in settings.eq_bands]
     why.append({"stage": "tone_eq", "bands": tonal,
                 "why": f"style '{settings.style}' tilt plus warmth {sliders.get('warmth', 0.0):+.2f} "
@@ -518,12 +535,15 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     plugins += [pedalboard.Compressor(threshold_db=threshold, ratio=ratio, attack_ms=attack, release_ms=release),
                 pedalboard.Gain(gain_db=makeup)]
     plugins += [p for b in tonal for p in _eq_plugin(b)]
-    stages.append(PedalboardStage(plugins, label="EQAndDynamics",
-                                  params={"corrective_bands": corrective, "threshold_db": round(threshold, 2),
-                                          "ratio": ratio, "attack_ms": attack, "release_ms": release,
-                                          "makeup_db": makeup, "tonal_bands": tonal}))
+    return PedalboardStage(plugins, label="EQAndDynamics",
+                           params={"corrective_bands": corrective, "threshold_db": round(threshold, 2),
+                                   "ratio": ratio, "attack_ms": attack, "release_ms": release,
+                                   "makeup_db": makeup, "tonal_bands": tonal})
 
-    # 5. Space: dry + reverb (pre-delayed) + echo, on a stereo copy.
+
+def _space(settings: MixSettings, backing: dict[str, Any] | None, why: list[dict[str, Any]]) -> Space:
+    """Dry + reverb (pre-delayed) + echo on a stereo copy, with reasons."""
+    sliders = settings.sliders or {}
     rev, delay = asdict(settings.reverb), settings.delay
     why.append({"stage": "reverb", **{k: rev.get(k) for k in ("room_size", "wet_level", "damping", "predelay_ms", "width")},
                 "why": f"style '{settings.style}' space, reverb slider {sliders.get('reverb', 0.0):+.2f}; the "
@@ -536,10 +556,7 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
                     "why": f"echo at a {how}, filtered 300 Hz-6 kHz so it sits behind the voice"})
     else:
         why.append({"stage": "delay", "mix": 0.0, "why": f"style '{settings.style}' uses no echo"})
-    stages.append(Space(reverb=rev, delay_ms=delay_ms, delay_feedback=feedback, delay_mix=delay_mix))
-    why.append({"stage": "length", "why": "reverb and delay tails past the end of the take are cut; "
-                                          "the output has the input's length"})
-    return Chain(stages), why
+    return Space(reverb=rev, delay_ms=delay_ms, delay_feedback=feedback, delay_mix=delay_mix)
 
 
 def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0) -> np.ndarray:

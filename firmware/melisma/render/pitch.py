@@ -1,4 +1,4 @@
-"""Ornament-aware pitch correction as a render stage over the plan: analysed once, corrected at render.
+"""Ornament-aware pitch correction as a render stage over the plan: analyzed once, corrected at render.
 
 :func:`~melisma.analysis.intonation.analyze_pitch` produced the plan's ``pitch`` section (f0
 track, notes with targets, ornaments, key) from the cleaned vocal; :func:`correct_vocal` moves

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RenderError
-from .stages import Stage
+from .stages import Stage, as_2d
 
 #: Methods :func:`shift_pitch` knows.
 METHODS = ("psola", "world")
@@ -271,24 +271,39 @@ def shift_pitch(
     y, f0, target = _check_inputs(y, sr, f0_hz, hop_s, target_f0_hz, method)
     ratio = frame_ratios(f0, target)
     out = y.copy()
-    pad = int(round(EDGE_PAD_S * sr))
-    for a, b in processing_regions(f0, ratio):
-        start = max(0, int(np.floor(a * hop_s * sr)) - pad)
-        stop = min(y.size, int(np.ceil((b - 1) * hop_s * sr)) + pad)
+    for a, b, start, stop in region_spans(f0, ratio, hop_s=hop_s, sr=sr):
+        stop = min(y.size, stop)
         if stop - start < 4:
             continue
-        src_f0, rat = _region_curves(f0, ratio, a, b, hop_s, sr, start, stop)
-        seg = y[start:stop]
-        new = _psola_region(seg, sr, src_f0, rat) if method == "psola" else _world_region(seg, sr, src_f0, rat)
-        fade = np.ones(seg.size)
-        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, pad + 1) / (pad + 1))
-        m = min(pad, seg.size // 2)
-        if start > 0:
-            fade[:m] = ramp[:m]
-        if stop < y.size:
-            fade[seg.size - m :] = ramp[:m][::-1]
-        out[start:stop] = (seg * (1.0 - fade) + new * fade).astype(np.float32)
+        out[start:stop] = _corrected_region(y[start:stop], sr, f0, ratio, a, b, hop_s, start, stop,
+                                            method=method, fade_out=stop < y.size)
     return out
+
+
+def region_spans(f0_hz: np.ndarray, ratio: np.ndarray, *, hop_s: float, sr: int) -> list[tuple[int, int, int, int]]:
+    """``(a, b, start, stop)`` per processed voiced run: frames ``[a, b)`` and the samples
+    ``[start, stop)`` they are resynthesised over, padded by :data:`EDGE_PAD_S` (``stop`` is not
+    clipped to the signal's length; the caller does that).
+    """
+    pad = int(round(EDGE_PAD_S * sr))
+    return [(a, b, max(0, int(np.floor(a * hop_s * sr)) - pad), int(np.ceil((b - 1) * hop_s * sr)) + pad)
+            for a, b in processing_regions(f0_hz, ratio)]
+
+
+def _corrected_region(seg: np.ndarray, sr: int, f0: np.ndarray, ratio: np.ndarray, a: int, b: int, hop_s: float,
+                      start: int, stop: int, *, method: str, fade_out: bool) -> np.ndarray:
+    """One voiced run's samples ``seg = y[start:stop]`` resynthesised and cross-faded into the original."""
+    pad = int(round(EDGE_PAD_S * sr))
+    src_f0, rat = _region_curves(f0, ratio, a, b, hop_s, sr, start, stop)
+    new = _psola_region(seg, sr, src_f0, rat) if method == "psola" else _world_region(seg, sr, src_f0, rat)
+    fade = np.ones(seg.size)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, pad + 1) / (pad + 1))
+    m = min(pad, seg.size // 2)
+    if start > 0:
+        fade[:m] = ramp[:m]
+    if fade_out:
+        fade[seg.size - m :] = ramp[:m][::-1]
+    return (seg * (1.0 - fade) + new * fade).astype(np.float32)
 
 
 @dataclass
@@ -298,11 +313,13 @@ class PitchCorrector(Stage):
     Built from the plan's f0 curve, notes, ornaments and :class:`~melisma.render.correct.CorrectionSettings`;
     the target curve is computed once (and again only when the settings change).
 
-    ``reset=False`` streaming: blocks are placed on the take's timeline by a running sample
-    position, so a chain can feed the take in pieces; each block is resynthesised on its own,
-    so a voiced run cut by a block edge gets a short cross-fade there. Call it once with the
-    whole take (the engine does: correction runs offline before the chain) for the best result.
-    A ``(channels, samples)`` input applies the same curve to every channel.
+    :meth:`correct` is the aligned whole-take form (what the engine's correction computes).
+    As a stage, a voiced run is resynthesised as a whole (a cut inside a run would comb-filter,
+    see the module notes), so the stage must see a run's end before it outputs the run's start:
+    like the framed stages it returns its audio :meth:`latency_samples` late — the longest
+    corrected run of this plan, padded — in one call as in a stream, and streamed blocks of any
+    size give exactly what one call gives. A ``(channels, samples)`` input applies the same curve
+    to every channel. The live monitor has its own low-latency corrector.
 
     Examples
     --------
@@ -311,6 +328,8 @@ class PitchCorrector(Stage):
     >>> stage = PitchCorrector(f0_hz=np.zeros(10), hop_s=0.01, notes=[], ornaments=[])
     >>> stage(np.zeros(1600, np.float32), 16000).shape
     (1600,)
+    >>> stage.latency_samples(16000)  # nothing to correct: nothing to wait for
+    0
     """
 
     f0_hz: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -327,10 +346,10 @@ class PitchCorrector(Stage):
             self.settings = CorrectionSettings()
         if self.method not in METHODS:
             raise RenderError(f"unknown resynthesis method {self.method!r}; use one of {', '.join(METHODS)}")
-        self._position = 0
         self._cache_key: Any = None
         self._target: np.ndarray | None = None
         self._corrections: list[dict] = []
+        self.reset()
 
     def _curves(self) -> tuple[np.ndarray, np.ndarray]:
         from .correct import target_f0
@@ -349,32 +368,66 @@ class PitchCorrector(Stage):
         self._curves()
         return self._corrections
 
-    def reset(self) -> None:
-        self._position = 0
-
-    def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
+    def _spans(self, sr: int) -> list[tuple[int, int, int, int]]:
         f0, target = self._curves()
-        n = audio.shape[-1]
-        # Frames covering this block on the take's timeline, re-based to the block start.
-        t0 = self._position / sr
-        first = int(np.floor(t0 / self.hop_s))
-        last = int(np.ceil((self._position + n) / sr / self.hop_s)) + 1
-        idx = np.arange(first, last)
-        inside = (idx >= 0) & (idx < f0.size)
-        src = np.where(inside, f0[np.clip(idx, 0, max(f0.size - 1, 0))] if f0.size else 0.0, 0.0)
-        tgt = np.where(inside, target[np.clip(idx, 0, max(target.size - 1, 0))] if target.size else 0.0, 0.0)
-        # shift_pitch puts frame 0 at sample 0: shift the block so frame `first` lands there.
-        lead = int(round(self._position - first * self.hop_s * sr))
-        self._position += n
+        return region_spans(f0, frame_ratios(f0, target), hop_s=self.hop_s, sr=sr)
+
+    def latency_samples(self, sr: int) -> int:
+        """The longest corrected voiced run of this plan, padded (0 when nothing is corrected)."""
+        return max((stop - start for _a, _b, start, stop in self._spans(sr)), default=0)
+
+    def correct(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        """The whole take corrected, aligned (not late): :func:`shift_pitch` with the plan's curves."""
+        f0, target = self._curves()
+        x = np.asarray(audio, dtype=np.float32)
 
         def one(channel: np.ndarray) -> np.ndarray:
-            padded = np.concatenate((np.zeros(lead, np.float32), channel)) if lead > 0 else channel
-            out = shift_pitch(padded, sr=sr, f0_hz=src, hop_s=self.hop_s, target_f0_hz=tgt, method=self.method)
-            return out[lead:] if lead > 0 else out
+            return shift_pitch(channel, sr=sr, f0_hz=f0, hop_s=self.hop_s, target_f0_hz=target, method=self.method)
 
-        if audio.ndim == 1:
-            return one(audio)
-        return np.stack([one(ch) for ch in audio])
+        return one(x) if x.ndim == 1 else np.stack([one(ch) for ch in x])
+
+    def reset(self) -> None:
+        self._position = 0  # input samples received
+        self._held = np.zeros((0, 0), np.float32)  # input from sample `_held_from` on
+        self._held_from = 0
+        self._done_runs: dict[int, np.ndarray] = {}
+
+    def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        x = as_2d(audio)
+        f0, target = self._curves()
+        ratio = frame_ratios(f0, target)
+        spans = region_spans(f0, ratio, hop_s=self.hop_s, sr=sr)
+        late = max((stop - start for _a, _b, start, stop in spans), default=0)
+        n = x.shape[1]
+        if self._held.shape[0] != x.shape[0]:
+            self._held = np.zeros((x.shape[0], 0), np.float32)
+        self._held = np.concatenate([self._held, x], axis=1)
+        self._position += n
+        # This call returns output samples [position - n, position): the corrected take's samples
+        # [c0, c1), `late` earlier. Every run they touch ends by `position` (a run is <= `late` long).
+        c1 = self._position - late
+        c0 = c1 - n
+        out = np.zeros((x.shape[0], n), np.float32)
+        lo = max(c0, 0)
+        if c1 > lo:
+            out[:, lo - c0 :] = self._held[:, lo - self._held_from : c1 - self._held_from]
+            for k, (a, b, start, stop) in enumerate(spans):
+                if stop <= lo or start >= c1 or stop - start < 4:
+                    continue
+                run = self._done_runs.get(k)
+                if run is None:
+                    seg = self._held[:, start - self._held_from : stop - self._held_from]
+                    run = np.stack([_corrected_region(ch, sr, f0, ratio, a, b, self.hop_s, start, stop,
+                                                      method=self.method, fade_out=True) for ch in seg])
+                    self._done_runs[k] = run
+                s0, s1 = max(start, lo), min(stop, c1)  # later runs overwrite earlier ones, as in shift_pitch
+                out[:, s0 - c0 : s1 - c0] = run[:, s0 - start : s1 - start]
+            self._done_runs = {k: r for k, r in self._done_runs.items() if spans[k][3] > c1}
+        # Keep what the next call can still need: runs ending after c1 start after c1 - late.
+        keep_from = max(self._held_from, c1 - late)
+        self._held = self._held[:, keep_from - self._held_from :]
+        self._held_from = keep_from
+        return out[0] if audio.ndim == 1 else out
 
     def describe(self) -> dict[str, Any]:
         s = self.settings

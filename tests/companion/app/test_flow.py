@@ -72,7 +72,7 @@ def test_send_mix_shape_keep(app_run, run_async, short_examples, tmp_path):
             mid_drop = []
 
             def drop_mid_job(state):
-                if state.step == "analyse" and state.progress > 0.2 and not mid_drop:
+                if state.step == "analyze" and state.progress > 0.2 and not mid_drop:
                     mid_drop.append(state.progress)
                     run.background(run.drop_link())
 
@@ -196,7 +196,7 @@ def test_cancel_and_a_job_picked_up_after_the_app_restarts(app_run, run_async):
             assert run.demo.box.storage.list(p.FileKind.MIX) == []
             # start again, and close the app while the box is working
             await run.tap(mix.ids.mix_button)
-            await run.until(lambda: run.state.job.step == "analyse", what="the analysis running")
+            await run.until(lambda: run.state.job.step == "analyze", what="the analysis running")
             return run.state.job.job_id
 
     job_id = run_async(first())

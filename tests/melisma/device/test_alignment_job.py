@@ -58,7 +58,7 @@ def test_unknown_offset_fails_the_job_with_alignment_unknown_and_mixes_when_acce
     assert headphone_store.path(FileKind.MIX, "mix.wav").exists()
 
 
-@pytest.mark.parametrize("cls, last", [(p.MixCommand, "out"), (p.AnalyseCommand, "plan")])
+@pytest.mark.parametrize("cls, last", [(p.MixCommand, "out"), (p.AnalyzeCommand, "plan")])
 def test_accept_guess_flag_is_an_optional_trailing_byte(cls, last):
     plain = cls(7, "t.m4a", "b.m4a", **{last: "x.m4a" if last == "out" else "x.json"})
     flagged = cls(7, "t.m4a", "b.m4a", **{last: "x.m4a" if last == "out" else "x.json"}, accept_alignment_guess=True)

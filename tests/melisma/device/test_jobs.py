@@ -43,8 +43,8 @@ class SumEngine:
         progress("done", 1.0)
         return {"samples": n}
 
-    def analyse(self, take, backing, plan, *, style, sliders, progress):
-        raise RenderError(f"{take.name}: cannot analyse a take that is silent; record again")
+    def analyze(self, take, backing, plan, *, style, sliders, progress):
+        raise RenderError(f"{take.name}: cannot analyze a take that is silent; record again")
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_engine_errors_and_bad_requests_are_typed(store):
         with pytest.raises(JobError) as exc:
             queue.cancel(999)
         assert exc.value.code == ErrorCode.NOT_FOUND
-        job = queue.submit(JobKind.ANALYSE, take="t.wav", backing="b.wav", out="p.json")
+        job = queue.submit(JobKind.ANALYZE, take="t.wav", backing="b.wav", out="p.json")
         await queue.wait(job.id, 10)
         ok = queue.submit(JobKind.MIX, take="t.wav", backing="b.wav", out="m.wav")
         await queue.wait(ok.id, 10)
@@ -174,3 +174,13 @@ def test_after_each_job_the_queue_keeps_previews_within_the_storage_limit(tmp_pa
     names = run(main())
     # 3000 bytes hold one 2000-byte preview: each job's own output stays, the older ones go
     assert names == [["v0.ogg"], ["v1.ogg"], ["v2.ogg"]]
+
+
+def test_a_journal_written_with_the_old_spelling_still_reads(tmp_path):
+    from melisma.device.jobs import Job
+
+    record = {"id": 7, "kind": "ANALYSE", "state": "DONE", "error": "OK", "inputs": {"take": "t.wav", "backing": "b.wav"},
+              "output": "p.json", "style": "neutral", "sliders": {}, "window_s": None}
+    job = Job.from_json(record, tmp_path)
+    assert job.kind is JobKind.ANALYZE
+    assert job.to_json(tmp_path)["kind"] == "ANALYZE"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from melisma.errors import RenderError
 from melisma.render.correct import CorrectionSettings, target_f0
-from melisma.render.resynth import PitchCorrector, shift_pitch
+from melisma.render.resynth import PitchCorrector, frame_ratios, region_spans, shift_pitch
 
 from tools.bench_correction import chipmunk_shift, demo_take, harmonic_envelope_error_db, hnr_db, note_centre_errors, yin_track
 from tools.corpus.voice import NoteSpec, synthesize_voice
@@ -157,7 +157,7 @@ def _stage(take, **kw):
 
 def test_stage_matches_the_functions_and_reports_corrections(demo):
     stage = _stage(demo, settings=CorrectionSettings(ornaments="soften"))
-    out = stage(demo.audio, SR)
+    out = stage.correct(demo.audio, SR)
     tgt, report = target_f0(demo.f0_hz, hop_s=demo.hop_s, notes=demo.notes, ornaments=demo.ornaments,
                             settings=CorrectionSettings(ornaments="soften"))
     assert np.array_equal(out, shift_pitch(demo.audio, sr=SR, f0_hz=demo.f0_hz, hop_s=demo.hop_s, target_f0_hz=tgt))
@@ -168,32 +168,46 @@ def test_stage_matches_the_functions_and_reports_corrections(demo):
 
 def test_stage_settings_change_is_picked_up(demo):
     stage = _stage(demo)
-    first = stage(demo.audio, SR)
+    first = stage.correct(demo.audio, SR)
     stage.settings = CorrectionSettings(correction=0.0)
+    assert np.array_equal(stage.correct(demo.audio, SR), demo.audio)
+    assert stage.latency_samples(SR) == 0  # nothing to correct: the stage is not late either
     assert np.array_equal(stage(demo.audio, SR), demo.audio)
     assert not np.array_equal(first, demo.audio)
 
 
 def test_stage_stereo_applies_the_curve_to_each_channel(demo):
     stereo = np.stack([demo.audio, 0.5 * demo.audio])
-    out = _stage(demo)(stereo, SR)
+    out = _stage(demo).correct(stereo, SR)
     assert out.shape == stereo.shape
     np.testing.assert_allclose(out[1], 0.5 * out[0], atol=1e-6)
 
 
-def test_stage_streaming_split_in_silence_equals_one_call(demo):
-    whole = _stage(demo)(demo.audio, SR)
+def test_stage_streams_the_aligned_correction_late_by_its_longest_run(demo):
     stage = _stage(demo)
-    cut = int(1.48 * SR)  # between the first and second note, outside both padded runs
+    aligned = stage.correct(demo.audio, SR)
+    late = stage.latency_samples(SR)
+    spans = [stop - start for _a, _b, start, stop in
+             region_spans(demo.f0_hz, frame_ratios(demo.f0_hz, target_f0(demo.f0_hz, hop_s=demo.hop_s, notes=demo.notes,
+                                                                        ornaments=demo.ornaments)[0]),
+                          hop_s=demo.hop_s, sr=SR)]
+    assert late == max(spans) > 0
+    cut = int(0.77 * SR)  # inside a voiced run: the stage waits for the run's end
+    assert any(start < cut < stop for _a, _b, start, stop in
+               region_spans(demo.f0_hz, np.where(demo.f0_hz > 0, 1.01, 1.0), hop_s=demo.hop_s, sr=SR))
     parts = [stage(demo.audio[:cut], SR, reset=True), stage(demo.audio[cut:], SR, reset=False)]
-    np.testing.assert_allclose(np.concatenate(parts), whole, atol=2e-5)  # float rounding of the re-based timeline
+    streamed = np.concatenate(parts)
+    np.testing.assert_array_equal(streamed[:late], 0.0)
+    np.testing.assert_array_equal(streamed[late:], aligned[: aligned.size - late])
 
 
 def test_stage_streaming_in_small_blocks_still_corrects(demo):
     stage = _stage(demo)
     block = 4096
     parts = [stage(demo.audio[i : i + block], SR, reset=(i == 0)) for i in range(0, demo.audio.size, block)]
-    out = np.concatenate(parts)
+    late = stage.latency_samples(SR)
+    parts.append(stage(np.zeros(late, np.float32), SR, reset=False))  # flush: the last run comes out
+    out = np.concatenate(parts)[late:]  # back on the take's timeline
     assert out.shape == demo.audio.shape
     errs = note_centre_errors(yin_track(out, sr=SR, hop_s=demo.hop_s)[0][: demo.f0_hz.size], hop_s=demo.hop_s,
                               notes=demo.notes, ornaments=demo.ornaments)
