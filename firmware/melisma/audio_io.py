@@ -32,8 +32,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:  # PyAV is imported only when a file is read or written (start-up time)
+    import av.audio.stream
+    import av.container
 
 from .errors import AudioContentError, AudioIOError, DecodeError, OutputExistsError
 
@@ -83,7 +88,7 @@ def _check_readable(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _open_container(p: Path) -> Iterator[object]:
+def _open_container(p: Path) -> Iterator[av.container.InputContainer]:
     import av
 
     try:
@@ -222,6 +227,7 @@ def load_audio(
     decoded = decode(path, sr=sr, channels=1 if mono else None, max_duration_s=max_duration_s,
                      allow_nonfinite=allow_nonfinite)
     y = decoded.audio
+    assert y is not None  # no npy_path was given, so the samples are in memory
     return (y[0] if mono else y), decoded.sr
 
 
@@ -657,7 +663,7 @@ class NpyBlockReader:
 
     def _read_into(self, buf: np.ndarray, offset: int) -> None:
         self._file.seek(offset)
-        got = self._file.readinto(memoryview(buf).cast("B"))
+        got = self._file.readinto(memoryview(buf.data).cast("B"))
         if got != buf.nbytes:
             raise AudioIOError(f"{self.path}: is shorter than its header says (truncated cache file); analyze again")
 
@@ -1213,7 +1219,8 @@ class _AvSink:
         container_options = {"movie_timescale": str(self.sr)} if self._gapless else {}
         try:
             self._out = av.open(str(path), mode="w", format=container_fmt, options=container_options)
-            self._stream = self._out.add_stream(codec, rate=self.sr)
+            # an audio codec name gives an audio stream (PyAV types add_stream by the codec's kind)
+            self._stream = cast("av.audio.stream.AudioStream", self._out.add_stream(codec, rate=self.sr))
             ctx = self._stream.codec_context
             ctx.layout = self.layout
             if bit_rate:

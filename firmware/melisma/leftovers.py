@@ -87,7 +87,7 @@ def sweep(folder: str | os.PathLike, *, force: bool = False) -> list[Path]:
     """
     removed: list[Path] = []
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(Path(folder)))
     except OSError:
         return removed
     for entry in entries:

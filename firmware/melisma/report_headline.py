@@ -176,7 +176,7 @@ def _loudness(loud: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     lufs, tp = loud.get("integrated_lufs"), loud.get("true_peak_dbtp")
     fact = {k: loud.get(k) for k in ("integrated_lufs", "true_peak_dbtp", "target_lufs", "measured")}
-    if lufs is None or not math.isfinite(float(lufs)):
+    if lufs is None or not math.isfinite(float(lufs)) or tp is None:
         return fact, None
     where = " (measured on the written file)" if loud.get("measured") == "file" else ""
     return fact, (f"Loudness: {float(lufs):.1f} LUFS (target {loud.get('target_lufs')}), true peak {float(tp):.1f} dBTP"
@@ -200,21 +200,21 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         lines.append(f"Balance: the vocal sits {float(bal['vocal_to_backing_lu']):+.1f} LU over the backing "
                      f"(the style asks {float(bal.get('target_lu', float('nan'))):+.1f}).")
     pitch = report.get("pitch") or {}
-    notes, line = _notes(pitch)
-    if notes is not None:
+    notes, notes_line = _notes(pitch)
+    if notes is not None and notes_line:
         head["notes"] = notes
-        lines.append(line)
-    kept, softened, line = _ornaments(pitch)
-    if line:
+        lines.append(notes_line)
+    kept, softened, ornaments_line = _ornaments(pitch)
+    if ornaments_line:
         head["ornaments_kept"] = kept
         if softened:
             head["ornaments_softened"] = softened
-        lines.append(line)
-    loud, line = _loudness(report.get("loudness") or {})
+        lines.append(ornaments_line)
+    loud, loudness_line = _loudness(report.get("loudness") or {})
     if loud is not None:
         head["loudness"] = loud
-        if line:
-            lines.append(line)
+        if loudness_line:
+            lines.append(loudness_line)
     head["lines"] = lines
     return head
 
@@ -229,7 +229,7 @@ def finish_report(report: dict[str, Any], *, frames: bool = False) -> None:
         if dropped:
             pitch["frames"] = "per-frame curves (" + ", ".join(dropped) + ") are in the plan; --report-frames keeps them here"
     head = headline(report)
-    ordered = {k: report[k] for k in ("format", "version") if k in report}
+    ordered: dict[str, Any] = {k: report[k] for k in ("format", "version") if k in report}
     ordered["headline"] = head
     ordered.update((k, v) for k, v in report.items() if k not in ordered)
     report.clear()

@@ -63,6 +63,7 @@ def check_mix(work: Path) -> str:
 
 async def _ble(work: Path) -> str:
     from bumble.device import Device
+    from bumble.hci import Address
     from bumble.link import LocalLink
 
     from . import protocol as p
@@ -75,7 +76,7 @@ async def _ble(work: Path) -> str:
     await box.start()
     try:
         csrc, csink = local_link_hci(link, "C0:5E:1F:7E:57:02")
-        central = Device.with_hci("selftest-central", "C0:5E:1F:7E:57:02", csrc, csink)
+        central = Device.with_hci("selftest-central", Address("C0:5E:1F:7E:57:02"), csrc, csink)
         await central.power_on()
         seen: asyncio.Future = asyncio.get_running_loop().create_future()
 

@@ -353,7 +353,7 @@ class Bundle:
                 raise UpdateError(f"{self.path}: the payload is not a readable archive ({exc}); the bundle is "
                                   f"corrupt (copy it again)") from None
             finally:
-                tar._melisma_file.close()  # type: ignore[attr-defined]
+                tar._melisma_file.close()
         missing = sorted(set(files) - seen)
         if missing:
             raise UpdateError(f"{self.path}: {len(missing)} file(s) of the manifest are missing from the payload "

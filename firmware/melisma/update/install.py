@@ -688,11 +688,11 @@ def boot_health(root: str | os.PathLike = "/", *, timeout_s: float = 90.0) -> di
     state = box.state()
     pending = state.get("pending")
     active = box.active_slot()
-    if active is None or box.slot_info(active) is None:
+    info = box.slot_info(active) if active is not None else None
+    if active is None or info is None:
         raise UpdateError(f"nothing is installed in {box.root}")
     if isinstance(pending, dict) and _pid_alive(pending.get("pid")) and pending.get("pid") != os.getpid():
         raise UpdateError(f"an update (pid {pending['pid']}) is still checking slot {pending.get('trial_slot')}")
-    info = box.slot_info(active)
     if isinstance(pending, dict) and pending.get("trial_slot") != active:
         # the switch never happened (cut before the rename): nothing to check, say so
         box.update_state(pending=None, in_progress=None,
