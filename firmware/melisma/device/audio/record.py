@@ -23,6 +23,9 @@ from ...errors import AudioDeviceError
 from .calibrate import CalibrationStore
 from .stream import AudioStream, Processor, StreamFigures
 
+#: How long past a take's own length the recording waits for audio before it gives up (s).
+STALL_MARGIN_S = 15.0
+
 
 class PlayRecordProcessor(Processor):
     """Plays ``audio`` (``(channels, n)``) and records input channel 0 for ``record_frames`` frames."""
@@ -153,9 +156,17 @@ def record_take(pa: Any, *, backing: str | Path, out: str | Path, data_dir: str 
     try:
         if on_started is not None:
             on_started(stream, proc)
-        stream.wait(None)
+        # A stream the audio server has dropped (JACK zombifies a client that misses its deadlines)
+        # stays "active" but is never called again: give up well after the take's own length.
+        expected_s = proc.record_frames / sample_rate
+        stream.wait(expected_s + STALL_MARGIN_S)
+        stalled = stream.active and stream.error is None
     finally:
         figures = stream.stop()
+    if stalled:
+        raise AudioDeviceError(f"the audio device stopped delivering audio: {proc.recorded} of {proc.record_frames} "
+                               f"frames after {expected_s + STALL_MARGIN_S:.0f} s; nothing was saved. Check the device "
+                               f"(or the JACK server) and record again")
     take = proc.capture[lag:min(proc.recorded, lag + y.shape[1])]
     if take.size == 0:
         raise AudioDeviceError("nothing was recorded (stopped before the round trip had passed)")

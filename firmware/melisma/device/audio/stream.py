@@ -194,6 +194,11 @@ class AudioStream:
             if enabled:
                 gc.enable()
 
+    @property
+    def active(self) -> bool:
+        """Whether the stream is still running (its processor has not finished)."""
+        return self._stream is not None and bool(self._stream.is_active())
+
     def wait(self, seconds: float | None = None, *, poll_s: float = 0.02, until=None) -> None:
         """Block until the processor is done, ``seconds`` pass, or ``until()`` is true."""
         t_end = None if seconds is None else time.perf_counter() + seconds
