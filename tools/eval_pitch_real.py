@@ -227,6 +227,9 @@ def speed(root: Path) -> dict:
 BLEED_LEVELS_DB = (-15.0, -6.0)
 #: A frame this close to a change of the true voicing is not scored (annotation boundaries are soft).
 GUARD_S = 0.05
+#: The singer's pauses start this long after (and end this long before) the annotated voicing:
+#: the room's tail of the voice itself and the annotation's edges are no bleed.
+PAUSE_GUARD_S = 0.3
 #: SwiftF0 calls a frame voiced at this confidence (its documented threshold).
 SWIFT_VOICED = 0.5
 #: An in-tune note: its centre within this of a semitone (cents).
@@ -265,7 +268,7 @@ def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int) -> tuple[n
 
     ``voiced``: vocadito's frame f0 > 0, or inside an SSVD note span. ``pause``: the singer's pauses,
     where anything called voiced can only be bleed or noise: unvoiced in the annotation, at least
-    ``GUARD_S`` from any voiced frame, and quiet in the dry recording itself (25 dB under its loud
+    ``PAUSE_GUARD_S`` from any voiced frame (the voice's own room tail), and quiet in the dry recording itself (25 dB under its loud
     frames; some SSVD clips hold singing that the note annotation leaves out).
     """
     n_s = voice.size / sr
@@ -283,7 +286,7 @@ def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int) -> tuple[n
     frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][: grid.size]
     level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     quiet = level < np.percentile(level, 95) - 25.0
-    g = int(round(GUARD_S / 0.01))
+    g = int(round(PAUSE_GUARD_S / 0.01))
     near_voice = np.convolve(voiced.astype(float), np.ones(2 * g + 1), mode="same") > 0
     return grid, voiced, quiet & ~near_voice
 
@@ -315,9 +318,10 @@ def bleed_voicing(root: Path, *, clips: int | None = None, max_s: float = 30.0) 
     Melisma runs its whole analysis (alignment, bleed removal, clean-up, pitch with the bleed gate)
     on the files; SwiftF0 runs on the take itself. Both are scored on the voice's timeline against
     the annotation: recall on the sung frames (vocadito: frame f0; SSVD: note spans; 50 ms from
-    their edges left out), false alarms in the singer's pauses (unvoiced in the annotation, 50 ms
-    from any voiced frame, and quiet in the dry recording: see :func:`_truth_voicing`). "Melisma, no gate" is the same run's track before the bleed gate. Ghost notes:
-    Melisma's notes with over 80 % of their length in the singer's pauses.
+    their edges left out), false alarms in the singer's pauses (unvoiced in the annotation, 300 ms
+    from any voiced frame, and quiet in the dry recording: see :func:`_truth_voicing`). "Melisma, no
+    gate" is the same run's track before the bleed gate. Ghost notes: Melisma's notes with over
+    80 % of their length in the singer's pauses.
     """
     import tempfile
 

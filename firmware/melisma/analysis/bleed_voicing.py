@@ -19,8 +19,8 @@ calls it voiced: ghost notes far outside the singer's range, which correction wo
    (the voice is louder than its own bleed at its harmonics);
 4. a frame is bleed when that ratio is below ``threshold_db``, or below ``range_threshold_db``
    while its pitch lies far outside the singer's range (measured on the frames that pass);
-   flags are smoothed over 45 ms, a voiced run that is mostly bleed goes whole, and what is left
-   of a run shorter than 60 ms goes too.
+   flags are smoothed over 45 ms, a voiced run that is mostly bleed keeps only its clearly sung
+   frames (ratio at least ``range_threshold_db``), and what is left of a run shorter than 60 ms goes.
 
 The gate acts only when the take holds bleed (``bleed_present``: the alignment found the backing
 in the take, or the bleed fit detected it); a headphone take comes back unchanged, bit for bit.
@@ -169,13 +169,14 @@ class BleedVoicingGate:
             from scipy.ndimage import median_filter
 
             bleed = voiced & median_filter(bleed.astype(np.uint8), size=width, mode="nearest").astype(bool)
-        # a voiced run that is mostly bleed goes whole; what is left of a run under 60 ms goes too
+        # a voiced run that is mostly bleed loses all but its clearly sung frames (a note sung at
+        # the backing's pitch can continue its bleed in one run); what is left under 60 ms goes too
         min_len = max(1, int(round(0.060 / track.hop_s)))
         for a, b in _runs(voiced):
             share = np.mean(bleed[a:b])
             if share > 0.5:
-                bleed[a:b] = True
-            elif share > 0:
+                bleed[a:b] |= r[a:b] < self.range_threshold_db
+            if share > 0:
                 for c, d in _runs(voiced[a:b] & ~bleed[a:b]):
                     if d - c < min_len:
                         bleed[a + c : a + d] = True
