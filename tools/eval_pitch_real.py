@@ -268,7 +268,8 @@ def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int) -> tuple[n
 
     ``voiced``: vocadito's frame f0 > 0, or inside an SSVD note span. ``pause``: the singer's pauses,
     where anything called voiced can only be bleed or noise: unvoiced in the annotation, at least
-    ``PAUSE_GUARD_S`` from any voiced frame (the voice's own room tail), and quiet in the dry recording itself (25 dB under its loud
+    ``PAUSE_GUARD_S`` from any voiced frame (the voice's own room tail), and quiet in the dry
+    recording itself (25 dB under its loud
     frames; some SSVD clips hold singing that the note annotation leaves out).
     """
     n_s = voice.size / sr

@@ -64,6 +64,7 @@ def test_a_note_sung_at_the_backings_pitch_is_kept():
     pause = (times < 0.9) | (times > 2.8)
     assert np.mean(track.hz[pause] > 0) > 0.5, "the bleed alone is tracked as voiced A3"
     gated, info = reject_bleed(track, take, backing, sr=SR, bleed_present=True)
+    assert info["applied"] and info["rejected_frames"] > 0
     assert np.mean(gated.hz[pause] > 0) < 0.02
     assert np.mean(gated.hz[note] > 0) >= np.mean(track.hz[note] > 0) - 0.01  # the sung A3 is kept
     assert np.all(gated.confidence[gated.hz == 0][track.hz[gated.hz == 0] > 0] == 0)
