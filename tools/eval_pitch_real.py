@@ -263,14 +263,15 @@ def _at(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int, swift: Swift) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(grid_s, voiced, pause)`` on a 10 ms grid from the annotation and the dry recording.
 
     ``voiced``: vocadito's frame f0 > 0, or inside an SSVD note span. ``pause``: the singer's pauses,
     where anything called voiced can only be bleed or noise: unvoiced in the annotation, at least
     ``PAUSE_GUARD_S`` from any voiced frame (the voice's own room tail), and quiet in the dry
-    recording itself (25 dB under its loud
-    frames; some SSVD clips hold singing that the note annotation leaves out).
+    recording itself: 25 dB under its loud frames and without a pitch there (neither SwiftF0 nor
+    Melisma's tracker finds one within 50 ms in the dry recording: some SSVD clips hold faint
+    pitched sound, humming or the app's own tones, that the note annotation leaves out).
     """
     n_s = voice.size / sr
     grid = np.arange(0.0, n_s, 0.01)
@@ -287,6 +288,14 @@ def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int) -> tuple[n
     frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][: grid.size]
     level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     quiet = level < np.percentile(level, 95) - 25.0
+    from melisma.audio_io import resample
+
+    dry16 = resample(voice, orig_sr=sr, target_sr=SR)
+    dry = track_pitch(dry16, sr=SR)
+    s_t, s_hz = swift.track(dry16)
+    pitched = (_at(dry.times_s, dry.hz, grid) > 0) | (_at(s_t, s_hz, grid) > 0)
+    pitched = np.convolve(pitched.astype(float), np.ones(11), mode="same") > 0
+    quiet &= ~pitched
     g = int(round(PAUSE_GUARD_S / 0.01))
     near_voice = np.convolve(voiced.astype(float), np.ones(2 * g + 1), mode="same") > 0
     return grid, voiced, quiet & ~near_voice
@@ -320,7 +329,7 @@ def bleed_voicing(root: Path, *, clips: int | None = None, max_s: float = 30.0) 
     on the files; SwiftF0 runs on the take itself. Both are scored on the voice's timeline against
     the annotation: recall on the sung frames (vocadito: frame f0; SSVD: note spans; 50 ms from
     their edges left out), false alarms in the singer's pauses (unvoiced in the annotation, 300 ms
-    from any voiced frame, and quiet in the dry recording: see :func:`_truth_voicing`). "Melisma, no
+    from any voiced frame, quiet and unpitched in the dry recording: see :func:`_truth_voicing`). "Melisma, no
     gate" is the same run's track before the bleed gate. Ghost notes: Melisma's notes with over
     80 % of their length in the singer's pauses.
     """
@@ -371,7 +380,7 @@ def bleed_voicing(root: Path, *, clips: int | None = None, max_s: float = 30.0) 
                     y16, _ = load_audio(tp, sr=SR, mono=True)
                     s_t, s_hz = swift.track(y16)
                     s_t = s_t - offset / 1000.0  # the take is late: SwiftF0's times onto the voice's timeline
-                    grid, truth, pause = _truth_voicing(root, name, voice, 48000)
+                    grid, truth, pause = _truth_voicing(root, name, voice, 48000, swift)
                     sung = _scored_voiced(truth)
                     row = {"take": name, "bleed_db": bleed_db, "room": room.stem, "noise": noise.stem, "snr_db": round(snr, 1),
                            "alignment_err_ms": round(float(rec["alignment"]["offset_ms"]) - offset, 2),
