@@ -120,3 +120,17 @@ def test_the_bundled_demo_has_no_ghost_notes_outside_the_sung_phrases():
         assert overlap > 0, f"a note at {note['start_s']:.2f}-{note['end_s']:.2f} s lies outside the sung phrases"
         assert lo - 2 <= note["midi"] <= hi + 2, note
     assert len(pitch["notes"]) >= 0.9 * len(truth["notes"])
+
+
+def test_a_headphone_take_through_the_whole_analysis_is_not_gated(tmp_path):
+    from melisma.audio_io import write_audio
+    from melisma.pipeline.analyze import analyze
+
+    sc = make_scenario(seed=13, duration_s=6.0, sr=48000, bleed_db=None, snr_db=30.0, backing_renderer="numpy")
+    take, backing = tmp_path / "take.wav", tmp_path / "backing.wav"
+    write_audio(take, sc.take, sr=48000)
+    write_audio(backing, sc.backing, sr=48000)
+    plan = analyze(take, backing, latency_ms=0.0)
+    assert plan.record["alignment"]["decision"] == "calibrated"
+    assert "bleed_gate" not in plan.record["pitch"]
+    assert any(h > 0 for h in plan.record["pitch"]["f0"]["hz"])
