@@ -10,7 +10,7 @@ calls it voiced: ghost notes far outside the singer's range, which correction wo
 1. the take's and the backing's short-time spectra (64 ms frames, 10 ms hop, up to 4 kHz); the
    backing's power is held over the room's tail (100 ms decay), as the bleed reaches the mic late;
 2. per frequency bin, how much of the backing reaches the take: a low percentile (25 %) over the
-   frames where the backing is active of ``|take|^2 / |backing|^2``. In the pauses this ratio is
+   frames where the backing is active (every 4th frame, 40 ms apart) of ``|take|^2 / |backing|^2``. In the pauses this ratio is
    the bleed's gain; where the singer sings it is far larger, so a low percentile is the gain;
 3. per voiced frame, the take's power at the harmonics of the frame's f0 against the bleed the
    backing predicts at the same bins: the *harmonic voice-to-bleed ratio*. A frame whose pitch
