@@ -12,9 +12,17 @@ Prints:
 4. slide and grace-note durations measured over all of these real recordings (for docs/ornaments.md);
 5. the time pitch + notes + ornaments + key take for a 3-minute take on one core.
 
+6. (``--only bleed``) voicing false alarm and recall under real backing bleed at -15 and -6 dB, for
+   Melisma's whole analysis (with and without its bleed gate) and SwiftF0 on the same takes, and
+   Melisma's ghost notes (notes outside the sung phrases);
+7. (``--only correction``) correction without a melody (key mode): median and p90 note-centre error
+   in cents and the count of in-tune notes moved to another semitone, measured by SwiftF0 on the
+   corrected vocal (needs the ``peers`` extra: swift-f0 and onnxruntime).
+
 Usage::
 
     python tools/eval_pitch_real.py [--data ../shared/data] [--json out.json]
+    python tools/eval_pitch_real.py --only bleed --only correction [--clips 8]
 """
 
 from __future__ import annotations
@@ -212,6 +220,278 @@ def speed(root: Path) -> dict:
     return {"pitch_s": t1 - t0, "notes_s": t2 - t1, "ornaments_s": t3 - t2, "key_s": t4 - t3, "total_s": t4 - t0}
 
 
+# ---------------------------------------------------------------------------------------------
+# --bleed / --correction: measured side by side with an independent tracker (SwiftF0)
+
+#: Backing bleed levels (RMS re the voice) of the voicing check.
+BLEED_LEVELS_DB = (-15.0, -6.0)
+#: A frame this close to a change of the true voicing is not scored (annotation boundaries are soft).
+GUARD_S = 0.05
+#: The singer's pauses start this long after (and end this long before) the annotated voicing:
+#: the room's tail of the voice itself and the annotation's edges are no bleed.
+PAUSE_GUARD_S = 0.3
+#: SwiftF0 calls a frame voiced at this confidence (its documented threshold).
+SWIFT_VOICED = 0.5
+#: An in-tune note: its centre within this of a semitone (cents).
+IN_TUNE_CENTS = 25.0
+
+
+class Swift:
+    """SwiftF0 (``swift-f0``, the ``peers`` extra): the independent tracker. ``track(y16)`` -> (times_s, hz, 0 = unvoiced)."""
+
+    def __init__(self):
+        try:
+            import swift_f0
+        except ImportError:
+            raise SystemExit("SwiftF0 is not installed: pip install -e '.[peers]' (swift-f0 and onnxruntime)") from None
+        self.m = swift_f0.SwiftF0(threads=1)
+
+    def track(self, y16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r = self.m.detect(np.asarray(y16, np.float32), SR)
+        return np.asarray(r.timestamps, np.float64), np.where(np.asarray(r.confidence) >= SWIFT_VOICED, np.asarray(r.pitch_hz), 0.0)
+
+
+def _at(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``values`` at the frames nearest to times ``t`` (0 outside)."""
+    if times.size == 0:
+        return np.zeros(t.size)
+    hop = float(np.median(np.diff(times))) if times.size > 1 else 0.01
+    idx = np.round((t - times[0]) / hop).astype(int)
+    ok = (idx >= 0) & (idx < values.size)
+    out = np.zeros(t.size)
+    out[ok] = values[idx[ok]]
+    return out
+
+
+def _truth_voicing(root: Path, name: str, voice: np.ndarray, sr: int, swift: Swift) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(grid_s, voiced, pause)`` on a 10 ms grid from the annotation and the dry recording.
+
+    ``voiced``: vocadito's frame f0 > 0, or inside an SSVD note span. ``pause``: the singer's pauses,
+    where anything called voiced can only be bleed or noise: unvoiced in the annotation, at least
+    ``PAUSE_GUARD_S`` from any voiced frame (the voice's own room tail), and quiet in the dry
+    recording itself: 25 dB under its loud frames and without a pitch there (neither SwiftF0 nor
+    Melisma's tracker finds one within 50 ms in the dry recording: some SSVD clips hold faint
+    pitched sound, humming or the app's own tones, that the note annotation leaves out).
+    """
+    n_s = voice.size / sr
+    grid = np.arange(0.0, n_s, 0.01)
+    if name.startswith("vocadito"):
+        ref = np.loadtxt(root / "vocadito" / "Annotations" / "F0" / "vocadito_1_f0.csv", delimiter=",")
+        voiced = _at(ref[:, 0], (ref[:, 1] > 0).astype(float), grid) > 0
+    else:
+        ann = np.loadtxt(root / "ssvd_v2_subset" / "test" / f"{name.removeprefix('ssvd')}.txt", ndmin=2)
+        voiced = np.zeros(grid.size, bool)
+        for on, off, _m in ann:
+            voiced |= (grid >= on) & (grid < off)
+    hop, win = int(0.01 * sr), int(0.04 * sr)
+    padded = np.pad(voice.astype(np.float64), (win // 2, win))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][: grid.size]
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    quiet = level < np.percentile(level, 95) - 25.0
+    from melisma.audio_io import resample
+
+    dry16 = resample(voice, orig_sr=sr, target_sr=SR)
+    dry = track_pitch(dry16, sr=SR)
+    s_t, s_hz = swift.track(dry16)
+    pitched = (_at(dry.times_s, dry.hz, grid) > 0) | (_at(s_t, s_hz, grid) > 0)
+    pitched = np.convolve(pitched.astype(float), np.ones(11), mode="same") > 0
+    quiet &= ~pitched
+    g = int(round(PAUSE_GUARD_S / 0.01))
+    near_voice = np.convolve(voiced.astype(float), np.ones(2 * g + 1), mode="same") > 0
+    return grid, voiced, quiet & ~near_voice
+
+
+def _scored_voiced(voiced: np.ndarray) -> np.ndarray:
+    """Voiced frames farther than GUARD_S from the edge of their voiced span."""
+    g = int(round(GUARD_S / 0.01))
+    unv = np.convolve((~voiced).astype(float), np.ones(2 * g + 1), mode="same") > 0
+    return voiced & ~unv
+
+
+def _voices_for_bleed(root: Path, max_s: float, clips: int | None) -> list[tuple[str, np.ndarray]]:
+    out = []
+    y, _ = load_audio(root / "vocadito" / "Audio" / "vocadito_1.wav", sr=48000, mono=True)
+    out.append(("vocadito_1", y[: int(max_s * 48000)]))
+    for wav in sorted((root / "ssvd_v2_subset" / "test").glob("*.flac"))[: clips]:
+        y, _ = load_audio(wav, sr=48000, mono=True)
+        out.append((f"ssvd{wav.stem}", y[: int(max_s * 48000)]))
+    return out
+
+
+def bleed_voicing(root: Path, *, clips: int | None = None, max_s: float = 30.0) -> dict:
+    """Voicing false alarm and recall on real vocals with real backing bleed, Melisma vs SwiftF0.
+
+    Each real vocal (vocadito track 1; the SSVD clips, first ``max_s`` s) is recorded as a phone
+    take over the multitrack's real band (drums + bass + other, looped), the band heard from the
+    speaker at -15 and -6 dB RMS under the voice, both through a measured room, real noise at
+    15-20 dB SNR, late by 100-300 ms, the phone's band, AAC 64 kb/s (tools/eval_mix_real.phone_take).
+    Melisma runs its whole analysis (alignment, bleed removal, clean-up, pitch with the bleed gate)
+    on the files; SwiftF0 runs on the take itself. Both are scored on the voice's timeline against
+    the annotation: recall on the sung frames (vocadito: frame f0; SSVD: note spans; 50 ms from
+    their edges left out), false alarms in the singer's pauses (unvoiced in the annotation, 300 ms
+    from any voiced frame, quiet and unpitched in the dry recording: see :func:`_truth_voicing`). "Melisma, no
+    gate" is the same run's track before the bleed gate. Ghost notes: Melisma's notes with over
+    80 % of their length in the singer's pauses.
+    """
+    import tempfile
+
+    import melisma.analysis.bleed_voicing as bv
+    from melisma.analysis.notes import segment_notes
+    from melisma.audio_io import write_audio
+    from melisma.pipeline.analyze import analyze
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tools.eval_mix_real import NOISES, ROOMS, loop_to, phone_take, stems_voice_and_backing, write_take
+
+    swift = Swift()
+    _v, band = stems_voice_and_backing(root, 48000)
+    captured: dict = {}
+    real_reject = bv.reject_bleed
+
+    def capture(track, *a, **k):  # the track before the gate, for the "no gate" row
+        captured["before"] = track
+        return real_reject(track, *a, **k)
+
+    bv.reject_bleed = capture
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="melisma-eval-bleed-") as tmp:
+            for vi, (name, voice) in enumerate(_voices_for_bleed(root, max_s, clips)):
+                for li, bleed_db in enumerate(BLEED_LEVELS_DB):
+                    i = 2 * vi + li
+                    rng = np.random.default_rng(700 + i)
+                    offset = float(rng.uniform(100, 300))
+                    snr = float(rng.uniform(15, 20))
+                    room, noise = root / ROOMS[i % len(ROOMS)], root / NOISES[i % len(NOISES)]
+                    backing = loop_to(band, voice.size)
+                    take = phone_take(voice, backing, 48000, offset_ms=offset, bleed_db=bleed_db, room=room, noise=noise,
+                                      snr_db=snr, seed=i)
+                    tp, bp = Path(tmp) / f"take{i}.m4a", Path(tmp) / f"backing{i}.flac"
+                    write_take(tp, take, 48000)
+                    write_audio(bp, backing, sr=48000, overwrite=True)
+                    captured.clear()
+                    plan = analyze(tp, bp, accept_alignment_guess=True)
+                    rec = plan.record
+                    f0 = rec["pitch"]["f0"]
+                    m_hz = np.asarray(f0["hz"], np.float64)
+                    m_t = np.arange(m_hz.size) * float(f0["hop_s"])
+                    before = captured.get("before")
+                    b_hz = np.asarray(before.hz, np.float64) if before is not None else m_hz
+                    y16, _ = load_audio(tp, sr=SR, mono=True)
+                    s_t, s_hz = swift.track(y16)
+                    s_t = s_t - offset / 1000.0  # the take is late: SwiftF0's times onto the voice's timeline
+                    grid, truth, pause = _truth_voicing(root, name, voice, 48000, swift)
+                    sung = _scored_voiced(truth)
+                    row = {"take": name, "bleed_db": bleed_db, "room": room.stem, "noise": noise.stem, "snr_db": round(snr, 1),
+                           "alignment_err_ms": round(float(rec["alignment"]["offset_ms"]) - offset, 2),
+                           "alignment": rec["alignment"]["decision"],
+                           "bleed_removed": bool(rec["cleanup"]["actions"][0].get("detected")),
+                           "gate": rec["pitch"].get("bleed_gate", {"applied": False})}
+                    for label, t, hz in (("melisma", m_t, m_hz), ("melisma_no_gate", m_t, b_hz), ("swiftf0", s_t, s_hz)):
+                        ev = _at(t, hz, grid) > 0
+                        row[label] = {"vfa": float(np.mean(ev[pause])) if pause.any() else 0.0, "recall": float(np.mean(ev[sung])),
+                                      "fa_frames": int(np.sum(ev[pause])), "unvoiced_frames": int(np.sum(pause)),
+                                      "voiced_frames": int(np.sum(sung)), "hit_frames": int(np.sum(ev[sung]))}
+                    ghosts = {}
+                    for label, notes in (("melisma", rec["pitch"]["notes"]),
+                                         ("melisma_no_gate", [n.to_dict() for n in segment_notes(before)] if before is not None
+                                          else rec["pitch"]["notes"])):
+                        g = 0
+                        for n in notes:
+                            sel = (grid >= n["start_s"]) & (grid <= n["end_s"])
+                            if sel.any() and np.mean(pause[sel]) > 0.8:
+                                g += 1
+                        ghosts[label] = g
+                    row["ghost_notes"] = ghosts
+                    rows.append(row)
+                    m, b, s = row["melisma"], row["melisma_no_gate"], row["swiftf0"]
+                    print(f"{name:12s} {bleed_db:+4.0f} dB  VFA melisma {m['vfa']:.3f} (no gate {b['vfa']:.3f}) swiftf0 {s['vfa']:.3f}  "
+                          f"recall {m['recall']:.3f} ({b['recall']:.3f}) {s['recall']:.3f}  ghost notes {ghosts['melisma']} "
+                          f"({ghosts['melisma_no_gate']})  align {row['alignment_err_ms']:+.1f} ms {row['alignment']}  "
+                          f"bleed removed {row['bleed_removed']}  gate {row['gate'].get('rejected_frames', 0)} frames", flush=True)
+    finally:
+        bv.reject_bleed = real_reject
+    overall = {}
+    for bleed_db in BLEED_LEVELS_DB:
+        sub = [r for r in rows if r["bleed_db"] == bleed_db]
+        o = {}
+        for label in ("melisma", "melisma_no_gate", "swiftf0"):
+            fa = sum(r[label]["fa_frames"] for r in sub)
+            uv = sum(r[label]["unvoiced_frames"] for r in sub)
+            hit = sum(r[label]["hit_frames"] for r in sub)
+            vv = sum(r[label]["voiced_frames"] for r in sub)
+            o[label] = {"vfa": fa / max(uv, 1), "recall": hit / max(vv, 1)}
+        o["ghost_notes"] = {k: sum(r["ghost_notes"][k] for r in sub) for k in ("melisma", "melisma_no_gate")}
+        o["takes"] = len(sub)
+        overall[f"{bleed_db:+.0f} dB"] = o
+    return {"rows": rows, "overall": overall}
+
+
+def _note_centres(t: np.ndarray, hz: np.ndarray, spans) -> np.ndarray:
+    """Per span ``(start_s, end_s)``, the median voiced f0 (MIDI) over its middle 60 %; NaN without any."""
+    out = np.full(len(spans), np.nan)
+    for i, (a, b) in enumerate(spans):
+        d = b - a
+        sel = (t >= a + 0.2 * d) & (t <= b - 0.2 * d) & (hz > 0)
+        if np.count_nonzero(sel) >= 2:
+            out[i] = float(np.median(hz_to_midi(hz[sel])))
+    return out
+
+
+def correction_check(root: Path, *, clips: int | None = None, correction: float = 1.0) -> dict:
+    """Correction without a melody (key mode), measured by SwiftF0 on the corrected vocal.
+
+    Each real take (vocadito track 1, the SSVD clips) goes through the engine's pitch analysis (key
+    estimated from the sung notes) and correction at ``correction``; SwiftF0 tracks the take and
+    the corrected vocal. Per annotated note, its centre is SwiftF0's median f0 over the middle 60 %
+    of the annotated span. Error: cents from the nearest semitone (A440 grid: no backing, so no
+    band tuning), before and after. In tune: within 25 c of a semitone before; moved: that note's
+    nearest semitone after is another one.
+    """
+    from melisma.analysis.intonation import analyze_pitch, pitch_tracker_named
+    from melisma.audio_io import resample
+    from melisma.render.pitch import correct_vocal, correction_from_sliders
+
+    swift = Swift()
+    settings = correction_from_sliders({}, correction=correction)
+    takes = [("vocadito_1", root / "vocadito" / "Audio" / "vocadito_1.wav",
+              [(on, on + dur) for on, _hz, dur in np.loadtxt(root / "vocadito" / "Annotations" / "Notes" / "vocadito_1_notesA1.csv", delimiter=",")])]
+    for wav in sorted((root / "ssvd_v2_subset" / "test").glob("*.flac"))[: clips]:
+        takes.append((f"ssvd{wav.stem}", wav, [(on, off) for on, off, _m in np.loadtxt(wav.with_suffix(".txt"), ndmin=2)]))
+    rows = []
+    all_before, all_after = [], []
+    for name, path, spans in takes:
+        y, sr = load_audio(path, sr=48000, mono=True)
+        pitch = analyze_pitch(y, sr=sr, tracker=pitch_tracker_named(None))
+        corrected, _report = correct_vocal(y, pitch, sr=sr, settings=settings)
+        t0, h0 = swift.track(resample(y, orig_sr=sr, target_sr=SR))
+        t1, h1 = swift.track(resample(corrected, orig_sr=sr, target_sr=SR))
+        c0, c1 = _note_centres(t0, h0, spans), _note_centres(t1, h1, spans)
+        ok = np.isfinite(c0) & np.isfinite(c1)
+        c0, c1 = c0[ok], c1[ok]
+        e0 = np.abs(100 * (c0 - np.round(c0)))
+        e1 = np.abs(100 * (c1 - np.round(c1)))
+        in_tune = e0 <= IN_TUNE_CENTS
+        moved = in_tune & (np.round(c1) != np.round(c0))
+        all_before.append(e0)
+        all_after.append(e1)
+        row = {"take": name, "notes": int(ok.sum()), "key": pitch["key"].get("name"), "key_confidence": pitch["key"].get("confidence"),
+               "median_before_c": float(np.median(e0)), "p90_before_c": float(np.percentile(e0, 90)),
+               "median_after_c": float(np.median(e1)), "p90_after_c": float(np.percentile(e1, 90)),
+               "in_tune": int(in_tune.sum()), "in_tune_moved": int(moved.sum()),
+               "any_moved": int(np.sum(np.round(c1) != np.round(c0)))}
+        rows.append(row)
+        print(f"{name:12s} notes {row['notes']:3d}  key {row['key']} ({row['key_confidence']:.2f})  before median {row['median_before_c']:5.1f} "
+              f"p90 {row['p90_before_c']:5.1f}  after median {row['median_after_c']:5.1f} p90 {row['p90_after_c']:5.1f}  "
+              f"in tune {row['in_tune']:3d}, moved {row['in_tune_moved']}  (any note to another semitone {row['any_moved']})", flush=True)
+    b, a = np.concatenate(all_before), np.concatenate(all_after)
+    overall = {"takes": len(rows), "notes": int(b.size), "median_before_c": float(np.median(b)), "p90_before_c": float(np.percentile(b, 90)),
+               "median_after_c": float(np.median(a)), "p90_after_c": float(np.percentile(a, 90)),
+               "in_tune": sum(r["in_tune"] for r in rows), "in_tune_moved": sum(r["in_tune_moved"] for r in rows),
+               "any_moved": sum(r["any_moved"] for r in rows)}
+    return {"rows": rows, "overall": overall, "correction": correction}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("MELISMA_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
@@ -219,15 +499,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--tracker", choices=("dsp", "model"), default="dsp", help="pitch tracker: DSP baseline or the int8 model")
     ap.add_argument("--detector", choices=("dsp", "model"), default="dsp", help="ornament detector: DSP rules or the int8 model")
+    ap.add_argument("--only", choices=("base", "bleed", "correction"), action="append",
+                    help="run only these parts (repeatable): base = sections 1-5, bleed = voicing under real backing "
+                         "bleed vs SwiftF0, correction = correction without a melody measured by SwiftF0; default all")
+    ap.add_argument("--clips", type=int, default=None, help="bleed/correction: only the first N SSVD clips (default all)")
     args = ap.parse_args(argv)
+    parts = set(args.only or ("base", "bleed", "correction"))
     CHOICE["tracker"], CHOICE["detector"] = _tracker(args.tracker), _detector(args.detector)
     print(f"tracker {args.tracker}, ornament detector {args.detector}")
     root = Path(args.data)
     if not root.is_dir():
         print(f"no data at {root}; pass --data", file=sys.stderr)
         return 2
-    durations: dict = defaultdict(list)
     report: dict = {}
+    if "bleed" in parts:
+        print("== voicing under real backing bleed: Melisma's whole analysis vs SwiftF0 on the same takes")
+        report["bleed"] = b = bleed_voicing(root, clips=args.clips)
+        print(f"{'bleed':>7s} {'takes':>5s} | {'VFA melisma':>11s} {'no gate':>8s} {'SwiftF0':>8s} | "
+              f"{'recall melisma':>14s} {'no gate':>8s} {'SwiftF0':>8s} | ghost notes (no gate)")
+        for level, o in b["overall"].items():
+            m, n, w = o["melisma"], o["melisma_no_gate"], o["swiftf0"]
+            print(f"{level:>7s} {o['takes']:5d} | {m['vfa']:11.3f} {n['vfa']:8.3f} {w['vfa']:8.3f} | "
+                  f"{m['recall']:14.3f} {n['recall']:8.3f} {w['recall']:8.3f} | {o['ghost_notes']['melisma']} "
+                  f"({o['ghost_notes']['melisma_no_gate']})")
+    if "correction" in parts:
+        print("\n== correction without a melody (key mode, correction 1), note centres by SwiftF0 on the rendered vocal")
+        report["correction"] = c = correction_check(root, clips=args.clips)
+        o = c["overall"]
+        print(f"overall: {o['takes']} takes, {o['notes']} notes; |cents from semitone| before median {o['median_before_c']:.1f} "
+              f"p90 {o['p90_before_c']:.1f}, after median {o['median_after_c']:.1f} p90 {o['p90_after_c']:.1f}; "
+              f"in tune {o['in_tune']}, moved to another semitone {o['in_tune_moved']} (any note {o['any_moved']})")
+    if "base" not in parts:
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+        return 0
+    durations: dict = defaultdict(list)
 
     report["vocadito"] = v = vocadito(root, durations)
     print("== vocadito track 1 (human f0 annotation)")

@@ -85,6 +85,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                   work: Path, warnings: list[str]) -> Plan:
     """The analysis stages in order, filling ``record``; returns the plan that owns the work files."""
     from ..analysis.align import Alignment, apply_offset, estimate_offset
+    from ..analysis.bleed_voicing import BLEED_METHODS, BleedGatedTracker
     from ..analysis.cleanup import analyze_cleanup
     from ..analysis.intonation import analyze_pitch, pitch_tracker_named
     from ..analysis.voice import analyze_backing, analyze_voice
@@ -164,6 +165,12 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     if options.pitch:
         with timed_stage(clock, "analyze_pitch"):
             assert vocal16 is not None
+            tracker = pitch_tracker_named(options.pitch_tracker)
+            gated = None
+            if backing16 is not None:
+                # Bleed is not singing: the f0 frames whose pitch is the backing's own bleed are unvoiced.
+                bleed_present = alignment.method in BLEED_METHODS or bool(bleed_action and bleed_action.get("detected"))
+                tracker = gated = BleedGatedTracker(tracker, backing16, bleed_present=bleed_present)
             record["pitch"] = analyze_pitch(
                 vocal16,
                 sr=ANALYSIS_SR,
@@ -171,8 +178,10 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                 key=options.key,
                 scale=options.scale,
                 melody_path=options.melody_path,
-                tracker=pitch_tracker_named(options.pitch_tracker),
+                tracker=tracker,
             )
+            if gated is not None and gated.info["applied"]:  # a headphone take's report stays as it was
+                record["pitch"]["bleed_gate"] = gated.info
     return plan
 
 
