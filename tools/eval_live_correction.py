@@ -79,9 +79,9 @@ def _interior(t, c, a, b):
 
 def _vibrato_rms(t, c, a, b, hop):
     seg = _interior(t, c, a, b)
-    if len(seg) < 20:
-        return float("nan")
     k = max(3, round(0.2 / hop))
+    if len(seg) < k + 10:
+        return float("nan")
     ker = np.ones(k) / k
     smooth = np.convolve(seg, ker, mode="valid")
     resid = seg[k // 2:k // 2 + len(smooth)] - smooth

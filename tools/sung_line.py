@@ -68,7 +68,7 @@ def sung_line(seed: int = 0, *, sr: int = 48000, key_pcs: tuple[int, ...] = (9, 
     t = 0.25
     prev = None
     for i in range(n_notes):
-        m = int(rng.choice([s for s in scale if prev is None or abs(s - prev) <= 5 and s != prev]))
+        m = int(rng.choice([s for s in scale if prev is None or (abs(s - prev) <= 5 and s != prev)]))
         dur = float(rng.uniform(0.7, 1.2))
         kind = i % 3
         slide = float(rng.uniform(0.12, 0.2)) if kind == 2 and notes else 0.0

@@ -6,11 +6,14 @@ Three parts run in the audio callback, block by block, with no lookahead:
    ``2 * sr / fmin`` samples (25 ms at 80 Hz, 2 periods of the lowest f0 of the singer's range),
    difference function by FFT, cumulative-mean normalisation, absolute threshold, parabolic
    interpolation. One estimate per ~2.7 ms. The range is the singer's (``fmin_hz``..``fmax_hz``).
-2. **Note centre** (:class:`NoteCentre`): the pitch in cents smoothed by two running means
-   (200 ms and 150 ms: zeros at 5 and 6.7 Hz, so a 5-7 Hz vibrato is all but removed from the
-   centre; about 175 ms of lag). Only this slowly moving centre is pulled toward the target;
-   vibrato and slides ride on top of it untouched. It restarts at a voicing onset and when the
-   pitch stays far (> 250 cents) from the centre for 40 ms (a new note). The target is the
+2. **Note centre** (:class:`NoteCentre`): the pitch in cents smoothed by a running mean over
+   180 ms (one period of a 5.6 Hz vibrato: a zero there, at most ~20 % of a 4.5-7 Hz vibrato
+   leaks through; 90 ms of lag; two cascaded means, 200 + 150 ms, null vibrato better but lag
+   175 ms and followed real singers' drift worse in ``tools/eval_live_correction.py``). Only this
+   slowly moving centre is pulled toward the target; vibrato and slides ride on top of it
+   untouched. It restarts at a voicing onset and when the pitch stays far (> 250 cents) from
+   the centre for 40 ms (a new note: it restarts from the mean of those 40 ms); shorter
+   excursions (octave slips, glitches) are not averaged in. The target is the
    nearest note of the key (or the reference melody's note at the backing's playhead, in the
    singer's octave), kept until another note is nearer by :data:`HYSTERESIS_CENTS`. The shift
    ``amount * (target - centre)`` moves toward its new value at most :data:`SLEW_CENTS_PER_S`,
@@ -60,8 +63,8 @@ YIN_THRESHOLD = 0.15
 YIN_UNVOICED = 0.35
 #: Input below this RMS (dBFS) is unvoiced.
 GATE_DB = -55.0
-#: Note-centre running means (s): 200 ms then 150 ms (zeros at 5 Hz and 6.67 Hz).
-CENTRE_MEANS_S = (0.200, 0.150)
+#: Note-centre running means (s), cascaded: one of 180 ms (a zero at 5.6 Hz).
+CENTRE_MEANS_S: tuple[float, ...] = (0.180,)
 #: The centre restarts when the pitch stays this far away (cents) for :data:`JUMP_HOLD_S`.
 JUMP_CENTS = 250.0
 JUMP_HOLD_S = 0.040
@@ -218,12 +221,13 @@ class NoteCentre:
         self.amount = float(amount)
         self._n = [max(1, round(s / hop_s)) for s in CENTRE_MEANS_S]
         self._rings = [np.zeros(n, np.float64) for n in self._n]
-        self._pos = [0, 0]
-        self._sums = [0.0, 0.0]
+        self._pos = [0 for _ in self._n]
+        self._sums = [0.0 for _ in self._n]
         self.centre: float | None = None  # cents
         self.target_cents: float | None = None
         self.shift = 0.0
         self._far = 0
+        self._far_sum = 0.0
         self._far_need = max(1, round(JUMP_HOLD_S / hop_s))
         self._unvoiced = 0
         self._unvoiced_hold = max(1, round(UNVOICED_HOLD_S / hop_s))
@@ -263,13 +267,20 @@ class NoteCentre:
             self._reset(cents)
         self._unvoiced = 0
         assert self.centre is not None
+        value = cents
         if abs(cents - self.centre) > JUMP_CENTS:
+            self._far_sum = cents if self._far == 0 else self._far_sum + cents
             self._far += 1
             if self._far >= self._far_need:
-                self._reset(cents)
+                value = self._far_sum / self._far
+                self._reset(value)  # a new note: start from the mean of what was sung since it began
+            else:
+                value = self.centre  # an outlier (octave slip, a glitch) until it lasts: not averaged in
         else:
             self._far = 0
-        self.centre = self._mean(1, self._mean(0, cents))
+        for k in range(len(self._n)):
+            value = self._mean(k, value)
+        self.centre = value
         best, _ = self.target.candidates(self.centre / 100.0, t_s)
         best_c = 100.0 * best
         cur = self.target_cents
