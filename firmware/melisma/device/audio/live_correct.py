@@ -69,7 +69,7 @@ CENTRE_MEANS_S: tuple[float, ...] = (0.180,)
 JUMP_CENTS = 250.0
 JUMP_HOLD_S = 0.040
 #: A new target is taken only when it is this much nearer (cents) than the current one.
-HYSTERESIS_CENTS = 20.0
+HYSTERESIS_CENTS = 30.0
 #: The applied shift moves at most this fast (cents per second).
 SLEW_CENTS_PER_S = 1500.0
 #: The largest shift applied (cents).
@@ -357,7 +357,7 @@ class PsolaShifter:
             jump = 0.0
             if d_end < self.d_lo:
                 jump = -p * max(1, math.ceil((self.d_lo - d_end) / p))
-            elif d_end > self.d_lo + p:
+            elif d_end > self.d_lo + (p if rho < 1.0 else self.p_max):  # (unshifted: no needless jumps)
                 jump = p * math.floor((d_end - self.d_lo) / p)
             if jump:
                 self.r_old = self.r
