@@ -63,8 +63,10 @@ class MonitorProcessor(Processor):
         self.vocal_gain = float(vocal_gain)
         self.backing_gain = float(backing_gain)
         self.loop_backing = loop_backing
-        #: ``tap_frames > 0`` keeps the first frames of output channel 0 in :attr:`tap` (tests, benchmark).
+        #: ``tap_frames > 0`` keeps the first frames of output channel 0 in :attr:`tap` (tests, benchmark)
+        #: and of the mic after the live corrector (before the chain) in :attr:`tap_vocal`.
         self.tap = np.zeros(int(tap_frames), np.float32)
+        self.tap_vocal = np.zeros(int(tap_frames) if corrector is not None else 0, np.float32)
         self.done = False
         self.peak_in = 0.0
         self.peak_out = 0.0
@@ -122,6 +124,9 @@ class MonitorProcessor(Processor):
         self.peak_in = max(self.peak_in, float(np.max(mic)), -float(np.min(mic)))  # held until the meter reads
         if self.corrector is not None:
             mic = self.corrector.process(mic)
+            if frame < self.tap_vocal.shape[0]:
+                end = min(frame + n, self.tap_vocal.shape[0])
+                self.tap_vocal[frame:end] = mic[:end - frame]
         y = self.chain(mic, self.sr, reset=False)  # (2, n)
         if self._ch == 1:
             np.add(y[0], y[1], out=out[:, 0])
