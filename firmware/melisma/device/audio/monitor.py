@@ -6,8 +6,9 @@ it with ``reset=False`` (the stages keep their state between blocks), and writes
 into the preallocated output block. All of it happens in the same callback that delivers the
 input, so the processing adds no buffering: the mic-to-ear latency is PortAudio's and the
 device's input + output buffering, which is exactly the round trip the loopback calibration
-measures for the same devices, rate and block, plus the processing's own lookahead (0 for the
-chain: every stage is causal; a live corrector would add its own lookahead, and is not built yet).
+measures for the same devices, rate and block, plus the processing's own lookahead (0: every
+chain stage is causal), plus, with live correction (:mod:`.live_correct`, run before the chain),
+its pitch shifter's delay (a few ms; nothing is read ahead).
 
 Moving a slider builds a new chain outside the callback (:meth:`Monitor.set_settings`); the
 callback picks it up at its next block by swapping one reference (no lock: one attribute store
@@ -50,7 +51,11 @@ def live_chain(style: str = "neutral", sliders: dict[str, float] | None = None, 
 
 
 class MonitorProcessor(Processor):
-    """Mic (input channel 0) → [live corrector] → vocal chain, + backing, into every output channel."""
+    """Mic (input channel 0) → [live corrector] → vocal chain, + backing, into every output channel.
+
+    ``corrector`` is a :class:`.live_correct.LiveCorrector` (or ``None``); it reads the backing's
+    playhead from :meth:`playhead_s`.
+    """
 
     def __init__(self, chain, *, backing: np.ndarray | None = None, vocal_gain: float = 1.0,
                  backing_gain: float = 0.7, corrector=None, loop_backing: bool = True, tap_frames: int = 0):

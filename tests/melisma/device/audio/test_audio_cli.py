@@ -35,8 +35,10 @@ def test_list_json_has_the_jack_device(jack, capsys):
 def test_calibration_agrees_with_jack_iodelay(jack, loop_later, capsys, tmp_path, block):
     """PortAudio-level round trip = jack_iodelay's graph round trip + PortAudio's buffer (one block)."""
     iodelay = jack.iodelay(1.0)
+    _, listed, _ = run_json(capsys, ["audio", "list", "--json"])  # the JACK device's index (ALSA's plugins
+    index = next(d["index"] for d in listed["devices"] if d["host_api"].startswith("JACK"))  # may come first)
     loop_later(0.6)  # connected after the test signal has started: it keeps sending until heard
-    rc, data, err = run_json(capsys, ["audio", "calibrate", "--input", "system", "--output", "0", "--block",
+    rc, data, err = run_json(capsys, ["audio", "calibrate", "--input", "system", "--output", str(index), "--block",
                                       str(block), "--rate", "48000", "--data-dir", str(tmp_path), "--json"])
     assert rc == 0, err
     assert data["reliable"] is True and data["warnings"] == []
