@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -38,13 +39,20 @@ class JackDummy:
         if shutil.which("jackd") is None or shutil.which("jack_connect") is None:
             raise JackUnavailable("jackd / jack_connect not found; install Debian's jackd2 (tools/run does)")
         rt = ["-R", "-P", "70"] if self.realtime else ["--no-realtime"]
-        self.proc = subprocess.Popen(["jackd", *rt, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # jackd's messages go to a file, not a pipe: under load it logs every xrun, and a pipe no one
+        # reads fills up, blocks jackd's writes and with them the graph (PortAudio's stop then waits
+        # for a process callback that never comes). -t: a generous client timeout, so a client slowed
+        # by a loaded machine is not dropped from the graph (zombified) either.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed by stop()
+        self.proc = subprocess.Popen(["jackd", *rt, "-t", "10000", "-d", "dummy", "-r", str(self.rate),
+                                      "-p", str(self.period)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self._log,
                                      start_new_session=True)
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace")
                 raise JackUnavailable(f"jackd exited with {self.proc.returncode}: {err[-500:]}")
             r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
             if r.returncode == 0 and "system:capture_1" in r.stdout:
@@ -66,8 +74,10 @@ class JackDummy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
+            self._log = None
         self.proc = None
         if self._saved_env is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)
