@@ -17,17 +17,23 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 
 
 class JackUnavailable(RuntimeError):
     """jackd is not installed or would not start."""
 
 
+#: Server names tried in turn when none is given. JACK keeps at most 8 servers in its shared
+#: registry and frees a dead server's entry only when a server of the same name registers, so
+#: names from a small pool (not random ones) get the entries of killed servers back.
+NAME_POOL = tuple(f"melisma-test-{k}" for k in range(16))
+
+
 class JackDummy:
     def __init__(self, *, rate: int = 48000, period: int = 256, name: str | None = None, realtime: bool = False):
         self.rate, self.period, self.realtime = rate, period, realtime
-        self.name = name or f"melisma-test-{uuid.uuid4().hex[:8]}"
+        self._pool = [name] if name else list(NAME_POOL)
+        self.name = self._pool[0]
         self.proc: subprocess.Popen | None = None
         self._saved_env: str | None = None
 
@@ -36,6 +42,25 @@ class JackDummy:
         return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
 
     def start(self, timeout_s: float = 10.0) -> JackDummy:
+        """Start jackd under the first free name of the pool (a name in use by a live server is skipped)."""
+        last: JackUnavailable | None = None
+        for name in self._pool:
+            self.name = name
+            probe = subprocess.run(["jack_lsp"], env={**self.env, "JACK_NO_START_SERVER": "1"}, capture_output=True,
+                                   text=True, timeout=5)
+            if probe.returncode == 0:  # a live server (another test session's) has this name
+                last = JackUnavailable(f"a JACK server named {name} already runs")
+                continue
+            try:
+                return self._start(timeout_s)
+            except JackUnavailable as exc:
+                last = exc
+                if "already" not in str(exc) and "Too many servers" not in str(exc):
+                    raise
+        assert last is not None
+        raise last
+
+    def _start(self, timeout_s: float) -> JackDummy:
         if shutil.which("jackd") is None or shutil.which("jack_connect") is None:
             raise JackUnavailable("jackd / jack_connect not found; install Debian's jackd2 (tools/run does)")
         rt = ["-R", "-P", "70"] if self.realtime else ["--no-realtime"]
@@ -56,7 +81,9 @@ class JackDummy:
                 raise JackUnavailable(f"jackd exited with {self.proc.returncode}: {err[-500:]}")
             r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
             if r.returncode == 0 and "system:capture_1" in r.stdout:
-                break
+                time.sleep(0.2)
+                if self.proc.poll() is None:  # ours answered (not another server that took the name first)
+                    break
             time.sleep(0.1)
         else:
             self.stop()
