@@ -3,7 +3,7 @@
 For 48 kHz and 64/128/256-frame blocks, with and without live correction, it prints: callback
 time p50/p99/max against the block period, the share of one core the callback uses, xruns over the
 run, and the added mic-to-ear latency (the calibrated round trip for those settings + the
-processing's lookahead). The mic hears a synthetic sung line (harmonics, 5.5 Hz vibrato, noise
+processing's lookahead, 0, + the live corrector's pitch-shifter delay when it runs). The mic hears a synthetic sung line (harmonics, 5.5 Hz vibrato, noise
 bursts for the esses) played as the backing and looped back in the JACK graph, so the chain
 works on signal, not silence (vocal gain 0.3 keeps the feedback loop stable).
 
@@ -93,14 +93,17 @@ def main(argv: list[str] | None = None) -> int:
                        "process_cpu_share": round(s.process_cpu_share, 4), "xruns": s.xruns,
                        "seconds": round(s.wall_s, 1), "added_latency_ms": round(res.added_latency_ms, 2),
                        "buffering_ms": round(res.buffering_ms, 2),
-                       "lookahead_ms": round(res.processing_lookahead_ms, 2), "latency_source": res.latency_source}
+                       "lookahead_ms": round(res.processing_lookahead_ms, 2), "latency_source": res.latency_source,
+                       "shifter_ms": round(res.pitch_shifter_ms, 2),
+                       "shifter_max_ms": (res.live_correction or {}).get("shifter_max_delay_ms", 0.0)}
                 rows.append(row)
                 print(f"block {block:4d} ({row['block_period_ms']:.2f} ms)  correction {corr:.1f}: callback p50 "
                       f"{row['callback_p50_ms']:.3f} ms  p99 {row['callback_p99_ms']:.3f} ms  max "
                       f"{row['callback_max_ms']:.2f} ms  core {100 * row['core_share']:.1f} %  (process "
                       f"{100 * row['process_cpu_share']:.1f} %)  xruns {row['xruns']} in {row['seconds']} s  "
                       f"added latency {row['added_latency_ms']:.2f} ms (buffers {row['buffering_ms']:.2f} + "
-                      f"lookahead {row['lookahead_ms']:.2f})", flush=True)
+                      f"lookahead {row['lookahead_ms']:.2f} + shifter {row['shifter_ms']:.2f}, at most "
+                      f"{row['shifter_max_ms']:.2f})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

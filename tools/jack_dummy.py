@@ -15,18 +15,25 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
-import uuid
 
 
 class JackUnavailable(RuntimeError):
     """jackd is not installed or would not start."""
 
 
+#: Server names tried in turn when none is given. JACK keeps at most 8 servers in its shared
+#: registry and frees a dead server's entry only when a server of the same name registers, so
+#: names from a small pool (not random ones) get the entries of killed servers back.
+NAME_POOL = tuple(f"melisma-test-{k}" for k in range(16))
+
+
 class JackDummy:
     def __init__(self, *, rate: int = 48000, period: int = 256, name: str | None = None, realtime: bool = False):
         self.rate, self.period, self.realtime = rate, period, realtime
-        self.name = name or f"melisma-test-{uuid.uuid4().hex[:8]}"
+        self._pool = [name] if name else list(NAME_POOL)
+        self.name = self._pool[0]
         self.proc: subprocess.Popen | None = None
         self._saved_env: str | None = None
 
@@ -35,20 +42,48 @@ class JackDummy:
         return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
 
     def start(self, timeout_s: float = 10.0) -> JackDummy:
+        """Start jackd under the first free name of the pool (a name in use by a live server is skipped)."""
+        last: JackUnavailable | None = None
+        for name in self._pool:
+            self.name = name
+            probe = subprocess.run(["jack_lsp"], env={**self.env, "JACK_NO_START_SERVER": "1"}, capture_output=True,
+                                   text=True, timeout=5)
+            if probe.returncode == 0:  # a live server (another test session's) has this name
+                last = JackUnavailable(f"a JACK server named {name} already runs")
+                continue
+            try:
+                return self._start(timeout_s)
+            except JackUnavailable as exc:
+                last = exc
+                if "already" not in str(exc) and "Too many servers" not in str(exc):
+                    raise
+        assert last is not None
+        raise last
+
+    def _start(self, timeout_s: float) -> JackDummy:
         if shutil.which("jackd") is None or shutil.which("jack_connect") is None:
             raise JackUnavailable("jackd / jack_connect not found; install Debian's jackd2 (tools/run does)")
         rt = ["-R", "-P", "70"] if self.realtime else ["--no-realtime"]
-        self.proc = subprocess.Popen(["jackd", *rt, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # jackd's messages go to a file, not a pipe: under load it logs every xrun, and a pipe no one
+        # reads fills up, blocks jackd's writes and with them the graph (PortAudio's stop then waits
+        # for a process callback that never comes). -t: a generous client timeout, so a client slowed
+        # by a loaded machine is not dropped from the graph (zombified) either.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed by stop()
+        self.proc = subprocess.Popen(["jackd", *rt, "-t", "10000", "-d", "dummy", "-r", str(self.rate),
+                                      "-p", str(self.period)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self._log,
                                      start_new_session=True)
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace")
                 raise JackUnavailable(f"jackd exited with {self.proc.returncode}: {err[-500:]}")
             r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
             if r.returncode == 0 and "system:capture_1" in r.stdout:
-                break
+                time.sleep(0.2)
+                if self.proc.poll() is None:  # ours answered (not another server that took the name first)
+                    break
             time.sleep(0.1)
         else:
             self.stop()
@@ -66,8 +101,10 @@ class JackDummy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
+            self._log = None
         self.proc = None
         if self._saved_env is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)

@@ -27,7 +27,17 @@ def jack():
 
 
 def wire_later(jack, delay_s=0.6):
-    t = threading.Timer(delay_s, jack.loop_portaudio)
+    """Wire the loop after ``delay_s``, retrying while the audio thread has not opened its stream yet."""
+
+    def wire():
+        for _ in range(100):
+            try:
+                jack.loop_portaudio()
+                return
+            except RuntimeError:  # no PortAudio ports yet (a loaded machine opens streams slowly)
+                threading.Event().wait(0.1)
+
+    t = threading.Timer(delay_s, wire)
     t.start()
     return t
 
@@ -99,16 +109,73 @@ def test_calibrate_record_monitor_over_ble(jack, rig_factory, tmp_path):
             if proc.chain is not chain_before:
                 break
         assert proc.chain is not chain_before
-        with pytest.raises(BoxError) as corr:
+        with pytest.raises(BoxError) as corr:  # one activity at a time, correction or not
             await client.monitor(True, correction=0.5)
-        assert "not in this firmware" in corr.value.args[0] or corr.value.code is p.ErrorCode.BUSY
+        assert corr.value.code is p.ErrorCode.BUSY
         await client.monitor(False)
         off = await client.wait_audio_idle(timeout_s=10)
         assert off.error is p.ErrorCode.OK, off.detail
 
+        # monitor with live correction over the stored backing: the corrector runs in the callback
+        await client.monitor(True, correction=0.5, backing="b.wav")
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if box.audio._proc is not None and (await client.read_audio_status()).mode is p.AudioMode.MONITORING:
+                break
+        live = box.audio._proc.corrector
+        assert live is not None and live.amount == 0.5
+        frames_before = live.frames
+        await asyncio.sleep(0.3)
+        assert live.frames > frames_before  # the callback feeds it
+        await client.monitor(False)
+        off = await client.wait_audio_idle(timeout_s=10)
+        assert off.error is p.ErrorCode.OK, off.detail
+        figures = box.audio.last_monitor.to_json()
+        assert figures["correction"] == 0.5 and figures["live_correction"]["amount"] == 0.5
+        assert figures["live_correction"]["target_source"] in ("backing", "chromatic")
+        assert 0 < figures["latency_parts_ms"]["pitch_shifter"] <= figures["live_correction"]["shifter_max_delay_ms"]
+
         # play a stored file
         await client.play("backing", "b.wav")
         assert (await client.wait_audio_idle(timeout_s=20)).error is p.ErrorCode.OK
+        await client.disconnect()
+        await rig.stop_box()
+
+    run(main())
+
+
+def test_audio_stop_ends_a_running_calibration_over_ble(jack, rig_factory):
+    """A calibration with no loop would send its test signal until its timeout; AudioStop ends it
+    at once, nothing is stored and it is not reported as an error."""
+    import time
+
+    from melisma.device.audio.calibrate import CalibrationStore
+
+    rig = rig_factory()
+
+    async def main():
+        box = await rig.start_box()
+        central = rig.central()
+        client = rig.client(central)
+        await client.connect()
+        box.pairing_window.open(30)
+        await client.pair()
+        await client.subscribe_audio()
+        await client.calibrate_audio(timeout_s=30)
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if box.audio._proc is not None and (await client.read_audio_status()).mode is p.AudioMode.CALIBRATING:
+                break
+        assert (await client.read_audio_status()).mode is p.AudioMode.CALIBRATING
+        t0 = time.monotonic()
+        await client.stop_audio()
+        done = await client.wait_audio_idle(timeout_s=10)
+        took = time.monotonic() - t0
+        assert took < 5.0, took  # not the 30 s timeout
+        assert done.error is p.ErrorCode.OK and done.detail == "calibration stopped"
+        assert not done.flags & p.AudioFlags.CALIBRATED
+        assert box.audio.last_calibration.stopped is True
+        assert CalibrationStore(box.audio.data_dir).load_all() == {}
         await client.disconnect()
         await rig.stop_box()
 

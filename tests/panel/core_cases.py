@@ -266,6 +266,19 @@ def case_button_long_press_fires_while_held_and_release_is_silent():
     assert 800 <= ev[0][1] <= 850
 
 
+def case_button_hold_comes_after_long_on_a_hold_button_only():
+    ev = run_button(Button("pair", hold=True), bouncy(0, True) + bouncy(3500, False))
+    assert [g for g, _ in ev] == ["long", "hold"]
+    assert 3000 <= ev[1][1] <= 3050
+    ev = run_button(Button("pair", hold=True), bouncy(0, True) + bouncy(2000, False))
+    assert [g for g, _ in ev] == ["long"]  # let go before 3 s: no hold
+    ev = run_button(Button("mix"), bouncy(0, True) + bouncy(3500, False))
+    assert [g for g, _ in ev] == ["long"]  # a button without hold detection
+    b = Button("pair", hold=True)
+    ev = run_button(b, bouncy(0, True) + bouncy(3500, False) + bouncy(4000, True) + bouncy(7200, False))
+    assert [g for g, _ in ev] == ["long", "hold", "long", "hold"]  # again on the next hold
+
+
 def case_button_double_press_and_single_on_a_double_button():
     ev = run_button(Button("knob", double=True), bouncy(0, True) + bouncy(100, False) + bouncy(250, True)
                     + bouncy(330, False))

@@ -35,7 +35,7 @@ from typing import Any
 
 from .. import __version__
 from .. import protocol as p
-from ..errors import ConfigError, DeviceError
+from ..errors import ConfigError, DeviceError, MelismaError
 from .jobs import Job, JobError
 from .storage import FOLDERS
 
@@ -91,6 +91,8 @@ class PanelSettings:
         to open a missing port.
     mix_extension : str
         Format of one-tap mixes (``.m4a``: AAC, small for phones; ``.wav`` for lossless).
+    calibrate_timeout_s : float
+        How long a calibration started from the panel (hold Pair 3 s) keeps sending (default 20 s).
     """
 
     path: str | None = None
@@ -101,6 +103,7 @@ class PanelSettings:
     timeout_s: float = 3.5
     reconnect_s: float = 1.0
     mix_extension: str = ".m4a"
+    calibrate_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.path is None and not self.auto_detect:
@@ -518,6 +521,10 @@ class PanelBridge:
         box = self.box
         if button == "mix" and gesture == "press":
             return self.one_tap_mix()
+        if button == "pair" and gesture == "hold":
+            return self.calibrate()
+        if button == "mix" and gesture == "long" and self._calibrating():
+            return self.stop_calibration()
         if button == "mix" and gesture == "long":
             job = box.jobs.current
             if job is None:
@@ -540,6 +547,33 @@ class PanelBridge:
             box.set_controls(p.Controls(box.controls.style, dict(box.controls.sliders, **{slider: 0.0})))
             return "centred"
         return ""  # other gestures (knob press/long select a slider on the panel itself)
+
+    # -- latency calibration (hold Pair 3 s; hold it again, or hold Mix, to stop) -------------
+
+    def _calibrating(self) -> bool:
+        audio = getattr(self.box, "audio", None)
+        return audio is not None and audio.busy and audio.status().mode is p.AudioMode.CALIBRATING
+
+    def calibrate(self) -> str:
+        """Start the box's loopback latency calibration (the BLE AudioCalibrate), or stop a running one."""
+        audio = getattr(self.box, "audio", None)
+        if audio is None:
+            raise PanelError("this box has no audio of its own configured", "no audio")
+        if self._calibrating():
+            return self.stop_calibration()
+        try:
+            audio.command(p.AudioCalibrateCommand(0, timeout_s=self.settings.calibrate_timeout_s))
+        except MelismaError as exc:
+            raise PanelError(f"calibration not started: {exc}", "audio busy" if audio.busy else "no audio") from None
+        logger.info("front panel: latency calibration started (loop the output to the input)")
+        return "calibrating"
+
+    def stop_calibration(self) -> str:
+        """Stop a running calibration (nothing is stored)."""
+        audio = self.box.audio
+        audio.stop()
+        logger.info("front panel: latency calibration stopped")
+        return "calib stopped"
 
     # -- one-tap mix ------------------------------------------------------------------------
 

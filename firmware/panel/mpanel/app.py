@@ -64,7 +64,7 @@ class PanelApp:
         self.hw = hw
         self.clock = clock or ticks_now
         self.state = PanelState(hw.n_leds, hw.has_oled)
-        self.buttons = [Button(name, double=(name == "knob")) for name in BUTTON_NAMES]
+        self.buttons = [Button(name, double=(name == "knob"), hold=(name == "pair")) for name in BUTTON_NAMES]
         self.accel = Accelerator()
         self.sender = Sender()
         self.receiver = Receiver()

@@ -10,6 +10,9 @@ milliseconds of chatter on both edges). Gestures:
     held for ``long_ms``; reported while still held (the release then reports nothing).
 ``double``
     two presses, the second starting within ``double_ms`` of the first release.
+``hold``
+    for a button with hold detection, still held ``hold_ms`` (3 s) after it went down; comes
+    after its ``long`` (the Pair button: hold it 3 s to calibrate the box's audio latency).
 
 Examples
 --------
@@ -25,8 +28,11 @@ class Button:
     """One button's debouncer and gesture recogniser (feed it the raw contact every few ms)."""
 
     def __init__(self, name: str, *, debounce_ms: int = 20, long_ms: int = 800, double_ms: int = 300,
-                 double: bool = False) -> None:
+                 double: bool = False, hold: bool = False, hold_ms: int = 3000) -> None:
         self.name = name
+        self.hold = hold
+        self.hold_ms = hold_ms
+        self.hold_sent = False
         self.debounce_ms = debounce_ms
         self.long_ms = long_ms
         self.double_ms = double_ms
@@ -54,6 +60,9 @@ class Button:
                 self.waiting = False
                 self.second = False
                 return "long"
+            if self.hold and self.long_sent and not self.hold_sent and ticks_diff(now_ms, self.down_ms) >= self.hold_ms:
+                self.hold_sent = True
+                return "hold"
         elif self.waiting and ticks_diff(now_ms, self.up_ms) >= self.double_ms:
             self.waiting = False
             return "press"
@@ -63,6 +72,7 @@ class Button:
         if self.pressed:
             self.down_ms = now_ms
             self.long_sent = False
+            self.hold_sent = False
             if self.waiting:
                 self.waiting = False
                 self.second = True

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from bumble.controller import Controller
 from bumble.core import UUID
 from bumble.device import Device, DeviceConfiguration, Peer
@@ -327,3 +328,79 @@ def test_melisma_device_run_with_panel_option_joins_the_simulator(tmp_path):
         controllers.terminate()
         controllers.wait(10)
     assert "ready" in ready
+
+
+def test_hold_pair_calibrates_and_hold_mix_stops_it(tmp_path):
+    """The real panel firmware (MicroPython) held on Pair for 3 s starts the box's loopback
+    calibration on real PortAudio streams (JACK dummy server); with the loop wired it is measured
+    and stored; a second one, with no loop, is stopped by holding Mix."""
+    import shutil
+    import threading
+
+    from melisma.device.audio.calibrate import CalibrationStore
+
+    from tools.jack_dummy import JackDummy
+
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd is not installed (Debian's jackd2; `tools/run test` installs it)")
+
+    async def main(jack):
+        link_path = str(tmp_path / "panel-tty")
+        sim = await Sim.start("--link", link_path)
+        bridge = PanelBridge(PanelSettings(path=link_path, reconnect_s=0.2))
+        link = LocalLink()
+        src, sink = local_link_hci(link, BOX)
+        box = MelismaBox(src, sink, data_dir=tmp_path / "box", address=BOX, engine=StepEngine())
+        await box.start()
+        await bridge.start(box)
+        modes: list[p.AudioMode] = []
+        box.audio.listeners.append(lambda st: modes.append(st.mode))
+        out = {}
+        try:
+            await sim.expect(r"^LINK up Melisma-00AA melisma/")
+
+            def wire():
+                for _ in range(100):
+                    try:
+                        jack.loop_portaudio()
+                        return
+                    except RuntimeError:
+                        time.sleep(0.1)
+
+            mark = await sim.do("hold pair 3.3")
+            await sim.expect(r"^OLED .*calibrating", mark)
+            threading.Thread(target=wire, daemon=True).start()
+            for _ in range(300):
+                await asyncio.sleep(0.1)
+                if not box.audio.busy and p.AudioMode.CALIBRATING in modes:
+                    break
+            status = box.audio.status()
+            out["first"] = (status.error, status.round_trip_ms, bool(status.flags & p.AudioFlags.CALIBRATED))
+            out["stored"] = len(CalibrationStore(tmp_path / "box").load_all())
+
+            modes.clear()
+            mark = await sim.do("hold pair 3.3")  # no loop this time: it would send for 20 s
+            await sim.expect(r"^OLED .*calibrating", mark)
+            t0 = time.monotonic()
+            mark = await sim.do("hold mix 1")
+            await sim.expect(r"^OLED .*calib stopped", mark)
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if not box.audio.busy:
+                    break
+            out["stop_took"] = time.monotonic() - t0
+            out["second"] = (box.audio.status().detail, box.audio.last_calibration.stopped)
+        finally:
+            await sim.close()
+            await bridge.stop()
+            await box.stop()
+        return out
+
+    with JackDummy(rate=48000, period=256) as jack:
+        out = run(main(jack), timeout=180)
+    err, rt, calibrated = out["first"]
+    assert err is p.ErrorCode.OK and calibrated
+    assert rt == pytest.approx(1000 * (256 + 128) / 48000, abs=0.5)
+    assert out["stored"] == 1
+    assert out["second"] == ("calibration stopped", True)
+    assert out["stop_took"] < 5.0

@@ -21,6 +21,7 @@ from typing import Any
 from ... import protocol as p
 from ...errors import AudioDeviceError, MelismaError
 from ...semantic import SLIDERS
+from ..storage import FOLDERS
 from .devices import AudioSettings, pick_device, portaudio
 
 logger = logging.getLogger("melisma.device.audio")
@@ -68,6 +69,11 @@ class BoxAudio:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = 0.0
         self._mode = p.AudioMode.IDLE
+        #: The live correction's key for BLE monitoring ("auto": a plan made with the backing, else the
+        #: backing's estimated key, else semitones); the last monitor's figures.
+        self.live_key: str = "auto"
+        self.last_monitor: Any = None
+        self.last_calibration: Any = None
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> p.AudioStatus:
@@ -133,8 +139,6 @@ class BoxAudio:
                 raise AudioDeviceError(f"take {msg.take!r} already exists; delete it or choose another name")
             target, mode, args = self._record, p.AudioMode.RECORDING, (backing, out, msg.max_seconds or None)
         elif isinstance(msg, p.AudioMonitorCommand):
-            if msg.correction > 0:  # not built yet (firmware/docs/audio.md): refuse plainly
-                raise AudioDeviceError("live pitch correction is not in this firmware yet; monitor with correction 0")
             backing = self.storage.existing(p.FileKind.BACKING, msg.backing) if msg.backing else None
             target, mode, args = self._monitor, p.AudioMode.MONITORING, (backing, msg.correction)
         elif isinstance(msg, p.AudioPlayCommand):
@@ -204,7 +208,12 @@ class BoxAudio:
         s = self.settings
         with portaudio() as pa:
             cal = calibrate(pa, input=s.input, output=s.output, sample_rate=s.sample_rate,
-                            frames_per_buffer=s.frames_per_buffer, timeout_s=timeout_s, on_started=self._started_cb)
+                            frames_per_buffer=s.frames_per_buffer, timeout_s=timeout_s, on_started=self._started_cb,
+                            stop=self._poll)
+        self.last_calibration = cal
+        if cal.stopped and cal.round_trip_frames is None:
+            self._set(detail="calibration stopped")  # the user's stop: not an error, nothing stored
+            return
         if cal.round_trip_frames is None:
             raise AudioDeviceError("calibration heard nothing: connect the output to the input")
         CalibrationStore(self.data_dir).save(cal)
@@ -240,12 +249,14 @@ class BoxAudio:
         s = self.settings
         controls = self.controls()
         sliders = {k: v for k, v in controls.engine_sliders().items() if k in SLIDERS}
+        plans = self.storage.root / FOLDERS[p.FileKind.PLAN] if hasattr(self.storage, "root") else None
         with portaudio() as pa:
             res = run_monitor(pa, seconds=24 * 3600, data_dir=self.data_dir, input=s.input, output=s.output,
                               sample_rate=s.sample_rate, frames_per_buffer=s.frames_per_buffer,
                               style=controls.style.engine_name, sliders=sliders, backing=backing,
-                              correction=correction, key=None if correction == 0 else "auto",
-                              on_started=self._started_cb, stop=self._poll)
+                              correction=correction, key=None if correction == 0 else self.live_key,
+                              plans_dir=plans, on_started=self._started_cb, stop=self._poll)
+        self.last_monitor = res
         self._set(xruns=res.stream.xruns)
 
     def _play(self, path: Path) -> None:

@@ -122,6 +122,8 @@ class Calibration:
     portaudio_output_latency_ms: float = 0.0
     seconds: float = 0.0
     measured_at: str = ""
+    #: Ended early by ``stop`` (never stored).
+    stopped: bool = False
 
     @property
     def round_trip_ms(self) -> float | None:
@@ -140,7 +142,8 @@ class Calibration:
                 "input": self.input, "output": self.output, "host_api": self.host_api,
                 "portaudio_input_latency_ms": round(self.portaudio_input_latency_ms, 3),
                 "portaudio_output_latency_ms": round(self.portaudio_output_latency_ms, 3),
-                "seconds": round(self.seconds, 2), "measured_at": self.measured_at}
+                "seconds": round(self.seconds, 2), "measured_at": self.measured_at,
+                **({"stopped": True} if self.stopped else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Calibration:
@@ -212,7 +215,7 @@ def _result(hits: list[BurstHit], *, sample_rate: int, frames_per_buffer: int) -
 
 def calibrate(pa: Any, *, input: str | int | None = None, output: str | int | None = None, sample_rate: int = 48000,
               frames_per_buffer: int = 128, timeout_s: float = DEFAULT_TIMEOUT_S, poll_s: float = 0.1,
-              on_started=None) -> Calibration:
+              on_started=None, stop=None) -> Calibration:
     """Run a loopback calibration; see the module docstring.
 
     Parameters
@@ -225,6 +228,10 @@ def calibrate(pa: Any, *, input: str | int | None = None, output: str | int | No
         Keep sending for at most this long.
     on_started : callable, optional
         Called with the running :class:`AudioStream` (tests use it to wire the loop).
+    stop : callable, optional
+        Polled while it runs; true ends the calibration early (the BLE audio stop, the panel).
+        A stopped calibration has ``stopped`` set and, unless it had already heard enough,
+        ``round_trip_frames`` ``None`` (nothing is stored).
 
     Returns
     -------
@@ -239,7 +246,12 @@ def calibrate(pa: Any, *, input: str | int | None = None, output: str | int | No
     found: list[Calibration] = []
     t0 = time.monotonic()
 
+    stopped = [False]
+
     def heard() -> bool:
+        if stop is not None and stop():
+            stopped[0] = True
+            return True
         hits = find_bursts(proc.capture[:proc.recorded], sample_rate=sample_rate, burst=proc.burst)
         res = judge(hits, sample_rate=sample_rate, frames_per_buffer=frames_per_buffer)
         if res is not None:
@@ -257,6 +269,10 @@ def calibrate(pa: Any, *, input: str | int | None = None, output: str | int | No
     elapsed = time.monotonic() - t0
     if found:
         res = found[-1]
+    elif stopped[0]:
+        res = Calibration(None, sample_rate, frames_per_buffer, False,
+                          [f"stopped after {elapsed:.1f} s, before the test signal was heard back; nothing stored"])
+        res.stopped = True
     else:
         hits = find_bursts(proc.capture[:proc.recorded], sample_rate=sample_rate, burst=proc.burst)
         if hits:

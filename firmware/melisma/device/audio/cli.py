@@ -7,6 +7,8 @@ Fixed command lines (checks outside the project drive them)::
     melisma-device audio record --backing PATH --out PATH [--seconds S] [--input DEV] [--output DEV]
     melisma-device audio monitor [--seconds S] [--correction 0..1] [--key KEY] --json
 
+(``monitor`` also takes ``--melody PATH.mid``, ``--fmin``/``--fmax`` for the live correction)
+
 plus ``melisma-device audio play PATH``. DEV is a device index or a case-insensitive name substring.
 Rate and block size default to 48000 Hz and 128 frames (:class:`.devices.AudioSettings`).
 """
@@ -54,7 +56,12 @@ def add_audio_parser(sub: Any, *, default_data_dir: str) -> argparse.ArgumentPar
     mon = asub.add_parser("monitor", help="hear the mic through the vocal chain with the backing (耳返)")
     mon.add_argument("--seconds", type=float, default=10.0, help="how long (default: %(default)s)")
     mon.add_argument("--correction", type=float, default=0.0, help="live pitch correction 0..1 (default: off)")
-    mon.add_argument("--key", default=None, help="live correction's key, e.g. 'D major' or 'A yu'")
+    mon.add_argument("--key", default=None, help="live correction's key, e.g. 'D major' or 'A yu'; 'chromatic' (the "
+                                                 "nearest semitone); default 'auto': the key of the backing")
+    mon.add_argument("--melody", default=None, help="a reference melody (MIDI) the live correction follows along "
+                                                    "the backing")
+    mon.add_argument("--fmin", type=float, default=80.0, help="lowest note the singer sings, Hz (default: %(default)s)")
+    mon.add_argument("--fmax", type=float, default=1000.0, help="highest, Hz (default: %(default)s)")
     mon.add_argument("--style", default="neutral", help="vocal chain style (cpop, western, ballad, neutral)")
     mon.add_argument("--backing", default=None, help="a backing to mix in (looped)")
     for name in ("warmth", "reverb", "vocal-level", "air"):
@@ -104,7 +111,7 @@ def run_audio(args) -> int:
                          f"out {d.max_output_channels:2d}  {d.default_sample_rate:g} Hz"
                          + ("  [bluetooth]" if d.bluetooth else "") for d in devices) or "no audio devices"
         _print(args, {"devices": rows}, text)
-        _warn([f"{d.label} looks like a Bluetooth device: 150-300 ms of latency, no good for monitoring"
+        _warn([f"{d.label} is a Bluetooth device ({d.bluetooth_reason}): 150-300 ms of latency, no good for monitoring"
                for d in devices if d.bluetooth])
         return 0
     s = _settings(args)
@@ -142,8 +149,14 @@ def run_audio(args) -> int:
         with portaudio() as pa:
             mres = run_monitor(pa, seconds=args.seconds, data_dir=args.data_dir, input=s.input, output=s.output,
                               sample_rate=s.sample_rate, frames_per_buffer=s.frames_per_buffer, style=args.style,
-                              sliders=sliders, backing=args.backing, correction=args.correction, key=args.key)
+                              sliders=sliders, backing=args.backing, correction=args.correction, key=args.key,
+                              melody=args.melody, singer_range_hz=(args.fmin, args.fmax))
         p = mres.to_json()
+        if p["live_correction"]:
+            lc = p["live_correction"]
+            print(f"live correction {args.correction:g} toward {lc['target']} ({lc['target_source']}): pitch shifter "
+                  f"{lc['shifter_mean_delay_ms']} ms on average, at most {lc['shifter_max_delay_ms']} ms",
+                  file=sys.stderr if args.json else sys.stdout)
         _print(args, p, f"added latency {p['added_latency_ms']} ms ({p['latency_source']}); callback p50 "
                         f"{p['callback_p50_ms']} ms, p99 {p['callback_p99_ms']} ms of {p['block_period_ms']} ms; "
                         f"{p['xruns']} xrun(s)")

@@ -10,6 +10,7 @@ PortAudio only sees a JACK server that is running when it is initialised, so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -79,6 +80,8 @@ class DeviceInfo:
     default_input: bool
     default_output: bool
     bluetooth: bool
+    #: Why it counts as Bluetooth ("" when it does not): what :func:`bluetooth_reason` found.
+    bluetooth_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
@@ -154,8 +157,122 @@ def list_devices(pa: Any) -> list[DeviceInfo]:
             default_low_output_latency_ms=round(1000 * float(d["defaultLowOutputLatency"]), 3),
             default_high_input_latency_ms=round(1000 * float(d["defaultHighInputLatency"]), 3),
             default_high_output_latency_ms=round(1000 * float(d["defaultHighOutputLatency"]), 3),
-            default_input=i == default_in, default_output=i == default_out, bluetooth=is_bluetooth(name)))
+            default_input=i == default_in, default_output=i == default_out, bluetooth=False))
+    probe = BluetoothProbe()
+    for k, d in enumerate(out):
+        why = probe.reason(d.name, d.host_api)
+        if why:
+            out[k] = dataclasses.replace(d, bluetooth=True, bluetooth_reason=why)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bluetooth sinks: the sound server's properties, ALSA's card bus, then the name.
+
+#: PortAudio device names that stand for the sound server's default sink / source.
+SERVER_DEVICES = ("pulse", "pipewire", "default", "sysdefault")
+
+
+def parse_pactl_sinks(text: str) -> dict[str, dict[str, str]]:
+    r"""``pactl list sinks`` (or ``sources``) text -> ``{name: properties}`` (``device.bus``, ``device.api``, ...).
+
+    >>> t = 'Sink #1\n\tName: bluez_output.AC_12.1\n\tProperties:\n\t\tdevice.bus = "bluetooth"\n'
+    >>> parse_pactl_sinks(t)
+    {'bluez_output.AC_12.1': {'device.bus': 'bluetooth'}}
+    """
+    sinks: dict[str, dict[str, str]] = {}
+    name = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("Sink #", "Source #")):
+            name = None
+        elif stripped.startswith("Name:"):
+            name = stripped.split(":", 1)[1].strip()
+            sinks[name] = {}
+        elif name is not None and " = " in stripped:
+            k, v = stripped.split(" = ", 1)
+            sinks[name][k.strip()] = v.strip().strip('"')
+    return sinks
+
+
+def _is_bt_props(props: dict[str, str]) -> bool:
+    return props.get("device.bus") == "bluetooth" or props.get("device.api") in ("bluez5", "bluez")
+
+
+class BluetoothProbe:
+    """Tells Bluetooth devices by what the system says about them, with the name as the fallback.
+
+    - a device that stands for the sound server (``pulse``, ``pipewire``, ``default``) is
+      Bluetooth when the server's default sink has ``device.bus = "bluetooth"`` (or
+      ``device.api = "bluez5"``) in ``pactl list sinks``; PipeWire answers ``pactl`` too;
+    - an ALSA hardware device (``... (hw:N,M)``) is Bluetooth when its card hangs off a
+      Bluetooth bus in sysfs (``/sys/class/sound/cardN/device`` resolves under ``bluetooth``);
+    - a device named like one (``bluez_output...``, ``bluealsa``, ``a2dp``, "Bluetooth").
+
+    ``run`` (tests) replaces the call of ``pactl``; ``sysfs`` the sysfs root.
+    """
+
+    def __init__(self, *, run=None, sysfs: str = "/sys"):
+        self._run = run or _run_pactl
+        self.sysfs = sysfs
+        self._sinks: dict[str, dict[str, str]] | None = None
+        self._default: str | None = None
+
+    def _server(self) -> tuple[dict[str, dict[str, str]], str | None]:
+        if self._sinks is None:
+            self._sinks = parse_pactl_sinks(self._run(["list", "sinks"]) or "")
+            self._default = (self._run(["get-default-sink"]) or "").strip() or None
+        return self._sinks, self._default
+
+    def reason(self, name: str, host_api: str = "") -> str:
+        """Why the device ``name`` is Bluetooth, or ``""``."""
+        low = name.strip().lower()
+        if low in SERVER_DEVICES or low.startswith(("pulse", "pipewire")):
+            sinks, default = self._server()
+            if default and default in sinks and _is_bt_props(sinks[default]):
+                return f"the sound server's default sink {default!r} is device.bus=bluetooth"
+        sinks = self._sinks or {}
+        for sink, props in sinks.items():  # PortAudio's PulseAudio host names devices after the sinks
+            if (low == sink.lower() or low == props.get("device.description", "").lower()) and _is_bt_props(props):
+                return f"sound-server sink {sink!r} is device.bus=bluetooth"
+        m = re.search(r"\(hw:(\d+),\d+\)", name)
+        if m:
+            dev = os.path.join(self.sysfs, "class", "sound", f"card{m.group(1)}", "device")
+            try:
+                if "bluetooth" in os.path.realpath(dev).lower().split(os.sep):
+                    return f"ALSA card {m.group(1)} is on a Bluetooth bus"
+            except OSError:
+                pass
+        if is_bluetooth(name):
+            return "named like a Bluetooth device"
+        return ""
+
+
+def _pulse_socket() -> str | None:
+    """The PulseAudio/PipeWire-pulse socket of this user, when a server runs."""
+    server = os.environ.get("PULSE_SERVER", "")
+    if server:
+        return server
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for path in (os.path.join(runtime, "pulse", "native"), "/run/pulse/native", "/var/run/pulse/native"):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _run_pactl(args: list[str]) -> str | None:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("pactl")
+    if exe is None or not _pulse_socket():
+        return None  # no server to ask (and never let pactl autospawn one)
+    try:
+        res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=2.0,
+                             env={**os.environ, "LC_ALL": "C"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout if res.returncode == 0 else None
 
 
 def _jack_default(pa: Any, kind: str) -> int | None:

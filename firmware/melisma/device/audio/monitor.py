@@ -6,8 +6,9 @@ it with ``reset=False`` (the stages keep their state between blocks), and writes
 into the preallocated output block. All of it happens in the same callback that delivers the
 input, so the processing adds no buffering: the mic-to-ear latency is PortAudio's and the
 device's input + output buffering, which is exactly the round trip the loopback calibration
-measures for the same devices, rate and block, plus the processing's own lookahead (0 for the
-chain: every stage is causal; a live corrector would add its own lookahead, and is not built yet).
+measures for the same devices, rate and block, plus the processing's own lookahead (0: every
+chain stage is causal), plus, with live correction (:mod:`.live_correct`, run before the chain),
+its pitch shifter's delay (a few ms; nothing is read ahead).
 
 Moving a slider builds a new chain outside the callback (:meth:`Monitor.set_settings`); the
 callback picks it up at its next block by swapping one reference (no lock: one attribute store
@@ -31,6 +32,8 @@ from ...errors import AudioDeviceError
 from ...render.chain import build_vocal_chain
 from ...semantic import resolve_settings
 from .calibrate import CalibrationStore
+from .live_correct import DEFAULT_FMAX_HZ, DEFAULT_FMIN_HZ, LiveCorrector, LiveTarget
+from .live_target import resolve_target
 from .stream import AudioStream, Processor, StreamFigures
 
 #: The voice profile the live chain is set for (a take's analysis replaces it offline).
@@ -48,7 +51,11 @@ def live_chain(style: str = "neutral", sliders: dict[str, float] | None = None, 
 
 
 class MonitorProcessor(Processor):
-    """Mic (input channel 0) → [live corrector] → vocal chain, + backing, into every output channel."""
+    """Mic (input channel 0) → [live corrector] → vocal chain, + backing, into every output channel.
+
+    ``corrector`` is a :class:`.live_correct.LiveCorrector` (or ``None``); it reads the backing's
+    playhead from :meth:`playhead_s`.
+    """
 
     def __init__(self, chain, *, backing: np.ndarray | None = None, vocal_gain: float = 1.0,
                  backing_gain: float = 0.7, corrector=None, loop_backing: bool = True, tap_frames: int = 0):
@@ -61,11 +68,16 @@ class MonitorProcessor(Processor):
         self.vocal_gain = float(vocal_gain)
         self.backing_gain = float(backing_gain)
         self.loop_backing = loop_backing
-        #: ``tap_frames > 0`` keeps the first frames of output channel 0 in :attr:`tap` (tests, benchmark).
+        #: ``tap_frames > 0`` keeps the first frames of output channel 0 in :attr:`tap` (tests, benchmark)
+        #: and of the mic after the live corrector (before the chain) in :attr:`tap_vocal`.
         self.tap = np.zeros(int(tap_frames), np.float32)
+        self.tap_vocal = np.zeros(int(tap_frames) if corrector is not None else 0, np.float32)
         self.done = False
         self.peak_in = 0.0
         self.peak_out = 0.0
+        self.frame = 0
+        self.playhead_delay_frames = 0
+        self.sr = 48000
 
     def set_chain(self, chain) -> None:
         """Swap in a new chain at the next block (call from any thread but the callback's).
@@ -97,8 +109,17 @@ class MonitorProcessor(Processor):
             self.corrector.prepare(sample_rate=sample_rate, frames_per_buffer=frames_per_buffer)
         self.chain(np.zeros(frames_per_buffer, np.float32), sample_rate, reset=True)  # warm up, set state
 
+    def playhead_s(self) -> float:
+        """Where in the backing the singer is now (s): the block's frame less the round trip, looped."""
+        f = self.frame - self.playhead_delay_frames
+        back = self._back
+        if back is not None and self.loop_backing and f >= 0:
+            f %= back.shape[0]
+        return f / self.sr
+
     def process(self, x, out, frame):
         n = out.shape[0]
+        self.frame = frame
         pending = self._pending
         if pending is not None:
             self._pending = None
@@ -108,6 +129,9 @@ class MonitorProcessor(Processor):
         self.peak_in = max(self.peak_in, float(np.max(mic)), -float(np.min(mic)))  # held until the meter reads
         if self.corrector is not None:
             mic = self.corrector.process(mic)
+            if frame < self.tap_vocal.shape[0]:
+                end = min(frame + n, self.tap_vocal.shape[0])
+                self.tap_vocal[frame:end] = mic[:end - frame]
         y = self.chain(mic, self.sr, reset=False)  # (2, n)
         if self._ch == 1:
             np.add(y[0], y[1], out=out[:, 0])
@@ -145,12 +169,17 @@ class MonitorResult:
     correction: float
     key: str | None
     warnings: list[str]
+    pitch_shifter_ms: float = 0.0
+    live_correction: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """What ``audio monitor --json`` prints."""
         s = self.stream
         return {"added_latency_ms": round(self.added_latency_ms, 3), "latency_source": self.latency_source,
                 "latency_parts_ms": {"portaudio_and_device_buffering": round(self.buffering_ms, 3),
-                                     "processing_lookahead": round(self.processing_lookahead_ms, 3)},
+                                     "processing_lookahead": round(self.processing_lookahead_ms, 3),
+                                     "pitch_shifter": round(self.pitch_shifter_ms, 3)},
+                "live_correction": self.live_correction,
                 "callback_p50_ms": round(s.callback_p50_ms, 4), "callback_p99_ms": round(s.callback_p99_ms, 4),
                 "callback_max_ms": round(s.callback_max_ms, 4), "block_period_ms": round(s.block_period_ms, 4),
                 "core_share": round(s.core_share, 4), "xruns": s.xruns, "callbacks": s.callbacks,
@@ -162,7 +191,10 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
                 output: str | int | None = None, sample_rate: int = 48000, frames_per_buffer: int = 128,
                 style: str = "neutral", sliders: dict[str, float] | None = None, backing: str | Path | None = None,
                 correction: float = 0.0, key: str | None = None, on_started=None, stop=None,
-                tap_frames: int = 0, vocal_gain: float = 1.0, backing_gain: float = 0.7) -> MonitorResult:
+                tap_frames: int = 0, vocal_gain: float = 1.0, backing_gain: float = 0.7,
+                melody: str | Path | None = None, plans_dir: str | Path | None = None,
+                singer_range_hz: tuple[float, float] = (DEFAULT_FMIN_HZ, DEFAULT_FMAX_HZ),
+                target: LiveTarget | None = None) -> MonitorResult:
     """Run the live monitor for ``seconds`` (or until ``stop()`` is true); return its figures.
 
     Parameters
@@ -170,7 +202,17 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
     correction : float
         0..1: how far live note centres move toward the key (0: off).
     key : str, optional
-        ``"D major"``, ``"A yu"``, ...: the live corrector's target scale (needed when ``correction > 0``).
+        ``"D major"``, ``"A yu"``, ..., ``"chromatic"`` or ``"auto"``/``None``: the live corrector's
+        target scale; ``auto`` takes the key of a plan made with the backing, else estimates it
+        from the backing, else corrects to the nearest semitone (:func:`.live_target.resolve_target`).
+    melody : path, optional
+        A reference melody (MIDI) the corrector follows along the backing's playhead.
+    plans_dir : path, optional
+        Where the box keeps its plans (the key/melody of a plan made with this backing).
+    singer_range_hz : (float, float)
+        The live pitch tracker's range.
+    target : LiveTarget, optional
+        A ready target (overrides ``key``/``melody``).
     on_started : callable, optional
         Called with the running stream and processor.
     """
@@ -178,23 +220,34 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
         raise AudioDeviceError(f"--correction {correction} is out of range; use 0..1 (0: off)")
     if seconds <= 0:
         raise AudioDeviceError(f"--seconds {seconds} must be positive")
-    corrector = None
-    lookahead_ms = 0.0
-    if correction > 0:
-        # Not built yet (firmware/docs/audio.md says how it will work): refuse plainly.
-        raise AudioDeviceError("live pitch correction is not in this firmware yet; run the monitor with "
-                               "--correction 0 (correction is applied offline by `melisma mix`)")
+    corrector: LiveCorrector | None = None
+    lookahead_ms = 0.0  # nothing in the monitor reads ahead (the corrector neither)
     back = None
     if backing is not None:
         back, _ = load_audio(backing, sr=sample_rate)
+    target_source = None
+    if correction > 0:
+        if target is None:
+            target, target_source = resolve_target(key=key, melody=melody, backing_audio=back, sample_rate=sample_rate,
+                                                   backing_path=backing, plans_dir=plans_dir)
+        else:
+            target_source = "given"
+        corrector = LiveCorrector(correction, target, fmin_hz=singer_range_hz[0], fmax_hz=singer_range_hz[1])
     proc = MonitorProcessor(live_chain(style, sliders, sample_rate=sample_rate), backing=back, corrector=corrector,
                             tap_frames=tap_frames, vocal_gain=vocal_gain, backing_gain=backing_gain)
     stream = AudioStream(pa, proc, input=input, output=output, sample_rate=sample_rate,
                          frames_per_buffer=frames_per_buffer)
+    assert stream.input_device is not None
+    cal = CalibrationStore(data_dir).get(stream.input_device, stream.output_device, sample_rate, frames_per_buffer)
+    if corrector is not None:
+        # What the singer sang against backing frame b reaches the input a round trip later.
+        proc.playhead_delay_frames = int(round(cal.round_trip_frames)) if cal is not None and cal.round_trip_frames else 0
+        corrector.playhead = proc.playhead_s
     warnings: list[str] = []
     if stream.output_device.bluetooth:
-        warnings.append(f"the output {stream.output_device.label} is a Bluetooth sink (150-300 ms late): monitoring "
-                        f"through it is unusable; use wired headphones")
+        warnings.append(f"the output {stream.output_device.label} is a Bluetooth sink "
+                        f"({stream.output_device.bluetooth_reason}; 150-300 ms late): monitoring through it is "
+                        f"unusable; use wired headphones")
     stream.start()
     try:
         if on_started is not None:
@@ -202,8 +255,6 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
         stream.wait(seconds, until=stop)
     finally:
         figures = stream.stop()
-    assert stream.input_device is not None
-    cal = CalibrationStore(data_dir).get(stream.input_device, stream.output_device, sample_rate, frames_per_buffer)
     if cal is not None and cal.round_trip_ms is not None:
         buffering, source = cal.round_trip_ms, "calibration"
     else:
@@ -212,8 +263,14 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
                         "run `melisma-device audio calibrate` for a measured figure")
     if figures.xruns:
         warnings.append(f"{figures.xruns} xrun(s): try a larger --block")
+    shifter_ms = 0.0
+    live: dict[str, Any] | None = None
     if corrector is not None:
         corrector.close()
-    return MonitorResult(added_latency_ms=buffering + lookahead_ms, latency_source=source, buffering_ms=buffering,
-                         processing_lookahead_ms=lookahead_ms, stream=figures, correction=correction, key=key,
-                         warnings=warnings)
+        live = corrector.figures()
+        live["target_source"] = target_source
+        shifter_ms = live["shifter_mean_delay_ms"]
+    return MonitorResult(added_latency_ms=buffering + lookahead_ms + shifter_ms, latency_source=source,
+                         buffering_ms=buffering, processing_lookahead_ms=lookahead_ms, stream=figures,
+                         correction=correction, key=None if corrector is None else corrector.target.name,
+                         warnings=warnings, pitch_shifter_ms=shifter_ms, live_correction=live)

@@ -35,8 +35,10 @@ def test_list_json_has_the_jack_device(jack, capsys):
 def test_calibration_agrees_with_jack_iodelay(jack, loop_later, capsys, tmp_path, block):
     """PortAudio-level round trip = jack_iodelay's graph round trip + PortAudio's buffer (one block)."""
     iodelay = jack.iodelay(1.0)
+    _, listed, _ = run_json(capsys, ["audio", "list", "--json"])  # the JACK device's index (ALSA's plugins
+    index = next(d["index"] for d in listed["devices"] if d["host_api"].startswith("JACK"))  # may come first)
     loop_later(0.6)  # connected after the test signal has started: it keeps sending until heard
-    rc, data, err = run_json(capsys, ["audio", "calibrate", "--input", "system", "--output", "0", "--block",
+    rc, data, err = run_json(capsys, ["audio", "calibrate", "--input", "system", "--output", str(index), "--block",
                                       str(block), "--rate", "48000", "--data-dir", str(tmp_path), "--json"])
     assert rc == 0, err
     assert data["reliable"] is True and data["warnings"] == []
@@ -185,3 +187,25 @@ def test_monitor_adds_no_latency_beyond_the_round_trip(jack, loop_later, capsys,
     assert abs(echo - (t0 + lag)) <= 0.001 * SR, (echo - t0, lag)
     assert res.latency_source == "calibration" and res.added_latency_ms == pytest.approx(cal["round_trip_ms"])
     assert res.processing_lookahead_ms == 0.0
+
+
+def test_monitor_with_live_correction_prints_its_latency_parts(jack, capsys, tmp_path):
+    rc, data, err = run_json(capsys, ["audio", "monitor", "--seconds", "1.0", "--correction", "0.8", "--key", "D zhi",
+                                      "--fmin", "100", "--fmax", "800", "--data-dir", str(tmp_path), "--json"])
+    assert rc == 0, err
+    live = data["live_correction"]
+    assert data["correction"] == 0.8 and data["key"] == "D zhi" and live["target_source"] == "key"
+    assert live["singer_range_hz"] == [100.0, 800.0]
+    assert 0 < data["latency_parts_ms"]["pitch_shifter"] <= live["shifter_max_delay_ms"] <= 20.0
+    assert data["added_latency_ms"] == pytest.approx(data["latency_parts_ms"]["portaudio_and_device_buffering"]
+                                                     + data["latency_parts_ms"]["pitch_shifter"], abs=2e-3)
+    assert "live correction 0.8 toward D zhi" in err
+
+
+def test_monitor_refuses_a_bad_key_or_amount_plainly(jack, capsys, tmp_path):
+    assert main(["audio", "monitor", "--seconds", "0.5", "--correction", "0.5", "--key", "H moll",
+                 "--data-dir", str(tmp_path)]) == 11
+    err = capsys.readouterr().err
+    assert "--key 'H moll'" in err and "chromatic" in err and "Traceback" not in err
+    assert main(["audio", "monitor", "--seconds", "0.5", "--correction", "1.5", "--data-dir", str(tmp_path)]) == 11
+    assert "out of range; use 0..1" in capsys.readouterr().err
