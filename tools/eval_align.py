@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -409,6 +410,138 @@ def summarize_real(rows: list[dict], *, tol_ms: float = 5.0) -> None:
     print(f"runtime per 20-s take: median {np.median([r['time_s'] for r in rows]) * 1000:.0f} ms")
 
 
+# ---------------------------------------------------------------------------------------------
+# --melody: headphone takes (no bleed) aligned from the sung pitch against a reference melody
+
+
+def _annotated_voices(data: Path, sr: int) -> list[tuple[str, np.ndarray, list]]:
+    """Real singing with its note annotations (vocadito track 1, annotator A1; the SSVD phone
+    sight-singing clips): the melody each take is sung from, in the voice's own time."""
+    from melisma.analysis.melody import MelodyNote
+    from melisma.audio_io import load_audio
+
+    out = []
+    y, _ = load_audio(data / "vocadito" / "Audio" / "vocadito_1.wav", sr=sr, mono=True)
+    rows = np.loadtxt(data / "vocadito" / "Annotations" / "Notes" / "vocadito_1_notesA1.csv", delimiter=",", ndmin=2)
+    notes = [MelodyNote(float(a), float(a + d), int(round(69 + 12 * np.log2(f / 440.0)))) for a, f, d in rows]
+    out.append(("vocadito_1", y, notes))
+    for txt in sorted((data / "ssvd_v2_subset" / "test").glob("*.txt")):
+        flac = txt.with_suffix(".flac")
+        if not flac.exists():
+            continue
+        y, _ = load_audio(flac, sr=sr, mono=True)
+        rows = np.loadtxt(txt, ndmin=2)
+        notes = [MelodyNote(float(a), float(b), int(round(m))) for a, b, m in rows if b > a]
+        if len(notes) >= 6:
+            out.append((f"ssvd{txt.stem}", y, notes))
+    return out
+
+
+def build_melody_case(data: Path, i: int, *, voices) -> dict:
+    """A headphone take (no bleed) of an annotated real voice, late by 100-300 ms, with its melody.
+
+    The melody is the annotation with each note's start and end moved by N(0, jitter) (the
+    score against what was sung: 0, 20 or 40 ms by case), in the backing's time.
+    """
+    from tools.corpus import degrade
+
+    sr = REAL_SR
+    rng = np.random.default_rng(7000 + i)
+    name, voice, notes = voices[i % len(voices)]
+    room = data / REAL_ROOMS[i % len(REAL_ROOMS)]
+    noise = data / REAL_NOISES[(i // 2) % len(REAL_NOISES)]
+    jitter_ms = (0.0, 20.0, 40.0)[(i // len(voices)) % 3]
+    p = {"case": i, "kind": "headphones+melody", "voice": name, "room": room.stem, "noise": noise.stem,
+         "offset_ms": float(rng.uniform(100, 300)), "snr_db": float(rng.uniform(10, 20)), "jitter_ms": jitter_ms,
+         "bleed_db": None}
+    from melisma.analysis.melody import MelodyNote
+
+    melody = []
+    for n in notes:
+        a = n.start_s + rng.normal(0, jitter_ms / 1000.0)
+        b = max(a + 0.03, n.end_s + rng.normal(0, jitter_ms / 1000.0))
+        melody.append(MelodyNote(max(0.0, a), b, n.midi))
+    recorded = degrade.add_reverb(voice, sr, rir=_room_response(room, sr, room_only=False))
+    recorded = degrade.apply_offset(recorded, sr, offset_ms=p["offset_ms"])
+    recorded = degrade.add_noise(recorded, sr, snr_db=p["snr_db"], noise=noise, seed=i,
+                                 reference=degrade.apply_offset(voice, sr, offset_ms=p["offset_ms"]))
+    recorded = degrade.band_limit(recorded, sr)
+    recorded = (0.7 * recorded / (np.max(np.abs(recorded)) + 1e-20)).astype(np.float32)
+    recorded = degrade.aac_round_trip(recorded, sr, bit_rate=64000)
+    from melisma.audio_io import resample
+
+    return {"take": resample(recorded, orig_sr=sr, target_sr=16000), "melody": melody, "params": p, "sr": 16000}
+
+
+CONFIDENCE_BINS = (0.0, 0.2, 0.5, 0.8, 0.9, 0.95, 1.0)
+
+
+def calibration_table(rows: list[dict], *, tol_ms: float = 5.0, title: str = "calibration") -> None:
+    """Confidence against the actual hit rate (|err| <= tol_ms) in bins: a calibrated confidence
+    has each bin's hit rate near its mean confidence."""
+    if not rows:
+        return
+    conf = np.array([r["confidence"] for r in rows])
+    hit = np.array([abs(r["err_ms"]) <= tol_ms for r in rows])
+    print(f"\n{title}: confidence vs within ±{tol_ms:.0f} ms (n={len(rows)})")
+    print("  confidence bin   n   mean conf   hit rate")
+    for lo, hi in itertools.pairwise(CONFIDENCE_BINS):
+        sel = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
+        if sel.any():
+            print(f"  [{lo:.2f}, {hi:.2f}{']' if hi == 1.0 else ')'}  {int(sel.sum()):4d}   {conf[sel].mean():9.2f}   {hit[sel].mean():8.2f}")
+    brier = float(np.mean((conf - hit) ** 2))
+    print(f"  Brier score {brier:.3f} (0 is perfect; always answering the base rate gives {hit.mean() * (1 - hit.mean()):.3f})")
+
+
+def evaluate_melody(data: Path, n: int, *, tol_ms: float = 5.0) -> list[dict]:
+    """Headphone takes aligned from the melody: error distribution, decision and calibration."""
+    from melisma.analysis.music_align import MELODY_KNOWN_CONFIDENCE, MELODY_TOLERANCE_MS, offset_from_melody
+    from melisma.analysis.pitch import track_pitch
+
+    voices = _annotated_voices(data, REAL_SR)
+    rows = []
+    for i in range(n):
+        case = build_melody_case(data, i, voices=voices)
+        p = case["params"]
+        t0 = time.perf_counter()
+        track = track_pitch(case["take"], sr=case["sr"])
+        m = offset_from_melody(track, case["melody"])
+        dt = time.perf_counter() - t0
+        err = m.offset_ms - p["offset_ms"]
+        c20 = float(m.details.get("confidence_within_tolerance", 0.0))
+        known = c20 >= MELODY_KNOWN_CONFIDENCE
+        rows.append({**p, "method": "melody" if known else "none", "known": known, "err_ms": err, "confidence": m.confidence,
+                     "confidence20": c20, "time_s": dt})
+        verdict = "refused" if not known else ("ok" if abs(err) <= tol_ms else "WRONG")
+        print(f"{i:3d} melody jitter={p['jitter_ms']:2.0f} {verdict:7s} err={err:+8.2f} conf5={m.confidence:.2f} conf20={c20:.2f} "
+              f"events={m.details.get('note_events')} agree={m.details.get('event_agreement', 0):.2f} se={m.details.get('standard_error_ms', 0):.1f} "
+              f"score={m.details.get('score', 0):.2f}/{m.details.get('competitor_score', 0):.2f}  {p['voice']} / {p['room'][:16]} snr={p['snr_db']:.0f}")
+    print()
+    for jit in sorted({r["jitter_ms"] for r in rows}):
+        sub = [r for r in rows if r["jitter_ms"] == jit]
+        _summary_line(f"melody jitter {jit:.0f} ms", sub, tol_ms=tol_ms)
+    _summary_line("melody, all", rows, tol_ms=tol_ms)
+    calibration_table(rows, tol_ms=tol_ms, title="melody confidence calibration")
+    calibration_table([{**r, "confidence": r["confidence20"]} for r in rows], tol_ms=MELODY_TOLERANCE_MS,
+                      title="melody confidence20 calibration (the decision's)")
+    print(f"runtime per take (pitch track + alignment): median {np.median([r['time_s'] for r in rows]):.2f} s")
+    return rows
+
+
+def _summary_line(label: str, sub: list[dict], *, tol_ms: float) -> None:
+    err = np.array([r["err_ms"] for r in sub])
+    known = np.array([r["known"] for r in sub])
+    ok = known & (np.abs(err) <= tol_ms)
+    wrong = known & (np.abs(err) > tol_ms)
+    line = (f"{label:22s} n={len(sub):3d}  within ±{tol_ms:.0f} ms {ok.mean() * 100:5.1f}%  refused {(~known).mean() * 100:5.1f}%  "
+            f"wrong offset reported known {int(wrong.sum())} (>20 ms: {int(np.sum(known & (np.abs(err) > 20)))})")
+    if known.any():
+        ak = np.abs(err[known])
+        line += f"  |err| of known: median {np.median(ak):.2f} p90 {np.quantile(ak, 0.9):.2f} max {ak.max():.2f} ms"
+    line += f"  |err| of all estimates: median {np.median(np.abs(err)):.1f} ms, within ±{tol_ms:.0f} {np.mean(np.abs(err) <= tol_ms) * 100:.0f}%"
+    print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stems", type=Path, help="folder with vocals.wav, drums.wav, bass.wav, other.wav")
@@ -423,8 +556,12 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="phone takes built from the real recordings in --data")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=None, help="keep the built --real takes here (16 kHz .npz) for re-runs")
+    ap.add_argument("--melody", action="store_true", help="headphone takes of annotated real singing aligned from the melody")
     ap.add_argument("--only", default=None, help="--real: only cases whose kind contains this (direct, room, headphones)")
     args = ap.parse_args()
+    if args.melody:
+        evaluate_melody(args.data, args.n)
+        return
     if args.real:
         evaluate_real(args.data, args.n, cache=args.cache, only=args.only)
         return
