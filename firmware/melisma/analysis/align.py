@@ -58,7 +58,7 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -87,13 +87,17 @@ DETECT_Z = 6.0
 REFINE_Z = 4.5
 #: Peaks must stand out against the best competitor by this factor to count as found.
 DETECT_RATIO = 1.2
+#: A bleed found by its single highest lag alone (its response energy below the bar) must be seen
+#: by at least this fraction of the windows, when there are three or more.
+PEAK_MIN_AGREEMENT = 0.5
 #: How far a calibrated latency is trusted to be off when looking for a weak bleed peak.
 REFINE_RANGE_MS = 50.0
 #: Confidence reported when the offset is only the app's latency calibration, never checked.
 CALIBRATED_CONFIDENCE = 0.3
 #: Methods :class:`Alignment` can report.
 METHODS = ("bleed", "calibrated", "calibrated+refined", "vocal-onsets", "none", "guess")
-#: Methods whose offset is known well enough to mix without asking (the others are guesses).
+#: Methods whose offset is known well enough to mix without asking (the others are guesses; an
+#: offset from the sung notes against the melody, :mod:`melisma.analysis.music_align`, is a guess).
 KNOWN_METHODS = ("bleed", "calibrated", "calibrated+refined")
 
 
@@ -810,6 +814,11 @@ def estimate_offset(
     if window_lags_arr.size:
         agreement = float(np.mean((window_lags_arr >= resp.onset_ms - AGREEMENT_MS)
                                   & (window_lags_arr <= resp.onset_ms + RESPONSE_SPAN_MS[1])))
+    if resp.via == "peak" and corr.used_windows >= 3 and agreement < PEAK_MIN_AGREEMENT:
+        # A single high lag that most windows do not see: music whose rhythm lines up with the
+        # voice's by chance (a generated headphone take gave z 6.7 at one lag, one window of four).
+        details["rejected_peak"] = {"offset_ms": resp.peak_ms, "peak_z": resp.peak_z, "window_agreement": agreement}
+        resp = replace(resp, via=None)
     details.update(
         peak_z=resp.peak_z,
         peak_ratio=resp.peak_ratio,
@@ -847,7 +856,8 @@ def estimate_offset(
         details["reason"] = "no bleed of the backing found in the take; using the calibrated latency"
         return Alignment(offset_ms=float(latency_ms), method="calibrated", confidence=CALIBRATED_CONFIDENCE, details=details)
 
-    weak = resp.energy_z < RESPONSE_DETECT_Z and resp.peak_z < DETECT_Z
+    weak = (resp.energy_z < RESPONSE_DETECT_Z and resp.peak_z < DETECT_Z) or "rejected_peak" in details
+    details["bleed_evidence"] = "none" if weak else "ambiguous"
     details["reason"] = (
         ("no bleed of the backing found in the take" if weak else
          f"the backing is heard in the take at {resp.onset_ms:.0f} ms but also almost as strongly at "
@@ -856,7 +866,7 @@ def estimate_offset(
         "calibration), or record with the phone speaker on so the backing is heard in the take"
     )
     details["best_guess_ms"] = resp.onset_ms
-    details["best_guess_confidence"] = _detected_confidence(resp, agreement, corr.used_windows)
+    details["best_guess_confidence"] = _detected_confidence(resp, agreement, corr.used_windows) * (0.5 if weak else 1.0)
     return Alignment(offset_ms=0.0, method="none", confidence=0.0, details=details)
 
 
