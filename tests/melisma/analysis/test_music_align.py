@@ -158,3 +158,20 @@ def test_room_only_bleed_with_a_weak_first_arrival_is_placed_before_it():
     assert a.details["onset_strength"] < 0.45
     assert a.details["hidden_path_lead_ms"] == pytest.approx(1.0)
     assert a.details["first_arrival_ms"] - a.offset_ms == pytest.approx(1.0)
+
+
+def test_a_faint_bleed_offset_is_refused_not_mixed_and_can_be_accepted():
+    from melisma.analysis.align import Alignment
+    from melisma.errors import AlignmentUnknownError
+    from melisma.pipeline.alignment import MIN_MEASURED_CONFIDENCE, decide_alignment
+
+    faint = Alignment(offset_ms=187.0, method="bleed", confidence=MIN_MEASURED_CONFIDENCE - 0.01, details={"peak_z": 5.2})
+    with pytest.raises(AlignmentUnknownError, match="187 ms") as info:
+        decide_alignment(faint, accept_guess=False, warnings=[])
+    assert "--latency-ms" in str(info.value) and "--accept-alignment-guess" in str(info.value)
+    warnings: list[str] = []
+    guessed = decide_alignment(faint, accept_guess=True, warnings=warnings)
+    assert guessed.method == "guess" and guessed.offset_ms == 187.0 and not guessed.known
+    assert guessed.details["measured_method"] == "bleed" and warnings
+    sure = Alignment(offset_ms=187.0, method="bleed", confidence=MIN_MEASURED_CONFIDENCE + 0.01)
+    assert decide_alignment(sure, accept_guess=False, warnings=[]) is sure
