@@ -523,6 +523,10 @@ ONSET_FRACTION = 0.12
 #: Arrivals of one response follow each other within this (measured rooms: the first reflection
 #: within a few ms of the direct sound, then denser); an earlier arrival further away is not its start.
 ONSET_MAX_GAP_MS = 6.0
+#: An arrival further than :data:`ONSET_MAX_GAP_MS` before the rest of the response still starts it
+#: when its |z| reaches this and this fraction of the response's highest (the direct sound of a hall).
+EARLY_STRONG_Z = 9.0
+EARLY_STRONG_FRACTION = 0.3
 #: With a calibrated latency, the response is looked for within this of it with a lower bar.
 RESPONSE_REFINE_Z = 6.0
 
@@ -634,11 +638,14 @@ def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: 
     arrivals = _clean_arrivals(z, lo, hi, kernel=kernel, bar=bar)
     # Walk back from the strongest arrival through arrivals that follow each other closely: an
     # isolated blip well before the response is noise, not a path.
+    # A strong arrival further back is a path too: in a hall the first reflections trail the direct
+    # sound by 10-30 ms, so the direct sound stands alone before the response.
     first = lo + top
     max_gap = int(round(ONSET_MAX_GAP_MS * per_ms))
+    strong = max(EARLY_STRONG_Z, EARLY_STRONG_FRACTION * float(az[top]))
     for j in sorted((a for a in arrivals if a <= lo + top), reverse=True):
-        if first - j > max_gap:
-            break
+        if first - j > max_gap and (EARLY_STRONG_FRACTION <= 0 or abs(z[j]) < strong):
+            continue
         first = int(j)
     # the arrival itself: the largest |z| within half a millisecond after it
     j1 = min(z.size, first + max(2, int(round(0.5 * per_ms))))
