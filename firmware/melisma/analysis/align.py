@@ -525,7 +525,7 @@ ONSET_FRACTION = 0.12
 ONSET_MAX_GAP_MS = 6.0
 #: An arrival further than :data:`ONSET_MAX_GAP_MS` before the rest of the response still starts it
 #: when its |z| reaches this and this fraction of the response's highest (the direct sound of a hall).
-EARLY_STRONG_Z = 9.0
+EARLY_STRONG_Z = 7.5
 EARLY_STRONG_FRACTION = 0.3
 #: With a calibrated latency, the response is looked for within this of it with a lower bar.
 RESPONSE_REFINE_Z = 6.0
