@@ -58,7 +58,7 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -87,13 +87,17 @@ DETECT_Z = 6.0
 REFINE_Z = 4.5
 #: Peaks must stand out against the best competitor by this factor to count as found.
 DETECT_RATIO = 1.2
+#: A bleed found by its single highest lag alone (its response energy below the bar) must be seen
+#: by at least this fraction of the windows, when there are three or more.
+PEAK_MIN_AGREEMENT = 0.5
 #: How far a calibrated latency is trusted to be off when looking for a weak bleed peak.
 REFINE_RANGE_MS = 50.0
 #: Confidence reported when the offset is only the app's latency calibration, never checked.
 CALIBRATED_CONFIDENCE = 0.3
 #: Methods :class:`Alignment` can report.
 METHODS = ("bleed", "calibrated", "calibrated+refined", "vocal-onsets", "none", "guess")
-#: Methods whose offset is known well enough to mix without asking (the others are guesses).
+#: Methods whose offset is known well enough to mix without asking (the others are guesses; an
+#: offset from the sung notes against the melody, :mod:`melisma.analysis.music_align`, is a guess).
 KNOWN_METHODS = ("bleed", "calibrated", "calibrated+refined")
 
 
@@ -519,6 +523,10 @@ ONSET_FRACTION = 0.12
 #: Arrivals of one response follow each other within this (measured rooms: the first reflection
 #: within a few ms of the direct sound, then denser); an earlier arrival further away is not its start.
 ONSET_MAX_GAP_MS = 6.0
+#: An arrival further than :data:`ONSET_MAX_GAP_MS` before the rest of the response still starts it
+#: when its |z| reaches this and this fraction of the response's highest (the direct sound of a hall).
+EARLY_STRONG_Z = 7.5
+EARLY_STRONG_FRACTION = 0.3
 #: With a calibrated latency, the response is looked for within this of it with a lower bar.
 RESPONSE_REFINE_Z = 6.0
 
@@ -535,6 +543,7 @@ class _Response:
     candidates: list
     peak_ratio: float = 0.0  # highest single lag over its best competitor outside the response span
     via: str | None = None  # 'energy' or 'peak': the detector that found it; None when neither did
+    onset_strength: float = 1.0  # |z| of the first arrival over the response's strongest |z|
 
 
 def _lag_order(corr: np.ndarray, max_lag: int, sr_a: int) -> tuple[np.ndarray, np.ndarray]:
@@ -629,11 +638,14 @@ def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: 
     arrivals = _clean_arrivals(z, lo, hi, kernel=kernel, bar=bar)
     # Walk back from the strongest arrival through arrivals that follow each other closely: an
     # isolated blip well before the response is noise, not a path.
+    # A strong arrival further back is a path too: in a hall the first reflections trail the direct
+    # sound by 10-30 ms, so the direct sound stands alone before the response.
     first = lo + top
     max_gap = int(round(ONSET_MAX_GAP_MS * per_ms))
+    strong = max(EARLY_STRONG_Z, EARLY_STRONG_FRACTION * float(az[top]))
     for j in sorted((a for a in arrivals if a <= lo + top), reverse=True):
-        if first - j > max_gap:
-            break
+        if first - j > max_gap and (EARLY_STRONG_FRACTION <= 0 or abs(z[j]) < strong):
+            continue
         first = int(j)
     # the arrival itself: the largest |z| within half a millisecond after it
     j1 = min(z.size, first + max(2, int(round(0.5 * per_ms))))
@@ -648,10 +660,38 @@ def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: 
             break
         candidates.append({"offset_ms": float(lags_ms[kc]), "energy_z": float(ec[kc])})
         ec[(lags_ms >= lags_ms[kc] + RESPONSE_SPAN_MS[0]) & (lags_ms <= lags_ms[kc] + RESPONSE_SPAN_MS[1])] = -np.inf
-    return _Response(onset_ms=float(onset_ms), energy_z=float(ez[k_e]), ratio=e_ratio,
+    span_hi = min(z.size, first + int(round(RESPONSE_SPAN_MS[1] * per_ms)) + 1)
+    strongest = float(np.max(np.abs(z[first:span_hi]))) if span_hi > first else 0.0
+    onset_strength = float(abs(z[onset_k]) / strongest) if strongest > 0 else 1.0
+    return _Response(onset_ms=float(onset_ms), energy_z=float(ez[k_e]), ratio=e_ratio, onset_strength=onset_strength,
                      competitor_ms=p_comp_ms if via == "peak" else e_comp_ms, competitor_z=e_comp,
                      peak_ms=float(lags_ms[lo + top]), peak_z=float(z[k_p]), candidates=candidates,
                      peak_ratio=p_ratio, via=via)
+
+
+#: When the first arrival found is much weaker than the response's strongest (below this fraction
+#: of its |z|), it is likely a reflection, with the shortest path (the one the singer hears) hidden in
+#: the noise before it: the offset is placed :data:`HIDDEN_PATH_LEAD_MS` earlier (see
+#: :func:`_lead_for_hidden_path`). 0 switches this off.
+WEAK_ONSET_FRACTION = 0.45
+#: How much earlier than a weak first arrival the offset is placed (ms).
+HIDDEN_PATH_LEAD_MS = 1.0
+
+
+def _lead_for_hidden_path(resp: _Response) -> tuple[float, float]:
+    """The offset for a detected response, and the lead applied (0 when none).
+
+    Sound cannot arrive before its shortest path, so the first arrival found bounds the offset
+    from above. When that arrival is strong (a direct path) it is the offset. When it is weak
+    against the reflections after it, the shortest path may be a few ms earlier and buried (a
+    speaker across the room: the first reflections trail the blocked direct path by the extra
+    path length, 1-5 ms in a living room). Against a tolerance of ±5 ms, placing the offset a
+    little before such an arrival is the minimax choice over "the arrival is the direct path" and
+    "the direct path is up to 6 ms earlier"; tools/eval_align.py --real measures it.
+    """
+    if resp.onset_strength < WEAK_ONSET_FRACTION and HIDDEN_PATH_LEAD_MS > 0:
+        return resp.onset_ms - HIDDEN_PATH_LEAD_MS, HIDDEN_PATH_LEAD_MS
+    return resp.onset_ms, 0.0
 
 
 def _detected_confidence(resp: _Response, agreement: float, n_windows: int) -> float:
@@ -781,6 +821,11 @@ def estimate_offset(
     if window_lags_arr.size:
         agreement = float(np.mean((window_lags_arr >= resp.onset_ms - AGREEMENT_MS)
                                   & (window_lags_arr <= resp.onset_ms + RESPONSE_SPAN_MS[1])))
+    if resp.via == "peak" and corr.used_windows >= 3 and agreement < PEAK_MIN_AGREEMENT:
+        # A single high lag that most windows do not see: music whose rhythm lines up with the
+        # voice's by chance (a generated headphone take gave z 6.7 at one lag, one window of four).
+        details["rejected_peak"] = {"offset_ms": resp.peak_ms, "peak_z": resp.peak_z, "window_agreement": agreement}
+        resp = replace(resp, via=None)
     details.update(
         peak_z=resp.peak_z,
         peak_ratio=resp.peak_ratio,
@@ -798,7 +843,12 @@ def estimate_offset(
             details["calibration_error_ms"] = resp.onset_ms - latency_ms
         details["detected_by"] = resp.via
         details["path"] = "direct" if resp.peak_ms - resp.onset_ms <= 1.0 else "room (strongest arrival later than the first)"
-        return Alignment(offset_ms=resp.onset_ms, method="bleed", confidence=conf, details=details)
+        offset, lead = _lead_for_hidden_path(resp)
+        details["first_arrival_ms"] = resp.onset_ms
+        details["onset_strength"] = resp.onset_strength
+        if lead:
+            details["hidden_path_lead_ms"] = lead
+        return Alignment(offset_ms=offset, method="bleed", confidence=conf, details=details)
 
     if latency_ms is not None:
         near = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=float(latency_ms), half_range_ms=REFINE_RANGE_MS,
@@ -813,7 +863,8 @@ def estimate_offset(
         details["reason"] = "no bleed of the backing found in the take; using the calibrated latency"
         return Alignment(offset_ms=float(latency_ms), method="calibrated", confidence=CALIBRATED_CONFIDENCE, details=details)
 
-    weak = resp.energy_z < RESPONSE_DETECT_Z and resp.peak_z < DETECT_Z
+    weak = (resp.energy_z < RESPONSE_DETECT_Z and resp.peak_z < DETECT_Z) or "rejected_peak" in details
+    details["bleed_evidence"] = "none" if weak else "ambiguous"
     details["reason"] = (
         ("no bleed of the backing found in the take" if weak else
          f"the backing is heard in the take at {resp.onset_ms:.0f} ms but also almost as strongly at "
@@ -822,7 +873,7 @@ def estimate_offset(
         "calibration), or record with the phone speaker on so the backing is heard in the take"
     )
     details["best_guess_ms"] = resp.onset_ms
-    details["best_guess_confidence"] = _detected_confidence(resp, agreement, corr.used_windows)
+    details["best_guess_confidence"] = _detected_confidence(resp, agreement, corr.used_windows) * (0.5 if weak else 1.0)
     return Alignment(offset_ms=0.0, method="none", confidence=0.0, details=details)
 
 

@@ -14,7 +14,7 @@ from .. import __version__
 from ..leftovers import work_prefix
 from ..plan import Plan, new_record
 from ..progress import ProgressCallback, StageClock
-from .alignment import alignment_decision, decide_alignment
+from .alignment import align_from_melody, alignment_decision, decide_alignment
 from .clock import timed_stage
 from .inputs import decode_backing, decode_take
 from .options import ANALYSIS_SR, ANALYSIS_WEIGHTS, DEFAULT_TARGET_LUFS, ENGINE_SR, AnalysisOptions
@@ -116,6 +116,8 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
             assert back_d.analysis is not None
             # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
             alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            alignment = align_from_melody(alignment, take16, sr=ANALYSIS_SR, melody_path=options.melody_path,
+                                          tracker=pitch_tracker_named(options.pitch_tracker))
             alignment = decide_alignment(alignment, accept_guess=options.accept_alignment_guess, warnings=warnings)
             backing16 = back_d.analysis
             aligned = apply_offset(take48[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
