@@ -99,7 +99,7 @@ def analyze_pitch(
     user_scale = resolve_scale(key, scale)
     melody = load_melody(melody_path) if melody_path is not None else None
     track = track_pitch(vocal, sr=sr, tracker=tracker)
-    notes = segment_notes(track)
+    notes = segment_notes(track, audio=vocal, sr=sr)
     key_info: dict[str, Any]
     if user_scale is not None:
         target_scale = user_scale

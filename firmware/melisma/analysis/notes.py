@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import AnalysisError
-from .contour import fill_gaps, smooth_midi, trill_levels, voiced_regions
+from .contour import fill_gaps, periodic_runs, smooth_midi, trill_levels, voiced_regions
 from .pitch import PitchTrack
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,11 +157,13 @@ def segment_notes(
     track: PitchTrack,
     *,
     min_note_ms: float = 120.0,
-    split_cents: float = 50.0,
+    split_cents: float = 65.0,
     merge_cents: float = 40.0,
     window_ms: float = 150.0,
     bridge_gap_ms: float = 30.0,
     min_confidence: float = 0.0,
+    audio: np.ndarray | None = None,
+    sr: int | None = None,
 ) -> list[Note]:
     """Cut an f0 track into notes (see the module docstring for the method).
 
@@ -180,6 +182,10 @@ def segment_notes(
         Unvoiced gaps up to this long do not end a note.
     min_confidence : float
         Frames with lower tracker confidence count as unvoiced.
+    audio, sr : np.ndarray and int, optional
+        The audio the track was made from (mono). Its energy envelope places a legato boundary at
+        the articulation (the dip of a voiced consonant) next to the pitch step, and splits repeated
+        notes of one pitch at a clear dip; without it only the pitch curve is used.
 
     Returns
     -------
@@ -190,13 +196,14 @@ def segment_notes(
     midi_all = np.where(voiced, track.midi, np.nan)
     min_frames = max(2, int(round(min_note_ms / 1000.0 / hop_s)))
     w = max(2, int(round(window_ms / 1000.0 / hop_s)))
+    env = energy_envelope(audio, sr=sr, hop_s=hop_s, n_frames=len(track.hz)) if audio is not None and sr else None
     notes: list[Note] = []
     for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop_s))):
         if b - a < max(3, min_frames // 2):
             continue  # a blip: too short to be a note
         m = fill_gaps(midi_all[a:b])
         for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
-                                    merge=merge_cents / 100.0):
+                                    merge=merge_cents / 100.0, env=None if env is None else env[a:b]):
             seg = midi_all[a + s0 : a + s1]
             centre = _centre_with_trill(seg, hop_s)
             if not np.isfinite(centre):
@@ -206,7 +213,48 @@ def segment_notes(
     return notes
 
 
-def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float) -> list[tuple[int, int]]:
+def energy_envelope(audio: np.ndarray, *, sr: int, hop_s: float, n_frames: int, window_s: float = 0.025) -> np.ndarray:
+    """Energy in dB of ``window_s`` windows centred on the frames of a track (hop ``hop_s``).
+
+    >>> e = energy_envelope(np.r_[np.zeros(800), np.ones(800)], sr=8000, hop_s=0.05, n_frames=4)
+    >>> (e[3] - e[0]) > 60
+    True
+    """
+    y = np.asarray(audio, dtype=np.float64)
+    if y.ndim > 1:
+        y = y.mean(axis=0) if y.shape[0] < y.shape[-1] else y.mean(axis=1)
+    win = max(1, int(round(window_s * sr)))
+    yp = np.pad(y, (win // 2, win // 2 + 1))
+    cs = np.r_[0.0, np.cumsum(yp * yp)]
+    idx = np.clip(np.rint(np.arange(n_frames) * hop_s * sr).astype(np.int64), 0, len(yp) - win)
+    e = (cs[idx + win] - cs[idx]) / win
+    return 10.0 * np.log10(e + 1e-12)
+
+
+#: A dip of the energy this deep (dB, below the lower of the maxima either side) is an articulation.
+DIP_DB = 3.0
+#: How far from a pitch step its articulation is looked for (s).
+DIP_SEARCH_S = 0.05
+
+
+def _snap_to_dip(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> int:
+    """The end of the energy dip next to ``pos`` (where the energy is back half way up), or ``pos``."""
+    a, b = max(lo + 1, pos - reach), min(hi - 1, pos + reach)
+    if b - a < 3:
+        return pos
+    k = a + int(np.argmin(env[a:b]))
+    left = float(np.max(env[max(lo, k - 2 * reach) : k + 1]))
+    right = float(np.max(env[k : min(hi, k + 2 * reach)]))
+    depth = min(left, right) - float(env[k])
+    if depth < DIP_DB:
+        return pos
+    half = env[k] + 0.5 * (right - env[k])
+    up = np.flatnonzero(env[k : min(hi, k + 2 * reach)] >= half)
+    return k + int(up[0]) if up.size else k
+
+
+def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float,
+                  env: np.ndarray | None = None) -> list[tuple[int, int]]:
     n = len(m)
     if n < 2 * min_frames:
         return [(0, n)]
@@ -222,22 +270,83 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
     above = ad > split
     for r0, r1 in voiced_regions(above):
         k = r0 + int(np.argmax(ad[r0:r1]))
-        peaks.append(k)
+        peaks.append((k, w))
+    # fast passages: the same on a short window, where the curve does not oscillate (vibrato, trill)
+    ws = max(2, int(round(FAST_WINDOW_S / hop_s)))
+    if ws < w:
+        bs, as_ = _window_means(m, ws)
+        ds = np.nan_to_num(as_ - bs)
+        ds[: max(3, ws // 2)] = 0.0
+        ds[n - max(3, ws // 2) :] = 0.0
+        ds[_oscillating(m, hop_s)] = 0.0
+        for r0, r1 in voiced_regions(np.abs(ds) > split):
+            k = r0 + int(np.argmax(np.abs(ds[r0:r1])))
+            if all(abs(k - p) > ws for p, _ in peaks):
+                peaks.append((k, ws))
+        peaks.sort()
+        before_s, after_s = bs, as_
     bounds = [0]
     light = smooth_midi(m, frames=3)
-    for k in peaks:
-        lo_level, hi_level = before[k], after[k]
+    for k, kw in peaks:
+        lo_level, hi_level = (before[k], after[k]) if kw == w else (before_s[k], after_s[k])
         half = 0.5 * (lo_level + hi_level)
         # refine: the crossing of the halfway level nearest to the peak, within +-w frames
-        j0, j1 = max(1, k - w), min(n - 1, k + w)
+        j0, j1 = max(1, k - kw), min(n - 1, k + kw)
         sgn = np.sign(light[j0:j1] - half)
         cross = np.flatnonzero(sgn[1:] != sgn[:-1])
         pos = j0 + 1 + int(cross[np.argmin(np.abs(j0 + 1 + cross - k))]) if cross.size else k
+        if env is not None:
+            pos = _snap_to_dip(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
         if pos - bounds[-1] >= 2:
             bounds.append(pos)
+    hard: set[int] = set()
+    if env is not None and REPEAT_DIP_DB:
+        # repeated notes of one pitch: a deep dip of the energy between two held stretches
+        for k in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
+            if all(abs(k - b) >= min_frames for b in bounds):
+                bounds.append(k)
+                hard.add(k)
+        bounds.sort()
     bounds.append(n)
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge)
+    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge, hard=hard)
+
+
+#: Window of the second, short look for level changes (s): notes of fast passages last 80-150 ms.
+FAST_WINDOW_S = 0.05
+#: A dip this deep (dB) between two held stretches splits even notes of the same pitch (0: never).
+REPEAT_DIP_DB = 8.0
+
+
+def _oscillating(m: np.ndarray, hop_s: float) -> np.ndarray:
+    """Frames inside a vibrato or trill (a periodic swing of 4-12 Hz), where short-window steps are no notes."""
+    out = np.zeros(len(m), dtype=bool)
+    ok = np.isfinite(m)
+    if ok.sum() < 10:
+        return out
+    base = float(np.median(m[ok]))
+    for r in periodic_runs(100.0 * (m - base), hop_s, min_swing=25.0, min_half_cycles=3):
+        out[r.i0 : r.i1] = True
+    return out
+
+
+def _deep_dips(env: np.ndarray, *, hop_s: float, depth_db: float, min_frames: int) -> list[int]:
+    """Frames where the energy dips ``depth_db`` below the maxima of the ``min_frames`` either side."""
+    n = len(env)
+    out: list[int] = []
+    if n < 2 * min_frames + 1:
+        return out
+    r = min_frames
+    k = r
+    while k < n - r:
+        left = float(np.max(env[k - r : k]))
+        right = float(np.max(env[k + 1 : k + r + 1]))
+        if min(left, right) - env[k] >= depth_db and env[k] == np.min(env[max(0, k - r // 2) : k + r // 2 + 1]):
+            out.append(k)
+            k += r
+        else:
+            k += 1
+    return out
 
 
 def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
@@ -249,8 +358,10 @@ def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
     return near.sum() * hop_s < 0.06 and (np.max(s) - np.min(s)) > 0.8
 
 
-def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float):
+def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,
+                    hard: set[int] | None = None):
     segs = list(segs)
+    hard = hard or set()
     changed = True
     while changed and len(segs) > 1:
         changed = False
@@ -259,6 +370,8 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
             short = s1 - s0 < min_frames
             if not short and not _is_ramp(m[s0:s1], hop_s):
                 continue
+            if short and _in_run(m, segs, i, hop_s=hop_s, min_frames=min_frames):
+                continue  # a note of a fast passage, not an ornament
             if i + 1 < len(segs) and (i == 0 or short):
                 # grace notes and scoops lead into the next note
                 j = i + 1 if (i == 0 or _closer_to_next(m, segs, i)) else i - 1
@@ -275,11 +388,34 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
         # neighbours at (almost) the same level are one note
         centres = [note_centre(m[s0:s1], hop_s=hop_s) for s0, s1 in segs]
         for i in range(len(segs) - 1):
-            if abs(centres[i + 1] - centres[i]) < merge:
+            if abs(centres[i + 1] - centres[i]) < merge and segs[i][1] not in hard:
                 segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
                 changed = True
                 break
     return segs
+
+
+#: Shortest note of a fast passage (s); a passage is at least this many short notes in a row.
+FAST_NOTE_MIN_S = 0.06
+FAST_RUN_NOTES = 3
+
+
+def _in_run(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: float, min_frames: int) -> bool:
+    """Is short segment ``i`` one of ``FAST_RUN_NOTES`` or more short held notes in a row (a melisma)?"""
+
+    def held(j: int) -> bool:
+        s0, s1 = segs[j]
+        return (s1 - s0) * hop_s >= FAST_NOTE_MIN_S and s1 - s0 < 2 * min_frames and not _is_ramp(m[s0:s1], hop_s)
+
+    if not held(i):
+        return False
+    lo = i
+    while lo > 0 and held(lo - 1):
+        lo -= 1
+    hi = i
+    while hi + 1 < len(segs) and held(hi + 1):
+        hi += 1
+    return hi - lo + 1 >= FAST_RUN_NOTES
 
 
 def _closer_to_next(m: np.ndarray, segs: list[tuple[int, int]], i: int) -> bool:
