@@ -235,22 +235,26 @@ def energy_envelope(audio: np.ndarray, *, sr: int, hop_s: float, n_frames: int, 
 DIP_DB = 3.0
 #: How far from a pitch step its articulation is looked for (s).
 DIP_SEARCH_S = 0.05
+#: With an articulation (a dip of DIP_DB or more) a level change this small (cents) is a new note.
+DIP_SPLIT_CENTS = 40.0
+#: ... and without one, this large (cents): amateur singers waver by more than split_cents in one syllable.
+NODIP_SPLIT_CENTS = 80.0
 
 
-def _snap_to_dip(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> int:
-    """The end of the energy dip next to ``pos`` (where the energy is back half way up), or ``pos``."""
+def _dip_near(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> tuple[float, int]:
+    """``(depth dB, end)`` of the deepest energy dip within ``reach`` of ``pos``: ``end`` is where the
+    energy is back half way up (the vowel's onset after a voiced consonant); ``(0, pos)`` if none.
+    """
     a, b = max(lo + 1, pos - reach), min(hi - 1, pos + reach)
     if b - a < 3:
-        return pos
+        return 0.0, pos
     k = a + int(np.argmin(env[a:b]))
     left = float(np.max(env[max(lo, k - 2 * reach) : k + 1]))
     right = float(np.max(env[k : min(hi, k + 2 * reach)]))
     depth = min(left, right) - float(env[k])
-    if depth < DIP_DB:
-        return pos
     half = env[k] + 0.5 * (right - env[k])
     up = np.flatnonzero(env[k : min(hi, k + 2 * reach)] >= half)
-    return k + int(up[0]) if up.size else k
+    return depth, (k + int(up[0]) if up.size else k)
 
 
 def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float,
@@ -267,7 +271,8 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
     ad = np.abs(d)
     peaks = []
     # local maxima of |D| above the threshold, at least w/2 apart (strongest first within a run)
-    above = ad > split
+    low = min(split, DIP_SPLIT_CENTS / 100.0) if env is not None else split
+    above = ad > low
     for r0, r1 in voiced_regions(above):
         k = r0 + int(np.argmax(ad[r0:r1]))
         peaks.append((k, w))
@@ -279,7 +284,7 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         ds[: max(3, ws // 2)] = 0.0
         ds[n - max(3, ws // 2) :] = 0.0
         ds[_oscillating(m, hop_s)] = 0.0
-        for r0, r1 in voiced_regions(np.abs(ds) > split):
+        for r0, r1 in voiced_regions(np.abs(ds) > low):
             k = r0 + int(np.argmax(np.abs(ds[r0:r1])))
             if all(abs(k - p) > ws for p, _ in peaks):
                 peaks.append((k, ws))
@@ -295,8 +300,15 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         sgn = np.sign(light[j0:j1] - half)
         cross = np.flatnonzero(sgn[1:] != sgn[:-1])
         pos = j0 + 1 + int(cross[np.argmin(np.abs(j0 + 1 + cross - k))]) if cross.size else k
+        step = abs(hi_level - lo_level)
         if env is not None:
-            pos = _snap_to_dip(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
+            depth, end = _dip_near(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
+            if depth >= DIP_DB:
+                pos = end  # an articulated change: it starts where the vowel does
+            elif step < max(split, NODIP_SPLIT_CENTS / 100.0):
+                continue  # small step and no articulation: the singer's pitch wavering in one note
+        elif step < split:
+            continue
         if pos - bounds[-1] >= 2:
             bounds.append(pos)
     hard: set[int] = set()
@@ -349,26 +361,32 @@ def _deep_dips(env: np.ndarray, *, hop_s: float, depth_db: float, min_frames: in
     return out
 
 
+#: A segment that holds still (within 40 cents) for less than this is only a ramp between notes (s).
+RAMP_HOLD_S = 0.06
+
+
 def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
     """True when a segment never holds still: its smoothed pitch stays within 40 cents of the
     median for less than 60 ms.
     """
     s = smooth_midi(m, frames=_odd(0.06 / hop_s))
     near = np.abs(s - np.median(s)) < 0.4
-    return near.sum() * hop_s < 0.06 and (np.max(s) - np.min(s)) > 0.8
+    return near.sum() * hop_s < RAMP_HOLD_S and (np.max(s) - np.min(s)) > 0.8
 
 
 def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,
                     hard: set[int] | None = None):
     segs = list(segs)
     hard = hard or set()
+    # a segment that holds still somewhere stays a note when a scoop or grace note joins it
+    held = [s1 - s0 >= min_frames and not _is_ramp(m[s0:s1], hop_s) for s0, s1 in segs]
     changed = True
     while changed and len(segs) > 1:
         changed = False
         # short or ramp-only segments join a neighbour
         for i, (s0, s1) in enumerate(segs):
             short = s1 - s0 < min_frames
-            if not short and not _is_ramp(m[s0:s1], hop_s):
+            if not short and held[i]:
                 continue
             if short and _in_run(m, segs, i, hop_s=hop_s, min_frames=min_frames):
                 continue  # a note of a fast passage, not an ornament
@@ -381,6 +399,7 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
                 j = i - 1
             a, b = min(i, j), max(i, j)
             segs[a : b + 1] = [(segs[a][0], segs[b][1])]
+            held[a : b + 1] = [any(held[a : b + 1])]
             changed = True
             break
         if changed:
@@ -390,6 +409,7 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
         for i in range(len(segs) - 1):
             if abs(centres[i + 1] - centres[i]) < merge and segs[i][1] not in hard:
                 segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
+                held[i : i + 2] = [held[i] or held[i + 1]]
                 changed = True
                 break
     return segs
@@ -445,6 +465,7 @@ def _centre_with_trill(seg: np.ndarray, hop_s: float) -> float:
     if levels is not None:
         return levels[0]
     return note_centre(m, hop_s=hop_s)
+
 
 
 # --------------------------------------------------------------------------------------------
