@@ -49,7 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
+# --engine DIR (before argparse): score another checkout's engine (e.g. main's, for before/after)
+_ENGINE = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--engine"), None)
+sys.path.insert(0, _ENGINE or str(Path(__file__).resolve().parents[1] / "firmware"))
 
 SR = 16000
 ONSET_TOL_S = 0.05
@@ -126,7 +128,10 @@ def melisma_notes(path: Path, cache: Path | None = None) -> np.ndarray:
     from melisma.analysis.notes import segment_notes
 
     track = melisma_track(path, cache)
-    notes = segment_notes(track, audio=audio(path), sr=SR)
+    try:
+        notes = segment_notes(track, audio=audio(path), sr=SR)
+    except TypeError:  # an engine from before the energy cue (--engine)
+        notes = segment_notes(track)
     return np.array([[n.start_s, n.end_s, n.midi] for n in notes]).reshape(-1, 3)
 
 
@@ -362,6 +367,141 @@ def cmd_notes(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# melody-guided correction
+
+
+def make_melody(ref: np.ndarray, rng: np.random.Generator) -> tuple[list[tuple[float, float, int]], list[int], np.ndarray]:
+    """A melody from a note annotation, as a singer would deviate from it.
+
+    Every note rounded to its semitone; onsets moved by a common offset (±150 ms) and each by its own
+    jitter (sd 80 ms, at most ±250 ms, order kept); one note left out of the melody (the singer
+    *added* it) and one melody note put in the longest rest (the singer *skipped* it).
+    Returns the melody ``[(start, end, midi)]``, for every annotated note the index of its melody
+    note (-1 for the added one) and the inserted note's span.
+    """
+    n = len(ref)
+    common = rng.uniform(-0.15, 0.15)
+    jit = np.clip(rng.normal(0.0, 0.08, n), -0.25, 0.25)
+    starts = ref[:, 0] + common + jit
+    ends = ref[:, 1] + common + jit
+    for i in range(1, n):  # keep the order and no overlap
+        starts[i] = max(starts[i], starts[i - 1] + 0.03)
+        ends[i - 1] = min(ends[i - 1], starts[i])
+    ends = np.maximum(ends, starts + 0.03)
+    mel = [(float(max(0.0, a)), float(b), round(float(m))) for a, b, m in zip(starts, ends, ref[:, 2], strict=True)]
+    added = int(rng.integers(1, n - 1)) if n > 3 else -1
+    gaps = ref[1:, 0] - ref[:-1, 1]
+    g = int(np.argmax(gaps)) if n > 1 else 0
+    skipped = np.array([ref[g, 1] + 0.25 * gaps[g], ref[g, 1] + 0.75 * gaps[g]]) if n > 1 and gaps[g] > 0.3 else None
+    index = list(range(n))
+    if added >= 0:
+        del mel[added]
+        index = [i if i < added else (i - 1 if i > added else -1) for i in index]
+    if skipped is not None:
+        pitch = int(round(float(ref[g, 2]))) + 2
+        pos = sum(1 for m in mel if m[0] < skipped[0])
+        mel.insert(pos, (float(skipped[0]), float(skipped[1]), pitch))
+        index = [i if i < pos else i + 1 for i in index]
+        index = [-1 if k == added else i for k, i in enumerate(index)]
+    return mel, index, skipped if skipped is not None else np.zeros(0)
+
+
+def write_midi(path: Path, melody: Sequence[tuple[float, float, int]]) -> None:
+    """A one-track MIDI file of the melody (120 bpm, 480 ticks per beat)."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000))
+    events = sorted([(a, 1, m) for a, _b, m in melody] + [(b, 0, m) for _a, b, m in melody])
+    now = 0
+    for t, on, m in events:
+        tick = int(round(t * 960))
+        tr.append(mido.Message("note_on" if on else "note_off", note=int(m), velocity=90 if on else 0, time=tick - now))
+        now = tick
+    mid.save(str(path))
+
+
+def swift_midi(y16: np.ndarray, detector) -> tuple[np.ndarray, np.ndarray]:
+    """SwiftF0's frame times and MIDI pitch (NaN where unvoiced)."""
+    r = detector.detect(np.asarray(y16, dtype=np.float32), 16000)
+    hz = np.asarray(r.pitch_hz, dtype=np.float64)
+    ok = np.asarray(r.confidence) >= 0.5
+    midi = np.where(ok & (hz > 0), 69.0 + 12.0 * np.log2(np.maximum(hz, 1e-9) / 440.0), np.nan)
+    return np.asarray(r.timestamps, dtype=np.float64), midi
+
+
+def note_errors(times: np.ndarray, midi: np.ndarray, ref: np.ndarray, melody: Sequence[tuple[float, float, int]],
+                index: Sequence[int]) -> np.ndarray:
+    """Cents from each sung note's centre (SwiftF0 median over the middle 60 % of the annotated span)
+    to its melody note; NaN for the added notes and notes SwiftF0 finds unvoiced."""
+    out = np.full(len(ref), np.nan)
+    for i, (on, off, _m) in enumerate(ref):
+        if index[i] < 0:
+            continue
+        a, b = on + 0.2 * (off - on), off - 0.2 * (off - on)
+        sel = (times >= a) & (times <= b) & np.isfinite(midi)
+        if sel.sum() >= 3:
+            out[i] = 100.0 * (float(np.median(midi[sel])) - melody[index[i]][2])
+    return out
+
+
+def cmd_melody(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from melisma.analysis.intonation import analyze_pitch
+    from melisma.audio_io import load_audio, resample
+    from melisma.render.pitch import correct_vocal, correction_from_sliders
+    from swift_f0 import SwiftF0
+
+    root = Path(args.data)
+    clips = [c for c in load_clips(root) if c.name != "vocadito_1/A2"]  # one melody per recording
+    if args.clips:
+        clips = [c for c in clips if any(s in c.name for s in args.clips.split(","))]
+    detector = SwiftF0(threads=2, spin=False)
+    settings = correction_from_sliders({}, correction=args.correction)
+    rows = []
+    all_before: list[np.ndarray] = []
+    all_after: list[np.ndarray] = []
+    tmp = Path(tempfile.mkdtemp(prefix="eval-melody-"))
+    for ci, clip in enumerate(clips):
+        rng = np.random.default_rng(1000 + ci)
+        melody, index, _ins = make_melody(clip.ref, rng)
+        mid = tmp / "melody.mid"
+        write_midi(mid, melody)
+        y48, _ = load_audio(clip.path, sr=48000, mono=True)
+        y48 = np.asarray(y48, dtype=np.float32)
+        t0 = time.perf_counter()
+        pitch = analyze_pitch(y48, sr=48000, melody_path=mid)
+        corrected, _rep = correct_vocal(y48, pitch, sr=48000, settings=settings)
+        secs = time.perf_counter() - t0
+        tb, mb = swift_midi(resample(y48, orig_sr=48000, target_sr=16000), detector)
+        ta, ma = swift_midi(resample(np.asarray(corrected, dtype=np.float32), orig_sr=48000, target_sr=16000), detector)
+        eb = note_errors(tb, mb, clip.ref, melody, index)
+        ea = note_errors(ta, ma, clip.ref, melody, index)
+        ok = np.isfinite(eb) & np.isfinite(ea)
+        all_before.append(np.abs(eb[ok]))
+        all_after.append(np.abs(ea[ok]))
+        rows.append({"clip": clip.name, "notes": int(ok.sum()), "before_median": float(np.median(np.abs(eb[ok]))),
+                     "after_median": float(np.median(np.abs(ea[ok]))), "after_p90": float(np.percentile(np.abs(ea[ok]), 90)),
+                     "plan_notes": len(pitch["notes"]), "seconds": secs})
+        r = rows[-1]
+        print(f"{clip.name:16s} notes {r['notes']:3d}  |error| median before {r['before_median']:5.1f} c  after "
+              f"{r['after_median']:5.1f} c  p90 after {r['after_p90']:5.1f} c  ({r['plan_notes']} plan notes, {secs:.0f} s)",
+              flush=True)
+    b, a = np.concatenate(all_before), np.concatenate(all_after)
+    summary = {"notes": int(a.size), "before_median": float(np.median(b)), "before_p90": float(np.percentile(b, 90)),
+               "after_median": float(np.median(a)), "after_p90": float(np.percentile(a, 90)),
+               "after_within_20c": float(np.mean(a <= 20.0))}
+    print(f"\n== overall ({summary['notes']} notes, SwiftF0): |error| to the melody, median before {summary['before_median']:.1f} c, "
+          f"after {summary['after_median']:.1f} c; p90 before {summary['before_p90']:.1f} c, after {summary['after_p90']:.1f} c")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"clips": rows, "summary": summary}, indent=1, default=float))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,7 +516,15 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--per-clip", action="store_true", help="print every clip's scores")
     a.add_argument("--cache", help="keep Melisma's pitch tracks here between runs (a development aid)")
     a.add_argument("--json", help="also write the numbers here")
+    a.add_argument("--engine", help="the firmware folder of the engine to score (default: this checkout's)")
     a.set_defaults(func=cmd_notes)
+    b = sub.add_parser("melody", help="correction toward a melody made from the annotations, measured by SwiftF0")
+    b.add_argument("--data", default=default_data)
+    b.add_argument("--clips", help="only clips whose name contains one of these (comma separated)")
+    b.add_argument("--correction", type=float, default=1.0)
+    b.add_argument("--engine", help="the firmware folder of the engine to score (default: this checkout's)")
+    b.add_argument("--json", help="also write the numbers here")
+    b.set_defaults(func=cmd_melody)
     args = ap.parse_args(argv)
     if not Path(args.data).is_dir():
         print(f"no data at {args.data}; pass --data", file=sys.stderr)
