@@ -4,6 +4,10 @@ Subcommands::
 
     python tools/eval_notes.py notes  [--data ../shared/data] [--systems melisma,basic-pitch,pyin-hmm] [--json F]
     python tools/eval_notes.py melody [--data ../shared/data] [--json F]
+    python tools/eval_notes.py ornaments [--data ../shared/data] [--json F]
+
+``--engine DIR`` on any of them scores another checkout's engine (its ``firmware`` folder), e.g.
+main's, for a before/after in the same run.
 
 ``notes``: mir_eval note-transcription scores per clip and overall on vocadito track 1 (against
 both note annotators, A1 and A2) and the 47 SSVD v2 sight-singing clips (the per-file offset
@@ -30,7 +34,11 @@ its own, since those annotations sit 15-30 cents above the audio):
 note annotation with timing jitter, one note skipped and one added; the engine analyses the clip
 with that melody, corrects it at ``--correction 1`` and an independent tracker (SwiftF0,
 ``swift-f0`` on PyPI) measures the note centres of the result against the melody notes (before
-and after). See :func:`melody_eval`.
+and after). See :func:`cmd_melody`.
+
+``ornaments``: the GTSinger plain/technique pairs through the engine's segmentation (with its energy
+cue) and its default ornament detector: vibrato and slide coverage and the notes found, so that a
+segmentation change that cuts vibrato or slides into notes shows (:func:`cmd_ornaments`).
 
 The peers are in the ``peers`` extra of pyproject.toml (basic-pitch installs with ``--no-deps``
 where its TensorFlow pin does not fit: its TFLite/ONNX model needs only the runtime).
@@ -502,6 +510,50 @@ def cmd_melody(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# ornaments on the GTSinger plain/technique pairs, through the engine's segmentation
+
+
+def cmd_ornaments(args: argparse.Namespace) -> int:
+    from melisma.analysis.intonation import default_ornament_detector
+    from melisma.analysis.notes import segment_notes
+    from melisma.analysis.ornaments import detect_ornaments
+    from melisma.analysis.pitch import track_pitch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from eval_pitch_real import GT_PAIRS, coverage
+
+    d = Path(args.data) / "gtsinger_demo"
+    detector = default_ornament_detector()
+    rows = []
+    print(f"== GTSinger pairs, ornament detector {getattr(detector, 'name', type(detector).__name__)}: share of voiced "
+          "frames in vibrato/trill and in slides, notes found (control -> technique)")
+    print(f"{'pair':34s} {'vibrato':>15s} {'slides':>15s} {'notes':>11s}")
+    for plain, tech in GT_PAIRS:
+        row: dict = {"pair": tech}
+        for label, name in (("control", plain), ("technique", tech)):
+            path = d / f"{name}.flac"
+            if not path.exists():
+                break
+            y = audio(path)
+            track = track_pitch(y, sr=SR)
+            try:
+                notes = segment_notes(track, audio=y, sr=SR)
+            except TypeError:  # an engine from before the energy cue (--engine)
+                notes = segment_notes(track)
+            orns = detect_ornaments(track, notes, detector=detector)
+            row[label] = {**coverage(track, orns), "notes": len(notes)}
+        if "technique" not in row:
+            continue
+        rows.append(row)
+        c, t = row["control"], row["technique"]
+        print(f"{tech:34s} {c['vibrato']:6.2f} -> {t['vibrato']:5.2f} {c['slides']:6.2f} -> {t['slides']:5.2f} "
+              f"{c['notes']:4d} -> {t['notes']:3d}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,6 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--engine", help="the firmware folder of the engine to score (default: this checkout's)")
     b.add_argument("--json", help="also write the numbers here")
     b.set_defaults(func=cmd_melody)
+    c = sub.add_parser("ornaments", help="GTSinger pairs: vibrato and slide coverage through the engine's segmentation")
+    c.add_argument("--data", default=default_data)
+    c.add_argument("--engine", help="the firmware folder of the engine to score (default: this checkout's)")
+    c.add_argument("--json", help="also write the numbers here")
+    c.set_defaults(func=cmd_ornaments)
     args = ap.parse_args(argv)
     if not Path(args.data).is_dir():
         print(f"no data at {args.data}; pass --data", file=sys.stderr)

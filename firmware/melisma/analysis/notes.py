@@ -199,7 +199,7 @@ def segment_notes(
     env = energy_envelope(audio, sr=sr, hop_s=hop_s, n_frames=len(track.hz)) if audio is not None and sr else None
     notes: list[Note] = []
     for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop_s))):
-        if b - a < max(3, min_frames // 2):
+        if b - a < max(3, min_frames // 2, int(round(MIN_ISOLATED_S / hop_s))):
             continue  # a blip: too short to be a note
         m = fill_gaps(midi_all[a:b])
         for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
@@ -255,6 +255,10 @@ def _dip_near(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> tup
     half = env[k] + 0.5 * (right - env[k])
     up = np.flatnonzero(env[k : min(hi, k + 2 * reach)] >= half)
     return depth, (k + int(up[0]) if up.size else k)
+
+
+#: A voiced stretch shorter than this, alone between rests, is a blip (a breath, a click), no note (s).
+MIN_ISOLATED_S = 0.09
 
 
 def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float,
