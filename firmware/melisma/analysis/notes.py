@@ -8,18 +8,34 @@ so they neither split a note nor move its centre.
 How it works:
 
 1. Voiced regions: unvoiced gaps shorter than ``bridge_gap_ms`` are bridged (a consonant or a
-   tracker drop-out inside a legato line); each region is segmented on its own.
+   tracker drop-out inside a legato line); each region is segmented on its own; a region shorter
+   than :data:`MIN_ISOLATED_S` alone between rests is a blip, no note.
 2. Level changes inside a region: ``D(t)`` = mean pitch over the ``window_ms`` after ``t`` minus the
    mean over the ``window_ms`` before it. A window of about one vibrato period averages vibrato and
-   trills out, so peaks of ``|D|`` above ``split_cents`` mark a new level (a legato step or a
-   portamento); the boundary is put where the pitch crosses halfway between the two levels.
-3. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
-   neighbour it is connected to (the next one first: grace notes lead *into* their note); a
-   segment that is only a ramp (no part of it holds still) joins the neighbour it glides to or from;
-   neighbours less than ``merge_cents`` apart are one note.
-4. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
+   trills out, so peaks of ``|D|`` mark a new level (a legato step or a portamento). Fast passages
+   (notes of 80-150 ms) get a second look with a :data:`FAST_WINDOW_S` window, except where the
+   curve oscillates at 4-12 Hz (vibrato, trills: :func:`~melisma.analysis.contour.periodic_runs`).
+   The boundary is put where the pitch crosses halfway between the two levels.
+3. With the audio (``audio``/``sr``, as the engine gives it) the energy envelope decides too: a
+   level change next to an articulation (an energy dip of :data:`DIP_DB` within
+   :data:`DIP_SEARCH_S`: the voiced consonant between two syllables) is a new note from
+   :data:`DIP_SPLIT_CENTS`, and starts where the energy is back half way up (the vowel);
+   without one it needs :data:`NODIP_SPLIT_CENTS` (amateur singers waver by more than
+   ``split_cents`` inside one syllable). A dip of :data:`REPEAT_DIP_DB` between two held stretches
+   splits even notes of one pitch (a repeated note). Without the audio, ``split_cents`` alone.
+4. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
+   neighbour it is connected to (the next one first: grace notes lead *into* their note), unless it
+   is one of :data:`FAST_RUN_NOTES` or more short held notes in a row (a melisma); a segment that is
+   only a ramp (no part of it holds still) joins the neighbour it glides to or from, and a note that
+   holds still stays one when a scoop joins it; neighbours less than ``merge_cents`` apart are one
+   note, unless an articulation splits them.
+5. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
    (iteratively, so a scoop or a fall does not pull it); for a trill, the level it starts on
    (the main note), since the upper note is the ornament.
+
+With a reference melody, :func:`melisma.analysis.melody_align.align_melody` then cuts the notes
+the melody says are several and gives each its melody note as target. Measured on real singing
+against basic-pitch and a pYIN note tracker: ``tools/eval_notes.py`` and firmware/docs/notes.md.
 
 Examples
 --------
