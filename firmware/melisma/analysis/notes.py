@@ -19,9 +19,10 @@ How it works:
 3. With the audio (``audio``/``sr``, as the engine gives it) the energy envelope decides too: a
    level change next to an articulation (an energy dip of :data:`DIP_DB` within
    :data:`DIP_SEARCH_S`: the voiced consonant between two syllables) is a new note from
-   :data:`DIP_SPLIT_CENTS`, and starts where the energy is back half way up (the vowel);
-   without one it needs :data:`NODIP_SPLIT_CENTS` (amateur singers waver by more than
-   ``split_cents`` inside one syllable). A dip of :data:`REPEAT_DIP_DB` between two held stretches
+   :data:`DIP_SPLIT_CENTS`, and starts where the energy is back half way up (the vowel), not
+   before the crossing; without one it needs :data:`NODIP_SPLIT_CENTS` (amateur singers waver by
+   more than ``split_cents`` inside one syllable) and starts :data:`ARRIVE` of the way from the
+   crossing to where the pitch arrives. A dip of :data:`REPEAT_DIP_DB` between two held stretches
    splits even notes of one pitch (a repeated note). Without the audio, ``split_cents`` alone.
 4. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
    neighbour it is connected to (the next one first: grace notes lead *into* their note), unless it
@@ -273,6 +274,9 @@ def _dip_near(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> tup
     return depth, (k + int(up[0]) if up.size else k)
 
 
+#: An unarticulated change starts this far from the halfway crossing towards where the pitch arrives
+#: (within 30 cents of the new level): the real annotations put it there (tools/eval_notes.py).
+ARRIVE = 0.5
 #: A voiced stretch shorter than this, alone between rests, is a blip (a breath, a click), no note (s).
 MIN_ISOLATED_S = 0.09
 
@@ -324,9 +328,14 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         if env is not None:
             depth, end = _dip_near(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
             if depth >= DIP_DB:
-                pos = end  # an articulated change: it starts where the vowel does
+                pos = max(pos, end)  # an articulated change: it starts where the vowel does, not before the crossing
             elif step < max(split, NODIP_SPLIT_CENTS / 100.0):
                 continue  # small step and no articulation: the singer's pitch wavering in one note
+            else:
+                level = float(np.median(m[pos : min(n, pos + kw)]))
+                near = np.flatnonzero(np.abs(light[pos : pos + kw] - level) < 0.3)
+                if near.size:
+                    pos += int(round(ARRIVE * near[0]))
         elif step < split:
             continue
         if pos - bounds[-1] >= 2:
