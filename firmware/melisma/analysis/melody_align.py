@@ -145,25 +145,43 @@ def melody_path(track: PitchTrack, melody: Sequence[MelodyNote], *, octave_shift
     n_states = len(q)
     big = 1e9
 
-    def cost(k: int) -> np.ndarray:
-        # the frame's distance in time outside every melody note's span, then its pitch distance
-        out_s = np.maximum(np.maximum(ms - t[k], t[k] - me), 0.0)
+    block = 256
+
+    def cost_block(k0: int) -> np.ndarray:
+        # frames k0.. : the distance in time outside every melody note's span, then the pitch distance
+        tk = t[k0 : k0 + block, None]
+        out_s = np.maximum(np.maximum(ms[None, :] - tk, tk - me[None, :]), 0.0)
         c = TIME_COST_PER_S * np.maximum(out_s - TIME_TOLERANCE_S, 0.0)
         c += FAR_COST_PER_S * np.maximum(out_s - MAX_DEVIATION_S, 0.0)  # steep, not a wall: an intro still aligns
-        if voiced[k]:
-            c += np.minimum((p[k] - q) ** 2, PITCH_COST_CAP)
+        v = voiced[k0 : k0 + block]
+        c[v] += np.minimum((p[k0 : k0 + block][v, None] - q[None, :]) ** 2, PITCH_COST_CAP)
         return c
 
-    acc = cost(0)
+    costs = cost_block(0)
+
+    def cost(k: int) -> np.ndarray:
+        nonlocal costs
+        if k % block == 0 and k:
+            costs = cost_block(k)
+        return costs[k % block]
+
+    acc = cost(0).copy()
     back = np.zeros((n_frames, n_states), dtype=np.int8)  # 0 stay, 1 from previous note, 2 skipped one
+    adv = np.full(n_states, big)
+    skip = np.full(n_states, big)
     for k in range(1, n_frames):
-        stay = acc
-        adv = np.r_[big, acc[:-1]]
-        skip = np.r_[big, big, acc[:-2] + SKIP_COST] if n_states > 2 else np.full(n_states, big)
-        best = np.minimum(np.minimum(stay, adv), skip)
-        b = np.where(best == stay, 0, np.where(best == adv, 1, 2)).astype(np.int8)
-        back[k] = b
-        acc = np.minimum(best + cost(k), big)
+        adv[1:] = acc[:-1]
+        skip[2:] = acc[:-2]
+        skip[2:] += SKIP_COST
+        b = back[k]
+        moved = adv < acc
+        best = np.where(moved, adv, acc)
+        b[moved] = 1
+        skipped = skip < best
+        best[skipped] = skip[skipped]
+        b[skipped] = 2
+        best += cost(k)
+        acc = np.minimum(best, big, out=best)
     state = np.empty(n_frames, dtype=np.int64)
     j = int(np.argmin(acc))
     total = float(acc[j])
@@ -217,7 +235,7 @@ def align_melody(
         a = int(np.floor(note.start_s / path.hop_s + 1e-9))
         b = max(a + 1, int(np.ceil(note.end_s / path.hop_s - 1e-9)))
         states = path.state[a:b]
-        pieces = _pieces(states, min_piece)
+        pieces = _pieces(states, min_piece, pitch=q)
         for s0, s1, j in pieces:
             t0 = note.start_s if s0 == 0 else (a + s0) * path.hop_s
             t1 = note.end_s if s1 == len(states) else (a + s1) * path.hop_s
@@ -257,10 +275,18 @@ def align_melody(
     return out
 
 
-def _pieces(states: np.ndarray, min_piece: int) -> list[tuple[int, int, int]]:
-    """Runs ``(start, stop, melody note)`` of ``states``; runs shorter than ``min_piece`` join a neighbour."""
+def _pieces(states: np.ndarray, min_piece: int, *, pitch: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs ``(start, stop, melody note)`` of ``states``; runs shorter than ``min_piece`` join a neighbour.
+
+    Melody notes of one pitch in a row are one run (where the path moves between them inside one
+    sung note is arbitrary: nothing to cut at).
+    """
     if len(states) == 0:
         return []
+    same = np.r_[False, pitch[states[1:]] == pitch[states[:-1]]]
+    states = states.copy()
+    for k in np.flatnonzero(same):
+        states[k] = states[k - 1]
     change = np.flatnonzero(np.diff(states)) + 1
     starts = np.r_[0, change]
     stops = np.r_[change, len(states)]

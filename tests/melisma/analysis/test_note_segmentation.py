@@ -154,3 +154,12 @@ def test_align_melody_with_no_notes_or_a_single_melody_note(n_notes: int):
     assert len(out) == n_notes
     if n_notes:
         assert out[0].target_midi == 61.0
+
+
+def test_melody_notes_of_one_pitch_in_a_row_do_not_cut_a_sung_note():
+    from melisma.analysis.notes import Note
+
+    track = _exact_track(np.r_[np.full(80, 60.1), np.full(40, 62.0)])
+    melody = [MelodyNote(0.0, 0.2, 60), MelodyNote(0.2, 0.4, 60), MelodyNote(0.4, 0.6, 62)]
+    out = align_melody(track, [Note(0.0, 0.6, 60.5)], melody)
+    assert [(round(n.start_s, 2), n.target_midi) for n in out] == [(0.0, 60.0), (0.4, 62.0)]
