@@ -301,13 +301,14 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         k = r0 + int(np.argmax(ad[r0:r1]))
         peaks.append((k, w))
     # fast passages: the same on a short window, where the curve does not oscillate (vibrato, trill)
+    osc = _oscillating(m, hop_s)
     ws = max(2, int(round(FAST_WINDOW_S / hop_s)))
     if ws < w:
         bs, as_ = _window_means(m, ws)
         ds = np.nan_to_num(as_ - bs)
         ds[: max(3, ws // 2)] = 0.0
         ds[n - max(3, ws // 2) :] = 0.0
-        ds[_oscillating(m, hop_s)] = 0.0
+        ds[osc] = 0.0
         for r0, r1 in voiced_regions(np.abs(ds) > low):
             k = r0 + int(np.argmax(np.abs(ds[r0:r1])))
             if all(abs(k - p) > ws for p, _ in peaks):
@@ -344,7 +345,8 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
     if env is not None and REPEAT_DIP_DB:
         # repeated notes of one pitch: a deep dip of the energy between two held stretches
         for k in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
-            if all(abs(k - b) >= min_frames for b in bounds):
+            # not inside a vibrato or trill: its loudness swings with it (tremolo)
+            if not osc[max(0, k - min_frames) : k + min_frames].any() and all(abs(k - b) >= min_frames for b in bounds):
                 bounds.append(k)
                 hard.add(k)
         bounds.sort()

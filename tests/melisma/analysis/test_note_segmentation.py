@@ -48,9 +48,13 @@ def test_a_legato_step_splits_where_the_pitch_changes():
 
 def test_a_vibrato_note_stays_one_note():
     vib = [{"type": "vibrato", "rate_hz": 5.5, "extent_cents": 160}]
-    _take, _track, notes = _notes_of([NoteSpec(64, 0.3, 1.4, ornaments=vib), NoteSpec(67, 1.7, 0.6)])
+    take, track, notes = _notes_of([NoteSpec(64, 0.3, 1.4, ornaments=vib), NoteSpec(67, 1.7, 0.6)])
     assert len(notes) == 2, _summary(notes)
     assert abs(100 * (notes[0].midi - 64)) < 20
+    # a real vibrato swings the loudness too (tremolo): dips of 10 dB at the vibrato's rate are no articulations
+    t = np.arange(take.audio.shape[-1]) / SR
+    tremolo = take.audio * (1.0 - 0.68 * (0.5 + 0.5 * np.sin(2 * np.pi * 5.5 * t)) * (t > 0.3) * (t < 1.7))
+    assert len(segment_notes(track, audio=tremolo, sr=SR)) == 2
 
 
 def test_a_slide_into_a_note_and_a_portamento_stay_within_their_notes():
