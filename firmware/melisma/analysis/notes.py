@@ -219,6 +219,12 @@ def segment_notes(
         if b - a < max(3, min_frames // 2, int(round(MIN_ISOLATED_S / hop_s))):
             continue  # a blip: too short to be a note
         m = fill_gaps(midi_all[a:b])
+        if DESPIKE_S:
+            # a tracker glitch (an octave jump for a few frames) is no level change
+            from scipy.ndimage import median_filter
+
+            med = median_filter(m, size=_odd(DESPIKE_S / hop_s), mode="nearest")
+            m = np.where(np.abs(m - med) > GLITCH_SEMITONES, med, m)  # only outliers: vibrato keeps its shape
         for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
                                     merge=merge_cents / 100.0, env=None if env is None else env[a:b]):
             seg = midi_all[a + s0 : a + s1]
@@ -277,6 +283,10 @@ def _dip_near(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> tup
 #: An unarticulated change starts this far from the halfway crossing towards where the pitch arrives
 #: (within 30 cents of the new level): the real annotations put it there (tools/eval_notes.py).
 ARRIVE = 0.5
+#: Frames further than GLITCH_SEMITONES from the pitch's median over DESPIKE_S (s) are tracker glitches
+#: (an octave jump for a few frames), no level change: they take that median before segmentation.
+DESPIKE_S = 0.105
+GLITCH_SEMITONES = 6.0
 #: A voiced stretch shorter than this, alone between rests, is a blip (a breath, a click), no note (s).
 MIN_ISOLATED_S = 0.09
 
