@@ -260,14 +260,15 @@ SYSTEMS: dict[str, Callable[..., np.ndarray]] = {
 
 def file_offset_cents(ref: np.ndarray, est: np.ndarray) -> float:
     """Median cents difference (est minus ref) between each reference note and the estimated note
-    overlapping it most (0 when none overlaps)."""
+    overlapping it most, over the pairs within a semitone (a tuning offset, not a wrong or
+    polyphonic note); 0 when there are none."""
     diffs = []
     for on, off, m in ref:
         if len(est) == 0:
             break
         ov = np.minimum(est[:, 1], off) - np.maximum(est[:, 0], on)
         k = int(np.argmax(ov))
-        if ov[k] > 0:
+        if ov[k] > 0 and abs(est[k, 2] - m) <= 1.0:
             diffs.append(100.0 * (est[k, 2] - m))
     return float(np.median(diffs)) if diffs else 0.0
 
