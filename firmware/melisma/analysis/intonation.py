@@ -99,7 +99,7 @@ def analyze_pitch(
     user_scale = resolve_scale(key, scale)
     melody = load_melody(melody_path) if melody_path is not None else None
     track = track_pitch(vocal, sr=sr, tracker=tracker)
-    notes = segment_notes(track)
+    notes = segment_notes(track, audio=vocal, sr=sr)
     key_info: dict[str, Any]
     if user_scale is not None:
         target_scale = user_scale
@@ -114,7 +114,13 @@ def analyze_pitch(
         target_scale = estimate.scale
         key_info = estimate.to_dict()
         key_info["source"] = source
-    notes = assign_targets(notes, scale=target_scale, melody=melody, key_confidence=float(key_info.get("confidence", 1.0)))
+    if melody:
+        # the melody aligned to the sung pitch cuts the notes it spans and gives each its own target
+        from .melody_align import align_melody
+
+        notes = align_melody(track, notes, melody, scale=target_scale, key_confidence=float(key_info.get("confidence", 1.0)))
+    else:
+        notes = assign_targets(notes, scale=target_scale, key_confidence=float(key_info.get("confidence", 1.0)))
     # A band tuned away from A440 moves every target with it, so the singer is corrected onto
     # the band rather than off it. Without a backing the 440 grid (or the melody) is the reference.
     tuning_cents = 0.0

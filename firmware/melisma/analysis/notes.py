@@ -8,18 +8,35 @@ so they neither split a note nor move its centre.
 How it works:
 
 1. Voiced regions: unvoiced gaps shorter than ``bridge_gap_ms`` are bridged (a consonant or a
-   tracker drop-out inside a legato line); each region is segmented on its own.
+   tracker drop-out inside a legato line); each region is segmented on its own; a region shorter
+   than :data:`MIN_ISOLATED_S` alone between rests is a blip, no note.
 2. Level changes inside a region: ``D(t)`` = mean pitch over the ``window_ms`` after ``t`` minus the
    mean over the ``window_ms`` before it. A window of about one vibrato period averages vibrato and
-   trills out, so peaks of ``|D|`` above ``split_cents`` mark a new level (a legato step or a
-   portamento); the boundary is put where the pitch crosses halfway between the two levels.
-3. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
-   neighbour it is connected to (the next one first: grace notes lead *into* their note); a
-   segment that is only a ramp (no part of it holds still) joins the neighbour it glides to or from;
-   neighbours less than ``merge_cents`` apart are one note.
-4. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
+   trills out, so peaks of ``|D|`` mark a new level (a legato step or a portamento). Fast passages
+   (notes of 80-150 ms) get a second look with a :data:`FAST_WINDOW_S` window, except where the
+   curve oscillates at 4-12 Hz (vibrato, trills: :func:`~melisma.analysis.contour.periodic_runs`).
+   The boundary is put where the pitch crosses halfway between the two levels.
+3. With the audio (``audio``/``sr``, as the engine gives it) the energy envelope decides too: a
+   level change next to an articulation (an energy dip of :data:`DIP_DB` within
+   :data:`DIP_SEARCH_S`: the voiced consonant between two syllables) is a new note from
+   :data:`DIP_SPLIT_CENTS`, and starts where the energy is back half way up (the vowel), not
+   before the crossing; without one it needs :data:`NODIP_SPLIT_CENTS` (amateur singers waver by
+   more than ``split_cents`` inside one syllable) and starts :data:`ARRIVE` of the way from the
+   crossing to where the pitch arrives. A dip of :data:`REPEAT_DIP_DB` between two held stretches
+   splits even notes of one pitch (a repeated note). Without the audio, ``split_cents`` alone.
+4. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
+   neighbour it is connected to (the next one first: grace notes lead *into* their note), unless it
+   is one of :data:`FAST_RUN_NOTES` or more short held notes in a row (a melisma); a segment that is
+   only a ramp (no part of it holds still) joins the neighbour it glides to or from, and a note that
+   holds still stays one when a scoop joins it; neighbours less than ``merge_cents`` apart are one
+   note, unless an articulation splits them.
+5. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
    (iteratively, so a scoop or a fall does not pull it); for a trill, the level it starts on
    (the main note), since the upper note is the ornament.
+
+With a reference melody, :func:`melisma.analysis.melody_align.align_melody` then cuts the notes
+the melody says are several and gives each its melody note as target. Measured on real singing
+against basic-pitch and a pYIN note tracker: ``tools/eval_notes.py`` and firmware/docs/notes.md.
 
 Examples
 --------
@@ -43,7 +60,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import AnalysisError
-from .contour import fill_gaps, smooth_midi, trill_levels, voiced_regions
+from .contour import fill_gaps, periodic_runs, smooth_midi, trill_levels, voiced_regions
 from .pitch import PitchTrack
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,11 +174,13 @@ def segment_notes(
     track: PitchTrack,
     *,
     min_note_ms: float = 120.0,
-    split_cents: float = 50.0,
+    split_cents: float = 65.0,
     merge_cents: float = 40.0,
     window_ms: float = 150.0,
     bridge_gap_ms: float = 30.0,
     min_confidence: float = 0.0,
+    audio: np.ndarray | None = None,
+    sr: int | None = None,
 ) -> list[Note]:
     """Cut an f0 track into notes (see the module docstring for the method).
 
@@ -180,6 +199,10 @@ def segment_notes(
         Unvoiced gaps up to this long do not end a note.
     min_confidence : float
         Frames with lower tracker confidence count as unvoiced.
+    audio, sr : np.ndarray and int, optional
+        The audio the track was made from (mono). Its energy envelope places a legato boundary at
+        the articulation (the dip of a voiced consonant) next to the pitch step, and splits repeated
+        notes of one pitch at a clear dip; without it only the pitch curve is used.
 
     Returns
     -------
@@ -190,13 +213,20 @@ def segment_notes(
     midi_all = np.where(voiced, track.midi, np.nan)
     min_frames = max(2, int(round(min_note_ms / 1000.0 / hop_s)))
     w = max(2, int(round(window_ms / 1000.0 / hop_s)))
+    env = energy_envelope(audio, sr=sr, hop_s=hop_s, n_frames=len(track.hz)) if audio is not None and sr else None
     notes: list[Note] = []
     for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop_s))):
-        if b - a < max(3, min_frames // 2):
+        if b - a < max(3, min_frames // 2, int(round(MIN_ISOLATED_S / hop_s))):
             continue  # a blip: too short to be a note
         m = fill_gaps(midi_all[a:b])
+        if DESPIKE_S:
+            # a tracker glitch (an octave jump for a few frames) is no level change
+            from scipy.ndimage import median_filter
+
+            med = median_filter(m, size=_odd(DESPIKE_S / hop_s), mode="nearest")
+            m = np.where(np.abs(m - med) > GLITCH_SEMITONES, med, m)  # only outliers: vibrato keeps its shape
         for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
-                                    merge=merge_cents / 100.0):
+                                    merge=merge_cents / 100.0, env=None if env is None else env[a:b]):
             seg = midi_all[a + s0 : a + s1]
             centre = _centre_with_trill(seg, hop_s)
             if not np.isfinite(centre):
@@ -206,7 +236,63 @@ def segment_notes(
     return notes
 
 
-def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float) -> list[tuple[int, int]]:
+def energy_envelope(audio: np.ndarray, *, sr: int, hop_s: float, n_frames: int, window_s: float = 0.025) -> np.ndarray:
+    """Energy in dB of ``window_s`` windows centred on the frames of a track (hop ``hop_s``).
+
+    >>> e = energy_envelope(np.r_[np.zeros(800), np.ones(800)], sr=8000, hop_s=0.05, n_frames=4)
+    >>> (e[3] - e[0]) > 60
+    True
+    """
+    y = np.asarray(audio, dtype=np.float64)
+    if y.ndim > 1:
+        y = y.mean(axis=0) if y.shape[0] < y.shape[-1] else y.mean(axis=1)
+    win = max(1, int(round(window_s * sr)))
+    yp = np.pad(y, (win // 2, win // 2 + 1))
+    cs = np.r_[0.0, np.cumsum(yp * yp)]
+    idx = np.clip(np.rint(np.arange(n_frames) * hop_s * sr).astype(np.int64), 0, len(yp) - win)
+    e = (cs[idx + win] - cs[idx]) / win
+    return 10.0 * np.log10(e + 1e-12)
+
+
+#: A dip of the energy this deep (dB, below the lower of the maxima either side) is an articulation.
+DIP_DB = 3.0
+#: How far from a pitch step its articulation is looked for (s).
+DIP_SEARCH_S = 0.05
+#: With an articulation (a dip of DIP_DB or more) a level change this small (cents) is a new note.
+DIP_SPLIT_CENTS = 40.0
+#: ... and without one, this large (cents): amateur singers waver by more than split_cents in one syllable.
+NODIP_SPLIT_CENTS = 80.0
+
+
+def _dip_near(env: np.ndarray, pos: int, *, lo: int, hi: int, reach: int) -> tuple[float, int]:
+    """``(depth dB, end)`` of the deepest energy dip within ``reach`` of ``pos``: ``end`` is where the
+    energy is back half way up (the vowel's onset after a voiced consonant); ``(0, pos)`` if none.
+    """
+    a, b = max(lo + 1, pos - reach), min(hi - 1, pos + reach)
+    if b - a < 3:
+        return 0.0, pos
+    k = a + int(np.argmin(env[a:b]))
+    left = float(np.max(env[max(lo, k - 2 * reach) : k + 1]))
+    right = float(np.max(env[k : min(hi, k + 2 * reach)]))
+    depth = min(left, right) - float(env[k])
+    half = env[k] + 0.5 * (right - env[k])
+    up = np.flatnonzero(env[k : min(hi, k + 2 * reach)] >= half)
+    return depth, (k + int(up[0]) if up.size else k)
+
+
+#: An unarticulated change starts this far from the halfway crossing towards where the pitch arrives
+#: (within 30 cents of the new level): the real annotations put it there (tools/eval_notes.py).
+ARRIVE = 0.5
+#: Frames further than GLITCH_SEMITONES from the pitch's median over DESPIKE_S (s) are tracker glitches
+#: (an octave jump for a few frames), no level change: they take that median before segmentation.
+DESPIKE_S = 0.105
+GLITCH_SEMITONES = 6.0
+#: A voiced stretch shorter than this, alone between rests, is a blip (a breath, a click), no note (s).
+MIN_ISOLATED_S = 0.09
+
+
+def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float,
+                  env: np.ndarray | None = None) -> list[tuple[int, int]]:
     n = len(m)
     if n < 2 * min_frames:
         return [(0, n)]
@@ -219,25 +305,105 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
     ad = np.abs(d)
     peaks = []
     # local maxima of |D| above the threshold, at least w/2 apart (strongest first within a run)
-    above = ad > split
+    low = min(split, DIP_SPLIT_CENTS / 100.0) if env is not None else split
+    above = ad > low
     for r0, r1 in voiced_regions(above):
         k = r0 + int(np.argmax(ad[r0:r1]))
-        peaks.append(k)
+        peaks.append((k, w))
+    # fast passages: the same on a short window, where the curve does not oscillate (vibrato, trill)
+    osc = _oscillating(m, hop_s)
+    ws = max(2, int(round(FAST_WINDOW_S / hop_s)))
+    if ws < w:
+        bs, as_ = _window_means(m, ws)
+        ds = np.nan_to_num(as_ - bs)
+        ds[: max(3, ws // 2)] = 0.0
+        ds[n - max(3, ws // 2) :] = 0.0
+        ds[osc] = 0.0
+        for r0, r1 in voiced_regions(np.abs(ds) > low):
+            k = r0 + int(np.argmax(np.abs(ds[r0:r1])))
+            if all(abs(k - p) > ws for p, _ in peaks):
+                peaks.append((k, ws))
+        peaks.sort()
+        before_s, after_s = bs, as_
     bounds = [0]
     light = smooth_midi(m, frames=3)
-    for k in peaks:
-        lo_level, hi_level = before[k], after[k]
+    for k, kw in peaks:
+        lo_level, hi_level = (before[k], after[k]) if kw == w else (before_s[k], after_s[k])
         half = 0.5 * (lo_level + hi_level)
         # refine: the crossing of the halfway level nearest to the peak, within +-w frames
-        j0, j1 = max(1, k - w), min(n - 1, k + w)
+        j0, j1 = max(1, k - kw), min(n - 1, k + kw)
         sgn = np.sign(light[j0:j1] - half)
         cross = np.flatnonzero(sgn[1:] != sgn[:-1])
         pos = j0 + 1 + int(cross[np.argmin(np.abs(j0 + 1 + cross - k))]) if cross.size else k
+        step = abs(hi_level - lo_level)
+        if env is not None:
+            depth, end = _dip_near(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
+            if depth >= DIP_DB:
+                pos = max(pos, end)  # an articulated change: it starts where the vowel does, not before the crossing
+            elif step < max(split, NODIP_SPLIT_CENTS / 100.0):
+                continue  # small step and no articulation: the singer's pitch wavering in one note
+            else:
+                level = float(np.median(m[pos : min(n, pos + kw)]))
+                near = np.flatnonzero(np.abs(light[pos : pos + kw] - level) < 0.3)
+                if near.size:
+                    pos += int(round(ARRIVE * near[0]))
+        elif step < split:
+            continue
         if pos - bounds[-1] >= 2:
             bounds.append(pos)
+    hard: set[int] = set()
+    if env is not None and REPEAT_DIP_DB:
+        # repeated notes of one pitch: a deep dip of the energy between two held stretches
+        for k in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
+            # not inside a vibrato or trill: its loudness swings with it (tremolo)
+            if not osc[max(0, k - min_frames) : k + min_frames].any() and all(abs(k - b) >= min_frames for b in bounds):
+                bounds.append(k)
+                hard.add(k)
+        bounds.sort()
     bounds.append(n)
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge)
+    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge, hard=hard)
+
+
+#: Window of the second, short look for level changes (s): notes of fast passages last 80-150 ms.
+FAST_WINDOW_S = 0.05
+#: A dip this deep (dB) between two held stretches splits even notes of the same pitch (0: never).
+REPEAT_DIP_DB = 8.0
+
+
+def _oscillating(m: np.ndarray, hop_s: float) -> np.ndarray:
+    """Frames inside a vibrato or trill (a periodic swing of 4-12 Hz), where short-window steps are no notes."""
+    out = np.zeros(len(m), dtype=bool)
+    ok = np.isfinite(m)
+    if ok.sum() < 10:
+        return out
+    base = float(np.median(m[ok]))
+    for r in periodic_runs(100.0 * (m - base), hop_s, min_swing=25.0, min_half_cycles=3):
+        out[r.i0 : r.i1] = True
+    return out
+
+
+def _deep_dips(env: np.ndarray, *, hop_s: float, depth_db: float, min_frames: int) -> list[int]:
+    """Frames where the energy dips ``depth_db`` below the maxima of the ``min_frames`` either side."""
+    n = len(env)
+    out: list[int] = []
+    if n < 2 * min_frames + 1:
+        return out
+    r = min_frames
+    k = r
+    while k < n - r:
+        left = float(np.max(env[k - r : k]))
+        right = float(np.max(env[k + 1 : k + r + 1]))
+        if min(left, right) - env[k] >= depth_db and env[k] == np.min(env[max(0, k - r // 2) : k + r // 2 + 1]):
+            out.append(k)
+            k += r
+        else:
+            k += 1
+    return out
+
+
+#: A segment that holds still (within 40 cents) for less than this is only a ramp between notes (s).
+RAMP_HOLD_S = 0.06
 
 
 def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
@@ -246,19 +412,25 @@ def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
     """
     s = smooth_midi(m, frames=_odd(0.06 / hop_s))
     near = np.abs(s - np.median(s)) < 0.4
-    return near.sum() * hop_s < 0.06 and (np.max(s) - np.min(s)) > 0.8
+    return near.sum() * hop_s < RAMP_HOLD_S and (np.max(s) - np.min(s)) > 0.8
 
 
-def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float):
+def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,
+                    hard: set[int] | None = None):
     segs = list(segs)
+    hard = hard or set()
+    # a segment that holds still somewhere stays a note when a scoop or grace note joins it
+    held = [s1 - s0 >= min_frames and not _is_ramp(m[s0:s1], hop_s) for s0, s1 in segs]
     changed = True
     while changed and len(segs) > 1:
         changed = False
         # short or ramp-only segments join a neighbour
         for i, (s0, s1) in enumerate(segs):
             short = s1 - s0 < min_frames
-            if not short and not _is_ramp(m[s0:s1], hop_s):
+            if not short and held[i]:
                 continue
+            if short and _in_run(m, segs, i, hop_s=hop_s, min_frames=min_frames):
+                continue  # a note of a fast passage, not an ornament
             if i + 1 < len(segs) and (i == 0 or short):
                 # grace notes and scoops lead into the next note
                 j = i + 1 if (i == 0 or _closer_to_next(m, segs, i)) else i - 1
@@ -268,6 +440,7 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
                 j = i - 1
             a, b = min(i, j), max(i, j)
             segs[a : b + 1] = [(segs[a][0], segs[b][1])]
+            held[a : b + 1] = [any(held[a : b + 1])]
             changed = True
             break
         if changed:
@@ -275,11 +448,35 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
         # neighbours at (almost) the same level are one note
         centres = [note_centre(m[s0:s1], hop_s=hop_s) for s0, s1 in segs]
         for i in range(len(segs) - 1):
-            if abs(centres[i + 1] - centres[i]) < merge:
+            if abs(centres[i + 1] - centres[i]) < merge and segs[i][1] not in hard:
                 segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
+                held[i : i + 2] = [held[i] or held[i + 1]]
                 changed = True
                 break
     return segs
+
+
+#: Shortest note of a fast passage (s); a passage is at least this many short notes in a row.
+FAST_NOTE_MIN_S = 0.06
+FAST_RUN_NOTES = 3
+
+
+def _in_run(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: float, min_frames: int) -> bool:
+    """Is short segment ``i`` one of ``FAST_RUN_NOTES`` or more short held notes in a row (a melisma)?"""
+
+    def held(j: int) -> bool:
+        s0, s1 = segs[j]
+        return (s1 - s0) * hop_s >= FAST_NOTE_MIN_S and s1 - s0 < 2 * min_frames and not _is_ramp(m[s0:s1], hop_s)
+
+    if not held(i):
+        return False
+    lo = i
+    while lo > 0 and held(lo - 1):
+        lo -= 1
+    hi = i
+    while hi + 1 < len(segs) and held(hi + 1):
+        hi += 1
+    return hi - lo + 1 >= FAST_RUN_NOTES
 
 
 def _closer_to_next(m: np.ndarray, segs: list[tuple[int, int]], i: int) -> bool:
@@ -309,6 +506,7 @@ def _centre_with_trill(seg: np.ndarray, hop_s: float) -> float:
     if levels is not None:
         return levels[0]
     return note_centre(m, hop_s=hop_s)
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""Issue 13: notes segmented right on sung takes with known truth, and melody-aligned targets.
+
+Each take is synthesised (tools/corpus/voice.py) and goes through the engine's own pitch tracker and
+:func:`segment_notes` with its audio (the energy cue), as in the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from melisma.analysis.melody import MelodyNote
+from melisma.analysis.melody_align import align_melody, melody_path
+from melisma.analysis.notes import energy_envelope, segment_notes
+from melisma.analysis.pitch import PitchTrack, midi_to_hz, track_pitch
+
+from tools.corpus.voice import NoteSpec, synthesize_voice
+
+SR = 16000
+
+
+def _notes_of(specs: list[NoteSpec], *, seed: int = 1, **kw):
+    take = synthesize_voice(specs, sr=SR, seed=seed, breaths=False, **kw)
+    track = track_pitch(take.audio, sr=SR)
+    return take, track, segment_notes(track, audio=take.audio, sr=SR)
+
+
+def _summary(notes) -> list[tuple[float, float]]:
+    return [(round(n.start_s, 3), round(n.midi, 2)) for n in notes]
+
+
+def test_a_melismatic_run_of_six_fast_notes_is_six_notes():
+    pitches = [62, 64, 65, 67, 65, 64]
+    specs = [NoteSpec(p, 0.3 + 0.13 * i, 0.13) for i, p in enumerate(pitches)]
+    specs.append(NoteSpec(62, 0.3 + 0.13 * 6, 0.5))  # the run lands on a held note
+    take, _track, notes = _notes_of(specs)
+    assert len(notes) == 7, _summary(notes)
+    for n, t in zip(notes, take.notes, strict=True):
+        assert abs(n.start_s - t["start_s"]) < 0.05, (_summary(notes), t)
+        assert abs(100 * (n.midi - t["midi"])) < 50, (_summary(notes), t)
+
+
+def test_a_legato_step_splits_where_the_pitch_changes():
+    _take, _track, notes = _notes_of([NoteSpec(60, 0.3, 0.6, detune_cents=10), NoteSpec(61, 0.9, 0.6, detune_cents=-10)])
+    assert len(notes) == 2, _summary(notes)
+    assert abs(notes[1].start_s - 0.9) < 0.05
+    assert [round(n.midi) for n in notes] == [60, 61]
+
+
+def test_a_vibrato_note_stays_one_note():
+    vib = [{"type": "vibrato", "rate_hz": 5.5, "extent_cents": 160}]
+    take, track, notes = _notes_of([NoteSpec(64, 0.3, 1.4, ornaments=vib), NoteSpec(67, 1.7, 0.6)])
+    assert len(notes) == 2, _summary(notes)
+    assert abs(100 * (notes[0].midi - 64)) < 20
+    # a real vibrato swings the loudness too (tremolo): dips of 10 dB at the vibrato's rate are no articulations
+    t = np.arange(take.audio.shape[-1]) / SR
+    tremolo = take.audio * (1.0 - 0.68 * (0.5 + 0.5 * np.sin(2 * np.pi * 5.5 * t)) * (t > 0.3) * (t < 1.7))
+    assert len(segment_notes(track, audio=tremolo, sr=SR)) == 2
+
+
+def test_a_slide_into_a_note_and_a_portamento_stay_within_their_notes():
+    specs = [
+        NoteSpec(62, 0.3, 0.6, ornaments=[{"type": "slide_in", "duration_ms": 180, "interval_cents": -300}]),
+        NoteSpec(67, 0.9, 0.6, ornaments=[{"type": "portamento", "duration_ms": 200}]),
+        NoteSpec(64, 1.5, 0.6),
+    ]
+    take, _track, notes = _notes_of(specs)
+    assert len(notes) == 3, _summary(notes)
+    for n, t in zip(notes, take.notes, strict=True):
+        assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
+
+
+def test_a_grace_note_stays_attached_to_its_note():
+    specs = [
+        NoteSpec(60, 0.3, 0.5),
+        NoteSpec(64, 0.8, 0.6, ornaments=[{"type": "grace", "duration_ms": 80, "interval_cents": 200}]),
+        NoteSpec(62, 1.4, 0.5),
+    ]
+    take, _track, notes = _notes_of(specs)
+    assert len(notes) == 3, _summary(notes)
+    assert abs(100 * (notes[1].midi - 64)) < 25
+    assert abs(notes[1].start_s - take.notes[1]["start_s"]) < 0.05
+
+
+def test_repeated_notes_of_one_pitch_split_at_the_articulation():
+    # "la-la-la" on one pitch: voiced throughout, the level dips 14 dB between the syllables
+    specs = [NoteSpec(62, 0.3, 0.4), NoteSpec(62, 0.7, 0.4), NoteSpec(62, 1.1, 0.4)]
+    take, track, notes = _notes_of(specs, legato_dip=0.2)
+    assert len(notes) == 3, _summary(notes)
+    assert all(abs(n.start_s - t["start_s"]) < 0.06 for n, t in zip(notes, take.notes, strict=True)), _summary(notes)
+    assert len(segment_notes(track)) == 1  # the pitch alone cannot tell them apart
+
+
+def test_energy_envelope_follows_the_level():
+    y = np.r_[np.zeros(1600), 0.5 * np.sin(2 * np.pi * 220 * np.arange(3200) / SR)].astype(np.float32)
+    e = energy_envelope(y, sr=SR, hop_s=0.01, n_frames=30)
+    assert e[2] < -100 and abs(e[25] - 10 * np.log10(0.125)) < 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# the reference melody
+
+
+def _exact_track(midi: np.ndarray, hop: float = 0.005) -> PitchTrack:
+    hz = np.where(np.isfinite(midi), midi_to_hz(np.nan_to_num(midi)), 0.0)
+    return PitchTrack(hop, hz, (hz > 0).astype(np.float32))
+
+
+def test_a_note_spanning_four_melody_notes_gets_four_targets():
+    sung = np.r_[np.full(40, 59.8), np.full(40, 62.3), np.full(40, 63.9), np.full(40, 66.2), np.full(30, np.nan)]
+    track = _exact_track(sung)
+    from melisma.analysis.notes import Note
+
+    detected = [Note(0.0, 0.8, 62.5)]  # merged, as a fast legato passage once was
+    melody = [MelodyNote(0.1 + 0.2 * i, 0.3 + 0.2 * i, p) for i, p in enumerate([60, 62, 64, 66])]  # 100 ms late
+    out = align_melody(track, detected, melody)
+    assert [n.target_midi for n in out] == [60.0, 62.0, 64.0, 66.0]
+    assert [round(n.cents_error) for n in out] == [-20, 30, -10, 20]
+    assert all(abs(n.start_s - 0.2 * i) < 0.03 for i, n in enumerate(out))
+
+
+def test_melody_with_a_skipped_and_an_added_note_gets_the_right_targets():
+    # sung: C D [F added, not in the melody] E G ; the melody has C D E [A skipped by the singer] G,
+    # every melody note up to 200 ms off the singing
+    sung_notes = [(0.3, 0.7, 60.1), (0.7, 1.1, 62.2), (1.1, 1.5, 65.0), (1.5, 1.9, 63.8), (2.6, 3.0, 67.1)]
+    specs = [NoteSpec(round(m), a, b - a, detune_cents=100 * (m - round(m))) for a, b, m in sung_notes]
+    take = synthesize_voice(specs, sr=SR, seed=4, breaths=False)
+    track = track_pitch(take.audio, sr=SR)
+    notes = segment_notes(track, audio=take.audio, sr=SR)
+    assert len(notes) == 5, _summary(notes)
+    melody = [MelodyNote(0.45, 0.85, 60), MelodyNote(0.85, 1.2, 62), MelodyNote(1.35, 1.75, 64),
+              MelodyNote(1.9, 2.3, 69), MelodyNote(2.45, 2.85, 67)]
+    out = align_melody(track, notes, melody)
+    assert [n.target_midi for n in out] == [60.0, 62.0, 65.0, 64.0, 67.0], _summary(out)
+    # the added F keeps its own semitone (no key given): it is not pulled to E or D
+    assert abs(out[2].cents_error) < 20
+
+
+def test_the_alignment_follows_a_melody_sung_an_octave_down_and_late():
+    sung = np.r_[np.full(60, 48.0), np.full(60, 50.0), np.full(60, 52.0)]
+    track = _exact_track(sung)
+    from melisma.analysis.notes import Note
+
+    melody = [MelodyNote(0.2, 0.5, 60), MelodyNote(0.5, 0.8, 62), MelodyNote(0.8, 1.1, 64)]
+    out = align_melody(track, [Note(0.0, 0.9, 50.0)], melody)
+    assert [n.target_midi for n in out] == [48.0, 50.0, 52.0]
+    path = melody_path(track, melody, octave_shift=-12.0)
+    assert np.all(np.diff(path.state) >= 0)  # left to right
+    assert [int(path.state[int(t / path.hop_s)]) for t in (0.15, 0.45, 0.75)] == [0, 1, 2]  # each 50 ms late
+
+
+@pytest.mark.parametrize("n_notes", [0, 1])
+def test_align_melody_with_no_notes_or_a_single_melody_note(n_notes: int):
+    from melisma.analysis.notes import Note
+
+    track = _exact_track(np.full(100, 61.2))
+    notes = [Note(0.0, 0.5, 61.2)][:n_notes]
+    out = align_melody(track, notes, [MelodyNote(0.0, 0.5, 61)])
+    assert len(out) == n_notes
+    if n_notes:
+        assert out[0].target_midi == 61.0
+
+
+def test_melody_notes_of_one_pitch_in_a_row_do_not_cut_a_sung_note():
+    from melisma.analysis.notes import Note
+
+    track = _exact_track(np.r_[np.full(80, 60.1), np.full(40, 62.0)])
+    melody = [MelodyNote(0.0, 0.2, 60), MelodyNote(0.2, 0.4, 60), MelodyNote(0.4, 0.6, 62)]
+    out = align_melody(track, [Note(0.0, 0.6, 60.5)], melody)
+    assert [(round(n.start_s, 2), n.target_midi) for n in out] == [(0.0, 60.0), (0.4, 62.0)]
