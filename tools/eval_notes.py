@@ -32,7 +32,7 @@ its own, since those annotations sit 15-30 cents above the audio):
   (:func:`pyin_hmm_notes`).
 
 ``melody``: the melody-guided correction (issue 13): for every real clip a melody is made from its
-note annotation with timing jitter, one note skipped and one added; the engine analyses the clip
+note annotation with timing jitter, one note skipped and one added; the engine analyzes the clip
 with that melody, corrects it at ``--correction 1`` and an independent tracker (SwiftF0,
 ``swift-f0`` on PyPI) measures the note centres of the result against the melody notes (before
 and after). See :func:`cmd_melody`.

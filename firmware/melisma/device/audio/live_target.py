@@ -5,7 +5,7 @@ In order (:func:`resolve_target`):
 1. a key the user named (``--key "D major"``; ``chromatic``: the nearest semitone);
 2. a reference melody (``--melody PATH.mid``), followed along the backing's playhead, with the
    key (named or found) where the melody is silent;
-3. a plan the box analysed for this backing (its ``inputs.backing.sha256`` matches): its key and
+3. a plan the box analyzed for this backing (its ``inputs.backing.sha256`` matches): its key and
    tuning, and, when that plan was made against a reference melody, its notes' targets;
 4. the key estimated from the backing's audio;
 5. with nothing at all: chromatic.
