@@ -49,6 +49,7 @@ def _factories():
     from melisma.render.chain import DeEsser, Space
     from melisma.render.clean import BleedCanceller, Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser, fit_bleed
     from melisma.render.ducker import Ducker
+    from melisma.render.learned_denoise import LearnedDenoiser
     from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
 
@@ -73,6 +74,7 @@ def _factories():
         Declipper: lambda: Declipper(threshold=0.8),
         SpectralDenoiser: lambda: SpectralDenoiser(noise=estimate_noise(voice, sr=SR)),
         Gate: lambda: Gate(threshold_db=-40.0, floor_db=-15.0),
+        LearnedDenoiser: lambda: LearnedDenoiser(),
         TruePeakLimiter: lambda: TruePeakLimiter(ceiling_dbtp=-6.0),
         Ducker: lambda: Ducker(duck_db=3.0, sidechain=voice),
         PitchCorrector: lambda: PitchCorrector(f0_hz=f0, hop_s=0.01, notes=notes, ornaments=[]),
@@ -110,12 +112,12 @@ def test_streamed_blocks_equal_one_call(cls, blocks, request):
     np.testing.assert_array_equal(again, whole)
 
 
-@pytest.mark.parametrize("name", ["SpectralDenoiser", "Gate"])
+@pytest.mark.parametrize("name", ["SpectralDenoiser", "Gate", "LearnedDenoiser"])
 def test_framed_stages_stream_their_offline_result_late_by_their_latency(name):
     cls = next(c for c in _factories() if c.__name__ == name)
     x = _voice(SR * 2, seed=1)
     stage = _factories()[cls]()
-    offline = stage.denoise(x, SR) if name == "SpectralDenoiser" else stage.gate(x, SR)
+    offline = stage.gate(x, SR) if name == "Gate" else stage.denoise(x, SR)
     assert not np.allclose(offline, x, atol=1e-3)  # it does change the signal
     late = stage.latency_samples(SR)
     assert 0 < late < 0.05 * SR
