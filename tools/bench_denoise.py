@@ -14,8 +14,9 @@ the real-time factor on one core (``--one-core``, the default, pins the process 
 
 Methods: ``raw`` (the noisy take), ``spectral`` (:class:`melisma.render.clean.SpectralDenoiser` with the
 noise profile :func:`melisma.analysis.cleanup.analyze_cleanup` finds, as the clean-up runs it),
-``rnnoise`` (pyrnnoise's RNNoise, aligned by its measured lag), ``learned`` (this model) and
-``cleanup:*`` (the whole clean-up chain, :func:`melisma.render.clean.clean_take`, with either denoiser).
+``rnnoise`` (pyrnnoise's RNNoise, aligned by its measured lag), ``learned`` (this model),
+``spectral+learned`` (the clean-up's 'hybrid': the spectral denoiser, then the model) and, with
+``--cleanup``, ``cleanup:*`` (the whole clean-up chain, :func:`melisma.render.clean.clean_take`, per denoiser).
 """
 
 from __future__ import annotations
@@ -133,8 +134,9 @@ def methods(args) -> dict:
 
     out = {"raw": lambda x: x.copy(), "spectral": spectral, "rnnoise": rnnoise}
     out |= {k: (lambda x, s=s: s.denoise(x, SR)) for k, s in learned.items()}
+    out["spectral+learned"] = lambda x: learned["learned"].denoise(spectral(x), SR)
     if args.cleanup:
-        for d in ("spectral", "learned"):
+        for d in ("spectral", "learned", "hybrid"):
             out[f"cleanup:{d}"] = lambda x, d=d: clean_take(x, sr=SR, analysis=analyze_cleanup(x, sr=SR), denoiser=d)[0]
     return out
 

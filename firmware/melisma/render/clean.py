@@ -676,7 +676,7 @@ MAX_HUM_HARMONICS = 16
 #: Harmonics 1..5 are notched whenever hum is found (mains hum carries them; cheap, narrow).
 ALWAYS_NOTCHED = 5
 #: The broadband denoisers the clean-up can run (see :func:`build_cleanup_chain`), and its default.
-DENOISERS = ("learned", "spectral")
+DENOISERS = ("hybrid", "learned", "spectral")
 DEFAULT_DENOISER = "spectral"
 #: The learned denoiser's gain floor at noise_reduction=1 (dB).
 LEARNED_REDUCTION_DB = 30.0
@@ -695,12 +695,14 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     noise_reduction : float
         0 turns denoising and gating off, 1 is the default strength (12 dB of noise reduction,
         15 dB gate floor), up to 2.
-    denoiser : {'learned', 'spectral'}
-        'learned': :class:`~melisma.render.learned_denoise.LearnedDenoiser` (the int8 model, for
-        non-stationary noise; its gain floor is ``LEARNED_REDUCTION_DB * noise_reduction``); when
-        its model cannot be loaded or the rate is not 48 kHz the clean-up falls back to the
-        spectral denoiser and the action says why (``fallback``). 'spectral':
-        :class:`SpectralDenoiser` with the noise profile of the analysis.
+    denoiser : {'spectral', 'learned', 'hybrid'}
+        'spectral': :class:`SpectralDenoiser` with the noise profile of the analysis (a
+        ``denoise`` action). 'learned': :class:`~melisma.render.learned_denoise.LearnedDenoiser`
+        (the int8 model, for non-stationary noise; gain floor ``LEARNED_REDUCTION_DB *
+        noise_reduction``; a ``learned_denoise`` action). 'hybrid': the spectral denoiser, then the
+        learned one on what it leaves. When the model cannot be loaded or the rate is not
+        48 kHz, 'learned' and 'hybrid' fall back to the spectral denoiser alone and its action
+        says why (``method: 'spectral'``, ``fallback``).
 
     Returns
     -------
@@ -763,9 +765,9 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
 
     noise = analysis.get("noise", {})
     if noise_reduction > 0 and noise.get("n_frames_used", 0) > 0:
-        denoise_stage, denoise_action = _denoise_stage(denoiser, noise, noise_reduction, sr)
-        stages.append(denoise_stage)
-        actions.append(denoise_action)
+        denoise_stages, denoise_actions = _denoise_stages(denoiser, noise, noise_reduction, sr)
+        stages.extend(denoise_stages)
+        actions.extend(denoise_actions)
         gate = Gate(
             threshold_db=float(analysis.get("gate", {}).get("threshold_dbfs", noise.get("floor_dbfs", -60.0) + 6.0)),
             floor_db=-min(15.0 * noise_reduction, 20.0),
@@ -783,30 +785,32 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     return Chain(stages), actions
 
 
-def _denoise_stage(denoiser: str, noise: dict[str, Any], noise_reduction: float, sr: int) -> tuple[Stage, dict[str, Any]]:
-    """The broadband denoiser and its report action; the learned one falls back to the spectral one."""
-    info = {"noise_floor_dbfs": noise.get("floor_dbfs"), "snr_db": noise.get("snr_db")}
-    fallback = None
-    if denoiser == "learned":
-        from ..errors import ModelError
-        from .learned_denoise import SR as LEARNED_SR
-        from .learned_denoise import LearnedDenoiser
-
-        if sr != LEARNED_SR:
-            fallback = f"the learned denoiser runs at {LEARNED_SR} Hz, the take is at {sr} Hz"
-        else:
-            try:
-                learned = LearnedDenoiser(reduction_db=LEARNED_REDUCTION_DB * noise_reduction).load()
-            except ModelError as exc:
-                fallback = str(exc)
-            else:
-                return learned, {"action": "denoise", "method": "learned", "reduction_db": learned.reduction_db,
-                                 "model": learned.path().name, **info}
+def _denoise_stages(denoiser: str, noise: dict[str, Any], noise_reduction: float,
+                    sr: int) -> tuple[list[Stage], list[dict[str, Any]]]:
+    """The broadband denoiser(s) and their report actions; the learned one falls back to the spectral one."""
     reduction = 12.0 * noise_reduction
-    action = {"action": "denoise", "reduction_db": reduction, **info}
-    if fallback is not None:  # (the spectral denoiser's action is otherwise what it always was)
-        action |= {"method": "spectral", "fallback": fallback}
-    return SpectralDenoiser(reduction_db=reduction, noise=noise), action
+    spectral = SpectralDenoiser(reduction_db=reduction, noise=noise)
+    spectral_action = {"action": "denoise", "reduction_db": reduction,
+                       "noise_floor_dbfs": noise.get("floor_dbfs"), "snr_db": noise.get("snr_db")}
+    if denoiser == "spectral":
+        return [spectral], [spectral_action]
+    from ..errors import ModelError
+    from .learned_denoise import SR as LEARNED_SR
+    from .learned_denoise import LearnedDenoiser
+
+    if sr != LEARNED_SR:
+        fallback = f"the learned denoiser runs at {LEARNED_SR} Hz, the take is at {sr} Hz"
+    else:
+        try:
+            learned = LearnedDenoiser(reduction_db=LEARNED_REDUCTION_DB * noise_reduction).load()
+        except ModelError as exc:
+            fallback = str(exc)
+        else:
+            action = {"action": "learned_denoise", "reduction_db": learned.reduction_db, "model": learned.path().name}
+            if denoiser == "learned":
+                return [learned], [action]
+            return [spectral, learned], [spectral_action, action]  # hybrid: the steady floor first, then what moves
+    return [spectral], [spectral_action | {"method": "spectral", "fallback": fallback}]
 
 
 def clean_take(

@@ -136,11 +136,18 @@ def _noisy_analysis():
 def test_cleanup_runs_the_learned_denoiser_when_asked():
     noisy, analysis = _noisy_analysis()
     chain, actions = build_cleanup_chain(analysis, sr=SR, denoiser="learned")
-    assert any(isinstance(s, LearnedDenoiser) for s in chain.stages)
-    act = next(a for a in actions if a["action"] == "denoise")
-    assert act["method"] == "learned" and act["model"] == MODEL.name and "fallback" not in act
-    cleaned, _ = clean_take(noisy, sr=SR, analysis=analysis, denoiser="learned")
-    assert cleaned.shape == noisy.shape and np.all(np.isfinite(cleaned))
+    assert [type(s).__name__ for s in chain.stages if "Denoiser" in type(s).__name__] == ["LearnedDenoiser"]
+    act = next(a for a in actions if a["action"] == "learned_denoise")
+    assert act["model"] == MODEL.name and act["reduction_db"] == 30.0
+    assert not any(a["action"] == "denoise" for a in actions)
+    chain, actions = build_cleanup_chain(analysis, sr=SR, denoiser="hybrid")
+    assert [type(s).__name__ for s in chain.stages if "Denoiser" in type(s).__name__] == ["SpectralDenoiser", "LearnedDenoiser"]
+    assert [a["action"] for a in actions if "denoise" in a["action"]] == ["denoise", "learned_denoise"]
+    spectral_only, _ = clean_take(noisy, sr=SR, analysis=analysis, denoiser="spectral")
+    for mode in ("learned", "hybrid"):
+        cleaned, _ = clean_take(noisy, sr=SR, analysis=analysis, denoiser=mode)
+        assert cleaned.shape == noisy.shape and np.all(np.isfinite(cleaned))
+        assert not np.allclose(cleaned, spectral_only, atol=1e-3)
     with pytest.raises(ConfigError, match=r"denoiser='neural' is unknown"):
         build_cleanup_chain(analysis, sr=SR, denoiser="neural")
 
@@ -148,11 +155,13 @@ def test_cleanup_runs_the_learned_denoiser_when_asked():
 def test_cleanup_falls_back_to_the_spectral_denoiser_and_says_why(tmp_path, monkeypatch):
     _, analysis = _noisy_analysis()
     monkeypatch.setenv("MELISMA_MODELS_DIR", str(tmp_path))  # no models there
-    chain, actions = build_cleanup_chain(analysis, sr=SR, denoiser="learned")
-    assert any(isinstance(s, SpectralDenoiser) for s in chain.stages)
-    assert not any(isinstance(s, LearnedDenoiser) for s in chain.stages)
-    act = next(a for a in actions if a["action"] == "denoise")
-    assert act["method"] == "spectral" and "does not exist" in act["fallback"] and str(tmp_path) in act["fallback"]
+    for mode in ("learned", "hybrid"):
+        chain, actions = build_cleanup_chain(analysis, sr=SR, denoiser=mode)
+        assert any(isinstance(s, SpectralDenoiser) for s in chain.stages)
+        assert not any(isinstance(s, LearnedDenoiser) for s in chain.stages)
+        assert not any(a["action"] == "learned_denoise" for a in actions)
+        act = next(a for a in actions if a["action"] == "denoise")
+        assert act["method"] == "spectral" and "does not exist" in act["fallback"] and str(tmp_path) in act["fallback"]
     # damaged file: the same fall-back, naming the damage
     (tmp_path / "denoise").mkdir()
     (tmp_path / "denoise" / ld.MODEL_FILE[1]).write_bytes(b"garbage" * 10)
