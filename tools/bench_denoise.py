@@ -135,6 +135,9 @@ def methods(args) -> dict:
     out = {"raw": lambda x: x.copy(), "spectral": spectral, "rnnoise": rnnoise}
     out |= {k: (lambda x, s=s: s.denoise(x, SR)) for k, s in learned.items()}
     out["spectral+learned"] = lambda x: learned["learned"].denoise(spectral(x), SR)
+    if args.float_model is not None:  # the float TFLite export, to measure what int8 costs
+        flt = LearnedDenoiser(reduction_db=args.reduction, model_path=args.float_model).load()
+        out["learned(float)"] = lambda x: flt.denoise(x, SR)
     if args.cleanup:
         for d in ("spectral", "learned", "hybrid"):
             out[f"cleanup:{d}"] = lambda x, d=d: clean_take(x, sr=SR, analysis=analyze_cleanup(x, sr=SR), denoiser=d)[0]
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-s", type=float, default=20.0, help="seconds of each vocal")
     ap.add_argument("--reduction", type=float, default=30.0, help="the learned denoiser's gain floor (dB)")
     ap.add_argument("--also-reduction", type=float, nargs="*", default=[], help="more gain floors to compare")
+    ap.add_argument("--float-model", type=Path, default=None, help="also run the float TFLite export of the model")
     ap.add_argument("--cleanup", action="store_true", help="also run the whole clean-up chain with each denoiser")
     ap.add_argument("--quick", action="store_true", help="two vocals, two noises")
     ap.add_argument("--all-cores", action="store_true", help="do not pin to CPU 0")

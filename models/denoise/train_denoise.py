@@ -5,9 +5,10 @@ Defaults reproduce the committed ``models/denoise/melisma_denoise_int8.tflite``:
     nice .venv-train/bin/python models/denoise/train_denoise.py
 
 It makes its mixtures first (``make_denoise_data.py``; cached under ``--build``, git-ignored), then
-trains, exports the float and int8 models, and checks the int8 model against the float one on
-the validation clips (band-gain error and the SI-SDR of the clips cleaned by each, so the cost
-of quantisation is measured, not assumed); ``models/denoise/training_report.json`` records it.
+trains, exports the float and int8 models, and checks the int8 model against the Keras and float
+TFLite ones on the validation clips (the weighted √gain error of each, so the cost of quantisation
+is measured, not assumed); ``models/denoise/training_report.json`` records it. The same check on
+real takes: ``tools/bench_denoise.py --float-model build/denoise/melisma_denoise_float.tflite``.
 Everything is seeded (``--seed``) and ``TF_DETERMINISTIC_OPS=1`` is set.
 
 The network (``melisma.render.learned_denoise`` holds the frame, band and feature definitions)
