@@ -88,7 +88,7 @@ def band_centres_hz(n_bands: int = N_BANDS, top_hz: float = 20000.0) -> np.ndarr
 
     >>> c = band_centres_hz()
     >>> c.size, float(c[0]), round(float(c[1])), float(c[-1])
-    (32, 0.0, 80, 20000.0)
+    (32, 0.0, 81, 20000.0)
     """
     mel = np.linspace(0.0, 2595.0 * math.log10(1.0 + top_hz / 700.0), n_bands)
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
