@@ -675,9 +675,15 @@ class Gate(Stage):
 MAX_HUM_HARMONICS = 16
 #: Harmonics 1..5 are notched whenever hum is found (mains hum carries them; cheap, narrow).
 ALWAYS_NOTCHED = 5
+#: The broadband denoisers the clean-up can run (see :func:`build_cleanup_chain`), and its default.
+DENOISERS = ("hybrid", "learned", "spectral")
+DEFAULT_DENOISER = "spectral"
+#: The learned denoiser's gain floor at noise_reduction=1 (dB).
+LEARNED_REDUCTION_DB = 30.0
 
 
-def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: float = 1.0) -> tuple[Chain, list[dict[str, Any]]]:
+def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: float = 1.0,
+                        denoiser: str = DEFAULT_DENOISER) -> tuple[Chain, list[dict[str, Any]]]:
     """The clean-up stages a take needs, from :func:`~melisma.analysis.cleanup.analyze_cleanup`.
 
     Parameters
@@ -689,6 +695,14 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     noise_reduction : float
         0 turns denoising and gating off, 1 is the default strength (12 dB of noise reduction,
         15 dB gate floor), up to 2.
+    denoiser : {'spectral', 'learned', 'hybrid'}
+        'spectral': :class:`SpectralDenoiser` with the noise profile of the analysis (a
+        ``denoise`` action). 'learned': :class:`~melisma.render.learned_denoise.LearnedDenoiser`
+        (the int8 model, for non-stationary noise; gain floor ``LEARNED_REDUCTION_DB *
+        noise_reduction``; a ``learned_denoise`` action). 'hybrid': the spectral denoiser, then the
+        learned one on what it leaves. When the model cannot be loaded or the rate is not
+        48 kHz, 'learned' and 'hybrid' fall back to the spectral denoiser alone and its action
+        says why (``method: 'spectral'``, ``fallback``).
 
     Returns
     -------
@@ -706,6 +720,8 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     """
     if not 0.0 <= noise_reduction <= 2.0:
         raise ConfigError(f"noise_reduction={noise_reduction} is out of range; use 0 (off) to 2 (strong), 1 is the default")
+    if denoiser not in DENOISERS:
+        raise ConfigError(f"denoiser={denoiser!r} is unknown; use one of {', '.join(DENOISERS)}")
     if sr <= 0:
         raise RenderError(f"build_cleanup_chain: sample rate must be positive, got sr={sr}")
     stages: list[Stage] = []
@@ -749,16 +765,9 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
 
     noise = analysis.get("noise", {})
     if noise_reduction > 0 and noise.get("n_frames_used", 0) > 0:
-        reduction = 12.0 * noise_reduction
-        stages.append(SpectralDenoiser(reduction_db=reduction, noise=noise))
-        actions.append(
-            {
-                "action": "denoise",
-                "reduction_db": reduction,
-                "noise_floor_dbfs": noise.get("floor_dbfs"),
-                "snr_db": noise.get("snr_db"),
-            }
-        )
+        denoise_stages, denoise_actions = _denoise_stages(denoiser, noise, noise_reduction, sr)
+        stages.extend(denoise_stages)
+        actions.extend(denoise_actions)
         gate = Gate(
             threshold_db=float(analysis.get("gate", {}).get("threshold_dbfs", noise.get("floor_dbfs", -60.0) + 6.0)),
             floor_db=-min(15.0 * noise_reduction, 20.0),
@@ -776,8 +785,37 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     return Chain(stages), actions
 
 
+def _denoise_stages(denoiser: str, noise: dict[str, Any], noise_reduction: float,
+                    sr: int) -> tuple[list[Stage], list[dict[str, Any]]]:
+    """The broadband denoiser(s) and their report actions; the learned one falls back to the spectral one."""
+    reduction = 12.0 * noise_reduction
+    spectral = SpectralDenoiser(reduction_db=reduction, noise=noise)
+    spectral_action = {"action": "denoise", "reduction_db": reduction,
+                       "noise_floor_dbfs": noise.get("floor_dbfs"), "snr_db": noise.get("snr_db")}
+    if denoiser == "spectral":
+        return [spectral], [spectral_action]
+    from ..errors import ModelError
+    from .learned_denoise import SR as LEARNED_SR
+    from .learned_denoise import LearnedDenoiser
+
+    if sr != LEARNED_SR:
+        fallback = f"the learned denoiser runs at {LEARNED_SR} Hz, the take is at {sr} Hz"
+    else:
+        try:
+            learned = LearnedDenoiser(reduction_db=LEARNED_REDUCTION_DB * noise_reduction).load()
+        except ModelError as exc:
+            fallback = str(exc)
+        else:
+            action = {"action": "learned_denoise", "reduction_db": learned.reduction_db, "model": learned.path().name}
+            if denoiser == "learned":
+                return [learned], [action]
+            return [spectral, learned], [spectral_action, action]  # hybrid: the steady floor first, then what moves
+    return [spectral], [spectral_action | {"method": "spectral", "fallback": fallback}]
+
+
 def clean_take(
-    take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_reduction: float = 1.0, in_place: bool = False
+    take: np.ndarray, *, sr: int, analysis: dict[str, Any], noise_reduction: float = 1.0, in_place: bool = False,
+    denoiser: str = DEFAULT_DENOISER,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Run the clean-up a take needs; returns the cleaned take (float32, same shape) and the actions.
 
@@ -796,7 +834,7 @@ def clean_take(
     x = np.asarray(take, dtype=np.float32)
     if x.ndim not in (1, 2):
         raise RenderError(f"clean_take: take must be (samples,) or (channels, samples), got shape {x.shape}")
-    chain, actions = build_cleanup_chain(analysis, sr=sr, noise_reduction=noise_reduction)
+    chain, actions = build_cleanup_chain(analysis, sr=sr, noise_reduction=noise_reduction, denoiser=denoiser)
     if x.shape[-1] == 0:
         return x.copy(), actions
     if not (in_place and x is take and x.flags.c_contiguous and x.flags.writeable):

@@ -49,6 +49,7 @@ def _factories():
     from melisma.render.chain import DeEsser, Space
     from melisma.render.clean import BleedCanceller, Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser, fit_bleed
     from melisma.render.ducker import Ducker
+    from melisma.render.learned_denoise import LearnedDenoiser
     from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
 
@@ -73,6 +74,7 @@ def _factories():
         Declipper: lambda: Declipper(threshold=0.8),
         SpectralDenoiser: lambda: SpectralDenoiser(noise=estimate_noise(voice, sr=SR)),
         Gate: lambda: Gate(threshold_db=-40.0, floor_db=-15.0),
+        LearnedDenoiser: lambda: LearnedDenoiser(),
         TruePeakLimiter: lambda: TruePeakLimiter(ceiling_dbtp=-6.0),
         Ducker: lambda: Ducker(duck_db=3.0, sidechain=voice),
         PitchCorrector: lambda: PitchCorrector(f0_hz=f0, hop_s=0.01, notes=notes, ornaments=[]),
@@ -105,10 +107,10 @@ def test_streamed_blocks_equal_one_call(cls, blocks):
     np.testing.assert_array_equal(again, whole)
 
 
-_OFFLINE = {"SpectralDenoiser": "denoise", "Gate": "gate", "PitchCorrector": "correct"}
+_OFFLINE = {"SpectralDenoiser": "denoise", "Gate": "gate", "LearnedDenoiser": "denoise", "PitchCorrector": "correct"}
 #: How late each framed stage may be: a frame for the denoiser and the gate; the longest
 #: corrected voiced run (the factory's voiced runs are 1.0 s, padded by 20 ms) for the corrector.
-_MOST_LATE_S = {"SpectralDenoiser": 0.05, "Gate": 0.05, "PitchCorrector": 1.1}
+_MOST_LATE_S = {"SpectralDenoiser": 0.05, "Gate": 0.05, "LearnedDenoiser": 0.05, "PitchCorrector": 1.1}
 
 
 @pytest.mark.parametrize("name", sorted(_OFFLINE))

@@ -1,0 +1,237 @@
+"""Training mixtures for the learned denoiser: voice + non-stationary noise, with ideal band gains.
+
+Only permissively licensed recordings are used (each one's licence is in its folder's SOURCE.txt
+under ``../shared/data``); the eval-only material (vocadito, SSVD, the MUSDB stems, GTSinger) and
+the HELD-OUT noises (``EVAL_NOISES``: doing the dishes, rain, the sauna, hens) are never read here.
+
+Voice, per 4 s clip: 45 % a real recording from ``TRAIN_VOICES`` (a random excerpt placed at a
+random time, silence around it), 55 % a synthetic sung line (``tools.corpus`` melody + additive
+harmonic voice: vibrato, slides, grace notes, breaths, sibilant onsets, jitter/shimmer), because
+the permissive real singing here is under a minute long. Half the clips are convolved with a
+measured room (``TRAIN_RIRS``); the reverberant voice is the target, so reverb tails are kept.
+
+Noise, per clip: one or two of the real ``TRAIN_NOISES`` (random excerpts) and synthetic kinds
+(pink/white/babble/fan through a random tilt, amplitude-modulated at 0.1-3 Hz; clatter: damped
+resonances at random times, dish-like), at an SNR drawn from -5..25 dB (5 % noise-free, 5 % voice-free).
+
+Per clip it stores the model's input features (:class:`melisma.render.learned_denoise.FeatureState`
+on the noisy mix, with the silent context rows in front as at the start of a stream), the target
+band gains sqrt(P_voice / P_mix) clipped to 1, and a weight (0 in digital silence).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+from melisma.audio_io import load_audio  # noqa: E402
+from melisma.render import learned_denoise as ld  # noqa: E402
+
+from tools.corpus._util import smooth_noise  # noqa: E402
+from tools.corpus.degrade import make_noise  # noqa: E402
+from tools.corpus.melody import generate_melody  # noqa: E402
+from tools.corpus.voice import synthesize_voice  # noqa: E402
+
+DATA = Path(os.environ.get("MELISMA_DATA", REPO.parent / "shared" / "data"))
+SR = ld.SR
+CLIP_S = 4.0
+
+#: (path under DATA, licence): real voice used for training.
+TRAIN_VOICES = [
+    ("smstools_sounds/singing-female.wav", "CC BY 4.0"),
+    ("smstools_sounds/soprano-E4.wav", "CC BY 4.0"),
+    ("smstools_sounds/vignesh.wav", "CC BY 4.0"),
+    ("smstools_sounds/tibetan-chant.wav", "CC BY 4.0"),
+    ("smstools_sounds/speech-female.wav", "CC BY 4.0"),
+    ("smstools_sounds/speech-male.wav", "CC BY 4.0"),
+    ("debian_voice_misc/puredata_voice.wav", "BSD-3-Clause"),
+    ("debian_voice_misc/puredata_voice2.wav", "BSD-3-Clause"),
+    ("debian_voice_misc/sonicpi_ambi_choir.flac", "CC0"),
+]
+#: Real noise used for training.
+TRAIN_NOISES = [
+    ("noise/speech_commands_bg/exercise_bike.wav", "CC BY 4.0"),
+    ("noise/smstools/ocean.wav", "CC BY 4.0"),
+    ("noise/sonicpi_cc0/vinyl_hiss.flac", "CC0"),
+    ("noise/sonicpi_cc0/ambi_lunar_land.flac", "CC0"),
+]
+#: Held out: never used in training; tools/bench_denoise.py evaluates on them.
+EVAL_NOISES = [
+    ("noise/speech_commands_bg/doing_the_dishes.wav", "CC BY 4.0"),
+    ("noise/smstools/rain.wav", "CC BY 4.0"),
+    ("noise/sonicpi_cc0/ambi_sauna.flac", "CC0"),
+    ("noise/audiomentations_demo/hens.ogg", "undocumented origin (MIT repo): evaluation only"),
+]
+#: Measured rooms used for training (channel 0 of multi-channel files).
+TRAIN_RIRS = [
+    ("rirs/spatialaudio_clap/rir_clap.wav", "CC0"),
+    ("rirs/openair_toobamp/Arthur Sykes Rymer Auditorium.wav", "CC BY 4.0"),
+    ("rirs/openair_toobamp/Genesis 6 Studio Live Room.wav", "CC BY 4.0"),
+    ("rirs/openair_toobamp/Jack Lyons Hall, University of York.wav", "CC BY 4.0"),
+    ("rirs/openair_toobamp/St. Margaret's Church.wav", "CC BY 4.0"),
+]
+SYNTH_NOISES = ("pink", "white", "babble", "fan", "clatter")
+KEYS = ("C major", "D major", "E minor", "F major", "G major", "A minor", "Bb major", "B minor", "Eb major", "F# minor")
+
+_CACHE: dict[str, np.ndarray] = {}
+
+
+def load(rel: str) -> np.ndarray:
+    """A recording under DATA as mono float32 at 48 kHz (cached)."""
+    if rel not in _CACHE:
+        x, _ = load_audio(DATA / rel, sr=SR, mono=True)
+        x = np.asarray(x, np.float64)
+        _CACHE[rel] = (x - x.mean()).astype(np.float32)
+    return _CACHE[rel]
+
+
+def _excerpt(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    start = int(rng.integers(0, x.size))
+    reps = int(np.ceil((n + start) / x.size)) + 1
+    return np.tile(x, reps)[start : start + n]
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)) + 1e-12)
+
+
+def make_voice(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A voice clip of ``n`` samples (real excerpt or synthetic line), peak 1-ish, possibly reverberant."""
+    if rng.random() < 0.45:
+        src = load(TRAIN_VOICES[int(rng.integers(len(TRAIN_VOICES)))][0])
+        length = int(min(src.size, rng.uniform(0.5, 1.0) * n))
+        seg = _excerpt(src, length, rng)
+        seg = seg * np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * SR))
+        v = np.zeros(n, np.float32)
+        at = int(rng.integers(0, n - length + 1))
+        v[at : at + length] = seg
+    else:
+        voice = str(rng.choice(["female", "male", "child"], p=[0.45, 0.45, 0.1]))
+        mel = generate_melody(str(rng.choice(KEYS)), tempo_bpm=float(rng.uniform(60, 160)), duration_s=CLIP_S + 1.0,
+                              seed=int(rng.integers(1 << 30)), voice=voice, ornament_rate=float(rng.uniform(0.5, 2.0)),
+                              lead_in_s=float(rng.uniform(0.0, 1.0)))
+        take = synthesize_voice(mel.notes, sr=SR, voice=voice, seed=int(rng.integers(1 << 30)),
+                                max_harmonic_hz=float(rng.uniform(7000, 18000)), duration_s=CLIP_S + 1.0)
+        v = _excerpt(take.audio, n, rng) if take.audio.size < n else take.audio[int(rng.integers(0, take.audio.size - n + 1)):][:n]
+    if rng.random() < 0.5:
+        rir = load(TRAIN_RIRS[int(rng.integers(len(TRAIN_RIRS)))][0])
+        rir = rir[int(np.argmax(np.abs(rir))):]  # from the direct sound on
+        rir = rir / (np.abs(rir[0]) + 1e-9)
+        wet = signal.fftconvolve(v, rir[: int(1.5 * SR)])[:n]
+        mix = rng.uniform(0.1, 0.7)
+        v = (1.0 - mix) * v + mix * wet * (_rms(v) / _rms(wet))
+    return (v / (np.abs(v).max() + 1e-9)).astype(np.float32)
+
+
+def _clatter(n: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros(n)
+    for _ in range(int(rng.poisson(rng.uniform(1.0, 8.0) * n / SR)) + 1):
+        length = int(rng.uniform(0.02, 0.25) * SR)
+        t = np.arange(length) / SR
+        burst = np.zeros(length)
+        for _k in range(int(rng.integers(1, 4))):
+            f = rng.uniform(700, 9000)
+            burst += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) * np.exp(-t / rng.uniform(0.005, 0.08))
+        burst += 0.3 * rng.standard_normal(length) * np.exp(-t / 0.004)
+        at = int(rng.integers(0, n))
+        seg = burst[: n - at] * rng.uniform(0.1, 1.0)
+        out[at : at + seg.size] += seg
+    return out
+
+
+def make_noise_clip(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS non-stationary noise: one or two real or synthetic sources, modulated."""
+    out = np.zeros(n)
+    for _ in range(1 + int(rng.random() < 0.4)):
+        if rng.random() < 0.45:
+            x = _excerpt(load(TRAIN_NOISES[int(rng.integers(len(TRAIN_NOISES)))][0]), n, rng).astype(np.float64)
+        else:
+            kind = str(rng.choice(SYNTH_NOISES))
+            if kind == "clatter":
+                x = _clatter(n, rng)
+            else:
+                x = make_noise(kind, n, SR, seed=int(rng.integers(1 << 30))).astype(np.float64)
+                pole = rng.uniform(-0.9, 0.95)  # a random spectral tilt
+                x = signal.lfilter([1.0], [1.0, -pole], x)
+        if rng.random() < 0.6:  # swells and fades (traffic, a tap running, a fan turned)
+            env = np.exp(rng.uniform(0.3, 1.5) * smooth_noise(n, rate_hz=float(rng.uniform(0.1, 3.0)), sr=SR, rng=rng))
+            x = x * env
+        out += x / _rms(x) * rng.uniform(0.3, 1.0)
+    return (out / _rms(out)).astype(np.float32)
+
+
+def clip_arrays(seed: int) -> dict[str, np.ndarray]:
+    """One training clip: features (past + frames, N_FEATURES), target gains and weights (frames - lookahead, N_BANDS)."""
+    rng = np.random.default_rng([seed, 20251202])
+    n = int(CLIP_S * SR)
+    u = rng.random()
+    voice = make_voice(n, rng) if u >= 0.05 else np.zeros(n, np.float32)
+    noise = make_noise_clip(n, rng)
+    level = 10 ** (rng.uniform(-32, -3) / 20.0)
+    voice *= level
+    active = np.abs(voice) > 0.01 * level
+    v_rms = _rms(voice[active]) if active.any() else level * 0.2
+    snr = 60.0 if u > 0.95 else rng.uniform(-5, 25)
+    noise *= v_rms * 10 ** (-snr / 20.0)
+    mix = voice + noise
+    peak = np.abs(mix).max()
+    if peak > 0.99:
+        mix, voice = mix * (0.99 / peak), voice * (0.99 / peak)
+    return features_and_targets(mix.astype(np.float32), voice.astype(np.float32))
+
+
+def stft_power(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames as the stage makes them (a hop of zeros in front): complex spectra and power."""
+    padded = np.concatenate([np.zeros(ld.N_FFT - ld.HOP, np.float32), x])
+    m = (padded.size - ld.N_FFT) // ld.HOP + 1
+    frames = np.lib.stride_tricks.sliding_window_view(padded, ld.N_FFT)[:: ld.HOP][:m]
+    spec = np.fft.rfft(frames * ld._WINDOW, axis=1).astype(np.complex64)
+    return spec, ld.frame_power(spec)
+
+
+def features_and_targets(mix: np.ndarray, voice: np.ndarray) -> dict[str, np.ndarray]:
+    """Model input rows for ``mix`` and the ideal band gains that turn it into ``voice``."""
+    _, p_mix = stft_power(mix)
+    _, p_voice = stft_power(voice)
+    past = ld.CONTEXT_FRAMES - 1 - ld.LOOKAHEAD_FRAMES
+    rows = np.concatenate([np.repeat(ld.pad_features()[None], past, axis=0), ld.FeatureState().features(p_mix)])
+    b_mix = p_mix @ ld._WEIGHTS_T
+    b_voice = p_voice @ ld._WEIGHTS_T
+    gains = np.sqrt(np.clip(b_voice / np.maximum(b_mix, 1e-20), 0.0, 1.0))
+    weight = (b_mix > 1e-9 * ld.N_BINS / ld.N_BANDS).astype(np.float32)
+    m = p_mix.shape[0] - ld.LOOKAHEAD_FRAMES
+    return {"x": rows.astype(np.float16), "y": gains[:m].astype(np.float16), "w": weight[:m].astype(np.float16)}
+
+
+def make_dataset(n_clips: int, *, seed: int = 0, workers: int = 2, verbose: bool = False) -> dict[str, np.ndarray]:
+    """``n_clips`` clips stacked: x (n, rows, N_FEATURES), y and w (n, frames, N_BANDS)."""
+    seeds = [seed * 1_000_003 + i for i in range(n_clips)]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            clips = []
+            for i, c in enumerate(pool.imap(clip_arrays, seeds, chunksize=8)):
+                clips.append(c)
+                if verbose and (i + 1) % 200 == 0:
+                    print(f"  {i + 1}/{n_clips} clips", flush=True)
+    else:
+        clips = [clip_arrays(s) for s in seeds]
+    return {k: np.stack([c[k] for c in clips]) for k in ("x", "y", "w")}
+
+
+if __name__ == "__main__":
+    import time
+
+    t0 = time.time()
+    d = make_dataset(8, workers=1)
+    print({k: v.shape for k, v in d.items()}, f"{time.time() - t0:.1f} s for 8 clips",
+          "mean target gain", float(d["y"].astype(np.float32).mean()))

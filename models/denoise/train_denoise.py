@@ -1,0 +1,227 @@
+"""Train the learned denoiser's band-gain network and export it as a full-integer (int8) TFLite model.
+
+Defaults reproduce the committed ``models/denoise/melisma_denoise_int8.tflite``::
+
+    nice .venv-train/bin/python models/denoise/train_denoise.py
+
+It makes its mixtures first (``make_denoise_data.py``; cached under ``--build``, git-ignored), then
+trains, exports the float and int8 models, and checks the int8 model against the Keras and float
+TFLite ones on the validation clips (the weighted √gain error of each, so the cost of quantisation
+is measured, not assumed); ``models/denoise/training_report.json`` records it. The same check on
+real takes: ``tools/bench_denoise.py --float-model build/denoise/melisma_denoise_float.tflite``.
+Everything is seeded (``--seed``) and ``TF_DETERMINISTIC_OPS=1`` is set.
+
+The network (``melisma.render.learned_denoise`` holds the frame, band and feature definitions)
+is fully convolutional over time with 'valid' padding: a 3-tap convolution from the 96 features
+to ``--width`` channels, three residual blocks of 3-tap convolutions dilated 2, 4, 8 (receptive
+field 31 frames = 310 ms, 20 ms of it ahead), a 1x1 layer and a sigmoid per band. The loss is
+RNNoise's (the squared error of the square roots of the gains, 0 in digital silence) plus the
+squared error of the gains weighted by each band's share of the frame's power.
+It is exported with a fixed input of ``(1, OUT_FRAMES + CONTEXT_FRAMES - 1, N_FEATURES)``, int8
+in and out, calibrated on training clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from melisma.render import learned_denoise as ld  # noqa: E402
+
+DILATIONS = (2, 4, 8)
+
+
+def build_model(*, width: int = 64, length: int | None = None):
+    from tensorflow import keras
+
+    inp = keras.Input((length, ld.N_FEATURES), name="features")
+    x = keras.layers.Conv1D(width, 3, padding="valid", activation="relu")(inp)
+    for d in DILATIONS:
+        y = keras.layers.Conv1D(width, 3, dilation_rate=d, padding="valid", activation="relu")(x)
+        x = keras.layers.Add()([keras.layers.Cropping1D((d, d))(x), y])
+    x = keras.layers.Conv1D(width, 1, activation="relu")(x)
+    out = keras.layers.Conv1D(ld.N_BANDS, 1, activation="sigmoid", name="band_gains")(x)
+    return keras.Model(inp, out, name="melisma_denoise")
+
+
+def receptive_field() -> int:
+    return 3 + sum(2 * d for d in DILATIONS)
+
+
+ENERGY_WEIGHT = 2.0
+
+
+def gain_loss(y_true, y_pred):
+    """RNNoise's weighted error of sqrt(gain) plus the error of the gain weighted by each band's share of the frame's power.
+
+    y_true packs [target gains, weights, power shares] on the last axis. The second term is what
+    the cleaned frame's error energy is made of (loud bands dominate the SDR); the first keeps
+    quiet bands (the gaps, the top octave) in the fit.
+    """
+    import tensorflow as tf
+
+    n = ld.N_BANDS
+    t, w, e = y_true[..., :n], y_true[..., n : 2 * n], y_true[..., 2 * n :]
+    err = tf.sqrt(t + 1e-6) - tf.sqrt(y_pred + 1e-6)
+    rnnoise = tf.reduce_sum(w * (err**2 + 0.5 * err**4), axis=-1) / n
+    return rnnoise + ENERGY_WEIGHT * tf.reduce_sum(w * e * (t - y_pred) ** 2, axis=-1)
+
+
+def power_shares(x: np.ndarray, n_out: int) -> np.ndarray:
+    """Each band's share of its frame's power, from the level features of the rows (output frames only)."""
+    past = ld.CONTEXT_FRAMES - 1 - ld.LOOKAHEAD_FRAMES
+    level = x[:, past : past + n_out, : ld.N_BANDS].astype(np.float32) / np.float32(0.4) - np.float32(5.0)
+    p = 10.0 ** level * (1.0 / ld._BAND_NORM)  # band power (weighted bin sum)
+    return (p / np.sum(p, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def export_tflite(model, representative: np.ndarray, path_int8: Path, build: Path, *, width: int) -> Path:
+    """Write the int8 model to ``path_int8`` and the float TFLite model under ``build``; returns the float one's path."""
+    import tensorflow as tf
+
+    n_in = ld.OUT_FRAMES + ld.CONTEXT_FRAMES - 1
+    fixed = build_model(width=width, length=n_in)
+    fixed.set_weights(model.get_weights())
+    saved = build / "savedmodel"
+    fixed.export(str(saved), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec((1, n_in, ld.N_FEATURES), tf.float32, name="features")])
+    float_path = build / "melisma_denoise_float.tflite"
+    float_path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+
+    def rep():
+        for x in representative:
+            yield [x[None].astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    path_int8.write_bytes(conv.convert())
+    return float_path
+
+
+def windows(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random model-input windows (rows) from the clips' feature rows."""
+    n_in = ld.OUT_FRAMES + ld.CONTEXT_FRAMES - 1
+    clip = rng.integers(0, x.shape[0], n)
+    start = rng.integers(0, x.shape[1] - n_in + 1, n)
+    return np.stack([x[c, s : s + n_in] for c, s in zip(clip, start, strict=True)]).astype(np.float32)
+
+
+def tflite_gains(path: Path, rows: np.ndarray) -> np.ndarray:
+    """Band gains for a clip's feature rows through a TFLite file, chunked as the stage does."""
+    from melisma.models_runtime import TfliteModel
+
+    model = TfliteModel(path)
+    n_in = ld.OUT_FRAMES + ld.CONTEXT_FRAMES - 1
+    n_out = rows.shape[0] - ld.CONTEXT_FRAMES + 1
+    out = np.zeros((n_out, ld.N_BANDS), np.float32)
+    for a in range(0, n_out, ld.OUT_FRAMES):
+        w = np.zeros((1, n_in, ld.N_FEATURES), np.float32)
+        seg = rows[a : a + n_in]
+        w[0, : seg.shape[0]] = seg
+        (g,) = model.predict(w)
+        k = min(ld.OUT_FRAMES, n_out - a)
+        out[a : a + k] = g[0, :k]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-train", type=int, default=1600, help="training clips of 4 s")
+    ap.add_argument("--n-val", type=int, default=96, help="validation clips (another seed)")
+    ap.add_argument("--epochs", type=int, default=36)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--width", type=int, default=80, help="channels per convolution")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="processes making the mixtures")
+    ap.add_argument("--out", type=Path, default=HERE / "melisma_denoise_int8.tflite")
+    ap.add_argument("--build", type=Path, default=REPO / "build" / "denoise")
+    ap.add_argument("--data-only", action="store_true", help="make (or check) the cached clips and stop")
+    args = ap.parse_args(argv)
+    assert receptive_field() == ld.CONTEXT_FRAMES, "the network's receptive field must match learned_denoise"
+
+    args.build.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    cache = args.build / f"clips_s{args.seed}_n{args.n_train}_v{args.n_val}.npz"
+    if cache.is_file():
+        data = dict(np.load(cache))
+        print(f"clips from {cache}")
+    else:
+        import make_denoise_data
+
+        print(f"making {args.n_train} training + {args.n_val} validation clips ...", flush=True)
+        tr = make_denoise_data.make_dataset(args.n_train, seed=args.seed, workers=args.workers, verbose=True)
+        va = make_denoise_data.make_dataset(args.n_val, seed=args.seed + 1, workers=args.workers)
+        data = {"train_x": tr["x"], "train_y": tr["y"], "train_w": tr["w"],
+                "val_x": va["x"], "val_y": va["y"], "val_w": va["w"]}
+        np.savez(cache, **data)
+    t_data = time.time() - t0
+    print(f"{data['train_x'].shape[0]} training clips, {data['val_x'].shape[0]} validation clips ({t_data:.0f} s)", flush=True)
+    if args.data_only:
+        return 0
+
+    import tensorflow as tf
+    from tensorflow import keras
+
+    keras.utils.set_random_seed(args.seed)
+    model = build_model(width=args.width)
+    n_params = model.count_params()
+    steps = int(np.ceil(data["train_x"].shape[0] / args.batch))
+    sched = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * steps, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(sched), loss=gain_loss)
+    x = data["train_x"].astype(np.float32)
+    n_out = data["train_y"].shape[1]
+    yw = np.concatenate([data["train_y"], data["train_w"], power_shares(data["train_x"], n_out)], axis=-1).astype(np.float32)
+    vx = data["val_x"].astype(np.float32)
+    vyw = np.concatenate([data["val_y"], data["val_w"], power_shares(data["val_x"], n_out)], axis=-1).astype(np.float32)
+    log = []
+    for epoch in range(args.epochs):
+        h = model.fit(x, yw, batch_size=args.batch, epochs=1, verbose=0, shuffle=True, validation_data=(vx, vyw))
+        log.append({"epoch": epoch + 1, "loss": float(h.history["loss"][0]), "val_loss": float(h.history["val_loss"][0])})
+        print(f"epoch {epoch + 1}/{args.epochs} loss {log[-1]['loss']:.5f} val {log[-1]['val_loss']:.5f} "
+              f"({time.time() - t0:.0f} s)", flush=True)
+    model.save(args.build / "melisma_denoise.keras")
+    rep = windows(data["train_x"], 300, np.random.default_rng(args.seed + 7))
+    float_path = export_tflite(model, rep, args.out, args.build, width=args.width)
+
+    # int8 against float on the validation clips: band gains and the gains' effect on the band SNR
+    keras_gains = model.predict(vx, verbose=0)
+    err = {"keras": [], "float_tflite": [], "int8": []}
+    for c in range(vx.shape[0]):
+        t, w = data["val_y"][c].astype(np.float32), data["val_w"][c].astype(np.float32)
+        for name, g in (("keras", keras_gains[c]), ("float_tflite", tflite_gains(float_path, data["val_x"][c].astype(np.float32))),
+                        ("int8", tflite_gains(args.out, data["val_x"][c].astype(np.float32)))):
+            err[name].append(float(np.sum(w * (np.sqrt(t) - np.sqrt(np.maximum(g, 0))) ** 2) / max(np.sum(w), 1)))
+    size = args.out.stat().st_size
+    info = {"params": int(n_params), "int8_bytes": size, "float_bytes": float_path.stat().st_size,
+            "train_s": round(time.time() - t0, 1), "data_s": round(t_data, 1),
+            "val_sqrt_gain_mse": {k: round(float(np.mean(v)), 6) for k, v in err.items()},
+            "args": {k: str(v) for k, v in vars(args).items()}, "log": log}
+    (args.build / "train_log.json").write_text(json.dumps(info, indent=1))
+    (HERE / "training_report.json").write_text(json.dumps({k: v for k, v in info.items() if k != "log"}
+                                                          | {"final_epoch": log[-1]}, indent=1) + "\n")
+    print(f"wrote {args.out} ({size} bytes, {n_params} parameters) in {time.time() - t0:.0f} s; "
+          f"val sqrt-gain MSE {info['val_sqrt_gain_mse']}")
+    del tf
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
