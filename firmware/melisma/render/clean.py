@@ -1246,6 +1246,18 @@ class BleedCanceller(Stage):
         return cleaned if not companions else (cleaned, *result[1:])
 
 
+def _sounding_end(x: np.ndarray, block: int = 1 << 16) -> int:
+    """One past the last non-zero sample of ``x`` (0 when it is all digital silence)."""
+    end = x.size
+    while end > 0:
+        seg = x[max(0, end - block) : end]
+        nonzero = np.flatnonzero(seg)
+        if nonzero.size:
+            return end - seg.size + int(nonzero[-1]) + 1
+        end -= seg.size
+    return 0
+
+
 def remove_bleed(take: np.ndarray, reference: Any, *, sr: int, in_place: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit and remove the backing's bleed from a mono take; returns the take and an action for the report.
 
@@ -1266,16 +1278,26 @@ def remove_bleed(take: np.ndarray, reference: Any, *, sr: int, in_place: bool = 
     x = np.asarray(take, dtype=np.float32)
     if x.ndim != 1:
         raise RenderError(f"remove_bleed: take must be mono (samples,), got shape {x.shape}")
-    model = fit_bleed(x, reference, sr=sr)
+    # A take that ends before the backing is padded with digital silence to the backing's length;
+    # there the backing plays into a take that holds nothing, which the fit's 1/|take|^2 weights
+    # would take as "no bleed at all". Fit and cancel over the take's sounding extent only.
+    end = _sounding_end(x)
+    if end < sr // 10:  # (almost) nothing sounding: nothing to fit
+        return x, {"action": "bleed_removal", "detected": False, "removed_db": 0.0}
+    body = x[:end]
+    model = fit_bleed(body, reference, sr=sr)
     action: dict[str, Any] = {"action": "bleed_removal", "detected": model.detected, "removed_db": 0.0}
     if not model.detected:
         return x, action
     out = x if (in_place and x is take and x.flags.c_contiguous and x.flags.writeable) else None
-    before = float(np.mean(np.square(x, dtype=np.float64)))
+    if out is None and end < x.size:
+        out = x.copy()
+    before = float(np.mean(np.square(body, dtype=np.float64)))
     stage = BleedCanceller(reference=reference, model=model)
-    cleaned = stage.cancel(x, sr, out=out)
-    assert isinstance(cleaned, np.ndarray)
-    after = float(np.mean(np.square(cleaned, dtype=np.float64)))
+    cleaned_body = stage.cancel(body, sr, out=None if out is None else out[:end])
+    assert isinstance(cleaned_body, np.ndarray)
+    after = float(np.mean(np.square(cleaned_body, dtype=np.float64)))
+    cleaned = cleaned_body if out is None else out
     action.update({"removed_db": round(10.0 * math.log10((before + 1e-20) / (after + 1e-20)), 2),
                    "filter_ms": round(1e3 * model.taps * model.hop / sr, 1), "over": stage.over,
                    "max_suppression_db": stage.max_suppression_db})

@@ -64,6 +64,28 @@ def test_aac_room_take_through_remove_bleed_in_place():
     assert _db(before[quiet]) - _db(y[quiet]) > 6.0  # the codec's noise limits it; still clearly removed
 
 
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_take_padded_with_silence_to_the_backing_still_has_its_bleed_removed(in_place):
+    # A late take, once aligned, ends before the backing: the rest is digital silence while the
+    # backing plays on. That silence must not read as "no bleed" (it did: nothing was removed).
+    sc = make_scenario(seed=6, duration_s=8.0, backing_renderer="numpy", mic=None, bleed_db=-15.0)
+    sung = sc.take.size - int(0.18 * sc.sr)
+    take = np.ascontiguousarray(sc.take, np.float32).copy()
+    take[sung:] = 0.0
+    y, action = remove_bleed(take, sc.backing, sr=sc.sr, in_place=in_place)
+    assert action["detected"] is True and action["removed_db"] > 0.05, action  # the bleed is 15 dB under the voice
+    assert (y is take) == in_place
+    np.testing.assert_array_equal(y[sung:], 0.0)  # the silence stays silent: no backing cancelled into it
+    assert _db(y[:sung] - sc.components["voice"][:sung]) < _db(sc.take[:sung] - sc.components["voice"][:sung]) - 6.0
+
+
+def test_an_all_silent_take_is_left_alone():
+    silent = np.zeros(48000, np.float32)
+    y, action = remove_bleed(silent, np.ones(48000, np.float32), sr=48000)
+    assert action["detected"] is False
+    np.testing.assert_array_equal(y, silent)
+
+
 def test_stage_without_model_names_what_it_needs():
     with pytest.raises(RenderError, match="fit_bleed"):
         BleedCanceller(reference=np.zeros(100, np.float32))(np.zeros(100, np.float32), 48000)
