@@ -805,13 +805,14 @@ def clean_take(
     if not (in_place and x is take and x.flags.c_contiguous and x.flags.writeable):
         x = np.array(x, dtype=np.float32, order="C")
     chain.reset()
-    before_db = block_power_db(x if x.ndim == 1 else x.mean(axis=0), sr=sr)  # render/pauses.py: for the report
+    mono = (lambda y: y if y.ndim == 1 else y.mean(axis=0))  # noqa: E731 - the pauses' levels (render/pauses.py)
+    before_db = block_power_db(mono(x), sr=sr)
     for stage in chain.stages:
         if hasattr(stage, "process_into"):
             stage.process_into(x, sr)
         else:
             x[...] = stage(x, sr, reset=False)
-    actions.append({"action": "pause_levels", **pause_levels(before_db, block_power_db(x if x.ndim == 1 else x.mean(axis=0), sr=sr))})
+    actions.append({"action": "pause_levels", **pause_levels(before_db, block_power_db(mono(x), sr=sr))})
     return x, actions
 
 

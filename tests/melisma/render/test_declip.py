@@ -67,7 +67,7 @@ def test_clean_up_runs_it_first_when_clipping_is_detected():
     chain, actions = build_cleanup_chain(analysis, sr=SR, noise_reduction=0.0)
     assert isinstance(chain.stages[0], ARDeclipper) and actions[0]["action"] == "declip"
     assert actions[0]["regions"] == analysis["clipping"]["regions"] > 100
-    cleaned, acts = clean_take(clipped, sr=SR, analysis=analysis, noise_reduction=0.0)
+    cleaned, _ = clean_take(clipped, sr=SR, analysis=analysis, noise_reduction=0.0)
     where = np.abs(clipped) >= analysis["clipping"]["threshold"]
     # the high-pass after it moves every sample a little: compare through the same filter
     linear = chain.stages[1]

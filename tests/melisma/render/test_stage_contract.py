@@ -49,8 +49,8 @@ def _factories():
     from melisma.render.chain import DeEsser, Space
     from melisma.render.clean import BleedCanceller, Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser, fit_bleed
     from melisma.render.declip import ARDeclipper
-    from melisma.render.exciter import BandwidthExtender
     from melisma.render.ducker import Ducker
+    from melisma.render.exciter import BandwidthExtender
     from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
 
