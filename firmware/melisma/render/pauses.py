@@ -1,7 +1,9 @@
 """How loud the singer's pauses are, before and after a clean-up step (for the report and its picture).
 
 The take is cut into 50 ms blocks; a block is a pause when, *after* the step, it lies more than
-``pause_below_db`` under the loud blocks (95th percentile): the step has made the pauses easier to
+``pause_below_db`` under the loud blocks (95th percentile) and nearer the quiet ones (5th
+percentile) than the loud ones (blocks of digital silence, such as the
+padding that lines a take up, are no pauses): the step has made the pauses easier to
 find, not harder. Before and after are then the mean power of the same blocks (dBFS), so the
 difference is what the step took out of the pauses (bleed, noise), and the same over the voiced
 blocks says what it did under the voice (the voice and what is left of the bleed and noise).
@@ -28,7 +30,7 @@ import numpy as np
 #: Block length (ms) of the level measurement.
 BLOCK_MS = 50.0
 #: A block this far under the loud blocks (after the step) is a pause.
-PAUSE_BELOW_DB = 30.0
+PAUSE_BELOW_DB = 10.0
 
 
 def block_power_db(x: np.ndarray, *, sr: int, block_ms: float = BLOCK_MS) -> np.ndarray:
@@ -58,11 +60,11 @@ def pause_levels(before_db: np.ndarray, after_db: np.ndarray, *, pause_below_db:
     if n == 0:
         return out
     b, a = before_db[:n].astype(np.float64), after_db[:n].astype(np.float64)
-    live = a > -110.0
+    live = (a > -110.0) & (b > -110.0)  # digital silence (padding, not a pause) is left out
     if not live.any():
         return out
-    loud = float(np.percentile(a[live], 95))
-    pause = a < loud - pause_below_db
+    loud, floor = (float(v) for v in np.percentile(a[live], [95, 5]))
+    pause = live & (a < min(loud - pause_below_db, 0.5 * (loud + floor)))
     voice = ~pause & live
 
     def mean_db(v: np.ndarray, m: np.ndarray) -> float | None:
