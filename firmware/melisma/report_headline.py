@@ -110,8 +110,13 @@ def _cleanup(cleanup: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
             facts.append({"what": "low rumble", "below_hz": a.get("cutoff_hz")})
             words.append(f"rumble below {float(a.get('cutoff_hz', 0.0)):.0f} Hz")
         elif kind == "declip":
-            facts.append({"what": "clipped peaks", "regions": a.get("regions"), "fraction": a.get("fraction")})
-            words.append(f"{a.get('regions')} clipped peaks repaired ({100 * float(a.get('fraction', 0.0)):.1f} % of samples)")
+            facts.append({"what": "clipped peaks", "runs": a.get("regions"), "fraction": a.get("fraction")})
+            words.append(f"repaired {a.get('regions')} clipped runs ({100 * float(a.get('fraction', 0.0)):.1f} % of samples)")
+        elif kind == "pause_levels":
+            before, after = a.get("pauses_before_dbfs"), a.get("pauses_after_dbfs")
+            if before is not None and after is not None:
+                facts.append({"what": "the singer's pauses", "before_dbfs": before, "after_dbfs": after})
+                words.append(f"the pauses went from {before:.0f} to {after:.0f} dBFS")
         elif kind:  # a stage this module does not know yet: its name and its figures in dB
             figures = {k: v for k, v in a.items() if k != "action" and isinstance(v, (int, float))}
             facts.append({"what": str(kind).replace("_", " "), **figures})

@@ -2,7 +2,8 @@
 
 Panels: the vocal and backing levels over time as placed in the mix (with the style's target
 ratio and how the take was lined up); what the vocal chain did to the vocal's spectrum (before and
-after matched in level, and their difference in dB); the mix's short-term loudness in LUFS
+after matched in level, and their difference in dB), beside the level of the singer's pauses
+(bleed and noise) in the raw take, after the bleed removal and after the clean-up; the mix's short-term loudness in LUFS
 against the target; and, when pitch analysis ran, the pitch curve with note names, the cents each
 note's centre moved, and the ornaments named as a singer names them (vibrato, slide, grace note,
 trill). matplotlib is imported here only, so the engine does not pay for it unless a picture is
@@ -117,8 +118,8 @@ def plot_report(
     stems: dict[str, np.ndarray],
     sr: int,
     vocal_dry: np.ndarray | None = None,
-) -> None:
-    """Draw the mix picture to ``path`` (png/svg/pdf, chosen by the extension).
+) -> list[str]:
+    """Draw the mix picture to ``path`` (png/svg/pdf, chosen by the extension); returns the panels' titles.
 
     Panels: the vocal and backing as placed; what the vocal chain did to the spectrum (before and
     after, level-matched, and their difference in dB); the mix's short-term loudness in LUFS
@@ -134,8 +135,11 @@ def plot_report(
     has_pitch = bool(pitch.get("f0"))
     rows = 3 + int(has_pitch)
     heights = [1.0, 1.0, 0.8] + ([1.5] if has_pitch else [])
-    fig, axes = plt.subplots(rows, 1, figsize=(12, 2.8 * sum(heights)), constrained_layout=True,
-                             gridspec_kw={"height_ratios": heights})
+    fig = plt.figure(figsize=(12, 2.8 * sum(heights)), constrained_layout=True)
+    grid = fig.add_gridspec(rows, 4, height_ratios=heights)
+    # the spectrum shares its row with the pauses' levels before and after the clean-up
+    axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, :3])] + [fig.add_subplot(grid[r, :]) for r in range(2, rows)]
+    _plot_pauses(fig.add_subplot(grid[1, 3]), report.get("cleanup") or {})
     style = (report.get("settings") or {}).get("style", "?")
     loud = report.get("loudness") or {}
     title = f"Melisma mix — style {style}"
@@ -212,8 +216,54 @@ def plot_report(
 
     if has_pitch:
         _plot_pitch(axes[3], pitch)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     fig.savefig(path, dpi=100, format=os.path.splitext(str(path))[1].lstrip(".").lower() or "png")
     plt.close(fig)
+    return titles
+
+
+def pause_bars(cleanup: dict[str, Any]) -> list[tuple[str, float]]:
+    """The level of the singer's pauses (dBFS) at each step of the clean-up: ``[(label, dBFS), ...]``.
+
+    From the bleed removal's and the clean-up's ``pause_levels`` (see :mod:`melisma.render.pauses`):
+    the raw take, after the bleed was removed, after the noise clean-up.
+
+    >>> pause_bars({"actions": [{"action": "bleed_removal", "pauses_before_dbfs": -40.0, "pauses_after_dbfs": -58.0},
+    ...                         {"action": "pause_levels", "pauses_before_dbfs": -57.0, "pauses_after_dbfs": -75.0}]})
+    [('raw take', -40.0), ('bleed removed', -58.0), ('cleaned', -75.0)]
+    """
+    bars: list[tuple[str, float]] = []
+    actions = cleanup.get("actions") or []
+    bleed = next((a for a in actions if a.get("action") == "bleed_removal" and a.get("pauses_before_dbfs") is not None), None)
+    clean = next((a for a in actions if a.get("action") == "pause_levels" and a.get("pauses_before_dbfs") is not None), None)
+    if bleed is not None:
+        bars += [("raw take", float(bleed["pauses_before_dbfs"])), ("bleed removed", float(bleed["pauses_after_dbfs"]))]
+    if clean is not None:
+        if bleed is None:
+            bars.append(("raw take", float(clean["pauses_before_dbfs"])))
+        bars.append(("cleaned", float(clean["pauses_after_dbfs"])))
+    return bars
+
+
+def _plot_pauses(ax, cleanup: dict[str, Any]) -> None:
+    """Bars: the singer's pauses (bleed + noise) before and after each clean-up step, annotated in dB."""
+    bars = pause_bars(cleanup)
+    ax.set_title("bleed and noise in the singer's pauses", fontsize=9)
+    if not bars:
+        ax.text(0.5, 0.5, "no pauses measured", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    labels, levels = [b[0] for b in bars], np.array([b[1] for b in bars])
+    bottom = float(min(-100.0, np.min(levels) - 10.0))
+    colours = {"raw take": "#7f7f7f", "bleed removed": "#1f77b4", "cleaned": "#2ca02c"}
+    ax.bar(range(len(bars)), levels - bottom, bottom=bottom, color=[colours[k] for k in labels], width=0.6)
+    for i, level in enumerate(levels):
+        text = f"{level:.0f} dBFS" + (f"\n{level - levels[i - 1]:+.0f} dB" if i else "")
+        ax.annotate(text, (i, level), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xticks(range(len(bars)), labels, fontsize=7)
+    ax.set_ylim(bottom, float(np.max(levels)) + 12.0)
+    ax.set_ylabel("dBFS (50 ms blocks)", fontsize=7)
 
 
 def plot_pitch_report(path: str | os.PathLike, report: dict[str, Any]) -> None:

@@ -174,3 +174,31 @@ def test_the_loudness_panel_is_in_lufs_not_rms() -> None:
     assert np.allclose(lufs, integrated_lufs(y, sr=SR), atol=0.2)  # steady noise: short-term = integrated
     rms_db = 10 * np.log10(np.mean(y.mean(axis=0) ** 2))
     assert abs(float(np.median(lufs)) - rms_db) > 1.0  # what the old panel drew is not loudness
+
+
+def test_picture_shows_the_pauses_before_and_after_the_clean_up(mixed, tmp_path):
+    from melisma.report_plot import pause_bars, plot_report
+
+    report = mixed["report"]
+    actions = report["cleanup"]["actions"]
+    bleed = next(a for a in actions if a["action"] == "bleed_removal")
+    levels = next(a for a in actions if a["action"] == "pause_levels")
+    # the take had bleed (-14 dB) and noise (20 dB SNR): each step made the singer's pauses quieter
+    assert bleed["pauses_after_dbfs"] < bleed["pauses_before_dbfs"]
+    assert levels["pauses_after_dbfs"] < levels["pauses_before_dbfs"] - 3
+    bars = pause_bars(report["cleanup"])
+    assert [b[0] for b in bars] == ["raw take", "bleed removed", "cleaned"]
+    assert bars[0][1] > bars[1][1] and bars[2][1] < bars[0][1] - 3
+    assert any("the pauses went from" in line for line in report["headline"]["lines"])
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    vocal = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    pitch = {"f0": {"hz": [220.0] * 200, "hop_s": 0.01}, "notes": [{"start_s": 0.0, "end_s": 2.0, "midi": 57.0}],
+             "ornaments": [{"type": "vibrato", "start_s": 0.2, "end_s": 1.0}, {"type": "slide_in", "start_s": 0.0, "end_s": 0.2}]}
+    titles = plot_report(tmp_path / "p.png", {**report, "pitch": pitch}, mix=np.stack([vocal, vocal]),
+                         stems={"vocal": np.stack([vocal, vocal]), "backing": np.stack([vocal, vocal])}, sr=sr, vocal_dry=vocal)
+    assert "bleed and noise in the singer's pauses" in titles
+    assert any(t.startswith("pitch") for t in titles) and (tmp_path / "p.png").stat().st_size > 10_000
+    empty = plot_report(tmp_path / "q.png", {"settings": {"style": "cpop"}}, mix=np.stack([vocal, vocal]),
+                        stems={"vocal": vocal, "backing": vocal}, sr=sr)
+    assert "bleed and noise in the singer's pauses" in empty and pause_bars({}) == []

@@ -6,6 +6,8 @@ plain-language explanations for the mix report. Order and why:
 
 1. de-esser (first, so the compressor neither reacts to esses nor has its threshold, measured
    on sung frames, thrown off by them; the EQ after it barely touches 2-10 kHz),
+   then the bandwidth extension (:mod:`melisma.render.exciter`: the 8-16 kHz band a phone cut,
+   rebuilt on sung sounds only, so that the air slider has something to move),
 2. high-pass + mud cut (corrective, from the take's spectral balance; + a small presence lift
    when the backing crowds 2-5 kHz),
 3. compressor + make-up gain (threshold from the loud phrases' level: typical vocal practice is
@@ -39,7 +41,7 @@ Examples
 >>> chain(vocal, sr).shape
 (2, 96000)
 >>> [w["stage"] for w in why][:3]
-['deesser', 'highpass', 'mud_cut']
+['deesser', 'bandwidth', 'highpass']
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .. import dsp
 from ..analysis.voice import sibilance_allpass_sos, sibilance_band_sos, sibilance_detector_sos
 from ..errors import RenderError
 from ..semantic import DeEsserSettings, DelaySettings, MixSettings
+from .exciter import build_bandwidth_extension
 from .stages import Chain, PedalboardStage, Stage
 
 #: High-pass corner for a vocal (below the lowest sung fundamentals, above handling rumble).
@@ -409,6 +412,11 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     deesser = _deesser(settings.deesser, voice, why)
     if deesser is not None:
         stages.append(deesser)
+    # The top octave a phone cut, rebuilt from the voice's harmonics (render/exciter.py), before the EQ.
+    extender, extender_why = build_bandwidth_extension(voice, sr=sr)
+    if extender is not None:
+        stages.append(extender)
+    why.append(extender_why)
     corrective = _corrective_eq(voice, backing, why)
     stages.append(_eq_and_dynamics(settings, voice, corrective, why))
     stages.append(_space(settings, backing, why))

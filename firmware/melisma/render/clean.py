@@ -25,7 +25,7 @@ Examples
 >>> take = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.02 * np.sin(2 * np.pi * 60 * t)).astype(np.float32)
 >>> cleaned, actions = clean_take(take, sr=sr, analysis=analyze_cleanup(take, sr=sr))
 >>> cleaned.shape == take.shape, [a["action"] for a in actions]
-(True, ['highpass', 'hum_notch', 'denoise', 'gate'])
+(True, ['highpass', 'hum_notch', 'denoise', 'gate', 'pause_levels'])
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from scipy import signal
 
 from ..analysis.cleanup import clipped_runs, detect_clipping, estimate_noise, noise_psd_at
 from ..errors import ConfigError, RenderError
+from .declip import ARDeclipper
+from .pauses import block_power_db, pause_levels
 from .stages import Chain, OutputDelay, Stage, db_to_gain
 
 # --------------------------------------------------------------------------------------------
@@ -729,10 +731,11 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
 
     clipping = analysis.get("clipping", {})
     if clipping.get("regions", 0) > 0:
-        stages.append(Declipper(threshold=float(clipping["threshold"])))
+        stages.append(ARDeclipper(threshold=float(clipping["threshold"])))  # render/declip.py
         actions.append(
             {
                 "action": "declip",
+                "method": "ar",
                 "threshold": float(clipping["threshold"]),
                 "regions": int(clipping["regions"]),
                 "fraction": float(clipping.get("fraction", 0.0)),
@@ -840,11 +843,14 @@ def clean_take(
     if not (in_place and x is take and x.flags.c_contiguous and x.flags.writeable):
         x = np.array(x, dtype=np.float32, order="C")
     chain.reset()
+    mono = (lambda y: y if y.ndim == 1 else y.mean(axis=0))  # noqa: E731 - the pauses' levels (render/pauses.py)
+    before_db = block_power_db(mono(x), sr=sr)
     for stage in chain.stages:
         if hasattr(stage, "process_into"):
             stage.process_into(x, sr)
         else:
             x[...] = stage(x, sr, reset=False)
+    actions.append({"action": "pause_levels", **pause_levels(before_db, block_power_db(mono(x), sr=sr))})
     return x, actions
 
 
@@ -1293,11 +1299,13 @@ def remove_bleed(take: np.ndarray, reference: Any, *, sr: int, in_place: bool = 
     if out is None and end < x.size:
         out = x.copy()
     before = float(np.mean(np.square(body, dtype=np.float64)))
+    before_db = block_power_db(x, sr=sr)  # render/pauses.py: the pauses' level for the report
     stage = BleedCanceller(reference=reference, model=model)
     cleaned_body = stage.cancel(body, sr, out=None if out is None else out[:end])
     assert isinstance(cleaned_body, np.ndarray)
     after = float(np.mean(np.square(cleaned_body, dtype=np.float64)))
     cleaned = cleaned_body if out is None else out
+    action.update(pause_levels(before_db, block_power_db(cleaned, sr=sr)))
     action.update({"removed_db": round(10.0 * math.log10((before + 1e-20) / (after + 1e-20)), 2),
                    "filter_ms": round(1e3 * model.taps * model.hop / sr, 1), "over": stage.over,
                    "max_suppression_db": stage.max_suppression_db})

@@ -48,7 +48,9 @@ def _factories():
     from melisma.analysis.cleanup import estimate_noise
     from melisma.render.chain import DeEsser, Space
     from melisma.render.clean import BleedCanceller, Declipper, Gate, HumNotch, RumbleFilter, SpectralDenoiser, fit_bleed
+    from melisma.render.declip import ARDeclipper
     from melisma.render.ducker import Ducker
+    from melisma.render.exciter import BandwidthExtender
     from melisma.render.learned_denoise import LearnedDenoiser
     from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
@@ -72,6 +74,8 @@ def _factories():
         RumbleFilter: lambda: RumbleFilter(cutoff_hz=80.0),
         HumNotch: lambda: HumNotch(fundamental_hz=50.0, n_harmonics=4),
         Declipper: lambda: Declipper(threshold=0.8),
+        ARDeclipper: lambda: ARDeclipper(threshold=0.6),  # the test voice's peaks reach ~0.7: runs to rebuild
+        BandwidthExtender: lambda: BandwidthExtender(),
         SpectralDenoiser: lambda: SpectralDenoiser(noise=estimate_noise(voice, sr=SR)),
         Gate: lambda: Gate(threshold_db=-40.0, floor_db=-15.0),
         LearnedDenoiser: lambda: LearnedDenoiser(),

@@ -1,0 +1,281 @@
+"""Benchmark: repairing what a phone took from real vocals (clipped peaks, the top octave).
+
+Real vocals from ``shared/data`` are read in place, never copied (list in :data:`VOCALS`).
+
+``declip``: each vocal (48 kHz mono, peak 0.9) is driven into hard clipping so that 5 % and 10 %
+of its samples sit at the rail (``tools.corpus.degrade.clip``). The clip level and the clipped
+runs are found by :func:`melisma.analysis.cleanup.detect_clipping` (nothing is told), then
+repaired, all in the same run, by
+
+* ``raw``: nothing (the clipped take);
+* ``spline``: a cubic spline through the unclipped samples (scipy ``CubicSpline``), the simple peer;
+* ``hermite``: the earlier melisma declipper (:func:`melisma.render.clean.declip`);
+* ``ar``: :class:`melisma.render.declip.ARDeclipper` (AR interpolation kept beyond the clip level).
+
+Printed per case: SDR in the clipped samples (truth energy there over the error there), overall SDR
+(whole take), the gain over the raw take, and the seconds per second of audio.
+
+``air``: the same studio vocals degraded like a phone take (phone microphone with a low-pass at
+7.5 kHz, then AAC at 64 kbit/s) go through the default vocal chain with and without the bandwidth
+extension (:mod:`melisma.render.exciter`); printed (and plotted with ``--plot``) per vocal: the band
+levels 2-5, 5-9, 9-16 kHz relative to 0.5-2 kHz for the studio vocal, the phone take, the chain
+without and with the extension; the ``air`` slider's effect on 9-16 kHz; and the ``brighter``
+check: sibilance energy at 5-9 kHz in the sibilant frames, brighter=+1 against 0, after the
+de-esser.
+
+Run: ``.venv/bin/python tools/bench_restore.py [--data ../shared/data] [--only declip|air] [--plot out.png]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "firmware"))
+
+from melisma.analysis.cleanup import detect_clipping  # noqa: E402
+from melisma.audio_io import load_audio  # noqa: E402
+from melisma.render.clean import declip as hermite_declip  # noqa: E402
+from melisma.render.declip import ARDeclipper  # noqa: E402
+
+from tools.corpus import degrade  # noqa: E402
+
+SR = 48000
+#: Real vocals (path under the data folder, seconds to use).
+VOCALS = [
+    ("stems_easton_ellises_falcon69/vocals.wav", 6.0),
+    ("openair_anechoic_singing/singing_operatic_anechoic.wav", 4.9),
+    ("gtsinger_demo/EN-Alto-2-Vibrato-Control.flac", 8.0),
+    ("gtsinger_demo/EN-Tenor-1-Vibrato-Control.flac", 8.0),
+    ("gtsinger_demo/fr02_Control.flac", 8.0),
+]
+
+
+def load_vocal(data: Path, rel: str, seconds: float) -> np.ndarray:
+    """A real vocal as 48 kHz mono float32, peak 0.9."""
+    y, _ = load_audio(data / rel, sr=SR, mono=True)
+    y = np.asarray(y, np.float32).reshape(-1)[: int(seconds * SR)]
+    return (0.9 * y / max(1e-9, float(np.max(np.abs(y))))).astype(np.float32)
+
+
+def sdr(est: np.ndarray, ref: np.ndarray) -> float:
+    """10 log10(energy of ``ref`` / energy of ``est - ref``) in dB."""
+    ref, est = ref.astype(np.float64), est.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / (np.sum((est - ref) ** 2) + 1e-20)))
+
+
+def spline_declip(x: np.ndarray, threshold: float) -> np.ndarray:
+    """The simple peer: a cubic spline through every unclipped sample, read at the clipped ones."""
+    from scipy.interpolate import CubicSpline
+
+    clipped = np.abs(x) >= threshold
+    keep = np.flatnonzero(~clipped)
+    y = x.astype(np.float64).copy()
+    y[clipped] = CubicSpline(keep, y[keep])(np.flatnonzero(clipped))
+    return y.astype(np.float32)
+
+
+def bench_declip(data: Path, max_seconds: float = 1e9) -> list[dict]:
+    """The declipping table: one row per vocal, clip fraction and method (the first ``max_seconds`` of each)."""
+    rows = []
+    for rel, seconds in VOCALS:
+        truth = load_vocal(data, rel, min(seconds, max_seconds))
+        for fraction in (0.05, 0.10):
+            clipped, drive_db = degrade.clip(truth, fraction=fraction)
+            ref = (truth * np.float32(10 ** (drive_db / 20))).astype(np.float32)  # the waveform before the rail
+            found = detect_clipping(clipped, sr=SR)
+            thr = float(found["threshold"])
+            where = np.abs(clipped) >= thr
+            methods = {"raw": lambda x: x, "spline": lambda x, t=thr: spline_declip(x, t),
+                       "hermite": lambda x, t=thr: hermite_declip(x, threshold=t),
+                       "ar": lambda x, t=thr: ARDeclipper(threshold=t).declip(x, SR)}
+            base = None
+            for name, fn in methods.items():
+                t0 = time.perf_counter()
+                y = fn(clipped)
+                dt = time.perf_counter() - t0
+                region = sdr(y[where], ref[where])
+                base = region if base is None else base
+                rows.append({"vocal": Path(rel).stem[:28], "clipped": fraction, "found_pct": 100 * found["fraction"],
+                             "runs": found["regions"], "method": name, "sdr_clipped_db": region,
+                             "gain_db": region - base, "sdr_overall_db": sdr(y, ref), "rtf": dt / (truth.size / SR),
+                             "unclipped_same": bool(np.array_equal(y[~where], clipped[~where]))})
+    return rows
+
+
+def print_declip(rows: list[dict]) -> None:
+    """Print the declipping table and the means per clip fraction and method."""
+    print("\n== declipping (SDR in the clipped samples / overall, dB; gain over the raw take) ==")
+    print(f"{'vocal':28s} {'clip':>5s} {'found%':>6s} {'runs':>5s} {'method':8s} {'SDRclip':>8s} {'gain':>6s} "
+          f"{'SDRall':>7s} {'x RT':>7s} same")
+    for r in rows:
+        print(f"{r['vocal']:28s} {100 * r['clipped']:4.0f}% {r['found_pct']:6.2f} {r['runs']:5d} {r['method']:8s} "
+              f"{r['sdr_clipped_db']:8.2f} {r['gain_db']:6.2f} {r['sdr_overall_db']:7.2f} {r['rtf']:7.4f} "
+              f"{'yes' if r['unclipped_same'] else 'NO'}")
+    print("\nmeans over the vocals:")
+    print(f"{'clip':>5s} {'method':8s} {'SDRclip':>8s} {'gain':>6s} {'SDRall':>7s}")
+    for fraction in sorted({r["clipped"] for r in rows}):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["clipped"] == fraction and r["method"] == method]
+            print(f"{100 * fraction:4.0f}% {method:8s} {np.mean([r['sdr_clipped_db'] for r in sel]):8.2f} "
+                  f"{np.mean([r['gain_db'] for r in sel]):6.2f} {np.mean([r['sdr_overall_db'] for r in sel]):7.2f}")
+
+
+BANDS = {"2-5k": (2000.0, 5000.0), "5-9k": (5000.0, 9000.0), "9-16k": (9000.0, 16000.0)}
+REFERENCE_BAND = (500.0, 2000.0)
+
+
+def band_levels(y: np.ndarray) -> dict[str, float]:
+    """Long-term band levels (Welch, 4096) in dB relative to the 0.5-2 kHz band."""
+    from scipy.signal import welch
+
+    y = y.mean(axis=0) if y.ndim == 2 else y
+    f, p = welch(y.astype(np.float64), fs=SR, nperseg=4096)
+
+    def level(lo: float, hi: float) -> float:
+        return float(10 * np.log10(np.sum(p[(f >= lo) & (f < hi)]) + 1e-30))
+
+    ref = level(*REFERENCE_BAND)
+    return {k: level(lo, hi) - ref for k, (lo, hi) in BANDS.items()}
+
+
+def phone_take(y: np.ndarray) -> np.ndarray:
+    """A studio vocal as a phone takes it: phone microphone (low-pass 7.5 kHz) and AAC at 64 kbit/s."""
+    return degrade.aac_round_trip(degrade.band_limit(y, SR, low_hz=100.0, high_hz=7500.0), SR, bit_rate=64000)
+
+
+def sibilant_frames(y: np.ndarray, block: int = 480) -> np.ndarray:
+    """10 ms blocks where 5-9 kHz holds more energy than 0.2-3 kHz (an ess), as a boolean per block."""
+    from scipy import signal
+
+    hi = signal.sosfilt(signal.butter(4, [5000, 7400], "bandpass", fs=SR, output="sos"), y)
+    lo = signal.sosfilt(signal.butter(2, [200, 3000], "bandpass", fs=SR, output="sos"), y)
+    n = y.size // block
+    p_hi = (hi[: n * block].reshape(n, block) ** 2).mean(axis=1)
+    p_lo = (lo[: n * block].reshape(n, block) ** 2).mean(axis=1)
+    return (p_hi > p_lo) & (p_hi > 1e-7)
+
+
+def band_energy_db(y: np.ndarray, blocks: np.ndarray, lo: float, hi: float, block: int = 480) -> float:
+    """Energy of ``y`` in ``lo``..``hi`` Hz summed over the chosen 10 ms blocks (dB)."""
+    from scipy import signal
+
+    y = y.mean(axis=0) if y.ndim == 2 else y
+    z = signal.sosfilt(signal.butter(4, [lo, min(hi, 0.45 * SR)], "bandpass", fs=SR, output="sos"), y)
+    n = blocks.size
+    e = (z[: n * block].reshape(n, block) ** 2).sum(axis=1)
+    return float(10 * np.log10(np.sum(e[blocks]) + 1e-30))
+
+
+def bench_air(data: Path, plot: Path | None) -> list[dict]:
+    """The air table: band levels of studio, phone and restored vocals; the air and brighter checks."""
+    from melisma.analysis.voice import analyze_voice
+    from melisma.render.chain import DeEsser, build_vocal_chain
+    from melisma.render.exciter import BandwidthExtender
+    from melisma.render.stages import Chain
+    from melisma.semantic import resolve_settings
+
+    def chain_of(take: np.ndarray, sliders: dict, *, extend: bool = True, deess: bool = True) -> np.ndarray:
+        chain, _ = build_vocal_chain(resolve_settings("neutral", sliders), analyze_voice(take, sr=SR), sr=SR)
+        keep = [s for s in chain.stages if (extend or not isinstance(s, BandwidthExtender))
+                and (deess or not isinstance(s, DeEsser))]
+        # the dry vocal chain without its space: reverb tails would blur the band levels
+        keep = [s for s in keep if type(s).__name__ != "Space"]
+        return Chain(keep)(take, SR)
+
+    rows = []
+    for rel, seconds in VOCALS:
+        studio = 0.5 * load_vocal(data, rel, seconds)
+        phone = phone_take(studio)
+        t0 = time.perf_counter()
+        restored = BandwidthExtender()(phone, SR)
+        rtf = (time.perf_counter() - t0) / (phone.size / SR)
+        row = {"vocal": Path(rel).stem[:28], "rtf": rtf, "levels": {
+            "studio": band_levels(studio), "phone": band_levels(phone), "phone+ext": band_levels(restored),
+            "studio+ext": band_levels(BandwidthExtender()(studio, SR))}}
+        for ext in (False, True):
+            base = chain_of(phone, {}, extend=ext)
+            air = chain_of(phone, {"air": 1.0}, extend=ext)
+            row[f"air_effect_9_16_db_{'ext' if ext else 'noext'}"] = band_levels(air)["9-16k"] - band_levels(base)["9-16k"]
+        # brighter (warmth -1) after the de-esser, on the phone take's esses
+        ess = sibilant_frames(phone)
+        row["ess_blocks"] = int(ess.sum())
+        if ess.any():
+            plain = chain_of(phone, {})
+            bright = chain_of(phone, {"warmth": -1.0})
+            no_deess = chain_of(phone, {}, deess=False)
+            row["deesser_cut_db"] = band_energy_db(no_deess, ess, 5000, 9000) - band_energy_db(plain, ess, 5000, 9000)
+            row["brighter_lift_db"] = band_energy_db(bright, ess, 5000, 9000) - band_energy_db(plain, ess, 5000, 9000)
+            row["ext_on_ess_9_16_db"] = (band_energy_db(restored, ess, 9000, 16000)
+                                         - band_energy_db(phone, ess, 9000, 16000))
+        rows.append(row)
+    if plot is not None:
+        plot_air(rows, plot)
+    return rows
+
+
+def print_air(rows: list[dict]) -> None:
+    """Print the band levels and the air / brighter checks."""
+    print("\n== top octave: band levels against 0.5-2 kHz (dB); phone = low-pass 7.5 kHz + AAC 64k ==")
+    print(f"{'vocal':28s} {'version':11s} " + " ".join(f"{b:>7s}" for b in BANDS) + "  9-16k vs studio")
+    for r in rows:
+        for name, lv in r["levels"].items():
+            gap = lv["9-16k"] - r["levels"]["studio"]["9-16k"]
+            print(f"{r['vocal']:28s} {name:11s} " + " ".join(f"{lv[b]:7.1f}" for b in BANDS) + f"  {gap:+7.1f}")
+    print("\nmeans over the vocals (dB against 0.5-2 kHz; gap to studio at 9-16 kHz):")
+    for name in rows[0]["levels"]:
+        mean = {b: np.mean([r["levels"][name][b] for r in rows]) for b in BANDS}
+        gap = np.mean([r["levels"][name]["9-16k"] - r["levels"]["studio"]["9-16k"] for r in rows])
+        print(f"  {name:11s} " + " ".join(f"{b} {mean[b]:6.1f}" for b in BANDS) + f"   gap {gap:+5.1f}")
+    print("\n== sliders on the phone take (dry chain, style neutral) ==")
+    print(f"{'vocal':28s} {'air+1 @9-16k':>13s} {'(no ext)':>9s} {'ess blk':>7s} {'de-ess cut':>10s} "
+          f"{'brighter lift':>13s} {'ext on esses':>12s} {'ext x RT':>8s}")
+    for r in rows:
+        print(f"{r['vocal']:28s} {r['air_effect_9_16_db_ext']:13.1f} {r['air_effect_9_16_db_noext']:9.1f} "
+              f"{r['ess_blocks']:7d} {r.get('deesser_cut_db', float('nan')):10.1f} "
+              f"{r.get('brighter_lift_db', float('nan')):13.1f} {r.get('ext_on_ess_9_16_db', float('nan')):12.1f} "
+              f"{r['rtf']:8.4f}")
+
+
+def plot_air(rows: list[dict], path: Path) -> None:
+    """The band-level curves, one panel per vocal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), sharey=True, constrained_layout=True)
+    for ax, r in zip(np.atleast_1d(axes), rows, strict=True):
+        for name, style in (("studio", "k-"), ("phone", "C0--"), ("phone+ext", "C3-")):
+            ax.plot(list(BANDS), [r["levels"][name][b] for b in BANDS], style, marker="o", label=name)
+        ax.set_title(r["vocal"], fontsize=8)
+        ax.set_xlabel("band")
+    np.atleast_1d(axes)[0].set_ylabel("dB against 0.5-2 kHz")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its tables."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--only", choices=["declip", "air"])
+    ap.add_argument("--plot", type=Path, help="draw the band-level curves of the air section to this PNG")
+    ap.add_argument("--seconds", type=float, default=1e9, help="declip only the first SECONDS of each vocal (quicker)")
+    args = ap.parse_args(argv)
+    if args.only in (None, "declip"):
+        print_declip(bench_declip(args.data, args.seconds))
+    if args.only in (None, "air"):
+        print_air(bench_air(args.data, args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
