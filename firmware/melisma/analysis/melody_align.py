@@ -236,6 +236,8 @@ def align_melody(
         b = max(a + 1, int(np.ceil(note.end_s / path.hop_s - 1e-9)))
         states = path.state[a:b]
         pieces = _pieces(states, min_piece, pitch=q)
+        if len(pieces) > 1:
+            pieces = _absorb_stray_pieces(pieces, midi, q, note_start=note.start_s, a=a, hop=hop, align_hop=path.hop_s)
         for s0, s1, j in pieces:
             t0 = note.start_s if s0 == 0 else (a + s0) * path.hop_s
             t1 = note.end_s if s1 == len(states) else (a + s1) * path.hop_s
@@ -272,6 +274,30 @@ def align_melody(
         fixed = assign_targets([out[i] for i in fallback], scale=scale, key_confidence=key_confidence)
         for i, n in zip(fallback, fixed, strict=True):
             out[i] = n
+    return out
+
+
+#: A piece of a cut note shorter than this (s), sung far from its melody note, is the note's own
+#: ornament (a fall, a scoop): it stays with the piece next to it instead of becoming an added note.
+MIN_ADDED_S = 0.12
+
+
+def _absorb_stray_pieces(pieces: list[tuple[int, int, int]], midi: np.ndarray, q: np.ndarray, *, note_start: float,
+                         a: int, hop: float, align_hop: float) -> list[tuple[int, int, int]]:
+    out = list(pieces)
+    i = 0
+    while len(out) > 1 and i < len(out):
+        s0, s1, j = out[i]
+        seg = midi[int(round((a + s0) * align_hop / hop)) : max(int(round((a + s0) * align_hop / hop)) + 1,
+                                                                int(round((a + s1) * align_hop / hop)))]
+        c = note_centre(seg, hop_s=hop)
+        if (s1 - s0) * align_hop < MIN_ADDED_S and (not np.isfinite(c) or abs(100.0 * (c - q[j])) > ADDED_NOTE_CENTS):
+            k = i - 1 if i > 0 else i + 1
+            lo, hi = min(i, k), max(i, k)
+            out[lo : hi + 1] = [(out[lo][0], out[hi][1], out[k][2])]
+            i = 0
+            continue
+        i += 1
     return out
 
 

@@ -458,7 +458,7 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
 
 #: Shortest note of a fast passage (s); a passage is at least this many short notes in a row.
 FAST_NOTE_MIN_S = 0.06
-FAST_RUN_NOTES = 3
+FAST_RUN_NOTES = 4
 
 
 def _in_run(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: float, min_frames: int) -> bool:
