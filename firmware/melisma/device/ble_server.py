@@ -345,7 +345,7 @@ class MelismaService(gatt.Service):
     def _write_command(self, connection, value: bytes) -> None:
         request_id = int.from_bytes(value[1:3], "little") if len(value) >= 3 else 0
         try:
-            msg = self._decode(connection, value, p.COMMANDS + p.AUDIO_COMMANDS + p.UPDATE_COMMANDS)
+            msg = self._decode(connection, value, p.COMMANDS + p.AUDIO_COMMANDS + p.UPDATE_COMMANDS + p.RERUN_COMMANDS)
             job_id = self._run_command(msg)
         except p.MessageError as exc:
             reply = p.CommandReply(request_id, exc.code, 0, str(exc))
@@ -365,6 +365,8 @@ class MelismaService(gatt.Service):
             return self.box.audio.command(msg)
         if isinstance(msg, p.UPDATE_COMMANDS):  # protocol 1.1: install an uploaded firmware bundle
             return self.box.firmware.install(msg)
+        if isinstance(msg, p.RerunCommand):  # protocol 1.2: a job interrupted by a crash, again (new id)
+            return jobs.rerun(msg.job_id).id
         if isinstance(msg, p.MixCommand):
             return jobs.submit(
                 p.JobKind.MIX, take=msg.take, backing=msg.backing, out=msg.out, accept_alignment_guess=msg.accept_alignment_guess
@@ -714,12 +716,17 @@ class MelismaBox:
         )
         logger.info("%s advertising at %s (%d bonded centrals)", self.name, self.address, len(self.bonds.addresses))
 
-    async def stop(self) -> None:
+    async def stop(self, *, radio: bool = True) -> None:
+        """Stop audio, jobs (journaled), updates and links; ``radio=False`` when the radio is gone
+        (its HCI commands would only time out).
+        """
         await asyncio.get_running_loop().run_in_executor(None, self.audio.close)
         await self.jobs.stop()
         await self.firmware.stop()
         for link in list(self.links.values()):
             self._drop_link(link)
+        if not radio:
+            return
         with contextlib.suppress(Exception):
             await self.device.stop_advertising()
         with contextlib.suppress(Exception):
