@@ -84,7 +84,7 @@ class Job:
     output: Path
     style: str
     sliders: dict[str, float]
-    window_s: tuple[float, float] | None = None
+    window_s: tuple[float, float | None] | None = None  # a preview's start and duration
     state: JobState = JobState.QUEUED
     stage: str = ""
     progress: float = 0.0
@@ -191,13 +191,20 @@ class JobQueue:
                out: str, start_s: float | None = None, duration_s: float | None = None,
                accept_alignment_guess: bool = False) -> Job:
         """Queue a job with the current controls; inputs must exist now (checked before queueing)."""
+
+        def existing(input_kind: FileKind, name: str | None) -> Path:
+            if name is None:
+                raise StorageError(f"a {JobKind(kind).name.lower()} job needs a {input_kind.name.lower()} name",
+                                   ErrorCode.BAD_NAME)
+            return self.storage.existing(input_kind, name)
+
         try:
             inputs: dict[str, Path] = {}
             if kind in (JobKind.MIX, JobKind.ANALYSE):
-                inputs["take"] = self.storage.existing(FileKind.TAKE, take)
-                inputs["backing"] = self.storage.existing(FileKind.BACKING, backing)
+                inputs["take"] = existing(FileKind.TAKE, take)
+                inputs["backing"] = existing(FileKind.BACKING, backing)
             else:
-                inputs["plan"] = self.storage.existing(FileKind.PLAN, plan)
+                inputs["plan"] = existing(FileKind.PLAN, plan)
             out_kind = {JobKind.MIX: FileKind.MIX, JobKind.RENDER: FileKind.MIX, JobKind.ANALYSE: FileKind.PLAN,
                         JobKind.PREVIEW: FileKind.PREVIEW}[JobKind(kind)]
             output = self.storage.path(out_kind, out)
@@ -407,6 +414,9 @@ class JobQueue:
             return self.engine.analyse(job.inputs["take"], job.inputs["backing"], job.output, **kw)
         if job.kind is JobKind.RENDER:
             return self.engine.render(job.inputs["plan"], job.output, **kw)
+        if job.window_s is None:  # only a damaged journal record can lack it
+            raise JobError(f"preview job {job.id} has no start and duration; submit the preview again",
+                           ErrorCode.MALFORMED)
         start_s, duration_s = job.window_s
         return self.engine.preview(job.inputs["plan"], job.output, start_s=start_s, duration_s=duration_s, **kw)
 

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import protocol as p
@@ -123,7 +124,7 @@ async def run_service(args) -> None:
     def show(passkey: int) -> None:
         print(f"PASSKEY {passkey:06d}", flush=True)
 
-    show_passkey = show if args.passkey == "stdout" else None
+    show_passkey: Callable[[int], None] | None = show if args.passkey == "stdout" else None
     panel = None
     if getattr(args, "panel", None):
         from .panel_bridge import PanelBridge, PanelSettings

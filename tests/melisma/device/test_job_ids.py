@@ -164,9 +164,9 @@ def test_rerun_refuses_unknown_ids_and_jobs_that_were_not_interrupted(store, tmp
         errors["twice"] = twice.value
         await q.wait(again.id, 10)
         await q.stop()
-        return q, errors, again
+        return errors, again
 
-    q, errors, again = run(main())
+    errors, again = run(main())
     assert errors["unknown"].code is ErrorCode.NOT_FOUND and "no job 60000" in str(errors["unknown"])
     assert "remembers jobs 1-2" in str(errors["unknown"])
     assert errors["done"].code is ErrorCode.BAD_STATE and "job 1 finished" in str(errors["done"])
