@@ -235,10 +235,15 @@ async def control_request(data_dir: Path, line: str) -> str:
     except (FileNotFoundError, ConnectionRefusedError):
         raise DeviceError(f"no running melisma-device service at {path}; start it with `melisma-device run` "
                           f"(or give the same --data-dir)") from None
-    writer.write(f"{line}\n".encode())
-    await writer.drain()
-    answer = (await asyncio.wait_for(reader.readline(), 10)).decode("utf-8", "replace").strip()
-    writer.close()
+    try:
+        writer.write(f"{line}\n".encode())
+        await writer.drain()
+        answer = (await asyncio.wait_for(reader.readline(), 10)).decode("utf-8", "replace").strip()
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise DeviceError(f"the melisma-device service at {path} did not answer ({exc or 'no answer in 10 s'}); "
+                          "is it stuck? see its log (journalctl -u melisma-device)") from None
+    finally:
+        writer.close()
     if not answer.startswith("ok"):
         raise DeviceError(f"the box refused: {answer.removeprefix('error ')}")
     return answer[3:]

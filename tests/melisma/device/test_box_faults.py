@@ -556,3 +556,10 @@ def test_losing_the_radio_mid_job_stops_the_box_with_one_line_and_the_job_runs_a
     _no_tracebacks(stderr)
     assert final.job_id == job_id and final.job_state is p.JobState.DONE  # journaled, nothing lost
     _no_tracebacks(log)
+
+
+def test_rerun_without_a_running_box_is_one_line(tmp_path):
+    proc = _device_cli("rerun", "5", "--data-dir", str(tmp_path))
+    assert proc.returncode == 10 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no running melisma-device service" in proc.stderr
+    assert "Traceback" not in proc.stderr
