@@ -621,7 +621,7 @@ class MelismaClient(AudioClientMixin, FirmwareClientMixin):
     async def rerun(self, job_id: int) -> int:
         """Queue again a job the box reports interrupted (error INTERRUPTED); returns its new job id.
 
-        Protocol 1.2. The box refuses with NOT_FOUND an id it does not remember (or whose inputs
+        Protocol 1.1 (a 1.0 box answers UNKNOWN_TYPE). The box refuses with NOT_FOUND an id it does not remember (or whose inputs
         were deleted) and with BAD_STATE a job that was not interrupted or was already re-run; both
         raise :class:`BoxError` with that code. Follow the new id with :meth:`wait_for_job`.
         """

@@ -40,7 +40,7 @@ from .errors import ProtocolError
 
 #: Protocol version. The major part is what must match: a client refuses a box whose major
 #: version differs. Minor versions only add optional things.
-PROTOCOL_VERSION = (1, 2)  # 1.2: RerunCommand (the block at the end)
+PROTOCOL_VERSION = (1, 1)
 
 #: Text the box puts in the Device Information "Software Revision String" (0x2A28), readable
 #: before pairing, so a client can check compatibility before it asks to bond.
@@ -1628,12 +1628,13 @@ class UpdateStatus(Message):
 
 
 # ==============================================================================================
-# Protocol 1.2: re-run an interrupted job. A job the box was running when it crashed or lost power
+# Protocol 1.1: re-run an interrupted job. A job the box was running when it crashed or lost power
 # is reported failed with error INTERRUPTED under its id; RerunCommand queues it again, with the
-# inputs, output and controls it had, under a new job id (the CommandReply carries it). New in 1.2
-# and optional: a 1.1 box answers it with UNKNOWN_TYPE; a client checks ``box_version >=
-# RERUN_MIN_VERSION`` first. Its type is in the jobs range (0x20-0x2F) after Delete; kept in one
-# block of its own, apart from the 1.1 blocks; nothing above is renumbered.
+# inputs, output and controls it had, under a new job id (the CommandReply carries it). Like the
+# audio and update blocks it is an optional 1.1 addition (1.1 is the minor version still being
+# built: its additions each have a block of their own): a 1.0 box, or a 1.1 box built before it,
+# answers it with UNKNOWN_TYPE, which the client reports as such. Its type is in the jobs range
+# (0x20-0x2F) after Delete; nothing above is renumbered.
 #
 # Job ids stay 16-bit on the wire (Status, CommandReply, Cancel, Rerun), so 1.0 and 1.1 centrals
 # keep working. The box counts them up across restarts (journaled) and wraps from 65535 to 1,
@@ -1641,13 +1642,13 @@ class UpdateStatus(Message):
 # unique among the jobs the box remembers, and it comes back only after 65,535 newer jobs.
 
 #: First protocol version with the re-run command.
-RERUN_MIN_VERSION = (1, 2)
+RERUN_MIN_VERSION = (1, 1)
 #: Largest job id; after it the box's ids go on at 1 (skipping ids it still remembers).
 MAX_JOB_ID = 0xFFFF
 
 
 class JobMessageType(enum.IntEnum):
-    """First byte of the 1.2 job messages (the jobs range 0x20-0x2F, after Delete)."""
+    """First byte of the 1.1 job messages (the jobs range 0x20-0x2F, after Delete)."""
 
     CMD_RERUN = 0x26
 

@@ -50,7 +50,7 @@ def test_limits_are_checked():
 
 
 def test_compatible_with_1_0():
-    assert p.PROTOCOL_VERSION >= (1, 1) and p.AUDIO_MIN_VERSION == (1, 1)  # 1.2 added the re-run command
+    assert p.PROTOCOL_VERSION == (1, 1) and p.AUDIO_MIN_VERSION == (1, 1)
     p.check_compatible((1, 0))  # a 1.0 box or app still talks to 1.1
     # the 1.0 message types are untouched and the audio block does not overlap them
     assert not {int(t) for t in p.AudioMessageType} & {int(t) for t in p.MessageType}

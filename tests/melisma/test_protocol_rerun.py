@@ -1,4 +1,4 @@
-"""Protocol 1.2: the re-run command (a job interrupted by a crash, queued again under a new id)."""
+"""Protocol 1.1 addition: the re-run command (a job interrupted by a crash, queued again under a new id)."""
 
 from __future__ import annotations
 
@@ -31,16 +31,14 @@ def test_a_rerun_of_job_0_on_the_wire_is_malformed_and_a_short_one_truncated():
         p.decode(bytes([0x26]) + struct.pack("<HH", 1, 5) + b"\0")
 
 
-def test_1_2_is_additive_a_1_1_or_1_0_peer_is_still_compatible():
-    assert p.PROTOCOL_VERSION == (1, 2) and p.RERUN_MIN_VERSION == (1, 2)
-    for older in ((1, 0), (1, 1)):
-        p.check_compatible(older)
-    assert p.parse_software_revision(p.software_revision()) == (1, 2)
-    # the new type sits in the jobs range after Delete and collides with nothing older
+def test_the_rerun_block_is_additive_and_a_1_0_peer_is_still_compatible():
+    assert p.RERUN_MIN_VERSION <= p.PROTOCOL_VERSION and p.PROTOCOL_VERSION[0] == 1
+    p.check_compatible((1, 0))
+    # the new type sits in the jobs range after Delete and collides with nothing else
     assert int(p.JobMessageType.CMD_RERUN) == p.MessageType.CMD_DELETE + 1
     older_types = {int(t) for enum in (p.MessageType, p.AudioMessageType, p.UpdateMessageType) for t in enum}
     assert int(p.JobMessageType.CMD_RERUN) not in older_types
-    # what a 1.1 box does with it: refuse the unknown type (simulated by the 1.1 command set)
+    # what a box without it does: refuse the unknown type (its command set lacks RERUN_COMMANDS)
     with pytest.raises(p.UnknownMessageTypeError) as exc:
         p.decode(p.RerunCommand(1, 5).encode(), allowed=p.COMMANDS + p.AUDIO_COMMANDS + p.UPDATE_COMMANDS)
     assert exc.value.code is p.ErrorCode.UNKNOWN_TYPE

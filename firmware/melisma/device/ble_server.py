@@ -369,7 +369,7 @@ class MelismaService(gatt.Service):
             return self.box.audio.command(msg)
         if isinstance(msg, p.UPDATE_COMMANDS):  # protocol 1.1: install an uploaded firmware bundle
             return self.box.firmware.install(msg)
-        if isinstance(msg, p.RerunCommand):  # protocol 1.2: a job interrupted by a crash, again (new id)
+        if isinstance(msg, p.RerunCommand):  # protocol 1.1: a job interrupted by a crash, again (new id)
             return jobs.rerun(msg.job_id).id
         if isinstance(msg, p.MixCommand):
             return jobs.submit(

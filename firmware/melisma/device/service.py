@@ -13,7 +13,7 @@ Usage::
 ``run`` is the default command, so ``melisma-device --transport ...`` works too. The running
 service listens on a Unix socket ``<data-dir>/control.sock``; ``pair`` (and the front-panel
 bridge) send it one line (``pair [seconds]``) and print the answer; ``rerun JOB`` sends
-``rerun JOB`` (the same as the BLE RerunCommand of protocol 1.2).
+``rerun JOB`` (the same as the BLE RerunCommand of protocol 1.1).
 
 A radio transport lost while the service runs (the controller unplugged, its TCP peer gone) stops
 the service with one line on stderr and exit status 14 (:class:`~melisma.errors.RadioLostError`);

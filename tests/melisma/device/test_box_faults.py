@@ -463,7 +463,7 @@ def _device_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_an_interrupted_job_is_rerun_over_ble_under_a_new_id_and_makes_its_mix(tmp_path):
-    """Protocol 1.2: SIGKILL mid-mix, restart, the phone asks the box to re-run the interrupted job."""
+    """Protocol 1.1 Rerun: SIGKILL mid-mix, restart, the phone asks the box to re-run the interrupted job."""
     take, backing = _audio(tmp_path, 2.0)
 
     async def main():

@@ -82,7 +82,7 @@ def test_ids_wrap_from_65535_to_1_skipping_every_id_still_remembered(store, tmp_
     assert ids == [65534, 3, 4]  # 65535, 1 and 2 are remembered: skipped, never handed out twice
     assert all(q.jobs[i].state is JobState.DONE for i in (65534, 65535, 1, 2, 3, 4))
     assert json.loads(journal.read_text())["next_id"] == 5
-    # the wire carries the top id as it is (u16), to a 1.0 client as to a 1.2 one
+    # the wire carries the top id as it is (u16), to a 1.0 client as to a 1.1 one
     status = p.Status(job_id=MAX_JOB_ID, job_state=JobState.DONE)
     assert p.decode(status.encode()).job_id == 65535
     assert p.decode(p.CommandReply(1, ErrorCode.OK, MAX_JOB_ID).encode()).job_id == 65535
