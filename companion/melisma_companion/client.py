@@ -618,6 +618,19 @@ class MelismaClient(AudioClientMixin, FirmwareClientMixin):
     async def delete(self, kind: p.FileKind | str, name: str) -> None:
         await self._command(lambda rid: p.DeleteCommand(rid, _kind(kind), name))
 
+    async def rerun(self, job_id: int) -> int:
+        """Queue again a job the box reports interrupted (error INTERRUPTED); returns its new job id.
+
+        Protocol 1.1 (a 1.0 box answers UNKNOWN_TYPE). The box refuses with NOT_FOUND an id it does not remember (or whose inputs
+        were deleted) and with BAD_STATE a job that was not interrupted or was already re-run; both
+        raise :class:`BoxError` with that code. Follow the new id with :meth:`wait_for_job`.
+        """
+        if self.box_version is None or tuple(self.box_version) < p.RERUN_MIN_VERSION:
+            raise BoxError(f"the box speaks protocol {self.box_version}; re-running an interrupted job needs "
+                           f"{p.RERUN_MIN_VERSION[0]}.{p.RERUN_MIN_VERSION[1]} (update the box firmware, or submit "
+                           "the job again)", p.ErrorCode.INCOMPATIBLE_VERSION)
+        return (await self._command(lambda rid: p.RerunCommand(rid, job_id))).job_id
+
     async def wait_for_job(self, job_id: int, *, progress: JobProgress | None = None,
                            timeout_s: float | None = None) -> p.Status:
         """Wait until the job finishes; raise :class:`JobFailedError` if it failed or was cancelled."""

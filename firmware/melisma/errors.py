@@ -98,3 +98,9 @@ class UpdateError(MelismaError):
     """A firmware bundle was refused or an install, rollback or health check failed (``melisma-update``)."""
 
     exit_code = 12
+
+
+class RadioLostError(DeviceError):
+    """The box's radio (its HCI transport: adapter, USB dongle, virtual controller) went away while it ran."""
+
+    exit_code = 14

@@ -1626,3 +1626,63 @@ class UpdateStatus(Message):
                 raise MalformedMessageError(f"UpdateStatus: {what} is {len(text.encode())} bytes; at most {limit}")
             texts.append(text)
         return cls(phase, progress / 10000, *texts)
+
+
+# ==============================================================================================
+# Protocol 1.1: re-run an interrupted job. A job the box was running when it crashed or lost power
+# is reported failed with error INTERRUPTED under its id; RerunCommand queues it again, with the
+# inputs, output and controls it had, under a new job id (the CommandReply carries it). Like the
+# audio and update blocks it is an optional 1.1 addition (1.1 is the minor version still being
+# built: its additions each have a block of their own): a 1.0 box, or a 1.1 box built before it,
+# answers it with UNKNOWN_TYPE, which the client reports as such. Its type is in the jobs range
+# (0x20-0x2F) after Delete; nothing above is renumbered.
+#
+# Job ids stay 16-bit on the wire (Status, CommandReply, Cancel, Rerun), so 1.0 and 1.1 centrals
+# keep working. The box counts them up across restarts (journaled) and wraps from 65535 to 1,
+# skipping every id it still remembers (queued, running, and the last finished jobs): an id is
+# unique among the jobs the box remembers, and it comes back only after 65,535 newer jobs.
+
+#: First protocol version with the re-run command.
+RERUN_MIN_VERSION = (1, 1)
+#: Largest job id; after it the box's ids go on at 1 (skipping ids it still remembers).
+MAX_JOB_ID = 0xFFFF
+
+
+class JobMessageType(enum.IntEnum):
+    """First byte of the 1.1 job messages (the jobs range 0x20-0x2F, after Delete)."""
+
+    CMD_RERUN = 0x26
+
+
+@dataclass(frozen=True)
+class RerunCommand(_Request):
+    """Queue again a job that failed INTERRUPTED (cut off by a crash or power cut); replies with the new job id.
+
+    The box refuses with NOT_FOUND an id it does not remember and with BAD_STATE a job that was not
+    interrupted (done, cancelled, failed otherwise, still queued or running) or was already re-run.
+
+    Examples
+    --------
+    >>> cmd = RerunCommand(7, 1234)
+    >>> cmd.encode().hex()  # type, request id, job id (little-endian)
+    '260700d204'
+    >>> decode(cmd.encode()) == cmd
+    True
+    """
+
+    TYPE: ClassVar = JobMessageType.CMD_RERUN
+    job_id: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_range(self.job_id, 1, MAX_JOB_ID, "job id")
+
+    def _encode_fields(self):
+        return struct.pack("<HH", self.request_id, self.job_id)
+
+    @classmethod
+    def _decode_fields(cls, r):
+        return cls(*r.unpack("HH", "request id and job id"))
+
+
+RERUN_COMMANDS = (RerunCommand,)

@@ -93,6 +93,7 @@ MESSAGES = st.one_of(
     kind_and_name([k for k in p.FileKind if k is not p.FileKind.PLAN]).flatmap(
         lambda kn: st.builds(p.AudioPlayCommand, u16, st.just(kn[0]), st.just(kn[1]))),
     st.builds(p.FirmwareInstallCommand, u16, name(p.FileKind.FIRMWARE), st.booleans()),
+    st.builds(p.RerunCommand, u16, st.integers(1, p.MAX_JOB_ID)),  # protocol 1.2
     st.builds(p.UpdateStatus, st.sampled_from(list(p.UpdatePhase)), st.integers(0, 10000).map(lambda v: v / 10000),
               text(p.MAX_VERSION_TEXT), text(p.MAX_VERSION_TEXT), text(p.MAX_NAME_LENGTH), text(p.MAX_UPDATE_REASON)),
     st.builds(p.AudioStatus, st.sampled_from(list(p.AudioMode)), st.integers(0, 15), st.integers(-128, 0),

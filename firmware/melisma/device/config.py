@@ -280,7 +280,8 @@ class BoxConfig:
         return getattr(getattr(self, section), key)
 
 
-_SECTION_CLASSES = {f.name: f.default_factory for f in fields(BoxConfig) if f.name in SCHEMA}  # type: ignore[misc]
+#: Each schema section's dataclass (BleConfig, AudioConfig, ...) by section name, read off the defaults.
+_SECTION_CLASSES: dict[str, type] = {f.name: type(getattr(BoxConfig(), f.name)) for f in fields(BoxConfig) if f.name in SCHEMA}
 
 
 def _check(name: str, section: str, key: str, value: Any) -> Any:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlignmentUnknownError, DeviceError, MelismaError
+from ..protocol import MAX_JOB_ID as _WIRE_MAX_JOB_ID
 from ..protocol import Controls, DeviceState, ErrorCode, FileKind, JobKind, JobState, Status
 from .storage import Storage, StorageError, is_no_space
 
@@ -56,8 +57,9 @@ logger = logging.getLogger(__name__)
 FINISHED_JOBS_KEPT = 32
 #: Format tag of the job journal (``<data-dir>/jobs.json``).
 JOURNAL_FORMAT = "melisma-jobs"
-#: Job ids are 16-bit on the wire; they count up across restarts and skip ids still remembered.
-MAX_JOB_ID = 0xFFFF
+#: Job ids are 16-bit on the wire; they count up across restarts (the journal keeps the counter),
+#: wrap from 65535 to 1 and skip every id still remembered (see :meth:`JobQueue._new_id`).
+MAX_JOB_ID = _WIRE_MAX_JOB_ID
 
 
 class JobCancelled(DeviceError):
@@ -82,7 +84,7 @@ class Job:
     output: Path
     style: str
     sliders: dict[str, float]
-    window_s: tuple[float, float] | None = None
+    window_s: tuple[float, float | None] | None = None  # a preview's start and duration
     state: JobState = JobState.QUEUED
     stage: str = ""
     progress: float = 0.0
@@ -93,6 +95,7 @@ class Job:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     accept_alignment_guess: bool = False  # mix at the best guess when the take's offset is unknown
+    rerun_as: int = 0  # the id this (interrupted) job was queued again under, 0 if it was not
 
     def to_json(self, root: Path) -> dict[str, Any]:
         """The journal record of this job (paths relative to the library ``root``)."""
@@ -100,7 +103,7 @@ class Job:
                 "detail": self.detail, "stage": self.stage, "progress": self.progress,
                 "inputs": {k: _relative(v, root) for k, v in self.inputs.items()}, "output": _relative(self.output, root),
                 "style": self.style, "sliders": self.sliders, "window_s": list(self.window_s) if self.window_s else None,
-                "accept_alignment_guess": self.accept_alignment_guess}
+                "accept_alignment_guess": self.accept_alignment_guess, "rerun_as": self.rerun_as}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], root: Path) -> Job:
@@ -111,11 +114,26 @@ class Job:
         job.state, job.error = JobState[d["state"]], ErrorCode[d["error"]]
         job.detail, job.stage, job.progress = str(d.get("detail", "")), str(d.get("stage", "")), float(d.get("progress", 0))
         job.accept_alignment_guess = bool(d.get("accept_alignment_guess", False))
+        job.rerun_as = int(d.get("rerun_as", 0))
         if not 1 <= job.id <= MAX_JOB_ID:
             raise ValueError(f"job id {job.id} is out of range")
         if job.state.finished:
             job.done.set()
         return job
+
+
+def _id_ranges(jobs: dict[int, Job]) -> str:
+    """The remembered job ids as short ranges, e.g. ``3-7, 12`` (a reply detail is short)."""
+    ids = sorted(jobs)
+    parts: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ", ".join(parts)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -173,24 +191,26 @@ class JobQueue:
                out: str, start_s: float | None = None, duration_s: float | None = None,
                accept_alignment_guess: bool = False) -> Job:
         """Queue a job with the current controls; inputs must exist now (checked before queueing)."""
+
+        def existing(input_kind: FileKind, name: str | None) -> Path:
+            if name is None:
+                raise StorageError(f"a {JobKind(kind).name.lower()} job needs a {input_kind.name.lower()} name",
+                                   ErrorCode.BAD_NAME)
+            return self.storage.existing(input_kind, name)
+
         try:
             inputs: dict[str, Path] = {}
             if kind in (JobKind.MIX, JobKind.ANALYZE):
-                inputs["take"] = self.storage.existing(FileKind.TAKE, take)
-                inputs["backing"] = self.storage.existing(FileKind.BACKING, backing)
+                inputs["take"] = existing(FileKind.TAKE, take)
+                inputs["backing"] = existing(FileKind.BACKING, backing)
             else:
-                inputs["plan"] = self.storage.existing(FileKind.PLAN, plan)
+                inputs["plan"] = existing(FileKind.PLAN, plan)
             out_kind = {JobKind.MIX: FileKind.MIX, JobKind.RENDER: FileKind.MIX, JobKind.ANALYZE: FileKind.PLAN,
                         JobKind.PREVIEW: FileKind.PREVIEW}[JobKind(kind)]
             output = self.storage.path(out_kind, out)
         except StorageError as exc:
             raise JobError(str(exc), exc.code) from None
-        if len(self._queue) >= 255:
-            raise JobError("255 jobs are already queued; wait for some to finish or cancel them", ErrorCode.BUSY)
-        try:
-            self.storage.check_floor()
-        except StorageError as exc:
-            raise JobError(str(exc), exc.code) from None
+        self._admit()
         controls = self.controls()
         job = Job(self._new_id(), JobKind(kind), inputs, output, controls.style.engine_name, controls.engine_sliders(),
                   (start_s or 0.0, duration_s) if kind == JobKind.PREVIEW else None)
@@ -199,16 +219,46 @@ class JobQueue:
         return job
 
     def rerun(self, job_id: int) -> Job:
-        """Queue a finished job again (e.g. one interrupted by a crash) under a new id."""
+        """Queue a job interrupted by a crash or power cut again, under a new id (ids never repeat).
+
+        The new job has the old one's kind, inputs, output, style and sliders. Raises
+        :class:`JobError` with NOT_FOUND for an id the box does not remember (or whose inputs are
+        gone) and BAD_STATE for a job that was not interrupted or was already queued again.
+        """
         old = self.jobs.get(job_id)
         if old is None:
-            raise JobError(f"no job {job_id}; known jobs are {sorted(self.jobs) or 'none'}", ErrorCode.NOT_FOUND)
+            raise JobError(f"no job {job_id}; the box remembers jobs {_id_ranges(self.jobs) or 'none'}",
+                           ErrorCode.NOT_FOUND)
         if not old.state.finished:
             raise JobError(f"job {job_id} is still {old.state.name.lower()}; nothing to re-run", ErrorCode.BAD_STATE)
+        if old.error is not ErrorCode.INTERRUPTED:
+            how = {JobState.DONE: "finished", JobState.CANCELLED: "was cancelled"}.get(
+                old.state, f"failed ({old.error.name.lower()})")
+            raise JobError(f"job {job_id} {how}: only an interrupted job is re-run (submit a new job instead)",
+                           ErrorCode.BAD_STATE)
+        if old.rerun_as:
+            raise JobError(f"job {job_id} was already queued again as job {old.rerun_as}", ErrorCode.BAD_STATE)
+        for role, path in old.inputs.items():
+            if not path.is_file():
+                raise JobError(f"the {role} {path.name} of job {job_id} is no longer on the box; upload it again",
+                               ErrorCode.NOT_FOUND)
+        self._admit()
         job = Job(self._new_id(), old.kind, dict(old.inputs), old.output, old.style, dict(old.sliders), old.window_s)
         job.accept_alignment_guess = old.accept_alignment_guess
+        old.rerun_as = job.id
+        old.detail = f"interrupted by a restart of the box; queued again as job {job.id}"
         self._enqueue(job)
+        logger.info("job %d (interrupted) queued again as job %d", job_id, job.id)
         return job
+
+    def _admit(self) -> None:
+        """Refuse new work when the queue is full or free space is below the floor."""
+        if len(self._queue) >= 255:
+            raise JobError("255 jobs are already queued; wait for some to finish or cancel them", ErrorCode.BUSY)
+        try:
+            self.storage.check_floor()
+        except StorageError as exc:
+            raise JobError(str(exc), exc.code) from None
 
     def _enqueue(self, job: Job) -> None:
         self.jobs[job.id] = job
@@ -219,7 +269,12 @@ class JobQueue:
         self._notify()
 
     def _new_id(self) -> int:
-        """The next job id: counting up across restarts (journaled), never one still remembered."""
+        """The next job id: counting up across restarts (journaled), never one still remembered.
+
+        Ids are 16-bit on the wire: after 65535 the count goes on at 1, skipping every id the box
+        still remembers (queued, running, the last finished jobs), so an id names one job among
+        all the box knows about and comes back only after 65,535 newer jobs.
+        """
         for _ in range(MAX_JOB_ID):
             job_id = self._next_id
             self._next_id = job_id % MAX_JOB_ID + 1
@@ -359,6 +414,9 @@ class JobQueue:
             return self.engine.analyze(job.inputs["take"], job.inputs["backing"], job.output, **kw)
         if job.kind is JobKind.RENDER:
             return self.engine.render(job.inputs["plan"], job.output, **kw)
+        if job.window_s is None:  # only a damaged journal record can lack it
+            raise JobError(f"preview job {job.id} has no start and duration; submit the preview again",
+                           ErrorCode.MALFORMED)
         start_s, duration_s = job.window_s
         return self.engine.preview(job.inputs["plan"], job.output, start_s=start_s, duration_s=duration_s, **kw)
 
@@ -431,8 +489,14 @@ class JobQueue:
             last_id = int(record.get("last", 0))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             aside = move_aside(path)
+            # the counter is written first, so a cut-off journal usually still has it (ids wrap:
+            # the highest id is not always the newest); else go on after the highest readable id
+            counter = re.search(r'"next_id":\s*(\d+)', text)
             ids = [int(m) for m in re.findall(r'"id":\s*(\d+)', text) if 0 < int(m) <= MAX_JOB_ID]
-            self._next_id = max(ids, default=0) % MAX_JOB_ID + 1
+            if counter and 1 <= int(counter.group(1)) <= MAX_JOB_ID:
+                self._next_id = int(counter.group(1))
+            else:
+                self._next_id = max(ids, default=0) % MAX_JOB_ID + 1
             message = f"job journal {path.name} was damaged ({exc}); moved to {aside.name}, its jobs are lost"
             logger.error("%s", message)
             self.notices.append((ErrorCode.INTERNAL, "jobs.json damaged"))
@@ -455,8 +519,12 @@ class JobQueue:
                            job.output.name)
             self.last = job
             if self.rerun_interrupted:
-                again = self.rerun(job.id)
-                job.detail = f"interrupted by a restart of the box; re-queued as job {again.id}"
+                try:
+                    again = self.rerun(job.id)
+                except JobError as exc:  # e.g. an input deleted meanwhile, or no space: it stays failed
+                    logger.warning("job %d is not queued again: %s", job.id, exc)
+                else:
+                    job.detail = f"interrupted by a restart of the box; re-queued as job {again.id}"
         if self._queue:
             self._wakeup.set()
         self._save_journal()

@@ -8,10 +8,16 @@ Usage::
     melisma-device pair --data-dir /var/lib/melisma    # open the pairing window (the button does this too)
     melisma-device audio list --json                   # the box's own audio (firmware/docs/audio.md)
     melisma-device run --panel /dev/ttyACM1            # with the front panel (or --panel auto: by USB id)
+    melisma-device rerun 41 --data-dir /var/lib/melisma  # queue job 41 (interrupted by a crash) again
 
 ``run`` is the default command, so ``melisma-device --transport ...`` works too. The running
 service listens on a Unix socket ``<data-dir>/control.sock``; ``pair`` (and the front-panel
-bridge) send it one line (``pair [seconds]``) and print the answer.
+bridge) send it one line (``pair [seconds]``) and print the answer; ``rerun JOB`` sends
+``rerun JOB`` (the same as the BLE RerunCommand of protocol 1.1).
+
+A radio transport lost while the service runs (the controller unplugged, its TCP peer gone) stops
+the service with one line on stderr and exit status 14 (:class:`~melisma.errors.RadioLostError`);
+jobs are journaled as for any shutdown, so systemd's restart picks them up again.
 
 On a Raspberry Pi, take the HCI device away from BlueZ first (``sudo systemctl stop bluetooth``
 and ``sudo hciconfig hci0 down``) so Bumble owns it; see firmware/docs/protocol.md.
@@ -26,10 +32,11 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import protocol as p
-from ..errors import DeviceError, MelismaError
+from ..errors import DeviceError, MelismaError, RadioLostError
 
 logger = logging.getLogger("melisma.device")
 
@@ -41,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the service (default)")
     pair = sub.add_parser("pair", help="open the pairing window of the running service")
+    rerun = sub.add_parser("rerun", help="queue a job interrupted by a crash or power cut again, under a new id")
+    rerun.add_argument("job", type=int, help="the interrupted job's id (from the app, `status`, or the box's log)")
     for sp in (ap, run):
         sp.add_argument("--transport", default="hci-socket:0",
                         help="Bumble HCI transport: hci-socket:0 (Pi), usb:0, serial:/dev/ttyUSB0,1000000, "
@@ -57,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--panel", default=None, metavar="PATH",
                         help="serial port of the front panel (e.g. /dev/ttyACM1, or the PTY of tools/panel-sim), "
                              "or 'auto' to find a Pico by USB id; the passkey then shows on the panel")
-    for sp in (ap, run, pair):
+    for sp in (ap, run, pair, rerun):
         sp.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="storage, bonds, settings (default: %(default)s)")
         sp.add_argument("-v", "--verbose", action="store_true")
     pair.add_argument("--seconds", type=float, default=p.PAIRING_WINDOW_S, help="how long (default: %(default)s)")
@@ -115,7 +124,7 @@ async def run_service(args) -> None:
     def show(passkey: int) -> None:
         print(f"PASSKEY {passkey:06d}", flush=True)
 
-    show_passkey = show if args.passkey == "stdout" else None
+    show_passkey: Callable[[int], None] | None = show if args.passkey == "stdout" else None
     panel = None
     if getattr(args, "panel", None):
         from .panel_bridge import PanelBridge, PanelSettings
@@ -161,16 +170,41 @@ async def run_service(args) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        lost: str | None = None
         try:
-            await stop.wait()
+            lost = await _until_stopped_or_radio_lost(stop, hci_source)
         finally:
             if panel is not None:
                 await panel.stop()
             control.close()
             write_heartbeat(data_dir, box, advertising=False)
-            await box.stop()
+            await box.stop(radio=lost is None)  # a lost radio answers no HCI command: do not wait for one
             with contextlib.suppress(FileNotFoundError):
                 (data_dir / "control.sock").unlink()
+        if lost is not None:
+            logger.error("radio transport %s lost (%s); stopping", args.transport, lost)
+            raise RadioLostError(f"lost the radio transport {args.transport!r} while running ({lost}); the box "
+                                 "stopped with every job journaled. Check the Bluetooth controller (cable, power, "
+                                 "`hciconfig`) and start melisma-device again (systemd does so by itself)")
+
+
+async def _until_stopped_or_radio_lost(stop: asyncio.Event, hci_source) -> str | None:
+    """Wait for SIGINT/SIGTERM (returns None) or the loss of the HCI transport (returns why)."""
+    terminated = getattr(hci_source, "terminated", None)  # Bumble's sources resolve it when the transport goes
+    stopper = asyncio.ensure_future(stop.wait())
+    waiting: set[asyncio.Future] = {stopper}
+    if isinstance(terminated, asyncio.Future):
+        waiting.add(terminated)
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if stop.is_set() or not isinstance(terminated, asyncio.Future) or not terminated.done():
+        return None
+    if terminated.cancelled():
+        return "the transport was closed"
+    error = terminated.exception()
+    return f"{type(error).__name__}: {error}" if error is not None else "the controller closed the connection"
 
 
 async def request_pairing(data_dir: Path, seconds: float) -> str:
@@ -188,6 +222,36 @@ async def request_pairing(data_dir: Path, seconds: float) -> str:
     if not answer.startswith("ok"):
         raise DeviceError(f"the service refused: {answer}")
     return answer[3:]
+
+
+async def control_request(data_dir: Path, line: str) -> str:
+    """Send one line to the running service's control socket; return its answer after ``ok``.
+
+    Raises :class:`~melisma.errors.DeviceError` when no service runs there or it refuses (its reason).
+    """
+    path = data_dir / "control.sock"
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise DeviceError(f"no running melisma-device service at {path}; start it with `melisma-device run` "
+                          f"(or give the same --data-dir)") from None
+    try:
+        writer.write(f"{line}\n".encode())
+        await writer.drain()
+        answer = (await asyncio.wait_for(reader.readline(), 10)).decode("utf-8", "replace").strip()
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise DeviceError(f"the melisma-device service at {path} did not answer ({exc or 'no answer in 10 s'}); "
+                          "is it stuck? see its log (journalctl -u melisma-device)") from None
+    finally:
+        writer.close()
+    if not answer.startswith("ok"):
+        raise DeviceError(f"the box refused: {answer.removeprefix('error ')}")
+    return answer[3:]
+
+
+async def request_rerun(data_dir: Path, job_id: int) -> str:
+    """Ask the running service to queue the interrupted job ``job_id`` again; says the new id."""
+    return await control_request(data_dir, f"rerun {job_id}")
 
 
 def apply_storage_limits(box, cfg) -> None:
@@ -265,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pair":
             print(asyncio.run(request_pairing(Path(args.data_dir), args.seconds)))
+        elif args.command == "rerun":
+            print(asyncio.run(request_rerun(Path(args.data_dir), args.job)))
         elif args.command == "audio":
             from .audio.cli import run_audio
 

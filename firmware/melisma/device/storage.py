@@ -24,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -33,7 +34,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import DeviceError
 from ..protocol import MAX_FILE_SIZE, MAX_FIRMWARE_SIZE, ErrorCode, FileKind, LibraryEntry, check_name
@@ -58,15 +59,16 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 def is_no_space(exc: BaseException) -> bool:
     """True when ``exc`` or anything in its cause chain is an out-of-space error (ENOSPC, EDQUOT, EFBIG)."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in NO_SPACE_ERRNOS:
             return True
-        if getattr(exc, "errno", None) in NO_SPACE_ERRNOS:  # PyAV's FFmpegError carries the errno too
+        if getattr(current, "errno", None) in NO_SPACE_ERRNOS:  # PyAV's FFmpegError carries the errno too
             return True
-        if isinstance(exc, StorageError) and exc.code is ErrorCode.NO_SPACE:
+        if isinstance(current, StorageError) and current.code is ErrorCode.NO_SPACE:
             return True
-        exc = exc.__cause__ or exc.__context__
+        current = current.__cause__ or current.__context__
     return False
 
 
@@ -90,7 +92,7 @@ class UploadSession:
         stem = f"{kind.name.lower()}-{name}-{sha256.hex()[:16]}-{size}"
         self.part_path = storage.root / PARTIAL_FOLDER / (stem + ".part")
         self.meta_path = storage.root / PARTIAL_FOLDER / (stem + ".json")
-        self._file = None
+        self._file: BinaryIO | None = None
         #: set when a write failed (e.g. the disk is full): every later write raises it again
         self.failed: StorageError | None = None
         if self.part_path.exists() and self.part_path.stat().st_size <= size:
@@ -233,6 +235,7 @@ class Storage:
             self._digests[p] = (st.st_size, st.st_mtime_ns, digest)
         return LibraryEntry(FileKind(kind), name, st.st_size, digest)
 
+    # This method shadows ``list`` in the rest of the class body: annotations below say ``builtins.list``.
     def list(self, kind: FileKind | None = None) -> list[LibraryEntry]:
         """Finished files (never partial uploads or temporary files), sorted by kind then name."""
         out = []
@@ -287,14 +290,14 @@ class Storage:
                                f"{self.min_free_bytes // (1024 * 1024)} MiB (storage.min_free_mib); delete old mixes "
                                f"or previews first", ErrorCode.NO_SPACE)
 
-    def sweep_leftovers(self) -> list[Path]:
+    def sweep_leftovers(self) -> builtins.list[Path]:
         """Remove what interrupted jobs left in the library (temporary outputs, work folders, the cache
         folder of a plan that was never completed); the box is the library's only writer, so at
         start every such file is stale. Partial uploads are kept (they resume).
         """
         from ..leftovers import sweep
 
-        removed: list[Path] = []
+        removed: builtins.list[Path] = []
         for kind, folder in FOLDERS.items():
             removed += sweep(self.root / folder, force=True)
             if kind is FileKind.PLAN:
@@ -306,14 +309,14 @@ class Storage:
                         removed += sweep(cache, force=True)
         return removed
 
-    def enforce_limits(self, *, keep: tuple[Path, ...] = ()) -> list[Path]:
+    def enforce_limits(self, *, keep: tuple[Path, ...] = ()) -> builtins.list[Path]:
         """Delete the least recently used previews and plan work files beyond :attr:`limits`
         (never takes, backings, mixes, plans or their analysis; never a file in ``keep``).
         Returns what was deleted.
         """
         from ..pipeline.cache import RENDER_CACHE_PATTERNS, enforce_limit
 
-        deleted: list[Path] = []
+        deleted: builtins.list[Path] = []
         if self.limits.previews_bytes is not None:
             deleted += enforce_limit(self.root / FOLDERS[FileKind.PREVIEW], max_bytes=self.limits.previews_bytes,
                                      patterns=("*",), keep=keep)
@@ -324,7 +327,7 @@ class Storage:
             self._digests.pop(path, None)
         return deleted
 
-    def partial_uploads(self) -> list[dict]:
+    def partial_uploads(self) -> builtins.list[dict]:
         """What partial uploads are waiting to be resumed (from their sidecars)."""
         out = []
         for meta in sorted((self.root / PARTIAL_FOLDER).glob("*.json")):

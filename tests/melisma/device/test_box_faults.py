@@ -455,3 +455,111 @@ def test_disk_full_mid_job_fails_no_space_and_leaves_nothing(tmp_path):
     assert failed.code is p.ErrorCode.NO_SPACE
     assert leftovers == [] and listing == []  # no half mix, nothing left behind
     _no_tracebacks(log)
+
+
+def _device_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "melisma.device.service", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_an_interrupted_job_is_rerun_over_ble_under_a_new_id_and_makes_its_mix(tmp_path):
+    """Protocol 1.1 Rerun: SIGKILL mid-mix, restart, the phone asks the box to re-run the interrupted job."""
+    take, backing = _audio(tmp_path, 2.0)
+
+    async def main():
+        async with Life(tmp_path, pairable=True) as life:
+            client = await life.paired()
+            await client.upload(take, "take")
+            await client.upload(backing, "backing")
+            done_id = await client.start_mix("take.wav", "backing.wav", "first.wav")
+            await client.wait_for_job(done_id, timeout_s=180)
+            seen = asyncio.Event()
+
+            def on_status(status):
+                if status.job_state is p.JobState.RUNNING and status.progress >= 0.1 and not seen.is_set():
+                    seen.set()
+                    life.kill()
+
+            client.status_listeners.append(on_status)
+            job_id = await client.start_mix("take.wav", "backing.wav", "mix.wav")
+            await asyncio.wait_for(seen.wait(), 120)
+        assert not (tmp_path / "box" / "library" / "mixes" / "mix.wav").exists()
+        async with Life(tmp_path) as life:
+            client = await life.paired()
+            status = await client.read_status()
+            refused = {}
+            for what, bad in (("unknown", 60000), ("done", done_id)):
+                with pytest.raises(BoxError) as exc:
+                    await client.rerun(bad)
+                refused[what] = exc.value
+            new_id = await client.rerun(job_id)
+            with pytest.raises(BoxError) as twice:
+                await client.rerun(job_id)
+            refused["twice"] = twice.value
+            final = await client.wait_for_job(new_id, timeout_s=180)
+            listing = {e.name: e for e in await client.list_library("mix")}
+            got = await client.download("mix", "mix.wav", tmp_path / "phone" / "mix.wav")
+            # the same refusals from the box's own command line (through its control socket)
+            again = _device_cli("rerun", str(job_id), "--data-dir", str(life.data_dir))
+            unknown = _device_cli("rerun", "60000", "--data-dir", str(life.data_dir))
+            return (job_id, done_id, status, refused, new_id, final, listing, got, again, unknown, life.log_text())
+
+    job_id, done_id, status, refused, new_id, final, listing, got, again, unknown, log = run(main(), 500)
+    assert status.job_id == job_id and status.error is p.ErrorCode.INTERRUPTED
+    assert refused["unknown"].code is p.ErrorCode.NOT_FOUND and "no job 60000" in str(refused["unknown"])
+    assert refused["done"].code is p.ErrorCode.BAD_STATE and f"job {done_id} finished" in str(refused["done"])
+    assert refused["twice"].code is p.ErrorCode.BAD_STATE and "already queued again" in str(refused["twice"])
+    assert new_id > job_id > done_id  # a NEW id, never one seen before
+    assert final.job_id == new_id and final.job_state is p.JobState.DONE
+    assert "mix.wav" in listing and listing["mix.wav"].sha256 == hashlib.sha256(got.read_bytes()).digest()
+    y, sr = audio_io.load_audio(got)
+    assert sr == SR and y.shape[-1] > SR  # a real two-second mix, not an empty file
+    assert again.returncode == 10 and f"already queued again as job {new_id}" in again.stderr
+    assert unknown.returncode == 10 and "no job 60000" in unknown.stderr
+    for proc in (again, unknown):
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"job {job_id} (interrupted) queued again as job {new_id}" in log
+    _no_tracebacks(log)
+
+
+def test_losing_the_radio_mid_job_stops_the_box_with_one_line_and_the_job_runs_after_restart(tmp_path):
+    """The HCI transport goes away (controller unplugged: here its TCP peer, the virtual controller, dies)."""
+    take, backing = _audio(tmp_path, 2.0)
+
+    async def main():
+        async with Life(tmp_path, pairable=True) as life:
+            client = await life.paired()
+            await client.upload(take, "take")
+            await client.upload(backing, "backing")
+            running = asyncio.Event()
+            client.status_listeners.append(
+                lambda s: running.set() if s.job_state is p.JobState.RUNNING and s.progress > 0.05 else None)
+            job_id = await client.start_mix("take.wav", "backing.wav", "mix.wav")
+            await asyncio.wait_for(running.wait(), 120)
+            radio = life.procs[0]  # bumble.apps.controllers: the box's (and the phone's) controller
+            radio.kill()
+            radio.wait(10)
+            t0 = time.monotonic()
+            rc = await asyncio.to_thread(life.box.wait, 60)
+            stopped_s = time.monotonic() - t0
+            stderr = life.log_text()
+        async with Life(tmp_path) as life:  # systemd starts it again, with a radio
+            client = await life.paired()
+            final = await client.wait_for_job(job_id, timeout_s=180)
+            return job_id, rc, stopped_s, stderr, final, life.log_text()
+
+    job_id, rc, stopped_s, stderr, final, log = run(main(), 500)
+    assert rc == 14, stderr[-3000:]
+    assert stopped_s < 30  # it stopped by itself, not waiting for HCI commands that never return
+    ours = [line for line in stderr.splitlines() if line.startswith("melisma-device:")]
+    assert len(ours) == 1 and "lost the radio transport" in ours[0] and "tcp-client:127.0.0.1:" in ours[0]
+    _no_tracebacks(stderr)
+    assert final.job_id == job_id and final.job_state is p.JobState.DONE  # journaled, nothing lost
+    _no_tracebacks(log)
+
+
+def test_rerun_without_a_running_box_is_one_line(tmp_path):
+    proc = _device_cli("rerun", "5", "--data-dir", str(tmp_path))
+    assert proc.returncode == 10 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no running melisma-device service" in proc.stderr
+    assert "Traceback" not in proc.stderr
