@@ -27,9 +27,12 @@ melisma.errors.AlignmentUnknownError: the take's offset behind the backing is un
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from ..analysis.align import Alignment
 from ..errors import AlignmentUnknownError
+
+if TYPE_CHECKING:  # a render never aligns: analysis.align (scipy.fft, scipy.ndimage) loads only for analysis
+    from ..analysis.align import Alignment
 
 #: The values of the report's ``alignment.decision``.
 DECISIONS = ("measured", "calibrated", "accepted guess", "no backing")

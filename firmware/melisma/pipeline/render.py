@@ -338,6 +338,7 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
 
 def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
     """Balance in place and master block by block into ``mix_path``; returns the report."""
+    from ..analysis.loudness import LoudnessMeter
     from ..render.balance import balance_into
     from ..render.master import master_stream
 
@@ -345,6 +346,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
     wet = p.wet
     p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
+    mix_meter: LoudnessMeter | None = None  # the mix as balance formed it, measured on the way (the master's meter)
     with timed_stage(p.clock, "balance", release=p.full):
         backing_source = None
         if p.has_backing:
@@ -356,14 +358,18 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # analysis already measured: reuse it instead of metering the backing again.
                 known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
                 mix: np.ndarray | None
+                mix_meter = LoudnessMeter(ENGINE_SR, channels=wet.shape[0], stereo=wet.shape[0] == 2)
                 mix, balance_report = balance_into(
                     wet,
                     backing_source,
                     sr=ENGINE_SR,
                     vocal_to_backing_lu=settings.vocal_to_backing_lu,
                     duck_db=settings.duck_db,
-                    out=wet,
+                    # A full render forms the mix in the wet vocal's own memory; a preview is small, so
+                    # a new buffer (the ducker then dips the backing once instead of twice; same sums).
+                    out=wet if p.full else None,
                     backing_lufs=float(known_lufs) if known_lufs is not None else None,
+                    mix_meter=mix_meter,
                 )
             else:
                 mix, balance_report = wet, None
@@ -376,7 +382,8 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
         def write_master(target_lufs: float = p.resolved.target_lufs, ceiling: float = ceiling_dbtp) -> dict[str, Any]:
             assert mix is not None  # dropped only after the last rewrite
             with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
-                return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling)
+                return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling,
+                                     meter=mix_meter)
 
         master_report = write_master()
     file_check: dict[str, Any] | None = None
