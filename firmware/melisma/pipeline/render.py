@@ -477,7 +477,9 @@ def _corrected(
         first = max(0, keep - int(PREVIEW_CORRECTION_MARGIN_S * ENGINE_SR))
         vocal[first:], report = correct_vocal(vocal[first:], pitch, sr=ENGINE_SR, settings=settings, start_sample=lo + first)
         return vocal, report, None
-    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
+    # The vocal read from the plan's file is ours: corrected in place (one take-sized array, not two).
+    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo,
+                                      in_place=True)
     if cache_file is not None:
         try:
             with atomic_path(cache_file, overwrite=True) as tmp, open(tmp, "wb") as f:
