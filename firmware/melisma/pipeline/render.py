@@ -69,6 +69,8 @@ def render(
     ceiling_dbtp: float = CEILING_DBTP,
     progress: ProgressCallback | None = None,
     mix_path: Path | None = None,
+    writer_options: dict[str, Any] | None = None,
+    check_file: bool = True,
 ) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]:
     """Render the mix from a plan.
 
@@ -79,7 +81,10 @@ def render(
 
     With ``mix_path`` the lean path is taken: the wet vocal becomes the mix in place
     (balance_into) and is mastered block by block straight into the file at ``mix_path``
-    (master_stream); no stems are kept and ``(None, None, report)`` is returned.
+    (master_stream); no stems are kept and ``(None, None, report)`` is returned. ``writer_options``
+    go to its :class:`~melisma.audio_io.AudioWriter` (``bit_rate``, ``codec_options``); with
+    ``check_file=False`` a lossy file is not measured again after encoding (a preview's level is
+    the window's own anyway).
     """
     options = RenderOptions(style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
                             ornaments=ornaments, start_s=start_s, duration_s=duration_s)
@@ -91,7 +96,8 @@ def render(
     if mix_path is None:
         result = finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
     else:
-        result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp)
+        result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp,
+                                              writer_options=writer_options, check_file=check_file)
     if designs is not None:
         dsp.save_designs(designs)
     return result
@@ -336,8 +342,13 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
     return mix, {"vocal": vocal_placed, "backing": backing_placed}, report
 
 
-def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
-    """Balance in place and master block by block into ``mix_path``; returns the report."""
+def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float,
+                     writer_options: dict[str, Any] | None = None, check_file: bool = True) -> dict[str, Any]:
+    """Balance in place and master block by block into ``mix_path``; returns the report.
+
+    ``writer_options`` are passed to the :class:`~melisma.audio_io.AudioWriter`; ``check_file=False``
+    skips measuring a lossy file after encoding (see :func:`render`).
+    """
     from ..analysis.loudness import LoudnessMeter
     from ..render.balance import balance_into
     from ..render.master import master_stream
@@ -381,14 +392,14 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
 
         def write_master(target_lufs: float = p.resolved.target_lufs, ceiling: float = ceiling_dbtp) -> dict[str, Any]:
             assert mix is not None  # dropped only after the last rewrite
-            with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
+            with AudioWriter(mix_path, sr=ENGINE_SR, channels=2, **(writer_options or {})) as writer:
                 return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling,
                                      meter=mix_meter)
 
         master_report = write_master()
     file_check: dict[str, Any] | None = None
     start = time.perf_counter()
-    if mix_path.suffix.lower() in LOSSY_EXTENSIONS:
+    if check_file and mix_path.suffix.lower() in LOSSY_EXTENSIONS:
         # The codec may push the true peak up or move the loudness: measure the file itself (the
         # pre-master mix is still here, so it can be mastered and encoded again at the right level).
         file_check = check_encoded_file(mix_path, target_lufs=p.resolved.target_lufs, master_report=master_report,
