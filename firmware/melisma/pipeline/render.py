@@ -49,6 +49,7 @@ class PreparedRender:
     explanation: list[dict[str, Any]]
     pitch_report: dict[str, Any] | None
     has_backing: bool
+    spilled: Any = None  # a SpilledArray holding ``wet`` (a long take's full render into a file), closed by the finisher
 
     @property
     def full(self) -> bool:
@@ -91,13 +92,19 @@ def render(
     designs = _designs_file(plan)
     if designs is not None:
         dsp.load_designs(designs)
-    prepared = prepare_render(plan, options, progress=progress)
+    # Only the lean path can keep a long take's wet vocal in a file: the in-memory one returns arrays.
+    prepared = prepare_render(plan, options, progress=progress, spill=mix_path is not None)
     result: tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]
-    if mix_path is None:
-        result = finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
-    else:
-        result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp,
-                                              writer_options=writer_options, check_file=check_file)
+    try:
+        if mix_path is None:
+            result = finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
+        else:
+            result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp,
+                                                  writer_options=writer_options, check_file=check_file)
+    finally:
+        if prepared.spilled is not None:
+            prepared.wet = None  # type: ignore[assignment]
+            prepared.spilled.close()
     if designs is not None:
         dsp.save_designs(designs)
     return result
@@ -124,7 +131,8 @@ def prime_render(plan: Plan) -> None:
         render(plan, start_s=round(n / ENGINE_SR / 2, 3), duration_s=1.0)
 
 
-def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCallback | None = None) -> PreparedRender:
+def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCallback | None = None,
+                   spill: bool = False) -> PreparedRender:
     """Resolve the options, correct the pitch and run the vocal chain over the render's window.
 
     The chain runs in two parts (:func:`~melisma.render.chain.split_vocal_chain`): the *dry* part
@@ -132,7 +140,9 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
     the *wet* part (tonal EQ, reverb, echo). A full render keeps the dry vocal beside the plan
     (``dry-<key>.npy``, like the corrected vocal), so the next render with other warmth, air,
     reverb or vocal-level values runs only the wet part; a preview reads its window from that
-    file when it is there (the window then is exactly the full render's vocal).
+    file when it is there (the window then is exactly the full render's vocal). With ``spill``, a
+    full render of a long take writes the wet vocal into a file-backed buffer
+    (:func:`~melisma.pipeline.spill.wet_buffer`) instead of memory.
     """
     from ..render.chain import build_vocal_chain, render_vocal_chain, split_vocal_chain
 
@@ -152,6 +162,14 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
     folder = plan.scratch_dir()
     dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy" if folder is not None else None
     pitch_report = None
+    out: np.ndarray | None = None
+    spilled = None
+    if full and spill:
+        from .spill import wet_buffer
+
+        out, spilled = wet_buffer(2, n_total, folder=folder)
+        if spilled is None:
+            out = None  # short take: the chain makes its own array, as always
     if dry_file is not None and _usable_cache_file(dry_file, (n_total,)):
         if "pitch" in plan.record:
             with timed_stage(clock, "correct_pitch", release=full):
@@ -160,7 +178,7 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         with timed_stage(clock, "vocal_chain", release=full):
             if full:
                 with NpyBlockReader(dry_file) as source:
-                    wet = render_vocal_chain(wet_chain, source, sr=ENGINE_SR)
+                    wet = render_vocal_chain(wet_chain, source, sr=ENGINE_SR, out=out)
             else:
                 wet = render_vocal_chain(wet_chain, read_npy(dry_file, start=lo, stop=hi), sr=ENGINE_SR)
     else:
@@ -188,11 +206,11 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
                             f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
                             "run `melisma analyze` again"
                         )
-                    wet = _render_keeping_dry(dry_chain, wet_chain, source, dry_file)
+                    wet = _render_keeping_dry(dry_chain, wet_chain, source, dry_file, out=out)
             elif full and dry_file is not None:
-                wet = _render_keeping_dry(dry_chain, wet_chain, vocal, dry_file)
+                wet = _render_keeping_dry(dry_chain, wet_chain, vocal, dry_file, out=out)
             else:
-                wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
+                wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR, out=out)
             del vocal
     if folder is not None:
         from .cache import enforce_plan_cache_limit
@@ -202,8 +220,11 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         wet = np.stack([wet, wet])
     if cut:
         wet = np.ascontiguousarray(wet[:, cut:])
+    if spilled is not None and not np.shares_memory(wet, spilled.array):  # the chain made its own array after all
+        spilled.close()
+        spilled = None
     return PreparedRender(resolved=resolved, clock=clock, window=window, wet=wet, explanation=explanation,
-                          pitch_report=pitch_report, has_backing="backing" in cache)
+                          pitch_report=pitch_report, has_backing="backing" in cache, spilled=spilled)
 
 
 def warm_render_caches(plan: Plan, *, style: str | None = None, sliders: dict[str, float] | None = None) -> Path | None:
@@ -271,7 +292,8 @@ def _usable_cache_file(path: Path, shape: tuple[int, ...]) -> bool:
     return usable
 
 
-def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0) -> Any:
+def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0,
+                        out: np.ndarray | None = None) -> Any:
     """The whole chain over ``source`` (an array or a block reader), its dry part also written to
     ``dry_file`` (atomically; no file when it cannot be written). Block for block what
     :func:`~melisma.render.chain.render_vocal_chain` does with the whole chain. With
@@ -282,11 +304,11 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
     if dry_file is None:
         from ..render.stages import Chain
 
-        return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+        return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s,
+                                  out=out)
     n = int(source.shape[0])
     read = source.read if hasattr(source, "read") else (lambda a, b: source[a:b])
     block = max(1, int(round(block_s * ENGINE_SR)))
-    out: np.ndarray | None = None
     try:
         with atomic_path(dry_file, overwrite=True) as tmp, NpyWriter(tmp, channels=1) as writer:
             for start in range(0, max(n, 1), block):
@@ -297,8 +319,9 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
                     continue
                 piece = wet_chain(dry, ENGINE_SR, reset=first)
                 piece = piece if piece.ndim == 2 else np.stack([piece, piece])
-                if out is None:
+                if first and (out is None or out.shape != (piece.shape[0], n)):
                     out = np.empty((piece.shape[0], n), dtype=np.float32)
+                assert out is not None  # made at the first block
                 out[:, start:start + piece.shape[-1]] = piece
     except (OSError, MelismaError):
         if wet_chain is None:
@@ -306,7 +329,8 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
         if out is None or start + block < n:  # the file failed before the chain finished: run it plainly
             from ..render.stages import Chain
 
-            return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+            return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s,
+                                      out=out)
     if wet_chain is None:
         return None
     return out if out is not None else np.zeros((2, 0), np.float32)
