@@ -272,6 +272,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep/reuse inputs and outputs in this folder")
     parser.add_argument("--no-peer", action="store_true", help="skip the librosa pYIN + WORLD peer (~1 min)")
     parser.add_argument("--memory", action="store_true", help="also peak RSS per stage of the mix and of a re-render")
+    parser.add_argument("--no-base", action="store_true",
+                        help="skip the 3-minute measurements (mix, re-render, previews, peers): only --memory/--growth/--batch")
+    parser.add_argument("--lengths", type=lambda v: [float(x) for x in v.split(",")], default=[30.0, 180.0, 600.0, 900.0],
+                        help="take lengths in seconds for --growth (default 30,180,600,900)")
     parser.add_argument("--growth", action="store_true", help="also the time/memory table for 30 s, 3, 10 and 15 min takes")
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="also batch throughput over N 30 s takes on 1 and 2 worker processes and local Ray")
@@ -280,6 +284,11 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     take, backing = make_inputs(folder, args.duration)
     plan = folder / "plan.json"
+    if args.no_base:
+        if args.memory and not plan.exists():
+            run_child("analyze", {"take": str(take), "backing": str(backing), "plan": str(plan)})
+        finish(args, folder, take, backing, plan)
+        return
 
     mix = best(
         [
@@ -397,20 +406,28 @@ def main() -> None:
             print(f"  peer in the same run — chain: pedalboard (5 effects) {chain_peer['chain_s']:.2f} s vs Melisma vocal_chain "
                   f"{rr.get('vocal_chain', float('nan')):.2f} s (re-render, dry part kept); master: pyloudnorm + pedalboard.Limiter "
                   f"{chain_peer['master_s']:.2f} s vs Melisma balance + master {rr.get('balance', 0) + rr.get('master', 0):.2f} s")
+    finish(args, folder, take, backing, plan)
+
+
+def finish(args: argparse.Namespace, folder: Path, take: Path, backing: Path, plan: Path) -> None:
+    """The optional parts: memory profile, growth table, batch throughput."""
     if args.memory:
         print_memory_profile(folder, take, backing, plan)
     if args.growth:
-        print("  growth (fresh process per run, one core): take | mix wall s | mix CPU s | CPU × real time | mix peak RSS | "
-              "re-render wall s | re-render CPU s | re-render peak RSS")
-        for length in (30.0, 180.0, 600.0, 900.0):
+        # The one-click mix is analyse + first render (the same work, in one process); here they run as
+        # two processes (so the plan is kept for the re-render), each with its own peak RSS.
+        print("  growth (fresh process per run, one core): take | analyse wall s / CPU s / peak RSS | first render (corrects, "
+              "writes m4a) wall s / CPU s / peak RSS | mix CPU × real time | re-render wall s / CPU s / peak RSS")
+        for length in args.lengths:
             t_in, b_in = tile_inputs(folder, take, backing, length)
             gp = folder / f"plan-{length:.0f}.json"
-            m = run_child("mix", {"take": str(t_in), "backing": str(b_in), "out": str(folder / f"mix-{length:.0f}.m4a")})
-            run_child("analyze", {"take": str(t_in), "backing": str(b_in), "plan": str(gp)})
-            run_child("render", {"plan": str(gp), "out": str(folder / f"rr-{length:.0f}.wav"), "sliders": {"reverb": 0.4}})
+            a = run_child("analyze", {"take": str(t_in), "backing": str(b_in), "plan": str(gp)})
+            f = run_child("render", {"plan": str(gp), "out": str(folder / f"first-{length:.0f}.m4a"), "sliders": {"reverb": 0.4}})
             r = run_child("render", {"plan": str(gp), "out": str(folder / f"rr-{length:.0f}.wav"), "sliders": {"reverb": 0.5}})
-            print(f"    {length / 60:5.1f} min | {m['elapsed_s']:6.1f} | {m['process_cpu_s']:6.1f} | {m['process_cpu_s'] / length:.4f} | "
-                  f"{m['peak_rss_mb']:5.0f} MB | {r['elapsed_s']:6.2f} | {r['process_cpu_s']:6.2f} | {r['peak_rss_mb']:5.0f} MB")
+            mix_cpu = a["process_cpu_s"] + f["process_cpu_s"]
+            print(f"    {length / 60:5.1f} min | {a['elapsed_s']:6.1f} / {a['process_cpu_s']:6.1f} / {a['peak_rss_mb']:4.0f} MB | "
+                  f"{f['elapsed_s']:6.1f} / {f['process_cpu_s']:6.1f} / {f['peak_rss_mb']:4.0f} MB | {mix_cpu / length:.4f} | "
+                  f"{r['elapsed_s']:6.2f} / {r['process_cpu_s']:6.2f} / {r['peak_rss_mb']:4.0f} MB", flush=True)
     if args.batch:
         bench_batch(folder, take, backing, args.batch)
     if args.keep is None:
@@ -452,7 +469,7 @@ def bench_batch(folder: Path, take: Path, backing: Path, n: int) -> None:
             continue
         result = json.loads((work / "result.json").read_text())
         print(f"  batch, {name}: {n} × 30 s takes in {wall:.1f} s whole command ({60 * n / wall:.1f} takes/min; "
-              f"{result['takes_per_minute']:.1f} takes/min once workers are up)")
+              f"{result['takes_per_minute']:.1f} takes/min once workers are up)", flush=True)
 
 
 if __name__ == "__main__":
