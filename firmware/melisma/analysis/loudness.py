@@ -213,6 +213,107 @@ class KWeightedHops:
                               fallback_samples=self.n_samples)
 
 
+class LoudnessMeter:
+    """A signal's K-weighted hop energies, measured once; its loudness at any gain read from them.
+
+    K-weighting is linear, so the hop energies of ``g * x`` are those of ``x`` times ``g**2``; the
+    gates (the absolute one at -70 LUFS depends on the level) are recomputed on the scaled energies
+    with :func:`gated_loudness`, which is cheap (a few thousand hops for a song). The master's gain
+    search and the balance's placement read their loudness figures here instead of filtering the
+    audio again for each one. With ``stereo=True`` (two channels) the meter also keeps the L*R term
+    per hop and the broadband sums L*L, R*R, L*R, so the loudness of the mono sum and of the mix with
+    its side signal turned down (mid/side) come from the same single pass.
+
+    Parameters
+    ----------
+    sr : int
+        Sample rate, Hz.
+    channels : int
+        Channels of the blocks fed with :meth:`add`.
+    stereo : bool
+        Keep the stereo terms (needs ``channels == 2``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = (0.1 * rng.standard_normal((2, 3 * 48000))).astype(np.float32)
+    >>> meter = LoudnessMeter(48000, channels=2, stereo=True)
+    >>> meter.add(x)
+    >>> round(meter.integrated_lufs(gain_db=-6.0) - integrated_lufs(x * np.float32(10 ** (-6 / 20)), sr=48000), 3) + 0.0
+    0.0
+    >>> round(meter.stereo_lufs() - meter.mono_lufs(), 1)   # unrelated channels: the mono sum is 3 LU quieter
+    3.0
+    """
+
+    def __init__(self, sr: int, *, channels: int, stereo: bool = False):
+        if stereo and channels != 2:
+            raise AnalysisError(f"LoudnessMeter: stereo terms need 2 channels, got channels={channels}")
+        self.hops = KWeightedHops(sr, channels=channels, cross=stereo)
+        self.stereo = bool(stereo)
+        self._dots = np.zeros(3)
+        self._mid_side: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per channel fed so far."""
+        return self.hops.n_samples
+
+    @property
+    def channels(self) -> int:
+        """Channels the meter takes."""
+        return self.hops.channels
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per hop (100 ms)."""
+        return self.hops.hop_length
+
+    def add(self, block: np.ndarray) -> None:
+        """Feed the next ``(channels, samples)`` block (the stereo sums are taken over the block as given)."""
+        self.hops.add(block)
+        self._mid_side = None
+        if self.stereo:
+            self._dots[:] += (float(np.dot(block[0], block[0])), float(np.dot(block[1], block[1])),
+                              float(np.dot(block[0], block[1])))
+
+    def integrated_lufs(self, *, gain_db: float = 0.0) -> float:
+        """Gated integrated loudness of the signal fed so far, times ``gain_db`` (channel weights 1.0)."""
+        if gain_db == 0.0:
+            return self.hops.integrated_lufs()
+        scale = 10.0 ** (gain_db / 10.0)
+        return gated_loudness(self.hops.sums.sum(axis=0) * scale, hop_length=self.hop_length,
+                              fallback_energy=float(self.hops.total_energy().sum()) * scale,
+                              fallback_samples=self.n_samples)
+
+    def _mid_side_energy(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.stereo:
+            raise AnalysisError("LoudnessMeter: mid/side loudness needs a meter made with stereo=True")
+        if self._mid_side is None:
+            left, right, cross = self.hops.sums[0], self.hops.sums[1], self.hops.cross
+            self._mid_side = ((left + right + 2.0 * cross) / 4.0, (left + right - 2.0 * cross) / 4.0)
+        return self._mid_side
+
+    def stereo_lufs(self, *, side_gain: float = 1.0, gain_db: float = 0.0) -> float:
+        """Loudness of the stereo signal with its side signal scaled by ``side_gain`` (mid kept), times a gain."""
+        mid, side = self._mid_side_energy()
+        return gated_loudness(2.0 * (mid + side_gain**2 * side) * 10.0 ** (gain_db / 10.0), hop_length=self.hop_length)
+
+    def mono_lufs(self, *, gain_db: float = 0.0) -> float:
+        """Loudness of the mono sum (L+R)/2 played on both channels, times a gain."""
+        if not self.stereo:
+            raise AnalysisError("LoudnessMeter: the mono sum's loudness needs a meter made with stereo=True")
+        left, right, cross = self.hops.sums[0], self.hops.sums[1], self.hops.cross
+        return gated_loudness((left + right + 2.0 * cross) / 2.0 * 10.0 ** (gain_db / 10.0), hop_length=self.hop_length)
+
+    @property
+    def correlation(self) -> float:
+        """Broadband Pearson correlation of left and right (1: mono, 0: unrelated, negative: out of phase)."""
+        if not self.stereo:
+            return 1.0
+        ll, rr, lr = (float(v) for v in self._dots)
+        return lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
+
+
 def gated_loudness(hop_energy: np.ndarray, *, hop_length: int, hops_per_block: int = 4,
                    fallback_energy: float | None = None, fallback_samples: int = 0) -> float:
     """BS.1770-4 gated loudness from channel-weighted K-weighted energy per hop.

@@ -9,7 +9,6 @@ whose engine fails to import, the link still works and jobs fail with a clear me
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -122,20 +121,11 @@ class PipelineEngine:
             return self.pipeline.render_plan(plan, out, style=style, sliders=self.known_sliders(sliders),
                                              start_s=start_s, duration_s=duration_s, overwrite=True,
                                              progress=progress)
-        # A preview crosses the phone link while the singer waits: render it, then encode it at a low
+        # A preview crosses the phone link while the singer waits: it is mastered straight into a low
         # Opus rate (PREVIEW_BIT_RATE) so it arrives in a fraction of a second (tools/bench_preview.py).
-        from ..audio_io import AudioWriter, atomic_path, load_audio
-
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".preview-") as tmp:
-            wav = Path(tmp) / "preview.wav"
-            report = self.pipeline.render_plan(plan, wav, style=style, sliders=self.known_sliders(sliders),
-                                               start_s=start_s, duration_s=duration_s, overwrite=True,
-                                               progress=progress)
-            y, sr = load_audio(wav)
-            with atomic_path(out, overwrite=True) as staged, AudioWriter(
-                    staged, sr=sr, channels=y.shape[0], bit_rate=PREVIEW_BIT_RATE,
-                    codec_options=PREVIEW_CODEC_OPTIONS) as writer:
-                writer.write(y)
+        report = self.pipeline.render_preview(plan, out, style=style, sliders=self.known_sliders(sliders),
+                                              start_s=start_s, duration_s=duration_s, bit_rate=PREVIEW_BIT_RATE,
+                                              codec_options=PREVIEW_CODEC_OPTIONS, overwrite=True, progress=progress)
         report["outputs"] = {"mix": str(out)}
         report["preview_bit_rate"] = PREVIEW_BIT_RATE
         return report

@@ -30,7 +30,7 @@ from __future__ import annotations
 from ..errors import MelismaError, PlanError
 from ..plan import Plan
 from .analyze import analyze
-from .files import analyze_files, correct_file, mix_files, render_plan
+from .files import analyze_files, correct_file, mix_files, render_plan, render_preview
 from .inputs import load_take
 from .options import (
     ANALYSIS_SR,
@@ -66,5 +66,6 @@ __all__ = [
     "mix_files",
     "render",
     "render_plan",
+    "render_preview",
     "write_outputs",
 ]

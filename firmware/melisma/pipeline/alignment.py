@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.align import Alignment
 from ..errors import AlignmentUnknownError
+
+if TYPE_CHECKING:  # a render never aligns: analysis.align (scipy.fft, scipy.ndimage) loads only for analysis
+    from ..analysis.align import Alignment
 
 #: The values of the report's ``alignment.decision``.
 DECISIONS = ("measured", "calibrated", "accepted guess", "no backing")

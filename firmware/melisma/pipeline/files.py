@@ -142,6 +142,50 @@ def render_plan(
     return report
 
 
+def render_preview(
+    plan_path: str | os.PathLike | Plan,
+    out_path: str | os.PathLike,
+    *,
+    start_s: float,
+    duration_s: float,
+    style: str | None = None,
+    sliders: dict[str, float] | None = None,
+    bit_rate: int | None = None,
+    codec_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """A preview window of a saved plan, mastered straight into a (low-rate, lossy) file.
+
+    The window is mastered as a lossless render of it would be (the lossless true-peak ceiling)
+    and goes block by block into the encoder with ``bit_rate`` and ``codec_options``, with no
+    intermediate WAV and no measuring of the encoded file afterwards: a preview's level is the
+    window's own (its report says so) and it only has to sound like the render. This is the box's
+    preview path (what the app hears after a slider move). Returns the report.
+    """
+    paths = output_paths(out_path, report_path=None, stems_dir=None, plot_path=None, overwrite=overwrite)
+    plan = plan_path if isinstance(plan_path, Plan) else _load_plan(plan_path)
+    if plan.path is not None:
+        refuse_inputs_as_outputs(list(paths.values()), [plan.path])
+    clock_start = time.perf_counter()
+    writer_options: dict[str, Any] = {"bit_rate": bit_rate, "codec_options": codec_options}
+    try:
+        with staged_outputs([paths["mix"]], overwrite=overwrite) as tmp:
+            _, _, report = render(plan, style=style, sliders=sliders, start_s=start_s, duration_s=duration_s,
+                                  ceiling_dbtp=ceiling_for(None), progress=progress, mix_path=tmp[paths["mix"]],
+                                  writer_options=writer_options, check_file=False)
+    except _DAMAGED_PLAN_ERRORS as exc:
+        if isinstance(exc, MelismaError) or isinstance(plan_path, Plan):
+            raise
+        raise _damaged_plan(plan.path, exc) from None
+    report["outputs"] = {"mix": str(paths["mix"])}
+    finish_report(report)
+    report["timings_s"]["render_total"] = round(time.perf_counter() - clock_start, 4)
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
 def _guarded_render(
     plan: Plan,
     paths: dict[str, Path],

@@ -49,6 +49,7 @@ class PreparedRender:
     explanation: list[dict[str, Any]]
     pitch_report: dict[str, Any] | None
     has_backing: bool
+    spilled: Any = None  # a SpilledArray holding ``wet`` (a long take's full render into a file), closed by the finisher
 
     @property
     def full(self) -> bool:
@@ -69,6 +70,8 @@ def render(
     ceiling_dbtp: float = CEILING_DBTP,
     progress: ProgressCallback | None = None,
     mix_path: Path | None = None,
+    writer_options: dict[str, Any] | None = None,
+    check_file: bool = True,
 ) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]:
     """Render the mix from a plan.
 
@@ -79,19 +82,29 @@ def render(
 
     With ``mix_path`` the lean path is taken: the wet vocal becomes the mix in place
     (balance_into) and is mastered block by block straight into the file at ``mix_path``
-    (master_stream); no stems are kept and ``(None, None, report)`` is returned.
+    (master_stream); no stems are kept and ``(None, None, report)`` is returned. ``writer_options``
+    go to its :class:`~melisma.audio_io.AudioWriter` (``bit_rate``, ``codec_options``); with
+    ``check_file=False`` a lossy file is not measured again after encoding (a preview's level is
+    the window's own anyway).
     """
     options = RenderOptions(style=style, sliders=sliders, target_lufs=target_lufs, correction=correction,
                             ornaments=ornaments, start_s=start_s, duration_s=duration_s)
     designs = _designs_file(plan)
     if designs is not None:
         dsp.load_designs(designs)
-    prepared = prepare_render(plan, options, progress=progress)
+    # Only the lean path can keep a long take's wet vocal in a file: the in-memory one returns arrays.
+    prepared = prepare_render(plan, options, progress=progress, spill=mix_path is not None)
     result: tuple[np.ndarray | None, dict[str, np.ndarray] | None, dict[str, Any]]
-    if mix_path is None:
-        result = finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
-    else:
-        result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp)
+    try:
+        if mix_path is None:
+            result = finish_in_memory(plan, prepared, ceiling_dbtp=ceiling_dbtp)
+        else:
+            result = None, None, finish_into_file(plan, prepared, Path(mix_path), ceiling_dbtp=ceiling_dbtp,
+                                                  writer_options=writer_options, check_file=check_file)
+    finally:
+        if prepared.spilled is not None:
+            prepared.wet = None  # type: ignore[assignment]
+            prepared.spilled.close()
     if designs is not None:
         dsp.save_designs(designs)
     return result
@@ -118,7 +131,8 @@ def prime_render(plan: Plan) -> None:
         render(plan, start_s=round(n / ENGINE_SR / 2, 3), duration_s=1.0)
 
 
-def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCallback | None = None) -> PreparedRender:
+def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCallback | None = None,
+                   spill: bool = False) -> PreparedRender:
     """Resolve the options, correct the pitch and run the vocal chain over the render's window.
 
     The chain runs in two parts (:func:`~melisma.render.chain.split_vocal_chain`): the *dry* part
@@ -126,7 +140,9 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
     the *wet* part (tonal EQ, reverb, echo). A full render keeps the dry vocal beside the plan
     (``dry-<key>.npy``, like the corrected vocal), so the next render with other warmth, air,
     reverb or vocal-level values runs only the wet part; a preview reads its window from that
-    file when it is there (the window then is exactly the full render's vocal).
+    file when it is there (the window then is exactly the full render's vocal). With ``spill``, a
+    full render of a long take writes the wet vocal into a file-backed buffer
+    (:func:`~melisma.pipeline.spill.wet_buffer`) instead of memory.
     """
     from ..render.chain import build_vocal_chain, render_vocal_chain, split_vocal_chain
 
@@ -146,6 +162,14 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
     folder = plan.scratch_dir()
     dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy" if folder is not None else None
     pitch_report = None
+    out: np.ndarray | None = None
+    spilled = None
+    if full and spill:
+        from .spill import wet_buffer
+
+        out, spilled = wet_buffer(2, n_total, folder=folder)
+        if spilled is None:
+            out = None  # short take: the chain makes its own array, as always
     if dry_file is not None and _usable_cache_file(dry_file, (n_total,)):
         if "pitch" in plan.record:
             with timed_stage(clock, "correct_pitch", release=full):
@@ -154,7 +178,7 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         with timed_stage(clock, "vocal_chain", release=full):
             if full:
                 with NpyBlockReader(dry_file) as source:
-                    wet = render_vocal_chain(wet_chain, source, sr=ENGINE_SR)
+                    wet = render_vocal_chain(wet_chain, source, sr=ENGINE_SR, out=out)
             else:
                 wet = render_vocal_chain(wet_chain, read_npy(dry_file, start=lo, stop=hi), sr=ENGINE_SR)
     else:
@@ -182,11 +206,11 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
                             f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
                             "run `melisma analyze` again"
                         )
-                    wet = _render_keeping_dry(dry_chain, wet_chain, source, dry_file)
+                    wet = _render_keeping_dry(dry_chain, wet_chain, source, dry_file, out=out)
             elif full and dry_file is not None:
-                wet = _render_keeping_dry(dry_chain, wet_chain, vocal, dry_file)
+                wet = _render_keeping_dry(dry_chain, wet_chain, vocal, dry_file, out=out)
             else:
-                wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR)
+                wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR, out=out)
             del vocal
     if folder is not None:
         from .cache import enforce_plan_cache_limit
@@ -196,8 +220,11 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         wet = np.stack([wet, wet])
     if cut:
         wet = np.ascontiguousarray(wet[:, cut:])
+    if spilled is not None and not np.shares_memory(wet, spilled.array):  # the chain made its own array after all
+        spilled.close()
+        spilled = None
     return PreparedRender(resolved=resolved, clock=clock, window=window, wet=wet, explanation=explanation,
-                          pitch_report=pitch_report, has_backing="backing" in cache)
+                          pitch_report=pitch_report, has_backing="backing" in cache, spilled=spilled)
 
 
 def warm_render_caches(plan: Plan, *, style: str | None = None, sliders: dict[str, float] | None = None) -> Path | None:
@@ -265,7 +292,8 @@ def _usable_cache_file(path: Path, shape: tuple[int, ...]) -> bool:
     return usable
 
 
-def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0) -> Any:
+def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0,
+                        out: np.ndarray | None = None) -> Any:
     """The whole chain over ``source`` (an array or a block reader), its dry part also written to
     ``dry_file`` (atomically; no file when it cannot be written). Block for block what
     :func:`~melisma.render.chain.render_vocal_chain` does with the whole chain. With
@@ -276,11 +304,11 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
     if dry_file is None:
         from ..render.stages import Chain
 
-        return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+        return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s,
+                                  out=out)
     n = int(source.shape[0])
     read = source.read if hasattr(source, "read") else (lambda a, b: source[a:b])
     block = max(1, int(round(block_s * ENGINE_SR)))
-    out: np.ndarray | None = None
     try:
         with atomic_path(dry_file, overwrite=True) as tmp, NpyWriter(tmp, channels=1) as writer:
             for start in range(0, max(n, 1), block):
@@ -291,8 +319,9 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
                     continue
                 piece = wet_chain(dry, ENGINE_SR, reset=first)
                 piece = piece if piece.ndim == 2 else np.stack([piece, piece])
-                if out is None:
+                if first and (out is None or out.shape != (piece.shape[0], n)):
                     out = np.empty((piece.shape[0], n), dtype=np.float32)
+                assert out is not None  # made at the first block
                 out[:, start:start + piece.shape[-1]] = piece
     except (OSError, MelismaError):
         if wet_chain is None:
@@ -300,7 +329,8 @@ def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, 
         if out is None or start + block < n:  # the file failed before the chain finished: run it plainly
             from ..render.stages import Chain
 
-            return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s)
+            return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s,
+                                      out=out)
     if wet_chain is None:
         return None
     return out if out is not None else np.zeros((2, 0), np.float32)
@@ -336,8 +366,14 @@ def finish_in_memory(plan: Plan, prepared: PreparedRender, *, ceiling_dbtp: floa
     return mix, {"vocal": vocal_placed, "backing": backing_placed}, report
 
 
-def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float) -> dict[str, Any]:
-    """Balance in place and master block by block into ``mix_path``; returns the report."""
+def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ceiling_dbtp: float,
+                     writer_options: dict[str, Any] | None = None, check_file: bool = True) -> dict[str, Any]:
+    """Balance in place and master block by block into ``mix_path``; returns the report.
+
+    ``writer_options`` are passed to the :class:`~melisma.audio_io.AudioWriter`; ``check_file=False``
+    skips measuring a lossy file after encoding (see :func:`render`).
+    """
+    from ..analysis.loudness import LoudnessMeter
     from ..render.balance import balance_into
     from ..render.master import master_stream
 
@@ -345,6 +381,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     lo, hi, cut = window["lo"], window["hi"], window["cut"]
     wet = p.wet
     p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
+    mix_meter: LoudnessMeter | None = None  # the mix as balance formed it, measured on the way (the master's meter)
     with timed_stage(p.clock, "balance", release=p.full):
         backing_source = None
         if p.has_backing:
@@ -356,14 +393,18 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # analysis already measured: reuse it instead of metering the backing again.
                 known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
                 mix: np.ndarray | None
+                mix_meter = LoudnessMeter(ENGINE_SR, channels=wet.shape[0], stereo=wet.shape[0] == 2)
                 mix, balance_report = balance_into(
                     wet,
                     backing_source,
                     sr=ENGINE_SR,
                     vocal_to_backing_lu=settings.vocal_to_backing_lu,
                     duck_db=settings.duck_db,
-                    out=wet,
+                    # A full render forms the mix in the wet vocal's own memory; a preview is small, so
+                    # a new buffer (the ducker then dips the backing once instead of twice; same sums).
+                    out=wet if p.full else None,
                     backing_lufs=float(known_lufs) if known_lufs is not None else None,
+                    mix_meter=mix_meter,
                 )
             else:
                 mix, balance_report = wet, None
@@ -375,13 +416,14 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
 
         def write_master(target_lufs: float = p.resolved.target_lufs, ceiling: float = ceiling_dbtp) -> dict[str, Any]:
             assert mix is not None  # dropped only after the last rewrite
-            with AudioWriter(mix_path, sr=ENGINE_SR, channels=2) as writer:
-                return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling)
+            with AudioWriter(mix_path, sr=ENGINE_SR, channels=2, **(writer_options or {})) as writer:
+                return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling,
+                                     meter=mix_meter)
 
         master_report = write_master()
     file_check: dict[str, Any] | None = None
     start = time.perf_counter()
-    if mix_path.suffix.lower() in LOSSY_EXTENSIONS:
+    if check_file and mix_path.suffix.lower() in LOSSY_EXTENSIONS:
         # The codec may push the true peak up or move the loudness: measure the file itself (the
         # pre-master mix is still here, so it can be mastered and encoded again at the right level).
         file_check = check_encoded_file(mix_path, target_lufs=p.resolved.target_lufs, master_report=master_report,
@@ -470,7 +512,9 @@ def _corrected(
         first = max(0, keep - int(PREVIEW_CORRECTION_MARGIN_S * ENGINE_SR))
         vocal[first:], report = correct_vocal(vocal[first:], pitch, sr=ENGINE_SR, settings=settings, start_sample=lo + first)
         return vocal, report, None
-    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo)
+    # The vocal read from the plan's file is ours: corrected in place (one take-sized array, not two).
+    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo,
+                                      in_place=True)
     if cache_file is not None:
         try:
             with atomic_path(cache_file, overwrite=True) as tmp, open(tmp, "wb") as f:

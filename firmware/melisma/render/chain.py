@@ -567,14 +567,15 @@ def _space(settings: MixSettings, backing: dict[str, Any] | None, why: list[dict
     return Space(reverb=rev, delay_ms=delay_ms, delay_feedback=feedback, delay_mix=delay_mix)
 
 
-def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0) -> np.ndarray:
+def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0, out: np.ndarray | None = None) -> np.ndarray:
     """Run ``chain`` over ``vocal`` in blocks (``reset=False`` streaming) into one ``(2, n)`` array.
 
     Same result as ``chain(vocal, sr)`` but the temporaries are block-sized, so memory stays at
     about the output plus a few blocks (a 3-minute take: ~70 MB instead of ~250 MB), and the
     short blocks stay in cache. ``vocal`` is a mono array or a block source with ``shape`` and
     ``read(start, stop)`` (e.g. :class:`melisma.audio_io.NpyBlockReader` on the plan's cache), so
-    the whole vocal need never be in memory beside the output.
+    the whole vocal need never be in memory beside the output. ``out``: a ``(2, n)`` float32 buffer
+    to fill (e.g. a file-backed one for a long take) instead of a new array.
 
     >>> import numpy as np
     >>> from melisma.render.stages import Gain
@@ -595,12 +596,12 @@ def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0) ->
         n = vocal.shape[-1]
         read = lambda a, b: vocal[a:b]  # noqa: E731 - the array form of a block source
     block = max(1, int(round(block_s * sr)))
-    out: np.ndarray | None = None
     for start in range(0, max(n, 1), block):
         piece = chain(read(start, min(n, start + block)), sr, reset=(start == 0))
         piece = piece if piece.ndim == 2 else np.stack([piece, piece])
-        if out is None:
+        if start == 0 and (out is None or out.shape != (piece.shape[0], n)):
             out = np.empty((piece.shape[0], n), dtype=np.float32)
+        assert out is not None  # made at the first block
         out[:, start:start + piece.shape[-1]] = piece
     return out if out is not None else np.zeros((2, 0), np.float32)
 

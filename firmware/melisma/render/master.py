@@ -33,47 +33,24 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.loudness import CHUNK_SAMPLES, KWeightedHops, gated_loudness, integrated_lufs
+from ..analysis.loudness import CHUNK_SAMPLES, LoudnessMeter, TruePeakMeter
 from ..errors import RenderError
 from .limiter import TruePeakLimiter
 from .stages import as_2d, check_finite, db_to_gain
 
 
-@dataclass
-class _StereoMeasure:
-    """K-weighted per-hop energies of L, R and L*R plus broadband correlation sums."""
+def measure_mix(mix: np.ndarray, sr: int) -> LoudnessMeter:
+    """One K-weighted pass over a mix: the master's meter of its input (stereo terms for two channels).
 
-    hop_length: int
-    left: np.ndarray
-    right: np.ndarray
-    cross: np.ndarray
-    correlation: float
-
-    def loudness(self, *, side_gain: float = 1.0, gain_db: float = 0.0) -> float:
-        """Stereo loudness after scaling the side signal by ``side_gain`` (mid kept) and a gain."""
-        mid = (self.left + self.right + 2.0 * self.cross) / 4.0
-        side = (self.left + self.right - 2.0 * self.cross) / 4.0
-        return gated_loudness(2.0 * (mid + side_gain**2 * side) * 10.0 ** (gain_db / 10.0), hop_length=self.hop_length)
-
-    def mono_loudness(self, *, gain_db: float = 0.0) -> float:
-        """Loudness of the mono sum (L+R)/2 played on both channels."""
-        return gated_loudness(
-            (self.left + self.right + 2.0 * self.cross) / 2.0 * 10.0 ** (gain_db / 10.0), hop_length=self.hop_length
-        )
-
-
-def _measure_stereo(mix: np.ndarray, sr: int) -> _StereoMeasure:
-    acc = KWeightedHops(sr, channels=2, cross=True)
-    ll = rr = lr = 0.0
-    for a in range(0, mix.shape[1], CHUNK_SAMPLES):
-        chunk = mix[:, a : a + CHUNK_SAMPLES]
-        acc.add(chunk)
-        ll += float(np.dot(chunk[0], chunk[0]))
-        rr += float(np.dot(chunk[1], chunk[1]))
-        lr += float(np.dot(chunk[0], chunk[1]))
-    correlation = lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
-    sums = acc.sums
-    return _StereoMeasure(hop_length=acc.hop_length, left=sums[0], right=sums[1], cross=acc.cross, correlation=float(correlation))
+    Fed in :data:`~melisma.analysis.loudness.CHUNK_SAMPLES` chunks from the start, as
+    :func:`~melisma.render.balance.balance_into` feeds the meter it hands the master, so the two
+    measure alike to the last bit.
+    """
+    x = as_2d(mix)
+    meter = LoudnessMeter(sr, channels=x.shape[0], stereo=x.shape[0] == 2)
+    for a in range(0, x.shape[1], CHUNK_SAMPLES):
+        meter.add(x[:, a : a + CHUNK_SAMPLES])
+    return meter
 
 
 def mono_compatibility(mix: np.ndarray, *, sr: int) -> dict[str, float]:
@@ -94,8 +71,8 @@ def mono_compatibility(mix: np.ndarray, *, sr: int) -> dict[str, float]:
     mix = np.asarray(mix, dtype=np.float32)
     if mix.ndim != 2 or mix.shape[0] != 2:
         raise RenderError(f"mono_compatibility needs stereo (2, samples), got shape {mix.shape}")
-    m = _measure_stereo(mix, sr)
-    stereo, mono = m.loudness(), m.mono_loudness()
+    m = measure_mix(mix, sr)
+    stereo, mono = m.stereo_lufs(), m.mono_lufs()
     return {"correlation": round(m.correlation, 4), "mono_loudness_drop_lu": _drop(stereo, mono)}
 
 
@@ -199,6 +176,7 @@ def master_stream(
     tolerance_lu: float = 0.3,
     max_passes: int = 4,
     block_samples: int = CHUNK_SAMPLES,
+    meter: LoudnessMeter | None = None,
 ) -> dict[str, Any]:
     """:func:`master`, streamed block by block into an audio writer or a caller's buffer.
 
@@ -219,6 +197,10 @@ def master_stream(
     tolerance_lu : how far from the target the loudness may land without a redo (0.3 LU is
         inaudible; :func:`master` uses 0.1 with a full in-memory buffer).
     max_passes : most passes (each writes the whole output).
+    meter : the mix's :class:`~melisma.analysis.loudness.LoudnessMeter`, if whoever formed the mix
+        already measured it (:func:`~melisma.render.balance.balance_into` does, as it sums): the
+        master's gain search and mono check then start from it instead of filtering the mix again.
+        ``None``: the master measures the mix itself (:func:`measure_mix`).
     Others as in :func:`master`.
 
     Returns
@@ -253,7 +235,11 @@ def master_stream(
     if not -20.0 <= ceiling_dbtp <= 0.0:
         raise RenderError(f"master: ceiling_dbtp={ceiling_dbtp} is out of range; use -20 to 0 dBTP (-1 for lossy phone codecs)")
     check_finite(x, "master: mix")
-    stereo = _StereoNarrowing.measure(x, sr, max_mono_drop_lu=max_mono_drop_lu)
+    if meter is not None and (meter.channels != x.shape[0] or meter.n_samples != x.shape[1]
+                              or meter.stereo != (x.shape[0] == 2)):
+        raise RenderError(f"master_stream: the meter measured {meter.n_samples} samples of {meter.channels} channel(s), "
+                          f"the mix has shape {x.shape}; pass the meter of this mix or none")
+    stereo = _StereoNarrowing.measure(x, sr, max_mono_drop_lu=max_mono_drop_lu, meter=meter)
     limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample)
     one_pass = _MasterPass(
         x,
@@ -308,13 +294,13 @@ class _StereoNarrowing:
     channels: int
 
     @classmethod
-    def measure(cls, x: np.ndarray, sr: int, *, max_mono_drop_lu: float) -> _StereoNarrowing:
+    def measure(cls, x: np.ndarray, sr: int, *, max_mono_drop_lu: float, meter: LoudnessMeter | None = None) -> _StereoNarrowing:
         channels = x.shape[0]
+        measure = meter if meter is not None else measure_mix(x, sr)
         if channels == 2:
-            measure = _measure_stereo(x, sr)
-            input_lufs, mono_lufs, correlation = measure.loudness(), measure.mono_loudness(), measure.correlation
+            input_lufs, mono_lufs, correlation = measure.stereo_lufs(), measure.mono_lufs(), measure.correlation
         else:
-            input_lufs = integrated_lufs(x, sr=sr)
+            input_lufs = measure.integrated_lufs()
             mono_lufs, correlation = input_lufs, 1.0
         if not math.isfinite(input_lufs):
             raise RenderError("master: the mix is silent (integrated loudness -inf LUFS); check the vocal and backing levels")
@@ -324,12 +310,12 @@ class _StereoNarrowing:
             lo, hi = 0.0, 1.0
             for _ in range(30):
                 mid = (lo + hi) / 2.0
-                if _drop(measure.loudness(side_gain=mid), mono_lufs) > max_mono_drop_lu:
+                if _drop(measure.stereo_lufs(side_gain=mid), mono_lufs) > max_mono_drop_lu:
                     hi = mid
                 else:
                     lo = mid
             side_gain = lo
-        source_lufs = measure.loudness(side_gain=side_gain) if channels == 2 else input_lufs
+        source_lufs = measure.stereo_lufs(side_gain=side_gain) if channels == 2 else input_lufs
         return cls(
             input_lufs=input_lufs,
             mono_lufs=mono_lufs,
@@ -386,16 +372,13 @@ class _MasterPass:
         self.ceiling_lin = np.float32(db_to_gain(limiter.ceiling_dbtp))
 
     def __call__(self, gain_db: float, ceiling: float, write: bool = True) -> dict[str, Any]:
-        from ..analysis.loudness import TruePeakMeter
-
         x, sr, limiter, writer, out2 = self.x, self.sr, self.limiter, self.writer, self.out
         channels, n = x.shape
         latency, ceiling_lin, side_gain = self.latency, self.ceiling_lin, self.side_gain
         limiter.ceiling_dbtp = ceiling
         limiter.reset()
-        hops = KWeightedHops(sr, channels=channels, cross=channels == 2)
+        meter = LoudnessMeter(sr, channels=channels, stereo=channels == 2)
         peak_meter = TruePeakMeter(channels=channels, oversample=self.oversample)
-        dots = np.zeros(3)
         gain = np.float32(db_to_gain(gain_db))
         position = -latency
 
@@ -407,14 +390,8 @@ class _MasterPass:
                 return
             block = y[:, lo - start : hi - start]
             np.clip(block, -ceiling_lin, ceiling_lin, out=block)  # no-op unless the limiter overshoots
-            hops.add(block)
+            meter.add(block)
             peak_meter.add(block)
-            if channels == 2:
-                dots[:] += (
-                    float(np.dot(block[0], block[0])),
-                    float(np.dot(block[1], block[1])),
-                    float(np.dot(block[0], block[1])),
-                )
             if writer is None:
                 assert out2 is not None
                 out2[:, lo:hi] = block
@@ -430,20 +407,15 @@ class _MasterPass:
             emit(limiter(block * gain, sr, reset=False))
         emit(limiter(np.zeros((channels, latency), np.float32), sr, reset=False))
         result: dict[str, Any] = {
-            "lufs": hops.integrated_lufs(),
+            "lufs": meter.integrated_lufs(),
             "max_gr": limiter.max_gain_reduction_db,
             "peak": peak_meter.dbtp,
             "sample_peak": peak_meter.sample_peak,
         }
         if channels == 2:
-            ll, rr, lr = dots
-            corr = lr / math.sqrt(ll * rr) if ll > 0 and rr > 0 else (1.0 if ll == rr else 0.0)
-            stereo = _StereoMeasure(
-                hop_length=hops.hop_length, left=hops.sums[0], right=hops.sums[1], cross=hops.cross, correlation=corr
-            )
             result["mono"] = {
-                "correlation": round(float(corr), 4),
-                "mono_loudness_drop_lu": _drop(stereo.loudness(), stereo.mono_loudness()),
+                "correlation": round(float(meter.correlation), 4),
+                "mono_loudness_drop_lu": _drop(meter.stereo_lufs(), meter.mono_lufs()),
             }
         return result
 

@@ -93,10 +93,13 @@ def correct_vocal(
     settings,
     start_sample: int = 0,
     method: str = "psola",
+    in_place: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Correct ``vocal`` (which starts ``start_sample`` into the take) along the plan's pitch.
 
-    Returns the corrected vocal (same length) and the report of :func:`plan_correction`.
+    Returns the corrected vocal (same length) and the report of :func:`plan_correction`. With
+    ``in_place`` the corrected samples are written into ``vocal`` (a float32 array the caller
+    owns and no longer needs), so a whole take is not held twice.
     """
     from .resynth import shift_pitch
 
@@ -117,5 +120,6 @@ def correct_vocal(
     # shift_pitch puts frame 0 at sample 0: pad the front so frame `first` lands on its sample.
     lead = int(round(start_sample - first * hop))
     padded = np.concatenate([np.zeros(lead, np.float32), vocal]) if lead > 0 else vocal
-    out = shift_pitch(padded, sr=sr, f0_hz=seg_hz, hop_s=hop_s, target_f0_hz=seg_target, method=method)
+    out = shift_pitch(padded, sr=sr, f0_hz=seg_hz, hop_s=hop_s, target_f0_hz=seg_target, method=method,
+                      in_place=in_place or padded is not vocal)
     return out[lead:].astype(np.float32, copy=False), report

@@ -237,6 +237,7 @@ def shift_pitch(
     hop_s: float,
     target_f0_hz: np.ndarray,
     method: str = "psola",
+    in_place: bool = False,
 ) -> np.ndarray:
     """Resynthesise a mono voice so its pitch follows ``target_f0_hz``, formants kept.
 
@@ -254,6 +255,11 @@ def shift_pitch(
         Wanted f0 per frame, same length; 0 or equal to the source leaves the frame alone.
     method : {'psola', 'world'}
         Resynthesis method (see the module notes for why PSOLA is the default).
+    in_place : bool
+        Write the result into ``y`` itself (a float32 C-contiguous array the caller owns): no
+        second take-sized array. Each region still reads its original samples (where two padded
+        regions overlap, the few samples the next one needs are kept aside before they are
+        overwritten), so the result is exactly the copying one's.
 
     Returns
     -------
@@ -268,15 +274,23 @@ def shift_pitch(
     >>> bool(np.array_equal(shift_pitch(y, sr=8000, f0_hz=f0, hop_s=0.02, target_f0_hz=f0), y))
     True
     """
+    given = y
     y, f0, target = _check_inputs(y, sr, f0_hz, hop_s, target_f0_hz, method)
     ratio = frame_ratios(f0, target)
-    out = y.copy()
-    for a, b, start, stop in region_spans(f0, ratio, hop_s=hop_s, sr=sr):
-        stop = min(y.size, stop)
+    in_place = in_place and y is given and y.flags.c_contiguous and y.flags.writeable
+    out = y if in_place else y.copy()
+    spans = [(a, b, start, min(y.size, stop)) for a, b, start, stop in region_spans(f0, ratio, hop_s=hop_s, sr=sr)]
+    kept, kept_lo, written_hi = np.zeros(0, np.float32), 0, 0  # originals of [kept_lo, written_hi), overwritten
+    for i, (a, b, start, stop) in enumerate(spans):
         if stop - start < 4:
             continue
-        out[start:stop] = _corrected_region(y[start:stop], sr, f0, ratio, a, b, hop_s, start, stop,
-                                            method=method, fade_out=stop < y.size)
+        # A region starting inside the previous one's padded end (in place only) reads the kept originals.
+        seg = np.concatenate([kept[start - kept_lo :], y[written_hi:stop]]) if start < written_hi else y[start:stop]
+        if in_place:
+            following = spans[i + 1][2] if i + 1 < len(spans) else stop
+            kept, kept_lo, written_hi = seg[max(following, start) - start :].copy(), max(following, start), stop
+        out[start:stop] = _corrected_region(seg, sr, f0, ratio, a, b, hop_s, start, stop, method=method,
+                                            fade_out=stop < y.size)
     return out
 
 

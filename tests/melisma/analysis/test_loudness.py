@@ -151,3 +151,26 @@ def test_true_peak_agrees_with_brute_force_oversampling():
     y = music_like(3, seed=6)[:, SR:]
     brute = 20 * np.log10(np.abs(resample_poly(y.astype(np.float64), 16, 1, axis=1)).max())
     assert true_peak_dbtp(y, sr=SR) == pytest.approx(brute, abs=0.2)
+
+
+@pytest.mark.parametrize("gain_db", [-15.0, -9.0, 0.0, 10.0])
+def test_meter_loudness_at_a_gain_regates_like_measuring_the_scaled_signal(gain_db: float) -> None:
+    """Quiet stretches cross the -70 LUFS absolute gate as the gain moves: the meter must gate again on
+    the scaled energies, not shift one measured figure by the gain."""
+    from melisma.analysis.loudness import LoudnessMeter
+
+    rng = np.random.default_rng(5)
+    louder = 0.0016 * rng.standard_normal((2, 4 * SR))  # about -50 LUFS
+    quiet = 0.00063 * rng.standard_normal((2, 6 * SR))  # about -58 LUFS: within the relative gate, near the absolute one
+    y = np.concatenate([louder, quiet], axis=1).astype(np.float32)
+    meter = LoudnessMeter(SR, channels=2, stereo=True)
+    meter.add(y)
+    scaled = (y.astype(np.float64) * 10 ** (gain_db / 20)).astype(np.float32)
+    assert meter.integrated_lufs(gain_db=gain_db) == pytest.approx(integrated_lufs(scaled, sr=SR), abs=0.01)
+    if gain_db == -15.0:  # the quiet part fell under -70 LUFS: more than a shift of the unscaled figure
+        assert meter.integrated_lufs(gain_db=gain_db) - (meter.integrated_lufs() + gain_db) > 1.0
+    # stereo terms: identical channels lose nothing in the mono sum; side gain 0 keeps the mid only
+    twin = LoudnessMeter(SR, channels=2, stereo=True)
+    twin.add(np.stack([y[0], y[0]]))
+    assert twin.mono_lufs() == pytest.approx(twin.stereo_lufs(), abs=1e-9) and twin.correlation == pytest.approx(1.0)
+    assert meter.stereo_lufs(side_gain=0.0) == pytest.approx(meter.mono_lufs(), abs=1e-9)

@@ -170,3 +170,37 @@ def test_balance_into_refuses_silence_and_mismatch() -> None:
         balance_into(vocal, np.zeros_like(backing), sr=SR, vocal_to_backing_lu=0.0)
     with pytest.raises(RenderError, match="same length"):
         balance_into(vocal, backing[:, :-5], sr=SR, vocal_to_backing_lu=0.0)
+
+
+@pytest.mark.parametrize("duck_db", [0.0, 3.0])
+def test_the_master_starts_from_the_meter_balance_into_fed_and_gets_the_same_bits(duck_db: float) -> None:
+    from melisma.analysis.loudness import LoudnessMeter
+    from melisma.render.master import measure_mix
+
+    vocal, backing = _song()
+    mix, _ = balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.0, duck_db=duck_db)
+    meter = LoudnessMeter(SR, channels=2, stereo=True)
+    fed, _ = balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.0, duck_db=duck_db, mix_meter=meter)
+    assert np.array_equal(fed, mix)
+    own = measure_mix(mix, SR)
+    assert np.array_equal(meter.hops.sums, own.hops.sums) and np.array_equal(meter.hops.cross, own.hops.cross)
+    assert meter.correlation == own.correlation
+    out_a, out_b = np.empty_like(mix), np.empty_like(mix)
+    report_a = master_stream(mix, sr=SR, out=out_a, target_lufs=-12.0)
+    report_b = master_stream(mix, sr=SR, out=out_b, target_lufs=-12.0, meter=meter)
+    assert np.array_equal(out_a, out_b) and report_a == report_b
+
+
+def test_a_meter_of_another_signal_is_refused() -> None:
+    from melisma.analysis.loudness import LoudnessMeter
+
+    vocal, backing = _song()
+    mix, _ = balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.0)
+    short = LoudnessMeter(SR, channels=2, stereo=True)
+    short.add(mix[:, :1000])
+    with pytest.raises(RenderError, match="meter measured 1000 samples"):
+        master_stream(mix, sr=SR, out=np.empty_like(mix), meter=short)
+    used = LoudnessMeter(SR, channels=2, stereo=True)
+    used.add(mix[:, :10])
+    with pytest.raises(RenderError, match="mix_meter must be a new LoudnessMeter"):
+        balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.0, mix_meter=used)

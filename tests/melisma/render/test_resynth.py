@@ -212,3 +212,24 @@ def test_stage_streaming_in_small_blocks_still_corrects(demo):
     errs = note_centre_errors(yin_track(out, sr=SR, hop_s=demo.hop_s)[0][: demo.f0_hz.size], hop_s=demo.hop_s,
                               notes=demo.notes, ornaments=demo.ornaments)
     assert np.median(np.abs(errs)) < 5
+
+
+@pytest.mark.parametrize("gap_frames", [1, 3, 12])
+def test_in_place_result_equals_the_copying_one(gap_frames):
+    """Voiced runs closer than twice the edge pad overlap in their padded extents: written in place,
+    each run must still read its original samples, so the result is the copying one's bit for bit."""
+    sr = 16000
+    y = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * sr) / sr)).astype(np.float32)
+    f0 = np.full(300, 220.0)
+    f0[40 : 40 + gap_frames] = 0.0
+    f0[150 : 150 + gap_frames] = 0.0
+    target = f0 * 2 ** (60 / 1200)
+    expected = shift_pitch(y, sr=sr, f0_hz=f0, hop_s=0.01, target_f0_hz=target)
+    work = y.copy()
+    out = shift_pitch(work, sr=sr, f0_hz=f0, hop_s=0.01, target_f0_hz=target, in_place=True)
+    assert out is work
+    assert not np.array_equal(expected, y)  # something was shifted
+    assert np.array_equal(out, expected)
+    kept = y.copy()
+    shift_pitch(kept, sr=sr, f0_hz=f0, hop_s=0.01, target_f0_hz=target)
+    assert np.array_equal(kept, y)  # the default leaves its input alone

@@ -1,0 +1,109 @@
+"""Take-length buffers of a long render kept in a file instead of the process's memory.
+
+A full render holds one take-length array: the wet vocal, which becomes the mix in place and is
+mastered from there (2 channels x 4 bytes x 48 000 Hz: 69 MB for 3 minutes, 345 MB for 15). For
+a long take that alone would break the box's memory bound, so :func:`wet_buffer` puts it in a
+file-backed shared mapping in the plan's work folder and :class:`SpilledArray` keeps handing its
+pages back (``madvise(MADV_DONTNEED)``) while the render streams through it block by block. The
+samples stay in the file (the kernel's page cache, written back to disk when memory is short):
+every pass reads exactly what was written, so the render is the same to the last bit; only the
+process's resident memory stays small. Short takes keep an ordinary array (nothing changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Above this size the wet vocal / mix buffer of a full render goes to a file (128 MiB: a stereo
+#: take of about 5.8 minutes; a 3-minute take stays in memory).
+SPILL_BYTES = 128 << 20
+#: How often the pages the render has touched are handed back, seconds.
+RELEASE_INTERVAL_S = 0.02
+
+
+class SpilledArray:
+    """A float32 array in a file-backed shared mapping whose pages are handed back as it is used.
+
+    ``array`` is an ordinary :class:`numpy.ndarray` view of the mapping. A background thread drops
+    the mapping's resident pages every :data:`RELEASE_INTERVAL_S`; pages touched again are read
+    back from the page cache (no data is lost: the mapping is shared, so its pages *are* the
+    file's). :meth:`close` stops the thread, unmaps and deletes the file.
+
+    Examples
+    --------
+    >>> with SpilledArray((2, 1000)) as buffer:
+    ...     buffer.array[:] = 1.0
+    ...     float(buffer.array.sum())
+    2000.0
+    """
+
+    def __init__(self, shape: tuple[int, ...], *, folder: Path | None = None):
+        fd, name = tempfile.mkstemp(prefix=".spill-", suffix=".f32", dir=folder)
+        self.path = Path(name)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            nbytes = int(np.prod(shape)) * 4
+            os.ftruncate(fd, max(nbytes, 1))
+            self._map = mmap.mmap(fd, max(nbytes, 1), flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        self.array = np.frombuffer(self._map, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+        if hasattr(self._map, "madvise"):
+            self._thread = threading.Thread(target=self._release_loop, name="melisma-spill", daemon=True)
+            self._thread.start()
+
+    def _release_loop(self) -> None:
+        while not self._stop.wait(RELEASE_INTERVAL_S):
+            self.release()
+
+    def release(self) -> None:
+        """Hand the mapping's resident pages back now (their contents stay in the file)."""
+        with contextlib.suppress(ValueError, OSError):  # closed meanwhile
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        """Stop releasing, unmap and delete the file (the array must not be used afterwards)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        del self.array
+        with contextlib.suppress(BufferError):  # a view still alive: the map closes when it goes
+            self._map.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> SpilledArray:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def wet_buffer(channels: int, n: int, *, folder: Path | None,
+               spill_bytes: int | None = None) -> tuple[np.ndarray, SpilledArray | None]:
+    """A ``(channels, n)`` float32 buffer for a full render's wet vocal: an ordinary array, or (when it
+    would be bigger than ``spill_bytes``, default :data:`SPILL_BYTES`) a :class:`SpilledArray`'s
+    view, returned with it to close.
+
+    Examples
+    --------
+    >>> array, spilled = wet_buffer(2, 100, folder=None)
+    >>> array.shape, spilled is None
+    ((2, 100), True)
+    """
+    limit = SPILL_BYTES if spill_bytes is None else spill_bytes
+    if channels * n * 4 <= limit:
+        return np.empty((channels, n), np.float32), None
+    spilled = SpilledArray((channels, n), folder=folder)
+    return spilled.array, spilled
