@@ -129,7 +129,7 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
     (True, 59.9)
     """
     x = _check_take(take, sr, "detect_hum")
-    none = {
+    none: dict[str, Any] = {
         "detected": False,
         "fundamental_hz": None,
         "nominal_hz": None,
@@ -205,6 +205,7 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
         score = sum(ln[2] for ln in telling)
         if best is None or score > best[0]:
             best = (score, f0, lines, telling)
+    assert best is not None  # MAINS_HZ is not empty
     score, f0, lines, telling = best
     prominent = [ln for ln in lines if ln[2] >= HUM_PROMINENCE_DB]
     if not telling:

@@ -133,10 +133,10 @@ def periodic_runs(d: np.ndarray, hop_s: float, *, min_swing: float, min_half_cyc
     if len(d) < 5:
         return []
     s = smooth_midi(d, frames=max(1, int(round(0.02 / hop_s)) | 1))
-    ext = zigzag(s, min_swing)
-    if len(ext) < min_half_cycles + 1:
+    turns = zigzag(s, min_swing)
+    if len(turns) < min_half_cycles + 1:
         return []
-    ext = np.asarray(ext)
+    ext = np.asarray(turns)
     gaps = np.diff(ext) * hop_s
     swings = np.abs(np.diff(s[ext]))
     ok = (gaps >= 0.5 / fmax_hz * 0.75) & (gaps <= 0.5 / fmin_hz * 1.25) & (swings >= min_swing)

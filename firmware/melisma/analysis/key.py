@@ -115,6 +115,7 @@ class Scale:
                 d = abs(cand - midi)
                 if d < best_d - 1e-9:
                     best, best_d = cand, d
+        assert best is not None  # every octave holds a pitch class of the key
         return int(best)
 
     def to_dict(self) -> dict:

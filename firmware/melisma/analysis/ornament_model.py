@@ -469,9 +469,9 @@ class TfliteOrnamentDetector:
             i0 = min(b - a, max(0, int(round(held0 / hop_s)) - a))
             i1 = max(i0, min(b - a, int(round(held1 / hop_s)) - a))
             d = 100.0 * (fill_gaps(m) - note.midi)
-            o = self._dsp._drift(d, hop_s, a, k, i0, i1)
-            if o is not None:
-                out.append(o)
+            drift = self._dsp._drift(d, hop_s, a, k, i0, i1)
+            if drift is not None:
+                out.append(drift)
         return out
 
 

@@ -275,7 +275,7 @@ class DspOrnamentDetector:
     # -- vibrato / trill ----------------------------------------------------------------------
 
     def _periodic(self, d: np.ndarray, hop_s: float, a: int, k: int, i0: int, i1: int) -> list[Ornament]:
-        out = []
+        out: list[Ornament] = []
         seg = d[i0:i1]
         if len(seg) < int(0.2 / hop_s):
             return out

@@ -192,7 +192,7 @@ class LevelState:
     recent_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
 
-def level_features(level_db: np.ndarray, *, state: LevelState | None = None) -> tuple[np.ndarray, np.ndarray]:
+def level_features(level_db: np.ndarray, *, state: LevelState | None = None) -> tuple[np.ndarray, LevelState]:
     """The model's two level inputs per frame, from :func:`spectrogram_features`' ``level_db``.
 
     Column 0: the frame's level relative to a running peak, a peak hold that decays by
