@@ -363,6 +363,8 @@ class PitchCorrector(Stage):
         self._cache_key: Any = None
         self._target: np.ndarray | None = None
         self._corrections: list[dict] = []
+        self._spans_key: Any = None
+        self._spans_memo: tuple[np.ndarray, list[tuple[int, int, int, int]]] = (np.ones(0), [])
         self.reset()
 
     def _curves(self) -> tuple[np.ndarray, np.ndarray]:
@@ -382,13 +384,21 @@ class PitchCorrector(Stage):
         self._curves()
         return self._corrections
 
-    def _spans(self, sr: int) -> list[tuple[int, int, int, int]]:
+    def _spans(self, sr: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+        """The frame ratios and the runs to resynthesise, computed once per rate and settings
+        (a stream calls this for every block).
+        """
         f0, target = self._curves()
-        return region_spans(f0, frame_ratios(f0, target), hop_s=self.hop_s, sr=sr)
+        key = (sr, self._cache_key)
+        if self._spans_key != key:
+            ratio = frame_ratios(f0, target)
+            self._spans_memo = (ratio, region_spans(f0, ratio, hop_s=self.hop_s, sr=sr))
+            self._spans_key = key
+        return self._spans_memo
 
     def latency_samples(self, sr: int) -> int:
         """The longest corrected voiced run of this plan, padded (0 when nothing is corrected)."""
-        return max((stop - start for _a, _b, start, stop in self._spans(sr)), default=0)
+        return max((stop - start for _a, _b, start, stop in self._spans(sr)[1]), default=0)
 
     def correct(self, audio: np.ndarray, sr: int) -> np.ndarray:
         """The whole take corrected, aligned (not late): :func:`shift_pitch` with the plan's curves."""
@@ -408,10 +418,9 @@ class PitchCorrector(Stage):
 
     def process(self, audio: np.ndarray, sr: int) -> np.ndarray:
         x = as_2d(audio)
-        f0, target = self._curves()
-        ratio = frame_ratios(f0, target)
-        spans = region_spans(f0, ratio, hop_s=self.hop_s, sr=sr)
-        late = max((stop - start for _a, _b, start, stop in spans), default=0)
+        f0, _target = self._curves()
+        ratio, spans = self._spans(sr)
+        late = self.latency_samples(sr)
         n = x.shape[1]
         if self._held.shape[0] != x.shape[0]:
             self._held = np.zeros((x.shape[0], 0), np.float32)
