@@ -499,6 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Terminated:
         print("melisma: terminated (SIGTERM); nothing was written", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except ImportError as exc:
+        # A C extension whose module set-up is cut by the signal reports "initialization failed"
+        # with our _Terminated as its cause: that is still the SIGTERM, not a broken install.
+        if not isinstance(exc.__cause__ or exc.__context__, _Terminated):
+            raise
+        print("melisma: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("melisma: interrupted; nothing was written", file=sys.stderr)
         return 130
