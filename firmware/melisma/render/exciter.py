@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from .. import dsp
 from ..errors import RenderError
 from .stages import Stage
 
@@ -57,7 +57,8 @@ SOURCE_DB = -11.0
 
 
 def _sos(kind: str, freq: Any, sr: int, order: int) -> np.ndarray:
-    return np.asarray(signal.butter(order, freq, btype=kind, fs=sr, output="sos"), np.float64)
+    # designed once and kept beside the plan (dsp.design): a re-render never imports scipy.signal
+    return dsp.design("butter", order, freq, kind, sr, "sos")
 
 
 @dataclass
@@ -147,11 +148,11 @@ class BandwidthExtender(Stage):
         if self._zi is None:
             self._zi = {k: np.zeros((s.shape[0], 2)) for k, s in filters.items()}
             self._zi["shape"] = np.zeros((filters["shape"].shape[0], 2))
-        src, self._zi["source"] = signal.sosfilt(filters["source"], mono, zi=self._zi["source"])
-        gen, self._zi["shape"] = signal.sosfilt(filters["shape"], np.abs(src), zi=self._zi["shape"])
-        present, self._zi["present"] = signal.sosfilt(filters["present"], mono, zi=self._zi["present"])
-        voice, self._zi["voice"] = signal.sosfilt(filters["voice"], mono, zi=self._zi["voice"])
-        presence, self._zi["presence"] = signal.sosfilt(filters["presence"], mono, zi=self._zi["presence"])
+        src, self._zi["source"] = dsp.sosfilt(filters["source"], mono, self._zi["source"])
+        gen, self._zi["shape"] = dsp.sosfilt(filters["shape"], np.abs(src), self._zi["shape"])
+        present, self._zi["present"] = dsp.sosfilt(filters["present"], mono, self._zi["present"])
+        voice, self._zi["voice"] = dsp.sosfilt(filters["voice"], mono, self._zi["voice"])
+        presence, self._zi["presence"] = dsp.sosfilt(filters["presence"], mono, self._zi["presence"])
 
         block = max(1, int(round(sr * self.block_ms / 1000.0)))
         pos0 = self._pos
