@@ -96,3 +96,22 @@ def test_enforce_limit_orders_by_last_use_and_spares_kept_and_hidden_files(tmp_p
     deleted = cache.enforce_limit(tmp_path, max_bytes=100, keep=[tmp_path / "dry-2.npy"])
     assert [p.name for p in deleted] == ["dry-1.npy"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dry-4.npy", "dry-2.npy", "vocal.npy"]
+
+
+def test_a_fresh_process_rerender_designs_nothing_and_loads_no_scipy_signal(plan_path, tmp_path):
+    # The first render keeps every filter design beside the plan; a later render in a new process
+    # (what the CLI and the box pay for a slider move) must then not import scipy.signal, whose
+    # import alone costs ~50 MB of resident memory and about a second of CPU on the box.
+    import json
+    import subprocess
+    import sys
+
+    pipeline.render_plan(plan_path, tmp_path / "first.wav", sliders={"reverb": 0.2, "air": 0.5})
+    code = (
+        "import sys, json\n"
+        "from melisma import pipeline\n"
+        f"pipeline.render_plan({str(plan_path)!r}, {str(tmp_path / 'again.wav')!r}, sliders={{'reverb': 0.6, 'air': 0.5}})\n"
+        "print(json.dumps(sorted(m for m in ('scipy.signal', 'scipy.stats', 'scipy.interpolate') if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
