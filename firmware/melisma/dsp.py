@@ -9,6 +9,10 @@ direct-form filter) and a handful of filter designs that never change for a plan
   ``_sigtools``), loaded by themselves under their real module names, so the results are those
   of :func:`scipy.signal.sosfilt` / :func:`scipy.signal.lfilter` bit for bit, and a later
   ``import scipy.signal`` reuses the very same modules;
+- designs filters with :mod:`melisma.filter_design` (scipy.signal's own arithmetic, checked bit
+  for bit, without importing scipy.signal: the one-click mix never loads it, which keeps ~50 MB
+  of scipy.stats / interpolate / optimize out of the box's memory) and gives Welch's spectrum
+  (:func:`welch_psd`);
 - keeps filter designs (:func:`design`) in a memo that can be saved beside a plan
   (:func:`save_designs` / :func:`load_designs`), so a re-render in a fresh process finds every
   coefficient it needs without designing (and importing) anything;
@@ -119,15 +123,17 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray,
     return y, np.moveaxis(state, 1, 0)
 
 
-def lfilter(b: Any, a: Any, x: np.ndarray, zi: Any) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`scipy.signal.lfilter` of a 1-D ``x`` with ``len(a) > 1`` and initial state ``zi``: ``(y, zf)``."""
+def lfilter(b: Any, a: Any, x: np.ndarray, zi: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scipy.signal.lfilter` along ``axis`` with ``len(a) > 1`` and initial state ``zi`` (the
+    shape scipy takes: ``x``'s with ``axis`` of length ``max(len(a), len(b)) - 1``): ``(y, zf)``.
+    """
     module = _kernel("_sigtools")
     b, a = np.atleast_1d(b), np.atleast_1d(a)
     if module is None or len(a) < 2:  # pragma: no cover - depends on the scipy build
         from scipy import signal
 
-        return signal.lfilter(b, a, x, zi=zi)
-    return module._linear_filter(b, a, np.asarray(x), -1, np.asarray(zi))
+        return signal.lfilter(b, a, x, axis=axis, zi=zi)
+    return module._linear_filter(b, a, np.asarray(x), axis, np.asarray(zi))
 
 
 def sliding_min(x: np.ndarray, width: int) -> np.ndarray:
@@ -166,7 +172,8 @@ def _design_key(kind: str, args: tuple) -> str:
 
 
 def design(kind: str, *args: Any) -> np.ndarray:
-    """A filter design, computed once by :mod:`scipy.signal` and remembered (float64).
+    """A filter design, computed once (by :mod:`melisma.filter_design`, scipy.signal's arithmetic bit
+    for bit) and remembered (float64).
 
     ``kind`` is ``"butter"`` with ``(order, freq_hz or [lo, hi], btype, sr, output)``
     (``output`` ``"sos"``, or ``"ba"``, which returns ``np.array([b, a])``), or ``"firwin"``
@@ -178,18 +185,20 @@ def design(kind: str, *args: Any) -> np.ndarray:
     key = _design_key(kind, args)
     found = _DESIGNS.get(key)
     if found is None:
-        from scipy import signal
+        from . import filter_design  # scipy.signal's arithmetic without importing scipy.signal
 
         if kind == "butter":
             order, freq, btype, sr, output = args
             if output == "ba":
-                b, a = signal.butter(order, freq, btype=btype, fs=sr)
+                b, a = filter_design.butter(order, freq, btype, fs=sr, output="ba")
                 value = np.array([b, a])
             else:
-                value = signal.butter(order, freq, btype=btype, fs=sr, output="sos")
+                value = filter_design.butter(order, freq, btype, fs=sr, output="sos")
         elif kind == "firwin":
             numtaps, cutoff, window = args
-            value = signal.firwin(numtaps, cutoff, window=tuple(window) if isinstance(window, list) else window)
+            if not (isinstance(window, list) and len(window) == 2 and window[0] == "kaiser"):
+                raise ValueError(f"design: firwin takes window ['kaiser', beta] here, got {window!r}")
+            value = filter_design.firwin_lowpass(numtaps, cutoff, kaiser_beta=float(window[1]))
         else:
             raise ValueError(f"design: unknown kind {kind!r}; use 'butter' or 'firwin'")
         found = np.asarray(value, dtype=np.float64).tolist()
@@ -233,3 +242,35 @@ def save_designs(path: str | os.PathLike) -> bool:
         _NEW_DESIGNS = False
         return True
     return False
+
+
+def welch_psd(x: np.ndarray, sr: float, *, nperseg: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's power spectral density of a 1-D ``x`` (periodic Hann, 50 % overlap, each segment's
+    mean removed, one-sided, density scaling): ``(freqs_hz, psd)``, as :func:`scipy.signal.welch`
+    with its defaults gives it (to rounding).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f, p = welch_psd(np.random.default_rng(0).standard_normal(48000), 48000)
+    >>> f.shape, bool(abs(np.mean(p) * 24000 - 1.0) < 0.05)  # white noise of unit variance
+    ((513,), True)
+    """
+    import scipy.fft
+
+    from .filter_design import hann
+
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    nperseg = int(min(nperseg, x.size))
+    if nperseg < 1:
+        raise ValueError("welch_psd: the signal is empty")
+    step = nperseg - nperseg // 2
+    window = hann(nperseg)
+    frames = np.lib.stride_tricks.sliding_window_view(x, nperseg)[::step]
+    frames = frames - frames.mean(axis=-1, keepdims=True)
+    spectrum = np.abs(scipy.fft.rfft(frames * window, axis=-1)) ** 2 / (sr * float(np.sum(window * window)))
+    if nperseg % 2:
+        spectrum[..., 1:] *= 2
+    else:
+        spectrum[..., 1:-1] *= 2
+    return np.fft.rfftfreq(nperseg, 1.0 / sr), spectrum.mean(axis=0)

@@ -308,10 +308,10 @@ def _effective_band(y: np.ndarray, sr_a: int, band: tuple[float, float]) -> tupl
     """``band`` with its top lowered to where the take's spectrum falls 60 dB below its voice band
     (a take recorded at 8 kHz and resampled has nothing above 4 kHz).
     """
-    from scipy.signal import welch
+    from ..dsp import welch_psd
 
     n = min(y.size, 60 * sr_a)  # a minute is plenty for a long-term spectrum
-    f, pxx = welch(y[:n], fs=sr_a, nperseg=1024)
+    f, pxx = welch_psd(y[:n], sr_a, nperseg=1024)
     ref = float(np.median(pxx[(f >= 300) & (f <= 3000)])) if np.any((f >= 300) & (f <= 3000)) else 0.0
     if ref <= 0:
         return band

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import signal
 
 from ..errors import AnalysisError
+from ..filter_design import hann
 
 #: Candidate mains frequencies.
 MAINS_HZ = (50.0, 60.0)
@@ -156,7 +156,7 @@ def detect_hum(take: np.ndarray, *, sr: int, max_hz: float = HUM_MAX_HZ) -> dict
     starts = np.arange(n_seg) * hop
     if n_seg > max_seg:
         starts = starts[np.linspace(0, n_seg - 1, max_seg).astype(int)]
-    window = signal.get_window("hann", nperseg).astype(np.float32)
+    window = hann(nperseg).astype(np.float32)
     nbins_keep = int(min(max_hz + 100.0, sr / 2) * n_fft / sr) + 1
     spectra = np.empty((starts.size, nbins_keep), dtype=np.float32)
     for i, s in enumerate(starts):
@@ -414,7 +414,7 @@ def estimate_noise(take: np.ndarray, *, sr: int, quiet_fraction: float = 0.1) ->
     else:
         signal_power, snr_db = noise_power, 0.0
 
-    window = signal.get_window("hann", frame).astype(np.float32)
+    window = hann(frame).astype(np.float32)
     psd = np.zeros(frame // 2 + 1)
     for chunk in np.array_split(quiet, max(1, quiet.size // 64)):
         blocks = np.stack([x[i * frame : (i + 1) * frame] for i in chunk]) * window
@@ -481,7 +481,7 @@ def estimate_rumble(take: np.ndarray, *, sr: int) -> dict[str, Any]:
     frame = min(_analysis_frame(sr), int(2 ** math.floor(math.log2(x.size))))
     n = x.size // frame
     picks = np.unique(np.linspace(0, n - 1, min(n, 200)).astype(int))
-    window = signal.get_window("hann", frame).astype(np.float32)
+    window = hann(frame).astype(np.float32)
     blocks = np.stack([x[i * frame : (i + 1) * frame] for i in picks]) * window
     spec = np.fft.rfft(blocks, axis=1)
     power = np.sum(spec.real.astype(np.float64) ** 2 + spec.imag**2, axis=0)

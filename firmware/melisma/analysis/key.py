@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import AnalysisError, ConfigError
+from ..filter_design import hann
 
 __all__ = ["MODES", "KeyEstimate", "Scale", "chroma", "estimate_key", "estimate_key_from_notes", "parse_key"]
 
@@ -191,7 +192,6 @@ def chroma(y: np.ndarray, *, sr: int, fmin_hz: float = 55.0, fmax_hz: float = 20
     do not dominate.
     """
     import scipy.fft
-    from scipy.signal import get_window
 
     from ..audio_io import resample
 
@@ -212,7 +212,7 @@ def chroma(y: np.ndarray, *, sr: int, fmin_hz: float = 55.0, fmax_hz: float = 20
     near = np.abs(midi - np.round(midi)) < 0.35
     band_bins = np.flatnonzero(band)
     pcs = np.round(midi[near]).astype(int) % 12
-    window = get_window("hann", n_fft).astype(np.float32)
+    window = hann(n_fft).astype(np.float32)
     window /= window.sum()
     frames_view = np.lib.stride_tricks.sliding_window_view(y, n_fft)[:: n_fft // 2]
     mag = np.empty((int(near.sum()), frames_view.shape[0]), np.float32)

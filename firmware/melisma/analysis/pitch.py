@@ -291,12 +291,12 @@ def _highpass_into(x: np.ndarray, sr: int, out: np.ndarray, block: int = 1 << 16
     Filters in float64 block by block (the filter state carries over, so the result is the
     one-shot filter's) into ``out``, without a float64 copy of the whole input.
     """
-    from scipy.signal import butter, sosfilt
+    from .. import dsp
 
-    sos = butter(4, 50.0, btype="highpass", fs=sr, output="sos")
+    sos = dsp.design("butter", 4, 50.0, "highpass", sr, "sos")
     zi = np.zeros((sos.shape[0], 2))
     for a in range(0, len(x), block):
-        out[a : a + block], zi = sosfilt(sos, x[a : a + block].astype(np.float64), zi=zi)
+        out[a : a + block], zi = dsp.sosfilt(sos, x[a : a + block].astype(np.float64), zi)
 
 
 def _beta_params(mean: float, concentration: float = 13.33) -> tuple[float, float]:

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import dsp
 from ..errors import AnalysisError
+from ..filter_design import hann
 
 #: Frame and hop of the band analysis (21 ms frames, 10 ms hop at 48 kHz).
 N_FFT = 1024
@@ -101,9 +102,7 @@ def _band_powers_from(read, n_samples: int, *, sr: int, n_fft: int = N_FFT, hop_
     # Sparse-as-dense (bins x bands) 0/1 matrix: one matmul reduces a chunk of spectra to bands.
     reducer = np.zeros((freqs.size, len(edges) - 1), dtype=np.float32)
     reducer[np.nonzero(valid)[0], band_of_bin[valid]] = 1.0
-    from scipy import signal
-
-    window = signal.get_window("hann", n_fft).astype(np.float32)
+    window = hann(n_fft).astype(np.float32)
     norm = np.float32(2.0 / (n_fft * np.sum(window**2)))
     out = np.empty((n_frames, len(edges) - 1), dtype=np.float32)
     for start in range(0, n_frames, chunk_frames):
@@ -172,9 +171,7 @@ def _long_term_psd_from(read, n_samples: int, *, sr: int, nperseg: int = LONG_TE
     nperseg = int(min(nperseg, max(256, 2 ** int(math.floor(math.log2(max(n_samples, 256)))))))
     n_samples = max(n_samples, nperseg)
     hop = nperseg // 2
-    from scipy import signal
-
-    window = signal.get_window("hann", nperseg).astype(np.float32)
+    window = hann(nperseg).astype(np.float32)
     n_segments = 1 + (n_samples - nperseg) // hop
     total = np.zeros(nperseg // 2 + 1)
     for start in range(0, n_segments, batch):

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import signal
 
+from .. import dsp, filter_design
 from ..analysis.cleanup import clipped_runs, detect_clipping, estimate_noise, noise_psd_at
 from ..errors import ConfigError, RenderError
 from .declip import ARDeclipper
@@ -82,7 +82,7 @@ class _SosStage(Stage):
             self._zi_key = key
         step = 1 << 16  # blocks keep scipy's float64 temporaries small (Pi Zero: 512 MB)
         for i in range(0, audio.shape[-1], step):
-            out[..., i:i + step], self._zi = signal.sosfilt(sos, audio[..., i:i + step], axis=-1, zi=self._zi)
+            out[..., i:i + step], self._zi = dsp.sosfilt(sos, audio[..., i:i + step], self._zi)
 
 
 @dataclass
@@ -107,7 +107,7 @@ class RumbleFilter(_SosStage):
             raise RenderError(
                 f"RumbleFilter: cutoff_hz={self.cutoff_hz} must lie between 0 and sr/2={sr / 2}; 60-100 Hz suits a voice"
             )
-        return signal.butter(self.order, self.cutoff_hz, btype="highpass", fs=sr, output="sos")
+        return dsp.design("butter", self.order, float(self.cutoff_hz), "highpass", sr, "sos")
 
 
 @dataclass
@@ -145,8 +145,8 @@ class HumNotch(_SosStage):
             f = k * self.fundamental_hz
             if f >= 0.45 * sr:
                 break
-            b, a = signal.iirnotch(f, self.q * math.sqrt(k), fs=sr)
-            sections.append(signal.tf2sos(b, a))
+            b, a = filter_design.iirnotch(f, self.q * math.sqrt(k), fs=sr)
+            sections.append(filter_design.tf2sos(b, a))
         return np.vstack(sections) if sections else np.zeros((0, 6))
 
 
@@ -396,7 +396,7 @@ class SpectralDenoiser(Stage):
             return None
         n_fft = self._n_fft(sr)
         hop = n_fft // 2
-        window = np.sqrt(signal.get_window("hann", n_fft)).astype(np.float32)  # periodic; sqrt-Hann^2 sums to 1 at 50 %
+        window = np.sqrt(filter_design.hann(n_fft)).astype(np.float32)  # periodic; sqrt-Hann^2 sums to 1 at 50 %
         freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
         # expected |X|^2 of the noise in each bin: one-sided PSD * sr * sum(w^2) / 2
         noise_bins = noise_psd_at(noise, freqs) * sr * float(np.sum(window.astype(np.float64) ** 2)) / 2.0
@@ -924,7 +924,7 @@ class _FrameSource:
         self.ref, self.n_fft, self.hop, self.taps, self.lead = reference, n_fft, hop, taps, lead
         # Hann analysis (low side lobes: little leakage between bins, which a per-bin filter cannot
         # model) and Hann synthesis; at a quarter-frame hop their product sums to 1.5.
-        self.window = signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+        self.window = filter_design.hann(n_fft).astype(np.float32)
         self.pad = n_fft - hop
 
     def reference_windows(self, m0: int, m: int) -> np.ndarray:
@@ -1080,7 +1080,7 @@ def _residual_level(take: np.ndarray, src: _FrameSource, model: BleedModel, n_fr
         m = min(chunk_frames, n_frames - m0)
         y = src.take_frames(take, m0, m)
         est = _predict(src.reference_windows(m0, m), model.filters)
-        smooth, zi = signal.lfilter([1.0 - a_tail], [1.0, -a_tail], np.abs(est) ** 2, axis=0, zi=zi)
+        smooth, zi = dsp.lfilter([1.0 - a_tail], [1.0, -a_tail], np.abs(est) ** 2, zi, axis=0)
         err = np.abs(y - est) ** 2
         ratio_db = 10.0 * np.log10((err + 1e-20) / (smooth + 1e-20))
         strong = smooth > 1e-12
@@ -1194,9 +1194,9 @@ class BleedCanceller(Stage):
         y = np.stack([_stft_frames(ch[: (m - 1) * hop + n_fft], n_fft, hop, win) for ch in buf])  # (ch, m, bins)
         err = y - est
         a_tail, a_err = _smoothing(_TAIL_S, hop, sr), _smoothing(_ERROR_S, hop, sr)
-        tail, st["zi_tail"] = signal.lfilter([1.0 - a_tail], [1.0, -a_tail], np.abs(np.broadcast_to(est, err.shape)) ** 2,
-                                             axis=1, zi=st["zi_tail"])
-        power, st["zi_err"] = signal.lfilter([1.0 - a_err], [1.0, -a_err], np.abs(err) ** 2, axis=1, zi=st["zi_err"])
+        tail, st["zi_tail"] = dsp.lfilter([1.0 - a_tail], [1.0, -a_tail], np.abs(np.broadcast_to(est, err.shape)) ** 2,
+                                          st["zi_tail"], axis=1)
+        power, st["zi_err"] = dsp.lfilter([1.0 - a_err], [1.0, -a_err], np.abs(err) ** 2, st["zi_err"], axis=1)
         floor = db_to_gain(-self.max_suppression_db)
         gain = np.clip(1.0 - self.over * model.residual * tail / (power + 1e-20), floor, 1.0).astype(np.float32)
         spectra = [err * gain]
