@@ -1236,7 +1236,13 @@ class BleedCanceller(Stage):
             raise RenderError(f"BleedCanceller.cancel: take must be mono (samples,), got shape {take.shape}")
         n = take.shape[0]
         late = model.n_fft
-        result = np.empty((1 + len(companions), n), np.float32)
+        if out is not None and (out.shape != take.shape or out.dtype != np.float32):
+            raise RenderError(f"BleedCanceller.cancel: out must be float32 {take.shape}, got {out.dtype} {out.shape}")
+        # Without companions the result goes straight into out (may be the take itself: a sample
+        # is written only after the block holding it was read), so no second take-length array
+        # exists; with them, one row per signal.
+        rows = [np.empty(n, np.float32) if out is None else out] if not companions else None
+        result = np.empty((1 + len(companions), n), np.float32) if companions else None
         self.reset()
         self._companions = [np.asarray(c, np.float32) for c in companions]
         src_len = n + late
@@ -1258,15 +1264,27 @@ class BleedCanceller(Stage):
             chunk = got[:, keep_from:]
             dst_hi = min(dst_lo + chunk.shape[1], n)
             if dst_hi > dst_lo:
-                result[:, dst_lo:dst_hi] = chunk[:, : dst_hi - dst_lo]
+                if rows is not None:
+                    rows[0][dst_lo:dst_hi] = chunk[0, : dst_hi - dst_lo]
+                else:
+                    result[:, dst_lo:dst_hi] = chunk[:, : dst_hi - dst_lo]  # type: ignore[index]
             written += ready
         self.reset()
+        if rows is not None:
+            return rows[0]
+        assert result is not None
         if out is not None:
             out[...] = result[0]
-            cleaned = out
-        else:
-            cleaned = result[0]
-        return cleaned if not companions else (cleaned, *result[1:])
+        return (result[0] if out is None else out, *result[1:])
+
+
+def _mean_power(x: np.ndarray, block: int = 1 << 16) -> float:
+    """Mean square of ``x`` in float64, a block at a time (no take-length float64 temporary)."""
+    total = 0.0
+    for a in range(0, x.size, block):
+        seg = x[a : a + block].astype(np.float64)
+        total += float(np.dot(seg, seg))
+    return total / max(x.size, 1)
 
 
 def _sounding_end(x: np.ndarray, block: int = 1 << 16) -> int:
@@ -1315,12 +1333,12 @@ def remove_bleed(take: np.ndarray, reference: Any, *, sr: int, in_place: bool = 
     out = x if (in_place and x is take and x.flags.c_contiguous and x.flags.writeable) else None
     if out is None and end < x.size:
         out = x.copy()
-    before = float(np.mean(np.square(body, dtype=np.float64)))
+    before = _mean_power(body)
     before_db = block_power_db(x, sr=sr)  # render/pauses.py: the pauses' level for the report
     stage = BleedCanceller(reference=reference, model=model)
     cleaned_body = stage.cancel(body, sr, out=None if out is None else out[:end])
     assert isinstance(cleaned_body, np.ndarray)
-    after = float(np.mean(np.square(cleaned_body, dtype=np.float64)))
+    after = _mean_power(cleaned_body)
     cleaned = cleaned_body if out is None else out
     action.update(pause_levels(before_db, block_power_db(cleaned, sr=sr)))
     action.update({"removed_db": round(10.0 * math.log10((before + 1e-20) / (after + 1e-20)), 2),
