@@ -81,8 +81,11 @@ class _SosStage(Stage):
             self._zi = np.zeros((sos.shape[0], *audio.shape[:-1], 2))
             self._zi_key = key
         step = 1 << 16  # blocks keep scipy's float64 temporaries small (Pi Zero: 512 MB)
+        zi = self._zi
+        assert zi is not None
         for i in range(0, audio.shape[-1], step):
-            out[..., i:i + step], self._zi = dsp.sosfilt(sos, audio[..., i:i + step], self._zi)
+            out[..., i:i + step], zi = dsp.sosfilt(sos, audio[..., i:i + step], zi)
+        self._zi = zi
 
 
 @dataclass
