@@ -91,9 +91,11 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     from ..analysis.voice import analyze_backing, analyze_voice
     from ..audio_io import resample
     from ..render.clean import clean_take
+    from . import spill
 
+    spilled_take: Any = None  # a long take's aligned samples live in a file-backed buffer (spill.py)
     with timed_stage(clock, "decode"):
-        take_d, take_info, w = decode_take(take_path)
+        take_d, take_info, w = decode_take(take_path, npy_path=work / "take.npy", spill_bytes=spill.ANALYSIS_SPILL_BYTES)
         warnings += w
         back_d = backing_info = None
         if backing_path is not None:
@@ -105,11 +107,16 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     backing_shape: tuple[int, int] | None = None
     # decode() with analysis_sr gives both copies; the backing went straight to its .npy file
     take48, take16 = take_d.audio, take_d.analysis
-    assert take48 is not None and take16 is not None
+    take_file = take_d.npy_path  # set when the take was too long to hold at 48 kHz
+    assert (take48 is not None or take_file is not None) and take16 is not None
     del take_d
     if back_d is None:
         alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
-        aligned = take48[0]
+        if take48 is not None:
+            aligned = take48[0]
+        else:
+            aligned, spilled_take = _shifted_from_file(take_file, offset_ms=0.0, backing_n=None, warnings=warnings,
+                                                       folder=work)
         del take48, take16
     else:
         with timed_stage(clock, "align"):
@@ -120,9 +127,15 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                                           tracker=pitch_tracker_named(options.pitch_tracker))
             alignment = decide_alignment(alignment, accept_guess=options.accept_alignment_guess, warnings=warnings)
             backing16 = back_d.analysis
-            aligned = apply_offset(take48[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
-            del take48, take16  # out of memory before the clean-up
-            aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
+            if take48 is not None:
+                aligned = apply_offset(take48[0], offset_ms=alignment.offset_ms, sr=ENGINE_SR)
+                del take48, take16  # out of memory before the clean-up
+                aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
+            else:
+                del take48, take16
+                aligned, spilled_take = _shifted_from_file(take_file, offset_ms=alignment.offset_ms,
+                                                           backing_n=back_d.n_samples, warnings=warnings, folder=work)
+                length = aligned.shape[0]
             backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
             if alignment.known and alignment.confidence < 0.3 and alignment.method != "calibrated":
                 warnings.append(
@@ -157,6 +170,10 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         np.save(vocal_file, np.ascontiguousarray(vocal, dtype=np.float32), allow_pickle=False)
         plan.adopt("vocal", vocal_file, vocal.shape)
         del vocal
+        if spilled_take is not None:
+            spilled_take.close()
+        if take_file is not None:
+            take_file.unlink(missing_ok=True)
         if back_d is not None:
             assert back_d.npy_path is not None and backing_shape is not None
             plan.adopt("backing", back_d.npy_path, backing_shape, file_shape=(2, back_d.n_samples))
@@ -197,20 +214,51 @@ def _remove_bleed(aligned: np.ndarray, backing_npy) -> tuple[np.ndarray, dict[st
         return remove_bleed(aligned, reader, sr=ENGINE_SR, in_place=True)
 
 
-def _fit_to_backing(aligned: np.ndarray, backing_n: int, warnings: list[str]) -> tuple[np.ndarray, int]:
-    """The aligned take cut or padded to the backing's length (or kept longer when it runs well past it)."""
+def _shifted_from_file(npy_path: Any, *, offset_ms: float, backing_n: int | None, warnings: list[str],
+                       folder: Path) -> tuple[np.ndarray, Any]:
+    """:func:`~melisma.analysis.align.apply_offset` and :func:`_fit_to_backing` of a take kept in a
+    ``.npy`` file, block by block into a file-backed buffer (:class:`~melisma.pipeline.spill.SpilledArray`):
+    the same samples, without the take in memory. Returns the aligned take and the buffer to close.
+    """
+    from ..audio_io import NpyBlockReader
+    from .spill import SpilledArray
+
+    shift = int(round(offset_ms * ENGINE_SR / 1000.0))  # as apply_offset rounds it
+    with NpyBlockReader(npy_path) as reader:
+        shifted_n = max(0, reader.n_samples - shift)
+        length = shifted_n if backing_n is None else _target_length(shifted_n, backing_n, warnings)
+        buffer = SpilledArray((length,), folder=folder)
+        out = buffer.array
+        block = 1 << 18
+        for a in range(0, length, block):
+            b = min(a + block, length)
+            lo = max(a + shift, 0)  # before the take's first sample: zeros (an early take)
+            out[a : min(b, lo - shift)] = 0.0
+            if b + shift > lo:
+                reader.read(lo, b + shift, out=out[lo - shift : b])
+    return out, buffer
+
+
+def _target_length(sung_n: int, backing_n: int, warnings: list[str]) -> int:
+    """The aligned take's length: the backing's, or the take's own when it runs well past it."""
     length = backing_n
-    sung_s = aligned.shape[0] / ENGINE_SR
+    sung_s = sung_n / ENGINE_SR
     backing_s = length / ENGINE_SR
     if sung_s > backing_s + 2.0:
         warnings.append(
             f"take runs {sung_s - backing_s:.1f} s past the end of the backing; the extra singing is kept over silence"
         )
-        length = aligned.shape[0]
+        length = sung_n
     elif sung_s < 0.5 * backing_s:
         warnings.append(
             f"take covers only {sung_s:.1f} s of the {backing_s:.1f} s backing; the rest of the mix is backing only"
         )
+    return length
+
+
+def _fit_to_backing(aligned: np.ndarray, backing_n: int, warnings: list[str]) -> tuple[np.ndarray, int]:
+    """The aligned take cut or padded to the backing's length (or kept longer when it runs well past it)."""
+    length = _target_length(aligned.shape[0], backing_n, warnings)
     return _fit_length(aligned, length), length
 
 

@@ -79,10 +79,17 @@ def load_take(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list
     return y, file_info(path, info, y.shape[0]), warnings
 
 
-def decode_take(path: str | os.PathLike) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
-    """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`."""
+def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None,
+                spill_bytes: int | None = None) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
+    """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`.
+
+    A take longer than ``spill_bytes`` at the engine rate (float32) goes to ``npy_path`` instead
+    of memory (``audio`` is then ``None`` and ``npy_path`` says where it is).
+    """
     info = probe(path)
-    d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR)
+    long_take = (spill_bytes is not None and npy_path is not None and info.duration_s is not None
+                 and info.duration_s * ENGINE_SR * 4 > spill_bytes)
+    d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR, npy_path=npy_path if long_take else None)
     warnings = check_take(path, info, peak=d.peak, n_samples=d.n_samples, ac_peak=_ac_peak(d.analysis, ANALYSIS_SR))
     return d, file_info(path, info, d.n_samples), warnings
 

@@ -25,6 +25,10 @@ import numpy as np
 #: Above this size the wet vocal / mix buffer of a full render goes to a file (128 MiB: a stereo
 #: take of about 5.8 minutes; a 3-minute take stays in memory).
 SPILL_BYTES = 128 << 20
+#: Above this size an analysis keeps the full-rate take in a file too (64 MiB: a mono take of
+#: about 5.8 minutes, the render's limit for the same length), so a 15-minute take's analysis
+#: holds no take-length array at 48 kHz.
+ANALYSIS_SPILL_BYTES = 64 << 20
 #: How often the pages the render has touched are handed back, seconds.
 RELEASE_INTERVAL_S = 0.02
 

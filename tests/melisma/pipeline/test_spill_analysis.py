@@ -1,0 +1,61 @@
+"""A long take's analysis keeps the full-rate take in files, not memory (pipeline/spill.py), with
+the very same result: the plan and every sample of the vocal it keeps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from melisma import pipeline
+from melisma.pipeline import spill
+
+from tools.corpus import make_scenario
+from tools.corpus.scenarios import write_scenario
+
+
+def _plan_and_vocal(plan_path):
+    record = json.loads(plan_path.read_text())
+    for key in ("timings_s", "melisma_version", "platform", "created", "work_files", "files"):
+        record.pop(key, None)
+    vocal = np.load(plan_path.with_name(plan_path.name + ".cache") / "vocal.npy")
+    return record, vocal
+
+
+@pytest.mark.parametrize("offset_ms", [140.0, -60.0])
+def test_a_spilled_analysis_is_the_in_memory_one_sample_for_sample(tmp_path, monkeypatch, offset_ms):
+    sc = make_scenario(seed=31, duration_s=5.0, backing_renderer="numpy", offset_ms=offset_ms, bleed_db=-15.0,
+                       snr_db=25.0)
+    paths = write_scenario(sc, tmp_path / "in", take_format="wav", backing_format="wav")
+    kept = pipeline.analyze_files(paths["take"], paths["backing"], tmp_path / "memory.json", style="cpop")
+    spilled_files = []
+    real = spill.SpilledArray
+
+    class Watched(real):  # the real buffer, noting where its file was
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            spilled_files.append(self.path)
+
+    monkeypatch.setattr(spill, "ANALYSIS_SPILL_BYTES", 0)  # every take counts as long
+    monkeypatch.setattr(spill, "SpilledArray", Watched)
+    spilled = pipeline.analyze_files(paths["take"], paths["backing"], tmp_path / "spilled.json", style="cpop")
+    assert spilled_files, "the take was not spilled"
+    assert not any(p.exists() for p in spilled_files), "the spill file was left behind"
+    assert not (tmp_path / "spilled.json.cache" / "take.npy").exists()
+    a, va = _plan_and_vocal(tmp_path / "memory.json")
+    b, vb = _plan_and_vocal(tmp_path / "spilled.json")
+    assert np.array_equal(va, vb)
+    assert a["alignment"]["offset_ms"] == b["alignment"]["offset_ms"]
+    assert a["cleanup"] == b["cleanup"] and a["voice"] == b["voice"] and a["pitch"] == b["pitch"]
+    assert kept.record["alignment"] == spilled.record["alignment"]
+
+
+def test_a_spilled_take_without_backing_is_the_same(tmp_path, monkeypatch):
+    sc = make_scenario(seed=32, duration_s=4.0, backing_renderer="numpy", snr_db=25.0)
+    paths = write_scenario(sc, tmp_path / "in", take_format="wav", backing_format="wav")
+    pipeline.analyze_files(paths["take"], None, tmp_path / "memory.json", style="cpop")
+    monkeypatch.setattr(spill, "ANALYSIS_SPILL_BYTES", 0)
+    pipeline.analyze_files(paths["take"], None, tmp_path / "spilled.json", style="cpop")
+    a, va = _plan_and_vocal(tmp_path / "memory.json")
+    b, vb = _plan_and_vocal(tmp_path / "spilled.json")
+    assert np.array_equal(va, vb) and a["pitch"] == b["pitch"]
