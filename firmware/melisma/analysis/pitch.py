@@ -201,10 +201,9 @@ class DspPitchTracker:
         # Frame i is centred on sample i*hop: the window plus a typical lag straddles it.
         frame_len = win + tau_max + 1
         pad_left = win // 2 + tau_max // 4
-        # The high-passed signal goes straight into its zero-padded buffer (one float64 array).
-        xp = np.zeros(pad_left + len(y) + frame_len + hop * n_frames - len(y))
-        _highpass_into(y, self.SR, xp[pad_left : pad_left + len(y)])
-        frames_all = np.lib.stride_tricks.sliding_window_view(xp, frame_len)[::hop][:n_frames]
+        # The high-passed, zero-padded signal is made left to right as the frames need it and held
+        # only from the current block on (a take-length float64 array would be 23 MB for 3 minutes).
+        xp = _HighpassedSignal(y, self.SR, pad_left)
 
         thr_x, thr_cdf = _beta_cdf_table(*_beta_params(self.threshold_mean))
         K = self.n_candidates
@@ -214,12 +213,13 @@ class DspPitchTracker:
         n_fft = 1 << int(np.ceil(np.log2(frame_len)))
         chunk = 512  # frames per block: the block's FFT and lag matrices stay a few MB
         for c0 in range(0, n_frames, chunk):
-            fr = frames_all[c0 : c0 + chunk]
+            c1 = min(c0 + chunk, n_frames)
+            fr = np.lib.stride_tricks.sliding_window_view(xp.span(c0 * hop, (c1 - 1) * hop + frame_len), frame_len)[::hop]
             ct, cp, cr = _yin_candidates(fr, win, tau_min, tau_max, n_fft, K, thr_x, thr_cdf)
             cand_tau[c0 : c0 + chunk] = ct
             cand_p[c0 : c0 + chunk] = cp
             rms[c0 : c0 + chunk] = cr
-        del xp, frames_all
+        del xp
 
         # Energy gate: relative to the loud part of the take, and an absolute floor (-70 dBFS).
         rms_db = 20 * np.log10(rms + 1e-12)
@@ -283,6 +283,41 @@ def _as_mono(y: np.ndarray) -> np.ndarray:
     if y.ndim != 1:
         raise AnalysisError(f"audio must be (samples,) or (channels, samples), got shape {y.shape}")
     return y
+
+
+class _HighpassedSignal:
+    """``pad_left`` zeros, the high-passed signal (:func:`_highpass_into`'s filter, its state carried
+    from block to block, so the samples are the one-shot filter's), then zeros; made left to right
+    and kept only from the start of the last span asked for.
+    """
+
+    def __init__(self, y: np.ndarray, sr: int, pad_left: int, block: int = 1 << 16):
+        from .. import dsp
+
+        self._y, self._pad, self._block = y, pad_left, block
+        self._sos = dsp.design("butter", 4, 50.0, "highpass", sr, "sos")
+        self._zi = np.zeros((self._sos.shape[0], 2))
+        self._buf = np.zeros(0)
+        self._start = 0  # self._buf holds samples [start, start + len(buf)) of the padded signal
+
+    def span(self, a: int, b: int) -> np.ndarray:
+        """Samples ``a:b`` (``a`` never below an earlier call's)."""
+        from .. import dsp
+
+        end = self._start + self._buf.size
+        if b > end:
+            new = np.zeros(b - end)
+            ya, yb = max(end - self._pad, 0), min(b - self._pad, len(self._y))
+            for s in range(ya, yb, self._block):
+                e = min(s + self._block, yb)
+                new[s + self._pad - end : e + self._pad - end], self._zi = dsp.sosfilt(
+                    self._sos, self._y[s:e].astype(np.float64), self._zi)
+            self._buf = np.concatenate((self._buf[max(0, a - self._start):], new))
+            self._start = max(a, self._start)
+        elif a > self._start:
+            self._buf = self._buf[a - self._start:]
+            self._start = a
+        return self._buf[a - self._start : b - self._start]
 
 
 def _highpass_into(x: np.ndarray, sr: int, out: np.ndarray, block: int = 1 << 16) -> None:
