@@ -104,9 +104,12 @@ def _running_nanmedian(m: np.ndarray, frames: int) -> np.ndarray:
     padded = np.pad(m, (h, h), constant_values=np.nan)
     win = np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1)[:, ::step]
     out = np.full(n, np.nan)
-    ok = np.isfinite(win).any(axis=1)
-    if ok.any():
-        out[ok] = np.nanmedian(win[ok], axis=1)
+    rows = 4096  # a block of windows at a time: the copies nanmedian makes stay a few MB (each row is its own median)
+    for a in range(0, n, rows):
+        part = win[a : a + rows]
+        ok = np.isfinite(part).any(axis=1)
+        if ok.any():
+            out[a : a + rows][ok] = np.nanmedian(part[ok], axis=1)
     return out
 
 
