@@ -61,6 +61,8 @@ TOP_HZ = 4000.0
 TAIL_S = 0.1
 #: Percentile of take/backing power that estimates the bleed gain per bin.
 GAIN_PERCENTILE = 25.0
+#: Most frames the bleed-gain percentile is taken over (every 4th frame of a take up to ~6.7 min).
+GAIN_ROWS = 10000
 
 
 class BleedVoicingGate:
@@ -120,6 +122,12 @@ class BleedVoicingGate:
         active_rows: list[np.ndarray] = []
         held = np.zeros(top_bin)
         chunk = 1024
+        # the gain statistics on every 4th frame (40 ms apart: plenty), or sparser on a long take
+        # so that at most GAIN_ROWS frames are kept (their percentile is as good; the rows would
+        # otherwise grow with the take: ~40 MB for 15 minutes)
+        stride = 4
+        while n_frames > stride * GAIN_ROWS and stride < chunk:
+            stride *= 2
         order = np.argsort(frame_of, kind="stable")
         fo_sorted = frame_of[order]
         for c0 in range(0, n_frames, chunk):
@@ -129,9 +137,8 @@ class BleedVoicingGate:
             for i in range(B.shape[0]):  # hold over the room's tail
                 held = np.maximum(B[i], decay * held)
                 B[i] = held
-            # the gain statistics on every 4th frame (40 ms apart: plenty, a quarter of the memory)
-            ratio_rows.append((V[::4] / (B[::4] + 1e-20)).astype(np.float32))
-            active_rows.append(B[::4].astype(np.float32))
+            ratio_rows.append((V[::stride] / (B[::stride] + 1e-20)).astype(np.float32))
+            active_rows.append(B[::stride].astype(np.float32))
             a, b = np.searchsorted(fo_sorted, [c0, c1])
             if b > a:
                 sel = order[a:b]
