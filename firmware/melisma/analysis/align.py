@@ -266,15 +266,21 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
         return y
     hop = TF_FRAME // 2
     n_frames = int(math.ceil(y.size / hop)) + 1
-    padded = np.zeros((n_frames + 1) * hop, dtype=np.float32)
-    padded[hop : hop + y.size] = y
-    frames = np.lib.stride_tricks.sliding_window_view(padded, TF_FRAME)[::hop][:n_frames]
     window = np.hanning(TF_FRAME + 1)[:TF_FRAME].astype(np.float32)
     halo = TF_SMOOTH[0] // 2
 
+    def frames(h0: int, h1: int) -> np.ndarray:
+        # frames h0..h1-1 of the signal with one hop of zeros in front (frame f starts at
+        # f * hop - hop of y), cut from y as needed: no padded copy of the whole signal
+        seg = np.zeros((h1 - h0 - 1) * hop + TF_FRAME, dtype=np.float32)
+        a, b = max(h0 * hop - hop, 0), min((h0 * hop - hop) + seg.size, y.size)
+        if b > a:
+            seg[a - (h0 * hop - hop) : b - (h0 * hop - hop)] = y[a:b]
+        return np.lib.stride_tricks.sliding_window_view(seg, TF_FRAME)[::hop]
+
     def chunk_spectra(f0: int, f1: int) -> tuple[np.ndarray, np.ndarray]:
         h0, h1 = max(f0 - halo, 0), min(f1 + halo, n_frames)
-        spec = scipy.fft.rfft(frames[h0:h1] * window, axis=1)
+        spec = scipy.fft.rfft(frames(h0, h1) * window, axis=1)
         mag = uniform_filter(np.abs(spec), size=TF_SMOOTH, mode="nearest")  # float32: spec is complex64
         return spec[f0 - h0 : f1 - h0], mag[f0 - h0 : f1 - h0]
 
@@ -284,7 +290,7 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
         total += float(np.sum(mag, dtype=np.float64))
     mean_mag = total / (n_frames * (TF_FRAME // 2 + 1))
     floor = np.float32(max(1e-3 * mean_mag, 1e-12))  # squared, still a float32 normal
-    out = np.zeros_like(padded)
+    out = np.zeros((n_frames + 1) * hop, dtype=np.float32)
     for f0 in range(0, n_frames, _TF_CHUNK):
         f1 = min(f0 + _TF_CHUNK, n_frames)
         spec, mag = chunk_spectra(f0, f1)
@@ -352,17 +358,23 @@ def _correlate(
     freqs = np.fft.rfftfreq(nfft, 1.0 / sr_a)
     band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
     band_slice = slice(int(np.argmax(band)), int(len(band) - np.argmax(band[::-1])))
-    # Backing padded so every window can reach max_lag either way.
-    padded = np.zeros(n_take + 2 * max_lag + win_len, dtype=np.float32)
+    # The backing as if padded with max_lag zeros in front (and zeros past its usable end), so
+    # every window can reach max_lag either way; cut per window, never copied whole.
     usable = min(backing_a.size, n_take + max_lag + win_len)
-    padded[max_lag : max_lag + usable] = backing_a[:usable]
+
+    def padded(a: int, b: int) -> np.ndarray:
+        seg = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a - max_lag, 0), min(b - max_lag, usable)
+        if hi > lo:
+            seg[lo + max_lag - a : hi + max_lag - a] = backing_a[lo:hi]
+        return seg
 
     n_lags = 2 * max_lag + 1
     per_window = np.zeros((n_windows, n_lags), dtype=np.float64)
     summed_spec = np.zeros(nfft // 2 + 1, dtype=np.complex128)
     kernel_spec = np.zeros(nfft // 2 + 1, dtype=np.float64)
     energies_take = np.array([np.mean(take_a[i * win_len : (i + 1) * win_len] ** 2) for i in range(n_windows)])
-    energies_back = np.array([np.mean(padded[i * win_len : i * win_len + win_len + 2 * max_lag] ** 2) for i in range(n_windows)])
+    energies_back = np.array([np.mean(padded(i * win_len, i * win_len + win_len + 2 * max_lag) ** 2) for i in range(n_windows)])
     # Windows where either side is (nearly) silent carry no evidence, only numerical noise.
     ref_take = np.median(energies_take[energies_take > 0]) if np.any(energies_take > 0) else 0.0
     ref_back = np.median(energies_back[energies_back > 0]) if np.any(energies_back > 0) else 0.0
@@ -371,7 +383,7 @@ def _correlate(
     for i in np.flatnonzero(valid):
         start = i * win_len
         t_seg = take_a[start : start + win_len]
-        b_seg = padded[start : start + win_len + 2 * max_lag]
+        b_seg = padded(start, start + win_len + 2 * max_lag)
         t_spec = scipy.fft.rfft(t_seg, nfft)[band_slice]
         b_spec = scipy.fft.rfft(b_seg, nfft)[band_slice]
         weighted = b_spec * np.conj(t_spec)
@@ -380,7 +392,7 @@ def _correlate(
         weighted /= norm
         # The backing's own autocorrelation over the same stretch, weighted as the window is: what
         # one arrival looks like in the summed correlation (echoes of sustained bass notes included).
-        core = scipy.fft.rfft(padded[start + max_lag : start + max_lag + win_len], nfft)[band_slice]
+        core = scipy.fft.rfft(padded(start + max_lag, start + max_lag + win_len), nfft)[band_slice]
         kernel_spec[band_slice] += np.abs(core) ** 2 / norm
         full = np.zeros(nfft // 2 + 1, dtype=np.complex128)
         full[band_slice] = weighted
