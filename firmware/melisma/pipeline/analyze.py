@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -64,7 +65,9 @@ def analyze(
     # folder that the plan owns; Plan.save moves them into its cache folder.
     work = Path(tempfile.mkdtemp(prefix=work_prefix(), dir=_work_parent))
     try:
-        plan = _analyze_into(record, take_path, backing_path, options, clock=clock, work=work, warnings=warnings)
+        with contextlib.ExitStack() as buffers:  # file-backed buffers of a long take, closed however it ends
+            plan = _analyze_into(record, take_path, backing_path, options, clock=clock, work=work, warnings=warnings,
+                                 buffers=buffers)
         record["settings"] = {
             "style": settings.style,
             "sliders": dict(settings.sliders),
@@ -82,7 +85,7 @@ def analyze(
 
 
 def _analyze_into(record: dict[str, Any], take_path, backing_path, options: AnalysisOptions, *, clock: StageClock,
-                  work: Path, warnings: list[str]) -> Plan:
+                  work: Path, warnings: list[str], buffers: contextlib.ExitStack) -> Plan:
     """The analysis stages in order, filling ``record``; returns the plan that owns the work files."""
     from ..analysis.align import Alignment, apply_offset, estimate_offset
     from ..analysis.bleed_voicing import BLEED_METHODS, BleedGatedTracker
@@ -110,6 +113,13 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     take_file = take_d.npy_path  # set when the take was too long to hold at 48 kHz
     assert (take48 is not None or take_file is not None) and take16 is not None
     del take_d
+    spilled_16k: list[Any] = []  # a long take's 16 kHz copies, in file-backed buffers until the end
+    if take_file is not None:
+        take16, buffer = spill.spilled_copy(take16, folder=work)
+        spilled_16k.append(buffers.enter_context(buffer))
+        if back_d is not None and back_d.analysis is not None:
+            back_d.analysis, buffer = spill.spilled_copy(back_d.analysis, folder=work)
+            spilled_16k.append(buffers.enter_context(buffer))
     if back_d is None:
         alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
         if take48 is not None:
@@ -117,6 +127,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         else:
             aligned, spilled_take = _shifted_from_file(take_file, offset_ms=0.0, backing_n=None, warnings=warnings,
                                                        folder=work)
+            buffers.enter_context(spilled_take)
         del take48, take16
     else:
         with timed_stage(clock, "align"):
@@ -135,6 +146,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                 del take48, take16
                 aligned, spilled_take = _shifted_from_file(take_file, offset_ms=alignment.offset_ms,
                                                            backing_n=back_d.n_samples, warnings=warnings, folder=work)
+                buffers.enter_context(spilled_take)
                 length = aligned.shape[0]
             backing_shape = (2, length)  # a shorter backing file reads as padded with zeros
             if alignment.known and alignment.confidence < 0.3 and alignment.method != "calibrated":
@@ -201,6 +213,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
             )
             if gated is not None and gated.info["applied"]:  # a headphone take's report stays as it was
                 record["pitch"]["bleed_gate"] = gated.info
+    del backing16, back_d
+    for buffer in spilled_16k:
+        buffer.close()
     return plan
 
 

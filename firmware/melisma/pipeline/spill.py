@@ -79,6 +79,8 @@ class SpilledArray:
 
     def close(self) -> None:
         """Stop releasing, unmap and delete the file (the array must not be used afterwards)."""
+        if self._stop.is_set():
+            return  # closed already
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -111,3 +113,20 @@ def wet_buffer(channels: int, n: int, *, folder: Path | None,
         return np.empty((channels, n), np.float32), None
     spilled = SpilledArray((channels, n), folder=folder)
     return spilled.array, spilled
+
+
+def spilled_copy(array: np.ndarray, *, folder: Path | None, block: int = 1 << 20) -> tuple[np.ndarray, SpilledArray]:
+    """A float32 copy of ``array`` in a :class:`SpilledArray` (copied a block at a time), and the
+    buffer to close: a long analysis keeps its 16 kHz copies there instead of in memory.
+
+    Examples
+    --------
+    >>> view, buffer = spilled_copy(np.arange(5, dtype=np.float32), folder=None)
+    >>> view.tolist(), buffer.close()
+    ([0.0, 1.0, 2.0, 3.0, 4.0], None)
+    """
+    buffer = SpilledArray(array.shape, folder=folder)
+    flat_in, flat_out = array.reshape(-1), buffer.array.reshape(-1)
+    for a in range(0, flat_in.size, block):
+        flat_out[a : a + block] = flat_in[a : a + block]
+    return buffer.array, buffer
