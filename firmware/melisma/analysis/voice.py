@@ -342,6 +342,27 @@ def _find_sibilance(audio: np.ndarray, powers: np.ndarray, edges: np.ndarray, ac
     return result, sibilant
 
 
+def _peak(audio: np.ndarray, block: int = 1 << 20) -> float:
+    """Largest magnitude of ``audio`` (0 when empty), a block at a time (no take-length temporary)."""
+    flat = audio.reshape(-1)
+    return max((float(np.max(np.abs(flat[a : a + block]))) for a in range(0, flat.size, block)), default=0.0)
+
+
+def _onset_strength(powers: np.ndarray, rows: int = 8192) -> np.ndarray:
+    """Half-wave rectified rise of log band energy from frame to frame, summed over bands; rows of
+    ``powers`` (frames, bands) a block at a time (each difference needs only its own two rows).
+    """
+    n = powers.shape[0]
+    if n <= 1:
+        return np.zeros(0)
+    onset = np.empty(n - 1, dtype=np.result_type(powers.dtype, np.float32))
+    for a in range(0, n - 1, rows):
+        b = min(a + rows, n - 1)
+        log_p = np.log(powers[a : b + 1] + 1e-10)
+        onset[a:b] = np.maximum(np.diff(log_p, axis=0), 0.0).sum(axis=1)
+    return onset
+
+
 def compressor_detector_db(audio: np.ndarray, *, sr: int, hop_length: int, attack_ms: float = 10.0,
                            release_ms: float = 120.0) -> np.ndarray:
     """Per-hop level (dBFS) seen by pedalboard's Compressor detector, measured, not modelled.
@@ -442,7 +463,7 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
         "sr": int(sr),
         "duration_s": round(audio.size / sr, 3),
         "loudness_lufs": _loudness_lufs(audio, sr),
-        "peak_dbfs": round(float(_db(float(np.max(np.abs(audio), initial=0.0)) ** 2)), 2),
+        "peak_dbfs": round(float(_db(_peak(audio) ** 2)), 2),
         "active_fraction": round(float(active.mean()) if active.size else 0.0, 4),
         "loud_phrase_peak_db": pct(act_peaks, 95),
         "loud_phrase_rms_db": pct(act_rms, 95),
@@ -555,8 +576,7 @@ def _analyze_backing_blocks(read, shape: tuple[int, ...], *, sr: int) -> dict[st
         loudness = round(float(value), 2) if np.isfinite(value) else None
     powers, _edges, hop_length = _band_powers_from(mono, n, sr=sr)
     # Onset strength: half-wave rectified rise of log band energy, summed over bands.
-    log_p = np.log(powers + 1e-10)
-    onset = np.maximum(np.diff(log_p, axis=0), 0.0).sum(axis=1) if powers.shape[0] > 1 else np.zeros(0)
+    onset = _onset_strength(powers)
     return {
         "sr": int(sr),
         "channels": int(channels),
