@@ -117,6 +117,43 @@ class JackDummy:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def log_text(self) -> str:
+        """What jackd has logged so far (read without moving the file offset jackd writes at)."""
+        log = getattr(self, "_log", None)
+        if log is None:
+            return ""
+        size = os.fstat(log.fileno()).st_size
+        return os.pread(log.fileno(), size, 0).decode(errors="replace")
+
+    def xrun_counts(self) -> dict[str, int]:
+        """xruns jackd has logged so far, by cause.
+
+        ``driver``: the dummy driver's own timer woke up late (``JackTimedDriver::Process XRun``),
+        whatever the clients did; ``client``: a client had not finished its cycle in time
+        (``JackEngine::XRun: client = ... was not finished`` / ``... finished after current callback``).
+        """
+        text = self.log_text()
+        return {"driver": text.count("JackTimedDriver::Process XRun"),
+                "client": len(re.findall(r"JackEngine::XRun: client", text))}
+
+    def native_passthrough(self, seconds: float) -> dict[str, int]:
+        """Run ``jack_thru`` (a C client: capture -> playback) for ``seconds``; the xruns jackd logged meanwhile.
+
+        The peer with no Python at all: what the server and the machine do on their own.
+        """
+        if shutil.which("jack_thru") is None:
+            raise JackUnavailable("jack_thru not found (Debian's jackd2 ships it)")
+        before = self.xrun_counts()
+        proc = subprocess.Popen(["jack_thru"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            time.sleep(seconds)
+        finally:
+            proc.terminate()
+            proc.wait(5)
+        after = self.xrun_counts()
+        return {k: after[k] - before[k] for k in after}
+
     def ports(self) -> list[str]:
         r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
         return r.stdout.split()
