@@ -19,6 +19,7 @@ whether Python in the callback is good enough; ``tools/bench_audio.py`` prints t
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -317,7 +318,7 @@ class AudioStream:
         lag = t - c
         cuts = [0, *np.flatnonzero(self._xrun_at[:n]).tolist(), n]
         out = np.zeros(n)
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             if b > a:
                 out[a:b] = lag[a:b] - lag[a:b].min()
         return 1000.0 * out
