@@ -131,10 +131,32 @@ def _load() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat (steal: time a VM's CPUs were not running)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(a) for a in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    return (v[7] if len(v) > 7 else 0), sum(v)
+
+
+class _Steal:
+    def __enter__(self):
+        self.t0 = _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        t1 = _cpu_ticks()
+        total = t1[1] - self.t0[1]
+        self.share = (t1[0] - self.t0[0]) / total if total > 0 else 0.0
+
+
 def _print_row(row: dict) -> None:
     what = row["what"]
     line = (f"block {row['block']:4d} corr {row['correction']:.1f} {what:10s} load {row['load']:>14s}  "
-            f"xruns {row['xruns']:3d} (jackd: driver {row['jack_driver_xruns']}, client {row['jack_client_xruns']})")
+            f"steal {100 * row['steal']:.1f} %  xruns {row['xruns']:3d} (jackd: driver {row['jack_driver_xruns']}, "
+            f"client {row['jack_client_xruns']})")
     if "callback_p50_ms" in row:
         line += (f"  cb p50/p99/max {row['callback_p50_ms']:.3f}/{row['callback_p99_ms']:.3f}/{row['callback_max_ms']:.2f} ms"
                  f" of {row['block_period_ms']:.2f}  cpu p99/max {row['callback_cpu_p99_ms']:.3f}/"
@@ -178,13 +200,14 @@ def _ab(args) -> int:
                 for _round in range(args.ab):
                     base = {"block": block, "correction": corr}
                     load = _load()
-                    peer = jack.native_passthrough(args.seconds)
-                    row = {**base, "what": "native", "load": load, "xruns": peer["driver"] + peer["client"],
+                    with _Steal() as st:
+                        peer = jack.native_passthrough(args.seconds)
+                    row = {**base, "what": "native", "load": load, "steal": st.share, "xruns": peer["driver"] + peer["client"],
                            "jack_driver_xruns": peer["driver"], "jack_client_xruns": peer["client"]}
                     rows.append(row)
                     _print_row(row)
                     load, before = _load(), jack.xrun_counts()
-                    with portaudio() as pa:
+                    with _Steal() as st, portaudio() as pa:
                         stream = AudioStream(pa, PassthroughProcessor(), frames_per_buffer=block)
                         stream.start()
                         try:
@@ -192,21 +215,21 @@ def _ab(args) -> int:
                         finally:
                             figures = stream.stop()
                     after = jack.xrun_counts()
-                    row = {**base, "what": "passthru", "load": load, **_stream_row(figures),
+                    row = {**base, "what": "passthru", "load": load, "steal": st.share, **_stream_row(figures),
                            "jack_driver_xruns": after["driver"] - before["driver"],
                            "jack_client_xruns": after["client"] - before["client"]}
                     rows.append(row)
                     _print_row(row)
                     for fast in (False, True):
                         load, before = _load(), jack.xrun_counts()
-                        with portaudio() as pa:
+                        with _Steal() as st, portaudio() as pa:
                             threading.Timer(0.0, jack.loop_portaudio).start()
                             res = run_monitor(pa, seconds=args.seconds, data_dir=tmp, frames_per_buffer=block,
                                               style="cpop", backing=backing, correction=corr,
                                               key=args.key if corr else None, vocal_gain=0.3, fast=fast,
                                               instrument=args.stages)
                         after = jack.xrun_counts()
-                        row = {**base, "what": "realtime" if fast else "reference", "load": load,
+                        row = {**base, "what": "realtime" if fast else "reference", "load": load, "steal": st.share,
                                **_stream_row(res.stream), "added_latency_ms": res.added_latency_ms,
                                "jack_driver_xruns": after["driver"] - before["driver"],
                                "jack_client_xruns": after["client"] - before["client"],

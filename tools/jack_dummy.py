@@ -147,6 +147,11 @@ class JackDummy:
         proc = subprocess.Popen(["jack_thru"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
+            t_end = time.monotonic() + 5
+            while "jack_thru:input_1" not in self.ports():
+                if proc.poll() is not None or time.monotonic() > t_end:
+                    raise JackUnavailable(f"jack_thru did not register its ports: {self.ports()}")
+                time.sleep(0.05)
             time.sleep(seconds)
         finally:
             proc.terminate()
