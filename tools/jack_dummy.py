@@ -163,10 +163,15 @@ class JackDummy:
         r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
         return r.stdout.split()
 
-    def connect(self, src: str, dst: str) -> None:
-        r = subprocess.run(["jack_connect", src, dst], env=self.env, capture_output=True, text=True, timeout=5)
-        if r.returncode != 0 and "already" not in (r.stdout + r.stderr):
-            raise RuntimeError(f"jack_connect {src} {dst}: {r.stdout}{r.stderr}")
+    def connect(self, src: str, dst: str, attempts: int = 3) -> None:
+        """``jack_connect src dst``; a client that could not open (a loaded machine) is tried again."""
+        for attempt in range(attempts):
+            r = subprocess.run(["jack_connect", src, dst], env=self.env, capture_output=True, text=True, timeout=5)
+            if r.returncode == 0 or "already" in (r.stdout + r.stderr):
+                return
+            if "Cannot open" not in (r.stdout + r.stderr) or attempt == attempts - 1:
+                raise RuntimeError(f"jack_connect {src} {dst}: {r.stdout}{r.stderr}")
+            time.sleep(0.2)
 
     def disconnect(self, src: str, dst: str) -> None:
         subprocess.run(["jack_disconnect", src, dst], env=self.env, capture_output=True, timeout=5)
