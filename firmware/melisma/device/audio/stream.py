@@ -35,6 +35,8 @@ TIMING_RING = 1 << 15
 #: GIL switch interval while a stream runs (Python's default is 5 ms: a callback could wait that
 #: long for another thread to let go of the GIL, longer than a 128-frame block lasts).
 RT_SWITCH_INTERVAL_S = 0.0005
+#: The trailing window over which a callback's start delay is measured against the earliest start.
+START_DELAY_WINDOW_S = 0.25
 
 
 class Processor:
@@ -302,11 +304,13 @@ class AudioStream:
 
         The cycle's start is PortAudio's ``current_time`` for the callback (stream time, taken when
         the host's cycle begins); the callback's start is ``perf_counter`` at its first line. Both
-        run at the same rate, so their difference is a constant plus the wait between the two:
-        waking the callback's thread and taking the GIL. An xrun resets the host's clock against
-        wall time (the dummy driver restarts its cycle count), so the constant is taken per stretch
-        between xrun-flagged callbacks. Callbacks that share a cycle (a block smaller than the
-        host's period) wait for the ones before them too.
+        run at nearly the same rate, so their difference is a slowly drifting offset plus the wait
+        between the two: waking the callback's thread and taking the GIL. The offset is the
+        smallest difference over the last :data:`START_DELAY_WINDOW_S` (a host clock that runs a
+        little slow, as the dummy driver's does under load, drifts by far less than that window
+        holds), taken per stretch between xrun-flagged callbacks (an xrun resets the host's clock
+        against wall time). Callbacks that share a cycle (a block smaller than the host's period)
+        wait for the ones before them too.
         """
         n = min(self._n_callbacks, TIMING_RING)
         if n < 2 or self._n_callbacks > TIMING_RING:
@@ -316,11 +320,15 @@ class AudioStream:
         if not np.any(c):
             return np.zeros(0)
         lag = t - c
+        window = max(1, int(round(START_DELAY_WINDOW_S * self.sample_rate / self.block)))
         cuts = [0, *np.flatnonzero(self._xrun_at[:n]).tolist(), n]
         out = np.zeros(n)
         for a, b in itertools.pairwise(cuts):
             if b > a:
-                out[a:b] = lag[a:b] - lag[a:b].min()
+                seg = lag[a:b]
+                padded = np.concatenate([np.full(window - 1, np.inf), seg])
+                floor = np.lib.stride_tricks.sliding_window_view(padded, window).min(axis=1)
+                out[a:b] = seg - floor
         return 1000.0 * out
 
     def __enter__(self) -> AudioStream:

@@ -105,7 +105,8 @@ def test_an_overrunning_callback_shows_as_ours_and_the_native_peer_runs(jack):
             figures = stream.stop()
     after = jack.xrun_counts()
     assert figures.late_callbacks >= 1 and figures.callback_max_ms >= 30.0
-    assert figures.callback_cpu_max_ms >= 20.0  # busy: its own CPU time, not a wait
+    # busy: it shows in the thread's own CPU time too (less than 30 ms when other jobs share the cores)
+    assert figures.callback_cpu_max_ms >= max(2.0, 20 * figures.callback_cpu_p50_ms)
     assert figures.xruns >= 1
     assert after["client"] > before["client"]
     peer = jack.native_passthrough(0.5)
