@@ -162,7 +162,7 @@ def _print_row(row: dict) -> None:
                  f" of {row['block_period_ms']:.2f}  cpu p99/max {row['callback_cpu_p99_ms']:.3f}/"
                  f"{row['callback_cpu_max_ms']:.2f}  late {row['late_callbacks']}  start-delay p99/max "
                  f"{row['start_delay_p99_ms']:.2f}/{row['start_delay_max_ms']:.2f}  core {100 * row['core_share']:.1f} %"
-                 f"  gc {row['gc_collections']}")
+                 f"  gc {row['gc_collections']}  page faults {row['minor_page_faults']}/{row['major_page_faults']}")
     if "added_latency_ms" in row:
         line += f"  latency {row['added_latency_ms']:.2f} ms"
     print(line, flush=True)
@@ -177,7 +177,8 @@ def _stream_row(figures) -> dict:
             "callback_cpu_max_ms": f.callback_cpu_max_ms, "late_callbacks": f.late_callbacks,
             "start_delay_p99_ms": f.start_delay_p99_ms, "start_delay_max_ms": f.start_delay_max_ms,
             "core_share": f.core_share, "process_cpu_share": f.process_cpu_share, "xruns": f.xruns,
-            "gc_collections": f.gc_collections, "seconds": f.wall_s}
+            "gc_collections": f.gc_collections, "minor_page_faults": f.minor_page_faults,
+            "major_page_faults": f.major_page_faults, "seconds": f.wall_s}
 
 
 def _ab(args) -> int:

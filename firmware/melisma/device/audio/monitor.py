@@ -274,6 +274,7 @@ class MonitorResult:
                 "correction": self.correction, "key": self.key, "warnings": list(self.warnings),
                 "callback_cpu_p99_ms": round(s.callback_cpu_p99_ms, 4), "late_callbacks": s.late_callbacks,
                 "start_delay_p99_ms": round(s.start_delay_p99_ms, 4), "gc_collections": s.gc_collections,
+                "minor_page_faults": s.minor_page_faults,
                 **({"stage_costs_us": self.stage_costs_us} if self.stage_costs_us else {})}
 
 

@@ -88,6 +88,9 @@ class StreamFigures:
     start_delay_max_ms: float = 0.0
     #: Cyclic garbage collections that ran while the stream ran (0 with ``rt_tuning``).
     gc_collections: int = 0
+    #: Page faults of the whole process while the stream ran (minor: a page mapped in; major: read from disk).
+    minor_page_faults: int = 0
+    major_page_faults: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Rounded figures as a JSON-ready dict."""
@@ -143,6 +146,7 @@ class AudioStream:
         self._cycle_s = np.zeros(TIMING_RING, np.float64)  # PortAudio's current_time for that callback
         self._xrun_at = np.zeros(TIMING_RING, np.bool_)  # the callback came with an xrun flag
         self._gc_start = 0
+        self._faults_start = (0, 0)
         self._n_callbacks = 0
         self.frames = 0
         self.xruns = 0
@@ -211,6 +215,7 @@ class AudioStream:
             gc.disable()
             sys.setswitchinterval(RT_SWITCH_INTERVAL_S)
         self._gc_start = _gc_count()
+        self._faults_start = _faults()
         self._t_start, self._cpu_start = time.perf_counter(), time.process_time()
         self._stream.start_stream()
         return self
@@ -248,6 +253,9 @@ class AudioStream:
                 self._stream.stop_stream()
             figures = self.figures()
             figures.gc_collections = _gc_count() - self._gc_start
+            minor, major = _faults()
+            figures.minor_page_faults = minor - self._faults_start[0]
+            figures.major_page_faults = major - self._faults_start[1]
             self._stream.close()
             self._stream = None
             self._last = figures
@@ -337,6 +345,15 @@ class AudioStream:
     def __exit__(self, *exc) -> None:
         if self._stream is not None:
             self.stop()
+
+
+def _faults() -> tuple[int, int]:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return 0, 0
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return int(r.ru_minflt), int(r.ru_majflt)
 
 
 def _gc_count() -> int:

@@ -42,7 +42,9 @@ def test_instrumented_monitor_times_every_part_on_the_fast_path(jack, loop_later
     assert 0 <= s.late_callbacks <= s.callbacks
     data = res.to_json()
     assert data["stage_costs_us"] == costs and data["gc_collections"] == 0
-    assert {"callback_cpu_p99_ms", "late_callbacks", "start_delay_p99_ms"} <= set(data)
+    assert {"callback_cpu_p99_ms", "late_callbacks", "start_delay_p99_ms", "minor_page_faults"} <= set(data)
+    assert s.minor_page_faults >= 0 and s.major_page_faults >= 0
+    assert 0 <= s.start_delay_p99_ms <= s.start_delay_max_ms
     assert np.max(np.abs(proc.tap[SR // 2:])) > 0.05  # the backing and the looped-back voice were heard
 
 
