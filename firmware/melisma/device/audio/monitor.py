@@ -10,6 +10,12 @@ measures for the same devices, rate and block, plus the processing's own lookahe
 chain stage is causal), plus, with live correction (:mod:`.live_correct`, run before the chain),
 its pitch shifter's delay (a few ms; nothing is read ahead).
 
+By default the chain runs on its real-time path (:class:`.rt_chain.RtChain`: the same stages on
+preallocated buffers with scipy's in-place filter kernel, same output); ``fast=False`` runs the
+engine's own streaming call, the reference. ``instrument=True`` times every part of each block
+into a preallocated array (``stage_costs_us``); :class:`PassthroughProcessor` is the peer that
+measures what the stream costs with no processing at all.
+
 Moving a slider builds a new chain outside the callback (:meth:`Monitor.set_settings`); the
 callback picks it up at its next block by swapping one reference (no lock: one attribute store
 is atomic in CPython).
