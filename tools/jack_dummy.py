@@ -117,14 +117,61 @@ class JackDummy:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def log_text(self) -> str:
+        """What jackd has logged so far (read without moving the file offset jackd writes at)."""
+        log = getattr(self, "_log", None)
+        if log is None:
+            return ""
+        size = os.fstat(log.fileno()).st_size
+        return os.pread(log.fileno(), size, 0).decode(errors="replace")
+
+    def xrun_counts(self) -> dict[str, int]:
+        """xruns jackd has logged so far, by cause.
+
+        ``driver``: the dummy driver's own timer woke up late (``JackTimedDriver::Process XRun``),
+        whatever the clients did; ``client``: a client had not finished its cycle in time
+        (``JackEngine::XRun: client = ... was not finished`` / ``... finished after current callback``).
+        """
+        text = self.log_text()
+        return {"driver": text.count("JackTimedDriver::Process XRun"),
+                "client": len(re.findall(r"JackEngine::XRun: client", text))}
+
+    def native_passthrough(self, seconds: float) -> dict[str, int]:
+        """Run ``jack_thru`` (a C client: capture -> playback) for ``seconds``; the xruns jackd logged meanwhile.
+
+        The peer with no Python at all: what the server and the machine do on their own.
+        """
+        if shutil.which("jack_thru") is None:
+            raise JackUnavailable("jack_thru not found (Debian's jackd2 ships it)")
+        before = self.xrun_counts()
+        proc = subprocess.Popen(["jack_thru"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            t_end = time.monotonic() + 5
+            while "jack_thru:input_1" not in self.ports():
+                if proc.poll() is not None or time.monotonic() > t_end:
+                    raise JackUnavailable(f"jack_thru did not register its ports: {self.ports()}")
+                time.sleep(0.05)
+            time.sleep(seconds)
+        finally:
+            proc.terminate()
+            proc.wait(5)
+        after = self.xrun_counts()
+        return {k: after[k] - before[k] for k in after}
+
     def ports(self) -> list[str]:
         r = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
         return r.stdout.split()
 
-    def connect(self, src: str, dst: str) -> None:
-        r = subprocess.run(["jack_connect", src, dst], env=self.env, capture_output=True, text=True, timeout=5)
-        if r.returncode != 0 and "already" not in (r.stdout + r.stderr):
-            raise RuntimeError(f"jack_connect {src} {dst}: {r.stdout}{r.stderr}")
+    def connect(self, src: str, dst: str, attempts: int = 3) -> None:
+        """``jack_connect src dst``; a client that could not open (a loaded machine) is tried again."""
+        for attempt in range(attempts):
+            r = subprocess.run(["jack_connect", src, dst], env=self.env, capture_output=True, text=True, timeout=5)
+            if r.returncode == 0 or "already" in (r.stdout + r.stderr):
+                return
+            if "Cannot open" not in (r.stdout + r.stderr) or attempt == attempts - 1:
+                raise RuntimeError(f"jack_connect {src} {dst}: {r.stdout}{r.stderr}")
+            time.sleep(0.2)
 
     def disconnect(self, src: str, dst: str) -> None:
         subprocess.run(["jack_disconnect", src, dst], env=self.env, capture_output=True, timeout=5)

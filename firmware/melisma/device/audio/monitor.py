@@ -10,6 +10,12 @@ measures for the same devices, rate and block, plus the processing's own lookahe
 chain stage is causal), plus, with live correction (:mod:`.live_correct`, run before the chain),
 its pitch shifter's delay (a few ms; nothing is read ahead).
 
+By default the chain runs on its real-time path (:class:`.rt_chain.RtChain`: the same stages on
+preallocated buffers with scipy's in-place filter kernel, same output); ``fast=False`` runs the
+engine's own streaming call, the reference. ``instrument=True`` times every part of each block
+into a preallocated array (``stage_costs_us``); :class:`PassthroughProcessor` is the peer that
+measures what the stream costs with no processing at all.
+
 Moving a slider builds a new chain outside the callback (:meth:`Monitor.set_settings`); the
 callback picks it up at its next block by swapping one reference (no lock: one attribute store
 is atomic in CPython).
@@ -21,6 +27,7 @@ profile (sibilance around 7 kHz, loud phrases at -12 dBFS at the detector), in p
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ from ...semantic import resolve_settings
 from .calibrate import CalibrationStore
 from .live_correct import DEFAULT_FMAX_HZ, DEFAULT_FMIN_HZ, LiveCorrector, LiveTarget
 from .live_target import resolve_target
+from .rt_chain import RtChain
 from .stream import AudioStream, Processor, StreamFigures
 
 #: The voice profile the live chain is set for (a take's analysis replaces it offline).
@@ -57,10 +65,24 @@ class MonitorProcessor(Processor):
     playhead from :meth:`playhead_s`.
     """
 
+    #: Rows kept by :attr:`stage_ns` (a ring) when ``instrument`` is on.
+    STAGE_RING = 1 << 14
+
     def __init__(self, chain, *, backing: np.ndarray | None = None, vocal_gain: float = 1.0,
-                 backing_gain: float = 0.7, corrector=None, loop_backing: bool = True, tap_frames: int = 0):
+                 backing_gain: float = 0.7, corrector=None, loop_backing: bool = True, tap_frames: int = 0,
+                 fast: bool = True, instrument: bool = False):
         self.chain = chain
         self._pending = None
+        #: ``fast``: the chain runs through :class:`.rt_chain.RtChain` (preallocated buffers, in-place
+        #: kernels); off: through the engine's own streaming call (the reference, same output).
+        self.fast = bool(fast)
+        self._rt: RtChain | None = None
+        self._rt_pending: RtChain | None = None
+        #: ``instrument``: time every part of each block (ns, into the preallocated :attr:`stage_ns`).
+        self.instrument = bool(instrument)
+        self.stage_names: list[str] = []
+        self.stage_ns = np.zeros((0, 0), np.int64)
+        self.stage_rows = 0
         self.corrector = corrector
         self.backing = None if backing is None else np.asarray(backing, np.float32)
         if self.backing is not None and self.backing.ndim == 1:
@@ -86,6 +108,8 @@ class MonitorProcessor(Processor):
         callback only swaps the reference.
         """
         chain(np.zeros(self._mic.shape[0], np.float32), self.sr, reset=True)
+        if self.fast:
+            self._rt_pending = RtChain(chain, self.sr, self._mic.shape[0])
         self._pending = chain
 
     def set_settings(self, style: str = "neutral", sliders: dict[str, float] | None = None) -> None:
@@ -108,6 +132,38 @@ class MonitorProcessor(Processor):
         if self.corrector is not None:
             self.corrector.prepare(sample_rate=sample_rate, frames_per_buffer=frames_per_buffer)
         self.chain(np.zeros(frames_per_buffer, np.float32), sample_rate, reset=True)  # warm up, set state
+        self._rt = RtChain(self.chain, sample_rate, frames_per_buffer) if self.fast else None
+        if self.instrument:
+            steps = [type(st).__name__ for st in getattr(self.chain, "stages", [self.chain])]
+            self.stage_names = ["input", *(["corrector"] if self.corrector is not None else []), *steps, "mix"]
+            self.stage_ns = np.zeros((self.STAGE_RING, len(self.stage_names)), np.int64)
+            self.stage_rows = 0
+
+    def stage_costs_us(self) -> dict[str, dict[str, float]]:
+        """Per part of the block (``instrument=True``): p50/p99/max of its time, in µs."""
+        n = min(self.stage_rows, self.STAGE_RING)
+        if n == 0:
+            return {}
+        t = self.stage_ns[:n].astype(np.float64) / 1e3
+        return {name: {"p50": round(float(np.percentile(t[:, k], 50)), 1),
+                       "p99": round(float(np.percentile(t[:, k], 99)), 1), "max": round(float(t[:, k].max()), 1)}
+                for k, name in enumerate(self.stage_names)}
+
+    def _run_chain_timed(self, mic: np.ndarray, row: np.ndarray, k: int, clock) -> np.ndarray:
+        a = mic
+        if self._rt is not None:
+            for step in self._rt.steps:
+                t = clock()
+                a = step(a)
+                row[k] = clock() - t
+                k += 1
+        else:
+            for stage in self.chain.stages:
+                t = clock()
+                a = stage(a, self.sr, reset=False)
+                row[k] = clock() - t
+                k += 1
+        return a
 
     def playhead_s(self) -> float:
         """Where in the backing the singer is now (s): the block's frame less the round trip, looped."""
@@ -123,16 +179,33 @@ class MonitorProcessor(Processor):
         pending = self._pending
         if pending is not None:
             self._pending = None
+            self._rt, self._rt_pending = self._rt_pending, None
             self.chain = pending
+        timed = self.instrument and len(self.stage_names) and n == self._mic.shape[0]
+        if timed:
+            clock = time.perf_counter_ns
+            row = self.stage_ns[self.stage_rows & (self.STAGE_RING - 1)]
+            t = clock()
         mic = self._mic if n == self._mic.shape[0] else np.zeros(n, np.float32)
         np.copyto(mic, x[:, 0])
         self.peak_in = max(self.peak_in, float(np.max(mic)), -float(np.min(mic)))  # held until the meter reads
+        if timed:
+            row[0] = clock() - t
+            t = clock()
         if self.corrector is not None:
             mic = self.corrector.process(mic)
             if frame < self.tap_vocal.shape[0]:
                 end = min(frame + n, self.tap_vocal.shape[0])
                 self.tap_vocal[frame:end] = mic[:end - frame]
-        y = self.chain(mic, self.sr, reset=False)  # (2, n)
+            if timed:
+                row[1] = clock() - t
+        if timed:
+            y = self._run_chain_timed(mic, row, 2 if self.corrector is not None else 1, clock)
+            t = clock()
+        elif self._rt is not None and n == self._rt.frames:
+            y = self._rt(mic)  # (2, n)
+        else:
+            y = self.chain(mic, self.sr, reset=False)  # (2, n)
         if self._ch == 1:
             np.add(y[0], y[1], out=out[:, 0])
             out[:, 0] *= self._gain * np.float32(0.5)
@@ -155,6 +228,25 @@ class MonitorProcessor(Processor):
         if frame < self.tap.shape[0]:
             end = min(frame + n, self.tap.shape[0])
             self.tap[frame:end] = out[:end - frame, 0]
+        if timed:
+            row[-1] = clock() - t
+            self.stage_rows += 1
+
+
+class PassthroughProcessor(Processor):
+    """The peer of the monitor: input channel 0 copied to every output channel, nothing else.
+
+    Run on the same server and block size as the monitor, its xruns are the ones the server
+    and the Python callback path (PyAudio, the GIL) cause on their own: what the monitor's
+    processing adds is the difference.
+    """
+
+    def prepare(self, *, sample_rate, frames_per_buffer, in_channels, out_channels):
+        if in_channels == 0:
+            raise AudioDeviceError("the passthrough needs an input device")
+
+    def process(self, x, out, frame):
+        out[:] = x[:, :1]
 
 
 @dataclass
@@ -171,6 +263,7 @@ class MonitorResult:
     warnings: list[str]
     pitch_shifter_ms: float = 0.0
     live_correction: dict[str, Any] | None = None
+    stage_costs_us: dict[str, dict[str, float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What ``audio monitor --json`` prints."""
@@ -184,7 +277,11 @@ class MonitorResult:
                 "callback_max_ms": round(s.callback_max_ms, 4), "block_period_ms": round(s.block_period_ms, 4),
                 "core_share": round(s.core_share, 4), "xruns": s.xruns, "callbacks": s.callbacks,
                 "sample_rate": s.sample_rate, "frames_per_buffer": s.frames_per_buffer, "seconds": round(s.wall_s, 2),
-                "correction": self.correction, "key": self.key, "warnings": list(self.warnings)}
+                "correction": self.correction, "key": self.key, "warnings": list(self.warnings),
+                "callback_cpu_p99_ms": round(s.callback_cpu_p99_ms, 4), "late_callbacks": s.late_callbacks,
+                "start_delay_p99_ms": round(s.start_delay_p99_ms, 4), "gc_collections": s.gc_collections,
+                "minor_page_faults": s.minor_page_faults,
+                **({"stage_costs_us": self.stage_costs_us} if self.stage_costs_us else {})}
 
 
 def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: str | int | None = None,
@@ -194,7 +291,7 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
                 tap_frames: int = 0, vocal_gain: float = 1.0, backing_gain: float = 0.7,
                 melody: str | Path | None = None, plans_dir: str | Path | None = None,
                 singer_range_hz: tuple[float, float] = (DEFAULT_FMIN_HZ, DEFAULT_FMAX_HZ),
-                target: LiveTarget | None = None) -> MonitorResult:
+                target: LiveTarget | None = None, fast: bool = True, instrument: bool = False) -> MonitorResult:
     """Run the live monitor for ``seconds`` (or until ``stop()`` is true); return its figures.
 
     Parameters
@@ -215,6 +312,11 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
         A ready target (overrides ``key``/``melody``).
     on_started : callable, optional
         Called with the running stream and processor.
+    fast : bool
+        Run the chain on its real-time path (:class:`.rt_chain.RtChain`); off: the engine's own
+        streaming call (the reference; same output, more time per block).
+    instrument : bool
+        Time each part of every block; the result's ``stage_costs_us`` has them.
     """
     if not 0.0 <= correction <= 1.0:
         raise AudioDeviceError(f"--correction {correction} is out of range; use 0..1 (0: off)")
@@ -234,7 +336,8 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
             target_source = "given"
         corrector = LiveCorrector(correction, target, fmin_hz=singer_range_hz[0], fmax_hz=singer_range_hz[1])
     proc = MonitorProcessor(live_chain(style, sliders, sample_rate=sample_rate), backing=back, corrector=corrector,
-                            tap_frames=tap_frames, vocal_gain=vocal_gain, backing_gain=backing_gain)
+                            tap_frames=tap_frames, vocal_gain=vocal_gain, backing_gain=backing_gain, fast=fast,
+                            instrument=instrument)
     stream = AudioStream(pa, proc, input=input, output=output, sample_rate=sample_rate,
                          frames_per_buffer=frames_per_buffer)
     assert stream.input_device is not None
@@ -273,4 +376,5 @@ def run_monitor(pa: Any, *, seconds: float = 10.0, data_dir: str | Path, input: 
     return MonitorResult(added_latency_ms=buffering + lookahead_ms + shifter_ms, latency_source=source,
                          buffering_ms=buffering, processing_lookahead_ms=lookahead_ms, stream=figures,
                          correction=correction, key=None if corrector is None else corrector.target.name,
-                         warnings=warnings, pitch_shifter_ms=shifter_ms, live_correction=live)
+                         warnings=warnings, pitch_shifter_ms=shifter_ms, live_correction=live,
+                         stage_costs_us=proc.stage_costs_us() if instrument else None)

@@ -19,6 +19,7 @@ whether Python in the callback is good enough; ``tools/bench_audio.py`` prints t
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ TIMING_RING = 1 << 15
 #: GIL switch interval while a stream runs (Python's default is 5 ms: a callback could wait that
 #: long for another thread to let go of the GIL, longer than a 128-frame block lasts).
 RT_SWITCH_INTERVAL_S = 0.0005
+#: The trailing window over which a callback's start delay is measured against the earliest start.
+START_DELAY_WINDOW_S = 0.25
 
 
 class Processor:
@@ -72,6 +75,22 @@ class StreamFigures:
     wall_s: float
     input_latency_ms: float  # as PortAudio reports it for the stream
     output_latency_ms: float
+    #: The callback's own CPU time (its thread's CPU clock): wall time well above it is time the
+    #: callback's thread was preempted or waited, not work it did.
+    callback_cpu_p50_ms: float = 0.0
+    callback_cpu_p99_ms: float = 0.0
+    callback_cpu_max_ms: float = 0.0
+    #: Callbacks that took longer than one block period (wall time).
+    late_callbacks: int = 0
+    #: How late a callback started after its JACK/PortAudio cycle began, above the run's
+    #: smallest such delay (scheduler wake-up, the GIL held by another thread): p99 and max.
+    start_delay_p99_ms: float = 0.0
+    start_delay_max_ms: float = 0.0
+    #: Cyclic garbage collections that ran while the stream ran (0 with ``rt_tuning``).
+    gc_collections: int = 0
+    #: Page faults of the whole process while the stream ran (minor: a page mapped in; major: read from disk).
+    minor_page_faults: int = 0
+    major_page_faults: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Rounded figures as a JSON-ready dict."""
@@ -122,6 +141,12 @@ class AudioStream:
         # Everything the callback touches, allocated now.
         self._out = np.zeros((self.block, self.out_channels), np.float32)
         self._durations = np.zeros(TIMING_RING, np.int64)
+        self._cpu_durations = np.zeros(TIMING_RING, np.int64)
+        self._starts = np.zeros(TIMING_RING, np.int64)  # perf_counter_ns at each callback's start
+        self._cycle_s = np.zeros(TIMING_RING, np.float64)  # PortAudio's current_time for that callback
+        self._xrun_at = np.zeros(TIMING_RING, np.bool_)  # the callback came with an xrun flag
+        self._gc_start = 0
+        self._faults_start = (0, 0)
         self._n_callbacks = 0
         self.frames = 0
         self.xruns = 0
@@ -136,11 +161,14 @@ class AudioStream:
         self._continue, self._complete, self._abort = pyaudio.paContinue, pyaudio.paComplete, pyaudio.paAbort
         self._xrun_flags = pyaudio.paInputOverflow | pyaudio.paOutputUnderflow
         self._ns = time.perf_counter_ns
+        self._cpu_ns = time.thread_time_ns
 
     # -- the real-time part -----------------------------------------------------------------
     def _callback(self, in_data, frame_count, time_info, status):
         t0 = self._ns()
-        if status & self._xrun_flags:
+        c0 = self._cpu_ns()
+        xrun = bool(status & self._xrun_flags)
+        if xrun:
             self.xruns += 1
         out = self._out if frame_count == self.block else np.zeros((frame_count, self.out_channels), np.float32)
         x = None
@@ -153,7 +181,12 @@ class AudioStream:
             out.fill(0.0)
             return out, self._abort
         self.frames += frame_count
-        self._durations[self._n_callbacks & (TIMING_RING - 1)] = self._ns() - t0
+        i = self._n_callbacks & (TIMING_RING - 1)
+        self._durations[i] = self._ns() - t0
+        self._cpu_durations[i] = self._cpu_ns() - c0
+        self._starts[i] = t0
+        self._xrun_at[i] = xrun
+        self._cycle_s[i] = time_info["current_time"] if time_info else 0.0
         self._n_callbacks += 1
         return out, (self._complete if self.processor.done else self._continue)
 
@@ -181,6 +214,8 @@ class AudioStream:
             gc.freeze()
             gc.disable()
             sys.setswitchinterval(RT_SWITCH_INTERVAL_S)
+        self._gc_start = _gc_count()
+        self._faults_start = _faults()
         self._t_start, self._cpu_start = time.perf_counter(), time.process_time()
         self._stream.start_stream()
         return self
@@ -217,6 +252,10 @@ class AudioStream:
             with _suppress_os():
                 self._stream.stop_stream()
             figures = self.figures()
+            figures.gc_collections = _gc_count() - self._gc_start
+            minor, major = _faults()
+            figures.minor_page_faults = minor - self._faults_start[0]
+            figures.major_page_faults = major - self._faults_start[1]
             self._stream.close()
             self._stream = None
             self._last = figures
@@ -247,6 +286,10 @@ class AudioStream:
         cpu = self._cpu or (time.process_time() - self._cpu_start)
         lat_in, lat_out = self.latencies_ms()
         total_cb_s = float(d.sum()) / 1000.0 * (self._n_callbacks / max(len(d), 1))
+        n = len(d)
+        cpu_ms = self._cpu_durations[:n].astype(np.float64) / 1e6
+        period_ms = 1000.0 * self.block / self.sample_rate
+        delay = self.start_delays_ms()
         return StreamFigures(
             sample_rate=self.sample_rate, frames_per_buffer=self.block, callbacks=self._n_callbacks,
             frames=self.frames, xruns=self.xruns,
@@ -256,7 +299,45 @@ class AudioStream:
             block_period_ms=1000.0 * self.block / self.sample_rate,
             core_share=total_cb_s / wall if wall > 0 else 0.0,
             process_cpu_share=cpu / wall if wall > 0 else 0.0, wall_s=wall,
-            input_latency_ms=lat_in, output_latency_ms=lat_out)
+            input_latency_ms=lat_in, output_latency_ms=lat_out,
+            callback_cpu_p50_ms=float(np.percentile(cpu_ms, 50)) if n else 0.0,
+            callback_cpu_p99_ms=float(np.percentile(cpu_ms, 99)) if n else 0.0,
+            callback_cpu_max_ms=float(cpu_ms.max()) if n else 0.0,
+            late_callbacks=int(np.count_nonzero(d > period_ms)),
+            start_delay_p99_ms=float(np.percentile(delay, 99)) if len(delay) else 0.0,
+            start_delay_max_ms=float(delay.max()) if len(delay) else 0.0)
+
+    def start_delays_ms(self) -> np.ndarray:
+        """Per kept callback: how late it started after its cycle began, above the smallest such delay (ms).
+
+        The cycle's start is PortAudio's ``current_time`` for the callback (stream time, taken when
+        the host's cycle begins); the callback's start is ``perf_counter`` at its first line. Both
+        run at nearly the same rate, so their difference is a slowly drifting offset plus the wait
+        between the two: waking the callback's thread and taking the GIL. The offset is the
+        smallest difference over the last :data:`START_DELAY_WINDOW_S` (a host clock that runs a
+        little slow, as the dummy driver's does under load, drifts by far less than that window
+        holds), taken per stretch between xrun-flagged callbacks (an xrun resets the host's clock
+        against wall time). Callbacks that share a cycle (a block smaller than the host's period)
+        wait for the ones before them too.
+        """
+        n = min(self._n_callbacks, TIMING_RING)
+        if n < 2 or self._n_callbacks > TIMING_RING:
+            return np.zeros(0)
+        t = (self._starts[:n] - self._starts[0]) / 1e9
+        c = self._cycle_s[:n] - self._cycle_s[0]
+        if not np.any(c):
+            return np.zeros(0)
+        lag = t - c
+        window = max(1, int(round(START_DELAY_WINDOW_S * self.sample_rate / self.block)))
+        cuts = [0, *np.flatnonzero(self._xrun_at[:n]).tolist(), n]
+        out = np.zeros(n)
+        for a, b in itertools.pairwise(cuts):
+            if b > a:
+                seg = lag[a:b]
+                padded = np.concatenate([np.full(window - 1, np.inf), seg])
+                floor = np.lib.stride_tricks.sliding_window_view(padded, window).min(axis=1)
+                out[a:b] = seg - floor
+        return 1000.0 * out
 
     def __enter__(self) -> AudioStream:
         return self.start()
@@ -264,6 +345,19 @@ class AudioStream:
     def __exit__(self, *exc) -> None:
         if self._stream is not None:
             self.stop()
+
+
+def _faults() -> tuple[int, int]:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return 0, 0
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return int(r.ru_minflt), int(r.ru_majflt)
+
+
+def _gc_count() -> int:
+    return sum(int(g["collections"]) for g in gc.get_stats())
 
 
 class _suppress_os:
