@@ -56,9 +56,15 @@ def _mono(audio: np.ndarray) -> np.ndarray:
         audio = audio.mean(axis=0)
     if audio.ndim != 1:
         raise AnalysisError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
-    if not np.all(np.isfinite(audio)):
+    if not _all_finite(audio):
         raise AnalysisError("audio contains NaN or Inf samples; clean or re-decode the input")
     return audio
+
+
+def _all_finite(audio: np.ndarray, block: int = 1 << 20) -> bool:
+    """Whether every sample is finite, a block at a time (no take-length boolean temporary)."""
+    flat = audio.reshape(-1)
+    return all(bool(np.isfinite(flat[a : a + block]).all()) for a in range(0, flat.size, block))
 
 
 def _db(power: np.ndarray | float, floor_db: float = -120.0) -> np.ndarray:
