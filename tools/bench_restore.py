@@ -23,7 +23,11 @@ without and with the extension; the ``air`` slider's effect on 9-16 kHz; and the
 check: sibilance energy at 5-9 kHz in the sibilant frames, brighter=+1 against 0, after the
 de-esser.
 
-Run: ``.venv/bin/python tools/bench_restore.py [--data ../shared/data] [--only declip|air] [--plot out.png]``.
+``brighter``: the phone takes through the dry chain at brighter 0 / +0.5 / +1 (and the old static
++1 peak, in the same run): the esses' 5-9 kHz level against brighter 0 (the de-essed-only chain)
+and the sung frames' 2.5-6 kHz lift.
+
+Run: ``.venv/bin/python tools/bench_restore.py [--data ../shared/data] [--only declip|air|brighter] [--plot out.png]``.
 """
 
 from __future__ import annotations
@@ -220,6 +224,67 @@ def bench_air(data: Path, plot: Path | None) -> list[dict]:
     return rows
 
 
+def voiced_frames(y: np.ndarray, block: int = 480) -> np.ndarray:
+    """10 ms blocks of sung sound: 0.2-3 kHz at least 15 dB over 5-9 kHz and above -50 dBFS."""
+    from scipy import signal
+
+    hi = signal.sosfilt(signal.butter(4, [5000, 9000], "bandpass", fs=SR, output="sos"), y)
+    lo = signal.sosfilt(signal.butter(2, [200, 3000], "bandpass", fs=SR, output="sos"), y)
+    n = y.size // block
+    p_hi = (hi[: n * block].reshape(n, block) ** 2).mean(axis=1)
+    p_lo = (lo[: n * block].reshape(n, block) ** 2).mean(axis=1)
+    return (p_lo > 10 ** 1.5 * p_hi) & (p_lo > 1e-5)
+
+
+def bench_brighter(data: Path) -> list[dict]:
+    """``brighter`` 0 / +0.5 / +1 on the phone takes: esses' 5-9 kHz against the de-essed-only chain
+    (brighter 0), and the sung frames' 2.5-6 kHz lift; the old static peak (``keyed_peak`` as a plain
+    ``peak``) in the same run.
+    """
+    from melisma.analysis.voice import analyze_voice
+    from melisma.render.chain import DeEsser, build_vocal_chain
+    from melisma.render.stages import Chain
+    from melisma.semantic import resolve_settings
+
+    def chain_of(take: np.ndarray, voice: dict, sliders: dict, *, static: bool = False, deess: bool = True) -> np.ndarray:
+        settings = resolve_settings("neutral", sliders)
+        if static:
+            for band in settings.eq_bands:
+                band.type = "peak" if band.type == "keyed_peak" else band.type
+        chain, _ = build_vocal_chain(settings, voice, sr=SR)
+        keep = [s for s in chain.stages if type(s).__name__ != "Space" and (deess or not isinstance(s, DeEsser))]
+        return Chain(keep)(take, SR)
+
+    rows = []
+    for rel, seconds in VOCALS:
+        phone = phone_take(0.5 * load_vocal(data, rel, seconds))
+        voice = analyze_voice(phone, sr=SR)
+        ess, sung = sibilant_frames(phone), voiced_frames(phone)
+        plain = chain_of(phone, voice, {})
+        row: dict = {"vocal": Path(rel).stem[:28], "ess_blocks": int(ess.sum()), "sung_blocks": int(sung.sum())}
+        row["deesser_cut_db"] = (band_energy_db(chain_of(phone, voice, {}, deess=False), ess, 5000, 9000)
+                                 - band_energy_db(plain, ess, 5000, 9000)) if ess.any() else float("nan")
+        for name, amount, static in (("b0.5", 0.5, False), ("b1", 1.0, False), ("static1", 1.0, True)):
+            y = chain_of(phone, voice, {"warmth": -amount}, static=static)
+            row[f"ess_{name}"] = (band_energy_db(y, ess, 5000, 9000) - band_energy_db(plain, ess, 5000, 9000)
+                                  if ess.any() else float("nan"))
+            row[f"sung_{name}"] = band_energy_db(y, sung, 2500, 6000) - band_energy_db(plain, sung, 2500, 6000)
+        rows.append(row)
+    return rows
+
+
+def print_brighter(rows: list[dict]) -> None:
+    """Print the brighter / de-esser table."""
+    print("\n== brighter (warmth -) on the phone takes' esses and sung frames (dry chain, style neutral, dB "
+          "against brighter 0 = de-essed only) ==")
+    print(f"{'vocal':28s} {'ess':>4s} {'sung':>5s} {'de-ess cut':>10s} | esses 5-9k: {'+0.5':>5s} {'+1':>5s} "
+          f"{'old +1':>6s} | sung 2.5-6k: {'+0.5':>5s} {'+1':>5s} {'old +1':>6s}")
+    for r in rows:
+        print(f"{r['vocal']:28s} {r['ess_blocks']:4d} {r['sung_blocks']:5d} {r['deesser_cut_db']:10.1f} | "
+              f"{'':12s}{r['ess_b0.5']:+5.1f} {r['ess_b1']:+5.1f} {r['ess_static1']:+6.1f} | "
+              f"{'':13s}{r['sung_b0.5']:+5.1f} {r['sung_b1']:+5.1f} {r['sung_static1']:+6.1f}")
+
+
 def print_air(rows: list[dict]) -> None:
     """Print the band levels and the air / brighter checks."""
     print("\n== top octave: band levels against 0.5-2 kHz (dB); phone = low-pass 7.5 kHz + AAC 64k ==")
@@ -266,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--only", choices=["declip", "air"])
+    ap.add_argument("--only", choices=["declip", "air", "brighter"])
     ap.add_argument("--plot", type=Path, help="draw the band-level curves of the air section to this PNG")
     ap.add_argument("--seconds", type=float, default=1e9, help="declip only the first SECONDS of each vocal (quicker)")
     args = ap.parse_args(argv)
@@ -274,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print_declip(bench_declip(args.data, args.seconds))
     if args.only in (None, "air"):
         print_air(bench_air(args.data, args.plot))
+    if args.only in (None, "brighter"):
+        print_brighter(bench_brighter(args.data))
     return 0
 
 
