@@ -93,7 +93,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     from ..render.clean import clean_take
 
     with timed_stage(clock, "decode"):
-        take_d, take_info, w = decode_take(take_path)
+        take_d, take_info, w, clipping = decode_take(take_path)  # clipping repaired at the file's own rate
         warnings += w
         back_d = backing_info = None
         if backing_path is not None:
@@ -139,6 +139,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup, in_place=True)  # aligned is ours
         if bleed_action is not None:
             actions.insert(0, bleed_action)
+        if clipping["action"] is not None:  # repaired first, at the decoder's rate (pipeline/inputs.py)
+            actions.insert(0, clipping["action"])
+            cleanup["clipping_at_file_rate"] = clipping["clipping"]
         del aligned
         warnings += list(cleanup.get("warnings", []))
     record["cleanup"] = {"analysis": cleanup, "actions": actions}
