@@ -108,10 +108,11 @@ SLIDERS: dict[str, dict[str, Any]] = {
                    {"type": "peak", "freq_hz": 1500.0, "gain_db": -2.5, "q": 1.0},
                    {"type": "peak", "freq_hz": 4400.0, "gain_db": -1.5, "q": 0.8}],
             "-1": [{"type": "low_shelf", "freq_hz": 250.0, "gain_db": -3.0, "q": 0.7},
-                   {"type": "peak", "freq_hz": 4400.0, "gain_db": 4.5, "q": 0.6}],
+                   # keyed: backs off on esses (render/lift.py), so brighter does not undo the de-esser
+                   {"type": "keyed_peak", "freq_hz": 4400.0, "gain_db": 4.5, "q": 0.6}],
         },
         "doc": "Tone of the vocal. Warm: more body around 140 Hz, less 1.5 kHz honk and 4.4 kHz edge. "
-               "Bright: thinner lows, more 1.5-6 kHz presence (SocialEQ 'warm'/'bright').",
+               "Bright: thinner lows, more 1.5-6 kHz presence on sung sounds, none added to esses (SocialEQ 'warm'/'bright').",
     },
     "air": {
         "range": (-1.0, 1.0), "low": "darker top", "high": "more air",
@@ -214,7 +215,9 @@ class DelaySettings:
 
 @dataclass
 class EqBand:
-    """One EQ band: ``type`` is low_shelf, high_shelf, peak or highpass."""
+    """One EQ band: ``type`` is low_shelf, high_shelf, peak, highpass or keyed_peak (a peak that
+    backs off on esses: :class:`melisma.render.lift.SibilanceKeyedEQ`).
+    """
 
     type: str
     freq_hz: float

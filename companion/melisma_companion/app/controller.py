@@ -597,8 +597,36 @@ class Companion:
                     len((plan.get("pitch") or {}).get("notes") or []))
         duration = float(((plan.get("inputs") or {}).get("take") or {}).get("duration_s") or 0.0)
         self.state.shape.update(duration_s=duration, playhead_s=min(self.state.shape.playhead_s, duration))
-        self.state.result.update(plan=plan, summary=words.plan_summary(plan))
+        report = await self.fetch_render_report(name)
+        self.state.result.update(plan=plan, report=report, summary=words.plan_summary(plan, report=report))
         return plan
+
+    async def fetch_render_report(self, plan_name: str) -> dict[str, Any] | None:
+        """The report of the plan's latest render, which the box keeps beside the plan
+        (``<plan>.report.json``, a plan-kind file): it holds the written mix's measured loudness.
+        None when the box has none (a box from before it kept them, or the render not done yet).
+        """
+        client = self._require_ready()
+        stem = plan_name[: -len(".json")] if plan_name.lower().endswith(".json") else plan_name
+        name = stem + ".report.json"
+        dest = self.cache_dir / name
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()  # a report from an earlier mix of this take
+        try:
+            await self._with_reconnect(lambda: client.download(p.FileKind.PLAN, name, dest, retries=0),
+                                       f"downloading {name}")
+        except BoxError as exc:
+            if exc.code not in (p.ErrorCode.NOT_FOUND, p.ErrorCode.BAD_NAME):
+                raise
+            logger.info("the box keeps no render report %s (%s); showing the target loudness", name, exc.code.name)
+            return None
+        try:
+            report = json.loads(dest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            logger.warning("the render report %s cannot be read (%s); showing the target loudness", name, exc)
+            return None
+        logger.info("downloaded the render report %s: %s", name, (report.get("loudness") or {}))
+        return report if isinstance(report, dict) else None
 
     # -- sliders and preview --------------------------------------------------------------------
 

@@ -115,11 +115,12 @@ class ShapeState(Observable):
 
 
 class ResultState(Observable):
-    """The downloaded plan and its summary."""
+    """The downloaded plan, the report of its latest render (the written mix's loudness) and the summary."""
 
     def __init__(self) -> None:
         super().__init__()
         self.plan: dict | None = None
+        self.report: dict | None = None
         self.summary: list[str] = []
 
 

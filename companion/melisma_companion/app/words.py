@@ -208,8 +208,13 @@ def correction_strength(plan: dict[str, Any]) -> float:
     return 0.8 if value is None else float(value)
 
 
-def plan_summary(plan: dict[str, Any]) -> list[str]:
-    """The plan (or mix report) in a few short sentences: lateness, clean-up, key, notes, ornaments, loudness."""
+def plan_summary(plan: dict[str, Any], *, report: dict[str, Any] | None = None) -> list[str]:
+    """The plan (or mix report) in a few short sentences: lateness, clean-up, key, notes, ornaments, loudness.
+
+    The loudness is the written mix's own (its integrated LUFS and true peak as measured on the
+    file) from ``report``, the render's report, or from ``plan`` when it is itself a mix report;
+    without either, the target the mix was made for, said as a target.
+    """
     lines: list[str] = []
     alignment = plan.get("alignment") or {}
     offset = alignment.get("offset_ms")
@@ -260,8 +265,38 @@ def plan_summary(plan: dict[str, Any]) -> list[str]:
         counts = Counter(ORNAMENT_WORDS.get(o.get("type", ""), o.get("type", "")) for o in ornaments)
         kept = ", ".join(f"{name} \u00d7{n}" for name, n in counts.most_common())
         lines.append(f"Kept as you sang them: {kept}.")
-    loudness = plan.get("loudness") or {}
-    target = loudness.get("integrated_lufs", (plan.get("settings") or {}).get("target_lufs"))
-    if target is not None and math.isfinite(float(target)):
-        lines.append(f"Loudness: {float(target):.0f} LUFS, right for phone speakers and earbuds.")
+    lines += loudness_words(plan, report)
     return lines
+
+
+def loudness_words(plan: dict[str, Any], report: dict[str, Any] | None = None) -> list[str]:
+    """The loudness line: the written file's measured LUFS and true peak when a report has them,
+    else the target loudness (named as the target).
+
+    >>> loudness_words({}, {"loudness": {"integrated_lufs": -14.06, "true_peak_dbtp": -1.23, "target_lufs": -14.0}})
+    ['Loudness of your mix: -14.1 LUFS, true peak -1.2 dBTP (target -14 LUFS), right for phone speakers and earbuds.']
+    >>> loudness_words({"settings": {"target_lufs": -14.0}})
+    ['Loudness target: -14 LUFS, right for phone speakers and earbuds.']
+    """
+    for source in (report, plan):
+        loud = (source or {}).get("loudness") or {}
+        lufs, peak = _finite(loud.get("integrated_lufs")), _finite(loud.get("true_peak_dbtp"))
+        if lufs is not None:
+            target = _finite(loud.get("target_lufs"))
+            return [f"Loudness of your mix: {lufs:.1f} LUFS"
+                    + (f", true peak {peak:.1f} dBTP" if peak is not None else "")
+                    + (f" (target {target:.0f} LUFS)" if target is not None else "")
+                    + ", right for phone speakers and earbuds."]
+    target = _finite((plan.get("settings") or {}).get("target_lufs"))
+    if target is not None:
+        return [f"Loudness target: {target:.0f} LUFS, right for phone speakers and earbuds."]
+    return []
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

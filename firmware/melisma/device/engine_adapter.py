@@ -111,8 +111,13 @@ class PipelineEngine:
         return plan
 
     def render(self, plan, out, *, style, sliders, progress):
-        return self.pipeline.render_plan(self.plan(plan), out, style=style, sliders=self.known_sliders(sliders),
-                                         overwrite=True, progress=progress)
+        report = self.pipeline.render_plan(self.plan(plan), out, style=style, sliders=self.known_sliders(sliders),
+                                           overwrite=True, progress=progress)
+        # kept beside the plan: the app shows the written file's own loudness from it (render_reports.py)
+        from .render_reports import store_render_report
+
+        store_render_report(plan, report)
+        return report
 
     def preview(self, plan, out, *, style, sliders, start_s, duration_s, progress):
         out = Path(out)

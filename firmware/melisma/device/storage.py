@@ -253,6 +253,12 @@ class Storage:
         if FileKind(kind) is FileKind.PLAN:
             # a plan keeps its cached analysis in a folder beside it (``<plan>.json.cache``)
             shutil.rmtree(p.with_name(p.name + ".cache"), ignore_errors=True)
+            # ... and the report of its latest render (device/render_reports.py)
+            from .render_reports import REPORT_SUFFIX, report_name
+
+            if not p.name.endswith(REPORT_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    p.with_name(report_name(p.name)).unlink()
 
     def begin_upload(self, kind: FileKind, name: str, size: int, sha256: bytes) -> UploadSession:
         """Start or resume an upload; the session's ``offset`` says how much is already held."""

@@ -98,7 +98,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
 
     spilled_take: Any = None  # a long take's aligned samples live in a file-backed buffer (spill.py)
     with timed_stage(clock, "decode"):
-        take_d, take_info, w = decode_take(take_path, npy_path=work / "take.npy", spill_bytes=spill.ANALYSIS_SPILL_BYTES)
+        # clipping repaired at the file's own rate; a long take goes to a file instead
+        take_d, take_info, w, clipping = decode_take(take_path, npy_path=work / "take.npy",
+                                                     spill_bytes=spill.ANALYSIS_SPILL_BYTES)
         warnings += w
         back_d = backing_info = None
         if backing_path is not None:
@@ -164,6 +166,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         vocal, actions = clean_take(aligned, sr=ENGINE_SR, analysis=cleanup, in_place=True)  # aligned is ours
         if bleed_action is not None:
             actions.insert(0, bleed_action)
+        if clipping["action"] is not None:  # repaired first, at the decoder's rate (pipeline/inputs.py)
+            actions.insert(0, clipping["action"])
+            cleanup["clipping_at_file_rate"] = clipping["clipping"]
         del aligned
         warnings += list(cleanup.get("warnings", []))
     record["cleanup"] = {"analysis": cleanup, "actions": actions}

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio_io import DecodedAudio, decode, file_sha256, load_audio, probe
+from ..audio_io import DecodedAudio, decode, file_sha256, load_audio, probe, resample
 from ..errors import AudioContentError
 from .options import ANALYSIS_SR, ENGINE_SR, MIN_TAKE_S, SILENCE_PEAK_DBFS
 
@@ -80,18 +80,89 @@ def load_take(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list
 
 
 def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None,
-                spill_bytes: int | None = None) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
-    """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`.
+                spill_bytes: int | None = None) -> tuple[DecodedAudio, dict[str, Any], list[str], dict[str, Any]]:
+    """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`, with
+    clipping found and repaired at the file's own rate (:func:`declip_at_file_rate`).
 
-    A take longer than ``spill_bytes`` at the engine rate (float32) goes to ``npy_path`` instead
-    of memory (``audio`` is then ``None`` and ``npy_path`` says where it is).
+    Returns the decoded take, its file info, the warnings and the clipping found (``clipping``:
+    :func:`~melisma.analysis.cleanup.detect_clipping` at ``sr``, the file's rate; ``action``: the
+    clean-up action when runs were repaired, else None). A take longer than ``spill_bytes`` at the
+    engine rate (float32) is decoded straight to ``npy_path`` instead of memory (``audio`` is then
+    ``None``); its clipping is not looked for at the file's rate (that needs the whole take in
+    memory at that rate), only by the clean-up's own detection.
     """
     info = probe(path)
     long_take = (spill_bytes is not None and npy_path is not None and info.duration_s is not None
                  and info.duration_s * ENGINE_SR * 4 > spill_bytes)
-    d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR, npy_path=npy_path if long_take else None)
+    if long_take:
+        d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR, npy_path=npy_path)
+        clipping: dict[str, Any] = {"clipping": {"regions": 0, "skipped": "long take"}, "action": None}
+    else:
+        d, clipping = declip_at_file_rate(path, info)
     warnings = check_take(path, info, peak=d.peak, n_samples=d.n_samples, ac_peak=_ac_peak(d.analysis, ANALYSIS_SR))
-    return d, file_info(path, info, d.n_samples), warnings
+    if clipping["action"] is not None and clipping["clipping"].get("heavy"):
+        warnings.append(f"heavy clipping: {100 * clipping['clipping']['fraction']:.1f} % of samples were at the rail "
+                        "(repaired); record with the input gain lower")
+    return d, file_info(path, info, d.n_samples), warnings, clipping
+
+
+def declip_at_file_rate(path: str | os.PathLike, info: Any) -> tuple[DecodedAudio, dict[str, Any]]:
+    """Decode a take to mono at :data:`ENGINE_SR` (plus :data:`ANALYSIS_SR`), its clipped runs
+    repaired at the file's own rate first.
+
+    A clipped take's flat tops are only flat at the rate they were recorded at: a resampler turns
+    them into ripples that :func:`~melisma.analysis.cleanup.detect_clipping` no longer sees
+    (measured: 880 runs at 44.1 kHz, 0 after resampling to 48 kHz), so the detection and the
+    repair (:class:`~melisma.render.declip.ARDeclipper`) run on the decoded take at its own rate,
+    before the resampling, the alignment and the bleed removal (which rewrites every sample). A
+    take with no clipped runs is decoded exactly as before (the same samples). Lossy codecs
+    (AAC) smear the tops as well: what they leave is not found (``firmware/docs/restore.md``).
+    """
+    from ..analysis.cleanup import detect_clipping
+
+    if info.sr == ENGINE_SR or info.sr <= 0:
+        d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR)
+        assert d.audio is not None
+        clipping = {**detect_clipping(d.audio[0], sr=d.file_sr), "sr": d.file_sr}
+        if clipping["regions"] == 0:
+            return d, {"clipping": clipping, "action": None}
+        action = _repair(d.audio[0], clipping, d.file_sr)
+        return _with_audio(d, d.audio[0], ENGINE_SR), {"clipping": clipping, "action": action}
+    raw = decode(path, sr=None, channels=1)
+    assert raw.audio is not None
+    take = raw.audio[0]
+    clipping = {**detect_clipping(take, sr=raw.file_sr), "sr": raw.file_sr}
+    if clipping["regions"] == 0:
+        del raw, take  # the file-rate copy is out of memory before the usual decode
+        return decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR), {"clipping": clipping, "action": None}
+    action = _repair(take, clipping, raw.file_sr)
+    return _with_audio(raw, take, raw.file_sr), {"clipping": clipping, "action": action}
+
+
+def _repair(take: np.ndarray, clipping: dict[str, Any], sr: int) -> dict[str, Any]:
+    """Repair ``take``'s clipped runs in place; the clean-up action that says so."""
+    from ..render.declip import ARDeclipper
+
+    stage = ARDeclipper(threshold=float(clipping["threshold"]))
+    stage.process_into(take, sr)
+    return {"action": "declip", "method": "ar", "threshold": float(clipping["threshold"]),
+            "regions": int(clipping["regions"]), "fraction": float(clipping.get("fraction", 0.0)),
+            "sr": int(sr), "at": "decoded take, its own rate, before resampling and bleed removal"}
+
+
+def _with_audio(d: DecodedAudio, take: np.ndarray, take_sr: int) -> DecodedAudio:
+    """``d`` with its samples replaced by the repaired mono ``take`` (at ``take_sr``), resampled to
+    :data:`ENGINE_SR` and :data:`ANALYSIS_SR`.
+    """
+    import soxr
+
+    audio = resample(take, orig_sr=take_sr, target_sr=ENGINE_SR) if take_sr != ENGINE_SR else take
+    audio = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
+    # the analysis copy at the quality decode() makes it with (HQ)
+    analysis = np.asarray(soxr.resample(take, take_sr, ANALYSIS_SR, quality="HQ"), dtype=np.float32)
+    return DecodedAudio(audio=audio, sr=ENGINE_SR, n_samples=audio.shape[1], channels=1, file_sr=d.file_sr,
+                        file_channels=d.file_channels, peak=float(np.max(np.abs(audio))) if audio.size else 0.0,
+                        analysis=analysis, analysis_sr=ANALYSIS_SR)
 
 
 def decode_backing(path: str | os.PathLike, npy_path: Path) -> tuple[DecodedAudio, dict[str, Any], list[str]]:

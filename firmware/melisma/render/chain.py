@@ -57,6 +57,7 @@ from ..analysis.voice import sibilance_allpass_sos, sibilance_band_sos, sibilanc
 from ..errors import RenderError
 from ..semantic import DeEsserSettings, DelaySettings, MixSettings
 from .exciter import build_bandwidth_extension
+from .lift import KEYED_PEAK, SibilanceKeyedEQ, keyed_bands
 from .stages import Chain, PedalboardStage, Stage
 
 #: High-pass corner for a vocal (below the lowest sung fundamentals, above handling rumble).
@@ -338,7 +339,7 @@ def eq_response_db(band: dict[str, Any], freqs_hz: np.ndarray) -> np.ndarray:
     kind = band["type"]
     if kind == "highpass":
         h = (s / (s + 1.0)) ** 2
-    elif kind == "peak":
+    elif kind in ("peak", KEYED_PEAK):  # a keyed peak: its curve on sung sounds (none on esses)
         h = (s * s + s * a / q + 1.0) / (s * s + s / (a * q) + 1.0)
     elif kind == "low_shelf":
         h = a * (s * s + np.sqrt(a) / q * s + a) / (a * s * s + np.sqrt(a) / q * s + 1.0)
@@ -419,6 +420,15 @@ def build_vocal_chain(settings: MixSettings, voice: dict[str, Any], backing: dic
     why.append(extender_why)
     corrective = _corrective_eq(voice, backing, why)
     stages.append(_eq_and_dynamics(settings, voice, corrective, why))
+    # The brighter slider's presence lift, keyed off on esses (render/lift.py): after the tonal EQ,
+    # in the wet part, so it neither undoes the de-esser nor makes the cached dry vocal stale.
+    _, keyed = keyed_bands([asdict(b) for b in settings.eq_bands])
+    if keyed:
+        lift = SibilanceKeyedEQ(bands=tuple({k: b[k] for k in ("freq_hz", "gain_db", "q")} for b in keyed))
+        stages.append(lift)
+        why.append({"stage": "keyed_lift", "bands": keyed, "sib_hz": list(lift.sib_hz),
+                    "why": "the brighter lift is applied in full on sung sounds and backs off on esses "
+                           "(5-7.5 kHz within 6 dB of 0.2-3 kHz), so it does not give back what the de-esser took"})
     stages.append(_space(settings, backing, why))
     why.append({"stage": "length", "why": "reverb and delay tails past the end of the take are cut; "
                                           "the output has the input's length"})
@@ -535,7 +545,7 @@ def _eq_and_dynamics(settings: MixSettings, voice: dict[str, Any], corrective: l
                        + (f"; corrective EQ moves that level {eq_shift_db:+.1f} dB" if abs(eq_shift_db) >= 0.1 else "")
                        + timing_note})
     sliders = settings.sliders or {}
-    tonal = [asdict(b) for b in settings.eq_bands]
+    tonal, _ = keyed_bands([asdict(b) for b in settings.eq_bands])  # keyed peaks: their own stage
     why.append({"stage": "tone_eq", "bands": tonal,
                 "why": f"style '{settings.style}' tilt plus warmth {sliders.get('warmth', 0.0):+.2f} "
                        f"(+ warmer, - brighter) and air {sliders.get('air', 0.0):+.2f}"})

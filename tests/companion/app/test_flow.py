@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 from melisma import protocol as p
+from melisma.analysis.loudness import integrated_lufs
+from melisma.audio_io import load_audio
 from melisma_companion.app import words
 
 
@@ -111,6 +113,15 @@ def test_send_mix_shape_keep(app_run, run_async, short_examples, tmp_path):
             summary = result.ids.summary.text
             assert "ms late" in summary and "Key:" in summary and "notes were moved" in summary
             assert "Loudness" in summary and "Kept as you sang them" in summary
+            # the loudness is the written mix's own, from the render report the box keeps beside the plan
+            kept = json.loads(run.demo.box.storage.path(p.FileKind.PLAN, "my-take.report.json").read_text())
+            loud = kept["loudness"]
+            assert run.state.result.report is not None and run.state.result.report["loudness"] == loud
+            mix_file = run.demo.box.storage.path(p.FileKind.MIX, "my-take-mix.mp3")
+            measured = integrated_lufs(load_audio(mix_file)[0], sr=load_audio(mix_file)[1])
+            assert abs(measured - loud["integrated_lufs"]) < 0.05  # what the report says is the file's own
+            assert f"Loudness of your mix: {loud['integrated_lufs']:.1f} LUFS" in summary
+            assert f"true peak {loud['true_peak_dbtp']:.1f} dBTP" in summary and "Loudness target" not in summary
             legend = [w.text for w in result.ids.legend.children]
             assert "sung" in legend and "corrected" in legend
 

@@ -52,6 +52,7 @@ def _factories():
     from melisma.render.ducker import Ducker
     from melisma.render.exciter import BandwidthExtender
     from melisma.render.learned_denoise import LearnedDenoiser
+    from melisma.render.lift import SibilanceKeyedEQ
     from melisma.render.limiter import TruePeakLimiter
     from melisma.render.resynth import PitchCorrector
 
@@ -76,6 +77,7 @@ def _factories():
         Declipper: lambda: Declipper(threshold=0.8),
         ARDeclipper: lambda: ARDeclipper(threshold=0.6),  # the test voice's peaks reach ~0.7: runs to rebuild
         BandwidthExtender: lambda: BandwidthExtender(),
+        SibilanceKeyedEQ: lambda: SibilanceKeyedEQ(bands=({"freq_hz": 4400.0, "gain_db": 4.5, "q": 0.6},)),
         SpectralDenoiser: lambda: SpectralDenoiser(noise=estimate_noise(voice, sr=SR)),
         Gate: lambda: Gate(threshold_db=-40.0, floor_db=-15.0),
         LearnedDenoiser: lambda: LearnedDenoiser(),

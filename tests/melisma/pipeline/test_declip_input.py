@@ -1,0 +1,80 @@
+"""Clipping is found and repaired at the decoder's rate, before resampling and bleed removal (issue 14).
+
+A 44.1 kHz take's flat tops do not survive the resampling to 48 kHz, and the bleed canceller
+rewrites every sample, so the clean-up at 48 kHz after bleed removal never saw them: a clipped
+phone take with bleed went through unrepaired. These tests run generated takes (a synthetic
+voice with phone microphone, room and the backing's bleed, driven into the converter) through the
+real decoder and the real pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from melisma import pipeline
+from melisma.audio_io import decode, probe, resample
+from melisma.pipeline.inputs import declip_at_file_rate
+from melisma.pipeline.options import ENGINE_SR
+
+from tools.corpus import degrade
+from tools.corpus.scenarios import make_scenario, write_scenario
+
+
+def _scenario_files(folder: Path, *, sr: int, clip_fraction: float, bleed_db: float | None = -14.0) -> dict:
+    sc = make_scenario(seed=41, duration_s=6.0, sr=sr, offset_ms=120.0, bleed_db=bleed_db, snr_db=30.0,
+                       clip_fraction=clip_fraction, backing_renderer="numpy")
+    return write_scenario(sc, folder, take_format="wav", backing_format="wav")
+
+
+def test_a_clipped_44k_take_with_bleed_is_repaired_by_the_mix(tmp_path: Path) -> None:
+    paths = _scenario_files(tmp_path, sr=44100, clip_fraction=0.05)
+    assert probe(paths["take"]).sr == 44100
+    report_path = tmp_path / "mix.report.json"
+    pipeline.mix_files(paths["take"], paths["backing"], tmp_path / "mix.wav", report_path=report_path)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    actions = report["cleanup"]["actions"]
+    kinds = [a["action"] for a in actions]
+    assert "declip" in kinds, f"the clipped take was not repaired; clean-up actions: {kinds}"
+    declip = next(a for a in actions if a["action"] == "declip")
+    assert declip["sr"] == 44100 and declip["regions"] > 50 and 0.02 < declip["fraction"] < 0.08
+    assert kinds.index("declip") < kinds.index("bleed_removal")  # repaired before the bleed came out
+    assert "repaired" in json.dumps(report["headline"]) and "clipped runs" in json.dumps(report["headline"])
+
+
+def test_the_repair_at_the_file_rate_brings_the_clipped_peaks_back(tmp_path: Path) -> None:
+    """At 44.1 kHz: the 48 kHz take the pipeline gets is closer to the waveform before the rail."""
+    sc = make_scenario(seed=42, duration_s=4.0, sr=44100, snr_db=35.0, backing_renderer="numpy")
+    truth = sc.take / np.float32(np.max(np.abs(sc.take)))
+    clipped, drive_db = degrade.clip(truth, fraction=0.05)
+    path = tmp_path / "take.wav"
+    degrade.write_aligned(str(path), clipped, 44100)
+    ref = resample((truth * np.float32(10 ** (drive_db / 20))).astype(np.float32), orig_sr=44100, target_sr=ENGINE_SR)
+    repaired, found = declip_at_file_rate(path, probe(path))
+    plain = decode(path, sr=ENGINE_SR, channels=1)  # what the pipeline used to get
+    assert found["action"] is not None and found["clipping"]["sr"] == 44100
+    assert repaired.audio is not None and plain.audio is not None and repaired.audio.shape == plain.audio.shape
+    where = np.abs(ref) > 1.0  # the samples the rail cut
+    n = min(ref.size, repaired.n_samples)
+    where = where[:n]
+
+    def sdr(y: np.ndarray) -> float:
+        err = y[:n][where] - ref[:n][where]
+        return float(10 * np.log10(np.sum(ref[:n][where] ** 2) / np.sum(err**2)))
+
+    gain = sdr(repaired.audio[0]) - sdr(plain.audio[0])
+    assert gain > 3.0, f"repair at 44.1 kHz gained only {gain:.1f} dB in the clipped samples"
+    assert repaired.analysis is not None and abs(repaired.analysis.size - plain.n_samples / 3) <= 2
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_an_unclipped_take_decodes_to_the_same_samples(tmp_path: Path, sr: int) -> None:
+    paths = _scenario_files(tmp_path, sr=sr, clip_fraction=0.0, bleed_db=None)
+    d, found = declip_at_file_rate(paths["take"], probe(paths["take"]))
+    plain = decode(paths["take"], sr=ENGINE_SR, channels=1, analysis_sr=16000)
+    assert found["action"] is None and found["clipping"]["regions"] == 0
+    assert d.audio is not None and plain.audio is not None
+    np.testing.assert_array_equal(d.audio, plain.audio)
+    np.testing.assert_array_equal(d.analysis, plain.analysis)
