@@ -513,16 +513,33 @@ def _corrected(
         vocal[first:], report = correct_vocal(vocal[first:], pitch, sr=ENGINE_SR, settings=settings, start_sample=lo + first)
         return vocal, report, None
     # The vocal read from the plan's file is ours: corrected in place (one take-sized array, not two).
-    corrected, report = correct_vocal(plan.array("vocal", lo, hi), pitch, sr=ENGINE_SR, settings=settings, start_sample=lo,
-                                      in_place=True)
-    if cache_file is not None:
-        try:
-            with atomic_path(cache_file, overwrite=True) as tmp, open(tmp, "wb") as f:
-                np.save(f, corrected, allow_pickle=False)
-            return None, report, cache_file
-        except (OSError, MelismaError):
-            pass  # no cache: keep the corrected vocal in memory
-    return corrected, report, None
+    # A long take's goes into a file-backed buffer first (its pages handed back as the correction
+    # moves on), so a 15-minute take's 173 MB are not resident at once.
+    from .spill import ANALYSIS_SPILL_BYTES, SpilledArray
+
+    buffer = None
+    if cache_file is not None and (hi - lo) * 4 > ANALYSIS_SPILL_BYTES:
+        buffer = SpilledArray((hi - lo,), folder=folder)
+        with NpyBlockReader(plan.cache_file("vocal")) as source:
+            for a in range(lo, hi, 1 << 20):
+                source.read(a, min(a + (1 << 20), hi), out=buffer.array[a - lo : min(a + (1 << 20), hi) - lo])
+        vocal = buffer.array
+    else:
+        vocal = plan.array("vocal", lo, hi)
+    with contextlib.ExitStack() as stack:
+        if buffer is not None:
+            stack.enter_context(buffer)
+        corrected, report = correct_vocal(vocal, pitch, sr=ENGINE_SR, settings=settings, start_sample=lo, in_place=True)
+        del vocal
+        if cache_file is not None:
+            try:
+                with atomic_path(cache_file, overwrite=True) as tmp, open(tmp, "wb") as f:
+                    np.save(f, corrected, allow_pickle=False)
+                return None, report, cache_file
+            except (OSError, MelismaError):
+                if buffer is not None:
+                    corrected = np.array(corrected)  # no cache: keep the corrected vocal in memory
+        return corrected, report, None
 
 
 #: Correction plans (target f0 and report) of recent renders, by the pitch section and settings:

@@ -59,3 +59,27 @@ def test_a_spilled_take_without_backing_is_the_same(tmp_path, monkeypatch):
     a, va = _plan_and_vocal(tmp_path / "memory.json")
     b, vb = _plan_and_vocal(tmp_path / "spilled.json")
     assert np.array_equal(va, vb) and a["pitch"] == b["pitch"]
+
+
+def test_a_long_takes_correction_in_a_file_backed_buffer_is_the_same(tmp_path, monkeypatch):
+    sc = make_scenario(seed=33, duration_s=5.0, backing_renderer="numpy", offset_ms=90.0, bleed_db=-16.0, snr_db=25.0)
+    paths = write_scenario(sc, tmp_path / "in", take_format="wav", backing_format="wav")
+    plan = tmp_path / "plan.json"
+    pipeline.analyze_files(paths["take"], paths["backing"], plan, style="cpop")
+    cache = plan.with_name(plan.name + ".cache")
+
+    def render(name):
+        for f in list(cache.glob("corrected-*.npy")) + list(cache.glob("dry-*.npy")):
+            f.unlink()
+        pipeline.render_plan(plan, tmp_path / name, sliders={"tuning": 0.8})
+        (corrected,) = cache.glob("corrected-*.npy")
+        return np.load(corrected)
+
+    in_memory = render("a.wav")
+    monkeypatch.setattr(spill, "ANALYSIS_SPILL_BYTES", 0)
+    spilled = render("b.wav")
+    assert np.array_equal(in_memory, spilled)
+    assert not list(cache.glob(".spill-*")), "the buffer's file was left behind"
+    from melisma import audio_io
+
+    assert np.array_equal(audio_io.load_audio(tmp_path / "a.wav")[0], audio_io.load_audio(tmp_path / "b.wav")[0])
