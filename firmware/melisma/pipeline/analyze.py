@@ -241,13 +241,13 @@ def _shifted_from_file(npy_path: Any, *, offset_ms: float, backing_n: int | None
     the same samples, without the take in memory. Returns the aligned take and the buffer to close.
     """
     from ..audio_io import NpyBlockReader
-    from .spill import SpilledArray
+    from .spill import ANALYSIS_RELEASE_INTERVAL_S, SpilledArray
 
     shift = int(round(offset_ms * ENGINE_SR / 1000.0))  # as apply_offset rounds it
     with NpyBlockReader(npy_path) as reader:
         shifted_n = max(0, reader.n_samples - shift)
         length = shifted_n if backing_n is None else _target_length(shifted_n, backing_n, warnings)
-        buffer = SpilledArray((length,), folder=folder)
+        buffer = SpilledArray((length,), folder=folder, release_interval_s=ANALYSIS_RELEASE_INTERVAL_S)
         out = buffer.array
         block = 1 << 18
         for a in range(0, length, block):

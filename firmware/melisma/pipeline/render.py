@@ -515,11 +515,11 @@ def _corrected(
     # The vocal read from the plan's file is ours: corrected in place (one take-sized array, not two).
     # A long take's goes into a file-backed buffer first (its pages handed back as the correction
     # moves on), so a 15-minute take's 173 MB are not resident at once.
-    from .spill import ANALYSIS_SPILL_BYTES, SpilledArray
+    from .spill import ANALYSIS_RELEASE_INTERVAL_S, ANALYSIS_SPILL_BYTES, SpilledArray
 
     buffer = None
     if cache_file is not None and (hi - lo) * 4 > ANALYSIS_SPILL_BYTES:
-        buffer = SpilledArray((hi - lo,), folder=folder)
+        buffer = SpilledArray((hi - lo,), folder=folder, release_interval_s=ANALYSIS_RELEASE_INTERVAL_S)
         with NpyBlockReader(plan.cache_file("vocal")) as source:
             for a in range(lo, hi, 1 << 20):
                 source.read(a, min(a + (1 << 20), hi), out=buffer.array[a - lo : min(a + (1 << 20), hi) - lo])
