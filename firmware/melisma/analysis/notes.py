@@ -573,7 +573,7 @@ def assign_targets(
         else:
             middle = None if track is None else stable_median(track, note)
             target, heard = _own_target(note.midi, middle, scale=scale, tolerance=tolerance)
-            # in tune by its middle only: the middle is the pitch it is heard at, and what correction moves
+            # in tune by its middle: the middle is the pitch it is heard at, and what correction moves
             note = replace(note, midi=heard)
         out.append(replace(note, target_midi=target, cents_error=100.0 * (note.midi - target)))
     return out
@@ -582,17 +582,19 @@ def assign_targets(
 def _own_target(centre: float, middle: float | None, *, scale: Scale | None, tolerance: float) -> tuple[float, float]:
     """``(target, centre)`` of a note without a melody note: its own semitone when it is in tune on one, else the key's.
 
-    ``centre`` is the note's level centre, ``middle`` the median of its middle (or None). A note in
-    tune by its middle only gets the middle as its centre (what the correction moves onto the
-    target). Never a semitone that neither centre is nearest to: with the key's nearest pitch
+    ``centre`` is the note's level centre, ``middle`` the median of its middle (or None). A note
+    whose middle is in tune on the target gets the middle as its centre (what the correction moves
+    onto the target). Never a semitone that neither centre is nearest to: with the key's nearest pitch
     farther than that, the note keeps the level centre's own semitone.
     """
     views = [centre] if middle is None or not np.isfinite(middle) else [centre, float(middle)]
     in_tune = [(abs(v - round(v)), float(round(v)), v) for v in views if abs(v - round(v)) <= tolerance]
     if in_tune:
         # in tune on a semitone (outside the key or not): keep it; never turn an in-tune note into a wrong one
-        _, own, heard = min(in_tune)
-        return own, (centre if round(centre) == own and abs(centre - own) <= tolerance else heard)
+        _, own, _ = min(in_tune)
+        # moved from the middle when that is in tune on the target: the pitch the note is heard at
+        heard = views[-1] if round(views[-1]) == own and abs(views[-1] - own) <= tolerance else centre
+        return own, heard
     own = float(round(centre))
     if scale is None:
         return own, centre
