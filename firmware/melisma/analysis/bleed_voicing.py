@@ -180,7 +180,7 @@ class BleedVoicingGate:
         kept = voiced & ~(ratio < self.threshold_db)
         midi = np.where(voiced, 12.0 * np.log2(np.maximum(track.hz, 1e-6) / 440.0), 0.0)
         jump = np.r_[False, np.abs(np.diff(midi)) > 1.0]
-        runs = []
+        runs: list[tuple[int, int]] = []
         for a, b in _runs(kept):
             cuts = [a, *(a + np.flatnonzero(jump[a + 1 : b]) + 1).tolist(), b]
             runs.extend(pairwise(cuts))
