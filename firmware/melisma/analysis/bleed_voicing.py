@@ -20,7 +20,10 @@ calls it voiced: ghost notes far outside the singer's range, which correction wo
 4. a frame is bleed when that ratio is below ``threshold_db``, or below ``range_threshold_db``
    while its pitch lies far outside the singer's range (measured on the frames that pass);
    flags are smoothed over 45 ms, a voiced run that is mostly bleed keeps only its clearly sung
-   frames (ratio at least ``range_threshold_db``), and what is left of a run shorter than 60 ms goes.
+   frames (ratio at least ``range_threshold_db``), and what is left of a run shorter than 60 ms goes;
+5. a run the ratio keeps whose harmonic power rises and decays with the backing's at the same
+   harmonics (:meth:`BleedVoicingGate.follows_backing`) is a backing note the bleed removal left
+   strong (far above the take-wide gain), not singing.
 
 The gate acts only when the take holds bleed (``bleed_present``: the alignment found the backing
 in the take, or the bleed fit detected it); a headphone take comes back unchanged, bit for bit.
