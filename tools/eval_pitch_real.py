@@ -438,7 +438,41 @@ def _note_centres(t: np.ndarray, hz: np.ndarray, spans) -> np.ndarray:
     return out
 
 
-def correction_check(root: Path, *, clips: int | None = None, correction: float = 1.0) -> dict:
+def _swift_cached(swift: Swift, y16: np.ndarray, cache: Path | None, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """SwiftF0 on ``y16``, kept in ``cache/name.npz`` between runs when a cache folder is given."""
+    f = None if cache is None else cache / f"swift_{name}.npz"
+    if f is not None and f.exists():
+        z = np.load(f)
+        return z["t"], z["hz"]
+    t, hz = swift.track(y16)
+    if f is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp.npz")
+        np.savez(tmp, t=t, hz=hz)
+        tmp.replace(f)
+    return t, hz
+
+
+def _moved_detail(name: str, spans, ok: np.ndarray, c0: np.ndarray, c1: np.ndarray, moved: np.ndarray, pitch: dict, report: dict) -> list[dict]:
+    """What the engine did to each in-tune note SwiftF0 saw moved: the engine's notes over its span."""
+    out = []
+    kept = [s for s, k in zip(spans, ok, strict=False) if k]
+    shifts = {c["note"]: c["shift_cents"] for c in report.get("corrections", [])}
+    for i in np.flatnonzero(moved):
+        a, b = kept[i]
+        ours = [(j, n) for j, n in enumerate(pitch["notes"]) if n["end_s"] > a and n["start_s"] < b]
+        d = {"take": name, "span": [round(float(a), 3), round(float(b), 3)], "swift_before": round(float(c0[i]), 3),
+             "swift_after": round(float(c1[i]), 3),
+             "engine_notes": [{"start_s": n["start_s"], "end_s": n["end_s"], "midi": n["midi"], "target_midi": n.get("target_midi"),
+                               "shift_cents": shifts.get(j)} for j, n in ours]}
+        out.append(d)
+        print(f"    moved {d['span']}: SwiftF0 {d['swift_before']:.2f} -> {d['swift_after']:.2f}; engine "
+              + "; ".join(f"[{n['start_s']:.2f}-{n['end_s']:.2f}] {n['midi']:.2f}->{n['target_midi']} ({n['shift_cents']} c)"
+                          for n in d["engine_notes"]), flush=True)
+    return out
+
+
+def correction_check(root: Path, *, clips: int | None = None, correction: float = 1.0, cache: Path | None = None) -> dict:
     """Correction without a melody (key mode), measured by SwiftF0 on the corrected vocal.
 
     Each real take (vocadito track 1, the SSVD clips) goes through the engine's pitch analysis (key
@@ -463,8 +497,8 @@ def correction_check(root: Path, *, clips: int | None = None, correction: float 
     for name, path, spans in takes:
         y, sr = load_audio(path, sr=48000, mono=True)
         pitch = analyze_pitch(y, sr=sr, tracker=pitch_tracker_named(None))
-        corrected, _report = correct_vocal(y, pitch, sr=sr, settings=settings)
-        t0, h0 = swift.track(resample(y, orig_sr=sr, target_sr=SR))
+        corrected, creport = correct_vocal(y, pitch, sr=sr, settings=settings)
+        t0, h0 = _swift_cached(swift, resample(y, orig_sr=sr, target_sr=SR), cache, name)
         t1, h1 = swift.track(resample(corrected, orig_sr=sr, target_sr=SR))
         c0, c1 = _note_centres(t0, h0, spans), _note_centres(t1, h1, spans)
         ok = np.isfinite(c0) & np.isfinite(c1)
@@ -484,6 +518,10 @@ def correction_check(root: Path, *, clips: int | None = None, correction: float 
         print(f"{name:12s} notes {row['notes']:3d}  key {row['key']} ({row['key_confidence']:.2f})  before median {row['median_before_c']:5.1f} "
               f"p90 {row['p90_before_c']:5.1f}  after median {row['median_after_c']:5.1f} p90 {row['p90_after_c']:5.1f}  "
               f"in tune {row['in_tune']:3d}, moved {row['in_tune_moved']}  (any note to another semitone {row['any_moved']})", flush=True)
+        if cache is not None:  # what the engine found, for looking at the moved notes afterwards
+            (cache / f"pitch_{name}.json").write_text(json.dumps({"notes": pitch["notes"], "key": pitch["key"], "f0": pitch["f0"]}))
+            np.savez(cache / f"swift_after_{name}.npz", t=t1, hz=h1)
+        row["moved_notes"] = _moved_detail(name, spans, ok, c0, c1, moved, pitch, creport)
     b, a = np.concatenate(all_before), np.concatenate(all_after)
     overall = {"takes": len(rows), "notes": int(b.size), "median_before_c": float(np.median(b)), "p90_before_c": float(np.percentile(b, 90)),
                "median_after_c": float(np.median(a)), "p90_after_c": float(np.percentile(a, 90)),
@@ -503,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only these parts (repeatable): base = sections 1-5, bleed = voicing under real backing "
                          "bleed vs SwiftF0, correction = correction without a melody measured by SwiftF0; default all")
     ap.add_argument("--clips", type=int, default=None, help="bleed/correction: only the first N SSVD clips (default all)")
+    ap.add_argument("--cache", help="correction: keep SwiftF0's tracks of the unchanged takes here between runs (a development aid)")
     args = ap.parse_args(argv)
     parts = set(args.only or ("base", "bleed", "correction"))
     CHOICE["tracker"], CHOICE["detector"] = _tracker(args.tracker), _detector(args.detector)
@@ -524,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({o['ghost_notes']['melisma_no_gate']})")
     if "correction" in parts:
         print("\n== correction without a melody (key mode, correction 1), note centres by SwiftF0 on the rendered vocal")
-        report["correction"] = c = correction_check(root, clips=args.clips)
+        report["correction"] = c = correction_check(root, clips=args.clips, cache=Path(args.cache) if args.cache else None)
         o = c["overall"]
         print(f"overall: {o['takes']} takes, {o['notes']} notes; |cents from semitone| before median {o['median_before_c']:.1f} "
               f"p90 {o['p90_before_c']:.1f}, after median {o['median_after_c']:.1f} p90 {o['p90_after_c']:.1f}; "

@@ -20,7 +20,10 @@ calls it voiced: ghost notes far outside the singer's range, which correction wo
 4. a frame is bleed when that ratio is below ``threshold_db``, or below ``range_threshold_db``
    while its pitch lies far outside the singer's range (measured on the frames that pass);
    flags are smoothed over 45 ms, a voiced run that is mostly bleed keeps only its clearly sung
-   frames (ratio at least ``range_threshold_db``), and what is left of a run shorter than 60 ms goes.
+   frames (ratio at least ``range_threshold_db``), and what is left of a run shorter than 60 ms goes;
+5. a run the ratio keeps whose harmonic power rises and decays with the backing's at the same
+   harmonics (:meth:`BleedVoicingGate.follows_backing`) is a backing note the bleed removal left
+   strong (far above the take-wide gain), not singing.
 
 The gate acts only when the take holds bleed (``bleed_present``: the alignment found the backing
 in the take, or the bleed fit detected it); a headphone take comes back unchanged, bit for bit.
@@ -41,6 +44,7 @@ Examples
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -63,6 +67,12 @@ TAIL_S = 0.1
 GAIN_PERCENTILE = 25.0
 #: Most frames the bleed-gain percentile is taken over (every 4th frame of a take up to ~6.7 min).
 GAIN_ROWS = 10000
+#: A voiced run whose log power at its harmonics correlates this well with the predicted bleed's ...
+FOLLOW_CORRELATION = 0.6
+#: ... and stays below this over it (dB, median over the run) is the backing's note, not singing.
+FOLLOW_RATIO_DB = 24.0
+#: Shortest run (s) the correlation is judged on.
+FOLLOW_MIN_S = 0.05
 
 
 class BleedVoicingGate:
@@ -95,6 +105,14 @@ class BleedVoicingGate:
 
         NaN for unvoiced frames (and where neither take nor backing has power).
         """
+        return _ratio_db(*self.harmonic_powers(track, take, backing, sr=sr))
+
+    def harmonic_powers(self, track: PitchTrack, take: np.ndarray, backing: np.ndarray, *,
+                        sr: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per track frame, the take's power at the f0's harmonics and the bleed the backing predicts there.
+
+        Two arrays (NaN for unvoiced frames); :meth:`harmonic_ratio_db` is their ratio in dB.
+        """
         take = _mono(take, "take")
         back = _mono(backing, "backing")
         hop = max(1, int(round(HOP_S * sr)))
@@ -106,9 +124,10 @@ class BleedVoicingGate:
         decay = float(np.exp(-hop / (TAIL_S * sr)))
 
         voiced = np.flatnonzero(track.hz > 0)
-        out = np.full(len(track.hz), np.nan)
+        out_v = np.full(len(track.hz), np.nan)
+        out_b = np.full(len(track.hz), np.nan)
         if voiced.size == 0 or n == 0:
-            return out
+            return out_v, out_b
         f0 = track.hz[voiced].astype(np.float64)
         frame_of = np.clip(np.round(voiced * track.hop_s / (hop / sr)).astype(int), 0, n_frames - 1)
         h = np.arange(1, self.n_harmonics + 1)
@@ -148,19 +167,55 @@ class BleedVoicingGate:
                 b_h[sel] = np.maximum(B[rows[:, None], lo[sel]], B[rows[:, None], lo[sel] + 1])
         gain = _bleed_gain(np.concatenate(ratio_rows), np.concatenate(active_rows))
         g_h = gain[lo] * 0.5 + gain[np.minimum(lo + 1, top_bin - 1)] * 0.5
-        pv = np.sum(np.where(ok, v_h, 0.0), axis=1)
-        pb = np.sum(np.where(ok, g_h * b_h, 0.0), axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = 10.0 * np.log10((pv + 1e-20) / (pb + 1e-20))
-        r[(pv <= 0) & (pb <= 0)] = np.nan
-        out[voiced] = r
+        out_v[voiced] = np.sum(np.where(ok, v_h, 0.0), axis=1)
+        out_b[voiced] = np.sum(np.where(ok, g_h * b_h, 0.0), axis=1)
+        return out_v, out_b
+
+    def follows_backing(self, track: PitchTrack, take_power: np.ndarray, bleed_power: np.ndarray) -> np.ndarray:
+        """Voiced runs whose power at their harmonics rises and falls with the backing's there (bool per frame).
+
+        A backing note left in a pause by the bleed removal can stand well above the bleed the
+        backing predicts (the gain is one low percentile per bin over the whole take), but it still
+        starts and decays with the backing's note: over a run of frames the ratio keeps (cut where
+        the pitch jumps by more than a semitone), the log powers of the take and of the predicted
+        bleed at the run's harmonics correlate (at least :data:`FOLLOW_CORRELATION`),
+        while the run stays below :data:`FOLLOW_RATIO_DB` over the bleed. A sung note, even at the
+        backing's pitch, has its own envelope and stands higher.
+        """
+        voiced = track.hz > 0
+        out = np.zeros(len(track.hz), dtype=bool)
+        min_frames = max(3, int(round(FOLLOW_MIN_S / track.hop_s)))
+        # the runs the ratio alone keeps, cut where the pitch jumps (one tone per run)
+        ratio = _ratio_db(take_power, bleed_power)
+        kept = voiced & ~(ratio < self.threshold_db)
+        midi = np.where(voiced, 12.0 * np.log2(np.maximum(track.hz, 1e-6) / 440.0), 0.0)
+        jump = np.r_[False, np.abs(np.diff(midi)) > 1.0]
+        runs: list[tuple[int, int]] = []
+        for a, b in _runs(kept):
+            cuts = [a, *(a + np.flatnonzero(jump[a + 1 : b]) + 1).tolist(), b]
+            runs.extend(pairwise(cuts))
+        for a, b in runs:
+            pv, pb = take_power[a:b], bleed_power[a:b]
+            ok = np.isfinite(pv) & np.isfinite(pb) & (pv > 0) & (pb > 0)
+            if np.count_nonzero(ok) < min_frames:
+                continue
+            lv, lb = 10.0 * np.log10(pv[ok]), 10.0 * np.log10(pb[ok])
+            if np.std(lv) < 1e-9 or np.std(lb) < 1e-9 or np.median(lv - lb) >= FOLLOW_RATIO_DB:
+                continue
+            if float(np.corrcoef(lv, lb)[0, 1]) >= FOLLOW_CORRELATION:
+                out[a:b] = True
         return out
 
-    def flags(self, track: PitchTrack, ratio_db: np.ndarray) -> np.ndarray:
-        """Which voiced frames are bleed (bool per track frame), from :meth:`harmonic_ratio_db`."""
+    def flags(self, track: PitchTrack, ratio_db: np.ndarray, follows: np.ndarray | None = None) -> np.ndarray:
+        """Which voiced frames are bleed (bool per track frame), from :meth:`harmonic_ratio_db`.
+
+        ``follows``, when given (:meth:`follows_backing`), marks runs that are bleed too.
+        """
         voiced = track.hz > 0
         r = np.where(np.isfinite(ratio_db), ratio_db, np.inf)
         bleed = voiced & (r < self.threshold_db)
+        if follows is not None:
+            bleed |= voiced & follows
         # the singer's range, from the frames that clearly pass
         sung = voiced & (r >= self.range_threshold_db)
         if np.count_nonzero(sung) >= 40:
@@ -222,8 +277,11 @@ def reject_bleed(track: PitchTrack, take: np.ndarray, backing: np.ndarray | None
     if not bleed_present or backing is None or voiced == 0:
         return track, info
     gate = gate or BleedVoicingGate()
-    ratio = gate.harmonic_ratio_db(track, take, backing, sr=sr)
-    bleed = gate.flags(track, ratio)
+    take_power, bleed_power = gate.harmonic_powers(track, take, backing, sr=sr)
+    ratio = _ratio_db(take_power, bleed_power)
+    follows = gate.follows_backing(track, take_power, bleed_power)
+    bleed = gate.flags(track, ratio, follows)
+    info["following_frames"] = int(np.count_nonzero(follows))
     info["applied"] = True
     info["rejected_frames"] = int(np.count_nonzero(bleed))
     finite = ratio[np.isfinite(ratio)]
@@ -283,6 +341,14 @@ def _mono(y: np.ndarray, what: str) -> np.ndarray:
     if y.size and not np.all(np.isfinite(y)):
         raise AnalysisError(f"{what} holds NaN or Inf samples")
     return y
+
+
+def _ratio_db(take_power: np.ndarray, bleed_power: np.ndarray) -> np.ndarray:
+    """``10 log10(take / bleed)`` per frame; NaN where unvoiced or neither has power."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 10.0 * np.log10((take_power + 1e-20) / (bleed_power + 1e-20))
+    r[~(np.isfinite(take_power) & np.isfinite(bleed_power)) | ((take_power <= 0) & (bleed_power <= 0))] = np.nan
+    return r
 
 
 def _power_frames(x: np.ndarray, c0: int, c1: int, hop: int, n_fft: int, window: np.ndarray, top_bin: int) -> np.ndarray:

@@ -120,7 +120,7 @@ def analyze_pitch(
 
         notes = align_melody(track, notes, melody, scale=target_scale, key_confidence=float(key_info.get("confidence", 1.0)))
     else:
-        notes = assign_targets(notes, scale=target_scale, key_confidence=float(key_info.get("confidence", 1.0)))
+        notes = assign_targets(notes, scale=target_scale, key_confidence=float(key_info.get("confidence", 1.0)), track=track)
     # A band tuned away from A440 moves every target with it, so the singer is corrected onto
     # the band rather than off it. Without a backing the 440 grid (or the melody) is the reference.
     tuning_cents = 0.0

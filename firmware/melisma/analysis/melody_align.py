@@ -220,7 +220,7 @@ def align_melody(
     """
     notes = [n for n in notes if np.isfinite(n.midi)]
     if not notes or not melody:
-        return assign_targets(notes, scale=scale, key_confidence=key_confidence)
+        return assign_targets(notes, scale=scale, key_confidence=key_confidence, track=track)
     melody = sorted(melody, key=lambda m: (m.start_s, m.midi))
     shift = _octave_shift(notes, melody)
     path = melody_path(track, melody, octave_shift=shift)
@@ -271,7 +271,7 @@ def align_melody(
                     abs(out[i].midi - out[best].midi) > SHARED_NOTE_CENTS / 100.0:
                 fallback.append(i)
     if fallback:
-        fixed = assign_targets([out[i] for i in fallback], scale=scale, key_confidence=key_confidence)
+        fixed = assign_targets([out[i] for i in fallback], scale=scale, key_confidence=key_confidence, track=track)
         for i, n in zip(fallback, fixed, strict=True):
             out[i] = n
     return out

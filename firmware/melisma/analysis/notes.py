@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .key import Scale
     from .melody import MelodyNote
 
-__all__ = ["Note", "assign_targets", "segment_notes", "smooth_midi", "voiced_regions"]
+__all__ = ["Note", "assign_targets", "segment_notes", "smooth_midi", "stable_median", "voiced_regions"]
 
 
 @dataclass
@@ -540,6 +540,7 @@ def assign_targets(
     melody: Sequence[MelodyNote] | None = None,
     max_melody_distance_s: float = 0.3,
     key_confidence: float = 1.0,
+    track: PitchTrack | None = None,
 ) -> list[Note]:
     """Give every note a target pitch and its ``cents_error``; returns new notes.
 
@@ -558,7 +559,15 @@ def assign_targets(
         :func:`in_tune_tolerance_cents` of a semitone keeps that semitone as its target even when it
         lies outside the scale (chromatic passing notes and blue notes are music, not mistakes); the
         tolerance grows as the key's confidence falls, so an unsure key moves fewer notes.
-    With neither, the target is the nearest semitone (chromatic).
+    track : PitchTrack, optional
+        The f0 track the notes came from. A note's level centre (``midi``) leans toward where it
+        holds still; the pitch a listener (or another tracker) hears over a wandering note is nearer
+        the median of its middle (:func:`stable_median`, onset and offset transients left out). With
+        the track, a note is in tune on a semitone when *either* centre lies within the tolerance of
+        it, and that semitone is its target; a note whose two centres name different semitones and
+        neither is in tune keeps the level centre's own semitone rather than being snapped farther by
+        the key. So no note is moved to a semitone that neither view of it sang.
+    With neither scale nor melody, the target is the nearest semitone (chromatic).
 
     Examples
     --------
@@ -581,14 +590,65 @@ def assign_targets(
             continue
         if mt is not None:
             target = float(mt)
-        elif scale is not None:
-            own = float(round(note.midi))
-            # in tune on a semitone outside the key: keep it (never turn an in-tune note into a wrong one)
-            target = own if abs(note.midi - own) <= tolerance else float(scale.nearest_midi(note.midi))
         else:
-            target = float(round(note.midi))
+            middle = None if track is None else stable_median(track, note)
+            target, heard = _own_target(note.midi, middle, scale=scale, tolerance=tolerance)
+            # in tune by its middle: the middle is the pitch it is heard at, and what correction moves
+            note = replace(note, midi=heard)
         out.append(replace(note, target_midi=target, cents_error=100.0 * (note.midi - target)))
     return out
+
+
+def _own_target(centre: float, middle: float | None, *, scale: Scale | None, tolerance: float) -> tuple[float, float]:
+    """``(target, centre)`` of a note without a melody note: its own semitone when it is in tune on one, else the key's.
+
+    ``centre`` is the note's level centre, ``middle`` the median of its middle (or None). A note
+    whose middle is in tune on the target gets the middle as its centre (what the correction moves
+    onto the target). Never a semitone that neither centre is nearest to: with the key's nearest pitch
+    farther than that, the note keeps the level centre's own semitone.
+    """
+    views = [centre] if middle is None or not np.isfinite(middle) else [centre, float(middle)]
+    in_tune = [(abs(v - round(v)), float(round(v)), v) for v in views if abs(v - round(v)) <= tolerance]
+    if in_tune:
+        # in tune on a semitone (outside the key or not): keep it; never turn an in-tune note into a wrong one
+        _, own, _ = min(in_tune)
+        # moved from the middle when that is in tune on the target: the pitch the note is heard at
+        heard = views[-1] if round(views[-1]) == own and abs(views[-1] - own) <= tolerance else centre
+        return own, heard
+    own = float(round(centre))
+    if scale is None:
+        return own, centre
+    key_target = float(scale.nearest_midi(centre))
+    if len(views) > 1 and key_target not in {float(round(v)) for v in views}:
+        # the two views of a wandering note disagree and the key names a third semitone: too unsure to snap
+        return own, centre
+    return key_target, centre
+
+
+def stable_median(track: PitchTrack, note: Note, *, trim: float = 0.2) -> float:
+    """Median pitch (float MIDI) of a note's voiced frames in the middle of its span, NaN without any.
+
+    The first and last ``trim`` of the span are left out: the onset (a scoop, a grace note, the
+    consonant) and the offset (a fall, the start of the slide to the next note) are transients,
+    not the pitch the note is heard at.
+
+    >>> import numpy as np
+    >>> from melisma.analysis.pitch import midi_to_hz
+    >>> m = np.r_[np.linspace(57.0, 61.8, 12), np.full(48, 61.8)]   # a 60 ms scoop into a note at 61.8
+    >>> tr = PitchTrack(0.005, midi_to_hz(m), np.ones(60))
+    >>> round(stable_median(tr, Note(0.0, 0.3, 61.0)), 2)
+    61.8
+    """
+    hop = float(track.hop_s)
+    a, b = float(note.start_s), float(note.end_s)
+    d = b - a
+    i0 = max(0, int(np.ceil((a + trim * d) / hop - 1e-9)))
+    i1 = min(len(track.hz), int(np.floor((b - trim * d) / hop + 1e-9)) + 1)
+    hz = np.asarray(track.hz[i0:i1], dtype=np.float64)
+    hz = hz[hz > 0]
+    if hz.size < 2:
+        return float("nan")
+    return float(np.median(12.0 * np.log2(hz / 440.0) + 69.0))
 
 
 #: A note within this of a semitone is in tune on it (cents), with a key of confidence 1 ...

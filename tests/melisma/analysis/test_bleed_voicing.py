@@ -137,3 +137,39 @@ def test_a_headphone_take_through_the_whole_analysis_is_not_gated(tmp_path):
     assert plan.record["alignment"]["decision"] == "calibrated"
     assert "bleed_gate" not in plan.record["pitch"]
     assert any(h > 0 for h in plan.record["pitch"]["f0"]["hz"])
+
+
+def _struck(f0: float, n: int, start: int, length: int) -> np.ndarray:
+    """A backing note struck at ``start`` that decays (a keyboard's D5), silent elsewhere."""
+    out = np.zeros(n, np.float32)
+    env = np.exp(-np.arange(length) / (0.25 * SR)).astype(np.float32)
+    out[start : start + length] = _tone(f0, length, harmonics=4) * env
+    return out
+
+
+def test_a_backing_note_left_strong_in_a_pause_is_not_singing():
+    """Issue 13: the bleed removal can leave one backing note far above the take-wide bleed gain
+    (20 dB here: the band plays D5 three times, the take keeps one of them ten times stronger).
+    Its harmonic ratio passes the gate's thresholds, but it rises and decays with the backing's
+    note: that run is bleed. The singer's notes (A3, C4) and one sung at the backing's low A2 stay."""
+    n = 8 * SR
+    sung = synthesize_voice([NoteSpec(57, 0.5, 1.2), NoteSpec(60, 5.0, 1.5)], sr=SR, duration_s=8.0, voice="female", seed=4)
+    low = 0.2 * _tone(110.0, n)  # the band's bass all through
+    hits = [int(s * SR) for s in (2.3, 3.3, 6.7)]
+    d5 = [_struck(587.3, n, h, int(0.6 * SR)) for h in hits]
+    backing = np.stack([low + 0.3 * sum(d5)] * 2)
+    take = sung.audio[:n] + 0.05 * low + 0.3 * (0.02 * d5[0] + 0.2 * d5[1] + 0.02 * d5[2])
+    take = take.astype(np.float32)
+    track = track_pitch(take, sr=SR)
+    t = np.arange(len(track.hz)) * track.hop_s
+    ghost = (t > 3.35) & (t < 3.7)
+    assert np.mean(track.hz[ghost] > 0) > 0.5, "the tracker must see the D5 left in the pause"
+    gate = BleedVoicingGate()
+    ratio = gate.harmonic_ratio_db(track, take, backing, sr=SR)
+    assert np.nanmedian(ratio[ghost & (track.hz > 0)]) > gate.range_threshold_db  # by its ratio alone: "singing"
+    gated, info = reject_bleed(track, take, backing, sr=SR, bleed_present=True)
+    assert np.mean(gated.hz[ghost] > 0) < 0.1, info
+    assert info["following_frames"] > 0
+    for a, b in ((0.6, 1.6), (5.1, 6.4)):  # the sung notes stay
+        sel = (t > a) & (t < b)
+        assert np.mean(gated.hz[sel] > 0) > 0.9
