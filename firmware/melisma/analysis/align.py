@@ -340,7 +340,7 @@ _TF_CHUNK = 512
 @dataclass
 class _Correlation:
     summed: np.ndarray  # (2 * max_lag + 1,), index k is a lag of (max_lag - k) samples
-    per_window: np.ndarray  # (n_windows, 2 * max_lag + 1)
+    window_peaks: np.ndarray  # (used windows,) index of each window's own correlation peak (as in ``summed``)
     max_lag: int
     used_windows: int
     window_s: float
@@ -370,7 +370,9 @@ def _correlate(
         return seg
 
     n_lags = 2 * max_lag + 1
-    per_window = np.zeros((n_windows, n_lags), dtype=np.float64)
+    # only each window's peak index is needed (window agreement): a windows x lags matrix would be
+    # 58 MB for a 15-minute take
+    window_peaks = np.zeros(n_windows, dtype=np.int64)
     summed_spec = np.zeros(nfft // 2 + 1, dtype=np.complex128)
     kernel_spec = np.zeros(nfft // 2 + 1, dtype=np.float64)
     energies_take = np.array([np.mean(take_a[i * win_len : (i + 1) * win_len] ** 2) for i in range(n_windows)])
@@ -398,7 +400,7 @@ def _correlate(
         full[band_slice] = weighted
         summed_spec += full
         corr = scipy.fft.irfft(full, nfft)[:n_lags]
-        per_window[i] = corr
+        window_peaks[i] = int(np.argmax(corr))
     summed = scipy.fft.irfft(summed_spec, nfft)[:n_lags]
     kernel = None
     if kernel_spec.any():
@@ -406,7 +408,7 @@ def _correlate(
         kernel = scipy.fft.irfft(kernel_spec, nfft)[:k_len]
         kernel = kernel / kernel[0] if kernel[0] > 0 else None
     return _Correlation(
-        summed=summed, per_window=per_window[valid], max_lag=max_lag, used_windows=int(valid.sum()), window_s=win_len / sr_a,
+        summed=summed, window_peaks=window_peaks[valid], max_lag=max_lag, used_windows=int(valid.sum()), window_s=win_len / sr_a,
         kernel=kernel,
     )
 
@@ -475,10 +477,10 @@ def _find_peak(corr: np.ndarray, *, max_lag: int, sr_a: int, center_ms: float = 
     )
 
 
-def _window_agreement(per_window: np.ndarray, *, max_lag: int, sr_a: int, lag_ms: float) -> tuple[float, list]:
-    if per_window.shape[0] == 0:
+def _window_agreement(window_peaks: np.ndarray, *, max_lag: int, sr_a: int, lag_ms: float) -> tuple[float, list]:
+    if window_peaks.shape[0] == 0:
         return 0.0, []
-    ks = np.argmax(per_window, axis=1)
+    ks = window_peaks
     lags = (max_lag - ks) * 1000.0 / sr_a
     agree = float(np.mean(np.abs(lags - lag_ms) <= AGREEMENT_MS))
     return agree, [float(v) for v in lags]
@@ -827,7 +829,7 @@ def estimate_offset(
     z, lags_ms = _lag_order(corr.summed, corr.max_lag, sr_a)
     ez = _response_energy(z, sr_a)
     resp = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=center, half_range_ms=in_range, kernel=corr.kernel)
-    agreement, window_lags = _window_agreement(corr.per_window, max_lag=max_lag, sr_a=sr_a, lag_ms=resp.onset_ms)
+    agreement, window_lags = _window_agreement(corr.window_peaks, max_lag=max_lag, sr_a=sr_a, lag_ms=resp.onset_ms)
     # Windows agree when their own peak lies within the response (the onset or a reflection after it).
     window_lags_arr = np.asarray(window_lags)
     if window_lags_arr.size:
