@@ -123,6 +123,20 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray,
     return y, np.moveaxis(state, 1, 0)
 
 
+def sosfilt_inplace(sos: np.ndarray, y: np.ndarray, state: np.ndarray) -> None:
+    """:func:`sosfilt` in place, for a real-time caller: ``y`` is C-contiguous ``(channels, n)``
+    float64 or float32 (as ``sos``), ``state`` C-contiguous ``(channels, sections, 2)``; both are
+    overwritten (the filtered block and the final state). No allocation when scipy's kernel loads.
+    """
+    module = _kernel("_sosfilt")
+    if module is not None:
+        module._sosfilt(sos, y, state)
+        return
+    out, zf = sosfilt(sos, y, np.moveaxis(state, 0, 1))  # pragma: no cover - another scipy layout
+    y[...] = out  # pragma: no cover
+    state[...] = np.moveaxis(zf, 1, 0)  # pragma: no cover
+
+
 def lfilter(b: Any, a: Any, x: np.ndarray, zi: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """:func:`scipy.signal.lfilter` along ``axis`` with ``len(a) > 1`` and initial state ``zi`` (the
     shape scipy takes: ``x``'s with ``axis`` of length ``max(len(a), len(b)) - 1``): ``(y, zf)``.
