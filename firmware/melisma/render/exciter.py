@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import dsp
 from ..errors import RenderError
-from .stages import Stage
+from .stages import Stage, block_sums, ramped_controls
 
 #: Below this sample rate there is no 8-16 kHz band to restore (Nyquist under 16 kHz).
 MIN_SR = 32000
@@ -157,29 +157,14 @@ class BandwidthExtender(Stage):
         block = max(1, int(round(sr * self.block_ms / 1000.0)))
         pos0 = self._pos
         powers = np.stack([src * src, gen * gen, present * present, voice * voice, presence * presence])  # (5, n)
-        ends = np.arange(block - pos0, n + 1, block)
-        if ends.size:
-            starts = np.concatenate(([0], ends[:-1]))
-            sums = np.add.reduceat(powers, starts, axis=1)
-            sums[:, 0] += self._acc
-            rest = powers[:, ends[-1]:].sum(axis=1)
-            sums[:, -1] -= rest
-            self._acc, self._pos = rest, n - int(ends[-1])
-            block_gains = self._block_gains(sums / block, block, sr)
-        else:
-            self._acc = self._acc + powers.sum(axis=1)
-            self._pos += n
-            block_gains = np.zeros(0)
+        sums, self._acc, self._pos = block_sums(powers, block, self._acc, pos0)
+        block_gains = self._block_gains(sums / block, block, sr) if sums is not None else np.zeros(0)
         g_hist = np.concatenate((self._gains, block_gains))
         self._gains = [float(v) for v in g_hist[-2:]]
         if not np.any(g_hist):
             return audio  # nothing to add in this call
-        # a sample at offset o of block k gets a gain ramping from that of block k-2 to k-1:
-        # causal, and the same whatever the call sizes
-        n_blocks = (pos0 + n + block - 1) // block
-        ramp = (np.arange(block) / block)[None, :]
-        g0, g1 = g_hist[:n_blocks, None], g_hist[1:n_blocks + 1, None]
-        gain = (g0 + (g1 - g0) * ramp).reshape(-1)[pos0:pos0 + n]
+        # a sample of block k gets a gain ramping from that of block k-2 to k-1
+        gain = ramped_controls(g_hist, pos0, n, block)
         added = (gain * gen).astype(np.float32)
         out = x + added[None, :]
         return out if audio.ndim == 2 else out[0]

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import dsp
 from ..errors import RenderError
-from .stages import Stage
+from .stages import Stage, block_sums, ramped_controls
 
 #: The band type of :class:`melisma.semantic.EqBand` that this stage applies (a peak keyed off by esses).
 KEYED_PEAK = "keyed_peak"
@@ -153,27 +153,12 @@ class SibilanceKeyedEQ(Stage):
         block = max(1, int(round(sr * self.block_ms / 1000.0)))
         pos0 = self._pos
         powers = np.stack([sib * sib, voice * voice])
-        ends = np.arange(block - pos0, n + 1, block)
-        if ends.size:
-            starts = np.concatenate(([0], ends[:-1]))
-            sums = np.add.reduceat(powers, starts, axis=1)
-            sums[:, 0] += self._acc
-            rest = powers[:, ends[-1]:].sum(axis=1)
-            sums[:, -1] -= rest
-            self._acc, self._pos = rest, n - int(ends[-1])
-            block_ks = self._block_keys(sums, block, sr)
-        else:
-            self._acc = self._acc + powers.sum(axis=1)
-            self._pos += n
-            block_ks = np.zeros(0)
+        sums, self._acc, self._pos = block_sums(powers, block, self._acc, pos0)
+        block_ks = self._block_keys(sums, block, sr) if sums is not None else np.zeros(0)
         k_hist = np.concatenate((self._ks, block_ks))
         self._ks = [float(v) for v in k_hist[-2:]]
-        # a sample at offset o of block j gets a key ramping from that of block j-2 to j-1 (both
-        # complete): causal, and the same whatever the call sizes
-        n_blocks = (pos0 + n + block - 1) // block
-        ramp = (np.arange(block) / block)[None, :]
-        k0, k1 = k_hist[:n_blocks, None], k_hist[1:n_blocks + 1, None]
-        k = (k0 + (k1 - k0) * ramp).reshape(-1)[pos0:pos0 + n]
+        # a sample of block j gets a key ramping from that of block j-2 to j-1 (both complete)
+        k = ramped_controls(k_hist, pos0, n, block)
         out = (x + k[None, :] * (lifted - x)).astype(np.float32)
         return out if audio.ndim == 2 else out[0]
 

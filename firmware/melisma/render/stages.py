@@ -44,6 +44,39 @@ def check_finite(audio: np.ndarray, name: str) -> None:
         raise RenderError(f"{name} contains NaN or infinite samples; the stage before it produced invalid audio")
 
 
+def block_sums(powers: np.ndarray, block: int, acc: np.ndarray, pos: int) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """Streaming detector blocks: the sums of ``powers`` ``(bands, n)`` over the blocks of ``block``
+    samples that complete in this call, given what the last call left (``acc``, the sums of its
+    incomplete block, ``pos`` samples into it). Returns ``(sums or None, acc, pos)`` for the next
+    call; the blocks fall where they would in one call, whatever the call sizes.
+
+    >>> sums, acc, pos = block_sums(np.ones((1, 5)), 2, np.zeros(1), 0)
+    >>> sums.tolist(), acc.tolist(), pos
+    ([[2.0, 2.0]], [1.0], 1)
+    """
+    n = powers.shape[1]
+    ends = np.arange(block - pos, n + 1, block)
+    if not ends.size:
+        return None, acc + powers.sum(axis=1), pos + n
+    starts = np.concatenate(([0], ends[:-1]))
+    sums = np.add.reduceat(powers, starts, axis=1)
+    sums[:, 0] += acc
+    rest = powers[:, ends[-1]:].sum(axis=1)
+    sums[:, -1] -= rest
+    return sums, rest, n - int(ends[-1])
+
+
+def ramped_controls(history: np.ndarray, pos0: int, n: int, block: int) -> np.ndarray:
+    """Per-sample control for a call of ``n`` samples starting ``pos0`` into its block: a sample of
+    block ``k`` ramps from ``history[k]`` to ``history[k + 1]`` (``history`` starts with the two
+    values before this call's first block): causal, and the same whatever the call sizes.
+    """
+    n_blocks = (pos0 + n + block - 1) // block
+    ramp = (np.arange(block) / block)[None, :]
+    c0, c1 = history[:n_blocks, None], history[1:n_blocks + 1, None]
+    return (c0 + (c1 - c0) * ramp).reshape(-1)[pos0:pos0 + n]
+
+
 class Stage:
     """Base class: subclasses implement :meth:`process` and, if stateful, :meth:`reset`.
 
