@@ -115,13 +115,13 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     take_file = take_d.npy_path  # set when the take was too long to hold at 48 kHz
     assert (take48 is not None or take_file is not None) and take16 is not None
     del take_d
-    spilled_16k: list[Any] = []  # a long take's 16 kHz copies, in file-backed buffers until the end
+    # a long take's 16 kHz copies go into file-backed buffers, closed with the analysis (buffers)
     if take_file is not None:
         take16, buffer = spill.spilled_copy(take16, folder=work)
-        spilled_16k.append(buffers.enter_context(buffer))
+        buffers.enter_context(buffer)
         if back_d is not None and back_d.analysis is not None:
             back_d.analysis, buffer = spill.spilled_copy(back_d.analysis, folder=work)
-            spilled_16k.append(buffers.enter_context(buffer))
+            buffers.enter_context(buffer)
     if back_d is None:
         alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
         if take48 is not None:
@@ -218,9 +218,6 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
             )
             if gated is not None and gated.info["applied"]:  # a headphone take's report stays as it was
                 record["pitch"]["bleed_gate"] = gated.info
-    del backing16, back_d
-    for buffer in spilled_16k:
-        buffer.close()
     return plan
 
 

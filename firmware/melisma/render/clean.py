@@ -1030,6 +1030,7 @@ def _weighted_fit(take: np.ndarray, src: _FrameSource, bins: int, n_frames: int,
     three quarters of their samples, so every second one carries nearly all of the information.
     """
     taps = src.taps
+    previous32 = previous.astype(np.complex64) if previous is not None else None
     gram = np.zeros((bins, taps, taps), np.complex128)
     cross = np.zeros((bins, taps), np.complex128)
     take_power = np.zeros(bins)
@@ -1039,9 +1040,9 @@ def _weighted_fit(take: np.ndarray, src: _FrameSource, bins: int, n_frames: int,
         # (bins, taps, m'): the bin-major layout makes every product below a batched matrix product
         xb = np.ascontiguousarray(np.transpose(src.reference_windows(m0, m)[::stride], (1, 2, 0)))
         p = np.abs(y) ** 2
-        if previous is not None:
+        if previous32 is not None:
             # what the voice (and noise) leaves once the bleed is cancelled: the fit's own noise
-            est = np.einsum("ktm,kt->km", xb, previous.astype(np.complex64))  # (bins, m')
+            est = np.einsum("ktm,kt->km", xb, previous32)  # (bins, m')
             q = np.abs(y - est) ** 2 + 1e-2 * np.abs(est) ** 2
         else:
             q = p
