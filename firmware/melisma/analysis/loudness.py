@@ -458,7 +458,7 @@ class Interpolator:
     def reach(self) -> int:
         return self.left + self.right + 1
 
-    def envelope(self, padded: np.ndarray, *, threshold: float = 0.0, grain: int = 256) -> np.ndarray:
+    def envelope(self, padded: np.ndarray, *, threshold: float = 0.0, grain: int = 32) -> np.ndarray:
         """Peak magnitude over channels and phases for each sample interval.
 
         ``padded`` is (channels, n + left + right) (context on both sides); returns (n,) float32
@@ -488,10 +488,35 @@ class Interpolator:
         phases_t = self.phases.T.copy()  # (taps, phases)
         if candidates.size * 2 >= n_grains:  # mostly loud: one contiguous pass is cheapest
             self._interpolate_into(mags, padded, np.arange(n), phases_t, contiguous=True)
-        else:  # gather only the stretches that could reach the threshold
-            positions = (candidates[:, None] * grain + np.arange(grain)).ravel()
-            self._interpolate_into(mags, padded, positions[positions < n], phases_t, contiguous=False)
+        else:  # only the stretches that could reach the threshold
+            self._interpolate_grains(mags, padded, candidates, grain, phases_t)
         return mags
+
+    def _interpolate_grains(self, mags: np.ndarray, padded: np.ndarray, candidates: np.ndarray, grain: int,
+                            phases_t: np.ndarray) -> None:
+        """:meth:`_interpolate_into` over whole grains: each candidate grain's windows are one strided copy
+        (no index arrays), the same products and maxima.
+        """
+        n = mags.size
+        span = grain + self.reach - 1
+        last_full = (padded.shape[1] - span) // grain  # grains whose whole span lies inside ``padded``
+        whole = candidates[candidates <= last_full]
+        if whole.size:
+            peak = np.zeros((whole.size, grain), np.float32)
+            for c in range(padded.shape[0]):
+                spans = sliding_window_view(padded[c], span)[:: grain][whole]  # (m, span), contiguous rows
+                windows = np.ascontiguousarray(sliding_window_view(spans, self.reach, axis=1))  # (m, grain, reach)
+                interpolated = windows.reshape(-1, self.reach) @ phases_t
+                np.abs(interpolated, out=interpolated)
+                for k in range(interpolated.shape[1]):
+                    np.maximum(peak, interpolated[:, k].reshape(whole.size, grain), out=peak)
+            positions = (whole[:, None] * grain + np.arange(grain)).ravel()
+            keep = positions < n
+            mags[positions[keep]] = np.maximum(mags[positions[keep]], peak.ravel()[keep])
+        rest = candidates[candidates > last_full]
+        if rest.size:  # the last, partial grain
+            positions = (rest[:, None] * grain + np.arange(grain)).ravel()
+            self._interpolate_into(mags, padded, positions[positions < n], phases_t, contiguous=False)
 
     def _interpolate_into(
         self, mags: np.ndarray, padded: np.ndarray, positions: np.ndarray, phases_t: np.ndarray, *, contiguous: bool

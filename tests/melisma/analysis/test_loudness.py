@@ -174,3 +174,26 @@ def test_meter_loudness_at_a_gain_regates_like_measuring_the_scaled_signal(gain_
     twin.add(np.stack([y[0], y[0]]))
     assert twin.mono_lufs() == pytest.approx(twin.stereo_lufs(), abs=1e-9) and twin.correlation == pytest.approx(1.0)
     assert meter.stereo_lufs(side_gain=0.0) == pytest.approx(meter.mono_lufs(), abs=1e-9)
+
+
+@pytest.mark.parametrize("grain", [16, 32, 256])
+def test_true_peak_envelope_skips_only_stretches_that_cannot_reach_the_threshold(grain: int) -> None:
+    """Sparse loud bursts in a quiet signal take the grain-by-grain path (a partial last grain too): every
+    interval that could reach the threshold gets exactly the fully interpolated value; others at least
+    their sample magnitude."""
+    from melisma.analysis.loudness import Interpolator
+
+    interp = Interpolator()
+    rng = np.random.default_rng(7)
+    for n in (1000, 4097, 20011):
+        x = (0.01 * rng.standard_normal((2, n + interp.left + interp.right))).astype(np.float32)
+        for start in rng.integers(0, x.shape[1] - 40, size=5):
+            x[:, start : start + 40] *= 80.0  # bursts up to ~ -3 dBFS, a few grains out of many
+        full = interp.envelope(x, threshold=0.0, grain=grain)  # everything interpolated
+        threshold = float(np.quantile(full, 0.999))
+        skipped = interp.envelope(x, threshold=threshold, grain=grain)
+        could_reach = full > threshold
+        assert could_reach.any()
+        np.testing.assert_array_equal(skipped[could_reach], full[could_reach])
+        assert np.all(skipped <= full)
+        assert np.all(skipped >= np.abs(x[:, interp.left : interp.left + n]).max(axis=0))
