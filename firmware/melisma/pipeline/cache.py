@@ -2,7 +2,8 @@
 
 A render keeps the corrected vocal (``corrected-<key>.npy``) and the dry vocal
 (``dry-<key>.npy``) of each tuning and style beside the plan, so the next slider move skips that
-work; each is the take's length in float32 (about 35 MB for 3 minutes). Left alone they would
+work; each is the take's length in float32 (about 35 MB for 3 minutes). A full render with ducking
+also keeps the backing's ducking moments (``duck-<key>.npy``, about 6 MB for 3 minutes). Left alone they would
 fill the disk, one pair per tuning value tried. :func:`enforce_limit` keeps a folder's matching
 files under a size limit by deleting the least recently used (a file's modification time is
 set to now whenever a render reuses it, see :func:`touch`); the plan's own cache (``vocal.npy``,
@@ -39,7 +40,7 @@ from ..errors import ConfigError
 #: Render caches a plan folder may hold, in MiB (about three tunings of a 3-minute take).
 DEFAULT_PLAN_CACHE_MIB = 256
 #: File names a render keeps (and that may be evicted).
-RENDER_CACHE_PATTERNS = ("corrected-*.npy", "dry-*.npy")
+RENDER_CACHE_PATTERNS = ("corrected-*.npy", "dry-*.npy", "duck-*.npy")
 ENV_PLAN_CACHE = "MELISMA_PLAN_CACHE_MIB"
 
 _plan_cache_mib: float | None = None

@@ -392,6 +392,9 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # A full render places the vocal against the whole backing, whose raw loudness the
                 # analysis already measured: reuse it instead of metering the backing again.
                 known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
+                # ... and the loudness of any dip of it from its ducking moments, kept beside the plan.
+                moments = (_ducking_moments(plan, backing_source, wet.shape[1])
+                           if p.full and known_lufs is not None and settings.duck_db > 0.0 else None)
                 mix: np.ndarray | None
                 mix_meter = LoudnessMeter(ENGINE_SR, channels=wet.shape[0], stereo=wet.shape[0] == 2)
                 mix, balance_report = balance_into(
@@ -405,6 +408,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                     out=wet if p.full else None,
                     backing_lufs=float(known_lufs) if known_lufs is not None else None,
                     mix_meter=mix_meter,
+                    duck_moments=moments,
                 )
             else:
                 mix, balance_report = wet, None
@@ -436,6 +440,35 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     if file_check is not None and file_check["warning"]:
         report["warnings"].append(file_check["warning"])
     return report
+
+
+def _ducking_moments(plan: Plan, backing: Any, n: int) -> np.ndarray:
+    """The backing's :func:`~melisma.render.balance.ducking_moments` over ``n`` samples, kept beside the
+    plan (``duck-<key>.npy``): no slider changes them, so only the first full render measures them.
+    """
+    from ..render.balance import ducking_moments
+    from ..render.ducker import DUCK_CONTROL_SAMPLES, PRESENCE_HIGH_HZ, PRESENCE_LOW_HZ
+    from .cache import touch
+
+    folder = plan.scratch_dir()
+    expected = (3, int(backing.shape[0]), -(-n // DUCK_CONTROL_SAMPLES))
+    file: Path | None = None
+    if folder is not None:
+        stat = plan.cache_file("backing").stat()
+        payload = {"backing": plan.record.get("cache", {}).get("backing"), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                   "n": n, "sr": ENGINE_SR, "band_hz": [PRESENCE_LOW_HZ, PRESENCE_HIGH_HZ], "step": DUCK_CONTROL_SAMPLES}
+        key = hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        file = folder / f"duck-{key}.npy"
+        with contextlib.suppress(OSError, ValueError):
+            kept = np.load(file)
+            if kept.shape == expected and kept.dtype == np.float32 and np.all(np.isfinite(kept)):
+                touch(file)
+                return kept
+    moments = ducking_moments(backing, sr=ENGINE_SR, n_samples=n)
+    if file is not None:
+        with contextlib.suppress(OSError, MelismaError), atomic_path(file, overwrite=True) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, moments)
+    return moments
 
 
 def _report(plan: Plan, p: PreparedRender, balance_report: Any, master_report: dict[str, Any], *,

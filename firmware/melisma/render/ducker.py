@@ -109,34 +109,63 @@ class Ducker(Stage):
         x = np.asarray(as_2d(audio), dtype=np.float32)
         n = x.shape[1]
         if self._state is None:
-            step = DUCK_CONTROL_SAMPLES
-            band = dsp.design("butter", 1, [self.low_hz, self.high_hz], "bandpass", sr, "sos")
-            a_det = math.exp(-1000.0 / (10.0 * sr))
-            self._state = {
-                "sr": sr,
-                "band": band.astype(np.float32),
-                "band_zi": np.zeros((band.shape[0], x.shape[0], 2), np.float32),
-                "threshold": self._threshold(sr),
-                # The 10 ms mean-square detector sampled at each control step's last sample, exactly:
-                # a weighted sum of the step's squared samples plus the decayed previous value.
-                "det_weights": (1.0 - a_det) * a_det ** np.arange(step - 1, -1, -1, dtype=np.float64),
-                "det_coeff": a_det**step,
-                "det_prev": 0.0,
-                "release_coeff": math.exp(-1000.0 * step / (self.release_ms * sr)),
-                "release_prev": 0.0,
-                "attack_coeff": math.exp(-1000.0 * step / (self.attack_ms * sr)),
-                "attack_prev": 0.0,
-                # Control values for steps next_step-2 and next_step-1 (silence before the start).
-                "next_step": 0,
-                "tail": np.zeros(2),
-                "samples": 0,
-                "active": 0,
-                "active_cut": 1.0 - 10.0 ** (-0.5 / 20.0),  # a dip deeper than 0.5 dB counts as active
-            }
+            self._start(sr, x.shape[0])
         out = np.empty_like(x)
         for a in range(0, n, CHUNK_SAMPLES):
             out[:, a : a + CHUNK_SAMPLES] = self._process_chunk(x[:, a : a + CHUNK_SAMPLES])
         return out if audio.ndim == 2 else out[0]
+
+    def control_curve(self, n_samples: int, sr: int, *, channels: int) -> np.ndarray:
+        """The cut (1 - gain of the band) at the end of each control step over ``n_samples``, from the sidechain alone.
+
+        What streaming ``n_samples`` of audio through the stage would apply, step by step (the gain is
+        interpolated linearly between these values); :attr:`max_dip_db` is set as processing would
+        set it. The stage is reset first; a later call with ``reset=False`` would go on from here.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> sr = 48000
+        >>> vocal = np.r_[np.zeros(sr), 0.3 * np.sin(np.arange(sr) / 5.0)].astype(np.float32)
+        >>> cuts = Ducker(duck_db=3.0, sidechain=vocal, threshold_db=-40.0).control_curve(2 * sr, sr, channels=2)
+        >>> cuts.shape, float(cuts[:1000].max()), round(float(cuts[-1]), 3)   # no dip while silent, 3 dB once singing
+        ((3000,), 0.0, 0.292)
+        """
+        if self.sidechain is None:
+            raise RenderError("Ducker: no sidechain; pass the vocal as Ducker(sidechain=vocal)")
+        self.reset()
+        self._start(sr, channels)
+        steps = -(-int(n_samples) // DUCK_CONTROL_SAMPLES)
+        per_block = CHUNK_SAMPLES // DUCK_CONTROL_SAMPLES
+        parts = [self._detect_steps(a, min(a + per_block, steps)) for a in range(0, steps, per_block)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _start(self, sr: int, channels: int) -> None:
+        """The stream's state: the band filter, the threshold and the detector's coefficients."""
+        step = DUCK_CONTROL_SAMPLES
+        band = dsp.design("butter", 1, [self.low_hz, self.high_hz], "bandpass", sr, "sos")
+        a_det = math.exp(-1000.0 / (10.0 * sr))
+        self._state = {
+            "sr": sr,
+            "band": band.astype(np.float32),
+            "band_zi": np.zeros((band.shape[0], channels, 2), np.float32),
+            "threshold": self._threshold(sr),
+            # The 10 ms mean-square detector sampled at each control step's last sample, exactly:
+            # a weighted sum of the step's squared samples plus the decayed previous value.
+            "det_weights": (1.0 - a_det) * a_det ** np.arange(step - 1, -1, -1, dtype=np.float64),
+            "det_coeff": a_det**step,
+            "det_prev": 0.0,
+            "release_coeff": math.exp(-1000.0 * step / (self.release_ms * sr)),
+            "release_prev": 0.0,
+            "attack_coeff": math.exp(-1000.0 * step / (self.attack_ms * sr)),
+            "attack_prev": 0.0,
+            # Control values for steps next_step-2 and next_step-1 (silence before the start).
+            "next_step": 0,
+            "tail": np.zeros(2),
+            "samples": 0,
+            "active": 0,
+            "active_cut": 1.0 - 10.0 ** (-0.5 / 20.0),  # a dip deeper than 0.5 dB counts as active
+        }
 
     def _control_steps(self, first: int, stop: int) -> np.ndarray:
         """Cut amounts (1 - gain of the band) at the ends of control steps ``first..stop-1``."""

@@ -47,6 +47,24 @@ def test_a_rerender_reuses_the_kept_vocals_bit_for_bit(plan_path, tmp_path):
     assert _render_caches(plan_path) == kept
 
 
+def test_the_backings_ducking_moments_are_kept_once_and_a_damaged_file_is_measured_again(plan_path, tmp_path):
+    folder = plan_path.with_name(plan_path.name + ".cache")
+    first = pipeline.render_plan(plan_path, tmp_path / "d0.wav", sliders={"reverb": 0.2})
+    assert first["settings"]["mix"]["duck_db"] > 0  # cpop ducks: the moments are used
+    kept = sorted(folder.glob("duck-*.npy"))
+    assert len(kept) == 1
+    inode = kept[0].stat().st_ino
+    pipeline.render_plan(plan_path, tmp_path / "d1.wav", sliders={"reverb": 0.6, "warmth": -0.3})
+    assert [p.stat().st_ino for p in folder.glob("duck-*.npy")] == [inode]  # reused, not written again
+    kept[0].write_bytes(b"\x93NUMPY damaged")
+    again = pipeline.render_plan(plan_path, tmp_path / "d2.wav", sliders={"reverb": 0.2})
+    assert np.load(kept[0]).shape[0] == 3  # measured again and replaced
+    a, _ = audio_io.load_audio(tmp_path / "d0.wav")
+    b, _ = audio_io.load_audio(tmp_path / "d2.wav")
+    assert np.array_equal(a, b)
+    assert again["balance"]["vocal_gain_db"] == first["balance"]["vocal_gain_db"]
+
+
 def test_the_limit_evicts_least_recently_used_and_a_rerender_makes_them_again(plan_path, tmp_path, monkeypatch):
     folder = plan_path.with_name(plan_path.name + ".cache")
     pipeline.render_plan(plan_path, tmp_path / "t0.wav", sliders={"tuning": 0.0})

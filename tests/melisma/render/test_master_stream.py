@@ -162,6 +162,48 @@ def test_balance_into_reads_the_backing_from_a_npy_file(tmp_path: Path) -> None:
     assert report["vocal_to_backing_lu"] == pytest.approx(ref["vocal_to_backing_lu"], abs=1e-6)
 
 
+@pytest.mark.parametrize("in_place", [False, True])
+def test_balance_into_with_ducking_moments_places_the_vocal_as_metering_the_ducked_backing_does(in_place: bool) -> None:
+    """The ducked backing's loudness from the backing's moments and the cut curve (one pass over the
+    backing) is what metering the ducked backing gives, to well under 0.001 LU; the mix and the
+    ducking report match."""
+    from melisma.render.balance import ducking_moments
+
+    vocal, backing = _song()
+    raw = integrated_lufs(backing, sr=SR)
+    ref_work = vocal.copy()
+    ref_mix, ref = balance_into(ref_work, backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0,
+                                out=ref_work if in_place else None, backing_lufs=raw)
+    moments = ducking_moments(backing, sr=SR, block_samples=40000)  # other blocks than the render's: the same sums
+    assert moments.shape == (3, 2, -(-backing.shape[1] // 32))
+    work = vocal.copy()
+    mix, report = balance_into(work, backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0,
+                               out=work if in_place else None, backing_lufs=raw, duck_moments=moments)
+    assert ref["duck_backing_change_lu"] < -0.05  # the dip is real, not a no-op
+    for key in ("vocal_gain_db", "backing_lufs", "duck_backing_change_lu", "vocal_to_backing_lu"):
+        assert report[key] == pytest.approx(ref[key], abs=1e-3), key
+    assert report["duck_db_max"] == ref["duck_db_max"]
+    assert report["duck_active_fraction"] == ref["duck_active_fraction"]
+    assert np.abs(mix - ref_mix).max() < 1e-4
+    with pytest.raises(RenderError, match="duck_moments"):
+        balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0, backing_lufs=raw,
+                     duck_moments=moments[:, :, :-3])
+
+
+def test_ducker_control_curve_is_the_curve_processing_applies() -> None:
+    from melisma.render.ducker import Ducker
+
+    vocal, backing = _song()
+    streamed = Ducker(duck_db=3.0, sidechain=vocal, threshold_db=-40.0)
+    streamed._controls = []
+    for a in range(0, backing.shape[1], 30000):
+        streamed(backing[:, a : a + 30000], SR, reset=False)
+    curve = Ducker(duck_db=3.0, sidechain=vocal, threshold_db=-40.0)
+    cuts = curve.control_curve(backing.shape[1], SR, channels=2)
+    np.testing.assert_allclose(cuts, np.concatenate(streamed._controls), rtol=1e-12, atol=1e-15)  # BLAS rounding
+    assert curve.max_dip_db == streamed.max_dip_db > 2.9
+
+
 def test_balance_into_refuses_silence_and_mismatch() -> None:
     vocal, backing = _song()
     with pytest.raises(RenderError, match="vocal is silent"):
