@@ -28,7 +28,7 @@ import os
 import stat
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -268,6 +268,7 @@ def decode(
     npy_path: str | os.PathLike | None = None,
     analysis_sr: int | None = None,
     analysis_quality: str = "HQ",
+    analysis_buffer: Callable[[int], np.ndarray] | None = None,
     max_duration_s: float = MAX_DURATION_S,
     allow_nonfinite: bool = False,
 ) -> DecodedAudio:
@@ -296,6 +297,12 @@ def decode(
     analysis_sr : int, optional
         Also return a mono copy at this rate (e.g. 16000 for alignment or pitch), resampled from the
         file's own rate at ``analysis_quality``.
+    analysis_buffer : callable, optional
+        ``analysis_buffer(capacity)`` returns a 1-D float32 array of that many samples for the mono
+        copy to be written into as it is decoded (e.g. a file-backed mapping, so a long take's copy
+        never sits in the process's memory); called again with a larger capacity if the file holds
+        more than its container declared. ``analysis`` is then a view of the first samples of the
+        last buffer. Default: an ordinary array.
     max_duration_s, allow_nonfinite
         As in :func:`load_audio`.
 
@@ -345,7 +352,7 @@ def decode(
                     pipe = _DecodePipe(p, file_sr=file_sr, out_sr=out_sr, file_channels=file_channels,
                                        channels=channels, npy_path=npy_path, declared_s=declared,
                                        analysis_sr=analysis_sr, analysis_quality=analysis_quality,
-                                       allow_nonfinite=allow_nonfinite)
+                                       analysis_buffer=analysis_buffer, allow_nonfinite=allow_nonfinite)
                 if arr.shape[0] != file_channels:  # a damaged file may change its layout midway
                     arr = arr[:file_channels] if arr.shape[0] > file_channels else \
                         np.concatenate([arr, np.repeat(arr[:1], file_channels - arr.shape[0], axis=0)])
@@ -396,7 +403,7 @@ class _DecodePipe:
 
     def __init__(self, p: Path, *, file_sr: int, out_sr: int, file_channels: int, channels: int | None,
                  npy_path: str | os.PathLike | None, declared_s: float | None, analysis_sr: int | None,
-                 analysis_quality: str, allow_nonfinite: bool):
+                 analysis_quality: str, allow_nonfinite: bool, analysis_buffer: Callable[[int], np.ndarray] | None = None):
         import soxr
 
         self.p, self.file_sr, self.out_sr = p, file_sr, out_sr
@@ -416,7 +423,7 @@ class _DecodePipe:
             if analysis_sr != file_sr:
                 self._analysis_resampler = soxr.ResampleStream(file_sr, analysis_sr, 1, dtype="float32",
                                                                quality=analysis_quality)
-            self._analysis = _ArraySink(1, _capacity(declared_s, analysis_sr))
+            self._analysis = _ArraySink(1, _capacity(declared_s, analysis_sr), allocate=analysis_buffer)
         if npy_path is not None:
             self._sink: _ArraySink | NpyWriter = NpyWriter(npy_path, channels=self.channels)
         else:
@@ -480,13 +487,26 @@ def _capacity(declared_s: float | None, sr: int) -> int:
 
 
 class _ArraySink:
-    """A growable (channels, n) float32 array in one flat allocation, trimmed in place at the end."""
+    """A growable (channels, n) float32 array in one flat allocation, trimmed in place at the end.
 
-    def __init__(self, channels: int, capacity: int):
+    With ``allocate`` (``allocate(size)`` gives a flat float32 array, e.g. a file-backed mapping)
+    the samples go into what it gives, and the result is a view of its first samples (not trimmed).
+    """
+
+    def __init__(self, channels: int, capacity: int, *, allocate: Callable[[int], np.ndarray] | None = None):
         self.channels = channels
         self.capacity = max(int(capacity), 1)
-        self._flat = np.empty(channels * self.capacity, np.float32)
+        self._allocate = allocate
+        self._flat = self._new(channels * self.capacity)
         self.n = 0
+
+    def _new(self, size: int) -> np.ndarray:
+        if self._allocate is None:
+            return np.empty(size, np.float32)
+        flat = self._allocate(size)
+        if flat.dtype != np.float32 or flat.ndim != 1 or flat.size < size:
+            raise AudioIOError(f"decode: analysis_buffer gave {flat.dtype} {flat.shape}; it must give float32 ({size},)")
+        return flat[:size]
 
     def append(self, block: np.ndarray) -> None:
         m = block.shape[1]
@@ -496,7 +516,7 @@ class _ArraySink:
         self.n += m
 
     def _grow(self, capacity: int) -> None:
-        bigger = np.empty(self.channels * capacity, np.float32)
+        bigger = self._new(self.channels * capacity)
         bigger.reshape(self.channels, capacity)[:, :self.n] = self._flat.reshape(self.channels, self.capacity)[:, :self.n]
         self._flat, self.capacity = bigger, capacity
 
@@ -508,8 +528,9 @@ class _ArraySink:
                 for a in range(0, n, step):
                     b = min(a + step, n)
                     flat[c * n + a:c * n + b] = flat[c * cap + a:c * cap + b]
-            # realloc in place: the spare capacity goes back to the system without a copy
-            flat.resize(max(self.channels * n, 1), refcheck=False)
+            if self._allocate is None:
+                # realloc in place: the spare capacity goes back to the system without a copy
+                flat.resize(max(self.channels * n, 1), refcheck=False)
         self._flat = np.empty(0, np.float32)
         return flat[: self.channels * n].reshape(self.channels, n)
 

@@ -200,6 +200,30 @@ def test_decode_grows_past_a_wrong_declared_duration(tmp_path: Path, monkeypatch
     assert d.audio.shape == y.shape and np.abs(d.audio - y).max() <= 2.0**-23
 
 
+@pytest.mark.parametrize("under_declared", [False, True])
+def test_decode_writes_the_analysis_copy_into_the_buffers_it_is_given(tmp_path: Path, monkeypatch,
+                                                                      under_declared: bool) -> None:
+    y = music(2.0, sr=44100)
+    path = tmp_path / "in.flac"
+    audio_io.write_audio(path, y, sr=44100)
+    plain = audio_io.decode(path, sr=48000, channels=1, analysis_sr=16000)
+    if under_declared:
+        monkeypatch.setattr(audio_io, "_capacity", lambda declared_s, sr: 1000)  # the buffer must grow
+    given: list[np.ndarray] = []
+
+    def allocate(size: int) -> np.ndarray:
+        given.append(np.full(size, np.nan, np.float32))
+        return given[-1]
+
+    d = audio_io.decode(path, sr=48000, channels=1, analysis_sr=16000, analysis_buffer=allocate,
+                        npy_path=tmp_path / "take.npy")
+    assert np.array_equal(d.analysis, plain.analysis)
+    assert np.shares_memory(d.analysis, given[-1])  # written where it was asked, not copied
+    assert (len(given) > 1) == under_declared
+    with pytest.raises(AudioIOError, match="analysis_buffer"):
+        audio_io.decode(path, sr=48000, channels=1, analysis_sr=16000, analysis_buffer=lambda n: np.zeros(n))
+
+
 def test_failed_decode_into_npy_leaves_no_file(tmp_path: Path) -> None:
     y = music(1.0)
     path = tmp_path / "bad.wav"

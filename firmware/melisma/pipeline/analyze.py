@@ -99,12 +99,16 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     spilled_take: Any = None  # a long take's aligned samples live in a file-backed buffer (spill.py)
     with timed_stage(clock, "decode"):
         # clipping repaired at the file's own rate; a long take goes to a file instead
+        # a long take's 16 kHz copies are written into file-backed buffers as they are decoded,
+        # closed with the analysis (buffers)
+        allocate = spill.spilled_allocator(work, buffers)
         take_d, take_info, w, clipping = decode_take(take_path, npy_path=work / "take.npy",
-                                                     spill_bytes=spill.ANALYSIS_SPILL_BYTES)
+                                                     spill_bytes=spill.ANALYSIS_SPILL_BYTES, analysis_buffer=allocate)
         warnings += w
         back_d = backing_info = None
         if backing_path is not None:
-            back_d, backing_info, w = decode_backing(backing_path, work / "backing.npy")
+            back_d, backing_info, w = decode_backing(backing_path, work / "backing.npy",
+                                                     analysis_buffer=allocate if take_d.npy_path is not None else None)
             warnings += w
     record["inputs"] = {"take": take_info, "backing": backing_info}
 
@@ -115,13 +119,6 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     take_file = take_d.npy_path  # set when the take was too long to hold at 48 kHz
     assert (take48 is not None or take_file is not None) and take16 is not None
     del take_d
-    # a long take's 16 kHz copies go into file-backed buffers, closed with the analysis (buffers)
-    if take_file is not None:
-        take16, buffer = spill.spilled_copy(take16, folder=work)
-        buffers.enter_context(buffer)
-        if back_d is not None and back_d.analysis is not None:
-            back_d.analysis, buffer = spill.spilled_copy(back_d.analysis, folder=work)
-            buffers.enter_context(buffer)
     if back_d is None:
         alignment = Alignment(offset_ms=0.0, method="none", confidence=0.0, details={"reason": "no backing track given"})
         if take48 is not None:

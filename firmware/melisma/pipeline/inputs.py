@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,9 @@ def load_take(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], list
     return y, file_info(path, info, y.shape[0]), warnings
 
 
-def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None,
-                spill_bytes: int | None = None) -> tuple[DecodedAudio, dict[str, Any], list[str], dict[str, Any]]:
+def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None, spill_bytes: int | None = None,
+                analysis_buffer: Callable[[int], np.ndarray] | None = None,
+                ) -> tuple[DecodedAudio, dict[str, Any], list[str], dict[str, Any]]:
     """:func:`load_take` in one streaming pass, plus a mono copy at :data:`ANALYSIS_SR`, with
     clipping found and repaired at the file's own rate (:func:`declip_at_file_rate`).
 
@@ -89,13 +91,15 @@ def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None,
     clean-up action when runs were repaired, else None). A take longer than ``spill_bytes`` at the
     engine rate (float32) is decoded straight to ``npy_path`` instead of memory (``audio`` is then
     ``None``); its clipping is not looked for at the file's rate (that needs the whole take in
-    memory at that rate), only by the clean-up's own detection.
+    memory at that rate), only by the clean-up's own detection, and its mono copy goes into what
+    ``analysis_buffer`` gives (see :func:`~melisma.audio_io.decode`), if given.
     """
     info = probe(path)
     long_take = (spill_bytes is not None and npy_path is not None and info.duration_s is not None
                  and info.duration_s * ENGINE_SR * 4 > spill_bytes)
     if long_take:
-        d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR, npy_path=npy_path)
+        d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR, npy_path=npy_path,
+                   analysis_buffer=analysis_buffer)
         clipping: dict[str, Any] = {"clipping": {"regions": 0, "skipped": "long take"}, "action": None}
     else:
         d, clipping = declip_at_file_rate(path, info)
@@ -165,13 +169,15 @@ def _with_audio(d: DecodedAudio, take: np.ndarray, take_sr: int) -> DecodedAudio
                         analysis=analysis, analysis_sr=ANALYSIS_SR)
 
 
-def decode_backing(path: str | os.PathLike, npy_path: Path) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
+def decode_backing(path: str | os.PathLike, npy_path: Path, *, analysis_buffer: Callable[[int], np.ndarray] | None = None,
+                   ) -> tuple[DecodedAudio, dict[str, Any], list[str]]:
     """Decode a backing to stereo at the engine rate straight into ``npy_path``, plus a mono copy at
-    :data:`ANALYSIS_SR`; the full-rate backing is never held in memory.
+    :data:`ANALYSIS_SR` (into what ``analysis_buffer`` gives, if given); the full-rate backing is
+    never held in memory.
     """
     warnings: list[str] = []
     info = probe(path)
-    d = decode(path, sr=ENGINE_SR, channels=2, analysis_sr=ANALYSIS_SR, npy_path=npy_path)
+    d = decode(path, sr=ENGINE_SR, channels=2, analysis_sr=ANALYSIS_SR, npy_path=npy_path, analysis_buffer=analysis_buffer)
     peak_db = 20 * np.log10(d.peak) if d.peak > 0 else -np.inf
     if peak_db < SILENCE_PEAK_DBFS:
         raise AudioContentError(f"{path}: the backing track is silent (peak {peak_db:.0f} dBFS); choose the right file")

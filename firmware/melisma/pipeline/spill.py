@@ -17,6 +17,7 @@ import mmap
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,18 +121,23 @@ def wet_buffer(channels: int, n: int, *, folder: Path | None,
     return spilled.array, spilled
 
 
-def spilled_copy(array: np.ndarray, *, folder: Path | None, block: int = 1 << 20) -> tuple[np.ndarray, SpilledArray]:
-    """A float32 copy of ``array`` in a :class:`SpilledArray` (copied a block at a time), and the
-    buffer to close: a long analysis keeps its 16 kHz copies there instead of in memory.
+def spilled_allocator(folder: Path | None, stack: contextlib.ExitStack) -> Callable[[int], np.ndarray]:
+    """``allocate(size)``: a new 1-D float32 :class:`SpilledArray` (its pages handed back at the
+    analysis's interval) whose closing is left to ``stack``: what :func:`~melisma.audio_io.decode`
+    writes a long take's 16 kHz copy into as it decodes, so the copy is never in memory whole.
 
     Examples
     --------
-    >>> view, buffer = spilled_copy(np.arange(5, dtype=np.float32), folder=None)
-    >>> view.tolist(), buffer.close()
-    ([0.0, 1.0, 2.0, 3.0, 4.0], None)
+    >>> with contextlib.ExitStack() as stack:
+    ...     array = spilled_allocator(None, stack)(4)
+    ...     array[:] = 2.0
+    ...     float(array.sum())
+    8.0
     """
-    buffer = SpilledArray(array.shape, folder=folder, release_interval_s=ANALYSIS_RELEASE_INTERVAL_S)
-    flat_in, flat_out = array.reshape(-1), buffer.array.reshape(-1)
-    for a in range(0, flat_in.size, block):
-        flat_out[a : a + block] = flat_in[a : a + block]
-    return buffer.array, buffer
+
+    def allocate(size: int) -> np.ndarray:
+        buffer = stack.enter_context(SpilledArray((int(size),), folder=folder,
+                                                  release_interval_s=ANALYSIS_RELEASE_INTERVAL_S))
+        return buffer.array
+
+    return allocate
