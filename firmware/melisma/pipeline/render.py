@@ -373,7 +373,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     ``writer_options`` are passed to the :class:`~melisma.audio_io.AudioWriter`; ``check_file=False``
     skips measuring a lossy file after encoding (see :func:`render`).
     """
-    from ..analysis.loudness import LoudnessMeter
+    from ..analysis.loudness import LoudnessMeter, TruePeakMeter
     from ..render.balance import balance_into
     from ..render.master import master_stream
 
@@ -382,6 +382,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     wet = p.wet
     p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
     mix_meter: LoudnessMeter | None = None  # the mix as balance formed it, measured on the way (the master's meter)
+    mix_peak: TruePeakMeter | None = None  # ... and its true peak: a mix the limiter would not touch skips it
     with timed_stage(p.clock, "balance", release=p.full):
         backing_source = None
         if p.has_backing:
@@ -397,6 +398,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                            if p.full and known_lufs is not None and settings.duck_db > 0.0 else None)
                 mix: np.ndarray | None
                 mix_meter = LoudnessMeter(ENGINE_SR, channels=wet.shape[0], stereo=wet.shape[0] == 2)
+                mix_peak = TruePeakMeter(channels=wet.shape[0])
                 mix, balance_report = balance_into(
                     wet,
                     backing_source,
@@ -409,6 +411,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                     backing_lufs=float(known_lufs) if known_lufs is not None else None,
                     mix_meter=mix_meter,
                     duck_moments=moments,
+                    mix_peak_meter=mix_peak,
                 )
             else:
                 mix, balance_report = wet, None
@@ -422,7 +425,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
             assert mix is not None  # dropped only after the last rewrite
             with AudioWriter(mix_path, sr=ENGINE_SR, channels=2, **(writer_options or {})) as writer:
                 return master_stream(mix, sr=ENGINE_SR, writer=writer, target_lufs=target_lufs, ceiling_dbtp=ceiling,
-                                     meter=mix_meter)
+                                     meter=mix_meter, peak_meter=mix_peak)
 
         master_report = write_master()
     file_check: dict[str, Any] | None = None

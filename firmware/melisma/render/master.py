@@ -177,6 +177,7 @@ def master_stream(
     max_passes: int = 4,
     block_samples: int = CHUNK_SAMPLES,
     meter: LoudnessMeter | None = None,
+    peak_meter: TruePeakMeter | None = None,
 ) -> dict[str, Any]:
     """:func:`master`, streamed block by block into an audio writer or a caller's buffer.
 
@@ -201,6 +202,11 @@ def master_stream(
         already measured it (:func:`~melisma.render.balance.balance_into` does, as it sums): the
         master's gain search and mono check then start from it instead of filtering the mix again.
         ``None``: the master measures the mix itself (:func:`measure_mix`).
+    peak_meter : the mix's :class:`~melisma.analysis.loudness.TruePeakMeter`, if measured as it was
+        formed (with ``meter``): a pass whose gain keeps the mix's true peak under the limiter's
+        ceiling (and that narrows nothing) then leaves the limiter out, which would pass the audio
+        unchanged, and reads the output's loudness, peaks and mono figures from the two meters at
+        that gain instead of measuring the output again (the same samples are written).
     Others as in :func:`master`.
 
     Returns
@@ -239,6 +245,9 @@ def master_stream(
                               or meter.stereo != (x.shape[0] == 2)):
         raise RenderError(f"master_stream: the meter measured {meter.n_samples} samples of {meter.channels} channel(s), "
                           f"the mix has shape {x.shape}; pass the meter of this mix or none")
+    if peak_meter is not None and (meter is None or peak_meter.channels != x.shape[0] or peak_meter.n_samples != x.shape[1]):
+        raise RenderError(f"master_stream: the peak meter measured {peak_meter.n_samples} samples of {peak_meter.channels} "
+                          f"channel(s), the mix has shape {x.shape}; pass it with the mix's loudness meter, or neither")
     stereo = _StereoNarrowing.measure(x, sr, max_mono_drop_lu=max_mono_drop_lu, meter=meter)
     limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample)
     one_pass = _MasterPass(
@@ -251,6 +260,7 @@ def master_stream(
         writer=writer,
         out=None if out is None else as_2d(out),
         mono_output=mix.ndim == 1,
+        source_meters=(meter, peak_meter) if meter is not None and peak_meter is not None else None,
     )
     gain_db, result, passes = loudness_gain_search(
         one_pass,
@@ -364,14 +374,54 @@ class _MasterPass:
         writer: Any,
         out: np.ndarray | None,
         mono_output: bool,
+        source_meters: tuple[LoudnessMeter, TruePeakMeter] | None = None,
     ):
         self.x, self.sr, self.limiter, self.side_gain = x, sr, limiter, side_gain
         self.oversample, self.block_samples = oversample, block_samples
         self.writer, self.out, self.mono_output = writer, out, mono_output
         self.latency = limiter.latency_samples(sr)
         self.ceiling_lin = np.float32(db_to_gain(limiter.ceiling_dbtp))
+        self.source_meters = source_meters
+
+    def _untouched(self, gain_db: float, ceiling: float) -> bool:
+        """Whether the limiter would pass this gain's output unchanged: its true peak stays under the
+        pass's ceiling (with room for float rounding) and nothing is narrowed.
+        """
+        if self.source_meters is None or self.side_gain != 1.0:
+            return False
+        peak_dbtp = self.source_meters[1].dbtp
+        return math.isfinite(peak_dbtp) and peak_dbtp + gain_db <= ceiling - 1e-3
+
+    def _gained(self, gain_db: float, write: bool) -> dict[str, Any]:
+        """A pass the limiter would leave alone: the mix times the gain, its figures from the mix's meters."""
+        assert self.source_meters is not None  # only called when _untouched()
+        meter, peak_meter = self.source_meters
+        x, writer, out2 = self.x, self.writer, self.out
+        gain = np.float32(db_to_gain(gain_db))
+        for a in range(0, x.shape[1], self.block_samples):
+            block = x[:, a : a + self.block_samples] * gain
+            if writer is None:
+                assert out2 is not None
+                out2[:, a : a + block.shape[1]] = block
+            elif write:
+                writer.write(block[0] if self.mono_output else block)
+        self.limiter.reset()
+        result: dict[str, Any] = {
+            "lufs": meter.integrated_lufs(gain_db=gain_db),
+            "max_gr": 0.0,
+            "peak": peak_meter.dbtp + gain_db,
+            "sample_peak": peak_meter.sample_peak * float(gain),
+        }
+        if x.shape[0] == 2:
+            result["mono"] = {
+                "correlation": round(float(meter.correlation), 4),
+                "mono_loudness_drop_lu": _drop(meter.stereo_lufs(gain_db=gain_db), meter.mono_lufs(gain_db=gain_db)),
+            }
+        return result
 
     def __call__(self, gain_db: float, ceiling: float, write: bool = True) -> dict[str, Any]:
+        if self._untouched(gain_db, ceiling):
+            return self._gained(gain_db, write)
         x, sr, limiter, writer, out2 = self.x, self.sr, self.limiter, self.writer, self.out
         channels, n = x.shape
         latency, ceiling_lin, side_gain = self.latency, self.ceiling_lin, self.side_gain

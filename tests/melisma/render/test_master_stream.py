@@ -204,6 +204,41 @@ def test_ducker_control_curve_is_the_curve_processing_applies() -> None:
     assert curve.max_dip_db == streamed.max_dip_db > 2.9
 
 
+@pytest.mark.parametrize("peaky", [False, True])
+def test_a_mix_the_limiter_would_not_touch_is_gained_and_read_from_its_meters(peaky: bool, monkeypatch) -> None:
+    """With the mix's peak meter (fed as balance formed the mix) a pass that reaches no ceiling skips the
+    limiter and the output meters: the same samples, the same figures to 1e-5; a peaky mix is still limited."""
+    from melisma.analysis.loudness import LoudnessMeter
+
+    vocal, backing = _song()
+    if not peaky:
+        backing = np.clip(backing * 6.0, -1.0, 1.0)  # a brickwalled backing: at -14 LUFS its peaks stay low
+    meter = LoudnessMeter(SR, channels=2, stereo=True)
+    peak = TruePeakMeter(channels=2)
+    mix, _ = balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.0, duck_db=2.0, mix_meter=meter,
+                          mix_peak_meter=peak)
+    assert peak.dbtp == pytest.approx(true_peak_dbtp(mix, sr=SR), abs=1e-9)  # fed exactly the mix
+    plain, with_peak = np.empty_like(mix), np.empty_like(mix)
+    ref = master_stream(mix, sr=SR, out=plain, target_lufs=-14.0)
+    if not peaky:  # the limiter must not even run
+        from melisma.render import limiter
+
+        monkeypatch.setattr(limiter.TruePeakLimiter, "process", lambda *a, **k: pytest.fail("the limiter ran"))
+    fast = master_stream(mix, sr=SR, out=with_peak, target_lufs=-14.0, meter=meter, peak_meter=peak)
+    assert (ref["limiter_max_gr_db"] > 0.5) == peaky
+    if peaky:  # the limiter ran as before
+        assert np.abs(with_peak - plain).max() < 1e-6
+    else:
+        assert np.array_equal(with_peak, plain)
+    for key in ("integrated_lufs", "true_peak_dbtp", "sample_peak_dbfs", "gain_db", "limiter_max_gr_db"):
+        assert fast[key] == pytest.approx(ref[key], abs=1e-5), key
+    assert fast["mono"]["mono_loudness_drop_lu"] == pytest.approx(ref["mono"]["mono_loudness_drop_lu"], abs=1e-5)
+    assert fast["integrated_lufs"] == pytest.approx(integrated_lufs(with_peak, sr=SR), abs=1e-5)
+    assert fast["true_peak_dbtp"] == pytest.approx(true_peak_dbtp(with_peak, sr=SR), abs=1e-5)
+    with pytest.raises(RenderError, match="peak meter"):
+        master_stream(mix, sr=SR, out=np.empty_like(mix), peak_meter=peak)  # without the loudness meter
+
+
 def test_balance_into_refuses_silence_and_mismatch() -> None:
     vocal, backing = _song()
     with pytest.raises(RenderError, match="vocal is silent"):
