@@ -67,6 +67,38 @@ def _all_finite(audio: np.ndarray, block: int = 1 << 20) -> bool:
     return all(bool(np.isfinite(flat[a : a + block]).all()) for a in range(0, flat.size, block))
 
 
+#: Samples read at a time by the sweeps over a vocal given as a reader.
+VOICE_BLOCK = 1 << 18
+
+
+def _mono_source(vocal: Any) -> tuple[Any, int]:
+    """``(read, n)`` for a vocal given as an array (averaged to mono) or as a mono reader with
+    ``read(start, stop)`` and ``shape`` (e.g. a long take's file-backed buffer, read with plain file
+    reads so the take is never mapped into memory whole); NaN/Inf samples are refused either way.
+    """
+    if not hasattr(vocal, "read"):
+        audio = _mono(vocal)
+        return (lambda a, b: audio[a:b]), int(audio.size)
+    shape = tuple(vocal.shape)
+    if len(shape) != 1 and not (len(shape) == 2 and shape[0] == 1):
+        raise AnalysisError(f"a vocal read in blocks must be mono (samples,), got shape {shape}")
+    n = int(shape[-1])
+
+    def read(a: int, b: int) -> np.ndarray:
+        return np.asarray(vocal.read(a, min(b, n)), dtype=np.float32).reshape(-1)
+
+    for a in range(0, n, VOICE_BLOCK):
+        if not np.isfinite(np.sum(read(a, a + VOICE_BLOCK), dtype=np.float64)):
+            raise AnalysisError("audio contains NaN or Inf samples; clean or re-decode the input")
+    return read, n
+
+
+def _blocks(read: Any, n: int, block: int = VOICE_BLOCK):
+    """``(start, samples)`` over ``0:n`` a block at a time."""
+    for a in range(0, n, block):
+        yield a, read(a, min(a + block, n))
+
+
 def _db(power: np.ndarray | float, floor_db: float = -120.0) -> np.ndarray:
     return np.maximum(10.0 * np.log10(np.maximum(power, 1e-20)), floor_db)
 
@@ -134,19 +166,18 @@ def _sum_bands(powers: np.ndarray, edges: np.ndarray, lo_hz: float, hi_hz: float
     return powers[:, sel].sum(axis=1)
 
 
-def _loudness_lufs(audio: np.ndarray, sr: int) -> float | None:
-    """Integrated loudness (the project's BS.1770-4 meter); None if under 0.4 s or silent."""
-    from .loudness import KWeightedHops, integrated_lufs
+def _loudness_lufs(read: Any, n: int, sr: int) -> float | None:
+    """Integrated loudness of a mono signal read in blocks (the project's BS.1770-4 meter); None if
+    under 0.4 s or silent. Block by block: no take-sized filtered copies.
+    """
+    from .loudness import KWeightedHops
 
-    if audio.shape[-1] < int(0.4 * sr):
+    if n < int(0.4 * sr):
         return None
-    if audio.ndim == 1:  # block by block: no take-sized filtered copies
-        hops = KWeightedHops(sr, channels=1)
-        for a in range(0, audio.size, 1 << 18):
-            hops.add(audio[a:a + (1 << 18)])
-        value = hops.integrated_lufs()
-    else:
-        value = integrated_lufs(audio, sr=sr)
+    hops = KWeightedHops(sr, channels=1)
+    for _a, block in _blocks(read, n):
+        hops.add(block)
+    value = hops.integrated_lufs()
     return round(float(value), 2) if np.isfinite(value) else None
 
 
@@ -212,13 +243,17 @@ def _third_octave_spectrum(freqs: np.ndarray, power: np.ndarray, sr: int) -> dic
     return {"centre_hz": [round(float(c), 1) for c in centres], "level_db": [round(float(v), 2) for v in _db(sums)]}
 
 
-def _frame_peaks_db(audio: np.ndarray, hop_length: int) -> np.ndarray:
+def _frame_peaks_db(read: Any, n_samples: int, hop_length: int) -> np.ndarray:
     """Peak |sample| per hop (10 ms), in dBFS: the level a peak-sensing compressor reacts to."""
-    n = audio.size // hop_length
+    n = n_samples // hop_length
     if n == 0:
-        return np.array([_db(float(np.max(np.abs(audio), initial=0.0)) ** 2)])
-    hops = audio[: n * hop_length].reshape(n, hop_length)
-    return _db(np.maximum(hops.max(axis=1), -hops.min(axis=1)).astype(np.float64) ** 2)
+        return np.array([_db(float(np.max(np.abs(read(0, n_samples)), initial=0.0)) ** 2)])
+    peaks = np.empty(n)
+    step = max(1, VOICE_BLOCK // hop_length) * hop_length
+    for a, block in _blocks(read, n * hop_length, step):
+        hops = block.reshape(-1, hop_length)
+        peaks[a // hop_length : a // hop_length + hops.shape[0]] = np.maximum(hops.max(axis=1), -hops.min(axis=1))
+    return _db(peaks**2)
 
 
 #: The de-esser's split sits this factor outside the sibilance band on each side: LR4 filters
@@ -274,7 +309,7 @@ def sibilance_allpass_sos(lo_hz: float, hi_hz: float, *, sr: int) -> np.ndarray:
     return np.asarray(sections)
 
 
-def _find_sibilance(audio: np.ndarray, powers: np.ndarray, edges: np.ndarray, active: np.ndarray,
+def _find_sibilance(read: Any, n_samples: int, powers: np.ndarray, edges: np.ndarray, active: np.ndarray,
                     sr: int, hop_length: int) -> tuple[dict[str, Any], np.ndarray]:
     """Find the sibilant frames and this voice's sibilance band in 2-10 kHz."""
     lo_lim, hi_lim = SIBILANCE_RANGE_HZ[0], min(SIBILANCE_RANGE_HZ[1], 0.45 * sr)
@@ -324,12 +359,12 @@ def _find_sibilance(audio: np.ndarray, powers: np.ndarray, edges: np.ndarray, ac
     # Filtered block by block (filter state carried over), so no take-sized band signal exists.
     sos = sibilance_detector_sos(lo_hz, hi_hz, sr=sr).astype(np.float32)
     zi = np.zeros((sos.shape[0], 2), np.float32)
-    n = min(audio.size // hop_length, powers.shape[0])
+    n = min(n_samples // hop_length, powers.shape[0])
     band_energy = np.empty(n)
     step = 1024 * hop_length
     for a in range(0, n * hop_length, step):
         b = min(a + step, n * hop_length)
-        band, zi = dsp.sosfilt(sos, audio[a:b], zi)
+        band, zi = dsp.sosfilt(sos, read(a, b), zi)
         hops = band.reshape(-1, hop_length)
         band_energy[a // hop_length:b // hop_length] = np.einsum("ij,ij->i", hops, hops, dtype=np.float64)
     band_db = _db(band_energy / hop_length)
@@ -348,10 +383,9 @@ def _find_sibilance(audio: np.ndarray, powers: np.ndarray, edges: np.ndarray, ac
     return result, sibilant
 
 
-def _peak(audio: np.ndarray, block: int = 1 << 20) -> float:
-    """Largest magnitude of ``audio`` (0 when empty), a block at a time (no take-length temporary)."""
-    flat = audio.reshape(-1)
-    return max((float(np.max(np.abs(flat[a : a + block]))) for a in range(0, flat.size, block)), default=0.0)
+def _peak(read: Any, n: int) -> float:
+    """Largest magnitude of a signal read in blocks (0 when empty): no take-length temporary."""
+    return max((float(np.max(np.abs(block))) for _a, block in _blocks(read, n) if block.size), default=0.0)
 
 
 def _onset_strength(powers: np.ndarray, rows: int = 8192) -> np.ndarray:
@@ -377,17 +411,25 @@ def compressor_detector_db(audio: np.ndarray, *, sr: int, hop_length: int, attac
     sample by sample, so the level follows from output/input wherever the input is not tiny.
     This keeps the threshold the chain picks right whatever the voice's crest factor.
     """
+    audio = _mono(audio)
+    return _compressor_detector_from(lambda a, b: audio[a:b], audio.size, sr=sr, hop_length=hop_length,
+                                     attack_ms=attack_ms, release_ms=release_ms)
+
+
+def _compressor_detector_from(read: Any, n_samples: int, *, sr: int, hop_length: int, attack_ms: float,
+                              release_ms: float) -> np.ndarray:
+    """:func:`compressor_detector_db` of a mono signal read in blocks."""
     import pedalboard
 
     probe = pedalboard.Compressor(threshold_db=-80.0, ratio=2.0, attack_ms=attack_ms, release_ms=release_ms)
-    n = audio.size // hop_length
+    n = n_samples // hop_length
     level = np.full(n, -120.0)
     # Median over each hop of the gain read at samples that are not near a zero crossing (a
     # clean ratio); in chunks (the probe streams), so a long take needs little extra memory.
     chunk = 1024
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        piece = audio[start * hop_length:stop * hop_length]
+        piece = np.ascontiguousarray(read(start * hop_length, stop * hop_length), dtype=np.float32)
         out = probe(piece[None, :], sr, reset=start == 0)[0]
         x = np.abs(piece).reshape(stop - start, hop_length)
         y = np.abs(out).reshape(stop - start, hop_length)
@@ -409,8 +451,10 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
 
     Parameters
     ----------
-    vocal : np.ndarray
-        ``(samples,)`` or ``(channels, samples)`` float32; channels are averaged.
+    vocal : np.ndarray or reader
+        ``(samples,)`` or ``(channels, samples)`` float32 (channels are averaged), or a mono reader
+        with ``read(start, stop)`` and ``shape`` (a long take's file-backed buffer: read block by
+        block, never mapped whole).
     sr : int
         Sample rate in Hz (48000 in the engine).
     compressor_attack_ms, compressor_release_ms : float
@@ -440,24 +484,24 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
     >>> sorted(analyze_voice(y, sr=sr)["spectral_balance"])
     ['air', 'brilliance', 'low', 'mid', 'mud', 'presence', 'rumble']
     """
-    audio = _mono(vocal)
     if sr <= 0:
         raise AnalysisError(f"sample rate must be positive, got sr={sr}")
-    powers, edges, hop_length = band_powers(audio, sr=sr)
+    read, n_samples = _mono_source(vocal)
+    powers, edges, hop_length = _band_powers_from(read, n_samples, sr=sr)
     frame_rms_db = _db(powers.sum(axis=1))
     top = float(np.percentile(frame_rms_db, 99)) if frame_rms_db.size else -120.0
     active = (frame_rms_db > top - ACTIVE_RANGE_DB) & (frame_rms_db > -80.0)
-    sibilance, sibilant = _find_sibilance(audio, powers, edges, active, sr, hop_length)
+    sibilance, sibilant = _find_sibilance(read, n_samples, powers, edges, active, sr, hop_length)
     # Phrase levels from sung (non-sibilant) frames: esses are the de-esser's job, and it runs
     # before the compressor.
     phrase = active & ~sibilant
-    peaks_db = _frame_peaks_db(audio, hop_length)
+    peaks_db = _frame_peaks_db(read, n_samples, hop_length)
     n = min(peaks_db.size, phrase.size)
     act_peaks = peaks_db[:n][phrase[:n]]
     act_rms = frame_rms_db[phrase]
-    freqs, psd = long_term_psd(audio, sr=sr)
-    detector_db = compressor_detector_db(
-        audio, sr=sr, hop_length=hop_length, attack_ms=compressor_attack_ms, release_ms=compressor_release_ms
+    freqs, psd = _long_term_psd_from(read, n_samples, sr=sr)
+    detector_db = _compressor_detector_from(
+        read, n_samples, sr=sr, hop_length=hop_length, attack_ms=compressor_attack_ms, release_ms=compressor_release_ms
     )
     m = min(detector_db.size, phrase.size)
     act_detector = detector_db[:m][phrase[:m]]
@@ -467,9 +511,9 @@ def analyze_voice(vocal: np.ndarray, *, sr: int, compressor_attack_ms: float = 1
 
     result: dict[str, Any] = {
         "sr": int(sr),
-        "duration_s": round(audio.size / sr, 3),
-        "loudness_lufs": _loudness_lufs(audio, sr),
-        "peak_dbfs": round(float(_db(_peak(audio) ** 2)), 2),
+        "duration_s": round(n_samples / sr, 3),
+        "loudness_lufs": _loudness_lufs(read, n_samples, sr),
+        "peak_dbfs": round(float(_db(_peak(read, n_samples) ** 2)), 2),
         "active_fraction": round(float(active.mean()) if active.size else 0.0, 4),
         "loud_phrase_peak_db": pct(act_peaks, 95),
         "loud_phrase_rms_db": pct(act_rms, 95),

@@ -171,7 +171,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     record["cleanup"] = {"analysis": cleanup, "actions": actions}
 
     with timed_stage(clock, "analyze_voice"):
-        record["voice"] = analyze_voice(vocal, sr=ENGINE_SR)
+        # a long take's vocal is read from its file-backed buffer block by block, never mapped in whole
+        spilled_vocal = spilled_take is not None and vocal.ndim == 1 and np.shares_memory(vocal, spilled_take.array)
+        record["voice"] = analyze_voice(spilled_take.reader() if spilled_vocal else vocal, sr=ENGINE_SR)
     plan = Plan(record=record)
     vocal16 = None
     with timed_stage(clock, "cache"):

@@ -95,11 +95,53 @@ class SpilledArray:
             self._map.close()
         self.path.unlink(missing_ok=True)
 
+    def reader(self) -> SpilledReader:
+        """A block reader of this (1-D) buffer with plain file reads: a sweep through it never maps the
+        pages in, so they never count in the process's memory (see :class:`SpilledReader`).
+        """
+        return SpilledReader(self)
+
     def __enter__(self) -> SpilledArray:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class SpilledReader:
+    """``read(start, stop)`` of a 1-D :class:`SpilledArray` through ``os.pread`` on its file (the page
+    cache holds the mapping's own pages, so reads see every write), and its ``shape``: what block-wise
+    analyses (:func:`~melisma.analysis.voice.analyze_voice`) take instead of the array.
+
+    Examples
+    --------
+    >>> with SpilledArray((10,)) as buffer:
+    ...     buffer.array[:] = np.arange(10)
+    ...     buffer.reader().read(3, 6).tolist(), buffer.reader().read(8, 20).tolist()
+    ([3.0, 4.0, 5.0], [8.0, 9.0])
+    """
+
+    def __init__(self, buffer: SpilledArray):
+        if buffer.array.ndim != 1:
+            raise ValueError(f"SpilledReader reads 1-D buffers, not shape {buffer.array.shape}")
+        self.shape = buffer.array.shape
+        self._path = buffer.path
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` (clipped to the buffer) as a new float32 array."""
+        n = self.shape[0]
+        start, stop = max(0, min(int(start), n)), max(0, min(int(stop), n))
+        out = np.empty(max(stop - start, 0), np.float32)
+        if out.size:
+            with open(self._path, "rb", buffering=0) as fh:
+                view = out.data.cast("B")
+                done = 0
+                while done < view.nbytes:
+                    got = os.preadv(fh.fileno(), [view[done:]], start * 4 + done)
+                    if got <= 0:
+                        raise OSError(f"{self._path}: short read at sample {start + done // 4}")
+                    done += got
+        return out
 
 
 def wet_buffer(channels: int, n: int, *, folder: Path | None,

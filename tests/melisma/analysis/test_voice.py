@@ -56,6 +56,20 @@ def test_result_is_json_serialisable_and_complete():
     assert info["loudness_lufs"] < 0
 
 
+def test_a_vocal_read_in_blocks_from_a_file_backed_buffer_gives_the_same_analysis(tmp_path):
+    """A long take's vocal is analysed through plain file reads of its spill buffer (never mapped in
+    whole): every figure equals the in-memory analysis; a damaged buffer is refused."""
+    from melisma.pipeline.spill import SpilledArray
+
+    y, _ = synth_voice(seconds=9.3)  # not a whole number of blocks or hops
+    with SpilledArray(y.shape, folder=tmp_path) as buffer:
+        buffer.array[:] = y
+        assert analyze_voice(buffer.reader(), sr=SR) == analyze_voice(y, sr=SR)
+        buffer.array[50000] = np.nan
+        with pytest.raises(AnalysisError, match="NaN"):
+            analyze_voice(buffer.reader(), sr=SR)
+
+
 @pytest.mark.parametrize(("band", "centre_range"), [((6000.0, 8000.0), (6000, 8000)), ((3000.0, 4000.0), (3000, 4000))])
 def test_sibilance_band_is_found_per_voice(band, centre_range):
     y, _ = synth_voice(sib_band=band)
