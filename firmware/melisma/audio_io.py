@@ -839,6 +839,37 @@ def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
+def resample_blocks(y: np.ndarray, *, orig_sr: int, target_sr: int, allocate: Callable[[int], np.ndarray] | None = None,
+                    block: int = DECODE_BLOCK) -> np.ndarray:
+    """:func:`resample` of a mono signal a block at a time into what ``allocate(size)`` gives (see
+    :func:`decode`'s ``analysis_buffer``): the same samples, but neither a whole-length float copy
+    of the input nor the output is made in the process's memory when ``allocate`` gives a
+    file-backed buffer.
+
+    >>> import numpy as np
+    >>> y = np.random.default_rng(0).standard_normal(48000).astype(np.float32)
+    >>> bool(np.array_equal(resample_blocks(y, orig_sr=48000, target_sr=16000), resample(y, orig_sr=48000, target_sr=16000)))
+    True
+    """
+    import soxr
+
+    if orig_sr <= 0 or target_sr <= 0:
+        raise AudioIOError(f"sample rates must be positive, got orig_sr={orig_sr}, target_sr={target_sr}")
+    if y.ndim != 1:
+        raise AudioIOError(f"resample_blocks: a mono (samples,) signal, got shape {y.shape}")
+    n = y.shape[0]
+    sink = _ArraySink(1, int(math.ceil(n * target_sr / orig_sr)) + 64, allocate=allocate)
+    if orig_sr == target_sr:
+        for a in range(0, n, block):
+            sink.append(np.asarray(y[a : a + block], dtype=np.float32)[None, :])
+        return sink.finish()[0]
+    stream = soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32", quality="VHQ")
+    for a in range(0, max(n, 1), block):
+        piece = np.ascontiguousarray(y[a : a + block], dtype=np.float32)
+        sink.append(stream.resample_chunk(piece, last=a + block >= n)[None, :])
+    return sink.finish()[0]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (to tell whether a plan's inputs changed)."""
     h = hashlib.sha256()

@@ -224,6 +224,21 @@ def test_decode_writes_the_analysis_copy_into_the_buffers_it_is_given(tmp_path: 
         audio_io.decode(path, sr=48000, channels=1, analysis_sr=16000, analysis_buffer=lambda n: np.zeros(n))
 
 
+@pytest.mark.parametrize(("n", "orig_sr", "target_sr"), [(100_003, 48000, 16000), (70_001, 44100, 16000), (5, 48000, 16000),
+                                                      (40_000, 16000, 16000)])
+def test_resample_blocks_equals_resample_into_the_given_buffer(n: int, orig_sr: int, target_sr: int) -> None:
+    y = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    given: list[np.ndarray] = []
+
+    def allocate(size: int) -> np.ndarray:
+        given.append(np.empty(size, np.float32))
+        return given[-1]
+
+    out = audio_io.resample_blocks(y, orig_sr=orig_sr, target_sr=target_sr, allocate=allocate, block=8192)
+    assert np.array_equal(out, audio_io.resample(y, orig_sr=orig_sr, target_sr=target_sr))
+    assert np.shares_memory(out, given[-1])
+
+
 def test_failed_decode_into_npy_leaves_no_file(tmp_path: Path) -> None:
     y = music(1.0)
     path = tmp_path / "bad.wav"

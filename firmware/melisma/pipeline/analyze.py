@@ -92,7 +92,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
     from ..analysis.cleanup import analyze_cleanup
     from ..analysis.intonation import analyze_pitch, pitch_tracker_named
     from ..analysis.voice import analyze_backing, analyze_voice
-    from ..audio_io import resample
+    from ..audio_io import resample, resample_blocks
     from ..render.clean import clean_take
     from . import spill
 
@@ -180,7 +180,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         if options.pitch:
             # The pitch tracker works at 16 kHz (it would resample the vocal itself) and the key
             # and tuning estimates look below 2 kHz: the 16 kHz copies carry all they need.
-            vocal16 = resample(vocal, orig_sr=ENGINE_SR, target_sr=ANALYSIS_SR)
+            # (a long take's straight into a file-backed buffer, block by block: the same samples)
+            vocal16 = (resample_blocks(vocal, orig_sr=ENGINE_SR, target_sr=ANALYSIS_SR, allocate=allocate)
+                       if spilled_vocal else resample(vocal, orig_sr=ENGINE_SR, target_sr=ANALYSIS_SR))
         # The full-rate vocal goes to its cache file now, out of memory before pitch analysis.
         vocal_file = work / "vocal.npy"
         np.save(vocal_file, np.ascontiguousarray(vocal, dtype=np.float32), allow_pickle=False)
