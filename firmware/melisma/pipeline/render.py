@@ -383,7 +383,7 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
     mix_meter: LoudnessMeter | None = None  # the mix as balance formed it, measured on the way (the master's meter)
     mix_peak: TruePeakMeter | None = None  # ... and its true peak: a mix the limiter would not touch skips it
-    with timed_stage(p.clock, "balance", release=p.full):
+    with timed_stage(p.clock, "balance", release=p.full), contextlib.ExitStack() as opened:
         backing_source = None
         if p.has_backing:
             # A preview window is small: read it whole. A full render streams the cache file.
@@ -396,6 +396,8 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                 # ... and the loudness of any dip of it from its ducking moments, kept beside the plan.
                 moments = (_ducking_moments(plan, backing_source, wet.shape[1])
                            if p.full and known_lufs is not None and settings.duck_db > 0.0 else None)
+                if isinstance(moments, NpyBlockReader):
+                    opened.enter_context(moments)
                 mix: np.ndarray | None
                 mix_meter = LoudnessMeter(ENGINE_SR, channels=wet.shape[0], stereo=wet.shape[0] == 2)
                 mix_peak = TruePeakMeter(channels=wet.shape[0])
@@ -445,16 +447,17 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     return report
 
 
-def _ducking_moments(plan: Plan, backing: Any, n: int) -> np.ndarray:
+def _ducking_moments(plan: Plan, backing: Any, n: int) -> np.ndarray | NpyBlockReader:
     """The backing's :func:`~melisma.render.balance.ducking_moments` over ``n`` samples, kept beside the
     plan (``duck-<key>.npy``): no slider changes them, so only the first full render measures them.
+    A kept file is returned as a reader (the caller closes it): read in blocks, never whole in memory.
     """
     from ..render.balance import ducking_moments
     from ..render.ducker import DUCK_CONTROL_SAMPLES, PRESENCE_HIGH_HZ, PRESENCE_LOW_HZ
     from .cache import touch
 
     folder = plan.scratch_dir()
-    expected = (3, int(backing.shape[0]), -(-n // DUCK_CONTROL_SAMPLES))
+    expected = (3 * int(backing.shape[0]), -(-n // DUCK_CONTROL_SAMPLES))
     file: Path | None = None
     if folder is not None:
         stat = plan.cache_file("backing").stat()
@@ -462,15 +465,19 @@ def _ducking_moments(plan: Plan, backing: Any, n: int) -> np.ndarray:
                    "n": n, "sr": ENGINE_SR, "band_hz": [PRESENCE_LOW_HZ, PRESENCE_HIGH_HZ], "step": DUCK_CONTROL_SAMPLES}
         key = hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
         file = folder / f"duck-{key}.npy"
-        with contextlib.suppress(OSError, ValueError):
-            kept = np.load(file)
-            if kept.shape == expected and kept.dtype == np.float32 and np.all(np.isfinite(kept)):
-                touch(file)
-                return kept
+        if file.exists():
+            with contextlib.suppress(OSError, MelismaError):
+                kept = NpyBlockReader(file)
+                if tuple(kept.shape) == expected and all(
+                        np.isfinite(kept.read(a, a + (1 << 18)).sum(dtype=np.float64)) for a in range(0, expected[1], 1 << 18)):
+                    touch(file)
+                    return kept
+                kept.close()
     moments = ducking_moments(backing, sr=ENGINE_SR, n_samples=n)
     if file is not None:
-        with contextlib.suppress(OSError, MelismaError), atomic_path(file, overwrite=True) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, moments)
+        with contextlib.suppress(OSError, MelismaError), atomic_path(file, overwrite=True) as tmp, \
+                NpyWriter(tmp, channels=moments.shape[0]) as writer:
+            writer.append(moments)
     return moments
 
 

@@ -172,15 +172,16 @@ def ducking_moments(backing: Any, *, sr: int, n_samples: int | None = None, low_
 
     Returns
     -------
-    (3, channels, steps) float32
-        ``aa``, ``ab``, ``bb`` per control step and channel; ``steps = ceil(n_samples / 32)``.
+    (3 * channels, steps) float32
+        Rows ``aa`` of each channel, then ``ab``, then ``bb``, per control step;
+        ``steps = ceil(n_samples / 32)``.
 
     Examples
     --------
     >>> import numpy as np
     >>> backing = (0.1 * np.random.default_rng(0).standard_normal((2, 48000))).astype(np.float32)
     >>> ducking_moments(backing, sr=48000).shape
-    (3, 2, 1500)
+    (6, 1500)
     """
     shape = tuple(getattr(backing, "shape", ()))
     if len(shape) != 2:
@@ -193,7 +194,7 @@ def ducking_moments(backing: Any, *, sr: int, n_samples: int | None = None, low_
     band = dsp.design("butter", 1, [low_hz, high_hz], "bandpass", sr, "sos").astype(np.float32)
     k_zi = np.zeros((k_sos.shape[0], channels, 2), np.float32)
     band_zi = np.zeros((band.shape[0], channels, 2), np.float32)
-    moments = np.zeros((3, channels, -(-n // step)), np.float32)
+    moments = np.zeros((3 * channels, -(-n // step)), np.float32)
     for a in range(0, n, block_samples):
         b = min(a + block_samples, n)
         block = _read_block(backing, a, b)
@@ -208,9 +209,9 @@ def ducking_moments(backing: Any, *, sr: int, n_samples: int | None = None, low_
         p = presence.reshape(channels, -1, step)
         first = a // step
         last = first + w.shape[1]
-        moments[0, :, first:last] = (w * w).sum(axis=2)
-        moments[1, :, first:last] = (w * p).sum(axis=2)
-        moments[2, :, first:last] = (p * p).sum(axis=2)
+        moments[:channels, first:last] = (w * w).sum(axis=2)
+        moments[channels : 2 * channels, first:last] = (w * p).sum(axis=2)
+        moments[2 * channels :, first:last] = (p * p).sum(axis=2)
     return moments
 
 
@@ -218,19 +219,29 @@ def ducking_moments(backing: Any, *, sr: int, n_samples: int | None = None, low_
 _RAMP_MEAN = (DUCK_CONTROL_SAMPLES + 1) / (2.0 * DUCK_CONTROL_SAMPLES)
 
 
-def _ducked_backing_lufs(moments: np.ndarray, cuts: np.ndarray, *, n: int, hop_length: int) -> float:
-    """The ducked backing's integrated loudness from :func:`ducking_moments` and the ducker's cut curve."""
-    steps = moments.shape[2]
+def _ducked_backing_lufs(moments: Any, cuts: np.ndarray, *, n: int, hop_length: int, channels: int) -> float:
+    """The ducked backing's integrated loudness from :func:`ducking_moments` (an array, or a reader of
+    their file: read a thousand hops at a time) and the ducker's cut curve.
+    """
+    steps = int(moments.shape[1])
     cut = np.zeros(steps)
     cut[: min(steps, cuts.size)] = cuts[:steps]
     previous = np.concatenate([[0.0], cut[:-1]])
     mean_cut = previous + (cut - previous) * _RAMP_MEAN  # the step's cut, as the ramp applies it on average
-    m = moments.astype(np.float64)
-    energy = (m[0] - 2.0 * mean_cut * m[1] + mean_cut**2 * m[2]).sum(axis=0)
     per_hop = hop_length // DUCK_CONTROL_SAMPLES
     hops = n // hop_length
-    hop_energy = energy[: hops * per_hop].reshape(hops, per_hop).sum(axis=1)
-    return gated_loudness(hop_energy, hop_length=hop_length, fallback_energy=float(energy.sum()), fallback_samples=n)
+    hop_energy = np.zeros(hops)
+    total = 0.0
+    block = 1000 * per_hop
+    for a in range(0, steps, block):
+        b = min(a + block, steps)
+        m = _read_block(moments, a, b).astype(np.float64)
+        c = mean_cut[a:b]
+        energy = (m[:channels] - 2.0 * c * m[channels : 2 * channels] + c**2 * m[2 * channels :]).sum(axis=0)
+        total += float(energy.sum())
+        whole = max(0, min(b, hops * per_hop) - a) // per_hop  # the completed hops in this block
+        hop_energy[a // per_hop : a // per_hop + whole] = energy[: whole * per_hop].reshape(whole, per_hop).sum(axis=1)
+    return gated_loudness(hop_energy, hop_length=hop_length, fallback_energy=total, fallback_samples=n)
 
 
 def _read_block(source: Any, a: int, b: int) -> np.ndarray:
@@ -251,7 +262,7 @@ def balance_into(
     backing_lufs: float | None = None,
     block_samples: int = CHUNK_SAMPLES,
     mix_meter: LoudnessMeter | None = None,
-    duck_moments: np.ndarray | None = None,
+    duck_moments: Any = None,
     mix_peak_meter: TruePeakMeter | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`balance` and the sum in one streaming pass: ``out = vocal * gain + ducked backing``.
@@ -277,7 +288,8 @@ def balance_into(
         would measure, without reading the mix once more.
     mix_peak_meter : an empty :class:`~melisma.analysis.loudness.TruePeakMeter` for the mix's channels,
         fed the mix as it is formed (with ``mix_meter``; see ``master_stream(..., peak_meter=)``).
-    duck_moments : the backing's :func:`ducking_moments` (the same band, rate and length), if kept:
+    duck_moments : the backing's :func:`ducking_moments` (the same band, rate and length; an array
+        or a reader of them with ``read(start, stop)`` and ``shape``), if kept:
         with ducking and a known ``backing_lufs`` the ducked backing's loudness comes from them and
         the ducker's cut curve, so the backing is read and filtered once instead of twice.
 
@@ -338,9 +350,9 @@ def balance_into(
     if from_moments:
         assert duck_moments is not None and ducker is not None and backing_lufs is not None  # checked just above
         steps = -(-n // DUCK_CONTROL_SAMPLES)
-        if duck_moments.shape != (3, channels, steps):
-            raise RenderError(f"balance_into: duck_moments {duck_moments.shape} do not fit this backing; "
-                              f"expected {(3, channels, steps)} (recompute them with ducking_moments)")
+        if tuple(duck_moments.shape) != (3 * channels, steps):
+            raise RenderError(f"balance_into: duck_moments {tuple(duck_moments.shape)} do not fit this backing; "
+                              f"expected {(3 * channels, steps)} (recompute them with ducking_moments)")
         return _balance_from_moments(vocal, backing, out, vocal_meter, ducker, duck_moments, sr=sr, duck_db=duck_db,
                                      vocal_to_backing_lu=vocal_to_backing_lu, backing_lufs=float(backing_lufs),
                                      block_samples=block_samples, mix_meter=mix_meter, mix_peak_meter=mix_peak_meter)
@@ -383,13 +395,13 @@ def balance_into(
 
 
 def _balance_from_moments(vocal: np.ndarray, backing: Any, out: np.ndarray, vocal_meter: LoudnessMeter, ducker: Ducker,
-                          moments: np.ndarray, *, sr: int, duck_db: float, vocal_to_backing_lu: float,
+                          moments: Any, *, sr: int, duck_db: float, vocal_to_backing_lu: float,
                           backing_lufs: float, block_samples: int, mix_meter: LoudnessMeter | None,
                           mix_peak_meter: TruePeakMeter | None) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`balance_into` with the ducked backing's loudness from its moments: one pass over the backing."""
     channels, n = vocal.shape
     cuts = ducker.control_curve(n, sr, channels=channels)  # from the vocal alone, before the mix overwrites it
-    placed_lufs = _ducked_backing_lufs(moments, cuts, n=n, hop_length=vocal_meter.hop_length)
+    placed_lufs = _ducked_backing_lufs(moments, cuts, n=n, hop_length=vocal_meter.hop_length, channels=channels)
     vocal_gain_db, report = _placement(vocal_meter, target_lu=vocal_to_backing_lu, duck_db=duck_db,
                                        backing_raw_lufs=_check_backing_lufs(backing_lufs), backing_lufs=placed_lufs,
                                        ducker=None)

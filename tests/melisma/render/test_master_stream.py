@@ -163,7 +163,8 @@ def test_balance_into_reads_the_backing_from_a_npy_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("in_place", [False, True])
-def test_balance_into_with_ducking_moments_places_the_vocal_as_metering_the_ducked_backing_does(in_place: bool) -> None:
+def test_balance_into_with_ducking_moments_places_the_vocal_as_metering_the_ducked_backing_does(in_place: bool,
+                                                                                                 tmp_path: Path) -> None:
     """The ducked backing's loudness from the backing's moments and the cut curve (one pass over the
     backing) is what metering the ducked backing gives, to well under 0.001 LU; the mix and the
     ducking report match."""
@@ -175,7 +176,7 @@ def test_balance_into_with_ducking_moments_places_the_vocal_as_metering_the_duck
     ref_mix, ref = balance_into(ref_work, backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0,
                                 out=ref_work if in_place else None, backing_lufs=raw)
     moments = ducking_moments(backing, sr=SR, block_samples=40000)  # other blocks than the render's: the same sums
-    assert moments.shape == (3, 2, -(-backing.shape[1] // 32))
+    assert moments.shape == (6, -(-backing.shape[1] // 32))
     work = vocal.copy()
     mix, report = balance_into(work, backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0,
                                out=work if in_place else None, backing_lufs=raw, duck_moments=moments)
@@ -187,7 +188,15 @@ def test_balance_into_with_ducking_moments_places_the_vocal_as_metering_the_duck
     assert np.abs(mix - ref_mix).max() < 1e-4
     with pytest.raises(RenderError, match="duck_moments"):
         balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0, backing_lufs=raw,
-                     duck_moments=moments[:, :, :-3])
+                     duck_moments=moments[:, :-3])
+    # kept in a file and read back in blocks (a long take's are never loaded whole): the same placement
+    path = tmp_path / "duck.npy"
+    with audio_io.NpyWriter(path, channels=moments.shape[0]) as writer:
+        writer.append(moments)
+    with audio_io.NpyBlockReader(path) as reader:
+        _, from_file = balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.5, duck_db=3.0, backing_lufs=raw,
+                                    duck_moments=reader)
+    assert from_file["vocal_gain_db"] == report["vocal_gain_db"]
 
 
 def test_ducker_control_curve_is_the_curve_processing_applies() -> None:
