@@ -435,6 +435,55 @@ def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
     return near.sum() * hop_s < RAMP_HOLD_S and (np.max(s) - np.min(s)) > 0.8
 
 
+#: A segment up to this long (s) whose middle rises steadily ...
+GLIDE_MAX_S = 0.3
+#: ... at this rate or faster (semitones per second) into the note it runs into without a break, from
+#: at most GLIDE_MAX_DEPTH below that note's level, is a slow scoop of that note, no note of its own (0: off).
+GLIDE_MIN_ST_PER_S = 2.5
+GLIDE_MAX_DEPTH = 1.3
+#: The glide's middle may wander this far (semitones, rms) from a straight line.
+GLIDE_MAX_RESIDUAL = 0.12
+#: The glide's last frames and the next note's first may be this far apart (semitones).
+GLIDE_JOIN_SEMITONES = 0.6
+
+
+def _is_scoop(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: float) -> bool:
+    """Is segment ``i`` a slow scoop from below into the next segment (amateur singers' usual approach)?
+
+    A segment of at most :data:`GLIDE_MAX_S` whose middle 60 % rises on a straight line (within
+    :data:`GLIDE_MAX_RESIDUAL` rms) at :data:`GLIDE_MIN_ST_PER_S` or faster, whose median lies at
+    most :data:`GLIDE_MAX_DEPTH` below the next note's level, and whose end runs into the next
+    note's start without a jump. A held note of a fast passage holds still in its middle, and a
+    note a step of a tone or more below its neighbour is farther down, so neither is a scoop.
+    Falls and approaches from above are left alone: on real singing they were as often notes.
+
+    >>> import numpy as np
+    >>> m = np.r_[np.linspace(57.0, 58.0, 32), np.full(100, 58.3)]  # 160 ms rising into a held note
+    >>> _is_scoop(m, [(0, 32), (32, 132)], 0, hop_s=0.005)
+    True
+    >>> step = np.r_[np.full(32, 56.3), np.full(100, 58.3)]          # a held note a tone below
+    >>> _is_scoop(step, [(0, 32), (32, 132)], 0, hop_s=0.005)
+    False
+    """
+    s0, s1 = segs[i]
+    n = s1 - s0
+    if not GLIDE_MIN_ST_PER_S or n * hop_s > GLIDE_MAX_S or n < 8 or i + 1 >= len(segs) or segs[i + 1][0] != s1:
+        return False
+    s = smooth_midi(m[s0:s1], frames=_odd(0.03 / hop_s))
+    a, b = int(0.2 * n), int(np.ceil(0.8 * n))
+    t = np.arange(a, b) * hop_s
+    slope, icpt = np.polyfit(t, s[a:b], 1)
+    resid = float(np.sqrt(np.mean((s[a:b] - (slope * t + icpt)) ** 2)))
+    if slope < GLIDE_MIN_ST_PER_S or resid > GLIDE_MAX_RESIDUAL:
+        return False
+    k = max(2, n // 8)
+    nxt = segs[i + 1]
+    level = note_centre(m[nxt[0] : nxt[1]], hop_s=hop_s)
+    start, end = float(np.median(m[s0 : s0 + k])), float(np.median(m[s1 - k : s1]))
+    return (level > start and level - float(np.median(s)) <= GLIDE_MAX_DEPTH
+            and abs(end - float(np.median(m[nxt[0] : nxt[0] + k]))) <= GLIDE_JOIN_SEMITONES)
+
+
 def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,
                     hard: set[int] | None = None):
     segs = list(segs)
@@ -444,6 +493,17 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
     changed = True
     while changed and len(segs) > 1:
         changed = False
+        # a slow scoop into a note is part of it, however long it holds the line (not across a repeated note's dip)
+        for i in range(len(segs) - 1):
+            if segs[i][1] in hard or (segs[i + 1][1] - segs[i][0]) * hop_s <= GLIDE_MAX_S:
+                continue  # scoop and note together still short: the rules below decide
+            if _is_scoop(m, segs, i, hop_s=hop_s):
+                segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
+                held[i : i + 2] = [held[i] or held[i + 1]]
+                changed = True
+                break
+        if changed:
+            continue
         # short or ramp-only segments join a neighbour
         for i, (s0, s1) in enumerate(segs):
             short = s1 - s0 < min_frames
