@@ -346,6 +346,7 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         peaks.sort()
         before_s, after_s = bs, as_
     bounds = [0]
+    articulated: set[int] = set()
     light = smooth_midi(m, frames=3)
     for k, kw in peaks:
         lo_level, hi_level = (before[k], after[k]) if kw == w else (before_s[k], after_s[k])
@@ -360,6 +361,7 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
             depth, end = _dip_near(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
             if depth >= DIP_DB:
                 pos = max(pos, end)  # an articulated change: it starts where the vowel does, not before the crossing
+                articulated.add(pos)
             elif step < max(split, NODIP_SPLIT_CENTS / 100.0):
                 continue  # small step and no articulation: the singer's pitch wavering in one note
             else:
@@ -382,7 +384,8 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         bounds.sort()
     bounds.append(n)
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge, hard=hard)
+    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge, hard=hard,
+                           articulated=articulated | hard if env is not None else None)
 
 
 #: Window of the second, short look for level changes (s): notes of fast passages last 80-150 ms.
@@ -484,8 +487,44 @@ def _is_scoop(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: floa
             and abs(end - float(np.median(m[nxt[0] : nxt[0] + k]))) <= GLIDE_JOIN_SEMITONES)
 
 
+#: The first segment after a rest, up to this long (s), ...
+ATTACK_SCOOP_MAX_S = 0.25
+#: ... that sits at most this far below the next one (semitones) and rises into it without a break or an
+#: articulation, is the note's attack from below (the singer finding the pitch), no note of its own (0: off).
+ATTACK_SCOOP_DEPTH = 2.5
+
+
+def _is_attack_scoop(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float) -> bool:
+    """Is the first segment of a voiced stretch the attack of the next one: a singer starting low and rising to it?
+
+    It is at most :data:`ATTACK_SCOOP_MAX_S` long, at most :data:`ATTACK_SCOOP_DEPTH` under the next
+    segment's level, ends rising, within :data:`GLIDE_JOIN_SEMITONES` of the next segment's start, and
+    the next segment holds at least twice as long. (The caller checks that no articulation separates them.)
+
+    >>> import numpy as np
+    >>> m = np.r_[np.full(16, 64.2), np.linspace(64.2, 66.0, 16), np.full(120, 66.2)]  # low, then up to the note
+    >>> _is_attack_scoop(m, [(0, 32), (32, 152)], hop_s=0.005)
+    True
+    >>> step = np.r_[np.full(32, 64.2), np.full(120, 66.2)]  # a held note, then a step: a note of its own
+    >>> _is_attack_scoop(step, [(0, 32), (32, 152)], hop_s=0.005)
+    False
+    """
+    if not ATTACK_SCOOP_DEPTH or len(segs) < 2 or segs[1][0] != segs[0][1]:
+        return False
+    (s0, s1), (t0, t1) = segs[0], segs[1]
+    n = s1 - s0
+    if n * hop_s > ATTACK_SCOOP_MAX_S or n < 8 or t1 - t0 < 2 * n:
+        return False
+    level = note_centre(m[t0:t1], hop_s=hop_s)
+    below = level - float(np.median(m[s0:s1]))
+    k = max(2, n // 8)
+    end = float(np.median(m[s1 - k : s1]))
+    rising = end - float(np.median(m[s1 - 3 * k : s1 - 2 * k])) > 0.1
+    return 0.0 < below <= ATTACK_SCOOP_DEPTH and rising and abs(end - float(np.median(m[t0 : t0 + k]))) <= GLIDE_JOIN_SEMITONES
+
+
 def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,
-                    hard: set[int] | None = None):
+                    hard: set[int] | None = None, articulated: set[int] | None = None):
     segs = list(segs)
     hard = hard or set()
     # a segment that holds still somewhere stays a note when a scoop or grace note joins it
@@ -497,7 +536,8 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
         for i in range(len(segs) - 1):
             if segs[i][1] in hard or (segs[i + 1][1] - segs[i][0]) * hop_s <= GLIDE_MAX_S:
                 continue  # scoop and note together still short: the rules below decide
-            if _is_scoop(m, segs, i, hop_s=hop_s):
+            attack = i == 0 and articulated is not None and segs[0][1] not in articulated
+            if _is_scoop(m, segs, i, hop_s=hop_s) or (attack and _is_attack_scoop(m, segs, hop_s=hop_s)):
                 segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
                 held[i : i + 2] = [held[i] or held[i + 1]]
                 changed = True

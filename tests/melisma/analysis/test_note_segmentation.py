@@ -199,9 +199,31 @@ def test_a_short_rising_note_a_tone_below_its_neighbour_is_no_scoop():
 def test_a_rising_melismatic_run_with_glides_between_its_notes_stays_a_run():
     # five 130 ms notes a semitone apart, each glided into over 40 ms (portamento): every one a note
     pitches = [60, 61, 62, 63, 64]
-    specs = [NoteSpec(p, 0.3 + 0.13 * i, 0.13, ornaments=[{"type": "portamento", "duration_ms": 40}] if i < 4 else [])
+    specs = [NoteSpec(p, 0.3 + 0.13 * i, 0.13, ornaments=[{"type": "portamento", "duration_ms": 40}])
              for i, p in enumerate(pitches)]
-    specs.append(NoteSpec(65, 0.3 + 0.13 * 5, 0.5))
-    specs[4].ornaments = [{"type": "portamento", "duration_ms": 40}]
-    take, _track, notes = _notes_of(specs, seed=2)
+    specs.append(NoteSpec(65, 0.3 + 0.13 * 5, 0.5))  # the run lands on a held note
+    _take, _track, notes = _notes_of(specs, seed=2)
     assert [round(n.midi) for n in notes] == [*pitches, 65], _summary(notes)
+
+
+@pytest.mark.parametrize(("duration_ms", "interval_cents"), [(240, -180), (240, -220), (200, -250)])
+def test_a_note_attacked_from_below_after_a_rest_is_one_note(duration_ms: float, interval_cents: float):
+    # the singer starts 1.8-2.5 semitones low, holds there a moment and rises to the note (an S-shaped
+    # scoop of 200-240 ms after a rest): one note from the first voiced frame, at the held pitch
+    scoop = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": interval_cents, "shape": "sigmoid"}]
+    specs = [NoteSpec(62, 0.3, 0.7, ornaments=scoop), NoteSpec(67, 1.3, 0.7, ornaments=scoop)]
+    take, _track, notes = _notes_of(specs, seed=7)
+    assert len(notes) == 2, _summary(notes)
+    for n, t in zip(notes, take.notes, strict=True):
+        assert abs(n.start_s - t["start_s"]) < 0.05, (_summary(notes), t)
+        assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
+
+
+@pytest.mark.parametrize("legato_dip", [1.0, 0.2])
+def test_a_held_pickup_note_after_a_rest_stays_a_note(legato_dip: float):
+    # a 200 ms pickup held a tone below the next note, legato (its pitch steps up: no glide into the
+    # next note) or on its own syllable (the energy dips between them): a note, not an attack of the next
+    specs = [NoteSpec(60, 0.3, 0.2), NoteSpec(62, 0.5, 0.7)]
+    take, _track, notes = _notes_of(specs, seed=7, legato_dip=legato_dip)
+    assert [round(n.midi) for n in notes] == [60, 62], _summary(notes)
+    assert all(abs(n.start_s - t["start_s"]) < 0.05 for n, t in zip(notes, take.notes, strict=True)), _summary(notes)
