@@ -444,6 +444,8 @@ GLIDE_MAX_S = 0.3
 #: at most GLIDE_MAX_DEPTH below that note's level, is a slow scoop of that note, no note of its own (0: off).
 GLIDE_MIN_ST_PER_S = 2.5
 GLIDE_MAX_DEPTH = 1.3
+#: The note a scoop leads into lasts at least this many times as long as the scoop.
+GLIDE_NEXT_RATIO = 1.0
 #: The glide's middle may wander this far (semitones, rms) from a straight line.
 GLIDE_MAX_RESIDUAL = 0.12
 #: The glide's last frames and the next note's first may be this far apart (semitones).
@@ -456,8 +458,10 @@ def _is_scoop(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: floa
     A segment of at most :data:`GLIDE_MAX_S` whose middle 60 % rises on a straight line (within
     :data:`GLIDE_MAX_RESIDUAL` rms) at :data:`GLIDE_MIN_ST_PER_S` or faster, whose median lies at
     most :data:`GLIDE_MAX_DEPTH` below the next note's level, and whose end runs into the next
-    note's start without a jump. A held note of a fast passage holds still in its middle, and a
-    note a step of a tone or more below its neighbour is farther down, so neither is a scoop.
+    note's start without a jump; that note lasts at least :data:`GLIDE_NEXT_RATIO` times as long (a
+    scoop leads into a note, not into the next short note of a run). A held note of a fast passage
+    holds still in its middle, and a note a step of a tone or more below its neighbour is farther
+    down, so neither is a scoop.
     Falls and approaches from above are left alone: on real singing they were as often notes.
 
     >>> import numpy as np
@@ -481,6 +485,8 @@ def _is_scoop(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: floa
         return False
     k = max(2, n // 8)
     nxt = segs[i + 1]
+    if nxt[1] - nxt[0] < GLIDE_NEXT_RATIO * n:
+        return False
     level = note_centre(m[nxt[0] : nxt[1]], hop_s=hop_s)
     start, end = float(np.median(m[s0 : s0 + k])), float(np.median(m[s1 - k : s1]))
     return (level > start and level - float(np.median(s)) <= GLIDE_MAX_DEPTH
