@@ -29,7 +29,10 @@ How it works:
    is one of :data:`FAST_RUN_NOTES` or more short held notes in a row (a melisma); a segment that is
    only a ramp (no part of it holds still) joins the neighbour it glides to or from, and a note that
    holds still stays one when a scoop joins it; neighbours less than ``merge_cents`` apart are one
-   note, unless an articulation splits them.
+   note, unless an articulation splits them. Before that, a slow scoop from below (up to 300 ms
+   rising steadily into a note, :func:`_is_scoop`) joins its note, and so, with the audio, does the
+   first segment after a rest when it starts low and rises into the next one without an
+   articulation (:func:`_is_attack_scoop`): amateur singers find a note that way.
 5. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
    (iteratively, so a scoop or a fall does not pull it); for a trill, the level it starts on
    (the main note), since the upper note is the ornament.
