@@ -29,7 +29,10 @@ How it works:
    is one of :data:`FAST_RUN_NOTES` or more short held notes in a row (a melisma); a segment that is
    only a ramp (no part of it holds still) joins the neighbour it glides to or from, and a note that
    holds still stays one when a scoop joins it; neighbours less than ``merge_cents`` apart are one
-   note, unless an articulation splits them.
+   note, unless an articulation splits them. Before that, a slow scoop from below (up to 300 ms
+   rising steadily into a note, :func:`_is_scoop`) joins its note, and so, with the audio, does the
+   first segment after a rest when it starts low and rises into the next one without an
+   articulation (:func:`_is_attack_scoop`): amateur singers find a note that way.
 5. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
    (iteratively, so a scoop or a fall does not pull it); for a trill, the level it starts on
    (the main note), since the upper note is the ornament.
@@ -346,6 +349,7 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         peaks.sort()
         before_s, after_s = bs, as_
     bounds = [0]
+    articulated: set[int] = set()
     light = smooth_midi(m, frames=3)
     for k, kw in peaks:
         lo_level, hi_level = (before[k], after[k]) if kw == w else (before_s[k], after_s[k])
@@ -360,6 +364,7 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
             depth, end = _dip_near(env, pos, lo=bounds[-1], hi=n, reach=max(2, int(round(DIP_SEARCH_S / hop_s))))
             if depth >= DIP_DB:
                 pos = max(pos, end)  # an articulated change: it starts where the vowel does, not before the crossing
+                articulated.add(pos)
             elif step < max(split, NODIP_SPLIT_CENTS / 100.0):
                 continue  # small step and no articulation: the singer's pitch wavering in one note
             else:
@@ -382,7 +387,8 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         bounds.sort()
     bounds.append(n)
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge, hard=hard)
+    return _merge_segments(m, segs, hop_s=hop_s, min_frames=min_frames, merge=merge, hard=hard,
+                           articulated=articulated | hard if env is not None else None)
 
 
 #: Window of the second, short look for level changes (s): notes of fast passages last 80-150 ms.
@@ -435,8 +441,99 @@ def _is_ramp(m: np.ndarray, hop_s: float) -> bool:
     return near.sum() * hop_s < RAMP_HOLD_S and (np.max(s) - np.min(s)) > 0.8
 
 
+#: A segment up to this long (s) whose middle rises steadily ...
+GLIDE_MAX_S = 0.3
+#: ... at this rate or faster (semitones per second) into the note it runs into without a break, from
+#: at most GLIDE_MAX_DEPTH below that note's level, is a slow scoop of that note, no note of its own (0: off).
+GLIDE_MIN_ST_PER_S = 2.5
+GLIDE_MAX_DEPTH = 1.3
+#: The note a scoop leads into lasts at least this many times as long as the scoop.
+GLIDE_NEXT_RATIO = 1.0
+#: The glide's middle may wander this far (semitones, rms) from a straight line.
+GLIDE_MAX_RESIDUAL = 0.12
+#: The glide's last frames and the next note's first may be this far apart (semitones).
+GLIDE_JOIN_SEMITONES = 0.6
+
+
+def _is_scoop(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: float) -> bool:
+    """Is segment ``i`` a slow scoop from below into the next segment (amateur singers' usual approach)?
+
+    A segment of at most :data:`GLIDE_MAX_S` whose middle 60 % rises on a straight line (within
+    :data:`GLIDE_MAX_RESIDUAL` rms) at :data:`GLIDE_MIN_ST_PER_S` or faster, whose median lies at
+    most :data:`GLIDE_MAX_DEPTH` below the next note's level, and whose end runs into the next
+    note's start without a jump; that note lasts at least :data:`GLIDE_NEXT_RATIO` times as long (a
+    scoop leads into a note, not into the next short note of a run). A held note of a fast passage
+    holds still in its middle, and a note a step of a tone or more below its neighbour is farther
+    down, so neither is a scoop.
+    Falls and approaches from above are left alone: on real singing they were as often notes.
+
+    >>> import numpy as np
+    >>> m = np.r_[np.linspace(57.0, 58.0, 32), np.full(100, 58.3)]  # 160 ms rising into a held note
+    >>> _is_scoop(m, [(0, 32), (32, 132)], 0, hop_s=0.005)
+    True
+    >>> step = np.r_[np.full(32, 56.3), np.full(100, 58.3)]          # a held note a tone below
+    >>> _is_scoop(step, [(0, 32), (32, 132)], 0, hop_s=0.005)
+    False
+    """
+    s0, s1 = segs[i]
+    n = s1 - s0
+    if not GLIDE_MIN_ST_PER_S or n * hop_s > GLIDE_MAX_S or n < 8 or i + 1 >= len(segs) or segs[i + 1][0] != s1:
+        return False
+    s = smooth_midi(m[s0:s1], frames=_odd(0.03 / hop_s))
+    a, b = int(0.2 * n), int(np.ceil(0.8 * n))
+    t = np.arange(a, b) * hop_s
+    slope, icpt = np.polyfit(t, s[a:b], 1)
+    resid = float(np.sqrt(np.mean((s[a:b] - (slope * t + icpt)) ** 2)))
+    if slope < GLIDE_MIN_ST_PER_S or resid > GLIDE_MAX_RESIDUAL:
+        return False
+    k = max(2, n // 8)
+    nxt = segs[i + 1]
+    if nxt[1] - nxt[0] < GLIDE_NEXT_RATIO * n:
+        return False
+    level = note_centre(m[nxt[0] : nxt[1]], hop_s=hop_s)
+    start, end = float(np.median(m[s0 : s0 + k])), float(np.median(m[s1 - k : s1]))
+    return (level > start and level - float(np.median(s)) <= GLIDE_MAX_DEPTH
+            and abs(end - float(np.median(m[nxt[0] : nxt[0] + k]))) <= GLIDE_JOIN_SEMITONES)
+
+
+#: The first segment after a rest, up to this long (s), ...
+ATTACK_SCOOP_MAX_S = 0.25
+#: ... that sits at most this far below the next one (semitones) and rises into it without a break or an
+#: articulation, is the note's attack from below (the singer finding the pitch), no note of its own (0: off).
+ATTACK_SCOOP_DEPTH = 2.5
+
+
+def _is_attack_scoop(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float) -> bool:
+    """Is the first segment of a voiced stretch the attack of the next one: a singer starting low and rising to it?
+
+    It is at most :data:`ATTACK_SCOOP_MAX_S` long, at most :data:`ATTACK_SCOOP_DEPTH` under the next
+    segment's level, ends rising, within :data:`GLIDE_JOIN_SEMITONES` of the next segment's start, and
+    the next segment holds at least twice as long. (The caller checks that no articulation separates them.)
+
+    >>> import numpy as np
+    >>> m = np.r_[np.full(16, 64.2), np.linspace(64.2, 66.0, 16), np.full(120, 66.2)]  # low, then up to the note
+    >>> _is_attack_scoop(m, [(0, 32), (32, 152)], hop_s=0.005)
+    True
+    >>> step = np.r_[np.full(32, 64.2), np.full(120, 66.2)]  # a held note, then a step: a note of its own
+    >>> _is_attack_scoop(step, [(0, 32), (32, 152)], hop_s=0.005)
+    False
+    """
+    if not ATTACK_SCOOP_DEPTH or len(segs) < 2 or segs[1][0] != segs[0][1]:
+        return False
+    (s0, s1), (t0, t1) = segs[0], segs[1]
+    n = s1 - s0
+    if n * hop_s > ATTACK_SCOOP_MAX_S or n < 8 or t1 - t0 < 2 * n:
+        return False
+    level = note_centre(m[t0:t1], hop_s=hop_s)
+    below = level - float(np.median(m[s0:s1]))
+    k = max(2, n // 8)
+    end = float(np.median(m[s1 - k : s1]))
+    rising = end - float(np.median(m[s1 - 3 * k : s1 - 2 * k])) > 0.1
+    return 0.0 < below <= ATTACK_SCOOP_DEPTH and rising and abs(end - float(np.median(m[t0 : t0 + k]))) <= GLIDE_JOIN_SEMITONES
+
+
 def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,
-                    hard: set[int] | None = None):
+                    hard: set[int] | None = None, articulated: set[int] | None = None):
     segs = list(segs)
     hard = hard or set()
     # a segment that holds still somewhere stays a note when a scoop or grace note joins it
@@ -444,6 +541,18 @@ def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float,
     changed = True
     while changed and len(segs) > 1:
         changed = False
+        # a slow scoop into a note is part of it, however long it holds the line (not across a repeated note's dip)
+        for i in range(len(segs) - 1):
+            if segs[i][1] in hard or (segs[i + 1][1] - segs[i][0]) * hop_s <= GLIDE_MAX_S:
+                continue  # scoop and note together still short: the rules below decide
+            attack = i == 0 and articulated is not None and segs[0][1] not in articulated
+            if _is_scoop(m, segs, i, hop_s=hop_s) or (attack and _is_attack_scoop(m, segs, hop_s=hop_s)):
+                segs[i : i + 2] = [(segs[i][0], segs[i + 1][1])]
+                held[i : i + 2] = [held[i] or held[i + 1]]
+                changed = True
+                break
+        if changed:
+            continue
         # short or ramp-only segments join a neighbour
         for i, (s0, s1) in enumerate(segs):
             short = s1 - s0 < min_frames

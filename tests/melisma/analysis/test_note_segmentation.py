@@ -167,3 +167,63 @@ def test_melody_notes_of_one_pitch_in_a_row_do_not_cut_a_sung_note():
     melody = [MelodyNote(0.0, 0.2, 60), MelodyNote(0.2, 0.4, 60), MelodyNote(0.4, 0.6, 62)]
     out = align_melody(track, [Note(0.0, 0.6, 60.5)], melody)
     assert [(round(n.start_s, 2), n.target_midi) for n in out] == [(0.0, 60.0), (0.4, 62.0)]
+
+
+# --------------------------------------------------------------------------------------------
+# slow scoops (issue 13: amateur singers approach a note from below over 150-300 ms)
+
+
+@pytest.mark.parametrize("duration_ms", [180, 220, 260])
+def test_a_slow_scoop_from_below_is_part_of_its_note(duration_ms: float):
+    # each note is approached from 1.5 semitones below with a straight glide of 180-260 ms, as the
+    # sight-singing takes do; the scoop is an ornament of the note, not a note of its own (before
+    # issue 13's scoop rule, the glide's first 120-170 ms became a note a semitone flat)
+    scoop = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": -150, "shape": "linear"}]
+    specs = [NoteSpec(60, 0.3, 0.7, ornaments=scoop), NoteSpec(64, 1.3, 0.7, ornaments=scoop)]
+    take, _track, notes = _notes_of(specs, seed=3)
+    assert len(notes) == 2, _summary(notes)
+    for n, t in zip(notes, take.notes, strict=True):
+        assert abs(n.start_s - t["start_s"]) < 0.05, (_summary(notes), t)
+        assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
+
+
+def test_a_short_rising_note_a_tone_below_its_neighbour_is_no_scoop():
+    # a 200 ms note drifting up 80 cents, then the note a whole tone above (legato): the short note
+    # rises like a scoop but sits too far below to be one (the scoop rule's depth limit), so it stays
+    specs = [NoteSpec(60, 0.3, 0.2, ornaments=[{"type": "drift", "drift_cents": 80}]), NoteSpec(62, 0.5, 0.6)]
+    take, _track, notes = _notes_of(specs, seed=5)
+    assert [round(n.midi) for n in notes] == [60, 62], _summary(notes)
+    assert all(abs(n.start_s - t["start_s"]) < 0.05 for n, t in zip(notes, take.notes, strict=True)), _summary(notes)
+
+
+def test_a_rising_melismatic_run_with_glides_between_its_notes_stays_a_run():
+    # five 130 ms notes a semitone apart, each glided into over 40 ms (portamento): every one a note
+    pitches = [60, 61, 62, 63, 64]
+    specs = [NoteSpec(p, 0.3 + 0.13 * i, 0.13, ornaments=[{"type": "portamento", "duration_ms": 40}])
+             for i, p in enumerate(pitches)]
+    specs.append(NoteSpec(65, 0.3 + 0.13 * 5, 0.5))  # the run lands on a held note
+    _take, _track, notes = _notes_of(specs, seed=2)
+    assert [round(n.midi) for n in notes] == [*pitches, 65], _summary(notes)
+
+
+@pytest.mark.parametrize(("duration_ms", "interval_cents"), [(240, -180), (240, -220), (200, -250)])
+def test_a_note_attacked_from_below_after_a_rest_is_one_note(duration_ms: float, interval_cents: float):
+    # the singer starts 1.8-2.5 semitones low, holds there a moment and rises to the note (an S-shaped
+    # scoop of 200-240 ms after a rest): one note from the first voiced frame, at the held pitch
+    scoop = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": interval_cents, "shape": "sigmoid"}]
+    specs = [NoteSpec(62, 0.3, 0.7, ornaments=scoop), NoteSpec(67, 1.3, 0.7, ornaments=scoop)]
+    take, _track, notes = _notes_of(specs, seed=7)
+    assert len(notes) == 2, _summary(notes)
+    for n, t in zip(notes, take.notes, strict=True):
+        assert abs(n.start_s - t["start_s"]) < 0.05, (_summary(notes), t)
+        assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
+
+
+@pytest.mark.parametrize("legato_dip", [1.0, 0.2])
+def test_a_held_pickup_note_after_a_rest_stays_a_note(legato_dip: float):
+    # a 200 ms pickup held a tone below the next note, legato (its pitch steps up: no glide into the
+    # next note) or on its own syllable (the energy dips between them): a note, not an attack of the next
+    specs = [NoteSpec(60, 0.3, 0.2), NoteSpec(62, 0.5, 0.7)]
+    take, _track, notes = _notes_of(specs, seed=7, legato_dip=legato_dip)
+    assert [round(n.midi) for n in notes] == [60, 62], _summary(notes)
+    assert all(abs(n.start_s - t["start_s"]) < 0.05 for n, t in zip(notes, take.notes, strict=True)), _summary(notes)
