@@ -287,7 +287,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0, help="take length in seconds (default 180)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest is reported")
     parser.add_argument("--keep", type=Path, default=None, help="keep/reuse inputs and outputs in this folder")
-    parser.add_argument("--no-peer", action="store_true", help="skip the librosa pYIN + WORLD peer (~1 min)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the peers (librosa pYIN + WORLD, pedalboard + pyloudnorm)")
+    parser.add_argument("--no-pyin-peer", action="store_true",
+                        help="skip only the librosa pYIN + WORLD peer (minutes on one core); keep the chain and master peer")
     parser.add_argument("--memory", action="store_true", help="also peak RSS per stage of the mix and of a re-render")
     parser.add_argument("--no-base", action="store_true",
                         help="skip the 3-minute measurements (mix, re-render, previews, peers): only --memory/--growth/--batch")
@@ -392,7 +394,7 @@ def main() -> None:
         + ", ".join(f"{t * 1000:.0f}" for t in warm["preview"])
         + " ms"
     )
-    peer = run_peer(plan.with_name(plan.name + ".cache") / "vocal.npy") if not args.no_peer else None
+    peer = run_peer(plan.with_name(plan.name + ".cache") / "vocal.npy") if not (args.no_peer or args.no_pyin_peer) else None
     ours = mix["timings_s"].get("analysis", {}).get("analyze_pitch", float("nan")) + mix["timings_s"].get("render", {}).get(
         "correct_pitch", float("nan")
     )
