@@ -392,7 +392,8 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
             if backing_source is not None:
                 # A full render places the vocal against the whole backing, whose raw loudness the
                 # analysis already measured: reuse it instead of metering the backing again.
-                known_lufs = (plan.record.get("backing") or {}).get("loudness_lufs") if p.full else None
+                known_lufs = ((plan.record.get("backing") or {}).get("loudness_lufs") if p.full
+                              else _window_backing_lufs(plan, backing_source, lo + cut, hi))
                 # ... and the loudness of any dip of it from its ducking moments, kept beside the plan.
                 moments = (_ducking_moments(plan, backing_source, wet.shape[1])
                            if p.full and known_lufs is not None and settings.duck_db > 0.0 else None)
@@ -445,6 +446,28 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     if file_check is not None and file_check["warning"]:
         report["warnings"].append(file_check["warning"])
     return report
+
+
+#: The raw backing's loudness over recent preview windows, per plan: a slider move previews the same
+#: window again, and the backing under it has not changed (keyed by the cache file's identity too).
+_WINDOW_LUFS: dict[tuple[Any, ...], float] = {}
+_WINDOW_LUFS_KEPT = 64
+
+
+def _window_backing_lufs(plan: Plan, window: Any, start: int, stop: int) -> float | None:
+    """The integrated loudness of the backing over ``start:stop`` (``window``), measured once per window."""
+    from ..analysis.loudness import integrated_lufs
+
+    try:
+        stat = plan.cache_file("backing").stat()
+    except (PlanError, OSError):
+        return None  # measured by the balance as before
+    key = (str(plan.cache_file("backing")), stat.st_size, stat.st_mtime_ns, start, stop)
+    if key not in _WINDOW_LUFS:
+        if len(_WINDOW_LUFS) >= _WINDOW_LUFS_KEPT:
+            _WINDOW_LUFS.pop(next(iter(_WINDOW_LUFS)))
+        _WINDOW_LUFS[key] = integrated_lufs(window, sr=ENGINE_SR)
+    return _WINDOW_LUFS[key]
 
 
 def _ducking_moments(plan: Plan, backing: Any, n: int) -> np.ndarray | NpyBlockReader:

@@ -133,3 +133,19 @@ def test_a_fresh_process_rerender_designs_nothing_and_loads_no_scipy_signal(plan
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_a_preview_of_the_same_window_measures_the_backing_under_it_once(plan_path, tmp_path, monkeypatch):
+    from melisma.analysis import loudness
+
+    first = pipeline.render_plan(plan_path, tmp_path / "p0.wav", start_s=1.0, duration_s=3.0, sliders={"warmth": 0.2})
+    calls: list[int] = []
+    real = loudness.integrated_lufs
+    monkeypatch.setattr(loudness, "integrated_lufs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = pipeline.render_plan(plan_path, tmp_path / "p1.wav", start_s=1.0, duration_s=3.0, sliders={"warmth": 0.2})
+    assert calls == []  # the window's backing loudness was kept from the first preview
+    a, _ = audio_io.load_audio(tmp_path / "p0.wav")
+    b, _ = audio_io.load_audio(tmp_path / "p1.wav")
+    assert np.array_equal(a, b) and again["balance"] == first["balance"]
+    pipeline.render_plan(plan_path, tmp_path / "p2.wav", start_s=2.0, duration_s=3.0)  # another window: measured
+    assert len(calls) == 1
