@@ -545,6 +545,12 @@ ONSET_MAX_GAP_MS = 6.0
 #: when its |z| reaches this and this fraction of the response's highest (the direct sound of a hall).
 EARLY_STRONG_Z = 7.5
 EARLY_STRONG_FRACTION = 0.3
+#: The best competitor of a response's energy that lies up to this before it (ms), with at least
+#: this fraction of its energy, is the response's own beginning (a diffuse room); 0 switches it off.
+RESPONSE_JOIN_MS = 100.0
+RESPONSE_JOIN_FRACTION = 0.5
+#: ... and when the energy between them stays up: its median at least this (robust z).
+RESPONSE_JOIN_Z = 3.0
 #: With a calibrated latency, the response is looked for within this of it with a lower bar.
 RESPONSE_REFINE_Z = 6.0
 
@@ -614,9 +620,12 @@ def _clean_arrivals(z: np.ndarray, lo: int, hi: int, *, kernel: np.ndarray | Non
     return sorted(found)
 
 
-def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.ndarray) -> tuple[float, float | None, float | None]:
-    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span around lag ``k``."""
-    span = (lags_ms >= lags_ms[k] + RESPONSE_SPAN_MS[0] - AGREEMENT_MS) & (lags_ms <= lags_ms[k] + RESPONSE_SPAN_MS[1])
+def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.ndarray,
+                   start: int | None = None) -> tuple[float, float | None, float | None]:
+    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span around lag ``k``
+    (from lag ``start`` on, when the response begins before ``k``)."""
+    first = lags_ms[k if start is None else min(start, k)]
+    span = (lags_ms >= first + RESPONSE_SPAN_MS[0] - AGREEMENT_MS) & (lags_ms <= lags_ms[k] + RESPONSE_SPAN_MS[1])
     away = search & ~span
     if not away.any():
         return 99.0, None, None
@@ -641,11 +650,23 @@ def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: 
     k_e = int(idx[np.argmax(ez[idx])])
     k_p = int(idx[np.argmax(z[idx])])
     e_ratio, e_comp_ms, e_comp = _outside_ratio(ez, k_e, search, lags_ms)
+    # A diffuse response (a reverberant room) keeps its energy up for tens of ms and may peak well
+    # after it starts: the best competitor just before the peak is then its own beginning.
+    k_start = k_e
+    for _ in range(3):
+        if (RESPONSE_JOIN_MS <= 0 or e_comp_ms is None or e_comp is None
+                or not 0 < lags_ms[k_start] - e_comp_ms <= RESPONSE_JOIN_MS or e_comp < RESPONSE_JOIN_FRACTION * ez[k_e]):
+            break
+        k_new = int(np.argmin(np.abs(lags_ms - e_comp_ms)))
+        if float(np.median(ez[k_new:k_start])) < RESPONSE_JOIN_Z:  # two separate responses, not one
+            break
+        k_start = k_new
+        e_ratio, e_comp_ms, e_comp = _outside_ratio(ez, k_e, search, lags_ms, start=k_start)
     p_ratio, p_comp_ms, _ = _outside_ratio(z, k_p, search, lags_ms)
     energy_ok = ez[k_e] >= energy_bar and e_ratio >= RESPONSE_RATIO
     peak_ok = z[k_p] >= peak_bar and p_ratio >= DETECT_RATIO
     via = "energy" if energy_ok else ("peak" if peak_ok else None)
-    k = k_p if via == "peak" else k_e
+    k = k_p if via == "peak" else k_start
     per_ms = sr_a / 1000.0
     w = int(round(RESPONSE_WINDOW_MS * per_ms))
     lo = max(0, k - int(round(ONSET_LOOKBACK_MS * per_ms)))
