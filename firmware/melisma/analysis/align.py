@@ -622,8 +622,11 @@ def _clean_arrivals(z: np.ndarray, lo: int, hi: int, *, kernel: np.ndarray | Non
 
 def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.ndarray,
                    start: int | None = None) -> tuple[float, float | None, float | None]:
-    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span around lag ``k``
-    (from lag ``start`` on, when the response begins before ``k``)."""
+    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span.
+
+    The span runs from lag ``start`` (``k`` when None: where the response begins) to ``k``,
+    widened by :data:`RESPONSE_SPAN_MS`.
+    """
     first = lags_ms[k if start is None else min(start, k)]
     span = (lags_ms >= first + RESPONSE_SPAN_MS[0] - AGREEMENT_MS) & (lags_ms <= lags_ms[k] + RESPONSE_SPAN_MS[1])
     away = search & ~span
