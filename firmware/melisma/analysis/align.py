@@ -639,7 +639,8 @@ def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.nda
 
 def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: int, center_ms: float = 0.0,
                    half_range_ms: float | None = None, kernel: np.ndarray | None = None,
-                   energy_bar: float = RESPONSE_DETECT_Z, peak_bar: float = DETECT_Z) -> _Response:
+                   energy_bar: float = RESPONSE_DETECT_Z, peak_bar: float = DETECT_Z,
+                   onset_fraction: float = ONSET_FRACTION) -> _Response:
     """The strongest response within the search range, its onset and its best competitor.
 
     Two detectors look at the same correlation: the response energy (a diffuse room response)
@@ -676,7 +677,7 @@ def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: 
     hi = min(z.size, k + w + 1)
     az = np.abs(z[lo:hi])
     top = int(np.argmax(az))
-    bar = max(ONSET_Z, ONSET_FRACTION * float(az[top]))
+    bar = max(ONSET_Z, onset_fraction * float(az[top]))
     arrivals = _clean_arrivals(z, lo, hi, kernel=kernel, bar=bar)
     # Walk back from the strongest arrival through arrivals that follow each other closely: an
     # isolated blip well before the response is noise, not a path.
@@ -740,7 +741,11 @@ def _lead_for_hidden_path(resp: _Response) -> tuple[float, float]:
 #: power (1 whitens it); None switches the second look off.
 SECOND_EXPONENT: float | None = 0.5
 #: How far before the first look's first arrival the second look's may lie (ms).
-SECOND_LOOKBACK_MS = 12.0
+SECOND_LOOKBACK_MS = 16.0
+#: A lag is an arrival of the second look's response when its |z| reaches this fraction of the
+#: strongest (its arrivals are broader than the first look's, and so are the backing's echoes of
+#: them that CLEAN leaves).
+SECOND_ONSET_FRACTION = 0.15
 #: Half-width of the lags searched by the second look around the first look's first arrival (ms).
 SECOND_RANGE_MS = 40.0
 
@@ -765,7 +770,7 @@ def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *
     z, lags_ms = _lag_order(corr.summed, corr.max_lag, sr_a)
     ez = _response_energy(z, sr_a)
     second = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=resp.onset_ms, half_range_ms=SECOND_RANGE_MS,
-                            kernel=corr.kernel)
+                            kernel=corr.kernel, onset_fraction=SECOND_ONSET_FRACTION)
     earlier = second.via is not None and resp.onset_ms - SECOND_LOOKBACK_MS <= second.onset_ms < resp.onset_ms - 0.5
     details["second_look"] = {"exponent": exponent, "first_arrival_ms": second.onset_ms, "onset_strength": second.onset_strength,
                               "detected_by": second.via, "used": earlier, "first_look_arrival_ms": resp.onset_ms}
