@@ -371,11 +371,16 @@ def build_real_case(data: Path, i: int, *, voices, cache: Path | None = None, ro
 
 
 def evaluate_real(data: Path, n: int, *, cache: Path | None, tol_ms: float = 5.0, only: str | None = None,
-                  rooms: tuple[str, ...] = REAL_ROOMS) -> dict:
-    """Run estimate_offset on ``n`` real phone takes and print the figures the issue asks for."""
+                  rooms: tuple[str, ...] = REAL_ROOMS, seed: int = 0) -> dict:
+    """Run estimate_offset on ``n`` real phone takes and print the figures the issue asks for.
+
+    ``seed`` picks another set of takes: cases ``1000 * seed ... 1000 * seed + n - 1`` (other
+    latencies, bleed levels, SNRs, noise and speaker seeds, and other voice/backing/room pairings;
+    the same share of direct, room-only and headphone takes). Seed 0 is the set used while tuning.
+    """
     voices = _real_voices(data, REAL_SR)
     rows = []
-    for i in range(n):
+    for i in range(1000 * seed, 1000 * seed + n):
         case = build_real_case(data, i, voices=voices, cache=cache, rooms=rooms)
         p = case["params"]
         if only and only not in p["kind"]:
@@ -611,13 +616,14 @@ def main() -> None:
                     help="--real: the six rooms used while tuning, or the held-out ones (halls, churches, more rooms)")
     ap.add_argument("--melody", action="store_true", help="headphone takes of annotated real singing aligned from the melody")
     ap.add_argument("--only", default=None, help="--real: only cases whose kind contains this (direct, room, headphones)")
+    # --seed (above) also picks the --real set: 0 is the one used while tuning, others are held out
     args = ap.parse_args()
     if args.melody:
         evaluate_melody(args.data, args.n)
         return
     if args.real:
         evaluate_real(args.data, args.n, cache=args.cache, only=args.only,
-                      rooms=HELDOUT_ROOMS if args.rooms == "heldout" else REAL_ROOMS)
+                      rooms=HELDOUT_ROOMS if args.rooms == "heldout" else REAL_ROOMS, seed=args.seed)
         return
     if args.perf:
         perf()

@@ -251,6 +251,10 @@ def _clip_rail(y: np.ndarray) -> float | None:
 TF_FRAME = 1024
 #: Neighbourhood (frames, bins) over which a cell's magnitude is estimated for the weighting.
 TF_SMOOTH = (3, 3)
+#: The take is divided by its local magnitude to this power (2: by its power, the matched filter
+#: against loud interference), the backing by its local magnitude to this one (1: whitened).
+TAKE_EXPONENT = 2.0
+BACKING_EXPONENT = 1.0
 
 
 def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
@@ -541,6 +545,12 @@ ONSET_MAX_GAP_MS = 6.0
 #: when its |z| reaches this and this fraction of the response's highest (the direct sound of a hall).
 EARLY_STRONG_Z = 7.5
 EARLY_STRONG_FRACTION = 0.3
+#: The best competitor of a response's energy that lies up to this before it (ms), with at least
+#: this fraction of its energy, is the response's own beginning (a diffuse room); 0 switches it off.
+RESPONSE_JOIN_MS = 100.0
+RESPONSE_JOIN_FRACTION = 0.5
+#: ... and when the energy between them stays up: its median at least this (robust z).
+RESPONSE_JOIN_Z = 3.0
 #: With a calibrated latency, the response is looked for within this of it with a lower bar.
 RESPONSE_REFINE_Z = 6.0
 
@@ -610,9 +620,15 @@ def _clean_arrivals(z: np.ndarray, lo: int, hi: int, *, kernel: np.ndarray | Non
     return sorted(found)
 
 
-def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.ndarray) -> tuple[float, float | None, float | None]:
-    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span around lag ``k``."""
-    span = (lags_ms >= lags_ms[k] + RESPONSE_SPAN_MS[0] - AGREEMENT_MS) & (lags_ms <= lags_ms[k] + RESPONSE_SPAN_MS[1])
+def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.ndarray,
+                   start: int | None = None) -> tuple[float, float | None, float | None]:
+    """``stat[k]`` over the best value of ``stat`` in the search range outside the response span.
+
+    The span runs from lag ``start`` (``k`` when None: where the response begins) to ``k``,
+    widened by :data:`RESPONSE_SPAN_MS`.
+    """
+    first = lags_ms[k if start is None else min(start, k)]
+    span = (lags_ms >= first + RESPONSE_SPAN_MS[0] - AGREEMENT_MS) & (lags_ms <= lags_ms[k] + RESPONSE_SPAN_MS[1])
     away = search & ~span
     if not away.any():
         return 99.0, None, None
@@ -623,7 +639,8 @@ def _outside_ratio(stat: np.ndarray, k: int, search: np.ndarray, lags_ms: np.nda
 
 def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: int, center_ms: float = 0.0,
                    half_range_ms: float | None = None, kernel: np.ndarray | None = None,
-                   energy_bar: float = RESPONSE_DETECT_Z, peak_bar: float = DETECT_Z) -> _Response:
+                   energy_bar: float = RESPONSE_DETECT_Z, peak_bar: float = DETECT_Z,
+                   onset_fraction: float = ONSET_FRACTION) -> _Response:
     """The strongest response within the search range, its onset and its best competitor.
 
     Two detectors look at the same correlation: the response energy (a diffuse room response)
@@ -637,18 +654,30 @@ def _find_response(z: np.ndarray, ez: np.ndarray, lags_ms: np.ndarray, *, sr_a: 
     k_e = int(idx[np.argmax(ez[idx])])
     k_p = int(idx[np.argmax(z[idx])])
     e_ratio, e_comp_ms, e_comp = _outside_ratio(ez, k_e, search, lags_ms)
+    # A diffuse response (a reverberant room) keeps its energy up for tens of ms and may peak well
+    # after it starts: the best competitor just before the peak is then its own beginning.
+    k_start = k_e
+    for _ in range(3):
+        if (RESPONSE_JOIN_MS <= 0 or e_comp_ms is None or e_comp is None
+                or not 0 < lags_ms[k_start] - e_comp_ms <= RESPONSE_JOIN_MS or e_comp < RESPONSE_JOIN_FRACTION * ez[k_e]):
+            break
+        k_new = int(np.argmin(np.abs(lags_ms - e_comp_ms)))
+        if float(np.median(ez[k_new:k_start])) < RESPONSE_JOIN_Z:  # two separate responses, not one
+            break
+        k_start = k_new
+        e_ratio, e_comp_ms, e_comp = _outside_ratio(ez, k_e, search, lags_ms, start=k_start)
     p_ratio, p_comp_ms, _ = _outside_ratio(z, k_p, search, lags_ms)
     energy_ok = ez[k_e] >= energy_bar and e_ratio >= RESPONSE_RATIO
     peak_ok = z[k_p] >= peak_bar and p_ratio >= DETECT_RATIO
     via = "energy" if energy_ok else ("peak" if peak_ok else None)
-    k = k_p if via == "peak" else k_e
+    k = k_p if via == "peak" else k_start
     per_ms = sr_a / 1000.0
     w = int(round(RESPONSE_WINDOW_MS * per_ms))
     lo = max(0, k - int(round(ONSET_LOOKBACK_MS * per_ms)))
     hi = min(z.size, k + w + 1)
     az = np.abs(z[lo:hi])
     top = int(np.argmax(az))
-    bar = max(ONSET_Z, ONSET_FRACTION * float(az[top]))
+    bar = max(ONSET_Z, onset_fraction * float(az[top]))
     arrivals = _clean_arrivals(z, lo, hi, kernel=kernel, bar=bar)
     # Walk back from the strongest arrival through arrivals that follow each other closely: an
     # isolated blip well before the response is noise, not a path.
@@ -706,6 +735,46 @@ def _lead_for_hidden_path(resp: _Response) -> tuple[float, float]:
     if resp.onset_strength < WEAK_ONSET_FRACTION and HIDDEN_PATH_LEAD_MS > 0:
         return resp.onset_ms - HIDDEN_PATH_LEAD_MS, HIDDEN_PATH_LEAD_MS
     return resp.onset_ms, 0.0
+
+
+#: Backing weighting of the second look (see :func:`_second_look`): its local magnitude to this
+#: power (1 whitens it); None switches the second look off.
+SECOND_EXPONENT: float | None = 0.5
+#: How far before the first look's first arrival the second look's may lie (ms).
+SECOND_LOOKBACK_MS = 16.0
+#: A lag is an arrival of the second look's response when its |z| reaches this fraction of the
+#: strongest (its arrivals are broader than the first look's, and so are the backing's echoes of
+#: them that CLEAN leaves).
+SECOND_ONSET_FRACTION = 0.15
+#: Half-width of the lags searched by the second look around the first look's first arrival (ms).
+SECOND_RANGE_MS = 40.0
+
+
+def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *, sr_a: int, max_lag: int,
+                 band: tuple[float, float], details: dict) -> _Response:
+    """The detected response's first arrival, read again where the backing is loud.
+
+    The whitened backing (exponent 1) gives sharp arrivals but counts every cell alike, however
+    little of the backing is in it: an early arrival a quarter of the strongest can stay below the
+    noise (a speaker across the room: the first reflections, or the direct sound of a studio, 5-10 ms
+    before the strongest reflection). A backing whitened less (:data:`SECOND_EXPONENT`) weights its
+    loud cells more, nearer the matched filter for the bleed, and such arrivals rise above the noise
+    (at the price of broader arrivals and more of the backing's own structure, so it never detects
+    or replaces a response: it only moves the first arrival earlier, by at most
+    :data:`SECOND_LOOKBACK_MS`). Its evidence is in ``details['second_look']``.
+    """
+    exponent = SECOND_EXPONENT if SECOND_EXPONENT is not None else 1.0
+    corr = _correlate(take_a, _tf_weight(backing_raw, exponent=exponent), sr_a=sr_a, max_lag=max_lag, band_hz=band)
+    if corr.used_windows == 0:
+        return resp
+    z, lags_ms = _lag_order(corr.summed, corr.max_lag, sr_a)
+    ez = _response_energy(z, sr_a)
+    second = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=resp.onset_ms, half_range_ms=SECOND_RANGE_MS,
+                            kernel=corr.kernel, onset_fraction=SECOND_ONSET_FRACTION)
+    earlier = second.via is not None and resp.onset_ms - SECOND_LOOKBACK_MS <= second.onset_ms < resp.onset_ms - 0.5
+    details["second_look"] = {"exponent": exponent, "first_arrival_ms": second.onset_ms, "onset_strength": second.onset_strength,
+                              "detected_by": second.via, "used": earlier, "first_look_arrival_ms": resp.onset_ms}
+    return replace(resp, onset_ms=second.onset_ms, onset_strength=second.onset_strength) if earlier else resp
 
 
 def _detected_confidence(resp: _Response, agreement: float, n_windows: int) -> float:
@@ -814,8 +883,9 @@ def estimate_offset(
     band = _effective_band(take_a, sr_a, band)
     details["band_hz"] = list(band)
     # Matched-filter weighting (see module doc): take by its local power, backing whitened.
-    take_a = _tf_weight(take_a, exponent=2.0)
-    backing_a = _tf_weight(backing_a, exponent=1.0)
+    take_a = _tf_weight(take_a, exponent=TAKE_EXPONENT)
+    backing_raw = backing_a
+    backing_a = _tf_weight(backing_raw, exponent=BACKING_EXPONENT)
     corr = _correlate(take_a, backing_a, sr_a=sr_a, max_lag=max_lag, band_hz=band)
     details["windows"] = corr.used_windows
     details["window_s"] = round(corr.window_s, 3)
@@ -857,6 +927,8 @@ def estimate_offset(
             details["calibration_error_ms"] = resp.onset_ms - latency_ms
         details["detected_by"] = resp.via
         details["path"] = "direct" if resp.peak_ms - resp.onset_ms <= 1.0 else "room (strongest arrival later than the first)"
+        if SECOND_EXPONENT is not None:
+            resp = _second_look(resp, take_a, backing_raw, sr_a=sr_a, max_lag=max_lag, band=band, details=details)
         offset, lead = _lead_for_hidden_path(resp)
         details["first_arrival_ms"] = resp.onset_ms
         details["onset_strength"] = resp.onset_strength
