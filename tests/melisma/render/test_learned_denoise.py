@@ -215,7 +215,7 @@ def test_refined_gains_put_the_band_gain_on_the_harmonics():
         ld.refine_gains(power, ideal, ld.RefineState(), mode="comb")
 
 
-@pytest.mark.parametrize("refine", [m for m in ld.REFINE_MODES if m != LearnedDenoiser().refine])  # the default: test_stage_contract
+@pytest.mark.parametrize("refine", [m for m in ld.REFINE_MODES if m != LearnedDenoiser().refine])  # default: stage contract
 def test_every_refinement_streams_exactly_and_lowers_the_noise(refine):
     voice = _sung()[: 2 * SR]
     noise = _nonstationary_noise(voice.size)
