@@ -154,12 +154,18 @@ def methods(args) -> dict:
         return SpectralDenoiser(reduction_db=12.0, noise=noise).denoise(x, SR)
 
     out = {"raw": lambda x: x.copy(), "spectral": spectral, "rnnoise": rnnoise}
+    for db in args.rnnoise_levels:  # RNNoise's features are log energies: its result depends on the input level
+        out[f"rnnoise@{db:+g}dB"] = lambda x, a=10 ** (db / 20): (lambda y: None if y is None else y / a)(rnnoise(x * a))
     out |= {k: (lambda x, s=s: s.denoise(x, SR)) for k, s in learned.items()}
     out["spectral+learned"] = lambda x: learned["learned"].denoise(spectral(x), SR)
     for mode in args.refine_too:  # the model with other per-bin refinements ("none": its band gains as they are)
         other = LearnedDenoiser(reduction_db=args.reduction, refine=mode).load()
         out[f"learned({mode})"] = lambda x, o=other: o.denoise(x, SR)
         out[f"spectral+learned({mode})"] = lambda x, o=other: o.denoise(spectral(x), SR)
+    for path in args.candidate:  # other model files (a training run's output), as 'learned' and in the hybrid
+        cand = LearnedDenoiser(reduction_db=args.reduction, model_path=path, refine=args.refine).load()
+        out[f"cand:{path.stem}"] = lambda x, c=cand: c.denoise(x, SR)
+        out[f"spectral+cand:{path.stem}"] = lambda x, c=cand: c.denoise(spectral(x), SR)
     if args.float_model is not None:  # the float TFLite export, to measure what int8 costs
         flt = LearnedDenoiser(reduction_db=args.reduction, model_path=args.float_model).load()
         out["learned(float)"] = lambda x: flt.denoise(x, SR)
@@ -188,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="two vocals, two noises")
     ap.add_argument("--only", nargs="*", default=None, help="run only these methods (and raw)")
     ap.add_argument("--refine-too", nargs="*", default=[], help="also the model with these refinements (none, shaped, ...)")
+    ap.add_argument("--rnnoise-levels", type=float, nargs="*", default=[],
+                    help="also RNNoise on the take at these gains (dB; the output scaled back): its level dependence")
+    ap.add_argument("--candidate", type=Path, nargs="*", default=[], help="also these model files (as learned and hybrid)")
+    ap.add_argument("--refine", default="none", help="the candidates' per-bin refinement (LearnedDenoiser refine=)")
+    ap.add_argument("--no-pitch", action="store_true", help="skip the pitch trackers (a faster screening run)")
     ap.add_argument("--oracle", action="store_true", help="also the oracle ceilings (tools/denoise_oracle.py)")
     ap.add_argument("--all-cores", action="store_true", help="do not pin to CPU 0")
     ap.add_argument("--json", type=Path, default=None, help="write the per-case figures here")
@@ -207,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         v, _ = load_audio(DATA / vrel, sr=SR, mono=True)
         v = np.asarray(v, np.float32)[: int(args.max_s * SR)]
         v = v / (np.abs(v).max() + 1e-9) * 0.5
-        ref_tracks = pitch.tracks(v)
+        ref_tracks = {} if args.no_pitch else pitch.tracks(v)
         for nrel in noises:
             nz, _ = load_audio(DATA / nrel, sr=SR, mono=True)
             nz = np.asarray(nz, np.float64) - np.mean(nz)
@@ -232,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                            "si_sdr": si_sdr(y, v), "si_sdr_gain": si_sdr(y, v) - base, "fir_sdr": fir_sdr(y, v),
                            "si_sdr_band_gain": si_sdr(in_band(y), v_band) - base_band,
                            "lag": orc_lag(y, v)}
-                    for tname, est in pitch.tracks(y).items():
+                    for tname, est in ({} if args.no_pitch else pitch.tracks(y)).items():
                         row[f"rpa_{tname}"], row[f"recall_{tname}"] = Pitch.score(ref_tracks[tname], est)
                     rows.append(row)
                 print(f"{Path(vrel).stem:>14} {Path(nrel).stem:>17} {snr:4.0f} dB: "

@@ -239,3 +239,22 @@ def test_every_refinement_streams_exactly_and_lowers_the_noise(refine):
 def test_unknown_refinement_is_refused():
     with pytest.raises(RenderError, match="refine='comb'"):
         LearnedDenoiser(refine="comb").denoise(np.zeros(SR, np.float32), SR)
+
+
+def test_auto_runs_the_hybrid_on_noisy_takes_and_the_spectral_denoiser_on_clean_ones():
+    from melisma.render.clean import AUTO_HYBRID_BELOW_SNR_DB
+
+    voice = _sung()
+    noise = _nonstationary_noise(voice.size)
+    for snr, want in ((8.0, ["SpectralDenoiser", "LearnedDenoiser"]), (30.0, ["SpectralDenoiser"])):
+        noisy = voice + noise * np.float32(np.std(voice) / np.std(noise) * 10 ** (-snr / 20))
+        analysis = analyze_cleanup(noisy, sr=SR)
+        measured = analysis["noise"]["snr_db"]
+        assert (measured < AUTO_HYBRID_BELOW_SNR_DB) == (snr < 20), measured
+        chain, actions = build_cleanup_chain(analysis, sr=SR, denoiser="auto")
+        assert [type(s).__name__ for s in chain.stages if "Denoiser" in type(s).__name__] == want
+        first = next(a for a in actions if a["action"] == "denoise")
+        assert first["auto"].startswith("hybrid" if len(want) == 2 else "spectral") and f"{measured}" in first["auto"]
+        cleaned, _ = clean_take(noisy, sr=SR, analysis=analysis, denoiser="auto")
+        same, _ = clean_take(noisy, sr=SR, analysis=analysis, denoiser="hybrid" if len(want) == 2 else "spectral")
+        np.testing.assert_array_equal(cleaned, same)
