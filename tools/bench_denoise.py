@@ -15,8 +15,18 @@ the real-time factor on one core (``--one-core``, the default, pins the process 
 Methods: ``raw`` (the noisy take), ``spectral`` (:class:`melisma.render.clean.SpectralDenoiser` with the
 noise profile :func:`melisma.analysis.cleanup.analyze_cleanup` finds, as the clean-up runs it),
 ``rnnoise`` (pyrnnoise's RNNoise, aligned by its measured lag), ``learned`` (this model),
-``spectral+learned`` (the clean-up's 'hybrid': the spectral denoiser, then the model) and, with
-``--cleanup``, ``cleanup:*`` (the whole clean-up chain, :func:`melisma.render.clean.clean_take`, per denoiser).
+``spectral+learned`` (the clean-up's 'hybrid': the spectral denoiser, then the model), ``auto`` (the
+clean-up's 'auto': the hybrid below ``AUTO_HYBRID_BELOW_SNR_DB`` of measured SNR, else the spectral
+denoiser) and, with ``--cleanup``, ``cleanup:*`` (the whole clean-up chain,
+:func:`melisma.render.clean.clean_take`, per denoiser). ``--oracle`` adds the ceilings of
+``tools/denoise_oracle.py`` (ideal 32/64-band gains, the ideal per-bin mask, ideal band gains refined
+per bin), ``--refine-too MODE`` the model with another per-bin refinement, ``--candidate FILE`` another
+model file, ``--rnnoise-levels DB`` RNNoise fed at another level.
+
+Fairness checks printed with every run: each output's lag against the clean voice by
+cross-correlation (0 when compared aligned), and the SI-SDR gain in the 50 Hz-20 kHz band only
+(``si_sdr_band_gain``: RNNoise high-passes DC and has no band above 20 kHz); per-vocal gains and the
+median over cases, so one vocal cannot hide in the mean.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from melisma.analysis.cleanup import analyze_cleanup  # noqa: E402
 from melisma.analysis.pitch import track_pitch  # noqa: E402
 from melisma.audio_io import load_audio, resample  # noqa: E402
-from melisma.render.clean import SpectralDenoiser, clean_take  # noqa: E402
+from melisma.render.clean import AUTO_HYBRID_BELOW_SNR_DB, SpectralDenoiser, clean_take  # noqa: E402
 from melisma.render.learned_denoise import LearnedDenoiser  # noqa: E402
 
 from tools.bench_bleed_removal import fir_sdr, si_sdr  # noqa: E402
@@ -158,6 +168,12 @@ def methods(args) -> dict:
         out[f"rnnoise@{db:+g}dB"] = lambda x, a=10 ** (db / 20): (lambda y: None if y is None else y / a)(rnnoise(x * a))
     out |= {k: (lambda x, s=s: s.denoise(x, SR)) for k, s in learned.items()}
     out["spectral+learned"] = lambda x: learned["learned"].denoise(spectral(x), SR)
+
+    def auto(x):  # the clean-up's denoiser='auto': the hybrid below AUTO_HYBRID_BELOW_SNR_DB of measured SNR
+        snr = analyze_cleanup(x, sr=SR)["noise"]["snr_db"]
+        return out["spectral+learned"](x) if snr < AUTO_HYBRID_BELOW_SNR_DB else spectral(x)
+
+    out["auto"] = auto
     for mode in args.refine_too:  # the model with other per-bin refinements ("none": its band gains as they are)
         other = LearnedDenoiser(reduction_db=args.reduction, refine=mode).load()
         out[f"learned({mode})"] = lambda x, o=other: o.denoise(x, SR)
@@ -178,7 +194,7 @@ def methods(args) -> dict:
         out["oracle:band32+wiener"] = lambda x: orc.oracle_band_wiener(x, CASE["clean"], mode="wiener")
         out["oracle:band32+shaped"] = lambda x: orc.oracle_band_wiener(x, CASE["clean"], mode="shaped")
     if args.cleanup:
-        for d in ("spectral", "learned", "hybrid"):
+        for d in ("spectral", "learned", "hybrid", "auto"):
             out[f"cleanup:{d}"] = lambda x, d=d: clean_take(x, sr=SR, analysis=analyze_cleanup(x, sr=SR), denoiser=d)[0]
     return out
 
