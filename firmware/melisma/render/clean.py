@@ -681,8 +681,11 @@ MAX_HUM_HARMONICS = 16
 #: Harmonics 1..5 are notched whenever hum is found (mains hum carries them; cheap, narrow).
 ALWAYS_NOTCHED = 5
 #: The broadband denoisers the clean-up can run (see :func:`build_cleanup_chain`), and its default.
-DENOISERS = ("hybrid", "learned", "spectral")
+DENOISERS = ("hybrid", "learned", "spectral", "auto")
 DEFAULT_DENOISER = "spectral"
+#: 'auto' runs the hybrid below this SNR (the analysis's ``noise.snr_db``) and the spectral denoiser at or above it
+#: (tools/bench_denoise.py: the hybrid wins at 10 dB SNR, the spectral denoiser at 20 dB; see firmware/docs/denoise.md).
+AUTO_HYBRID_BELOW_SNR_DB = 17.0
 #: The learned denoiser's gain floor at noise_reduction=1 (dB).
 LEARNED_REDUCTION_DB = 30.0
 
@@ -700,14 +703,16 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
     noise_reduction : float
         0 turns denoising and gating off, 1 is the default strength (12 dB of noise reduction,
         15 dB gate floor), up to 2.
-    denoiser : {'spectral', 'learned', 'hybrid'}
+    denoiser : {'spectral', 'learned', 'hybrid', 'auto'}
         'spectral': :class:`SpectralDenoiser` with the noise profile of the analysis (a
         ``denoise`` action). 'learned': :class:`~melisma.render.learned_denoise.LearnedDenoiser`
         (the int8 model, for non-stationary noise; gain floor ``LEARNED_REDUCTION_DB *
         noise_reduction``; a ``learned_denoise`` action). 'hybrid': the spectral denoiser, then the
         learned one on what it leaves. When the model cannot be loaded or the rate is not
         48 kHz, 'learned' and 'hybrid' fall back to the spectral denoiser alone and its action
-        says why (``method: 'spectral'``, ``fallback``).
+        says why (``method: 'spectral'``, ``fallback``). 'auto': 'hybrid' when the analysis's
+        ``noise.snr_db`` is below :data:`AUTO_HYBRID_BELOW_SNR_DB`, else 'spectral' (the first
+        denoise action's ``auto`` says which and why).
 
     Returns
     -------
@@ -794,6 +799,13 @@ def build_cleanup_chain(analysis: dict[str, Any], *, sr: int, noise_reduction: f
 def _denoise_stages(denoiser: str, noise: dict[str, Any], noise_reduction: float,
                     sr: int) -> tuple[list[Stage], list[dict[str, Any]]]:
     """The broadband denoiser(s) and their report actions; the learned one falls back to the spectral one."""
+    if denoiser == "auto":
+        snr = noise.get("snr_db")
+        chosen = "hybrid" if snr is not None and snr < AUTO_HYBRID_BELOW_SNR_DB else "spectral"
+        stages, actions = _denoise_stages(chosen, noise, noise_reduction, sr)
+        actions[0] = actions[0] | {"auto": f"{chosen}: SNR {snr} dB {'<' if chosen == 'hybrid' else '>='} "
+                                           f"{AUTO_HYBRID_BELOW_SNR_DB:g} dB"}
+        return stages, actions
     reduction = 12.0 * noise_reduction
     spectral = SpectralDenoiser(reduction_db=reduction, noise=noise)
     spectral_action = {"action": "denoise", "reduction_db": reduction,

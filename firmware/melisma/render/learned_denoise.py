@@ -51,13 +51,16 @@ __all__ = [
     "N_FEATURES",
     "N_FFT",
     "OUT_FRAMES",
+    "REFINE_MODES",
     "SR",
     "FeatureState",
     "LearnedDenoiser",
+    "RefineState",
     "band_centres_hz",
     "band_weights",
     "frame_power",
     "gains_to_bins",
+    "refine_gains",
 ]
 
 #: The sample rate the model was trained at (the engine's).
@@ -81,6 +84,8 @@ MODEL_FILE = ("denoise", "melisma_denoise_int8.tflite")
 FLOOR_FRAMES = 150
 FLOOR_SMOOTHING = 0.7
 _POWER_FLOOR = 1e-10
+#: How :class:`LearnedDenoiser` turns band gains into bin gains (:func:`refine_gains`; "none": interpolated only).
+REFINE_MODES = ("none", "blend", "shaped", "wiener")
 
 
 def band_centres_hz(n_bands: int = N_BANDS, top_hz: float = 20000.0) -> np.ndarray:
@@ -207,6 +212,11 @@ class LearnedDenoiser(Stage):
         Interpreter threads (1: the engine budgets one core per job).
     runtime : str, optional
         Force a TFLite runtime (see :func:`melisma.models_runtime.load_interpreter`).
+    refine : str
+        How the model's band gains become bin gains, one of :data:`REFINE_MODES`: ``"none"`` applies
+        them as they are (interpolated to the bins); the others refine them per FFT bin
+        (:func:`refine_gains`: a decision-directed Wiener filter driven by the band gains) so the
+        noise between a voiced frame's harmonics is lowered more than the band's gain.
 
     Raises
     ------
@@ -221,11 +231,13 @@ class LearnedDenoiser(Stage):
     model_path: str | os.PathLike | None = None
     num_threads: int = 1
     runtime: str | None = None
+    refine: str = "none"
     _model: Any = field(default=None, init=False, repr=False, compare=False)
     _stream: Any = field(default=None, init=False, repr=False, compare=False)
 
     def describe(self) -> dict[str, Any]:
         return {"stage": self.name, "reduction_db": self.reduction_db, "model": self.path().name,
+                "refine": self.refine,
                 "frame_ms": 1000.0 * N_FFT / SR, "latency_ms": 1000.0 * self.latency_samples(SR) / SR}
 
     def path(self) -> Path:
@@ -254,6 +266,8 @@ class LearnedDenoiser(Stage):
             raise RenderError(f"LearnedDenoiser: the model runs at {SR} Hz, got sr={sr}; resample the take to {SR} Hz first")
         if not self.reduction_db >= 0:
             raise RenderError(f"LearnedDenoiser: reduction_db={self.reduction_db} must be >= 0 (e.g. 30)")
+        if self.refine not in REFINE_MODES:
+            raise RenderError(f"LearnedDenoiser: refine={self.refine!r} is not one of {', '.join(map(repr, REFINE_MODES))}")
 
     def denoise(self, audio: np.ndarray, sr: int) -> np.ndarray:
         """The whole signal denoised and aligned with its input (no latency): the offline form."""
@@ -301,6 +315,7 @@ class LearnedDenoiser(Stage):
             "carry": np.zeros(HOP, np.float32),
             "drop": HOP,
             "ready": np.zeros(0, np.float32),
+            "refine": RefineState(),
         }
 
     def _feed(self, ch: dict[str, Any], x: np.ndarray) -> np.ndarray:
@@ -326,7 +341,10 @@ class LearnedDenoiser(Stage):
             take = min(n_in, ch["rows"].shape[0])
             window[0, :take] = ch["rows"][:take]
             (gains,) = self._model.predict(window)
-            spec = ch["spectra"][:k] * np.maximum(gains_to_bins(gains[0, :k]), np.float32(db_to_gain(-self.reduction_db)))
+            frames = ch["spectra"][:k]
+            bins = (gains_to_bins(gains[0, :k]) if self.refine == "none"
+                    else refine_gains(frame_power(frames), gains[0, :k], ch["refine"], mode=self.refine))
+            spec = frames * np.maximum(bins, np.float32(db_to_gain(-self.reduction_db)))
             blocks = sfft.irfft(spec, n=N_FFT, axis=1).astype(np.float32) * _WINDOW
             out = blocks[:, :HOP].copy()
             out[0] += ch["carry"]
@@ -339,3 +357,69 @@ class LearnedDenoiser(Stage):
             ch["rows"] = ch["rows"][k:]
             ch["spectra"] = ch["spectra"][k:]
         return np.concatenate(done)
+
+
+@dataclass
+class RefineState:
+    """What :func:`refine_gains` carries from frame to frame: the last clean power and the noise estimate per bin."""
+
+    clean: np.ndarray | None = None
+    noise: np.ndarray | None = None
+
+
+def refine_gains(power: np.ndarray, band_gains: np.ndarray, state: RefineState, *, mode: str = "shaped",
+                 alpha: float = 0.9, noise_smoothing: float = 0.5) -> np.ndarray:
+    """Per-bin gains (m, N_BINS) from band gains: the band gain drives a decision-directed Wiener filter per bin.
+
+    The band gain ``g`` says how much of a band's power is noise, ``(1 - g^2)`` of it; spread over
+    the band's bins (the triangles) that is a per-bin noise estimate (smoothed over frames by
+    ``noise_smoothing``), from which each bin's a-priori SNR is estimated decision-directed
+    (Ephraim-Malah, weight ``alpha`` on the last frame's clean estimate) and its Wiener gain
+    ``xi / (1 + xi)`` follows: bins on a harmonic keep their level, the noise between the harmonics
+    is lowered more than the band's gain would. ``mode="wiener"`` returns those gains; ``"shaped"``
+    (the default) rescales them band by band so that each band keeps the energy its band gain
+    gives: the per-bin filter then only moves the gain within a band, to the harmonics.
+
+    >>> p = np.full((4, N_BINS), 1e-4, np.float32)
+    >>> p[:, 20] = 1e-1  # one strong bin (a harmonic) in noise
+    >>> half = np.full((4, N_BANDS), 0.5, np.float32)  # every band: half of its amplitude is voice
+    >>> g = refine_gains(p, half, RefineState())  # the band's gain goes to the harmonic, not to its neighbours
+    >>> [round(float(v), 2) for v in g[-1, 19:22]], round(float(gains_to_bins(half)[-1, 19]), 2)
+    ([0.0, 0.5, 0.0], 0.5)
+    >>> w = refine_gains(p, half, RefineState(), mode="wiener")  # unscaled: the harmonic kept, flat noise lowered
+    >>> bool(w[-1, 20] > 0.75 and w[-1, 40] < 0.05)
+    True
+    """
+    if mode not in REFINE_MODES[1:]:
+        raise RenderError(f"refine_gains: mode={mode!r} is not one of {', '.join(map(repr, REFINE_MODES[1:]))}")
+    power = np.asarray(power, np.float32)
+    g = np.clip(np.asarray(band_gains, np.float32), 0.0, 1.0)
+    out = np.empty_like(power)
+    for t in range(power.shape[0]):
+        p = power[t]
+        band = (p @ _WEIGHTS_T) * _BAND_NORM
+        noise = ((np.float32(1.0) - g[t] ** 2) * band) @ _WEIGHTS + np.float32(_POWER_FLOOR)
+        if state.noise is not None:
+            noise = np.float32(noise_smoothing) * state.noise + np.float32(1.0 - noise_smoothing) * noise
+        state.noise = noise
+        post = p / noise
+        prior = np.maximum(post - np.float32(1.0), np.float32(0.0))
+        if state.clean is not None:
+            prior = np.float32(alpha) * state.clean / noise + np.float32(1.0 - alpha) * prior
+        gain = prior / (np.float32(1.0) + prior)
+        if mode == "shaped":
+            want = (g[t] ** 2) * (p @ _WEIGHTS_T)
+            got = ((gain**2) * p) @ _WEIGHTS_T
+            ratio = np.sqrt(want / np.maximum(got, np.float32(1e-20)))
+            gain = np.minimum(gain * (ratio @ _WEIGHTS), np.float32(1.0))
+        elif mode == "blend":
+            want = (g[t] ** 2) * (p @ _WEIGHTS_T)
+            got = ((gain**2) * p) @ _WEIGHTS_T
+            ratio = np.sqrt(want / np.maximum(got, np.float32(1e-20)))
+            shaped = np.minimum(gain * (ratio @ _WEIGHTS), np.float32(1.0))
+            plain = g[t] @ _WEIGHTS
+            share = np.float32(1.0) - plain**2  # the bin's noise share by its band: refine where noise is
+            gain = plain + share * (shaped - plain)
+        state.clean = (gain**2) * p
+        out[t] = gain
+    return out
