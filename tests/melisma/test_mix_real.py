@@ -32,18 +32,10 @@ def test_three_real_cases_were_mixed(rows):
     assert {r["case"].split("-")[0] for r in rows} == {"stems", "vocadito", "ssvd65567"}
 
 
-#: The multitrack's band through the living room is the open case of issue 13 (firmware/docs/
-#: alignment.md, "Mirrored early reflections"): dividing the take by its own power turns the room's
-#: 3.6 ms reflection into an arrival 3.6 ms *before* the direct sound, and whether that arrival
-#: passes the onset bar moves with the AAC encoder's rounding on the machine (-1.8 ms here,
-#: -5.4 ms on another CI machine). It is held to the bound it has, not to the goal.
-OPEN_CASE_TOL_MS = {"stems-bleed12": 8.0}
-
-
 def test_alignment_by_bleed_is_within_5_ms(rows):
     for r in rows:
         assert r["method"] == "bleed", r
-        assert abs(r["align_error_ms"]) <= OPEN_CASE_TOL_MS.get(r["case"], ev.ALIGN_TOL_MS), r
+        assert abs(r["align_error_ms"]) <= ev.ALIGN_TOL_MS, r
         assert r["confidence"] >= 0.5, r
 
 

@@ -257,7 +257,7 @@ TAKE_EXPONENT = 2.0
 BACKING_EXPONENT = 1.0
 
 
-def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
+def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Divide every time-frequency cell by its locally smoothed magnitude ** exponent.
 
     A real, positive gain per cell is a zero-phase time-varying filter: it reweights what
@@ -265,29 +265,45 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
     overlap add back to the input when the gain is 1. Frames are processed :data:`_TF_CHUNK` at a
     time (with one frame of context each side for the smoothing), so the spectrogram never exists
     whole; the floor needs the mean smoothed magnitude first, so the spectra are taken twice.
+
+    ``bleed`` (the backing and its offset in samples on the take's timeline, once the bleed is
+    found: sample ``i`` of the take hears backing sample ``i - offset``): where it is most of a
+    cell, the cell's magnitude is taken over :data:`BLEED_CELL_SMOOTH` instead (see
+    :func:`_bleed_share`), so the weighting follows the voice and not the bleed's own comb.
     """
     if exponent == 0:
         return y
     hop = TF_FRAME // 2
     n_frames = int(math.ceil(y.size / hop)) + 1
     window = np.hanning(TF_FRAME + 1)[:TF_FRAME].astype(np.float32)
-    halo = TF_SMOOTH[0] // 2
+    wide = BLEED_CELL_SMOOTH if bleed is not None and BLEED_CELL_SMOOTH is not None else None
+    halo = max(TF_SMOOTH[0], wide[0] if wide else 0) // 2
 
-    def frames(h0: int, h1: int) -> np.ndarray:
-        # frames h0..h1-1 of the signal with one hop of zeros in front (frame f starts at
-        # f * hop - hop of y), cut from y as needed: no padded copy of the whole signal
+    def frames(x: np.ndarray, h0: int, h1: int, shift: int = 0) -> np.ndarray:
+        # frames h0..h1-1 of the signal (delayed by ``shift`` samples) with one hop of zeros in front
+        # (frame f starts at f * hop - hop), cut from x as needed: no padded copy of the whole signal
         seg = np.zeros((h1 - h0 - 1) * hop + TF_FRAME, dtype=np.float32)
-        a, b = max(h0 * hop - hop, 0), min((h0 * hop - hop) + seg.size, y.size)
+        first = h0 * hop - hop - shift
+        a, b = max(first, 0), min(first + seg.size, x.size)
         if b > a:
-            seg[a - (h0 * hop - hop) : b - (h0 * hop - hop)] = y[a:b]
+            seg[a - first : b - first] = x[a:b]
         return np.lib.stride_tricks.sliding_window_view(seg, TF_FRAME)[::hop]
 
     def chunk_spectra(f0: int, f1: int) -> tuple[np.ndarray, np.ndarray]:
         h0, h1 = max(f0 - halo, 0), min(f1 + halo, n_frames)
-        spec = scipy.fft.rfft(frames(h0, h1) * window, axis=1)
-        mag = uniform_filter(np.abs(spec), size=TF_SMOOTH, mode="nearest")  # float32: spec is complex64
-        return spec[f0 - h0 : f1 - h0], mag[f0 - h0 : f1 - h0]
+        spec = scipy.fft.rfft(frames(y, h0, h1) * window, axis=1)
+        mag = np.abs(spec)
+        fine = uniform_filter(mag, size=TF_SMOOTH, mode="nearest")  # float32: spec is complex64
+        if wide is not None:
+            assert bleed is not None
+            coarse = uniform_filter(mag, size=wide, mode="nearest")
+            b_mag = uniform_filter(np.abs(scipy.fft.rfft(frames(bleed[0], h0, h1, bleed[1]) * window, axis=1)), size=wide,
+                                   mode="nearest")
+            share = _bleed_share(coarse, b_mag, gain)
+            fine = fine + share * (coarse - fine)
+        return spec[f0 - h0 : f1 - h0], fine[f0 - h0 : f1 - h0]
 
+    gain = _bleed_gain(y, bleed, frames=frames, window=window, n_frames=n_frames, smooth=wide) if wide else None
     total = 0.0
     for f0 in range(0, n_frames, _TF_CHUNK):
         _, mag = chunk_spectra(f0, min(f0 + _TF_CHUNK, n_frames))
@@ -298,13 +314,13 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
     for f0 in range(0, n_frames, _TF_CHUNK):
         f1 = min(f0 + _TF_CHUNK, n_frames)
         spec, mag = chunk_spectra(f0, f1)
-        gain = mag + floor
+        gain_cells = mag + floor
         if exponent == 1.0:
-            spec /= gain
+            spec /= gain_cells
         elif exponent == 2.0:
-            spec /= gain * gain
+            spec /= gain_cells * gain_cells
         else:
-            spec /= gain**exponent
+            spec /= gain_cells**exponent
         out_frames = scipy.fft.irfft(spec, TF_FRAME, axis=1).astype(np.float32, copy=False)
         for k in range(2):  # overlap-add in two interleaved passes (frames k, k+2, ... do not overlap)
             sub = out_frames[k::2]
@@ -312,6 +328,45 @@ def _tf_weight(y: np.ndarray, *, exponent: float) -> np.ndarray:
             length = min(sub.shape[0] * TF_FRAME, out.size - start)
             out[start : start + length] += sub.reshape(-1)[:length]
     return out[hop : hop + y.size]
+
+
+#: Neighbourhood (frames, bins) of the take's magnitude where the found bleed is most of a cell
+#: (17 bins: ~260 Hz at 16 kHz); None keeps :data:`TF_SMOOTH` everywhere.
+BLEED_CELL_SMOOTH: tuple[int, int] | None = (3, 17)
+#: A cell counts as the bleed's from this share of its magnitude on (0.5: the bleed is most of it),
+#: fully at 1; the voice's cells keep the sharp weighting (weak early arrivals need its gain).
+BLEED_SHARE_FROM = 0.5
+_BLEED_GAIN_FRAMES = 2048  # frames sampled for it (spread over the take)
+
+
+def _bleed_gain(y: np.ndarray, bleed: tuple[np.ndarray, int] | None, *, frames, window: np.ndarray, n_frames: int,
+                smooth: tuple[int, int] | None) -> np.ndarray:
+    """Magnitude gain per bin from the backing on the take's timeline to its bleed in the take:
+    ``|sum(T conj(B))| / sum(|B|**2)`` over frames spread across the take (the voice, uncorrelated
+    with the backing, averages out), smoothed over ``smooth[1]`` bins.
+    """
+    assert bleed is not None and smooth is not None
+    step = max(1, -(-n_frames // _BLEED_GAIN_FRAMES))
+    cross = np.zeros(TF_FRAME // 2 + 1, np.complex128)
+    power = np.zeros(TF_FRAME // 2 + 1, np.float64)
+    for f0 in range(0, n_frames, _TF_CHUNK * step):
+        f1 = min(f0 + _TF_CHUNK * step, n_frames)
+        t = scipy.fft.rfft(frames(y, f0, f1)[::step] * window, axis=1)
+        b = scipy.fft.rfft(frames(bleed[0], f0, f1, bleed[1])[::step] * window, axis=1)
+        cross += np.sum(t * np.conj(b), axis=0)
+        power += np.sum(np.abs(b) ** 2, axis=0)
+    g = np.abs(cross) / np.maximum(power, 1e-30 + 1e-9 * float(power.max()))
+    return uniform_filter(g, size=smooth[1], mode="nearest").astype(np.float32)
+
+
+def _bleed_share(take_mag: np.ndarray, backing_mag: np.ndarray, gain: np.ndarray | None) -> np.ndarray:
+    """0..1 per cell: how far the cell counts as the bleed's (its share of the take's wide-smoothed
+    magnitude, from :data:`BLEED_SHARE_FROM` to 1).
+    """
+    if gain is None:
+        return np.zeros_like(take_mag)
+    share = gain * backing_mag / np.maximum(take_mag, 1e-30)
+    return np.clip((share - BLEED_SHARE_FROM) / (1.0 - BLEED_SHARE_FROM), 0.0, 1.0)
 
 
 def _effective_band(y: np.ndarray, sr_a: int, band: tuple[float, float]) -> tuple[float, float]:
@@ -777,6 +832,38 @@ def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *
     return replace(resp, onset_ms=second.onset_ms, onset_strength=second.onset_strength) if earlier else resp
 
 
+def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray, backing_w: np.ndarray, *,
+                sr_a: int, max_lag: int, band: tuple[float, float], details: dict) -> tuple[np.ndarray, _Response]:
+    """The detected response's first arrival, placed on a take weighting that leaves the bleed out.
+
+    Dividing the take by its local power (the matched filter against the voice) also divides the
+    bleed by its own power where the bleed is most of a cell: the bleed path ``H`` then reaches the
+    correlation as ``H / |H|**2 = 1 / conj(H)``, whose early reflections come out *mirrored before*
+    the direct sound (a reflection 3.6 ms after it gives an arrival 3.6 ms before it, as strong as
+    the reflection; firmware/docs/alignment.md). With the bleed found, the backing on the take's
+    timeline says which cells it fills; there the magnitude is taken over
+    :data:`BLEED_CELL_SMOOTH` (flat across the comb of reflections within a few ms), elsewhere as
+    before. Only the response's arrivals are read again, within :data:`SECOND_LOOKBACK_MS` of the
+    first look's. Returns the re-weighted take (the second look reads it too) and the response;
+    the evidence is in ``details['onset_look']``.
+    """
+    shift = int(round(resp.onset_ms * sr_a / 1000.0))
+    take_w = _tf_weight(take_plain, exponent=TAKE_EXPONENT, bleed=(backing_raw, shift))
+    corr = _correlate(take_w, backing_w, sr_a=sr_a, max_lag=max_lag, band_hz=band)
+    if corr.used_windows == 0:
+        return take_w, resp
+    z, lags_ms = _lag_order(corr.summed, corr.max_lag, sr_a)
+    ez = _response_energy(z, sr_a)
+    look = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=resp.onset_ms, half_range_ms=SECOND_RANGE_MS,
+                          kernel=corr.kernel)
+    used = look.via is not None and abs(look.onset_ms - resp.onset_ms) <= SECOND_LOOKBACK_MS
+    details["onset_look"] = {"first_arrival_ms": look.onset_ms, "onset_strength": look.onset_strength,
+                             "detected_by": look.via, "used": used, "detection_arrival_ms": resp.onset_ms}
+    if not used:
+        return take_w, resp
+    return take_w, replace(resp, onset_ms=look.onset_ms, onset_strength=look.onset_strength, peak_ms=look.peak_ms)
+
+
 def _detected_confidence(resp: _Response, agreement: float, n_windows: int) -> float:
     """Confidence of a response from whichever detector is more sure of it."""
     return max(_response_confidence(resp.energy_z, resp.ratio, agreement, n_windows),
@@ -883,6 +970,7 @@ def estimate_offset(
     band = _effective_band(take_a, sr_a, band)
     details["band_hz"] = list(band)
     # Matched-filter weighting (see module doc): take by its local power, backing whitened.
+    take_plain = take_a
     take_a = _tf_weight(take_a, exponent=TAKE_EXPONENT)
     backing_raw = backing_a
     backing_a = _tf_weight(backing_raw, exponent=BACKING_EXPONENT)
@@ -926,6 +1014,10 @@ def estimate_offset(
         if latency_ms is not None:
             details["calibration_error_ms"] = resp.onset_ms - latency_ms
         details["detected_by"] = resp.via
+        if BLEED_CELL_SMOOTH is not None:
+            del take_a  # the sharp weighting's take is not read again (a 15-minute take: 58 MB)
+            take_a, resp = _onset_look(resp, take_plain, backing_raw, backing_a, sr_a=sr_a, max_lag=max_lag, band=band,
+                                       details=details)
         details["path"] = "direct" if resp.peak_ms - resp.onset_ms <= 1.0 else "room (strongest arrival later than the first)"
         if SECOND_EXPONENT is not None:
             resp = _second_look(resp, take_a, backing_raw, sr_a=sr_a, max_lag=max_lag, band=band, details=details)

@@ -106,3 +106,28 @@ def test_a_direct_path_stays_at_its_direct_sound():
     assert a.method == "bleed" and "second_look" in a.details
     assert abs(a.offset_ms - sc.truth["offset_ms"]) <= 1.0, a.details
     assert np.isfinite(a.details["second_look"]["first_arrival_ms"])
+
+
+def test_a_loud_bleed_with_an_early_reflection_is_not_placed_before_its_direct_sound(monkeypatch):
+    """The take's power weighting turns the bleed path H into 1 / conj(H) where the bleed fills the
+    cells: a reflection 3.6 ms after the direct sound shows 3.6 ms (and 7.2 ms) *before* it. With the
+    bleed's cells weighted over a wider band the first arrival is the direct sound."""
+    from scipy.signal import lfilter
+
+    sr, rng = 16000, np.random.default_rng(3)
+    n = 20 * sr
+    backing = lfilter([1.0], [1.0, -0.9], rng.standard_normal(n + sr)).astype(np.float32)
+    path = np.zeros(int(0.02 * sr))
+    path[0], path[int(round(0.0036 * sr))] = 1.0, 0.5
+    late = int(0.150 * sr)
+    take = np.zeros(n, np.float32)
+    take[late:] = np.convolve(backing, path)[: n - late]
+    voice = 0.3 * rng.standard_normal(n) * (np.sin(2 * np.pi * 0.5 * np.arange(n) / sr) > 0)  # sung half the time
+    take = (take + voice).astype(np.float32)
+    a = estimate_offset(take, backing, sr=sr)
+    assert a.known and abs(a.offset_ms - 150.0) <= 0.5, a.details
+    look = a.details["onset_look"]
+    assert look["used"] and look["detection_arrival_ms"] < 150.0 - 3.0  # the sharp weighting's mirrored arrival
+    monkeypatch.setattr(align, "BLEED_CELL_SMOOTH", None)
+    before = estimate_offset(take, backing, sr=sr)
+    assert before.offset_ms < 150.0 - 3.0 and "onset_look" not in before.details
