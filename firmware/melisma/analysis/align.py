@@ -337,6 +337,11 @@ BLEED_CELL_SMOOTH: tuple[int, int] | None = (3, 17)
 #: fully at 1; the voice's cells keep the sharp weighting (weak early arrivals need its gain).
 BLEED_SHARE_FROM = 0.5
 _BLEED_GAIN_FRAMES = 2048  # frames sampled for it (spread over the take)
+#: The onset look moves the first arrival later only onto a mirror's twin: an arrival within this
+#: (ms) of as far after the new onset as the old one lay before it, with at least this fraction of
+#: the old arrival's strength (both relative to their responses' strongest).
+MIRROR_TOLERANCE_MS = 1.0
+MIRROR_STRENGTH = 0.5
 
 
 def _bleed_gain(y: np.ndarray, bleed: tuple[np.ndarray, int] | None, *, frames, window: np.ndarray, n_frames: int,
@@ -832,8 +837,9 @@ def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *
     return replace(resp, onset_ms=second.onset_ms, onset_strength=second.onset_strength) if earlier else resp
 
 
-def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray, backing_w: np.ndarray, *,
-                sr_a: int, max_lag: int, band: tuple[float, float], details: dict) -> tuple[np.ndarray, _Response]:
+def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray, backing_w: np.ndarray,
+                z_sharp: np.ndarray, *, sr_a: int, max_lag: int, band: tuple[float, float],
+                details: dict) -> tuple[np.ndarray, _Response]:
     """The detected response's first arrival, placed on a take weighting that leaves the bleed out.
 
     Dividing the take by its local power (the matched filter against the voice) also divides the
@@ -857,11 +863,38 @@ def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray
     look = _find_response(z, ez, lags_ms, sr_a=sr_a, center_ms=resp.onset_ms, half_range_ms=SECOND_RANGE_MS,
                           kernel=corr.kernel)
     used = look.via is not None and abs(look.onset_ms - resp.onset_ms) <= SECOND_LOOKBACK_MS
+    mirror = None
+    if used and look.onset_ms > resp.onset_ms + 0.5:
+        # Later than the sharp weighting's first arrival: only when that arrival is the mirror of a
+        # reflection, i.e. the wide look shows an arrival as far after its onset as the sharp one lay
+        # before it, at least about as strong (a real weak first arrival has no such twin).
+        # (the sharp one may be the second mirror, at twice the reflection's delay before the direct sound)
+        mirror = any(_is_mirror_twin(z, z_sharp, lags_ms, onset_ms=look.onset_ms, tau_ms=(look.onset_ms - resp.onset_ms) / k,
+                                     sharp_peak_ms=resp.peak_ms, sharp_strength=resp.onset_strength)
+                     for k in (1, 2))
+        used = mirror
     details["onset_look"] = {"first_arrival_ms": look.onset_ms, "onset_strength": look.onset_strength,
-                             "detected_by": look.via, "used": used, "detection_arrival_ms": resp.onset_ms}
+                             "detected_by": look.via, "used": used, "detection_arrival_ms": resp.onset_ms,
+                             "mirror": mirror}
     if not used:
         return take_w, resp
     return take_w, replace(resp, onset_ms=look.onset_ms, onset_strength=look.onset_strength, peak_ms=look.peak_ms)
+
+
+def _is_mirror_twin(z: np.ndarray, z_sharp: np.ndarray, lags_ms: np.ndarray, *, onset_ms: float, tau_ms: float,
+                    sharp_peak_ms: float, sharp_strength: float) -> bool:
+    """Whether the wide look (``z``) has an arrival ``tau_ms`` after its onset that the sharp
+    look (``z_sharp``) lacks (``1 / conj(H)`` cancels the reflection it mirrors), at least
+    :data:`MIRROR_STRENGTH` of the sharp first arrival's strength (each relative to its strongest).
+    """
+    near = np.abs(lags_ms - (onset_ms + tau_ms)) <= MIRROR_TOLERANCE_MS
+    if not near.any():
+        return False
+    k0 = int(np.argmin(np.abs(lags_ms - onset_ms)))
+    ks = int(np.argmin(np.abs(lags_ms - sharp_peak_ms)))
+    twin = float(np.max(np.abs(z[near]))) / max(float(abs(z[k0])), 1e-12)
+    sharp_twin = float(np.max(np.abs(z_sharp[near]))) / max(float(abs(z_sharp[ks])), 1e-12)
+    return twin >= MIRROR_STRENGTH * sharp_strength and sharp_twin < MIRROR_STRENGTH * twin
 
 
 def _detected_confidence(resp: _Response, agreement: float, n_windows: int) -> float:
@@ -1016,7 +1049,7 @@ def estimate_offset(
         details["detected_by"] = resp.via
         if BLEED_CELL_SMOOTH is not None:
             del take_a  # the sharp weighting's take is not read again (a 15-minute take: 58 MB)
-            take_a, resp = _onset_look(resp, take_plain, backing_raw, backing_a, sr_a=sr_a, max_lag=max_lag, band=band,
+            take_a, resp = _onset_look(resp, take_plain, backing_raw, backing_a, z, sr_a=sr_a, max_lag=max_lag, band=band,
                                        details=details)
         details["path"] = "direct" if resp.peak_ms - resp.onset_ms <= 1.0 else "room (strongest arrival later than the first)"
         if SECOND_EXPONENT is not None:
