@@ -58,6 +58,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -257,7 +258,8 @@ TAKE_EXPONENT = 2.0
 BACKING_EXPONENT = 1.0
 
 
-def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] | None = None,
+               allocate: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """Divide every time-frequency cell by its locally smoothed magnitude ** exponent.
 
     A real, positive gain per cell is a zero-phase time-varying filter: it reweights what
@@ -270,6 +272,7 @@ def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] 
     found: sample ``i`` of the take hears backing sample ``i - offset``): where it is most of a
     cell, the cell's magnitude is taken over :data:`BLEED_CELL_SMOOTH` instead (see
     :func:`_bleed_share`), so the weighting follows the voice and not the bleed's own comb.
+    ``allocate(size)``, when given, makes the (zeroed) output buffer: a long take's goes to a file.
     """
     if exponent == 0:
         return y
@@ -310,7 +313,7 @@ def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] 
         total += float(np.sum(mag, dtype=np.float64))
     mean_mag = total / (n_frames * (TF_FRAME // 2 + 1))
     floor = np.float32(max(1e-3 * mean_mag, 1e-12))  # squared, still a float32 normal
-    out = np.zeros((n_frames + 1) * hop, dtype=np.float32)
+    out = np.zeros((n_frames + 1) * hop, dtype=np.float32) if allocate is None else allocate((n_frames + 1) * hop)
     for f0 in range(0, n_frames, _TF_CHUNK):
         f1 = min(f0 + _TF_CHUNK, n_frames)
         spec, mag = chunk_spectra(f0, f1)
@@ -811,7 +814,7 @@ SECOND_RANGE_MS = 40.0
 
 
 def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *, sr_a: int, max_lag: int,
-                 band: tuple[float, float], details: dict) -> _Response:
+                 band: tuple[float, float], details: dict, allocate: Callable[[int], np.ndarray] | None = None) -> _Response:
     """The detected response's first arrival, read again where the backing is loud.
 
     The whitened backing (exponent 1) gives sharp arrivals but counts every cell alike, however
@@ -824,7 +827,8 @@ def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *
     :data:`SECOND_LOOKBACK_MS`). Its evidence is in ``details['second_look']``.
     """
     exponent = SECOND_EXPONENT if SECOND_EXPONENT is not None else 1.0
-    corr = _correlate(take_a, _tf_weight(backing_raw, exponent=exponent), sr_a=sr_a, max_lag=max_lag, band_hz=band)
+    corr = _correlate(take_a, _tf_weight(backing_raw, exponent=exponent, allocate=allocate), sr_a=sr_a, max_lag=max_lag,
+                      band_hz=band)
     if corr.used_windows == 0:
         return resp
     z, lags_ms = _lag_order(corr.summed, corr.max_lag, sr_a)
@@ -839,7 +843,7 @@ def _second_look(resp: _Response, take_a: np.ndarray, backing_raw: np.ndarray, *
 
 def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray, backing_w: np.ndarray,
                 z_sharp: np.ndarray, *, sr_a: int, max_lag: int, band: tuple[float, float],
-                details: dict) -> tuple[np.ndarray, _Response]:
+                details: dict, allocate: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, _Response]:
     """The detected response's first arrival, placed on a take weighting that leaves the bleed out.
 
     Dividing the take by its local power (the matched filter against the voice) also divides the
@@ -854,7 +858,7 @@ def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray
     the evidence is in ``details['onset_look']``.
     """
     shift = int(round(resp.onset_ms * sr_a / 1000.0))
-    take_w = _tf_weight(take_plain, exponent=TAKE_EXPONENT, bleed=(backing_raw, shift))
+    take_w = _tf_weight(take_plain, exponent=TAKE_EXPONENT, bleed=(backing_raw, shift), allocate=allocate)
     corr = _correlate(take_w, backing_w, sr_a=sr_a, max_lag=max_lag, band_hz=band)
     if corr.used_windows == 0:
         return take_w, resp
@@ -930,6 +934,7 @@ def estimate_offset(
     sr: int,
     latency_ms: float | None = None,
     max_offset_ms: float = 1000.0,
+    allocate: Callable[[int], np.ndarray] | None = None,
 ) -> Alignment:
     """Estimate how much the take lags the backing.
 
@@ -946,6 +951,9 @@ def estimate_offset(
         little) backing bleed to measure the offset directly.
     max_offset_ms : float
         The offset is searched within ±max_offset_ms (and ±this around ``latency_ms``).
+    allocate : callable, optional
+        ``allocate(size)`` returns a zeroed float32 buffer for the take- and backing-length
+        weighted signals (the pipeline gives a long take's file-backed ones); default: in memory.
 
     Returns
     -------
@@ -1004,9 +1012,9 @@ def estimate_offset(
     details["band_hz"] = list(band)
     # Matched-filter weighting (see module doc): take by its local power, backing whitened.
     take_plain = take_a
-    take_a = _tf_weight(take_a, exponent=TAKE_EXPONENT)
+    take_a = _tf_weight(take_a, exponent=TAKE_EXPONENT, allocate=allocate)
     backing_raw = backing_a
-    backing_a = _tf_weight(backing_raw, exponent=BACKING_EXPONENT)
+    backing_a = _tf_weight(backing_raw, exponent=BACKING_EXPONENT, allocate=allocate)
     corr = _correlate(take_a, backing_a, sr_a=sr_a, max_lag=max_lag, band_hz=band)
     details["windows"] = corr.used_windows
     details["window_s"] = round(corr.window_s, 3)
@@ -1050,10 +1058,11 @@ def estimate_offset(
         if BLEED_CELL_SMOOTH is not None:
             del take_a  # the sharp weighting's take is not read again (a 15-minute take: 58 MB)
             take_a, resp = _onset_look(resp, take_plain, backing_raw, backing_a, z, sr_a=sr_a, max_lag=max_lag, band=band,
-                                       details=details)
+                                       details=details, allocate=allocate)
         details["path"] = "direct" if resp.peak_ms - resp.onset_ms <= 1.0 else "room (strongest arrival later than the first)"
         if SECOND_EXPONENT is not None:
-            resp = _second_look(resp, take_a, backing_raw, sr_a=sr_a, max_lag=max_lag, band=band, details=details)
+            resp = _second_look(resp, take_a, backing_raw, sr_a=sr_a, max_lag=max_lag, band=band, details=details,
+                                allocate=allocate)
         offset, lead = _lead_for_hidden_path(resp)
         details["first_arrival_ms"] = resp.onset_ms
         details["onset_strength"] = resp.onset_strength

@@ -132,7 +132,9 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         with timed_stage(clock, "align"):
             assert back_d.analysis is not None
             # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
-            alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms)
+            # a long take's weighted copies (four take-length arrays at 16 kHz) go to files too
+            alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms,
+                                        allocate=allocate if take_file is not None else None)
             alignment = align_from_melody(alignment, take16, sr=ANALYSIS_SR, melody_path=options.melody_path,
                                           tracker=pitch_tracker_named(options.pitch_tracker))
             alignment = decide_alignment(alignment, accept_guess=options.accept_alignment_guess, warnings=warnings)

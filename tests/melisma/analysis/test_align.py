@@ -246,3 +246,29 @@ def test_streaming_preparation_matches_whole_array_versions(monkeypatch):
     monkeypatch.setattr(align, "_TF_CHUNK", 10**9)  # the whole spectrogram at once
     single = align._tf_weight(y16, exponent=2.0)
     assert np.abs(chunked - single).max() <= 1e-4 * np.abs(single).max()
+
+
+def test_file_backed_buffers_give_the_same_alignment(bleed_cases, tmp_path):
+    """A long take's weighted copies go to file-backed buffers (pipeline/spill.py): same answer, every
+    take-length buffer from the allocator, no file left once the analysis closes them."""
+    import contextlib
+
+    from melisma.pipeline.spill import spilled_allocator
+
+    case, _ = bleed_cases[1]  # a 16 kHz take, as the pipeline aligns
+    plain = estimate_offset(case.take, case.backing, sr=case.sr)
+    sizes: list[int] = []
+    with contextlib.ExitStack() as stack:
+        allocate = spilled_allocator(tmp_path, stack)
+
+        def counting(size: int) -> np.ndarray:
+            sizes.append(size)
+            return allocate(size)
+
+        spilled = estimate_offset(case.take, case.backing, sr=case.sr, allocate=counting)
+        assert list(tmp_path.iterdir())
+    assert spilled.offset_ms == plain.offset_ms and spilled.confidence == plain.confidence
+    assert spilled.details["onset_look"] == plain.details["onset_look"]
+    # take and backing weighted, the onset look's take, the second look's backing
+    assert len(sizes) == 4 and min(sizes) >= case.take.size
+    assert not list(tmp_path.iterdir())
