@@ -253,6 +253,10 @@ def run_child(kind: str, args: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+#: Longest take generated in one piece (longer ones repeat the 3-minute pair, as ``--growth`` does).
+GENERATED_MAX_S = 600.0
+
+
 def make_inputs(folder: Path, duration_s: float) -> tuple[Path, Path]:
     sys.path.insert(0, str(ROOT))
     from melisma import audio_io
@@ -261,6 +265,15 @@ def make_inputs(folder: Path, duration_s: float) -> tuple[Path, Path]:
 
     take, backing = folder / "take.m4a", folder / "backing.m4a"
     if take.exists() and backing.exists():
+        return take, backing
+    if duration_s > GENERATED_MAX_S:
+        # the synthesiser's backing runs a little past the take (its release tails): at 15 minutes
+        # that is past the longest input the engine reads, so a long pair repeats the 3-minute one
+        base = folder / "base-180"
+        base.mkdir(exist_ok=True)
+        tiled = tile_inputs(folder, *make_inputs(base, 180.0), duration_s)
+        tiled[0].replace(take)
+        tiled[1].replace(backing)
         return take, backing
     print(f"making a {duration_s:.0f} s phone take and backing ...", file=sys.stderr)
     sc = make_scenario(
