@@ -266,7 +266,8 @@ def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] 
     each cell contributes to the correlation without moving anything in time. Hann frames at 50 %
     overlap add back to the input when the gain is 1. Frames are processed :data:`_TF_CHUNK` at a
     time (with one frame of context each side for the smoothing), so the spectrogram never exists
-    whole; the floor needs the mean smoothed magnitude first, so the spectra are taken twice.
+    whole; the floor needs the mean smoothed magnitude first, so the spectra (with ``bleed``, the
+    backing's too) are taken twice.
 
     ``bleed`` (the backing and its offset in samples on the take's timeline, once the bleed is
     found: sample ``i`` of the take hears backing sample ``i - offset``): where it is most of a
@@ -298,7 +299,7 @@ def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] 
         mag = np.abs(spec)
         fine = uniform_filter(mag, size=TF_SMOOTH, mode="nearest")  # float32: spec is complex64
         if wide is not None:
-            assert bleed is not None
+            assert bleed is not None and gain is not None
             coarse = uniform_filter(mag, size=wide, mode="nearest")
             b_mag = uniform_filter(np.abs(scipy.fft.rfft(frames(bleed[0], h0, h1, bleed[1]) * window, axis=1)), size=wide,
                                    mode="nearest")
@@ -306,7 +307,7 @@ def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] 
             fine = fine + share * (coarse - fine)
         return spec[f0 - h0 : f1 - h0], fine[f0 - h0 : f1 - h0]
 
-    gain = _bleed_gain(y, bleed, frames=frames, window=window, n_frames=n_frames, smooth=wide) if wide else None
+    gain = _bleed_gain(y, bleed, frames=frames, window=window, n_frames=n_frames, smooth=wide) if bleed is not None and wide is not None else None
     total = 0.0
     for f0 in range(0, n_frames, _TF_CHUNK):
         _, mag = chunk_spectra(f0, min(f0 + _TF_CHUNK, n_frames))
@@ -347,13 +348,12 @@ MIRROR_TOLERANCE_MS = 1.0
 MIRROR_STRENGTH = 0.5
 
 
-def _bleed_gain(y: np.ndarray, bleed: tuple[np.ndarray, int] | None, *, frames, window: np.ndarray, n_frames: int,
-                smooth: tuple[int, int] | None) -> np.ndarray:
+def _bleed_gain(y: np.ndarray, bleed: tuple[np.ndarray, int], *, frames, window: np.ndarray, n_frames: int,
+                smooth: tuple[int, int]) -> np.ndarray:
     """Magnitude gain per bin from the backing on the take's timeline to its bleed in the take:
     ``|sum(T conj(B))| / sum(|B|**2)`` over frames spread across the take (the voice, uncorrelated
     with the backing, averages out), smoothed over ``smooth[1]`` bins.
     """
-    assert bleed is not None and smooth is not None
     step = max(1, -(-n_frames // _BLEED_GAIN_FRAMES))
     cross = np.zeros(TF_FRAME // 2 + 1, np.complex128)
     power = np.zeros(TF_FRAME // 2 + 1, np.float64)
@@ -367,12 +367,10 @@ def _bleed_gain(y: np.ndarray, bleed: tuple[np.ndarray, int] | None, *, frames, 
     return uniform_filter(g, size=smooth[1], mode="nearest").astype(np.float32)
 
 
-def _bleed_share(take_mag: np.ndarray, backing_mag: np.ndarray, gain: np.ndarray | None) -> np.ndarray:
+def _bleed_share(take_mag: np.ndarray, backing_mag: np.ndarray, gain: np.ndarray) -> np.ndarray:
     """0..1 per cell: how far the cell counts as the bleed's (its share of the take's wide-smoothed
     magnitude, from :data:`BLEED_SHARE_FROM` to 1).
     """
-    if gain is None:
-        return np.zeros_like(take_mag)
     share = gain * backing_mag / np.maximum(take_mag, 1e-30)
     return np.clip((share - BLEED_SHARE_FROM) / (1.0 - BLEED_SHARE_FROM), 0.0, 1.0)
 
@@ -888,8 +886,10 @@ def _onset_look(resp: _Response, take_plain: np.ndarray, backing_raw: np.ndarray
 def _is_mirror_twin(z: np.ndarray, z_sharp: np.ndarray, lags_ms: np.ndarray, *, onset_ms: float, tau_ms: float,
                     sharp_peak_ms: float, sharp_strength: float) -> bool:
     """Whether the wide look (``z``) has an arrival ``tau_ms`` after its onset that the sharp
-    look (``z_sharp``) lacks (``1 / conj(H)`` cancels the reflection it mirrors), at least
-    :data:`MIRROR_STRENGTH` of the sharp first arrival's strength (each relative to its strongest).
+    look (``z_sharp``) lacks (``1 / conj(H)`` cancels the reflection it mirrors): relative to the wide
+    look's onset, at least :data:`MIRROR_STRENGTH` of the sharp first arrival's strength (that one
+    relative to the sharp look's strongest arrival), and in the sharp look, relative to its
+    strongest, under :data:`MIRROR_STRENGTH` of the wide one.
     """
     near = np.abs(lags_ms - (onset_ms + tau_ms)) <= MIRROR_TOLERANCE_MS
     if not near.any():
