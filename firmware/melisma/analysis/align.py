@@ -307,7 +307,9 @@ def _tf_weight(y: np.ndarray, *, exponent: float, bleed: tuple[np.ndarray, int] 
             fine = fine + share * (coarse - fine)
         return spec[f0 - h0 : f1 - h0], fine[f0 - h0 : f1 - h0]
 
-    gain = _bleed_gain(y, bleed, frames=frames, window=window, n_frames=n_frames, smooth=wide) if bleed is not None and wide is not None else None
+    gain = None
+    if bleed is not None and wide is not None:
+        gain = _bleed_gain(y, bleed, frames=frames, window=window, n_frames=n_frames, smooth=wide)
     total = 0.0
     for f0 in range(0, n_frames, _TF_CHUNK):
         _, mag = chunk_spectra(f0, min(f0 + _TF_CHUNK, n_frames))
