@@ -382,7 +382,9 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
     wet = p.wet
     p.wet = None  # type: ignore[assignment]  # the finisher owns it now (memory)
     mix_meter: LoudnessMeter | None = None  # the mix as balance formed it, measured on the way (the master's meter)
-    mix_peak: TruePeakMeter | None = None  # ... and its true peak: a mix the limiter would not touch skips it
+    # ... and its true peak, measured by the master only if the mix's sample peak leaves the limiter
+    # nothing to do (then the limiter is skipped); a mix the limiter must touch never pays for it.
+    mix_peak: TruePeakMeter | None = None
     with timed_stage(p.clock, "balance", release=p.full), contextlib.ExitStack() as opened:
         backing_source = None
         if p.has_backing:
@@ -414,7 +416,6 @@ def finish_into_file(plan: Plan, prepared: PreparedRender, mix_path: Path, *, ce
                     backing_lufs=float(known_lufs) if known_lufs is not None else None,
                     mix_meter=mix_meter,
                     duck_moments=moments,
-                    mix_peak_meter=mix_peak,
                 )
             else:
                 mix, balance_report = wet, None

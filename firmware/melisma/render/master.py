@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.loudness import CHUNK_SAMPLES, LoudnessMeter, TruePeakMeter
+from ..analysis.loudness import CHUNK_SAMPLES, LoudnessMeter, TruePeakMeter, abs_peak
 from ..errors import RenderError
 from .limiter import TruePeakLimiter
 from .stages import as_2d, check_finite, db_to_gain
@@ -202,11 +202,14 @@ def master_stream(
         already measured it (:func:`~melisma.render.balance.balance_into` does, as it sums): the
         master's gain search and mono check then start from it instead of filtering the mix again.
         ``None``: the master measures the mix itself (:func:`measure_mix`).
-    peak_meter : the mix's :class:`~melisma.analysis.loudness.TruePeakMeter`, if measured as it was
-        formed (with ``meter``): a pass whose gain keeps the mix's true peak under the limiter's
+    peak_meter : the mix's :class:`~melisma.analysis.loudness.TruePeakMeter` (with ``meter``), either
+        fed the mix as it was formed or new and empty, for the master to feed the mix only if it
+        needs the mix's true peak: a pass whose gain keeps the mix's true peak under the limiter's
         ceiling (and that narrows nothing) then leaves the limiter out, which would pass the audio
         unchanged, and reads the output's loudness, peaks and mono figures from the two meters at
-        that gain instead of measuring the output again (the same samples are written).
+        that gain instead of measuring the output again (the same samples are written). An empty
+        meter is fed only when the mix's sample peak at that gain is under the ceiling: a mix the
+        limiter must touch never pays for its true peak.
     Others as in :func:`master`.
 
     Returns
@@ -245,9 +248,11 @@ def master_stream(
                               or meter.stereo != (x.shape[0] == 2)):
         raise RenderError(f"master_stream: the meter measured {meter.n_samples} samples of {meter.channels} channel(s), "
                           f"the mix has shape {x.shape}; pass the meter of this mix or none")
-    if peak_meter is not None and (meter is None or peak_meter.channels != x.shape[0] or peak_meter.n_samples != x.shape[1]):
+    if peak_meter is not None and (meter is None or peak_meter.channels != x.shape[0]
+                                   or peak_meter.n_samples not in (0, x.shape[1])):
         raise RenderError(f"master_stream: the peak meter measured {peak_meter.n_samples} samples of {peak_meter.channels} "
-                          f"channel(s), the mix has shape {x.shape}; pass it with the mix's loudness meter, or neither")
+                          f"channel(s), the mix has shape {x.shape}; pass it (fed the mix, or empty) with the mix's "
+                          "loudness meter, or neither")
     stereo = _StereoNarrowing.measure(x, sr, max_mono_drop_lu=max_mono_drop_lu, meter=meter)
     limiter = TruePeakLimiter(ceiling_dbtp=ceiling_dbtp, lookahead_ms=lookahead_ms, release_ms=release_ms, oversample=oversample)
     one_pass = _MasterPass(
@@ -382,6 +387,7 @@ class _MasterPass:
         self.latency = limiter.latency_samples(sr)
         self.ceiling_lin = np.float32(db_to_gain(limiter.ceiling_dbtp))
         self.source_meters = source_meters
+        self._sample_peak: float | None = None  # the mix's, when an empty peak meter is to be fed
 
     def _untouched(self, gain_db: float, ceiling: float) -> bool:
         """Whether the limiter would pass this gain's output unchanged: its true peak stays under the
@@ -389,7 +395,15 @@ class _MasterPass:
         """
         if self.source_meters is None or self.side_gain != 1.0:
             return False
-        peak_dbtp = self.source_meters[1].dbtp
+        peak_meter = self.source_meters[1]
+        if peak_meter.n_samples == 0:  # not measured yet: only if the sample peak leaves room
+            if self._sample_peak is None:
+                self._sample_peak = abs_peak(self.x)
+            if self._sample_peak == 0.0 or 20.0 * math.log10(self._sample_peak) + gain_db > ceiling - 1e-3:
+                return False  # the true peak is never below the sample peak
+            for a in range(0, self.x.shape[1], CHUNK_SAMPLES):  # the chunks balance would have fed
+                peak_meter.add(self.x[:, a : a + CHUNK_SAMPLES])
+        peak_dbtp = peak_meter.dbtp
         return math.isfinite(peak_dbtp) and peak_dbtp + gain_db <= ceiling - 1e-3
 
     def _gained(self, gain_db: float, write: bool) -> dict[str, Any]:

@@ -213,10 +213,14 @@ def test_ducker_control_curve_is_the_curve_processing_applies() -> None:
     assert curve.max_dip_db == streamed.max_dip_db > 2.9
 
 
+@pytest.mark.parametrize("fed", [True, False], ids=["peak-fed-by-balance", "peak-left-to-the-master"])
 @pytest.mark.parametrize("peaky", [False, True])
-def test_a_mix_the_limiter_would_not_touch_is_gained_and_read_from_its_meters(peaky: bool, monkeypatch) -> None:
-    """With the mix's peak meter (fed as balance formed the mix) a pass that reaches no ceiling skips the
-    limiter and the output meters: the same samples, the same figures to 1e-5; a peaky mix is still limited."""
+def test_a_mix_the_limiter_would_not_touch_is_gained_and_read_from_its_meters(peaky: bool, fed: bool,
+                                                                              monkeypatch) -> None:
+    """With the mix's peak meter (fed as balance formed the mix, or empty for the master to feed) a pass
+    that reaches no ceiling skips the limiter and the output meters: the same samples, the same figures
+    to 1e-5; a peaky mix is still limited, and an empty meter is then never fed (its sample peak
+    alone rules the shortcut out)."""
     from melisma.analysis.loudness import LoudnessMeter
 
     vocal, backing = _song()
@@ -225,8 +229,11 @@ def test_a_mix_the_limiter_would_not_touch_is_gained_and_read_from_its_meters(pe
     meter = LoudnessMeter(SR, channels=2, stereo=True)
     peak = TruePeakMeter(channels=2)
     mix, _ = balance_into(vocal.copy(), backing, sr=SR, vocal_to_backing_lu=1.0, duck_db=2.0, mix_meter=meter,
-                          mix_peak_meter=peak)
-    assert peak.dbtp == pytest.approx(true_peak_dbtp(mix, sr=SR), abs=1e-9)  # fed exactly the mix
+                          mix_peak_meter=peak if fed else None)
+    if fed:
+        assert peak.dbtp == pytest.approx(true_peak_dbtp(mix, sr=SR), abs=1e-9)  # fed exactly the mix
+    else:
+        assert peak.n_samples == 0
     plain, with_peak = np.empty_like(mix), np.empty_like(mix)
     ref = master_stream(mix, sr=SR, out=plain, target_lufs=-14.0)
     if not peaky:  # the limiter must not even run
@@ -244,6 +251,10 @@ def test_a_mix_the_limiter_would_not_touch_is_gained_and_read_from_its_meters(pe
     assert fast["mono"]["mono_loudness_drop_lu"] == pytest.approx(ref["mono"]["mono_loudness_drop_lu"], abs=1e-5)
     assert fast["integrated_lufs"] == pytest.approx(integrated_lufs(with_peak, sr=SR), abs=1e-5)
     assert fast["true_peak_dbtp"] == pytest.approx(true_peak_dbtp(with_peak, sr=SR), abs=1e-5)
+    if not fed:  # fed by the master only when the shortcut was possible, then exactly the mix
+        assert peak.n_samples == (0 if peaky else mix.shape[1])
+        if not peaky:
+            assert peak.dbtp == pytest.approx(true_peak_dbtp(mix, sr=SR), abs=1e-9)
     with pytest.raises(RenderError, match="peak meter"):
         master_stream(mix, sr=SR, out=np.empty_like(mix), peak_meter=peak)  # without the loudness meter
 
