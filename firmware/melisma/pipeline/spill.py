@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-#: Above this size the wet vocal / mix buffer of a full render goes to a file (128 MiB: a stereo
-#: take of about 5.8 minutes; a 3-minute take stays in memory).
-SPILL_BYTES = 128 << 20
-#: Above this size an analysis keeps the full-rate take in a file too (64 MiB: a mono take of
-#: about 5.8 minutes, the render's limit for the same length), so a 15-minute take's analysis
+#: Above this size the wet vocal / mix buffer of a full render goes to a file (80 MiB: a stereo
+#: take of about 3.6 minutes; a 3-minute take stays in memory). At 128 MiB (5.8 minutes) a
+#: 5.5-minute take, the longest kept in memory, measured 252 MB analysing and 216 MB re-rendering.
+SPILL_BYTES = 80 << 20
+#: Above this size an analysis keeps the full-rate take in a file too (40 MiB: a mono take of
+#: about 3.6 minutes, the render's limit for the same length), so a 15-minute take's analysis
 #: holds no take-length array at 48 kHz.
-ANALYSIS_SPILL_BYTES = 64 << 20
+ANALYSIS_SPILL_BYTES = 40 << 20
 #: How often an analysis buffer's pages are handed back, seconds: the analysis sweeps whole takes
 #: through numpy at memory speed (a 15-minute take's 173 MB in ~50 ms), so at 20 ms most of the
 #: mapping was resident at once (measured: 184 MB of it at 20 ms and at 5 ms, 63 MB at 2 ms).
