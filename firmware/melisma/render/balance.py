@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import dsp
-from ..analysis.loudness import CHUNK_SAMPLES, LoudnessMeter, TruePeakMeter, gated_loudness, integrated_lufs, k_weighting_sos
+from ..analysis.loudness import CHUNK_SAMPLES, LoudnessMeter, gated_loudness, integrated_lufs, k_weighting_sos
 from ..errors import RenderError
 from .ducker import DUCK_CONTROL_SAMPLES, PRESENCE_HIGH_HZ, PRESENCE_LOW_HZ, Ducker
 from .stages import as_2d, check_finite, db_to_gain
@@ -263,7 +263,6 @@ def balance_into(
     block_samples: int = CHUNK_SAMPLES,
     mix_meter: LoudnessMeter | None = None,
     duck_moments: Any = None,
-    mix_peak_meter: TruePeakMeter | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`balance` and the sum in one streaming pass: ``out = vocal * gain + ducked backing``.
 
@@ -286,8 +285,6 @@ def balance_into(
         (``stereo=True`` for two), fed the mix as it is formed: the meter the master then starts from
         (``master_stream(..., meter=mix_meter)``), exactly what :func:`~melisma.render.master.measure_mix`
         would measure, without reading the mix once more.
-    mix_peak_meter : an empty :class:`~melisma.analysis.loudness.TruePeakMeter` for the mix's channels,
-        fed the mix as it is formed (with ``mix_meter``; see ``master_stream(..., peak_meter=)``).
     duck_moments : the backing's :func:`ducking_moments` (the same band, rate and length; an array
         or a reader of them with ``read(start, stop)`` and ``shape``), if kept:
         with ducking and a known ``backing_lufs`` the ducked backing's loudness comes from them and
@@ -335,9 +332,6 @@ def balance_into(
                                   or mix_meter.stereo != (channels == 2)):
         raise RenderError(f"balance_into: mix_meter must be a new LoudnessMeter for {channels} channel(s)"
                           f"{' with stereo=True' if channels == 2 else ''}")
-    if mix_peak_meter is not None and (mix_meter is None or mix_peak_meter.channels != channels or mix_peak_meter.n_samples):
-        raise RenderError(f"balance_into: mix_peak_meter must be a new TruePeakMeter for {channels} channel(s), "
-                          "given with mix_meter")
     check_finite(vocal, "balance_into: vocal")
     vocal_meter = _measure_vocal(vocal, sr)
 
@@ -355,7 +349,7 @@ def balance_into(
                               f"expected {(3 * channels, steps)} (recompute them with ducking_moments)")
         return _balance_from_moments(vocal, backing, out, vocal_meter, ducker, duck_moments, sr=sr, duck_db=duck_db,
                                      vocal_to_backing_lu=vocal_to_backing_lu, backing_lufs=float(backing_lufs),
-                                     block_samples=block_samples, mix_meter=mix_meter, mix_peak_meter=mix_peak_meter)
+                                     block_samples=block_samples, mix_meter=mix_meter)
     raw_meter = LoudnessMeter(sr, channels=channels) if backing_lufs is None else None
     placed_meter = LoudnessMeter(sr, channels=channels)
     if ducker is not None and in_place:
@@ -390,14 +384,14 @@ def balance_into(
         second._controls = np.concatenate(ducker._controls) if ducker._controls else np.zeros(0)
         ducker._controls = None
     _add_placed_vocal(vocal, backing, out, gain, second, sr=sr, read_backing=in_place, block_samples=block_samples,
-                      mix_meter=mix_meter, mix_peak_meter=mix_peak_meter)
+                      mix_meter=mix_meter)
     return out, report
 
 
 def _balance_from_moments(vocal: np.ndarray, backing: Any, out: np.ndarray, vocal_meter: LoudnessMeter, ducker: Ducker,
                           moments: Any, *, sr: int, duck_db: float, vocal_to_backing_lu: float,
-                          backing_lufs: float, block_samples: int, mix_meter: LoudnessMeter | None,
-                          mix_peak_meter: TruePeakMeter | None) -> tuple[np.ndarray, dict[str, Any]]:
+                          backing_lufs: float, block_samples: int,
+                          mix_meter: LoudnessMeter | None) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`balance_into` with the ducked backing's loudness from its moments: one pass over the backing."""
     channels, n = vocal.shape
     cuts = ducker.control_curve(n, sr, channels=channels)  # from the vocal alone, before the mix overwrites it
@@ -408,15 +402,14 @@ def _balance_from_moments(vocal: np.ndarray, backing: Any, out: np.ndarray, voca
     second = _new_ducker(duck_db, vocal, vocal_meter)
     second._controls = cuts
     _add_placed_vocal(vocal, backing, out, np.float32(db_to_gain(vocal_gain_db)), second, sr=sr, read_backing=True,
-                      block_samples=block_samples, mix_meter=mix_meter, mix_peak_meter=mix_peak_meter)
+                      block_samples=block_samples, mix_meter=mix_meter)
     report.update(duck_db_max=round(ducker.max_dip_db, 3), duck_active_fraction=round(second.active_fraction, 4),
                   duck_backing_change_lu=placed_lufs - backing_lufs)
     return out, report
 
 
 def _add_placed_vocal(vocal: np.ndarray, backing: Any, out: np.ndarray, gain: np.float32, ducker: Ducker | None, *,
-                      sr: int, read_backing: bool, block_samples: int, mix_meter: LoudnessMeter | None,
-                      mix_peak_meter: TruePeakMeter | None = None) -> None:
+                      sr: int, read_backing: bool, block_samples: int, mix_meter: LoudnessMeter | None) -> None:
     """The last pass: ``out = vocal * gain + backing as placed`` (``read_backing``: the backing is read
     and dipped here; otherwise ``out`` already holds it), the mix meter fed as the sum is formed.
     """
@@ -442,10 +435,6 @@ def _add_placed_vocal(vocal: np.ndarray, backing: Any, out: np.ndarray, gain: np
             assert mix_meter is not None
             for c in range(a, b, CHUNK_SAMPLES):
                 mix_meter.add(out[:, c : min(c + CHUNK_SAMPLES, b)])
-                if mix_peak_meter is not None:
-                    mix_peak_meter.add(out[:, c : min(c + CHUNK_SAMPLES, b)])
     if mix_meter is not None and not meter_as_formed:
         for c in range(0, n, CHUNK_SAMPLES):
             mix_meter.add(out[:, c : c + CHUNK_SAMPLES])
-            if mix_peak_meter is not None:
-                mix_peak_meter.add(out[:, c : c + CHUNK_SAMPLES])
