@@ -102,8 +102,12 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
         # a long take's 16 kHz copies are written into file-backed buffers as they are decoded,
         # closed with the analysis (buffers)
         allocate = spill.spilled_allocator(work, buffers)
+        # The take's 16 kHz copy is dead after the alignment: its buffers are closed then, so that
+        # their release threads stop sweeping (each wakes every 2 ms for as long as it is open).
+        take_buffers = buffers.enter_context(contextlib.ExitStack())
         take_d, take_info, w, clipping = decode_take(take_path, npy_path=work / "take.npy",
-                                                     spill_bytes=spill.ANALYSIS_SPILL_BYTES, analysis_buffer=allocate)
+                                                     spill_bytes=spill.ANALYSIS_SPILL_BYTES,
+                                                     analysis_buffer=spill.spilled_allocator(work, take_buffers))
         warnings += w
         back_d = backing_info = None
         if backing_path is not None:
@@ -128,13 +132,16 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                                                        folder=work)
             buffers.enter_context(spilled_take)
         del take48, take16
+        take_buffers.close()
     else:
         with timed_stage(clock, "align"):
             assert back_d.analysis is not None
             # Alignment on the 16 kHz copies: same offset (to microseconds), a third of the work.
             # a long take's weighted copies (four take-length arrays at 16 kHz) go to files too
-            alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms,
-                                        allocate=allocate if take_file is not None else None)
+            with contextlib.ExitStack() as align_buffers:  # internal to the estimate: closed with it
+                alignment = estimate_offset(take16, back_d.analysis, sr=ANALYSIS_SR, latency_ms=options.latency_ms,
+                                            allocate=spill.spilled_allocator(work, align_buffers)
+                                            if take_file is not None else None)
             alignment = align_from_melody(alignment, take16, sr=ANALYSIS_SR, melody_path=options.melody_path,
                                           tracker=pitch_tracker_named(options.pitch_tracker))
             alignment = decide_alignment(alignment, accept_guess=options.accept_alignment_guess, warnings=warnings)
@@ -145,6 +152,7 @@ def _analyze_into(record: dict[str, Any], take_path, backing_path, options: Anal
                 aligned, length = _fit_to_backing(aligned, back_d.n_samples, warnings)
             else:
                 del take48, take16
+                take_buffers.close()
                 aligned, spilled_take = _shifted_from_file(take_file, offset_ms=alignment.offset_ms,
                                                            backing_n=back_d.n_samples, warnings=warnings, folder=work)
                 buffers.enter_context(spilled_take)

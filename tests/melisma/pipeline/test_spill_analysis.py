@@ -36,10 +36,20 @@ def test_a_spilled_analysis_is_the_in_memory_one_sample_for_sample(tmp_path, mon
             super().__init__(*args, **kwargs)
             spilled_files.append(self.path)
 
+    open_at_cleanup: list[int] = []
+
+    def progress(stage, fraction):  # how many buffers are still open when the clean-up starts
+        if stage == "cleanup" and not open_at_cleanup:
+            open_at_cleanup.append(sum(p.exists() for p in spilled_files))
+
     monkeypatch.setattr(spill, "ANALYSIS_SPILL_BYTES", 0)  # every take counts as long
     monkeypatch.setattr(spill, "SpilledArray", Watched)
-    spilled = pipeline.analyze_files(paths["take"], paths["backing"], tmp_path / "spilled.json", style="cpop")
-    assert spilled_files, "the take was not spilled"
+    spilled = pipeline.analyze_files(paths["take"], paths["backing"], tmp_path / "spilled.json", style="cpop",
+                                     progress=progress)
+    assert len(spilled_files) >= 4, "the take was not spilled"
+    # the take's 16 kHz copy and the alignment's weighted copies are closed once aligned: only the
+    # backing's 16 kHz copy (the pitch tracker's bleed gate reads it) and the aligned take are open
+    assert open_at_cleanup == [2]
     assert not any(p.exists() for p in spilled_files), "the spill file was left behind"
     assert not (tmp_path / "spilled.json.cache" / "take.npy").exists()
     a, va = _plan_and_vocal(tmp_path / "memory.json")
