@@ -252,6 +252,38 @@ def test_delay_follows_the_backing_tempo(sung):
     assert 100 + SR // 2 - 200 < int(np.argmax(np.abs(echo))) < 100 + SR // 2 + 200
 
 
+@pytest.mark.parametrize("delay_ms", [0.4, 125.0, 581.395])
+def test_echo_is_pedalboards_delay_chain_to_the_bit_in_any_blocks(delay_ms):
+    """The echo's feedback delay runs in numpy, a delay's worth at a time: the space gives the same
+    samples as the dry voice plus pedalboard's Delay (fractional delays truncated as it does) and
+    the echo's filters, streamed in blocks shorter and longer than the delay, and again after a reset."""
+    import math
+
+    import pedalboard
+
+    rng = np.random.default_rng(3)
+    x = (0.3 * rng.standard_normal(2 * SR)).astype(np.float32)
+    echo = pedalboard.Pedalboard([
+        pedalboard.Delay(delay_seconds=delay_ms / 1000.0, feedback=0.45, mix=1.0),
+        pedalboard.HighpassFilter(cutoff_frequency_hz=300.0),
+        pedalboard.LowpassFilter(cutoff_frequency_hz=6000.0),
+        pedalboard.Gain(gain_db=20.0 * math.log10(0.5)),
+    ])
+    reference = np.stack([x, x]) + echo(x[None, :], SR, reset=True)
+    space = Space(delay_ms=delay_ms, delay_feedback=0.45, delay_mix=0.5)
+    for _ in range(2):  # the second pass starts fresh, as a new render does
+        # the largest block first: pedalboard re-prepares (and so resets) its filters when a block
+        # is larger than any before it, which real renders (equal blocks) never do
+        pieces, start, sizes = [], 0, [40000, 7, 5000, 31, 1] * 40
+        while start < x.size:
+            size = sizes[len(pieces)]
+            pieces.append(space(x[start : start + size], SR, reset=start == 0))
+            start += size
+        ours = np.concatenate(pieces, axis=1)
+        assert np.array_equal(ours, reference)
+    assert np.abs(reference - np.stack([x, x])).max() > 0.05  # the echo is there at all
+
+
 def test_rumbly_take_gets_a_higher_highpass_and_masked_take_a_presence_lift(sung):
     y, _, info = sung
     _, why = build_vocal_chain(resolve_settings("neutral"), info, sr=SR)
