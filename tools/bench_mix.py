@@ -284,6 +284,43 @@ def make_inputs(folder: Path, duration_s: float) -> tuple[Path, Path]:
     return take, backing
 
 
+FIRST_TOUCH = r"""
+import sys, time
+import numpy as np
+gb = float(sys.argv[1])
+t = time.perf_counter()
+probe = np.ones(64 << 18, np.float32)  # 64 MiB of pages this process never had
+probe_s = time.perf_counter() - t
+warm_s, chunks = 0.0, []
+if gb > 0:
+    t = time.perf_counter()
+    chunks = [np.ones(1 << 28, np.float32) for _ in range(max(1, int(gb)))]  # 1 GiB each, freed at exit
+    warm_s = time.perf_counter() - t
+print(probe_s, warm_s, len(chunks))
+"""
+
+
+def print_first_touch(warm_gb: float) -> None:
+    """How fast a fresh process gets memory it never had (64 MiB), and optionally touch ``warm_gb``
+    GiB once so that later processes are given pages the host already backs.
+
+    A Pi's kernel hands a process zeroed pages at memory speed (a few ms for 64 MiB); a VM whose
+    host backs guest memory lazily pays for each never-used guest page on its first touch (this
+    machine: ~0.19 s for 64 MiB). A re-render touches ~140 MB, so such a VM can add ~0.2-0.4 s to
+    it that the box never pays.
+    """
+    out = subprocess.run([sys.executable, "-c", FIRST_TOUCH, str(warm_gb)], capture_output=True, text=True, check=True,
+                         env=child_env())
+    probe_s, warm_s, chunks = out.stdout.split()
+    line = f"first touch of 64 MiB in a fresh process: {1e3 * float(probe_s):.0f} ms ({64 / float(probe_s):.0f} MiB/s)"
+    if int(chunks):
+        after = subprocess.run([sys.executable, "-c", FIRST_TOUCH, "0"], capture_output=True, text=True, check=True,
+                               env=child_env()).stdout.split()[0]
+        line += (f"; warmed {chunks} GiB of the machine's memory ({int(chunks) / float(warm_s):.2f} GiB/s), "
+                 f"then {1e3 * float(after):.0f} ms")
+    print(line, flush=True)
+
+
 def best(runs: list[dict]) -> dict:
     """The median run by elapsed time (the machine is shared: medians are steadier than minima;
     of an even number, the faster of the middle two).
@@ -311,9 +348,13 @@ def main() -> None:
     parser.add_argument("--growth", action="store_true", help="also the time/memory table for 30 s, 3, 10 and 15 min takes")
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="also batch throughput over N 30 s takes on 1 and 2 worker processes and local Ray")
+    parser.add_argument("--warm-memory-gb", type=float, default=0.0, metavar="GB",
+                        help="first touch this much of the machine's memory once, before measuring (a VM whose host "
+                             "backs guest memory lazily charges each process for the never-used pages it touches)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="melisma-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
+    print_first_touch(args.warm_memory_gb)
     compile_package()
     take, backing = make_inputs(folder, args.duration)
     plan = folder / "plan.json"
