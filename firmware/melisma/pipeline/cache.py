@@ -1,8 +1,9 @@
 """Size limits for the files a render keeps: least recently used first out.
 
-A render keeps the corrected vocal (``corrected-<key>.npy``) and the dry vocal
-(``dry-<key>.npy``) of each tuning and style beside the plan, so the next slider move skips that
-work; each is the take's length in float32 (about 35 MB for 3 minutes). A full render with ducking
+A render keeps the corrected vocal (``corrected-<key>.npy``), the dry vocal (``dry-<key>.npy``)
+of each tuning and style and the toned vocal (``toned-<key>.npy``) of each warmth and air beside
+the plan, so the next slider move skips that work; each is the take's length in float32 (about
+35 MB for 3 minutes). A full render with ducking
 also keeps the backing's ducking moments (``duck-<key>.npy``, about 6 MB for 3 minutes). Left alone they would
 fill the disk, one pair per tuning value tried. :func:`enforce_limit` keeps a folder's matching
 files under a size limit by deleting the least recently used (a file's modification time is
@@ -37,10 +38,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-#: Render caches a plan folder may hold, in MiB (about three tunings of a 3-minute take).
+#: Render caches a plan folder may hold, in MiB (about two tunings of a 3-minute take, or one and several tones).
 DEFAULT_PLAN_CACHE_MIB = 256
 #: File names a render keeps (and that may be evicted).
-RENDER_CACHE_PATTERNS = ("corrected-*.npy", "dry-*.npy", "duck-*.npy")
+RENDER_CACHE_PATTERNS = ("corrected-*.npy", "dry-*.npy", "toned-*.npy", "duck-*.npy")
 ENV_PLAN_CACHE = "MELISMA_PLAN_CACHE_MIB"
 
 _plan_cache_mib: float | None = None

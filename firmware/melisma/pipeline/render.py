@@ -135,16 +135,19 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
                    spill: bool = False) -> PreparedRender:
     """Resolve the options, correct the pitch and run the vocal chain over the render's window.
 
-    The chain runs in two parts (:func:`~melisma.render.chain.split_vocal_chain`): the *dry* part
-    (de-esser, corrective EQ, compressor), which no slider but the style and tuning changes, and
-    the *wet* part (tonal EQ, reverb, echo). A full render keeps the dry vocal beside the plan
-    (``dry-<key>.npy``, like the corrected vocal), so the next render with other warmth, air,
-    reverb or vocal-level values runs only the wet part; a preview reads its window from that
-    file when it is there (the window then is exactly the full render's vocal). With ``spill``, a
-    full render of a long take writes the wet vocal into a file-backed buffer
+    The chain runs in three parts (:func:`~melisma.render.chain.split_vocal_chain`,
+    :func:`~melisma.render.chain.split_tone`): the *dry* part (de-esser, corrective EQ,
+    compressor), which no slider but the style and tuning changes; the *tonal EQ* (warmth, air);
+    and the *space* (reverb, echo). A full render keeps the dry and the toned vocal beside the
+    plan (``dry-<key>.npy`` and ``toned-<key>.npy``, like the corrected vocal), so the next render
+    with other warmth or air values runs the tonal EQ and the space only, and one with other
+    reverb or vocal-level values the space only; a preview reads its window from those files when
+    they are there (the window then is exactly the full render's vocal). With ``spill``, a full
+    render of a long take writes the wet vocal into a file-backed buffer
     (:func:`~melisma.pipeline.spill.wet_buffer`) instead of memory.
     """
-    from ..render.chain import build_vocal_chain, render_vocal_chain, split_vocal_chain
+    from ..render.chain import build_vocal_chain, render_vocal_chain, split_tone, split_vocal_chain
+    from ..render.stages import Chain
 
     resolved = options.resolve(plan.record.get("settings", {}))
     clock = StageClock(RENDER_WEIGHTS, progress)
@@ -159,8 +162,9 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR
     )
     dry_chain, wet_chain = split_vocal_chain(chain)
+    tone_chain, space_chain = split_tone(wet_chain)
     folder = plan.scratch_dir()
-    dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy" if folder is not None else None
+    dry_file, toned_file = _kept_vocal_files(plan, resolved, dry_chain, tone_chain)
     pitch_report = None
     out: np.ndarray | None = None
     spilled = None
@@ -170,17 +174,25 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         out, spilled = wet_buffer(2, n_total, folder=folder)
         if spilled is None:
             out = None  # short take: the chain makes its own array, as always
-    if dry_file is not None and _usable_cache_file(dry_file, (n_total,)):
+    # the latest kept vocal there is, and what is left to run over it
+    kept: tuple[Path, Chain, list[tuple[Any, Path | None]]] | None = None
+    if toned_file is not None and _usable_cache_file(toned_file, (n_total,)):
+        kept = toned_file, space_chain, []
+    elif dry_file is not None and _usable_cache_file(dry_file, (n_total,)):
+        kept = dry_file, wet_chain, [(tone_chain, toned_file)] if tone_chain.stages else []
+    if kept is not None:
+        kept_file, rest, keep_too = kept
         if "pitch" in plan.record:
             with timed_stage(clock, "correct_pitch", release=full):
                 _, pitch_report = _correction_plan(plan.record["pitch"], resolved.tuning)
                 pitch_report["cached"] = True
         with timed_stage(clock, "vocal_chain", release=full):
             if full:
-                with NpyBlockReader(dry_file) as source:
-                    wet = render_vocal_chain(wet_chain, source, sr=ENGINE_SR, out=out)
+                with NpyBlockReader(kept_file) as source:
+                    wet = (_render_keeping(keep_too, space_chain, source, out=out) if keep_too
+                           else render_vocal_chain(rest, source, sr=ENGINE_SR, out=out))
             else:
-                wet = render_vocal_chain(wet_chain, read_npy(dry_file, start=lo, stop=hi), sr=ENGINE_SR)
+                wet = render_vocal_chain(rest, read_npy(kept_file, start=lo, stop=hi), sr=ENGINE_SR)
     else:
         # A full render streams the vocal from a file into the chain (the plan's cached vocal, or
         # the cached corrected one), so only the chain's stereo output is ever whole in memory.
@@ -197,6 +209,7 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
                 vocal_file = plan.cache_file("vocal")
         if vocal is None and vocal_file is None:
             vocal = plan.array("vocal", lo, hi)
+        parts = [(dry_chain, dry_file), (tone_chain, toned_file)]
         with timed_stage(clock, "vocal_chain", release=full):
             if vocal is None:
                 assert vocal_file is not None
@@ -206,9 +219,9 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
                             f"{vocal_file}: holds {source.shape} samples, the plan expects ({n_total},); "
                             "run `melisma analyze` again"
                         )
-                    wet = _render_keeping_dry(dry_chain, wet_chain, source, dry_file, out=out)
+                    wet = _render_keeping(parts, space_chain, source, out=out)
             elif full and dry_file is not None:
-                wet = _render_keeping_dry(dry_chain, wet_chain, vocal, dry_file, out=out)
+                wet = _render_keeping(parts, space_chain, vocal, out=out)
             else:
                 wet = render_vocal_chain(chain, vocal, sr=ENGINE_SR, out=out)
             del vocal
@@ -228,38 +241,58 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
 
 
 def warm_render_caches(plan: Plan, *, style: str | None = None, sliders: dict[str, float] | None = None) -> Path | None:
-    """Correct the whole take and run the dry part of the vocal chain for these settings, keeping
-    both beside the plan: what the next full render reuses and what a preview reads its window
-    from. The box does this right after analysing, so the first preview is already a cheap one.
-    Returns the dry vocal's file (None for a plan with no place to keep it).
+    """Correct the whole take and run the dry part of the vocal chain and its tonal EQ for these
+    settings, keeping all three beside the plan: what the next full render reuses and what a
+    preview reads its window from. The box does this right after analysing, so the first preview
+    is already a cheap one. Returns the dry vocal's file (None for a plan with no place to keep it).
     """
-    from ..render.chain import build_vocal_chain, split_vocal_chain
+    from ..render.chain import build_vocal_chain, split_tone, split_vocal_chain
 
     resolved = RenderOptions(style=style, sliders=sliders).resolve(plan.record.get("settings", {}))
     folder = plan.scratch_dir()
     if folder is None:
         return None
     chain, _ = build_vocal_chain(resolved.settings, plan.record.get("voice", {}), plan.record.get("backing"), sr=ENGINE_SR)
-    dry_chain, _ = split_vocal_chain(chain)
-    dry_file = folder / f"dry-{_dry_key(plan, resolved, dry_chain)}.npy"
+    dry_chain, wet_chain = split_vocal_chain(chain)
+    tone_chain, _ = split_tone(wet_chain)
+    dry_file, toned_file = _kept_vocal_files(plan, resolved, dry_chain, tone_chain)
+    assert dry_file is not None  # the plan has a folder
     n_total = int(plan.record["cache"]["vocal"]["shape"][0])
-    if _usable_cache_file(dry_file, (n_total,)):
+    have_dry = _usable_cache_file(dry_file, (n_total,))
+    if have_dry and (toned_file is None or _usable_cache_file(toned_file, (n_total,))):
         return dry_file
-    vocal = vocal_file = None
-    if "pitch" in plan.record:
-        vocal, _, vocal_file = _corrected(plan, lo=0, hi=n_total, full=True, settings=resolved.tuning)
-        release_memory()
+    if have_dry:
+        with NpyBlockReader(dry_file) as source:
+            _render_keeping([(tone_chain, toned_file)], None, source)
     else:
-        vocal_file = plan.cache_file("vocal")
-    if vocal_file is not None:
-        with NpyBlockReader(vocal_file) as source:
-            _render_keeping_dry(dry_chain, None, source, dry_file)
-    else:
-        _render_keeping_dry(dry_chain, None, vocal, dry_file)
+        vocal = vocal_file = None
+        if "pitch" in plan.record:
+            vocal, _, vocal_file = _corrected(plan, lo=0, hi=n_total, full=True, settings=resolved.tuning)
+            release_memory()
+        else:
+            vocal_file = plan.cache_file("vocal")
+        parts = [(dry_chain, dry_file), (tone_chain, toned_file)]
+        if vocal_file is not None:
+            with NpyBlockReader(vocal_file) as source:
+                _render_keeping(parts, None, source)
+        else:
+            _render_keeping(parts, None, vocal)
     from .cache import enforce_plan_cache_limit
 
     enforce_plan_cache_limit(folder)
     return dry_file if dry_file.exists() else None
+
+
+def _kept_vocal_files(plan: Plan, resolved: ResolvedRender, dry_chain, tone_chain) -> tuple[Path | None, Path | None]:
+    """Where the dry and the toned vocal of these settings are kept (None: an unsaved plan, or no tonal EQ)."""
+    folder = plan.scratch_dir()
+    if folder is None:
+        return None, None
+    dry_key = _dry_key(plan, resolved, dry_chain)
+    if not tone_chain.stages:
+        return folder / f"dry-{dry_key}.npy", None
+    tone = hashlib.sha1(json.dumps([dry_key, tone_chain.describe()], sort_keys=True, default=str).encode())
+    return folder / f"dry-{dry_key}.npy", folder / f"toned-{tone.hexdigest()[:12]}.npy"
 
 
 def _dry_key(plan: Plan, resolved: ResolvedRender, dry_chain) -> str:
@@ -292,46 +325,49 @@ def _usable_cache_file(path: Path, shape: tuple[int, ...]) -> bool:
     return usable
 
 
-def _render_keeping_dry(dry_chain, wet_chain, source, dry_file: Path | None, *, block_s: float = 5.0,
-                        out: np.ndarray | None = None) -> Any:
-    """The whole chain over ``source`` (an array or a block reader), its dry part also written to
-    ``dry_file`` (atomically; no file when it cannot be written). Block for block what
-    :func:`~melisma.render.chain.render_vocal_chain` does with the whole chain. With
-    ``wet_chain`` None only the dry file is written (returns None).
+def _render_keeping(parts: list[tuple[Any, Path | None]], rest, source, *, block_s: float = 5.0,
+                    out: np.ndarray | None = None) -> Any:
+    """The chain parts one after another, then ``rest``, over ``source`` (an array or a block
+    reader), block for block what :func:`~melisma.render.chain.render_vocal_chain` does with the
+    whole chain; each part's output is also written to its file (atomically; a part with no file
+    is not kept). When a file cannot be written, none is kept and the chain runs plainly. With
+    ``rest`` None only the files are written (returns None).
     """
     from ..render.chain import render_vocal_chain
+    from ..render.stages import Chain
 
-    if dry_file is None:
-        from ..render.stages import Chain
-
-        return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s,
-                                  out=out)
+    whole = Chain([stage for chain, _ in parts for stage in chain.stages] + (list(rest.stages) if rest is not None else []))
+    if all(file is None for _, file in parts):
+        return render_vocal_chain(whole, source, sr=ENGINE_SR, block_s=block_s, out=out) if rest is not None else None
     n = int(source.shape[0])
     read = source.read if hasattr(source, "read") else (lambda a, b: source[a:b])
     block = max(1, int(round(block_s * ENGINE_SR)))
+    start = 0
     try:
-        with atomic_path(dry_file, overwrite=True) as tmp, NpyWriter(tmp, channels=1) as writer:
+        with contextlib.ExitStack() as files:
+            writers = [files.enter_context(NpyWriter(files.enter_context(atomic_path(file, overwrite=True)), channels=1))
+                       if file is not None else None for _, file in parts]
             for start in range(0, max(n, 1), block):
                 first = start == 0
-                dry = dry_chain(read(start, min(n, start + block)), ENGINE_SR, reset=first)
-                writer.append(dry)
-                if wet_chain is None:
+                piece = read(start, min(n, start + block))
+                for (chain, _), writer in zip(parts, writers, strict=True):
+                    piece = chain(piece, ENGINE_SR, reset=first)
+                    if writer is not None:
+                        writer.append(piece)
+                if rest is None:
                     continue
-                piece = wet_chain(dry, ENGINE_SR, reset=first)
+                piece = rest(piece, ENGINE_SR, reset=first)
                 piece = piece if piece.ndim == 2 else np.stack([piece, piece])
                 if first and (out is None or out.shape != (piece.shape[0], n)):
                     out = np.empty((piece.shape[0], n), dtype=np.float32)
                 assert out is not None  # made at the first block
                 out[:, start:start + piece.shape[-1]] = piece
     except (OSError, MelismaError):
-        if wet_chain is None:
+        if rest is None:
             return None
-        if out is None or start + block < n:  # the file failed before the chain finished: run it plainly
-            from ..render.stages import Chain
-
-            return render_vocal_chain(Chain([*dry_chain.stages, *wet_chain.stages]), source, sr=ENGINE_SR, block_s=block_s,
-                                      out=out)
-    if wet_chain is None:
+        if out is None or start + block < n:  # a file failed before the chain finished: run it plainly
+            return render_vocal_chain(whole, source, sr=ENGINE_SR, block_s=block_s, out=out)
+    if rest is None:
         return None
     return out if out is not None else np.zeros((2, 0), np.float32)
 

@@ -651,6 +651,28 @@ def render_vocal_chain(chain: Stage, vocal, *, sr: int, block_s: float = 5.0, ou
     return out if out is not None else np.zeros((2, 0), np.float32)
 
 
+def split_tone(wet: Chain) -> tuple[Chain, Chain]:
+    """Split the *wet* part of :func:`split_vocal_chain` into its tonal EQ (warmth, air) and the rest
+    (reverb and echo): what a reverb or vocal-level move leaves alone, and what it runs again.
+
+    >>> import numpy as np
+    >>> from melisma.semantic import resolve_settings
+    >>> from melisma.analysis.voice import analyze_voice
+    >>> sr = 48000
+    >>> vocal = (0.2 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    >>> chain, _ = build_vocal_chain(resolve_settings("cpop"), analyze_voice(vocal, sr=sr), sr=sr)
+    >>> dry, wet = split_vocal_chain(chain)
+    >>> tone, space = split_tone(wet)
+    >>> [s.name for s in tone.stages], [s.name for s in space.stages]
+    (['EQAndDynamics.tone'], ['Space'])
+    """
+    stages = list(wet.stages)
+    cut = 0
+    while cut < len(stages) and stages[cut].name == "EQAndDynamics.tone":
+        cut += 1
+    return Chain(stages[:cut]), Chain(stages[cut:])
+
+
 def split_vocal_chain(chain: Chain) -> tuple[Chain, Chain]:
     """Split a chain of :func:`build_vocal_chain` where the sliders start to matter.
 

@@ -29,22 +29,36 @@ def plan_path(tmp_path_factory) -> Path:
 
 def _render_caches(plan: Path) -> list[str]:
     folder = plan.with_name(plan.name + ".cache")
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(("corrected-", "dry-")))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(("corrected-", "dry-", "toned-")))
 
 
 def test_a_rerender_reuses_the_kept_vocals_bit_for_bit(plan_path, tmp_path):
     first = pipeline.render_plan(plan_path, tmp_path / "a.wav", sliders={"reverb": 0.3})
     kept = _render_caches(plan_path)
-    assert any(n.startswith("corrected-") for n in kept) and any(n.startswith("dry-") for n in kept)
+    assert [n.split("-")[0] for n in kept] == ["corrected", "dry", "toned"]
     assert (plan_path.with_name(plan_path.name + ".cache") / "filters.json").is_file()
     again = pipeline.render_plan(plan_path, tmp_path / "b.wav", sliders={"reverb": 0.3})
     assert again["pitch"]["cached"] is True and first["pitch"].get("cached") is not True
     a, _ = audio_io.load_audio(tmp_path / "a.wav")
     b, _ = audio_io.load_audio(tmp_path / "b.wav")
     assert np.array_equal(a, b)
-    # a slider the dry part does not depend on adds no new dry vocal
-    pipeline.render_plan(plan_path, tmp_path / "c.wav", sliders={"reverb": -0.5, "warmth": 0.4})
+    # a reverb move runs the space alone over the toned vocal: nothing new is kept
+    pipeline.render_plan(plan_path, tmp_path / "c.wav", sliders={"reverb": -0.5})
     assert _render_caches(plan_path) == kept
+    # a warmth move keeps its own toned vocal, made from the same dry one
+    moved = pipeline.render_plan(plan_path, tmp_path / "d.wav", sliders={"reverb": -0.5, "warmth": 0.4})
+    added = sorted(set(_render_caches(plan_path)) - set(kept))
+    assert len(added) == 1 and added[0].startswith("toned-") and set(kept) <= set(_render_caches(plan_path))
+    assert moved["pitch"]["cached"] is True
+    # ... and the renders from kept vocals are the renders from scratch, to the bit
+    folder = plan_path.with_name(plan_path.name + ".cache")
+    for name in _render_caches(plan_path):
+        (folder / name).unlink()
+    for name, sliders in (("c", {"reverb": -0.5}), ("d", {"reverb": -0.5, "warmth": 0.4})):
+        pipeline.render_plan(plan_path, tmp_path / f"{name}-fresh.wav", sliders=sliders)
+        kept_audio, _ = audio_io.load_audio(tmp_path / f"{name}.wav")
+        fresh_audio, _ = audio_io.load_audio(tmp_path / f"{name}-fresh.wav")
+        assert np.array_equal(kept_audio, fresh_audio), name
 
 
 def test_the_backings_ducking_moments_are_kept_once_and_a_damaged_file_is_measured_again(plan_path, tmp_path):
@@ -69,15 +83,15 @@ def test_the_limit_evicts_least_recently_used_and_a_rerender_makes_them_again(pl
     folder = plan_path.with_name(plan_path.name + ".cache")
     pipeline.render_plan(plan_path, tmp_path / "t0.wav", sliders={"tuning": 0.0})
     size = max(p.stat().st_size for p in folder.glob("corrected-*.npy"))
-    # room for exactly two render files (one corrected + one dry vocal): older pairs must go
-    monkeypatch.setenv(cache.ENV_PLAN_CACHE, str(2.5 * size / (1 << 20)))
+    # room for exactly three render files (the corrected, dry and toned vocal): older ones must go
+    monkeypatch.setenv(cache.ENV_PLAN_CACHE, str(3.5 * size / (1 << 20)))
     renders = []
     for i, tuning in enumerate((-0.4, 0.5, 0.9)):
         pipeline.render_plan(plan_path, tmp_path / f"t{i + 1}.wav", sliders={"tuning": tuning})
         renders.append(set(_render_caches(plan_path)))
         time.sleep(0.01)
-    assert all(len(r) <= 2 for r in renders)
-    assert renders[-1].isdisjoint(renders[0])  # the oldest pair was evicted
+    assert all(len(r) <= 3 for r in renders)
+    assert renders[-1].isdisjoint(renders[0])  # the oldest setting's files were evicted
     assert (folder / "vocal.npy").is_file() and (folder / "backing.npy").is_file()  # the analysis never goes
     # re-rendering an evicted setting makes its files again and sounds the same
     before, _ = audio_io.load_audio(tmp_path / "t1.wav")

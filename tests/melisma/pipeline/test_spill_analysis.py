@@ -79,7 +79,7 @@ def test_a_long_takes_correction_in_a_file_backed_buffer_is_the_same(tmp_path, m
     cache = plan.with_name(plan.name + ".cache")
 
     def render(name):
-        for f in list(cache.glob("corrected-*.npy")) + list(cache.glob("dry-*.npy")):
+        for f in [*cache.glob("corrected-*.npy"), *cache.glob("dry-*.npy"), *cache.glob("toned-*.npy")]:
             f.unlink()
         pipeline.render_plan(plan, tmp_path / name, sliders={"tuning": 0.8})
         (corrected,) = cache.glob("corrected-*.npy")
