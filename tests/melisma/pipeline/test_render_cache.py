@@ -163,3 +163,28 @@ def test_a_preview_of_the_same_window_measures_the_backing_under_it_once(plan_pa
     assert np.array_equal(a, b) and again["balance"] == first["balance"]
     pipeline.render_plan(plan_path, tmp_path / "p2.wav", start_s=2.0, duration_s=3.0)  # another window: measured
     assert len(calls) == 1
+
+
+def test_warming_keeps_the_corrected_dry_and_toned_vocals_that_renders_then_reuse(plan_path, tmp_path):
+    """What the box runs right after analysing: the next full render and preview start from the kept
+    vocals, and sound as renders from scratch do; a warmth change warms only its own toned vocal."""
+    from melisma.pipeline.render import warm_render_caches
+
+    folder = plan_path.with_name(plan_path.name + ".cache")
+    for name in _render_caches(plan_path):
+        (folder / name).unlink()
+    plan = pipeline.Plan.load(plan_path)
+    dry = warm_render_caches(plan, style="cpop", sliders={"warmth": 0.2})
+    kept = _render_caches(plan_path)
+    assert dry is not None and dry.name in kept and [n.split("-")[0] for n in kept] == ["corrected", "dry", "toned"]
+    warmed = pipeline.render_plan(plan_path, tmp_path / "w.wav", style="cpop", sliders={"warmth": 0.2, "reverb": 0.3})
+    assert warmed["pitch"]["cached"] is True and _render_caches(plan_path) == kept  # nothing made again
+    warm_render_caches(plan, style="cpop", sliders={"warmth": -0.6})
+    added = sorted(set(_render_caches(plan_path)) - set(kept))
+    assert len(added) == 1 and added[0].startswith("toned-")
+    for name in _render_caches(plan_path):
+        (folder / name).unlink()
+    pipeline.render_plan(plan_path, tmp_path / "s.wav", style="cpop", sliders={"warmth": 0.2, "reverb": 0.3})
+    a, _ = audio_io.load_audio(tmp_path / "w.wav")
+    b, _ = audio_io.load_audio(tmp_path / "s.wav")
+    assert np.array_equal(a, b)
