@@ -189,8 +189,7 @@ def prepare_render(plan: Plan, options: RenderOptions, *, progress: ProgressCall
         with timed_stage(clock, "vocal_chain", release=full):
             if full:
                 with NpyBlockReader(kept_file) as source:
-                    wet = (_render_keeping(keep_too, space_chain, source, out=out) if keep_too
-                           else render_vocal_chain(rest, source, sr=ENGINE_SR, out=out))
+                    wet = _render_keeping(keep_too, space_chain, source, out=out)
             else:
                 wet = render_vocal_chain(rest, read_npy(kept_file, start=lo, stop=hi), sr=ENGINE_SR)
     else:

@@ -215,6 +215,20 @@ class DeEsser(Stage):
         return x if audio.ndim == 2 else x[0]
 
 
+def _delay_samples(seconds: float, sr: int) -> int:
+    """How many whole samples pedalboard.Delay delays by at ``sr`` (it truncates fractions): probed
+    with an impulse, so the numpy delay lines of :class:`Space` match it sample for sample.
+    """
+    import pedalboard
+
+    guess = int(round(seconds * sr))
+    impulse = np.zeros((1, guess + 4), np.float32)
+    impulse[0, 0] = 1.0
+    probe = pedalboard.Delay(delay_seconds=seconds, feedback=0.0, mix=1.0)(impulse, sr, reset=True)
+    hits = np.flatnonzero(probe[0])
+    return int(hits[0]) if hits.size else guess
+
+
 class Space(Stage):
     """Dry vocal + reverb (after a pre-delay) + echo, summed; mono in, ``(2, n)`` out, same ``n``.
 
@@ -261,32 +275,15 @@ class Space(Stage):
         self._fresh = True
 
     def _predelay_samples(self, sr: int) -> int:
-        """The pre-delay in whole samples, as pedalboard.Delay rounds it (probed once per rate)."""
+        """The pre-delay in whole samples, as pedalboard.Delay makes it (probed once per rate)."""
         if self._predelay_key is None or self._predelay_key[0] != sr:
-            samples = 0
-            if self._predelay_s > 0:
-                import pedalboard
-
-                guess = int(round(self._predelay_s * sr))
-                impulse = np.zeros((1, guess + 4), np.float32)
-                impulse[0, 0] = 1.0
-                probe = pedalboard.Delay(delay_seconds=self._predelay_s, feedback=0.0, mix=1.0)(impulse, sr, reset=True)
-                hits = np.flatnonzero(probe[0])
-                samples = int(hits[0]) if hits.size else guess
-            self._predelay_key = (sr, samples)
+            self._predelay_key = (sr, _delay_samples(self._predelay_s, sr) if self._predelay_s > 0 else 0)
         return self._predelay_key[1]
 
     def _echo_samples(self, sr: int) -> int:
-        """The echo's delay in whole samples, as pedalboard.Delay truncates it (probed once per rate)."""
+        """The echo's delay in whole samples, as pedalboard.Delay makes it (probed once per rate)."""
         if self._echo_key is None or self._echo_key[0] != sr:
-            import pedalboard
-
-            guess = int(self.delay_ms * 1e-3 * sr)
-            impulse = np.zeros((1, guess + 4), np.float32)
-            impulse[0, 0] = 1.0
-            probe = pedalboard.Delay(delay_seconds=self.delay_ms / 1000.0, feedback=0.0, mix=1.0)(impulse, sr, reset=True)
-            hits = np.flatnonzero(probe[0])
-            self._echo_key = (sr, max(1, int(hits[0]) if hits.size else guess))
+            self._echo_key = (sr, max(1, _delay_samples(self.delay_ms / 1000.0, sr)))
         return self._echo_key[1]
 
     def _echo_delay(self, mono: np.ndarray, sr: int) -> np.ndarray:
@@ -655,14 +652,10 @@ def split_tone(wet: Chain) -> tuple[Chain, Chain]:
     """Split the *wet* part of :func:`split_vocal_chain` into its tonal EQ (warmth, air) and the rest
     (reverb and echo): what a reverb or vocal-level move leaves alone, and what it runs again.
 
-    >>> import numpy as np
-    >>> from melisma.semantic import resolve_settings
-    >>> from melisma.analysis.voice import analyze_voice
-    >>> sr = 48000
-    >>> vocal = (0.2 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
-    >>> chain, _ = build_vocal_chain(resolve_settings("cpop"), analyze_voice(vocal, sr=sr), sr=sr)
-    >>> dry, wet = split_vocal_chain(chain)
-    >>> tone, space = split_tone(wet)
+    >>> import pedalboard
+    >>> tone_eq = PedalboardStage([pedalboard.HighShelfFilter(cutoff_frequency_hz=8000.0, gain_db=2.0)],
+    ...                           label="EQAndDynamics.tone")
+    >>> tone, space = split_tone(Chain([tone_eq, Space()]))
     >>> [s.name for s in tone.stages], [s.name for s in space.stages]
     (['EQAndDynamics.tone'], ['Space'])
     """
