@@ -437,6 +437,30 @@ def check_name(name: str, kind: FileKind | None = None) -> str:
     return name
 
 
+#: A plan's render report (the latest full render's report, its ``loudness`` measured on the written
+#: mix) is the plan-kind file with this suffix beside the plan: ``my-take.json`` -> ``my-take.report.json``.
+RENDER_REPORT_SUFFIX = ".report.json"
+
+
+def render_report_name(plan_name: str) -> str:
+    """The name of the render report the box keeps beside the plan ``plan_name``.
+
+    >>> render_report_name("my-take.json")
+    'my-take.report.json'
+    """
+    stem = plan_name[: -len(".json")] if plan_name.lower().endswith(".json") else plan_name
+    return stem + RENDER_REPORT_SUFFIX
+
+
+def is_render_report(name: str) -> bool:
+    """Is the plan-kind file ``name`` a plan's render report rather than a plan?
+
+    >>> is_render_report("my-take.report.json"), is_render_report("my-take.json")
+    (True, False)
+    """
+    return name.lower().endswith(RENDER_REPORT_SUFFIX)
+
+
 # ----------------------------------------------------------------------------------------------
 # Messages
 

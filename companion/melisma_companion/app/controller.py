@@ -607,8 +607,7 @@ class Companion:
         None when the box has none (a box from before it kept them, or the render not done yet).
         """
         client = self._require_ready()
-        stem = plan_name[: -len(".json")] if plan_name.lower().endswith(".json") else plan_name
-        name = stem + ".report.json"
+        name = p.render_report_name(plan_name)
         dest = self.cache_dir / name
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()  # a report from an earlier mix of this take

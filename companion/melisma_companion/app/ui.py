@@ -261,11 +261,19 @@ class LibraryScreen(BaseScreen):
         ids.pick_take.disabled = ids.pick_backing.disabled = bool(lib.uploading)
         ids.chosen.text = (f"Take: {lib.take or 'none chosen'}    Backing: {lib.backing or 'none chosen'}")
         ids.entries.clear_widgets()
+        # a plan's render report is part of its plan (deleted with it): no row of its own
+        plans = {e.name for e in lib.entries if e.kind is p.FileKind.PLAN and not p.is_render_report(e.name)}
+        reports = {p.render_report_name(name) for name in plans}
         for entry in lib.entries:
+            if entry.kind is p.FileKind.PLAN and entry.name in reports:
+                continue
             row = BoxLayout(size_hint_y=None, height=dp(44), spacing=dp(4))
             chosen = entry.name in (lib.take, lib.backing) and entry.kind in (p.FileKind.TAKE, p.FileKind.BACKING)
+            kept = (entry.kind is p.FileKind.PLAN and p.render_report_name(entry.name) in
+                    {e.name for e in lib.entries if e.kind is p.FileKind.PLAN})
             label = Label(text=f"{'> ' if chosen else ''}{entry.kind.name.lower():8s} {entry.name}   "
-                               f"{words.size_words(entry.size)}", halign="left", valign="middle")
+                               f"{words.size_words(entry.size)}{' + render report' if kept else ''}",
+                          halign="left", valign="middle")
             label.bind(size=lambda w, s: setattr(w, "text_size", s))
             row.add_widget(label)
             row.entry = entry

@@ -3,7 +3,8 @@
 A full render (``Render`` job) returns the mix report (:func:`melisma.pipeline.render_plan`):
 its ``loudness`` block holds the integrated loudness and true peak *measured on the written
 file*. The box writes that report next to the plan, as a plan-kind file named
-:func:`report_name` (``my-take.json`` -> ``my-take.report.json``), and the app downloads it with
+:func:`report_name` (``my-take.json`` -> ``my-take.report.json``; the naming is the protocol's,
+:func:`melisma.protocol.render_report_name`), and the app downloads it with
 the plan after a render, through the ordinary file transfer (``DownloadBegin`` with kind 5,
 plan): no protocol change. The latest full render of a plan wins; previews never write it.
 
@@ -18,18 +19,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..protocol import RENDER_REPORT_SUFFIX as REPORT_SUFFIX
 from ..protocol import FileKind, check_name
+from ..protocol import render_report_name as report_name
 
 logger = logging.getLogger(__name__)
 
-#: What a plan's report name ends with.
-REPORT_SUFFIX = ".report.json"
-
-
-def report_name(plan_name: str) -> str:
-    """The name of the render report kept beside the plan ``plan_name`` (a ``.json`` file name)."""
-    stem = plan_name[: -len(".json")] if plan_name.lower().endswith(".json") else plan_name
-    return stem + REPORT_SUFFIX
+__all__ = ["REPORT_SUFFIX", "report_name", "store_render_report"]
 
 
 def store_render_report(plan_path: str | Path, report: dict[str, Any]) -> Path | None:

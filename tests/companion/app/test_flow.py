@@ -182,6 +182,11 @@ def test_send_mix_shape_keep(app_run, run_async, short_examples, tmp_path):
 
             # -- delete from the library
             await run.tap(run.app.root.ids.nav_library)
+            await run.until(lambda: "my-take.report.json" in [e.name for e in run.state.library.entries],
+                            what="the render report listed by the box")
+            shown = {r.entry.name: r.children[-1].text for r in lib.ids.entries.children}
+            # the render report is part of its plan: no row of its own, the plan's row says it is kept
+            assert "my-take.report.json" not in shown and shown["my-take.json"].endswith("+ render report")
             row = next(r for r in lib.ids.entries.children if r.entry.name == "my-take-mix.mp3")
             await run.tap(row.children[0])
             await run.until(lambda: "my-take-mix.mp3" not in [e.name for e in run.state.library.entries],
