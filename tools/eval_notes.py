@@ -11,7 +11,8 @@ main's, for a before/after in the same run.
 
 ``notes``: mir_eval note-transcription scores per clip and overall on vocadito track 1 (against
 both note annotators, A1 and A2) and the SSVD v2 sight-singing clips in shared/data (24 of them
-here; the per-file offset
+here; ``--ssvd DIR`` scores every recording of an SSVD folder instead, e.g. the whole upstream test
+set; recording 101666 is always left out, its annotation is transposed; the per-file offset
 removed: the median cents difference between the system's notes and the annotation, each system
 its own, since those annotations sit 15-30 cents above the audio):
 
@@ -82,8 +83,14 @@ class Clip:
     remove_offset: bool  # SSVD: per-file offset removed before scoring
 
 
-def load_clips(root: Path, *, which: str = "all") -> list[Clip]:
-    """vocadito track 1 (two annotators: two clips on the same audio) and the SSVD subset."""
+#: SSVD recordings whose annotation does not belong to the audio: left out wherever they are found.
+SSVD_BAD_ANNOTATIONS = {"101666": "its notes sit about +2030 cents off the audio (a transposition; shared/data SOURCE.txt)"}
+
+
+def load_clips(root: Path, *, which: str = "all", ssvd_dir: Path | None = None) -> list[Clip]:
+    """vocadito track 1 (two annotators: two clips on the same audio) and the SSVD clips: the
+    subset in ``root`` (shared/data), or every recording of ``ssvd_dir`` (``--ssvd``, e.g. the
+    upstream test folder with its 127 recordings), less :data:`SSVD_BAD_ANNOTATIONS`."""
     clips: list[Clip] = []
     if which in ("all", "vocadito"):
         d = root / "vocadito"
@@ -92,7 +99,9 @@ def load_clips(root: Path, *, which: str = "all") -> list[Clip]:
             ref = np.stack([rows[:, 0], rows[:, 0] + rows[:, 2], 69.0 + 12.0 * np.log2(rows[:, 1] / 440.0)], axis=1)
             clips.append(Clip(f"vocadito_1/{ann}", d / "Audio" / "vocadito_1.wav", ref, remove_offset=False))
     if which in ("all", "ssvd"):
-        for wav in sorted((root / "ssvd_v2_subset" / "test").glob("*.flac")):
+        for wav in sorted((ssvd_dir or root / "ssvd_v2_subset" / "test").glob("*.flac")):
+            if wav.stem in SSVD_BAD_ANNOTATIONS or not wav.with_suffix(".txt").exists():
+                continue
             ref = np.loadtxt(wav.with_suffix(".txt"), ndmin=2)
             clips.append(Clip(f"ssvd/{wav.stem}", wav, ref[:, :3], remove_offset=True))
     return clips
@@ -351,7 +360,10 @@ def summarise(per_clip: dict[str, dict]) -> dict[str, dict[str, float]]:
 
 def cmd_notes(args: argparse.Namespace) -> int:
     root = Path(args.data)
-    clips = load_clips(root, which=args.which)
+    clips = load_clips(root, which=args.which, ssvd_dir=Path(args.ssvd) if args.ssvd else None)
+    if not clips:
+        print(f"no clips found under {root}" + (f" or {args.ssvd}" if args.ssvd else ""), file=sys.stderr)
+        return 2
     if args.clips:
         clips = [c for c in clips if any(s in c.name for s in args.clips.split(","))]
     cache = Path(args.cache) if args.cache else None
@@ -575,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--data", default=default_data)
     a.add_argument("--systems", default="melisma,basic-pitch,basic-pitch-mono,pyin-hmm")
     a.add_argument("--which", choices=("all", "vocadito", "ssvd"), default="all")
+    a.add_argument("--ssvd", help="score every SSVD recording (.flac + .txt) in this folder instead of shared/data's "
+                                  "subset, e.g. the test/ folder of github.com/xk-wang/SSVD-v2.0 (127 recordings)")
     a.add_argument("--clips", help="only clips whose name contains one of these (comma separated)")
     a.add_argument("--per-clip", action="store_true", help="print every clip's scores")
     a.add_argument("--cache", help="keep Melisma's pitch tracks and the peers' notes here between runs (a development aid)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from melisma.analysis.melody import load_melody
 
+from tools import eval_notes as ev
 from tools.eval_notes import file_offset_cents, make_melody, write_midi
 
 REF = np.array([[0.5, 0.9, 60.2], [1.0, 1.4, 62.1], [1.5, 1.9, 63.8], [3.0, 3.4, 65.0], [3.5, 3.9, 67.3]])
@@ -36,3 +37,19 @@ def test_file_offset_is_the_median_difference_of_overlapping_notes():
     est[3, 2] -= 0.9
     assert abs(file_offset_cents(REF, est) - 20.0) < 1e-6
     assert file_offset_cents(REF, np.zeros((0, 3))) == 0.0
+
+
+def test_an_ssvd_folder_is_scored_whole_less_its_transposed_recording(tmp_path):
+    """``--ssvd DIR`` takes every recording with its annotation; 101666 (annotation transposed) never."""
+    from melisma.audio_io import write_audio
+
+    tone = (0.1 * np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)).astype(np.float32)
+    for stem in ("100135", "101666", "no-notes"):
+        write_audio(tmp_path / f"{stem}.flac", tone, sr=16000)
+    for stem in ("100135", "101666"):
+        (tmp_path / f"{stem}.txt").write_text("0.10\t0.40\t57.0\n")
+    clips = ev.load_clips(tmp_path, which="ssvd", ssvd_dir=tmp_path)
+    assert [c.name for c in clips] == ["ssvd/100135"]
+    assert clips[0].remove_offset and clips[0].ref.tolist() == [[0.1, 0.4, 57.0]]
+    assert ev.main(["notes", "--data", str(tmp_path), "--which", "ssvd", "--ssvd", str(tmp_path / "none"),
+                    "--systems", "melisma"]) == 2  # nothing to score: said, and a non-zero exit
