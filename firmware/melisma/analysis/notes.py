@@ -381,7 +381,12 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
         # repeated notes of one pitch: a deep dip of the energy between two held stretches
         for k in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
             # not inside a vibrato or trill: its loudness swings with it (tremolo)
-            if not osc[max(0, k - min_frames) : k + min_frames].any() and all(abs(k - b) >= min_frames for b in bounds):
+            if osc[max(0, k - min_frames) : k + min_frames].any():
+                continue
+            close = [b for b in bounds[1:] if abs(k - b) < min_frames]
+            if close:  # the pitch step already put a boundary at this articulation: it is a repeated note's too
+                hard.add(min(close, key=lambda b: abs(k - b)))
+            else:
                 bounds.append(k)
                 hard.add(k)
         bounds.sort()

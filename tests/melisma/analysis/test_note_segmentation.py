@@ -90,6 +90,24 @@ def test_repeated_notes_of_one_pitch_split_at_the_articulation():
     assert len(segment_notes(track)) == 1  # the pitch alone cannot tell them apart
 
 
+def test_a_repeated_note_whose_articulation_also_dips_the_pitch_stays_two_notes():
+    """ "la-la" 30 cents apart, the consonant between them 20 dB down and 1.4 semitones low: the pitch
+    step puts a boundary at the articulation, and the deep dip makes it a repeated note's, so the
+    two syllables are not merged as neighbours of (almost) one level (vocadito 1 at 16.4 s)."""
+    hop, sr = 0.005, 16000
+    midi = np.r_[np.zeros(20), np.full(80, 62.0), np.full(12, 60.6), np.full(80, 61.7), np.zeros(20)]
+    hz = np.where(midi > 0, midi_to_hz(midi), 0.0)
+    frames = np.arange(len(midi)) * hop
+    t = np.arange(int(len(midi) * hop * sr)) / sr
+    amp = np.interp(t, frames, np.where(midi == 60.6, 0.03, np.where(midi > 0, 0.3, 0.0)))
+    audio = (amp * np.sin(2 * np.pi * np.cumsum(np.interp(t, frames, hz)) / sr)).astype(np.float32)
+    track = PitchTrack(hop, hz, (hz > 0).astype(float))
+    notes = segment_notes(track, audio=audio, sr=sr)
+    assert [round(n.midi, 1) for n in notes] == [62.0, 61.7], _summary(notes)
+    assert 0.5 <= notes[1].start_s <= 0.62  # at the articulation
+    assert len(segment_notes(track)) == 1  # without the audio: one level, one note
+
+
 def test_energy_envelope_follows_the_level():
     y = np.r_[np.zeros(1600), 0.5 * np.sin(2 * np.pi * 220 * np.arange(3200) / SR)].astype(np.float32)
     e = energy_envelope(y, sr=SR, hop_s=0.01, n_frames=30)
