@@ -23,7 +23,10 @@ How it works:
    before the crossing; without one it needs :data:`NODIP_SPLIT_CENTS` (amateur singers waver by
    more than ``split_cents`` inside one syllable) and starts :data:`ARRIVE` of the way from the
    crossing to where the pitch arrives. A dip of :data:`REPEAT_DIP_DB` between two held stretches
-   splits even notes of one pitch (a repeated note). Without the audio, ``split_cents`` alone.
+   splits even notes of one pitch (a repeated note; the new one starts where the energy is back
+   half way up), and no neighbour merges across it; inside a vibrato only a dip of
+   :data:`TREMOLO_MAX_DB` or more does (a vibrato's loudness swings with it). Without the audio,
+   ``split_cents`` alone.
 4. Clean-up: a segment shorter than ``min_note_ms`` (a grace note, a mordent, a glitch) joins the
    neighbour it is connected to (the next one first: grace notes lead *into* their note), unless it
    is one of :data:`FAST_RUN_NOTES` or more short held notes in a row (a melisma); a segment that is
@@ -380,13 +383,19 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
     if env is not None and REPEAT_DIP_DB:
         # repeated notes of one pitch: a deep dip of the energy between two held stretches
         for k in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
-            # not inside a vibrato or trill: its loudness swings with it (tremolo)
-            if osc[max(0, k - min_frames) : k + min_frames].any():
+            # not inside a vibrato or trill: its loudness swings with it (tremolo), though never by
+            # TREMOLO_MAX_DB (a dip that deep is a break, and its pitch dip can read as a swing)
+            depth = min(float(np.max(env[max(0, k - min_frames) : k])),
+                        float(np.max(env[k + 1 : k + min_frames + 1]))) - float(env[k])
+            if depth < TREMOLO_MAX_DB and osc[max(0, k - min_frames) : k + min_frames].any():
                 continue
             close = [b for b in bounds[1:] if abs(k - b) < min_frames]
             if close:  # the pitch step already put a boundary at this articulation: it is a repeated note's too
                 hard.add(min(close, key=lambda b: abs(k - b)))
-            else:
+            else:  # the new note starts where the energy is back half way up (its vowel), not at the dip
+                right = float(np.max(env[k + 1 : k + min_frames + 1]))
+                up = np.flatnonzero(env[k : k + min_frames + 1] >= env[k] + 0.5 * (right - float(env[k])))
+                k = k + int(up[0]) if up.size else k
                 bounds.append(k)
                 hard.add(k)
         bounds.sort()
@@ -400,6 +409,8 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
 FAST_WINDOW_S = 0.05
 #: A dip this deep (dB) between two held stretches splits even notes of the same pitch (0: never).
 REPEAT_DIP_DB = 8.0
+#: A vibrato's loudness swing (tremolo) stays under this (dB): a deeper dip splits even inside one.
+TREMOLO_MAX_DB = 15.0
 
 
 def _oscillating(m: np.ndarray, hop_s: float) -> np.ndarray:

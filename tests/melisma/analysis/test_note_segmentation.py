@@ -108,6 +108,26 @@ def test_a_repeated_note_whose_articulation_also_dips_the_pitch_stays_two_notes(
     assert len(segment_notes(track)) == 1  # without the audio: one level, one note
 
 
+def test_a_break_between_two_vibrato_notes_of_one_pitch_splits_them_at_the_second_vowel():
+    """Two notes of one pitch with vibrato and a 25-ms break 40 dB down (SSVD 33092 at 10.0 s): the
+    vibrato guard (a tremolo is no articulation) must not hide a dip far deeper than any tremolo,
+    and the second note starts where its sound does, not in the middle of the break."""
+    hop, sr = 0.005, 16000
+    held = 62.0 + 0.4 * np.sin(2 * np.pi * 5.5 * np.arange(100) * hop)
+    midi = np.r_[np.zeros(20), held, np.zeros(5), held, np.zeros(20)]
+    hz = np.where(midi > 0, midi_to_hz(np.where(midi > 0, midi, 60.0)), 0.0)
+    frames = np.arange(len(midi)) * hop
+    t = np.arange(int(len(midi) * hop * sr)) / sr
+    level = np.where(midi > 0, 0.3, 0.0)
+    level[116:127] = 0.003
+    amp = np.interp(t, frames, level)
+    audio = (amp * np.sin(2 * np.pi * np.cumsum(np.interp(t, frames, np.where(hz > 0, hz, 293.7))) / sr)).astype(np.float32)
+    notes = segment_notes(PitchTrack(hop, hz, (hz > 0).astype(float)), audio=audio, sr=sr)
+    assert len(notes) == 2, _summary(notes)
+    assert abs(notes[1].start_s - 0.625) <= 0.02, _summary(notes)
+    assert all(abs(100 * (n.midi - 62.0)) < 10 for n in notes)
+
+
 def test_energy_envelope_follows_the_level():
     y = np.r_[np.zeros(1600), 0.5 * np.sin(2 * np.pi * 220 * np.arange(3200) / SR)].astype(np.float32)
     e = energy_envelope(y, sr=SR, hop_s=0.01, n_frames=30)
