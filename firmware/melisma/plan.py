@@ -75,6 +75,7 @@ class Plan:
     path: Path | None = None
     _files: dict[str, Path] = field(default_factory=dict, repr=False)  # adopted work files, before save()
     _work: Path | None = field(default=None, repr=False)
+    _release: Any = field(default=None, repr=False)  # removes the owned work folder (once)
 
     # -- cache -------------------------------------------------------------------------------
     @property
@@ -155,9 +156,18 @@ class Plan:
         return self._work
 
     def own_work_dir(self, folder: str | os.PathLike) -> None:
-        """Make ``folder`` (holding adopted work files) this plan's: it is removed with the plan."""
+        """Make ``folder`` (holding adopted work files) this plan's: it is removed with the plan,
+        or at :meth:`release_work_dir`.
+        """
         self._work = Path(folder)
-        weakref.finalize(self, shutil.rmtree, str(self._work), True)
+        self._release = weakref.finalize(self, shutil.rmtree, str(self._work), True)
+
+    def release_work_dir(self) -> None:
+        """Remove the owned work folder now (an unsaved plan that is done with, even when an error
+        still holds it in a traceback); nothing to do when there is none or it is gone already.
+        """
+        if self._release is not None:
+            self._release()
 
     # -- I/O ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:

@@ -279,8 +279,12 @@ def mix_files(
         _work_parent=Path(out_path).parent,
         **pitch_options,
     )
-    plan.record.setdefault("warnings", []).extend(_input_warnings(take_path, backing_path))
-    report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={}, report_frames=report_frames)
+    try:
+        plan.record.setdefault("warnings", []).extend(_input_warnings(take_path, backing_path))
+        report = _render_files(plan, paths, overwrite=overwrite, progress=scaled(0.6, 0.95), options={},
+                               report_frames=report_frames)
+    finally:  # the plan is never saved: its work folder goes now, also when the render failed (a full disk)
+        plan.release_work_dir()
     report["timings_s"]["total"] = round(time.perf_counter() - t0, 4)
     if progress:
         progress("done", 1.0)
