@@ -75,7 +75,7 @@ class Plan:
     path: Path | None = None
     _files: dict[str, Path] = field(default_factory=dict, repr=False)  # adopted work files, before save()
     _work: Path | None = field(default=None, repr=False)
-    _release: Any = field(default=None, repr=False)  # removes the owned work folder (once)
+    _release: weakref.finalize | None = field(default=None, repr=False)  # removes the owned work folder (once)
 
     # -- cache -------------------------------------------------------------------------------
     @property

@@ -262,15 +262,15 @@ class LibraryScreen(BaseScreen):
         ids.chosen.text = (f"Take: {lib.take or 'none chosen'}    Backing: {lib.backing or 'none chosen'}")
         ids.entries.clear_widgets()
         # a plan's render report is part of its plan (deleted with it): no row of its own
-        plans = {e.name for e in lib.entries if e.kind is p.FileKind.PLAN and not p.is_render_report(e.name)}
-        reports = {p.render_report_name(name) for name in plans}
+        plan_files = {e.name for e in lib.entries if e.kind is p.FileKind.PLAN}
+        reports = {p.render_report_name(n) for n in plan_files if not p.is_render_report(n)} & plan_files
         for entry in lib.entries:
-            if entry.kind is p.FileKind.PLAN and entry.name in reports:
+            is_plan = entry.kind is p.FileKind.PLAN
+            if is_plan and entry.name in reports:
                 continue
             row = BoxLayout(size_hint_y=None, height=dp(44), spacing=dp(4))
             chosen = entry.name in (lib.take, lib.backing) and entry.kind in (p.FileKind.TAKE, p.FileKind.BACKING)
-            kept = (entry.kind is p.FileKind.PLAN and p.render_report_name(entry.name) in
-                    {e.name for e in lib.entries if e.kind is p.FileKind.PLAN})
+            kept = is_plan and p.render_report_name(entry.name) in reports
             label = Label(text=f"{'> ' if chosen else ''}{entry.kind.name.lower():8s} {entry.name}   "
                                f"{words.size_words(entry.size)}{' + render report' if kept else ''}",
                           halign="left", valign="middle")

@@ -382,18 +382,15 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
     hard: set[int] = set()
     if env is not None and REPEAT_DIP_DB:
         # repeated notes of one pitch: a deep dip of the energy between two held stretches
-        for k in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
+        for k, depth, right in _deep_dips(env, hop_s=hop_s, depth_db=REPEAT_DIP_DB, min_frames=min_frames):
             # not inside a vibrato or trill: its loudness swings with it (tremolo), though never by
             # TREMOLO_MAX_DB (a dip that deep is a break, and its pitch dip can read as a swing)
-            depth = min(float(np.max(env[max(0, k - min_frames) : k])),
-                        float(np.max(env[k + 1 : k + min_frames + 1]))) - float(env[k])
             if depth < TREMOLO_MAX_DB and osc[max(0, k - min_frames) : k + min_frames].any():
                 continue
             close = [b for b in bounds[1:] if abs(k - b) < min_frames]
             if close:  # the pitch step already put a boundary at this articulation: it is a repeated note's too
                 hard.add(min(close, key=lambda b: abs(k - b)))
             else:  # the new note starts where the energy is back half way up (its vowel), not at the dip
-                right = float(np.max(env[k + 1 : k + min_frames + 1]))
                 up = np.flatnonzero(env[k : k + min_frames + 1] >= env[k] + 0.5 * (right - float(env[k])))
                 k = k + int(up[0]) if up.size else k
                 bounds.append(k)
@@ -425,10 +422,13 @@ def _oscillating(m: np.ndarray, hop_s: float) -> np.ndarray:
     return out
 
 
-def _deep_dips(env: np.ndarray, *, hop_s: float, depth_db: float, min_frames: int) -> list[int]:
-    """Frames where the energy dips ``depth_db`` below the maxima of the ``min_frames`` either side."""
+def _deep_dips(env: np.ndarray, *, hop_s: float, depth_db: float,
+               min_frames: int) -> list[tuple[int, float, float]]:
+    """``(frame, depth dB, maximum after it)`` where the energy dips ``depth_db`` or more below the
+    maxima of the ``min_frames`` either side.
+    """
     n = len(env)
-    out: list[int] = []
+    out: list[tuple[int, float, float]] = []
     if n < 2 * min_frames + 1:
         return out
     r = min_frames
@@ -436,8 +436,9 @@ def _deep_dips(env: np.ndarray, *, hop_s: float, depth_db: float, min_frames: in
     while k < n - r:
         left = float(np.max(env[k - r : k]))
         right = float(np.max(env[k + 1 : k + r + 1]))
-        if min(left, right) - env[k] >= depth_db and env[k] == np.min(env[max(0, k - r // 2) : k + r // 2 + 1]):
-            out.append(k)
+        depth = min(left, right) - float(env[k])
+        if depth >= depth_db and env[k] == np.min(env[max(0, k - r // 2) : k + r // 2 + 1]):
+            out.append((k, depth, right))
             k += r
         else:
             k += 1

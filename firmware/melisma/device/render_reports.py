@@ -3,12 +3,13 @@
 A full render (``Render`` job) returns the mix report (:func:`melisma.pipeline.render_plan`):
 its ``loudness`` block holds the integrated loudness and true peak *measured on the written
 file*. The box writes that report next to the plan, as a plan-kind file named
-:func:`report_name` (``my-take.json`` -> ``my-take.report.json``; the naming is the protocol's,
-:func:`melisma.protocol.render_report_name`), and the app downloads it with
+:func:`melisma.protocol.render_report_name` (``my-take.json`` -> ``my-take.report.json``), and the
+app downloads it with
 the plan after a render, through the ordinary file transfer (``DownloadBegin`` with kind 5,
 plan): no protocol change. The latest full render of a plan wins; previews never write it.
 
->>> report_name("my-take.json")
+>>> from melisma.protocol import render_report_name
+>>> render_report_name("my-take.json")
 'my-take.report.json'
 """
 
@@ -19,13 +20,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..protocol import RENDER_REPORT_SUFFIX as REPORT_SUFFIX
-from ..protocol import FileKind, check_name
-from ..protocol import render_report_name as report_name
+from ..protocol import FileKind, check_name, render_report_name
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["REPORT_SUFFIX", "report_name", "store_render_report"]
 
 
 def store_render_report(plan_path: str | Path, report: dict[str, Any]) -> Path | None:
@@ -36,7 +33,7 @@ def store_render_report(plan_path: str | Path, report: dict[str, Any]) -> Path |
     from ..audio_io import atomic_write_text
 
     plan_path = Path(plan_path)
-    name = report_name(plan_path.name)
+    name = render_report_name(plan_path.name)
     try:
         check_name(name, FileKind.PLAN)
     except Exception as exc:

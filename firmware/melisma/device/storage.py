@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import DeviceError
-from ..protocol import MAX_FILE_SIZE, MAX_FIRMWARE_SIZE, ErrorCode, FileKind, LibraryEntry, check_name
+from ..protocol import (
+    MAX_FILE_SIZE,
+    MAX_FIRMWARE_SIZE,
+    ErrorCode,
+    FileKind,
+    LibraryEntry,
+    check_name,
+    is_render_report,
+    render_report_name,
+)
 
 #: Folder of each kind under the data directory.
 FOLDERS = {
@@ -254,11 +263,9 @@ class Storage:
             # a plan keeps its cached analysis in a folder beside it (``<plan>.json.cache``)
             shutil.rmtree(p.with_name(p.name + ".cache"), ignore_errors=True)
             # ... and the report of its latest render (device/render_reports.py)
-            from .render_reports import REPORT_SUFFIX, report_name
-
-            if not p.name.endswith(REPORT_SUFFIX):
+            if not is_render_report(p.name):
                 with contextlib.suppress(FileNotFoundError):
-                    p.with_name(report_name(p.name)).unlink()
+                    p.with_name(render_report_name(p.name)).unlink()
 
     def begin_upload(self, kind: FileKind, name: str, size: int, sha256: bytes) -> UploadSession:
         """Start or resume an upload; the session's ``offset`` says how much is already held."""

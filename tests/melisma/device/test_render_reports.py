@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from melisma.device.render_reports import report_name, store_render_report
+from melisma.device.render_reports import store_render_report
 from melisma.device.storage import Storage
-from melisma.protocol import FileKind
+from melisma.protocol import FileKind, render_report_name
 
 
 def test_the_report_is_kept_beside_the_plan_and_listed_as_a_plan_file(tmp_path):
@@ -33,6 +33,6 @@ def test_a_plan_name_too_long_for_its_report_name_keeps_no_report(tmp_path):
     name = "a" * 40 + ".json"  # 45 bytes: the report's name would be 52, over the 48 the protocol allows
     plan = store.path(FileKind.PLAN, name)
     plan.write_text("{}")
-    assert report_name(name) == "a" * 40 + ".report.json"
+    assert render_report_name(name) == "a" * 40 + ".report.json"
     assert store_render_report(plan, {"loudness": {}}) is None
     assert [p.name for p in plan.parent.iterdir()] == [name]
