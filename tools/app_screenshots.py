@@ -98,6 +98,9 @@ async def shoot(out: Path) -> list[Path]:
             companion.tap_download()
             await until(lambda: state.keep.local_path, "the download")
             await snap("keep", "keep")
+            await companion.refresh_library()  # the box's files after the mix: the plan with its render report
+            await until(lambda: any(e.name.endswith(".report.json") for e in state.library.entries), "the render report")
+            await snap("library-after-mix", "library")
         finally:
             app.stop()
             with contextlib.suppress(BaseException):
