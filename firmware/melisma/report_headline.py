@@ -110,8 +110,11 @@ def _cleanup(cleanup: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
             facts.append({"what": "low rumble", "below_hz": a.get("cutoff_hz")})
             words.append(f"rumble below {float(a.get('cutoff_hz', 0.0)):.0f} Hz")
         elif kind == "declip":
-            facts.append({"what": "clipped peaks", "runs": a.get("regions"), "fraction": a.get("fraction")})
-            words.append(f"repaired {a.get('regions')} clipped runs ({100 * float(a.get('fraction', 0.0)):.1f} % of samples)")
+            soft = a.get("found") == "soft rail"  # a rail a codec (or noise) smeared, found by the peaks' shape
+            facts.append({"what": "clipped peaks", "runs": a.get("regions"), "fraction": a.get("fraction")}
+                         | ({"found": "by their shape (the codec smeared the rail)"} if soft else {}))
+            words.append(f"repaired {a.get('regions')} clipped runs ({100 * float(a.get('fraction', 0.0)):.1f} % of samples"
+                         + ("; found by their shape under the codec" if soft else "") + ")")
         elif kind == "pause_levels":
             before, after = a.get("pauses_before_dbfs"), a.get("pauses_after_dbfs")
             if before is not None and after is not None:

@@ -87,7 +87,7 @@ def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None, spill_
     clipping found and repaired at the file's own rate (:func:`declip_at_file_rate`).
 
     Returns the decoded take, its file info, the warnings and the clipping found (``clipping``:
-    :func:`~melisma.analysis.cleanup.detect_clipping` at ``sr``, the file's rate; ``action``: the
+    :func:`find_clipping` at ``sr``, the file's rate; ``action``: the
     clean-up action when runs were repaired, else None). A take longer than ``spill_bytes`` at the
     engine rate (float32) is decoded straight to ``npy_path`` instead of memory (``audio`` is then
     ``None``); its clipping is not looked for at the file's rate (that needs the whole take in
@@ -120,14 +120,14 @@ def declip_at_file_rate(path: str | os.PathLike, info: Any) -> tuple[DecodedAudi
     repair (:class:`~melisma.render.declip.ARDeclipper`) run on the decoded take at its own rate,
     before the resampling, the alignment and the bleed removal (which rewrites every sample). A
     take with no clipped runs is decoded exactly as before (the same samples). Lossy codecs
-    (AAC) smear the tops as well: what they leave is not found (``firmware/docs/restore.md``).
+    (AAC) smear the tops, and noise on an analog rail hides it from the exact test: when that finds
+    nothing, :func:`~melisma.render.declip.detect_soft_clipping` tests the shape of the near-peak
+    runs (``firmware/docs/restore.md``), and a take it finds clipped is repaired at the level it found.
     """
-    from ..analysis.cleanup import detect_clipping
-
     if info.sr == ENGINE_SR or info.sr <= 0:
         d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR)
         assert d.audio is not None
-        clipping = {**detect_clipping(d.audio[0], sr=d.file_sr), "sr": d.file_sr}
+        clipping = {**find_clipping(d.audio[0], sr=d.file_sr), "sr": d.file_sr}
         if clipping["regions"] == 0:
             return d, {"clipping": clipping, "action": None}
         action = _repair(d.audio[0], clipping, d.file_sr)
@@ -135,12 +135,27 @@ def declip_at_file_rate(path: str | os.PathLike, info: Any) -> tuple[DecodedAudi
     raw = decode(path, sr=None, channels=1)
     assert raw.audio is not None
     take = raw.audio[0]
-    clipping = {**detect_clipping(take, sr=raw.file_sr), "sr": raw.file_sr}
+    clipping = {**find_clipping(take, sr=raw.file_sr), "sr": raw.file_sr}
     if clipping["regions"] == 0:
         del raw, take  # the file-rate copy is out of memory before the usual decode
         return decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR), {"clipping": clipping, "action": None}
     action = _repair(take, clipping, raw.file_sr)
     return _with_audio(raw, take, raw.file_sr), {"clipping": clipping, "action": action}
+
+
+def find_clipping(take: np.ndarray, *, sr: int) -> dict[str, Any]:
+    """Clipped runs in a decoded take: samples at an exact rail
+    (:func:`~melisma.analysis.cleanup.detect_clipping`), else a rail smeared by a codec or noise
+    (:func:`~melisma.render.declip.detect_soft_clipping`, ``method: 'soft rail'``); ``regions`` 0 when neither finds any.
+    """
+    from ..analysis.cleanup import detect_clipping
+    from ..render.declip import detect_soft_clipping
+
+    exact = detect_clipping(take, sr=sr)
+    if exact["regions"] > 0:
+        return {**exact, "method": "rail"}
+    soft = detect_soft_clipping(take, sr=sr)
+    return soft if soft["regions"] > 0 else exact
 
 
 def _repair(take: np.ndarray, clipping: dict[str, Any], sr: int) -> dict[str, Any]:
@@ -149,7 +164,8 @@ def _repair(take: np.ndarray, clipping: dict[str, Any], sr: int) -> dict[str, An
 
     stage = ARDeclipper(threshold=float(clipping["threshold"]))
     stage.process_into(take, sr)
-    return {"action": "declip", "method": "ar", "threshold": float(clipping["threshold"]),
+    return {"action": "declip", "method": "ar", "found": str(clipping.get("method", "rail")),
+            "threshold": float(clipping["threshold"]),
             "regions": int(clipping["regions"]), "fraction": float(clipping.get("fraction", 0.0)),
             "sr": int(sr), "at": "decoded take, its own rate, before resampling and bleed removal"}
 

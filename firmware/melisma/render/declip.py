@@ -314,3 +314,124 @@ class ARDeclipper(Stage):
             st["next_k"] = k_end
             st["emitted"] = k_end * hop
         return st["delay"].pop(block.size)[0]
+
+
+# -- finding a rail that a codec or noise has smeared ----------------------------------------------
+
+#: Depths under the take's near-peak level (its 99.99th-percentile magnitude) at which
+#: :func:`detect_soft_clipping` looks for a lost rail, dB.
+SOFT_RAIL_DEPTHS_DB = (0.5, 1.0, 2.0)
+#: Near-peak runs a depth needs before its test counts (fewer: natural peaks, nothing to tell).
+SOFT_CLIP_MIN_RUNS = 20
+#: A take is soft-clipped when the AR model rebuilds the upper quarter of its near-peak runs at
+#: least this far (dB) above what the take holds. Measured (firmware/docs/restore.md): limited and
+#: unclipped takes 0.33 dB at most, takes clipped 1-10 % before AAC 1.1 dB at least.
+SOFT_CLIP_MIN_OVERSHOOT_DB = 0.6
+#: Seconds of the take the test rebuilds at each depth: the one-second stretches with the most near-peak samples.
+SOFT_CLIP_EXCERPT_S = 4
+
+
+def detect_soft_clipping(take: np.ndarray, *, sr: int, depths_db: tuple[float, ...] = SOFT_RAIL_DEPTHS_DB,
+                         min_overshoot_db: float = SOFT_CLIP_MIN_OVERSHOOT_DB) -> dict[str, Any]:
+    """Find clipping whose flat tops a lossy codec (AAC, MP3) or noise has smeared.
+
+    :func:`melisma.analysis.cleanup.detect_clipping` looks for samples exactly at a rail; after
+    AAC the clipped samples lie 0.3-0.8 dB under the lost rail and ripple, and a take clipped in
+    the analog stage and then amplified has noise on its rail, so neither is found there. A
+    peak-level statistic cannot tell such a take from a hard-limited one (phone AGC): both pile
+    samples up under their peak. Their shapes differ: a limited peak keeps its curvature, a clipped
+    one was cut flat. So at each depth in ``depths_db`` under the take's near-peak level, the runs
+    of samples above that level (:data:`~melisma.analysis.cleanup.MIN_CLIP_RUN` or longer) are
+    rebuilt by the AR model of :class:`ARDeclipper` from the samples around them, and the take
+    counts as clipped when the upper quarter of the runs is rebuilt at least ``min_overshoot_db``
+    above what the take holds: the waveform around them says they went further. Only the
+    :data:`SOFT_CLIP_EXCERPT_S` one-second stretches with the most near-peak samples are rebuilt,
+    so an unclipped or limited take costs a fraction of a second.
+
+    Parameters
+    ----------
+    take : np.ndarray
+        Mono take, float32, at its own rate.
+    sr : int
+        Sample rate in Hz.
+    depths_db : tuple of float
+        Levels under the near-peak level to test, dB.
+    min_overshoot_db : float
+        The rebuilt runs' overshoot (75th percentile over runs, dB) from which the take is clipped.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`~melisma.analysis.cleanup.detect_clipping` (``fraction``, ``threshold``,
+        ``regions``, ``longest_ms``, ``heavy``; ``regions`` 0 when the take is not clipped) plus
+        ``method`` ('soft rail'), ``overshoot_db`` (the largest overshoot measured) and
+        ``depth_db`` (the depth it was measured at: ``threshold`` lies that far under the near-peak level).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sr = 48000
+    >>> t = np.arange(sr) / sr
+    >>> voice = np.sin(2 * np.pi * 220 * t) + 0.4 * np.sin(2 * np.pi * 440 * t + 1.0)
+    >>> rng = np.random.default_rng(0)
+    >>> clipped = np.clip(voice, -1.2, 1.2) + 1e-3 * rng.standard_normal(sr)  # a noisy rail
+    >>> detect_soft_clipping(clipped.astype(np.float32), sr=sr)["regions"] > 0
+    True
+    >>> detect_soft_clipping((0.7 * voice).astype(np.float32), sr=sr)["regions"]
+    0
+    """
+    from ..analysis.cleanup import HEAVY_CLIPPING_FRACTION
+
+    x = np.asarray(take, dtype=np.float32)
+    result: dict[str, Any] = {"fraction": 0.0, "threshold": 1.0, "regions": 0, "longest_ms": 0.0, "heavy": False,
+                              "method": "soft rail", "overshoot_db": 0.0, "depth_db": None}
+    if x.ndim != 1 or x.size < sr // 10 or not np.all(np.isfinite(x)):
+        return result
+    mag = np.abs(x)
+    near_peak = float(np.quantile(mag, 0.9999))
+    if near_peak <= 0.0:
+        return result
+    best, best_level, best_depth = -np.inf, None, None
+    for depth in depths_db:
+        level = near_peak * db_to_gain(-float(depth))
+        overshoot = _rebuilt_overshoot_db(x, mag, level, sr)
+        if overshoot is not None and overshoot > best:
+            best, best_level, best_depth = overshoot, level, float(depth)
+    if best_level is None:
+        return result
+    result.update(overshoot_db=round(float(best), 3), depth_db=best_depth)
+    if best < min_overshoot_db:
+        return result
+    starts, ends = clipped_runs(x, threshold=best_level)
+    fraction = float(np.sum(ends - starts)) / x.size
+    result.update(fraction=round(fraction, 6), threshold=round(float(best_level), 6), regions=int(starts.size),
+                  longest_ms=round(1000.0 * int(np.max(ends - starts, initial=0)) / sr, 3),
+                  heavy=bool(fraction >= HEAVY_CLIPPING_FRACTION))
+    return result
+
+
+def _rebuilt_overshoot_db(x: np.ndarray, mag: np.ndarray, level: float, sr: int) -> float | None:
+    """The 75th percentile over near-peak runs (at or above ``level``) of how far the AR model rebuilds
+    each run's peak above the take's (dB), in the stretches with the most such samples; None with too few runs.
+    """
+    n = int(sr)
+    counts = [int(np.count_nonzero(mag[a:a + n] >= level)) for a in range(0, x.size, n)]
+    chosen = sorted(np.argsort(counts)[::-1][:SOFT_CLIP_EXCERPT_S].tolist())
+    ratios: list[np.ndarray] = []
+    for c in chosen:
+        if counts[c] == 0:
+            continue
+        seg = x[c * n:(c + 1) * n]
+        starts, ends = clipped_runs(seg, threshold=level)
+        if starts.size == 0:
+            continue
+        rebuilt = ARDeclipper(threshold=level).declip(seg, sr)
+        # each run's peak, rebuilt and as it is (reduceat over [start, end) pairs; a sentinel for the last end)
+        edges = np.stack([starts, ends], axis=1).ravel()
+        peak_rebuilt = np.maximum.reduceat(np.append(np.abs(rebuilt), 0.0), edges)[::2]
+        peak_take = np.maximum.reduceat(np.append(np.abs(seg), 0.0), edges)[::2]
+        ratios.append(20.0 * np.log10(peak_rebuilt / np.maximum(peak_take, 1e-12)))
+    if not ratios:
+        return None
+    r = np.concatenate(ratios)
+    return float(np.quantile(r, 0.75)) if r.size >= SOFT_CLIP_MIN_RUNS else None
