@@ -4,11 +4,13 @@ Only permissively licensed recordings are used (each one's licence is in its fol
 under ``../shared/data``); the eval-only material (vocadito, SSVD, the MUSDB stems, GTSinger) and
 the HELD-OUT noises (``EVAL_NOISES``: doing the dishes, rain, the sauna, hens) are never read here.
 
-Voice, per 4 s clip: 45 % a real recording from ``TRAIN_VOICES`` (a random excerpt placed at a
-random time, silence around it), 55 % a synthetic sung line (``tools.corpus`` melody + additive
-harmonic voice: vibrato, slides, grace notes, breaths, sibilant onsets, jitter/shimmer), because
-the permissive real singing here is under a minute long. Half the clips are convolved with a
-measured room (``TRAIN_RIRS``); the reverberant voice is the target, so reverb tails are kept.
+Voice, per 4 s clip: 60 % (``REAL_VOICE_SHARE``) a real recording from ``TRAIN_VOICES`` (a random
+excerpt placed at a random time, silence around it) made into another singer's take by
+:func:`augment_real_voice` (resampled by up to ±4 semitones, sometimes band-limited to 4-16 kHz as
+a phone's codec does, sometimes tilted), 40 % a synthetic sung line (``tools.corpus`` melody +
+additive harmonic voice: vibrato, slides, grace notes, breaths, sibilant onsets, jitter/shimmer),
+because the permissive real singing here is under a minute long. Half the clips are convolved
+with a measured room (``TRAIN_RIRS``); the reverberant voice is the target, so reverb tails are kept.
 
 Noise, per clip: one or two of the real ``TRAIN_NOISES`` (random excerpts) and synthetic kinds
 (pink/white/babble/fan through a random tilt, amplitude-modulated at 0.1-3 Hz; clatter: damped
@@ -16,7 +18,9 @@ resonances at random times, dish-like), at an SNR drawn from -5..25 dB (5 % nois
 
 Per clip it stores the model's input features (:class:`melisma.render.learned_denoise.FeatureState`
 on the noisy mix, with the silent context rows in front as at the start of a stream), the target
-band gains sqrt(P_voice / P_mix) clipped to 1, and a weight (0 in digital silence).
+band gains sqrt(P_voice / P_mix) clipped to 1, and a weight (0 in digital silence). In 40 % of the
+clips (``SPECTRAL_INPUT_SHARE``) the "mix" is the spectral denoiser's output on the noisy mix, as
+the clean-up's 'hybrid' feeds the model, so the one model serves both.
 """
 
 from __future__ import annotations
@@ -78,6 +82,13 @@ TRAIN_RIRS = [
     ("rirs/openair_toobamp/Jack Lyons Hall, University of York.wav", "CC BY 4.0"),
     ("rirs/openair_toobamp/St. Margaret's Church.wav", "CC BY 4.0"),
 ]
+#: Share of clips whose voice is a real recording (the rest: generated singing).
+REAL_VOICE_SHARE = 0.6
+#: Share of clips whose model input is the spectral denoiser's output (what the 'hybrid' clean-up feeds
+#: the model) instead of the noisy take itself; the target gains are then relative to that output.
+SPECTRAL_INPUT_SHARE = 0.4
+#: Bumped whenever the clips change, so a cached set of another version is not reused.
+DATA_VERSION = 2
 SYNTH_NOISES = ("pink", "white", "babble", "fan", "clatter")
 KEYS = ("C major", "D major", "E minor", "F major", "G major", "A minor", "Bb major", "B minor", "Eb major", "F# minor")
 
@@ -103,10 +114,25 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)) + 1e-12)
 
 
+def augment_real_voice(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A real recording made into another singer's take: resampled by up to ±4 semitones (pitch, formants
+    and tempo move together), sometimes band-limited as a phone's codec does (4-16 kHz) and tilted."""
+    ratio = 2.0 ** (rng.uniform(-4.0, 4.0) / 12.0)
+    n_out = int(round(x.size / ratio))
+    y = signal.resample_poly(x.astype(np.float64), 1000, int(round(1000 * ratio)))[:n_out] if abs(ratio - 1) > 1e-3 else x.astype(np.float64)
+    if rng.random() < 0.5:
+        sos = signal.butter(8, rng.uniform(4000.0, 16000.0), "lowpass", fs=SR, output="sos")
+        y = signal.sosfilt(sos, y)
+    if rng.random() < 0.5:
+        pole = rng.uniform(-0.5, 0.5)  # a gentle spectral tilt (mic and room colour)
+        y = signal.lfilter([1.0 - pole], [1.0, -pole], y) if pole > 0 else signal.lfilter([1.0, pole], [1.0 + pole], y)
+    return y.astype(np.float32)
+
+
 def make_voice(n: int, rng: np.random.Generator) -> np.ndarray:
     """A voice clip of ``n`` samples (real excerpt or synthetic line), peak 1-ish, possibly reverberant."""
-    if rng.random() < 0.45:
-        src = load(TRAIN_VOICES[int(rng.integers(len(TRAIN_VOICES)))][0])
+    if rng.random() < REAL_VOICE_SHARE:
+        src = augment_real_voice(load(TRAIN_VOICES[int(rng.integers(len(TRAIN_VOICES)))][0]), rng)
         length = int(min(src.size, rng.uniform(0.5, 1.0) * n))
         seg = _excerpt(src, length, rng)
         seg = seg * np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * SR))
@@ -185,7 +211,19 @@ def clip_arrays(seed: int) -> dict[str, np.ndarray]:
     peak = np.abs(mix).max()
     if peak > 0.99:
         mix, voice = mix * (0.99 / peak), voice * (0.99 / peak)
-    return features_and_targets(mix.astype(np.float32), voice.astype(np.float32))
+    mix = mix.astype(np.float32)
+    if rng.random() < SPECTRAL_INPUT_SHARE:
+        mix = spectral_denoise(mix)
+    return features_and_targets(mix, voice.astype(np.float32))
+
+
+def spectral_denoise(x: np.ndarray) -> np.ndarray:
+    """The spectral denoiser as the 'hybrid' clean-up runs it before the model (its own noise profile, 12 dB)."""
+    from melisma.analysis.cleanup import analyze_cleanup
+    from melisma.render.clean import SpectralDenoiser
+
+    noise = analyze_cleanup(x, sr=SR)["noise"]
+    return np.asarray(SpectralDenoiser(reduction_db=12.0, noise=noise).denoise(x, SR), np.float32)
 
 
 def stft_power(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

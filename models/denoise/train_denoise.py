@@ -41,6 +41,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
 
 from melisma.render import learned_denoise as ld  # noqa: E402
 
@@ -155,7 +156,7 @@ def tflite_gains(path: Path, rows: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-train", type=int, default=1600, help="training clips of 4 s")
+    ap.add_argument("--n-train", type=int, default=2400, help="training clips of 4 s")
     ap.add_argument("--n-val", type=int, default=96, help="validation clips (another seed)")
     ap.add_argument("--epochs", type=int, default=36)
     ap.add_argument("--batch", type=int, default=16)
@@ -173,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args.build.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    cache = args.build / f"clips_s{args.seed}_n{args.n_train}_v{args.n_val}.npz"
+    import make_denoise_data
+
+    cache = args.build / f"clips_d{make_denoise_data.DATA_VERSION}_s{args.seed}_n{args.n_train}_v{args.n_val}.npz"
     if cache.is_file():
         data = dict(np.load(cache))
         print(f"clips from {cache}")
     else:
-        import make_denoise_data
-
         print(f"making {args.n_train} training + {args.n_val} validation clips ...", flush=True)
         tr = make_denoise_data.make_dataset(args.n_train, seed=args.seed, workers=args.workers, verbose=True)
         va = make_denoise_data.make_dataset(args.n_val, seed=args.seed + 1, workers=args.workers)
