@@ -90,9 +90,10 @@ def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None, spill_
     :func:`find_clipping` at ``sr``, the file's rate; ``action``: the
     clean-up action when runs were repaired, else None). A take longer than ``spill_bytes`` at the
     engine rate (float32) is decoded straight to ``npy_path`` instead of memory (``audio`` is then
-    ``None``); its clipping is not looked for at the file's rate (that needs the whole take in
-    memory at that rate), only by the clean-up's own detection, and its mono copy goes into what
-    ``analysis_buffer`` gives (see :func:`~melisma.audio_io.decode`), if given.
+    ``None``); its clipping is looked for and repaired there, at the engine rate, block by block
+    (:func:`declip_long_take`; the file's own rate would need the whole take in memory at that
+    rate), and its mono copy goes into what ``analysis_buffer`` gives (see
+    :func:`~melisma.audio_io.decode`), if given.
     """
     info = probe(path)
     long_take = (spill_bytes is not None and npy_path is not None and info.duration_s is not None
@@ -100,7 +101,8 @@ def decode_take(path: str | os.PathLike, *, npy_path: Path | None = None, spill_
     if long_take:
         d = decode(path, sr=ENGINE_SR, channels=1, analysis_sr=ANALYSIS_SR, npy_path=npy_path,
                    analysis_buffer=analysis_buffer)
-        clipping: dict[str, Any] = {"clipping": {"regions": 0, "skipped": "long take"}, "action": None}
+        assert d.npy_path is not None
+        clipping: dict[str, Any] = declip_long_take(d.npy_path)
     else:
         d, clipping = declip_at_file_rate(path, info)
     warnings = check_take(path, info, peak=d.peak, n_samples=d.n_samples, ac_peak=_ac_peak(d.analysis, ANALYSIS_SR))
@@ -156,6 +158,115 @@ def find_clipping(take: np.ndarray, *, sr: int) -> dict[str, Any]:
         return {**exact, "method": "rail"}
     soft = detect_soft_clipping(take, sr=sr)
     return soft if soft["regions"] > 0 else exact
+
+
+#: Samples of a long take read at a time by :func:`declip_long_take` (one second at the engine rate).
+LONG_TAKE_BLOCK = ENGINE_SR
+
+
+def declip_long_take(npy_path: Path, *, sr: int = ENGINE_SR) -> dict[str, Any]:
+    """Find and repair the clipping of a long take already decoded to ``npy_path`` (mono, at ``sr``),
+    reading and rewriting it one block at a time.
+
+    A take too long to hold in memory is resampled to the engine rate as it is decoded, so its
+    clipping can only be looked for there: an exact rail survives only in a file recorded at that
+    rate; a resampled (or AAC) take's rail is found by the soft-rail test, which reads the
+    resampler's ripples as it reads the codec's (``firmware/docs/restore.md``). The same tests as
+    :func:`find_clipping`, with the peaks and the near-peak level taken from a pass over the blocks
+    and the soft-rail test run on the one-second blocks with the most near-peak samples; the
+    repair is :class:`~melisma.render.declip.ARDeclipper` streaming over the blocks, each block's
+    output written back behind the block being read (it comes ``latency_samples`` late). The 16 kHz
+    analysis copy, made from the file as it was decoded, is left as it is.
+
+    Returns ``{"clipping": ..., "action": ...}`` as :func:`declip_at_file_rate` does.
+    """
+    from ..analysis.cleanup import HEAVY_CLIPPING_FRACTION, MIN_CLIP_RUN, clipped_runs
+    from ..render.declip import (
+        SOFT_CLIP_EXCERPT_S,
+        SOFT_CLIP_MIN_OVERSHOOT_DB,
+        SOFT_RAIL_DEPTHS_DB,
+        ARDeclipper,
+        rebuilt_overshoot_db,
+    )
+    from ..render.stages import db_to_gain
+
+    x = np.load(npy_path, mmap_mode="r+")
+    n, blk = int(x.shape[-1]), LONG_TAKE_BLOCK
+    found: dict[str, Any] = {"fraction": 0.0, "threshold": 1.0, "regions": 0, "longest_ms": 0.0, "heavy": False,
+                             "sr": sr, "at": "engine rate (a long take, resampled as it was decoded)"}
+    if x.ndim != 1 or n < MIN_CLIP_RUN:
+        return {"clipping": found, "action": None}
+    # pass 1: the peak of each polarity and a histogram of magnitudes (0.01 dB bins from -100 dBFS)
+    pos = neg = 0.0
+    hist = np.zeros(12001, np.int64)
+    for a in range(0, n, blk):
+        b = np.asarray(x[a:a + blk], dtype=np.float32)
+        if not np.all(np.isfinite(b)):
+            return {"clipping": found, "action": None}
+        pos, neg = max(pos, float(b.max())), max(neg, float(-b.min()))
+        db = 20.0 * np.log10(np.maximum(np.abs(b), 1e-5))
+        hist += np.bincount(np.clip(np.round((db + 100.0) * 100.0).astype(np.int64), 0, 12000), minlength=12001)
+    if max(pos, neg) <= 0.0:
+        return {"clipping": found, "action": None}
+
+    def runs_at(level_pos: float, level_neg: float) -> tuple[int, int, int]:
+        """Runs of MIN_CLIP_RUN or more samples at or past the levels: count, samples, longest (block by block)."""
+        count = total = longest = 0
+        for a in range(0, n, blk):
+            b = np.asarray(x[a:a + blk])
+            mask = (b >= level_pos) | (b <= -level_neg)
+            starts, ends = clipped_runs(mask.astype(np.float32), threshold=0.5)
+            if starts.size:
+                count, total = count + int(starts.size), total + int(np.sum(ends - starts))
+                longest = max(longest, int(np.max(ends - starts)))
+        return count, total, longest
+
+    tol = 2e-5  # as detect_clipping: samples within 2e-5 of the rail
+    method, threshold = "rail", min(pos, neg if neg > 0 else pos) * (1.0 - tol)
+    count, total, longest = runs_at(pos * (1.0 - tol), neg * (1.0 - tol) if neg > 0 else np.inf)
+    if count == 0:
+        # the soft-rail test on the seconds with the most near-peak samples, at each depth
+        cum = np.cumsum(hist)
+        near_peak = float(db_to_gain(int(np.searchsorted(cum, 0.9999 * cum[-1])) / 100.0 - 100.0))
+        levels = [near_peak * db_to_gain(-float(d)) for d in SOFT_RAIL_DEPTHS_DB]
+        counts = np.zeros((len(levels), (n + blk - 1) // blk), np.int64)
+        for i, a in enumerate(range(0, n, blk)):
+            mag = np.abs(np.asarray(x[a:a + blk]))
+            counts[:, i] = [int(np.count_nonzero(mag >= lv)) for lv in levels]
+        best, best_level = -np.inf, None
+        for lv, c in zip(levels, counts, strict=True):
+            chosen = sorted(int(i) for i in np.argsort(c)[::-1][:SOFT_CLIP_EXCERPT_S] if c[i] > 0)
+            over = rebuilt_overshoot_db([np.asarray(x[i * blk:(i + 1) * blk]) for i in chosen], level=lv, sr=sr)
+            if over is not None and over > best:
+                best, best_level = over, lv
+        if best_level is None or best < SOFT_CLIP_MIN_OVERSHOOT_DB:
+            return {"clipping": found, "action": None}
+        method, threshold = "soft rail", best_level
+        count, total, longest = runs_at(best_level, best_level)
+        found["overshoot_db"] = round(float(best), 3)
+        if count == 0:
+            return {"clipping": found, "action": None}
+    fraction = total / n
+    found.update(fraction=round(fraction, 6), threshold=round(float(threshold), 6), regions=count,
+                 longest_ms=round(1000.0 * longest / sr, 3), heavy=bool(fraction >= HEAVY_CLIPPING_FRACTION),
+                 method=method)
+    # the repair, streaming: a block's output is the input ``lag`` samples earlier, written back behind the reading
+    stage = ARDeclipper(threshold=float(found["threshold"]))
+    lag = stage.latency_samples(sr)
+    for a in range(0, n + lag, blk):
+        b = np.asarray(x[a:a + blk], dtype=np.float32).copy() if a < n else np.zeros(0, np.float32)
+        if a + blk > n:  # past the end: zeros push the last samples out
+            b = np.concatenate([b, np.zeros(min(blk, n + lag - a) - b.size, np.float32)])
+        out = stage.process(b, sr)
+        lo = a - lag
+        keep = slice(max(0, -lo), min(out.size, n - lo))
+        if keep.stop > keep.start:
+            x[lo + keep.start:lo + keep.stop] = out[keep]
+    x.flush()
+    action = {"action": "declip", "method": "ar", "found": method, "threshold": float(found["threshold"]),
+              "regions": count, "fraction": float(found["fraction"]), "sr": sr,
+              "at": "the decoded take at the engine rate (a long take), before bleed removal"}
+    return {"clipping": found, "action": action}
 
 
 def _repair(take: np.ndarray, clipping: dict[str, Any], sr: int) -> dict[str, Any]:

@@ -417,11 +417,18 @@ def _rebuilt_overshoot_db(x: np.ndarray, mag: np.ndarray, level: float, sr: int)
     n = int(sr)
     counts = [int(np.count_nonzero(mag[a:a + n] >= level)) for a in range(0, x.size, n)]
     chosen = sorted(np.argsort(counts)[::-1][:SOFT_CLIP_EXCERPT_S].tolist())
+    return rebuilt_overshoot_db([x[c * n:(c + 1) * n] for c in chosen if counts[c] > 0], level=level, sr=sr)
+
+
+def rebuilt_overshoot_db(segments: list[np.ndarray], *, level: float, sr: int) -> float | None:
+    """How far (dB, 75th percentile over runs) the AR model rebuilds the peaks of the runs at or above
+    ``level`` in ``segments`` (stretches of one take) above what they hold; None with fewer than
+    :data:`SOFT_CLIP_MIN_RUNS` runs. The measure of :func:`detect_soft_clipping`, for callers that
+    pick the stretches themselves (a long take read block by block).
+    """
     ratios: list[np.ndarray] = []
-    for c in chosen:
-        if counts[c] == 0:
-            continue
-        seg = x[c * n:(c + 1) * n]
+    for seg in segments:
+        seg = np.asarray(seg, dtype=np.float32)
         starts, ends = clipped_runs(seg, threshold=level)
         if starts.size == 0:
             continue

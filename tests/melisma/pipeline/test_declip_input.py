@@ -115,3 +115,59 @@ def test_a_clipped_aac_take_is_repaired_at_the_file_rate_and_a_clean_one_is_left
     same = decode(clean_path, sr=ENGINE_SR, channels=1, analysis_sr=16000)
     assert d.audio is not None and same.audio is not None
     np.testing.assert_array_equal(d.audio, same.audio)
+
+
+def _long(path: Path, folder: Path) -> tuple[np.ndarray, dict]:
+    """The take through decode_take's long-take path (spilled to a file at 48 kHz): its samples and its clipping."""
+    from melisma.pipeline.inputs import decode_take
+
+    d, _, _, clipping = decode_take(path, npy_path=folder / "take.npy", spill_bytes=1)  # any take counts as long
+    assert d.audio is None and d.npy_path is not None
+    return np.load(d.npy_path), clipping
+
+
+def test_a_long_48k_take_is_repaired_block_by_block_as_a_short_one_is(tmp_path: Path) -> None:
+    """A take too long to hold in memory is repaired in its spill file, block by block: the same
+    samples as the in-memory repair of the same take (before, long takes were never repaired)."""
+    paths = _scenario_files(tmp_path, sr=48000, clip_fraction=0.05, bleed_db=None)
+    short, found = declip_at_file_rate(paths["take"], probe(paths["take"]))
+    assert found["action"] is not None and short.audio is not None
+    long, clipping = _long(paths["take"], tmp_path)
+    assert clipping["action"] is not None and clipping["action"]["found"] == "rail"
+    assert abs(clipping["action"]["regions"] - found["action"]["regions"]) <= 3  # runs split by a block edge aside
+    assert clipping["action"]["threshold"] == found["action"]["threshold"]
+    np.testing.assert_allclose(long, short.audio[0], atol=1e-6)
+    plain = decode(paths["take"], sr=ENGINE_SR, channels=1)
+    assert plain.audio is not None and not np.array_equal(long, plain.audio[0])
+
+
+def test_a_long_unclipped_take_is_left_as_decoded(tmp_path: Path) -> None:
+    paths = _scenario_files(tmp_path, sr=44100, clip_fraction=0.0, bleed_db=None)
+    long, clipping = _long(paths["take"], tmp_path)
+    assert clipping["action"] is None and clipping["clipping"]["regions"] == 0
+    plain = decode(paths["take"], sr=ENGINE_SR, channels=1)
+    assert plain.audio is not None
+    np.testing.assert_array_equal(long, plain.audio[0])
+
+
+def test_a_long_clipped_aac_take_is_found_by_the_soft_rail_test_and_repaired(shared_data, tmp_path: Path) -> None:
+    from melisma.audio_io import load_audio
+
+    voice, _ = load_audio(shared_data / "gtsinger_demo/fr02_Control.flac", sr=44100, mono=True)
+    voice = np.asarray(voice, np.float32)[: 6 * 44100]
+    voice = (0.9 * voice / np.max(np.abs(voice))).astype(np.float32)
+    clipped, drive_db = degrade.clip(voice, fraction=0.05)
+    path = tmp_path / "memo.m4a"
+    degrade.write_aligned(str(path), clipped, 44100, bit_rate=128000)
+    long, clipping = _long(path, tmp_path)
+    assert clipping["action"] is not None and clipping["action"]["found"] == "soft rail", clipping
+    plain = decode(path, sr=ENGINE_SR, channels=1)
+    ref = resample((voice * np.float32(10 ** (drive_db / 20))).astype(np.float32), orig_sr=44100, target_sr=ENGINE_SR)
+    assert plain.audio is not None
+    n = min(ref.size, long.size)
+    where = np.abs(ref[:n]) > 1.0
+
+    def sdr(y: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(ref[:n][where] ** 2) / np.sum((y[:n][where] - ref[:n][where]) ** 2)))
+
+    assert sdr(long) - sdr(plain.audio[0]) > 1.5
