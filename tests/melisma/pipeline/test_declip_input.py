@@ -29,6 +29,29 @@ def _scenario_files(folder: Path, *, sr: int, clip_fraction: float, bleed_db: fl
     return write_scenario(sc, folder, take_format="wav", backing_format="wav")
 
 
+def sdr_in_clipped(y: np.ndarray, ref: np.ndarray) -> float:
+    """SDR (dB) of ``y`` against ``ref`` in the samples the rail cut (``|ref| > 1``)."""
+    n = min(ref.size, y.size)
+    where = np.abs(ref[:n]) > 1.0
+    err = y[:n][where] - ref[:n][where]
+    return float(10 * np.log10(np.sum(ref[:n][where] ** 2) / np.sum(err**2)))
+
+
+def clipped_memo(data: Path, folder: Path, *, seconds: float) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A real vocal at 44.1 kHz clipped 5 % and written as a 128 kbit/s AAC voice memo: its path, the
+    vocal and the waveform before the rail at the engine rate."""
+    from melisma.audio_io import load_audio
+
+    voice, _ = load_audio(data / "gtsinger_demo/fr02_Control.flac", sr=44100, mono=True)
+    voice = np.asarray(voice, np.float32)[: int(seconds * 44100)]
+    voice = (0.9 * voice / np.max(np.abs(voice))).astype(np.float32)
+    clipped, drive_db = degrade.clip(voice, fraction=0.05)
+    path = folder / "memo.m4a"
+    degrade.write_aligned(str(path), clipped, 44100, bit_rate=128000)
+    ref = resample((voice * np.float32(10 ** (drive_db / 20))).astype(np.float32), orig_sr=44100, target_sr=ENGINE_SR)
+    return path, voice, ref
+
+
 def test_a_clipped_44k_take_with_bleed_is_repaired_by_the_mix(tmp_path: Path) -> None:
     paths = _scenario_files(tmp_path, sr=44100, clip_fraction=0.05)
     assert probe(paths["take"]).sr == 44100
@@ -56,15 +79,7 @@ def test_the_repair_at_the_file_rate_brings_the_clipped_peaks_back(tmp_path: Pat
     plain = decode(path, sr=ENGINE_SR, channels=1)  # what the pipeline used to get
     assert found["action"] is not None and found["clipping"]["sr"] == 44100
     assert repaired.audio is not None and plain.audio is not None and repaired.audio.shape == plain.audio.shape
-    where = np.abs(ref) > 1.0  # the samples the rail cut
-    n = min(ref.size, repaired.n_samples)
-    where = where[:n]
-
-    def sdr(y: np.ndarray) -> float:
-        err = y[:n][where] - ref[:n][where]
-        return float(10 * np.log10(np.sum(ref[:n][where] ** 2) / np.sum(err**2)))
-
-    gain = sdr(repaired.audio[0]) - sdr(plain.audio[0])
+    gain = sdr_in_clipped(repaired.audio[0], ref) - sdr_in_clipped(plain.audio[0], ref)
     assert gain > 3.0, f"repair at 44.1 kHz gained only {gain:.1f} dB in the clipped samples"
     assert repaired.analysis is not None and abs(repaired.analysis.size - plain.n_samples / 3) <= 2
 
@@ -84,29 +99,14 @@ def test_a_clipped_aac_take_is_repaired_at_the_file_rate_and_a_clean_one_is_left
     """A real vocal clipped 5 % before a 44.1 kHz AAC encoder (a phone voice memo): no exact rail is
     left, the soft-rail test finds it and the repair brings the peaks back; unclipped, the same
     AAC take decodes to exactly the samples it did before."""
-    from melisma.audio_io import load_audio
-
-    voice, _ = load_audio(shared_data / "gtsinger_demo/fr02_Control.flac", sr=44100, mono=True)
-    voice = np.asarray(voice, np.float32)[: 5 * 44100]
-    voice = (0.9 * voice / np.max(np.abs(voice))).astype(np.float32)
-    clipped, drive_db = degrade.clip(voice, fraction=0.05)
-    path = tmp_path / "memo.m4a"
-    degrade.write_aligned(str(path), clipped, 44100, bit_rate=128000)
+    path, voice, ref = clipped_memo(shared_data, tmp_path, seconds=5.0)
     repaired, found = declip_at_file_rate(path, probe(path))
     assert found["action"] is not None, found["clipping"]
     assert found["clipping"]["method"] == "soft rail" and found["action"]["found"] == "soft rail"
     assert found["clipping"]["sr"] == 44100 and found["action"]["regions"] > 50
     plain = decode(path, sr=ENGINE_SR, channels=1)
-    ref = resample((voice * np.float32(10 ** (drive_db / 20))).astype(np.float32), orig_sr=44100, target_sr=ENGINE_SR)
     assert repaired.audio is not None and plain.audio is not None
-    n = min(ref.size, plain.n_samples)
-    where = np.abs(ref[:n]) > 1.0
-
-    def sdr(y: np.ndarray) -> float:
-        err = y[:n][where] - ref[:n][where]
-        return float(10 * np.log10(np.sum(ref[:n][where] ** 2) / np.sum(err**2)))
-
-    assert sdr(repaired.audio[0]) - sdr(plain.audio[0]) > 1.5  # measured +2.7 dB at 48 kHz
+    assert sdr_in_clipped(repaired.audio[0], ref) - sdr_in_clipped(plain.audio[0], ref) > 1.5  # measured +2.7 dB at 48 kHz
 
     clean_path = tmp_path / "clean.m4a"
     degrade.write_aligned(str(clean_path), voice, 44100, bit_rate=128000)
@@ -151,23 +151,9 @@ def test_a_long_unclipped_take_is_left_as_decoded(tmp_path: Path) -> None:
 
 
 def test_a_long_clipped_aac_take_is_found_by_the_soft_rail_test_and_repaired(shared_data, tmp_path: Path) -> None:
-    from melisma.audio_io import load_audio
-
-    voice, _ = load_audio(shared_data / "gtsinger_demo/fr02_Control.flac", sr=44100, mono=True)
-    voice = np.asarray(voice, np.float32)[: 6 * 44100]
-    voice = (0.9 * voice / np.max(np.abs(voice))).astype(np.float32)
-    clipped, drive_db = degrade.clip(voice, fraction=0.05)
-    path = tmp_path / "memo.m4a"
-    degrade.write_aligned(str(path), clipped, 44100, bit_rate=128000)
+    path, _, ref = clipped_memo(shared_data, tmp_path, seconds=6.0)
     long, clipping = _long(path, tmp_path)
     assert clipping["action"] is not None and clipping["action"]["found"] == "soft rail", clipping
     plain = decode(path, sr=ENGINE_SR, channels=1)
-    ref = resample((voice * np.float32(10 ** (drive_db / 20))).astype(np.float32), orig_sr=44100, target_sr=ENGINE_SR)
     assert plain.audio is not None
-    n = min(ref.size, long.size)
-    where = np.abs(ref[:n]) > 1.0
-
-    def sdr(y: np.ndarray) -> float:
-        return float(10 * np.log10(np.sum(ref[:n][where] ** 2) / np.sum((y[:n][where] - ref[:n][where]) ** 2)))
-
-    assert sdr(long) - sdr(plain.audio[0]) > 1.5
+    assert sdr_in_clipped(long, ref) - sdr_in_clipped(plain.audio[0], ref) > 1.5
