@@ -1,16 +1,20 @@
 """Training mixtures for the learned denoiser: voice + non-stationary noise, with ideal band gains.
 
 Only permissively licensed recordings are used (each one's licence is in its folder's SOURCE.txt
-under ``../shared/data``); the eval-only material (vocadito, SSVD, the MUSDB stems, GTSinger) and
-the HELD-OUT noises (``EVAL_NOISES``: doing the dishes, rain, the sauna, hens) are never read here.
+under ``../shared/data``, or in ``EXTRA_VOICES`` for the few taken from public repositories); the
+eval-only material (vocadito 1, SSVD, the MUSDB stems, GTSinger, the OpenAIR operatic voice) and the
+HELD-OUT noises (``EVAL_NOISES``: doing the dishes, rain, the sauna, hens) are never read here.
 
-Voice, per 4 s clip: 60 % (``REAL_VOICE_SHARE``) a real recording from ``TRAIN_VOICES`` (a random
-excerpt placed at a random time, silence around it) made into another singer's take by
-:func:`augment_real_voice` (resampled by up to ±4 semitones, sometimes band-limited to 4-16 kHz as
-a phone's codec does, sometimes tilted), 40 % a synthetic sung line (``tools.corpus`` melody +
-additive harmonic voice: vibrato, slides, grace notes, breaths, sibilant onsets, jitter/shimmer),
-because the permissive real singing here is under a minute long. Half the clips are convolved
-with a measured room (``TRAIN_RIRS``); the reverberant voice is the target, so reverb tails are kept.
+Voice, per 4 s clip: 90 % (``REAL_VOICE_SHARE``) a real recording from ``TRAIN_VOICES`` and
+``EXTRA_VOICES`` (3.1 min: 2.8 min of it singing; each drawn with a weight of its duration, up
+to 20 s; a random excerpt placed at a random time, silence around it) made into another singer's
+take by :func:`augment_real_voice` (resampled by up to ±4 semitones, sometimes band-limited to
+4-16 kHz as a phone's codec does, sometimes tilted), 10 % a synthetic sung line (``tools.corpus``
+melody + additive harmonic voice: vibrato, slides, grace notes, breaths, sibilant onsets,
+jitter/shimmer). ``EXTRA_VOICES`` are not in ``../shared/data``: ``--get-extra MIRROR`` copies
+them into ``build/denoise/voices`` (``MELISMA_EXTRA_VOICES``) from clones of their repositories.
+Half the clips are convolved with a measured room (``TRAIN_RIRS``); the reverberant voice is the
+target, so reverb tails are kept.
 
 Noise, per clip: one or two of the real ``TRAIN_NOISES`` (random excerpts) and synthetic kinds
 (pink/white/babble/fan through a random tilt, amplitude-modulated at 0.1-3 Hz; clatter: damped
@@ -60,6 +64,30 @@ TRAIN_VOICES = [
     ("debian_voice_misc/puredata_voice2.wav", "BSD-3-Clause"),
     ("debian_voice_misc/sonicpi_ambi_choir.flac", "CC0"),
 ]
+#: Real voice used for training that is not in ``../shared/data``: (path under ``EXTRA_DIR``, licence,
+#: where it comes from). ``python models/denoise/make_denoise_data.py --get-extra MIRROR`` copies them
+#: there from a clone of each repository; the clips are not made without them.
+EXTRA_VOICES = [
+    ("spotify+basic-pitch/vocadito_10.wav", "CC BY 4.0 (vocadito, Bittner et al. 2021; singer S7, English)",
+     "github.com/spotify/basic-pitch @ fa5997af0a8210982619003269994a1be25eddf3: tests/resources/vocadito_10.wav"),
+    ("spotify+basic-pitch/vocadito_14.wav", "CC BY 4.0 (vocadito, Bittner et al. 2021; singer S11, English)",
+     "github.com/spotify/basic-pitch @ fa5997af0a8210982619003269994a1be25eddf3: tests/resources/vocadito_14.wav"),
+    # NIT SONG070 F001 (HTS Working Group, Nagoya Institute of Technology): one female singer, Japanese
+    # children's songs, studio, dry; the licence is in nnsvs' tests/data/COPYING.
+    ("nnsvs+nnsvs/nitech_jp_song070_f001_004.wav", "CC BY 3.0 (NIT SONG070 F001, HTS Working Group)",
+     "github.com/nnsvs/nnsvs @ 4415519486422e01df875f2a8afd69aed76286dc: tests/data/nitech_jp_song070_f001_004.wav"),
+    ("nnsvs+nnsvs/nitech_jp_song070_f001_007.wav", "CC BY 3.0 (NIT SONG070 F001, HTS Working Group)",
+     "github.com/nnsvs/nnsvs @ 4415519486422e01df875f2a8afd69aed76286dc: tests/data/wav/nitech_jp_song070_f001_007.wav"),
+    ("seaniezhao+torch_npss/nitech_jp_song070_f001_029.wav", "CC BY 3.0 (NIT SONG070 F001, HTS Working Group)",
+     "github.com/seaniezhao/torch_npss @ c49dcb97e6fc11b5ac026799fcbed14aa0ed34aa: data/raw/nitech_jp_song070_f001_029.raw"),
+    # VCTK speaker p286, the clean half of CSTR's noisy-speech database, as audiomentations' demo ships it
+    ("iver56+audiomentations/p286_011.wav", "CC BY 4.0 (CSTR, University of Edinburgh; demo/p286_011_license)",
+     "github.com/iver56/audiomentations @ 73b94488279feda6542a2813c70ed0d00b49ee4f: demo/p286_011.wav"),
+]
+EXTRA_DIR = Path(os.environ.get("MELISMA_EXTRA_VOICES", REPO / "build" / "denoise" / "voices"))
+#: A real recording is drawn with a weight of its duration up to this (s), so a one-second sample is
+#: not repeated as often as a song.
+VOICE_WEIGHT_CAP_S = 20.0
 #: Real noise used for training.
 TRAIN_NOISES = [
     ("noise/speech_commands_bg/exercise_bike.wav", "CC BY 4.0"),
@@ -83,25 +111,37 @@ TRAIN_RIRS = [
     ("rirs/openair_toobamp/St. Margaret's Church.wav", "CC BY 4.0"),
 ]
 #: Share of clips whose voice is a real recording (the rest: generated singing).
-REAL_VOICE_SHARE = 0.6
+REAL_VOICE_SHARE = 0.9
 #: Share of clips whose model input is the spectral denoiser's output (what the 'hybrid' clean-up feeds
 #: the model) instead of the noisy take itself; the target gains are then relative to that output.
 SPECTRAL_INPUT_SHARE = 0.4
 #: Bumped whenever the clips change, so a cached set of another version is not reused.
-DATA_VERSION = 2
+DATA_VERSION = 4
 SYNTH_NOISES = ("pink", "white", "babble", "fan", "clatter")
 KEYS = ("C major", "D major", "E minor", "F major", "G major", "A minor", "Bb major", "B minor", "Eb major", "F# minor")
 
 _CACHE: dict[str, np.ndarray] = {}
 
 
-def load(rel: str) -> np.ndarray:
-    """A recording under DATA as mono float32 at 48 kHz (cached)."""
-    if rel not in _CACHE:
-        x, _ = load_audio(DATA / rel, sr=SR, mono=True)
+def load(rel: str, *, root: Path = DATA) -> np.ndarray:
+    """A recording under ``root`` (DATA by default) as mono float32 at 48 kHz (cached)."""
+    key = str(root / rel)
+    if key not in _CACHE:
+        if not (root / rel).is_file():
+            hint = ("copy the extra voices there with `make_denoise_data.py --get-extra MIRROR` (see EXTRA_VOICES)"
+                    if root == EXTRA_DIR else "point MELISMA_DATA at the shared data")
+            raise SystemExit(f"training voice/noise {root / rel} is missing: {hint}")
+        x, _ = load_audio(root / rel, sr=SR, mono=True)
         x = np.asarray(x, np.float64)
-        _CACHE[rel] = (x - x.mean()).astype(np.float32)
-    return _CACHE[rel]
+        _CACHE[key] = (x - x.mean()).astype(np.float32)
+    return _CACHE[key]
+
+
+def real_voices() -> tuple[list[np.ndarray], np.ndarray]:
+    """Every real training voice and the probability of drawing each (its duration, capped)."""
+    voices = [load(rel) for rel, _ in TRAIN_VOICES] + [load(rel, root=EXTRA_DIR) for rel, _, _ in EXTRA_VOICES]
+    weights = np.array([min(v.size / SR, VOICE_WEIGHT_CAP_S) for v in voices])
+    return voices, weights / weights.sum()
 
 
 def _excerpt(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,7 +172,8 @@ def augment_real_voice(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def make_voice(n: int, rng: np.random.Generator) -> np.ndarray:
     """A voice clip of ``n`` samples (real excerpt or synthetic line), peak 1-ish, possibly reverberant."""
     if rng.random() < REAL_VOICE_SHARE:
-        src = augment_real_voice(load(TRAIN_VOICES[int(rng.integers(len(TRAIN_VOICES)))][0]), rng)
+        voices, p = real_voices()
+        src = augment_real_voice(voices[int(rng.choice(len(voices), p=p))], rng)
         length = int(min(src.size, rng.uniform(0.5, 1.0) * n))
         seg = _excerpt(src, length, rng)
         seg = seg * np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * SR))
@@ -266,8 +307,42 @@ def make_dataset(n_clips: int, *, seed: int = 0, workers: int = 2, verbose: bool
     return {k: np.stack([c[k] for c in clips]) for k in ("x", "y", "w")}
 
 
+def get_extra(mirror: Path) -> None:
+    """Copy EXTRA_VOICES into EXTRA_DIR from ``mirror``/<owner+name>/ (a clone, or a bare mirror in its ``repo/``)."""
+    import subprocess
+    import wave
+
+    for rel, _, origin in EXTRA_VOICES:
+        repo_dir = mirror / rel.split("/")[0]
+        commit, path = origin.split(" @ ")[1].split(": ")
+        bare = repo_dir / "repo" if (repo_dir / "repo" / "HEAD").is_file() else repo_dir
+        where = [f"--git-dir={bare}"] if (bare / "HEAD").is_file() else ["-C", str(repo_dir)]
+        try:
+            blob = subprocess.run(["git", *where, "cat-file", "-p", f"{commit}:{path}"], check=True,
+                                  capture_output=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            raise SystemExit(f"{origin}: not found under {repo_dir}; clone the repository there") from None
+        out = EXTRA_DIR / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".part")
+        if path.endswith(".raw"):  # headerless 16-bit little-endian mono at 48 kHz, as HTS ships it
+            with wave.open(str(tmp), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(48000)
+                w.writeframes(blob)
+        else:
+            tmp.write_bytes(blob)
+        tmp.replace(out)
+        print(f"{out} <- {origin}")
+
+
 if __name__ == "__main__":
     import time
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--get-extra":
+        get_extra(Path(sys.argv[2]))
+        raise SystemExit(0)
 
     t0 = time.time()
     d = make_dataset(8, workers=1)

@@ -2,6 +2,7 @@
 
 Defaults reproduce the committed ``models/denoise/melisma_denoise_int8.tflite``::
 
+    python models/denoise/make_denoise_data.py --get-extra MIRROR   # once: the voices not in ../shared/data
     nice .venv-train/bin/python models/denoise/train_denoise.py
 
 It makes its mixtures first (``make_denoise_data.py``; cached under ``--build``, git-ignored), then
@@ -12,7 +13,7 @@ real takes: ``tools/bench_denoise.py --float-model build/denoise/melisma_denoise
 Everything is seeded (``--seed``) and ``TF_DETERMINISTIC_OPS=1`` is set.
 
 The network (``melisma.render.learned_denoise`` holds the frame, band and feature definitions)
-is fully convolutional over time with 'valid' padding: a 3-tap convolution from the 96 features
+is fully convolutional over time with 'valid' padding: a 3-tap convolution from the 128 features
 to ``--width`` channels, three residual blocks of 3-tap convolutions dilated 2, 4, 8 (receptive
 field 31 frames = 310 ms, 20 ms of it ahead), a 1x1 layer and a sigmoid per band. The loss is
 RNNoise's (the squared error of the square roots of the gains, 0 in digital silence) plus the

@@ -9,8 +9,11 @@ to the FFT bins with the same triangles and applied; the frames are overlap-adde
 
 The features per band and frame (:class:`FeatureState`) are the log band power, the log power
 over a minimum-statistics noise floor (1.5 s of memory: the model sees where the floor is even
-when the noise changes) and the band's peakiness (its strongest bin over its mean: harmonics
-stand out, noise does not). The model (``models/denoise/melisma_denoise_int8.tflite``, trained by
+when the noise changes), the band's peakiness (its strongest bin over its mean: harmonics
+stand out, noise does not) and its harmonic contrast (:func:`harmonic_contrast`: the frame's f0
+is found, and the band's power at its harmonics is compared with the power half-way between them,
+so a band where a sung vowel dominates reads high and one where noise does reads about 0.2).
+The model (``models/denoise/melisma_denoise_int8.tflite``, trained by
 ``models/denoise/train_denoise.py``, see its model card) is fully convolutional over time with
 'valid' padding: every output frame depends on exactly its own context, so the stage streams
 exactly in any block sizes (its output :meth:`LearnedDenoiser.latency_samples` late) and
@@ -60,6 +63,7 @@ __all__ = [
     "band_weights",
     "frame_power",
     "gains_to_bins",
+    "harmonic_contrast",
     "refine_gains",
 ]
 
@@ -71,8 +75,8 @@ HOP = 480
 N_BINS = N_FFT // 2 + 1
 #: Bands (triangles on a mel-like scale from 0 Hz to 20 kHz).
 N_BANDS = 32
-#: Features per frame: log power, log power over the noise floor, peakiness; one of each per band.
-N_FEATURES = 3 * N_BANDS
+#: Features per frame: log power, log power over the noise floor, peakiness, harmonic contrast; one of each per band.
+N_FEATURES = 4 * N_BANDS
 #: Frames the model sees for one output frame (its receptive field), and how many of them lie ahead.
 CONTEXT_FRAMES = 31
 LOOKAHEAD_FRAMES = 2
@@ -84,6 +88,12 @@ MODEL_FILE = ("denoise", "melisma_denoise_int8.tflite")
 FLOOR_FRAMES = 150
 FLOOR_SMOOTHING = 0.7
 _POWER_FLOOR = 1e-10
+#: The harmonic-contrast feature: f0 candidates (Hz, 1/10 semitone apart), the harmonics that pick the
+#: frame's f0 (up to PICK_TOP_HZ) and those that measure each band's contrast (up to CONTRAST_TOP_HZ).
+F0_RANGE_HZ = (70.0, 1000.0)
+F0_STEP_ST = 0.1
+PICK_TOP_HZ = 4000.0
+CONTRAST_TOP_HZ = 8000.0
 #: How :class:`LearnedDenoiser` turns band gains into bin gains (:func:`refine_gains`; "none": interpolated only).
 REFINE_MODES = ("none", "blend", "shaped", "wiener")
 
@@ -141,6 +151,67 @@ def gains_to_bins(gains: np.ndarray) -> np.ndarray:
     return np.asarray(gains, np.float32) @ _WEIGHTS
 
 
+def _read_at(freqs_hz: np.ndarray) -> np.ndarray:
+    """(N_BINS,) weights that read a spectrum at ``freqs_hz`` (linear between bins), summed over them."""
+    w = np.zeros(N_BINS, np.float64)
+    pos = np.asarray(freqs_hz, np.float64) * (N_FFT / SR)
+    lo = np.floor(pos).astype(int)
+    frac = pos - lo
+    ok = lo + 1 < N_BINS
+    np.add.at(w, lo[ok], 1.0 - frac[ok])
+    np.add.at(w, lo[ok] + 1, frac[ok])
+    return w
+
+
+_HARMONIC_TABLES: dict[str, np.ndarray] = {}
+
+
+def _harmonic_tables() -> dict[str, np.ndarray]:
+    """The f0 candidates and the bin weights at their harmonics and half-way between them (made once)."""
+    if not _HARMONIC_TABLES:
+        lo, hi = F0_RANGE_HZ
+        f0 = lo * 2.0 ** (np.arange(int(12 * math.log2(hi / lo) / F0_STEP_ST) + 1) * F0_STEP_ST / 12.0)
+        pick = np.zeros((N_BINS, f0.size))
+        for c, f in enumerate(f0):
+            k = np.arange(1, int(PICK_TOP_HZ // f) + 1)
+            # sqrt(K) x (mean log power at the harmonics - mean half-way): a contrast weighed by its evidence,
+            # so a high candidate with three harmonics does not win on chance
+            pick[:, c] = _read_at(k * f) / math.sqrt(k.size) - _read_at((k[:-1] + 0.5) * f) * (math.sqrt(k.size) / (k.size - 1))
+        k_band = [np.arange(1, int(CONTRAST_TOP_HZ // f) + 1) for f in f0]
+        _HARMONIC_TABLES.update(
+            f0=f0.astype(np.float32), pick=pick.astype(np.float32),
+            at=np.stack([_read_at(k * f) for k, f in zip(k_band, f0, strict=True)]).astype(np.float32),
+            between=np.stack([_read_at((k[:-1] + 0.5) * f) for k, f in zip(k_band, f0, strict=True)]).astype(np.float32))
+    return _HARMONIC_TABLES
+
+
+def harmonic_contrast(power: np.ndarray) -> np.ndarray:
+    """Per frame and band, how far the frame's harmonics stand above the spectrum half-way between them.
+
+    Each frame's f0 is the candidate (70-1000 Hz) whose harmonics up to 4 kHz stand highest above the
+    points half-way between them (log power); per band the contrast is the mean log10 power at its
+    harmonics minus that half-way between, 0 where a band holds no harmonic. A sung vowel reads
+    0.5-1.5 in the bands it dominates, noise about 0.2 (the best of many candidates on chance).
+
+    >>> t = np.arange(N_FFT * 4) / SR
+    >>> x = sum(np.sin(2 * np.pi * 220.0 * k * t) / k for k in range(1, 20)).astype(np.float32)
+    >>> frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP] * _WINDOW
+    >>> c = harmonic_contrast(frame_power(np.fft.rfft(frames, axis=1)))
+    >>> bool(c[:, 8:16].mean() > 1.0)
+    True
+    """
+    tables = _harmonic_tables()
+    log_power = np.log10(np.asarray(power, np.float32) + np.float32(_POWER_FLOOR))
+    log_power -= log_power.max(axis=1, keepdims=True)  # relative to the frame's peak: exactly 0 in silence
+    best = np.argmax(log_power @ tables["pick"], axis=1)
+    at, between = tables["at"][best], tables["between"][best]
+    n_at, n_between = at @ _WEIGHTS_T, between @ _WEIGHTS_T
+    level_at = ((log_power * at) @ _WEIGHTS_T) / np.maximum(n_at, np.float32(1e-6))
+    level_between = ((log_power * between) @ _WEIGHTS_T) / np.maximum(n_between, np.float32(1e-6))
+    contrast = np.where((n_at > 0.3) & (n_between > 0.3), level_at - level_between, np.float32(0.0))
+    return np.clip(contrast, -1.0, 3.0).astype(np.float32)
+
+
 def pad_features() -> np.ndarray:
     """The feature row of a silent frame: what the model sees before the first frame of a take."""
     return FeatureState().features(np.zeros((1, N_BINS), np.float32))[0]
@@ -152,7 +223,7 @@ class FeatureState:
     >>> st = FeatureState()
     >>> f = st.features(np.full((3, N_BINS), 1e-4, np.float32))
     >>> f.shape, [round(float(v), 2) for v in f[2, [0, N_BANDS, 2 * N_BANDS]]]
-    ((3, 96), [0.4, 0.0, 0.0])
+    ((3, 128), [0.4, 0.0, 0.0])
     """
 
     def __init__(self) -> None:
@@ -176,7 +247,7 @@ class FeatureState:
             self.ring[self.count % FLOOR_FRAMES] = s
             self.count += 1
             over[i] = level[i] - self.ring.min(axis=0)
-        out = np.concatenate([(level + np.float32(5.0)) * np.float32(0.4), over, peakiness], axis=1)
+        out = np.concatenate([(level + np.float32(5.0)) * np.float32(0.4), over, peakiness, harmonic_contrast(power)], axis=1)
         return out.astype(np.float32)
 
 

@@ -63,6 +63,32 @@ def test_committed_model_is_small_int8_and_has_the_stage_shapes():
     assert np.all((gains >= 0) & (gains <= 1))
 
 
+def _frames_power(x: np.ndarray) -> np.ndarray:
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float32), ld.N_FFT)[:: ld.HOP] * ld._WINDOW
+    return ld.frame_power(np.fft.rfft(frames, axis=1))
+
+
+def test_harmonic_contrast_marks_the_bands_a_sung_voice_holds_and_not_noise():
+    voice, noise = _sung(), _nonstationary_noise(4 * SR)
+    p_voice = _frames_power(voice)
+    loud = 10 * np.log10(p_voice.sum(axis=1) + 1e-20) > 10 * np.log10(p_voice.sum(axis=1).max()) - 20
+    centres = ld.band_centres_hz()
+    voice_bands = (centres > 250) & (centres < 4000)
+    sung = ld.harmonic_contrast(p_voice)[loud][:, voice_bands]
+    in_noise = ld.harmonic_contrast(_frames_power(noise))[:, voice_bands]
+    assert sung.mean() > 0.6
+    assert in_noise.mean() < 0.35
+    # a ratio of powers: about the same 40 dB lower (the deepest dips between harmonics reach the power
+    # floor), 0 in digital silence and above the contrast's top
+    quieter = ld.harmonic_contrast(_frames_power(voice * 0.01))[loud][:, voice_bands]
+    assert abs(quieter.mean() - sung.mean()) < 0.1
+    assert not ld.harmonic_contrast(np.zeros((3, ld.N_BINS), np.float32)).any()
+    assert not ld.harmonic_contrast(p_voice)[:, centres > 9000].any()
+    # noise 10 dB over the voice's level still leaves the voice's bands standing out
+    mixed = ld.harmonic_contrast(_frames_power(voice + noise * np.std(voice[voice != 0]) * 10 ** (-10 / 20)))
+    assert mixed[loud][:, voice_bands].mean() > in_noise.mean() + 0.15
+
+
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
 def test_lowers_nonstationary_noise_and_keeps_the_voice(runtime):
     if runtime not in available_runtimes():
