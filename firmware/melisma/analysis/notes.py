@@ -34,8 +34,9 @@ How it works:
    holds still stays one when a scoop joins it; neighbours less than ``merge_cents`` apart are one
    note, unless an articulation splits them. Before that, a slow scoop from below (up to 300 ms
    rising steadily into a note, :func:`_is_scoop`) joins its note, and so, with the audio, does the
-   first segment after a rest when it starts low and rises into the next one without an
-   articulation (:func:`_is_attack_scoop`): amateur singers find a note that way.
+   first segment after a rest when it starts low and rises into the next one, or starts high and
+   falls into it, without an articulation (:func:`_is_attack_scoop`): amateur singers find a note
+   that way.
 5. Centre: the median of the vibrato-smoothed pitch over the part of the note near its level
    (iteratively, so a scoop or a fall does not pull it); for a trill, the level it starts on
    (the main note), since the upper note is the ornament.
@@ -516,37 +517,49 @@ def _is_scoop(m: np.ndarray, segs: list[tuple[int, int]], i: int, *, hop_s: floa
 #: The first segment after a rest, up to this long (s), ...
 ATTACK_SCOOP_MAX_S = 0.25
 #: ... that sits at most this far below the next one (semitones) and rises into it without a break or an
-#: articulation, is the note's attack from below (the singer finding the pitch), no note of its own (0: off).
+#: articulation, is the note's attack from below (the singer finding the pitch), no note of its own (0: off);
 ATTACK_SCOOP_DEPTH = 2.5
+#: ... and so is one at most this far above it that falls into it (0: off) ...
+ATTACK_FALL_DEPTH = 2.0
+#: ... when the next segment holds at least this many times as long.
+ATTACK_NEXT_RATIO = 1.5
 
 
 def _is_attack_scoop(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float) -> bool:
-    """Is the first segment of a voiced stretch the attack of the next one: a singer starting low and rising to it?
+    """Is the first segment of a voiced stretch the attack of the next one: a singer finding its pitch?
 
-    It is at most :data:`ATTACK_SCOOP_MAX_S` long, at most :data:`ATTACK_SCOOP_DEPTH` under the next
-    segment's level, ends rising, within :data:`GLIDE_JOIN_SEMITONES` of the next segment's start, and
-    the next segment holds at least twice as long. (The caller checks that no articulation separates them.)
+    It is at most :data:`ATTACK_SCOOP_MAX_S` long and either sits at most :data:`ATTACK_SCOOP_DEPTH`
+    under the next segment's level and ends rising, or at most :data:`ATTACK_FALL_DEPTH` over it and
+    ends falling; it ends within :data:`GLIDE_JOIN_SEMITONES` of the next segment's start, and the
+    next segment holds at least :data:`ATTACK_NEXT_RATIO` times as long. (The caller checks that no
+    articulation separates them.) On the SSVD sight-singing takes amateurs approach about as many
+    notes from above as from below after a rest; kept apart, the approach became a wrong note.
 
     >>> import numpy as np
     >>> m = np.r_[np.full(16, 64.2), np.linspace(64.2, 66.0, 16), np.full(120, 66.2)]  # low, then up to the note
     >>> _is_attack_scoop(m, [(0, 32), (32, 152)], hop_s=0.005)
     True
+    >>> fall = np.r_[np.full(16, 67.7), np.linspace(67.7, 66.4, 16), np.full(120, 66.2)]  # high, then down to it
+    >>> _is_attack_scoop(fall, [(0, 32), (32, 152)], hop_s=0.005)
+    True
     >>> step = np.r_[np.full(32, 64.2), np.full(120, 66.2)]  # a held note, then a step: a note of its own
     >>> _is_attack_scoop(step, [(0, 32), (32, 152)], hop_s=0.005)
     False
     """
-    if not ATTACK_SCOOP_DEPTH or len(segs) < 2 or segs[1][0] != segs[0][1]:
+    if len(segs) < 2 or segs[1][0] != segs[0][1]:
         return False
     (s0, s1), (t0, t1) = segs[0], segs[1]
     n = s1 - s0
-    if n * hop_s > ATTACK_SCOOP_MAX_S or n < 8 or t1 - t0 < 2 * n:
+    if n * hop_s > ATTACK_SCOOP_MAX_S or n < 8 or t1 - t0 < ATTACK_NEXT_RATIO * n:
         return False
     level = note_centre(m[t0:t1], hop_s=hop_s)
     below = level - float(np.median(m[s0:s1]))
     k = max(2, n // 8)
     end = float(np.median(m[s1 - k : s1]))
-    rising = end - float(np.median(m[s1 - 3 * k : s1 - 2 * k])) > 0.1
-    return 0.0 < below <= ATTACK_SCOOP_DEPTH and rising and abs(end - float(np.median(m[t0 : t0 + k]))) <= GLIDE_JOIN_SEMITONES
+    if abs(end - float(np.median(m[t0 : t0 + k]))) > GLIDE_JOIN_SEMITONES:
+        return False
+    move = end - float(np.median(m[s1 - 3 * k : s1 - 2 * k]))
+    return (0.0 < below <= ATTACK_SCOOP_DEPTH and move > 0.1) or (0.0 < -below <= ATTACK_FALL_DEPTH and move < -0.1)
 
 
 def _merge_segments(m: np.ndarray, segs: list[tuple[int, int]], *, hop_s: float, min_frames: int, merge: float,

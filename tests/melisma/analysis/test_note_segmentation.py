@@ -257,11 +257,27 @@ def test_a_note_attacked_from_below_after_a_rest_is_one_note(duration_ms: float,
         assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
 
 
+@pytest.mark.parametrize(("duration_ms", "interval_cents"), [(200, 150), (240, 190)])
+def test_a_note_attacked_from_above_after_a_rest_is_one_note(duration_ms: float, interval_cents: float):
+    # the mirror image: the singer starts 1.5-1.9 semitones high and falls to the note (SSVD's
+    # amateurs do this about as often as from below): one note at the held pitch, not a sharp note
+    # of its own before it
+    fall = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": interval_cents, "shape": "sigmoid"}]
+    specs = [NoteSpec(62, 0.3, 0.7, ornaments=fall), NoteSpec(67, 1.3, 0.7, ornaments=fall)]
+    take, _track, notes = _notes_of(specs, seed=7)
+    assert len(notes) == 2, _summary(notes)
+    for n, t in zip(notes, take.notes, strict=True):
+        assert abs(n.start_s - t["start_s"]) < 0.05, (_summary(notes), t)
+        assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
+
+
+@pytest.mark.parametrize("above", [False, True])
 @pytest.mark.parametrize("legato_dip", [1.0, 0.2])
-def test_a_held_pickup_note_after_a_rest_stays_a_note(legato_dip: float):
-    # a 200 ms pickup held a tone below the next note, legato (its pitch steps up: no glide into the
-    # next note) or on its own syllable (the energy dips between them): a note, not an attack of the next
-    specs = [NoteSpec(60, 0.3, 0.2), NoteSpec(62, 0.5, 0.7)]
+def test_a_held_pickup_note_after_a_rest_stays_a_note(legato_dip: float, above: bool):
+    # a 200 ms pickup held a tone below or above the next note, legato (its pitch steps: no glide into
+    # the next note) or on its own syllable (the energy dips between them): a note, not an attack of the next
+    pickup = 64 if above else 60  # a tone below the next note, or a tone above it
+    specs = [NoteSpec(pickup, 0.3, 0.2), NoteSpec(62, 0.5, 0.7)]
     take, _track, notes = _notes_of(specs, seed=7, legato_dip=legato_dip)
-    assert [round(n.midi) for n in notes] == [60, 62], _summary(notes)
+    assert [round(n.midi) for n in notes] == [pickup, 62], _summary(notes)
     assert all(abs(n.start_s - t["start_s"]) < 0.05 for n, t in zip(notes, take.notes, strict=True)), _summary(notes)
