@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "melisma_denoise_int8.tflite")
     ap.add_argument("--build", type=Path, default=REPO / "build" / "denoise")
     ap.add_argument("--data-only", action="store_true", help="make (or check) the cached clips and stop")
+    ap.add_argument("--real-share", type=float, default=None,
+                    help="share of clips with a real voice (default: make_denoise_data.REAL_VOICE_SHARE)")
     args = ap.parse_args(argv)
     assert receptive_field() == ld.CONTEXT_FRAMES, "the network's receptive field must match learned_denoise"
 
@@ -177,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     import make_denoise_data
 
-    cache = args.build / f"clips_d{make_denoise_data.DATA_VERSION}_s{args.seed}_n{args.n_train}_v{args.n_val}.npz"
+    share = ""
+    if args.real_share is not None and args.real_share != make_denoise_data.REAL_VOICE_SHARE:
+        make_denoise_data.REAL_VOICE_SHARE = args.real_share  # read by the clip makers (forked after this)
+        share = f"_r{args.real_share:g}"
+    cache = args.build / f"clips_d{make_denoise_data.DATA_VERSION}_s{args.seed}_n{args.n_train}_v{args.n_val}{share}.npz"
     if cache.is_file():
         data = dict(np.load(cache))
         print(f"clips from {cache}")
@@ -231,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             "val_sqrt_gain_mse": {k: round(float(np.mean(v)), 6) for k, v in err.items()},
             "args": {k: str(v) for k, v in vars(args).items()}, "log": log}
     (args.build / "train_log.json").write_text(json.dumps(info, indent=1))
-    (HERE / "training_report.json").write_text(json.dumps({k: v for k, v in info.items() if k != "log"}
+    # beside the model: a trial run written elsewhere (--out) leaves the committed report alone
+    (args.out.parent / "training_report.json").write_text(json.dumps({k: v for k, v in info.items() if k != "log"}
                                                           | {"final_epoch": log[-1]}, indent=1) + "\n")
     print(f"wrote {args.out} ({size} bytes, {n_params} parameters) in {time.time() - t0:.0f} s; "
           f"val sqrt-gain MSE {info['val_sqrt_gain_mse']}")
