@@ -244,26 +244,14 @@ def test_a_rising_melismatic_run_with_glides_between_its_notes_stays_a_run():
     assert [round(n.midi) for n in notes] == [*pitches, 65], _summary(notes)
 
 
-@pytest.mark.parametrize(("duration_ms", "interval_cents"), [(240, -180), (240, -220), (200, -250)])
-def test_a_note_attacked_from_below_after_a_rest_is_one_note(duration_ms: float, interval_cents: float):
-    # the singer starts 1.8-2.5 semitones low, holds there a moment and rises to the note (an S-shaped
-    # scoop of 200-240 ms after a rest): one note from the first voiced frame, at the held pitch
-    scoop = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": interval_cents, "shape": "sigmoid"}]
-    specs = [NoteSpec(62, 0.3, 0.7, ornaments=scoop), NoteSpec(67, 1.3, 0.7, ornaments=scoop)]
-    take, _track, notes = _notes_of(specs, seed=7)
-    assert len(notes) == 2, _summary(notes)
-    for n, t in zip(notes, take.notes, strict=True):
-        assert abs(n.start_s - t["start_s"]) < 0.05, (_summary(notes), t)
-        assert abs(100 * (n.midi - t["midi"])) < 25, (_summary(notes), t)
-
-
-@pytest.mark.parametrize(("duration_ms", "interval_cents"), [(200, 150), (240, 190)])
-def test_a_note_attacked_from_above_after_a_rest_is_one_note(duration_ms: float, interval_cents: float):
-    # the mirror image: the singer starts 1.5-1.9 semitones high and falls to the note (SSVD's
-    # amateurs do this about as often as from below): one note at the held pitch, not a sharp note
-    # of its own before it
-    fall = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": interval_cents, "shape": "sigmoid"}]
-    specs = [NoteSpec(62, 0.3, 0.7, ornaments=fall), NoteSpec(67, 1.3, 0.7, ornaments=fall)]
+@pytest.mark.parametrize(("duration_ms", "interval_cents"),
+                         [(240, -180), (240, -220), (200, -250), (200, 150), (240, 190)])
+def test_a_note_attacked_from_below_or_above_after_a_rest_is_one_note(duration_ms: float, interval_cents: float):
+    # the singer starts 1.8-2.5 semitones low (or 1.5-1.9 high: SSVD's amateurs do both about as
+    # often), holds there a moment and glides to the note (an S-shaped slide of 200-240 ms after a
+    # rest): one note from the first voiced frame, at the held pitch, not a wrong note before it
+    attack = [{"type": "slide_in", "duration_ms": duration_ms, "interval_cents": interval_cents, "shape": "sigmoid"}]
+    specs = [NoteSpec(62, 0.3, 0.7, ornaments=attack), NoteSpec(67, 1.3, 0.7, ornaments=attack)]
     take, _track, notes = _notes_of(specs, seed=7)
     assert len(notes) == 2, _summary(notes)
     for n, t in zip(notes, take.notes, strict=True):
