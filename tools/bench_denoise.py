@@ -19,8 +19,8 @@ noise profile :func:`melisma.analysis.cleanup.analyze_cleanup` finds, as the cle
 clean-up's 'auto': the hybrid below ``AUTO_HYBRID_BELOW_SNR_DB`` of measured SNR, else the spectral
 denoiser) and, with ``--cleanup``, ``cleanup:*`` (the whole clean-up chain,
 :func:`melisma.render.clean.clean_take`, per denoiser). ``--oracle`` adds the ceilings of
-``tools/denoise_oracle.py`` (ideal 32/64-band gains, the ideal per-bin mask, ideal band gains refined
-per bin), ``--refine-too MODE`` the model with another per-bin refinement, ``--candidate FILE`` another
+``tools/denoise_oracle.py`` (ideal 32/64-band gains, the ideal per-bin mask, least-squares band gains
+with and without the comb, ideal band gains refined per bin), ``--refine-too MODE`` the model with another per-bin refinement, ``--candidate FILE`` another
 model file, ``--rnnoise-levels DB`` RNNoise fed at another level.
 
 Fairness checks printed with every run: each output's lag against the clean voice by
@@ -191,6 +191,8 @@ def methods(args) -> dict:
         out["oracle:band32"] = lambda x: orc.oracle_band(x, CASE["clean"], 32)
         out["oracle:band64"] = lambda x: orc.oracle_band(x, CASE["clean"], 64)
         out["oracle:bin"] = lambda x: orc.oracle_bin(x, CASE["clean"])
+        out["oracle:ls32"] = lambda x: orc.oracle_ls_comb(x, CASE["clean"], comb=False)
+        out["oracle:ls32+comb"] = lambda x: orc.oracle_ls_comb(x, CASE["clean"])
         out["oracle:band32+wiener"] = lambda x: orc.oracle_band_wiener(x, CASE["clean"], mode="wiener")
         out["oracle:band32+shaped"] = lambda x: orc.oracle_band_wiener(x, CASE["clean"], mode="shaped")
     if args.cleanup:

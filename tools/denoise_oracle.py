@@ -8,6 +8,11 @@ sqrt-Hann frames, 10 ms hop, 48 kHz, the gains floored at -30 dB):
   to 1 (RNNoise's training target; what the current model can at best reach);
 * ``oracle:band64``: the same with 64 bands on the same mel scale;
 * ``oracle:bin``: the ideal ratio mask per FFT bin, sqrt(|V|^2 / (|V|^2 + |N|^2));
+* ``oracle:ls32``: the least-squares band gains (what minimises each band's error energy, the Wiener
+  gain, P_voice / P_mix for uncorrelated noise, under the square root of RNNoise's target);
+* ``oracle:ls32+comb``: least-squares band gains with each band's best comb depth (0, 0.2, ... 1;
+  :func:`melisma.render.learned_denoise.comb_gains_to_bins` on the noisy frame's own f0 pick): the
+  ceiling of the model's shape since it outputs comb depths;
 * ``oracle:band32+wiener``: the ideal band gains driving a per-bin decision-directed Wiener filter
   (:func:`melisma.render.learned_denoise.refine_gains`): the band gain says how much of the band is
   noise, the per-bin filter puts the noise between the harmonics.
@@ -80,6 +85,25 @@ def oracle_bin(x: np.ndarray, v: np.ndarray) -> np.ndarray:
     sn = sx - sv
     irm = np.sqrt(np.abs(sv) ** 2 / (np.abs(sv) ** 2 + np.abs(sn) ** 2 + 1e-12))
     return istft(sx * np.maximum(irm, FLOOR), x.size)
+
+
+def oracle_ls_comb(x: np.ndarray, v: np.ndarray, *, comb: bool = True) -> np.ndarray:
+    """Least-squares band gains with the best comb depth per band and frame (a grid), as the stage applies them."""
+    w = ld._WEIGHTS.astype(np.float64)
+    sx, sv = stft(x), stft(v)
+    _, f0 = ld.harmonic_analysis(ld.frame_power(sx.astype(np.complex64)))
+    u = 1.0 - ld.comb_shape(f0).astype(np.float64)
+    best = (np.full((sx.shape[0], ld.N_BANDS), np.inf), np.zeros((sx.shape[0], ld.N_BANDS)), np.zeros((sx.shape[0], ld.N_BANDS)))
+    for c in np.linspace(0.0, 1.0, 6) if comb else [0.0]:
+        m = 1.0 - c * u
+        num = np.real(m * sx * np.conj(sv)) @ w.T
+        den = (m**2 * np.abs(sx) ** 2) @ w.T + 1e-12
+        g = np.clip(num / den, 0.0, 1.0)
+        err = (np.abs(sv) ** 2) @ w.T - 2.0 * g * num + g**2 * den
+        better = err < best[0]
+        best[0][better], best[1][better], best[2][better] = err[better], g[better], c
+    gains = ld.comb_gains_to_bins(best[1].astype(np.float32), best[2].astype(np.float32), f0)
+    return istft(sx * np.maximum(gains, FLOOR), x.size)
 
 
 def oracle_band_wiener(x: np.ndarray, v: np.ndarray, **kw) -> np.ndarray:

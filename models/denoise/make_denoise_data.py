@@ -22,7 +22,9 @@ resonances at random times, dish-like), at an SNR drawn from -5..25 dB (5 % nois
 
 Per clip it stores the model's input features (:class:`melisma.render.learned_denoise.FeatureState`
 on the noisy mix, with the silent context rows in front as at the start of a stream), the target
-band gains sqrt(P_voice / P_mix) clipped to 1, and a weight (0 in digital silence). In 40 % of the
+band gains sqrt(P_voice / P_mix) clipped to 1, a weight (0 in digital silence) and, per band, the
+sums the loss needs to know the cleaned frame's error for any band gain and comb depth
+(:func:`features_and_targets`). In 40 % of the
 clips (``SPECTRAL_INPUT_SHARE``) the "mix" is the spectral denoiser's output on the noisy mix, as
 the clean-up's 'hybrid' feeds the model, so the one model serves both.
 """
@@ -116,7 +118,7 @@ REAL_VOICE_SHARE = 0.9
 #: the model) instead of the noisy take itself; the target gains are then relative to that output.
 SPECTRAL_INPUT_SHARE = 0.4
 #: Bumped whenever the clips change, so a cached set of another version is not reused.
-DATA_VERSION = 4
+DATA_VERSION = 5
 SYNTH_NOISES = ("pink", "white", "babble", "fan", "clatter")
 KEYS = ("C major", "D major", "E minor", "F major", "G major", "A minor", "Bb major", "B minor", "Eb major", "F# minor")
 
@@ -277,21 +279,36 @@ def stft_power(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def features_and_targets(mix: np.ndarray, voice: np.ndarray) -> dict[str, np.ndarray]:
-    """Model input rows for ``mix`` and the ideal band gains that turn it into ``voice``."""
-    _, p_mix = stft_power(mix)
-    _, p_voice = stft_power(voice)
+    """Model input rows for ``mix``, the ideal band gains that turn it into ``voice``, and the comb's error terms.
+
+    ``r`` (frames, 6 * N_BANDS) holds, per band, the sums over its bins (triangle-weighted) of
+    ``P_voice``, ``u P_voice``, ``u^2 P_voice``, then the same of the noise (``mix - voice``), where
+    ``u = 1 - comb_shape(f0)`` on the mix's own f0 pick; each over the frame's mix power. With them
+    the training loss knows, for any band gain ``g`` and comb depth ``c``, how much voice the band
+    loses (``sum (1 - g m)^2 P_voice``, ``m = 1 - c u``) and how much noise it keeps
+    (``sum g^2 m^2 P_noise``): the cleaned frame's error, as the stage would make it.
+    """
+    s_mix, p_mix = stft_power(mix)
+    s_voice, p_voice = stft_power(voice)
     past = ld.CONTEXT_FRAMES - 1 - ld.LOOKAHEAD_FRAMES
-    rows = np.concatenate([np.repeat(ld.pad_features()[None], past, axis=0), ld.FeatureState().features(p_mix)])
+    features, f0 = ld.FeatureState().features_and_f0(p_mix)
+    rows = np.concatenate([np.repeat(ld.pad_features()[None], past, axis=0), features])
     b_mix = p_mix @ ld._WEIGHTS_T
     b_voice = p_voice @ ld._WEIGHTS_T
     gains = np.sqrt(np.clip(b_voice / np.maximum(b_mix, 1e-20), 0.0, 1.0))
     weight = (b_mix > 1e-9 * ld.N_BINS / ld.N_BANDS).astype(np.float32)
+    u = 1.0 - ld.comb_shape(f0)
+    p_noise = ld.frame_power(s_mix - s_voice)
+    terms = [(p * u**k) @ ld._WEIGHTS_T for p in (p_voice, p_noise) for k in (0, 1, 2)]
+    total = np.maximum(b_mix.sum(axis=1, keepdims=True), 1e-12)
     m = p_mix.shape[0] - ld.LOOKAHEAD_FRAMES
-    return {"x": rows.astype(np.float16), "y": gains[:m].astype(np.float16), "w": weight[:m].astype(np.float16)}
+    r = np.concatenate(terms, axis=1) / total
+    return {"x": rows.astype(np.float16), "y": gains[:m].astype(np.float16), "w": weight[:m].astype(np.float16),
+            "r": r[:m].astype(np.float16)}
 
 
 def make_dataset(n_clips: int, *, seed: int = 0, workers: int = 2, verbose: bool = False) -> dict[str, np.ndarray]:
-    """``n_clips`` clips stacked: x (n, rows, N_FEATURES), y and w (n, frames, N_BANDS)."""
+    """``n_clips`` clips stacked: x (n, rows, N_FEATURES), y and w (n, frames, N_BANDS), r (n, frames, 6 * N_BANDS)."""
     seeds = [seed * 1_000_003 + i for i in range(n_clips)]
     if workers > 1:
         import multiprocessing as mp
@@ -304,7 +321,7 @@ def make_dataset(n_clips: int, *, seed: int = 0, workers: int = 2, verbose: bool
                     print(f"  {i + 1}/{n_clips} clips", flush=True)
     else:
         clips = [clip_arrays(s) for s in seeds]
-    return {k: np.stack([c[k] for c in clips]) for k in ("x", "y", "w")}
+    return {k: np.stack([c[k] for c in clips]) for k in ("x", "y", "w", "r")}
 
 
 def get_extra(mirror: Path) -> None:

@@ -39,11 +39,14 @@ def test_ceilings_are_ordered_per_bin_above_bands():
     base = _si_sdr(x, voice)
     gains = {name: _si_sdr(f(x, voice), voice) - base for name, f in [
         ("band32", orc.oracle_band), ("band64", lambda a, b: orc.oracle_band(a, b, 64)), ("bin", orc.oracle_bin),
-        ("band32+shaped", orc.oracle_band_wiener)]}
+        ("band32+shaped", orc.oracle_band_wiener), ("ls32", lambda a, b: orc.oracle_ls_comb(a, b, comb=False)),
+        ("ls32+comb", orc.oracle_ls_comb)]}
     assert gains["band32"] > 1.5, gains
     assert gains["band64"] > gains["band32"], gains  # narrower bands leave less noise between the harmonics
     assert gains["bin"] > gains["band64"], gains
     assert gains["band32+shaped"] > gains["band32"] + 1.0, gains  # the per-bin refinement gets past the bands
+    assert gains["ls32"] > gains["band32"], gains  # the least-squares gain is the band's best one
+    assert gains["ls32+comb"] > gains["ls32"] + 1.0, gains  # the comb lowers the noise between the harmonics
 
 
 def test_output_lag_finds_a_delay_either_way():

@@ -1,11 +1,14 @@
-"""A learned denoiser for non-stationary noise: a small int8 TFLite model estimates band gains.
+"""A learned denoiser for non-stationary noise: a small int8 TFLite model estimates band gains and comb depths.
 
 The family is RNNoise's (Valin 2018) and DeepFilterNet's first stage: the take is cut into 20 ms
 frames (sqrt-Hann, 10 ms hop, 48 kHz), each frame's power is summarised in :data:`N_BANDS`
 overlapping triangular bands on a mel/ERB-like scale, and a network looks at those band features
 over a short context (:data:`CONTEXT_FRAMES` frames, :data:`LOOKAHEAD_FRAMES` of them ahead) and
-says, per band, how much of the frame is voice (a gain in 0..1). The gains are interpolated back
-to the FFT bins with the same triangles and applied; the frames are overlap-added again.
+says, per band, how much of the frame is voice (a gain in 0..1) and how deep a comb on the frame's
+harmonics should cut between them (a depth in 0..1, :func:`comb_gains_to_bins`: noise between
+the harmonics of a sung vowel lies inside one band, which a band gain alone cannot reach). The
+gains are interpolated back to the FFT bins with the same triangles, the comb applied below
+:data:`COMB_TOP_HZ`, and the frames are overlap-added again.
 
 The features per band and frame (:class:`FeatureState`) are the log band power, the log power
 over a minimum-statistics noise floor (1.5 s of memory: the model sees where the floor is even
@@ -46,6 +49,7 @@ from ..errors import ModelError, RenderError
 from .stages import OutputDelay, Stage, db_to_gain
 
 __all__ = [
+    "COMB_TOP_HZ",
     "CONTEXT_FRAMES",
     "HOP",
     "LOOKAHEAD_FRAMES",
@@ -61,8 +65,11 @@ __all__ = [
     "RefineState",
     "band_centres_hz",
     "band_weights",
+    "comb_gains_to_bins",
+    "comb_shape",
     "frame_power",
     "gains_to_bins",
+    "harmonic_analysis",
     "harmonic_contrast",
     "refine_gains",
 ]
@@ -94,6 +101,9 @@ F0_RANGE_HZ = (70.0, 1000.0)
 F0_STEP_ST = 0.1
 PICK_TOP_HZ = 4000.0
 CONTRAST_TOP_HZ = 8000.0
+#: The comb stage: bins up to COMB_TOP_HZ can be lowered between the frame's harmonics (above it the
+#: harmonics of a sung vowel smear with vibrato within a frame, and the comb would cut the voice).
+COMB_TOP_HZ = 5000.0
 #: How :class:`LearnedDenoiser` turns band gains into bin gains (:func:`refine_gains`; "none": interpolated only).
 REFINE_MODES = ("none", "blend", "shaped", "wiener")
 
@@ -185,6 +195,24 @@ def _harmonic_tables() -> dict[str, np.ndarray]:
     return _HARMONIC_TABLES
 
 
+def harmonic_analysis(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(harmonic contrast (m, N_BANDS), f0_hz (m,)) of frames with bin power ``power``: see :func:`harmonic_contrast`.
+
+    ``f0_hz`` is each frame's best f0 candidate, also in noise and silence (where the contrast says
+    it means nothing): the comb of :func:`comb_shape` is built on it.
+    """
+    tables = _harmonic_tables()
+    log_power = np.log10(np.asarray(power, np.float32) + np.float32(_POWER_FLOOR))
+    log_power -= log_power.max(axis=1, keepdims=True)  # relative to the frame's peak: exactly 0 in silence
+    best = np.argmax(log_power @ tables["pick"], axis=1)
+    at, between = tables["at"][best], tables["between"][best]
+    n_at, n_between = at @ _WEIGHTS_T, between @ _WEIGHTS_T
+    level_at = ((log_power * at) @ _WEIGHTS_T) / np.maximum(n_at, np.float32(1e-6))
+    level_between = ((log_power * between) @ _WEIGHTS_T) / np.maximum(n_between, np.float32(1e-6))
+    contrast = np.where((n_at > 0.3) & (n_between > 0.3), level_at - level_between, np.float32(0.0))
+    return np.clip(contrast, -1.0, 3.0).astype(np.float32), tables["f0"][best]
+
+
 def harmonic_contrast(power: np.ndarray) -> np.ndarray:
     """Per frame and band, how far the frame's harmonics stand above the spectrum half-way between them.
 
@@ -200,16 +228,31 @@ def harmonic_contrast(power: np.ndarray) -> np.ndarray:
     >>> bool(c[:, 8:16].mean() > 1.0)
     True
     """
-    tables = _harmonic_tables()
-    log_power = np.log10(np.asarray(power, np.float32) + np.float32(_POWER_FLOOR))
-    log_power -= log_power.max(axis=1, keepdims=True)  # relative to the frame's peak: exactly 0 in silence
-    best = np.argmax(log_power @ tables["pick"], axis=1)
-    at, between = tables["at"][best], tables["between"][best]
-    n_at, n_between = at @ _WEIGHTS_T, between @ _WEIGHTS_T
-    level_at = ((log_power * at) @ _WEIGHTS_T) / np.maximum(n_at, np.float32(1e-6))
-    level_between = ((log_power * between) @ _WEIGHTS_T) / np.maximum(n_between, np.float32(1e-6))
-    contrast = np.where((n_at > 0.3) & (n_between > 0.3), level_at - level_between, np.float32(0.0))
-    return np.clip(contrast, -1.0, 3.0).astype(np.float32)
+    return harmonic_analysis(power)[0]
+
+
+_BIN_HZ = (np.arange(N_BINS) * (SR / N_FFT)).astype(np.float32)
+
+
+def comb_shape(f0_hz: np.ndarray) -> np.ndarray:
+    """(m, N_BINS) raised-cosine combs on each frame's harmonics: 1 at ``k * f0``, 0 half-way, 1 above COMB_TOP_HZ.
+
+    A band's comb depth ``c`` (the model's second output) turns its bins' gains into
+    ``g * (1 - c * (1 - comb))``: at ``c = 1`` the noise between the harmonics goes, the harmonics stay.
+
+    >>> c = comb_shape(np.array([200.0]))
+    >>> [round(float(v), 2) for v in c[0, [4, 6, 8, 200]]]  # 200 Hz, 300 Hz (half-way), 400 Hz, 10 kHz
+    [1.0, 0.0, 1.0, 1.0]
+    """
+    f0 = np.asarray(f0_hz, np.float32)[:, None]
+    comb = np.float32(0.5) + np.float32(0.5) * np.cos(np.float32(2.0 * np.pi) * _BIN_HZ[None, :] / f0)
+    return np.where(_BIN_HZ[None, :] <= COMB_TOP_HZ, comb, np.float32(1.0)).astype(np.float32)
+
+
+def comb_gains_to_bins(gains: np.ndarray, depths: np.ndarray, f0_hz: np.ndarray) -> np.ndarray:
+    """Bin gains (m, N_BINS) from band gains and band comb depths (m, N_BANDS) on frames with ``f0_hz``."""
+    depth = np.clip(np.asarray(depths, np.float32), 0.0, 1.0) @ _WEIGHTS
+    return gains_to_bins(gains) * (np.float32(1.0) - depth * (np.float32(1.0) - comb_shape(f0_hz)))
 
 
 def pad_features() -> np.ndarray:
@@ -233,6 +276,10 @@ class FeatureState:
 
     def features(self, power: np.ndarray) -> np.ndarray:
         """Features (m, N_FEATURES) of frames with bin power ``power`` (m, N_BINS), in order, state carried."""
+        return self.features_and_f0(power)[0]
+
+    def features_and_f0(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features (m, N_FEATURES), f0_hz (m,)): :meth:`features` and each frame's f0 pick (:func:`harmonic_analysis`)."""
         power = np.asarray(power, np.float32)
         band = (power @ _WEIGHTS_T) * _BAND_NORM
         level = np.log10(band + np.float32(_POWER_FLOOR))
@@ -247,8 +294,9 @@ class FeatureState:
             self.ring[self.count % FLOOR_FRAMES] = s
             self.count += 1
             over[i] = level[i] - self.ring.min(axis=0)
-        out = np.concatenate([(level + np.float32(5.0)) * np.float32(0.4), over, peakiness, harmonic_contrast(power)], axis=1)
-        return out.astype(np.float32)
+        contrast, f0 = harmonic_analysis(power)
+        out = np.concatenate([(level + np.float32(5.0)) * np.float32(0.4), over, peakiness, contrast], axis=1)
+        return out.astype(np.float32), f0
 
 
 def _load_model(path: Path, num_threads: int, runtime: str | None) -> Any:
@@ -258,18 +306,19 @@ def _load_model(path: Path, num_threads: int, runtime: str | None) -> Any:
     want_in = (OUT_FRAMES + CONTEXT_FRAMES - 1, N_FEATURES)
     shape_in = tuple(model.input_shape[1:])
     outs = [tuple(int(s) for s in d["shape"][1:]) for d in model.output_details]
-    if shape_in != want_in or len(outs) != 1 or outs[0] != (OUT_FRAMES, N_BANDS):
+    # (frames, N_BANDS): band gains only; (frames, 2 * N_BANDS): band gains, then the bands' comb depths
+    if shape_in != want_in or len(outs) != 1 or outs[0] not in ((OUT_FRAMES, N_BANDS), (OUT_FRAMES, 2 * N_BANDS)):
         raise ModelError(
             f"model file {path} takes {shape_in} and gives {outs}; this melisma's learned denoiser needs "
-            f"(frames, features) = {want_in} in and {(OUT_FRAMES, N_BANDS)} out: re-train it with "
-            "models/denoise/train_denoise.py or re-install melisma with its models"
+            f"(frames, features) = {want_in} in and {(OUT_FRAMES, 2 * N_BANDS)} (or {(OUT_FRAMES, N_BANDS)}) out: "
+            "re-train it with models/denoise/train_denoise.py or re-install melisma with its models"
         )
     return model
 
 
 @dataclass
 class LearnedDenoiser(Stage):
-    """Non-stationary noise reduction by a small int8 TFLite model estimating band gains (48 kHz).
+    """Non-stationary noise reduction by a small int8 TFLite model estimating band gains and comb depths (48 kHz).
 
     Parameters
     ----------
@@ -285,9 +334,11 @@ class LearnedDenoiser(Stage):
         Force a TFLite runtime (see :func:`melisma.models_runtime.load_interpreter`).
     refine : str
         How the model's band gains become bin gains, one of :data:`REFINE_MODES`: ``"none"`` applies
-        them as they are (interpolated to the bins); the others refine them per FFT bin
-        (:func:`refine_gains`: a decision-directed Wiener filter driven by the band gains) so the
-        noise between a voiced frame's harmonics is lowered more than the band's gain.
+        them as they are (interpolated to the bins) with the model's comb depths
+        (:func:`comb_gains_to_bins`; a model without them: the band gains alone); the others
+        ignore the comb depths and refine the band gains per FFT bin (:func:`refine_gains`: a
+        decision-directed Wiener filter driven by them) so the noise between a voiced frame's
+        harmonics is lowered more than the band's gain.
 
     Raises
     ------
@@ -383,6 +434,7 @@ class LearnedDenoiser(Stage):
             "features": FeatureState(),
             "rows": np.repeat(pad_features()[None, :], past, axis=0),  # context rows of frames [gain_frame - past, ...)
             "spectra": np.zeros((0, N_BINS), np.complex64),  # frames waiting for their gains
+            "f0": np.zeros(0, np.float32),  # and their f0 picks (the comb's)
             "carry": np.zeros(HOP, np.float32),
             "drop": HOP,
             "ready": np.zeros(0, np.float32),
@@ -396,8 +448,10 @@ class LearnedDenoiser(Stage):
         if m > 0:
             frames = np.lib.stride_tricks.sliding_window_view(buf[: (m - 1) * HOP + N_FFT], N_FFT)[::HOP][:m]
             spectra = sfft.rfft(frames * _WINDOW, axis=1).astype(np.complex64)
-            ch["rows"] = np.concatenate([ch["rows"], ch["features"].features(frame_power(spectra))])
+            rows, f0 = ch["features"].features_and_f0(frame_power(spectra))
+            ch["rows"] = np.concatenate([ch["rows"], rows])
             ch["spectra"] = np.concatenate([ch["spectra"], spectra])
+            ch["f0"] = np.concatenate([ch["f0"], f0])
             ch["pending"] = buf[m * HOP :].copy()
         else:
             ch["pending"] = buf
@@ -411,10 +465,15 @@ class LearnedDenoiser(Stage):
             window = np.zeros((1, n_in, N_FEATURES), np.float32)
             take = min(n_in, ch["rows"].shape[0])
             window[0, :take] = ch["rows"][:take]
-            (gains,) = self._model.predict(window)
+            (out_rows,) = self._model.predict(window)
+            gains, depths = out_rows[0, :k, :N_BANDS], out_rows[0, :k, N_BANDS:]
             frames = ch["spectra"][:k]
-            bins = (gains_to_bins(gains[0, :k]) if self.refine == "none"
-                    else refine_gains(frame_power(frames), gains[0, :k], ch["refine"], mode=self.refine))
+            if self.refine != "none":
+                bins = refine_gains(frame_power(frames), gains, ch["refine"], mode=self.refine)
+            elif depths.shape[1]:
+                bins = comb_gains_to_bins(gains, depths, ch["f0"][:k])
+            else:
+                bins = gains_to_bins(gains)
             spec = frames * np.maximum(bins, np.float32(db_to_gain(-self.reduction_db)))
             blocks = sfft.irfft(spec, n=N_FFT, axis=1).astype(np.float32) * _WINDOW
             out = blocks[:, :HOP].copy()
@@ -427,6 +486,7 @@ class LearnedDenoiser(Stage):
             done.append(out[drop:])
             ch["rows"] = ch["rows"][k:]
             ch["spectra"] = ch["spectra"][k:]
+            ch["f0"] = ch["f0"][k:]
         return np.concatenate(done)
 
 
