@@ -22,7 +22,9 @@ How it works:
    :data:`DIP_SPLIT_CENTS`, and starts where the energy is back half way up (the vowel), not
    before the crossing; without one it needs :data:`NODIP_SPLIT_CENTS` (amateur singers waver by
    more than ``split_cents`` inside one syllable) and starts :data:`ARRIVE` of the way from the
-   crossing to where the pitch arrives. A dip of :data:`REPEAT_DIP_DB` between two held stretches
+   crossing to where the pitch arrives, or, for a step down that falls past the new note and
+   comes back up as the energy rises (:data:`UNDERSHOOT_SEMITONES`), at the bottom of that fall
+   (the next syllable's vowel). A dip of :data:`REPEAT_DIP_DB` between two held stretches
    splits even notes of one pitch (a repeated note; the new one starts where the energy is back
    half way up), and no neighbour merges across it; inside a vibrato only a dip of
    :data:`TREMOLO_MAX_DB` or more does (a vibrato's loudness swings with it). Without the audio,
@@ -318,6 +320,36 @@ GLITCH_SEMITONES = 6.0
 MIN_ISOLATED_S = 0.09
 
 
+#: A step down that falls past the new note and comes back up (an undershoot of at least
+#: UNDERSHOOT_SEMITONES within UNDERSHOOT_SEARCH_S of the change) starts at the bottom of that fall
+#: when the energy rises there by UNDERSHOOT_RISE_DB within VOWEL_RISE_S: the vowel comes in as the
+#: pitch comes back (real sight-singing, tools/eval_notes.py: SSVD COnP +0.007; vocadito unchanged).
+UNDERSHOOT_SEARCH_S = 0.15
+UNDERSHOOT_SEMITONES = 0.3
+UNDERSHOOT_RISE_DB = 1.5
+VOWEL_RISE_S = 0.05
+
+
+def _after_undershoot(m: np.ndarray, light: np.ndarray, env: np.ndarray, pos: int, *, kw: int, hop_s: float) -> int:
+    """Where a step down that starts at ``pos`` really begins: the bottom of a fall past the new note
+    when the vowel comes in there (see UNDERSHOOT_SEMITONES), else ``pos``.
+    """
+    n = len(m)
+    seg = light[pos : min(n, pos + int(round(UNDERSHOOT_SEARCH_S / hop_s)))]
+    if seg.size < 3 or not np.isfinite(seg).all():
+        return pos
+    x = int(np.argmin(seg))
+    if not 0 < x < seg.size - 1:
+        return pos  # still falling at the end of the look (a long slide), or no fall at all
+    settled = float(np.median(m[pos + x : min(n, pos + x + kw)]))
+    if not settled - float(seg[x]) > UNDERSHOOT_SEMITONES:
+        return pos
+    rise = env[pos + x : min(n, pos + x + int(round(VOWEL_RISE_S / hop_s)) + 1)]
+    if not float(np.max(rise)) - float(np.min(env[pos : pos + x + 1])) >= UNDERSHOOT_RISE_DB:
+        return pos  # no vowel coming in: the fall past the note and back is the singer's own line
+    return pos + x
+
+
 def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split: float, merge: float,
                   env: np.ndarray | None = None) -> list[tuple[int, int]]:
     n = len(m)
@@ -376,6 +408,8 @@ def _split_region(m: np.ndarray, *, w: int, hop_s: float, min_frames: int, split
                 near = np.flatnonzero(np.abs(light[pos : pos + kw] - level) < 0.3)
                 if near.size:
                     pos += int(round(ARRIVE * near[0]))
+                if hi_level < lo_level:
+                    pos = _after_undershoot(m, light, env, pos, kw=kw, hop_s=hop_s)
         elif step < split:
             continue
         if pos - bounds[-1] >= 2:

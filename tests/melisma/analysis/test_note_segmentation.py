@@ -138,6 +138,37 @@ def test_energy_envelope_follows_the_level():
 # the reference melody
 
 
+def _step_down_past_the_note(*, vowel_rise: bool) -> list:
+    """64 → 62 (two semitones down) whose pitch falls to 61 within 50 ms and comes back up in 70 ms;
+    with ``vowel_rise`` the level sags 2 dB into the bottom of the fall and comes in 4 dB up there
+    (a consonant, then the vowel), else it stays level."""
+    hop, sr = 0.005, 16000
+    fall, back = np.linspace(64.0, 61.0, 11)[1:], np.linspace(61.0, 62.0, 15)[1:]
+    midi = np.r_[np.zeros(20), np.full(80, 64.0), fall, back, np.full(80, 62.0), np.zeros(20)]
+    hz = np.where(midi > 0, midi_to_hz(np.where(midi > 0, midi, 60.0)), 0.0)
+    frames = np.arange(len(midi)) * hop
+    level = np.where(midi > 0, 0.3, 0.0)
+    if vowel_rise:
+        level[104:111] = 0.24
+        level[112:214] = 0.38
+    t = np.arange(int(len(midi) * hop * sr)) / sr
+    amp = np.interp(t, frames, level)
+    audio = (amp * np.sin(2 * np.pi * np.cumsum(np.interp(t, frames, np.where(hz > 0, hz, 261.6))) / sr)).astype(np.float32)
+    return segment_notes(PitchTrack(hop, hz, (hz > 0).astype(float)), audio=audio, sr=sr)
+
+
+def test_a_step_down_past_the_note_starts_where_the_vowel_comes_in():
+    """SSVD's sight-singers fall past the lower note and come back up as the next syllable's vowel
+    comes in; its annotators start the note there, 30-100 ms after the pitch crossing. Without the
+    vowel coming in (the level flat) the fall and return are the singer's line: the note starts as
+    the pitch arrives, as before."""
+    with_vowel, flat = _step_down_past_the_note(vowel_rise=True), _step_down_past_the_note(vowel_rise=False)
+    assert [round(n.midi) for n in with_vowel] == [64, 62] == [round(n.midi) for n in flat], _summary(flat)
+    bottom_s = (20 + 80 + 10) * 0.005
+    assert abs(with_vowel[1].start_s - bottom_s) <= 0.015, _summary(with_vowel)
+    assert flat[1].start_s <= bottom_s - 0.02, _summary(flat)
+
+
 def _exact_track(midi: np.ndarray, hop: float = 0.005) -> PitchTrack:
     hz = np.where(np.isfinite(midi), midi_to_hz(np.nan_to_num(midi)), 0.0)
     return PitchTrack(hop, hz, (hz > 0).astype(np.float32))
