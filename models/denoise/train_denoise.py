@@ -133,7 +133,9 @@ def export_tflite(model, representative: np.ndarray, path_int8: Path, build: Pat
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    path_int8.write_bytes(conv.convert())
+    tmp = path_int8.with_name(path_int8.name + ".part")  # a run stopped here leaves the committed model whole
+    tmp.write_bytes(conv.convert())
+    tmp.replace(path_int8)
     return float_path
 
 
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     assert receptive_field() == ld.CONTEXT_FRAMES, "the network's receptive field must match learned_denoise"
 
     args.build.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # before the training, not after it
     t0 = time.time()
     import make_denoise_data
 
