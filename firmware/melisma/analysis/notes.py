@@ -16,6 +16,8 @@ How it works:
    (notes of 80-150 ms) get a second look with a :data:`FAST_WINDOW_S` window, except where the
    curve oscillates at 4-12 Hz (vibrato, trills: :func:`~melisma.analysis.contour.periodic_runs`).
    The boundary is put where the pitch crosses halfway between the two levels.
+   Before that, the tracker's octave flips are folded back (:func:`_fold_octave_jumps`): the
+   frames between two instant 12-semitone jumps move to their longer neighbours' octave.
 3. With the audio (``audio``/``sr``, as the engine gives it) the energy envelope decides too: a
    level change next to an articulation (an energy dip of :data:`DIP_DB` within
    :data:`DIP_SEARCH_S`: the voiced consonant between two syllables) is a new note from
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -227,7 +230,8 @@ def segment_notes(
     for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop_s))):
         if b - a < max(3, min_frames // 2, int(round(MIN_ISOLATED_S / hop_s))):
             continue  # a blip: too short to be a note
-        m = fill_gaps(midi_all[a:b])
+        region = _fold_octave_jumps(midi_all[a:b])
+        m = fill_gaps(region)
         if DESPIKE_S:
             # a tracker glitch (an octave jump for a few frames) is no level change
             from scipy.ndimage import median_filter
@@ -236,13 +240,46 @@ def segment_notes(
             m = np.where(np.abs(m - med) > GLITCH_SEMITONES, med, m)  # only outliers: vibrato keeps its shape
         for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
                                     merge=merge_cents / 100.0, env=None if env is None else env[a:b]):
-            seg = midi_all[a + s0 : a + s1]
+            seg = region[s0:s1]
             centre = _centre_with_trill(seg, hop_s)
             if not np.isfinite(centre):
                 continue
             conf = float(np.mean(track.confidence[a + s0 : a + s1]))
             notes.append(Note(start_s=(a + s0) * hop_s, end_s=(a + s1) * hop_s, midi=centre, confidence=conf))
     return notes
+
+
+#: A jump this close to an octave (semitones) from one voiced frame to the next is the tracker
+#: flipping octave, not the singer: no voice moves 12 semitones in one frame (a sung leap glides).
+OCTAVE_JUMP_TOLERANCE = 0.6
+
+
+def _fold_octave_jumps(midi: np.ndarray) -> np.ndarray:
+    """A voiced stretch's pitch with the tracker's octave flips folded back: the frames between two
+    instant octave jumps (or between one and the stretch's end) that last less than the frames on
+    the other side move by 12 semitones to their level (SSVD, tools/eval_notes.py: 41 such pieces
+    had become notes of their own, an octave off).
+    """
+    ok = np.flatnonzero(np.isfinite(midi))
+    if ok.size < 3:
+        return midi
+    x = midi[ok].astype(np.float64)
+    jumps = np.flatnonzero(np.abs(np.abs(np.diff(x)) - 12.0) <= OCTAVE_JUMP_TOLERANCE) + 1
+    if jumps.size == 0:
+        return midi
+    edges = np.r_[0, jumps, x.size]
+    pieces = [(int(p0), int(p1)) for p0, p1 in pairwise(edges)]
+    for i, (p0, p1) in enumerate(pieces):
+        sides = pieces[max(0, i - 1) : i] + pieces[i + 1 : i + 2]
+        if p1 - p0 >= max(q1 - q0 for q0, q1 in sides):
+            continue  # the longer side is taken for the voice's own octave
+        levels = ([x[p0 - 1]] if i > 0 else []) + ([x[p1]] if i + 1 < len(pieces) else [])
+        shift = 12.0 * np.round((float(np.median(levels)) - x[p0]) / 12.0)
+        if abs(shift) == 12.0:
+            x[p0:p1] += shift
+    out = midi.astype(np.float64, copy=True)
+    out[ok] = x
+    return out
 
 
 def energy_envelope(audio: np.ndarray, *, sr: int, hop_s: float, n_frames: int, window_s: float = 0.025) -> np.ndarray:

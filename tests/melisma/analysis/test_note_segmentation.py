@@ -174,6 +174,18 @@ def _exact_track(midi: np.ndarray, hop: float = 0.005) -> PitchTrack:
     return PitchTrack(hop, hz, (hz > 0).astype(np.float32))
 
 
+def test_a_tracker_octave_flip_inside_a_note_is_folded_back_and_a_sung_leap_is_not():
+    """The pitch tracker reads 300 ms of a held C4 an octave low (SSVD 100946 at 44.9 s): an instant
+    12-semitone jump each way is no singer's, so it stays one C4. An octave leap sung legato glides
+    (here in 80 ms) and stays two notes."""
+    flip = np.r_[np.full(300, 60.0), np.full(60, 48.0), np.full(100, 60.0)]
+    notes = segment_notes(_exact_track(flip))
+    assert [round(n.midi, 1) for n in notes] == [60.0], _summary(notes)
+    leap = np.r_[np.full(100, 60.0), np.linspace(60.0, 72.0, 17)[1:-1], np.full(100, 72.0)]
+    notes = segment_notes(_exact_track(leap))
+    assert [round(n.midi) for n in notes] == [60, 72], _summary(notes)
+
+
 def test_a_note_spanning_four_melody_notes_gets_four_targets():
     sung = np.r_[np.full(40, 59.8), np.full(40, 62.3), np.full(40, 63.9), np.full(40, 66.2), np.full(30, np.nan)]
     track = _exact_track(sung)
