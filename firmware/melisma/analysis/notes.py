@@ -233,7 +233,7 @@ def segment_notes(
         region = _fold_octave_jumps(midi_all[a:b])
         m = fill_gaps(region)
         if DESPIKE_S:
-            # a tracker glitch (an octave jump for a few frames) is no level change
+            # a tracker glitch of a few frames that the octave fold left (no instant jump) is no level change
             from scipy.ndimage import median_filter
 
             med = median_filter(m, size=_odd(DESPIKE_S / hop_s), mode="nearest")
