@@ -186,6 +186,55 @@ def test_a_tracker_octave_flip_inside_a_note_is_folded_back_and_a_sung_leap_is_n
     assert [round(n.midi) for n in notes] == [60, 72], _summary(notes)
 
 
+def test_an_octave_flip_that_flips_back_onto_the_next_note_is_folded():
+    """SSVD 68268 at 12.7 s: one frame an octave up, then the next note a semitone lower. The flip
+    back is 12.9 semitones, no octave, yet no singer's jump either: the one frame is folded, and
+    the next note keeps its own octave (it had been moved down an octave whole)."""
+    midi = np.r_[np.full(80, 60.0), [72.1], np.nan, np.full(70, 59.2)]
+    notes = segment_notes(_exact_track(midi))
+    assert [round(n.midi, 1) for n in notes] == [60.0, 59.2], _summary(notes)
+
+
+def _tone(midi: np.ndarray, level: np.ndarray, hop: float = 0.005, sr: int = 16000) -> np.ndarray:
+    """A sine following ``midi`` (NaN: the previous pitch goes on) at amplitude ``level`` per frame."""
+    frames = np.arange(len(midi)) * hop
+    t = np.arange(int(len(midi) * hop * sr)) / sr
+    f = np.interp(t, frames, midi_to_hz(np.nan_to_num(midi, nan=float(np.nanmedian(midi)))))
+    return (np.interp(t, frames, level) * np.sin(2 * np.pi * np.cumsum(f) / sr)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rest_level", [0.3, 0.003])
+def test_a_pitch_dropout_inside_a_held_note_is_bridged_and_a_rest_is_not(rest_level: float):
+    """The tracker loses 100 ms of a held note (SSVD: 37 such gaps inside annotated notes, the energy
+    within 3 dB through them). With the voice as loud through the gap it stays one note; where the
+    voice stops (40 dB down: a rest between two notes of one pitch) it is two."""
+    midi = np.r_[np.full(20, np.nan), np.full(80, 62.0), np.full(20, np.nan), np.full(80, 62.1), np.full(20, np.nan)]
+    level = np.r_[np.zeros(20), np.full(80, 0.3), np.full(20, rest_level), np.full(80, 0.3), np.zeros(20)]
+    notes = segment_notes(_exact_track(midi), audio=_tone(midi, level), sr=16000)
+    if rest_level > 0.1:
+        assert [(round(n.start_s, 2), round(n.end_s, 2)) for n in notes] == [(0.1, 1.0)], _summary(notes)
+        assert round(notes[0].midi, 1) in (62.0, 62.1)
+    else:
+        assert [round(n.start_s, 2) for n in notes] == [0.1, 0.6], _summary(notes)
+    # notes of two pitches stay two however loud the gap
+    midi2 = np.where(np.arange(len(midi)) >= 120, midi + 2.0, midi)
+    assert len(segment_notes(_exact_track(midi2), audio=_tone(midi2, level), sr=16000)) == 2
+
+
+def test_a_tracker_glitch_inside_a_note_does_not_pull_its_centre():
+    """Three frames (15 ms) read 5 semitones low in a 300 ms note (SSVD: the tracker's glitches
+    and flips): the median of a 150 ms smoothed curve had spread them over 30 frames and put the
+    centre 33 cents flat; the frames' own median is the note's level. A vibrato of ±80 cents stays
+    within 10 cents of its centre, though 2.2 cycles are not a whole number of them."""
+    from melisma.analysis.notes import note_centre
+
+    note = np.full(60, 60.0)
+    note[29:32] = 55.0
+    assert abs(note_centre(note, hop_s=0.005) - 60.0) < 0.005
+    t = np.arange(80) * 0.005
+    assert abs(note_centre(60.0 + 0.8 * np.sin(2 * np.pi * 5.5 * t), hop_s=0.005) - 60.0) < 0.1
+
+
 def test_a_note_spanning_four_melody_notes_gets_four_targets():
     sung = np.r_[np.full(40, 59.8), np.full(40, 62.3), np.full(40, 63.9), np.full(40, 66.2), np.full(30, np.nan)]
     track = _exact_track(sung)
