@@ -223,9 +223,9 @@ def test_a_pitch_dropout_inside_a_held_note_is_bridged_and_a_rest_is_not(rest_le
 
 def test_a_tracker_glitch_inside_a_note_does_not_pull_its_centre():
     """Three frames (15 ms) read 5 semitones low in a 300 ms note (SSVD: the tracker's glitches
-    and flips): the median of a 150 ms smoothed curve had spread them over 30 frames and put the
-    centre 33 cents flat; the frames' own median is the note's level. A vibrato of ±80 cents stays
-    within 10 cents of its centre, though 2.2 cycles are not a whole number of them."""
+    and flips): smoothed with the rest over 150 ms they had spread over 30 frames and put the
+    centre 33 cents flat; frames a semitone or more from the note's median are dropped first now.
+    A vibrato of ±80 cents over 2.2 cycles (no whole number of them) stays within 10 cents."""
     from melisma.analysis.notes import note_centre
 
     note = np.full(60, 60.0)
