@@ -250,7 +250,7 @@ def segment_notes(
     min_frames = max(2, int(round(min_note_ms / 1000.0 / hop_s)))
     w = max(2, int(round(window_ms / 1000.0 / hop_s)))
     env = energy_envelope(audio, sr=sr, hop_s=hop_s, n_frames=len(track.hz)) if audio is not None and sr else None
-    pieces: list[tuple[int, int, np.ndarray]] = []  # (first frame, end frame, pitch frames) per note
+    pieces: list[Piece] = []
     for a, b in voiced_regions(voiced, bridge_frames=int(round(bridge_gap_ms / 1000.0 / hop_s))):
         if b - a < max(3, min_frames // 2, int(round(MIN_ISOLATED_S / hop_s))):
             continue  # a blip: too short to be a note
@@ -264,17 +264,12 @@ def segment_notes(
             m = np.where(np.abs(m - med) > GLITCH_SEMITONES, med, m)  # only outliers: vibrato keeps its shape
         for s0, s1 in _split_region(m, w=w, hop_s=hop_s, min_frames=min_frames, split=split_cents / 100.0,
                                     merge=merge_cents / 100.0, env=None if env is None else env[a:b]):
-            pieces.append((a + s0, a + s1, region[s0:s1]))
+            seg = region[s0:s1]
+            pieces.append((a + s0, a + s1, seg, _centre_with_trill(seg, hop_s)))
     if env is not None:
         pieces = _bridge_dropouts(pieces, env, hop_s=hop_s, merge=merge_cents / 100.0)
-    notes: list[Note] = []
-    for k0, k1, seg in pieces:
-        centre = _centre_with_trill(seg, hop_s)
-        if not np.isfinite(centre):
-            continue
-        conf = float(np.mean(track.confidence[k0:k1]))
-        notes.append(Note(start_s=k0 * hop_s, end_s=k1 * hop_s, midi=centre, confidence=conf))
-    return notes
+    return [Note(start_s=k0 * hop_s, end_s=k1 * hop_s, midi=centre, confidence=float(np.mean(track.confidence[k0:k1])))
+            for k0, k1, _seg, centre in pieces if np.isfinite(centre)]
 
 
 #: An unvoiced gap up to this long (s) between two notes of one pitch is the tracker losing the
@@ -287,26 +282,28 @@ DROPOUT_DIP_DB = 6.0
 DROPOUT_LEVEL_S = 0.1
 
 
-def _bridge_dropouts(pieces: list[tuple[int, int, np.ndarray]], env: np.ndarray, *, hop_s: float,
-                     merge: float) -> list[tuple[int, int, np.ndarray]]:
-    """Neighbouring notes of one pitch (within ``merge`` semitones) joined across an unvoiced gap
-    that the energy does not dip through: the voice went on and only its pitch was lost.
+#: A note before it is made one: (first frame, end frame, its pitch frames, its centre).
+Piece = tuple[int, int, np.ndarray, float]
+
+
+def _bridge_dropouts(pieces: list[Piece], env: np.ndarray, *, hop_s: float, merge: float) -> list[Piece]:
+    """Neighbouring notes of one pitch (centres within ``merge`` semitones) joined across an
+    unvoiced gap that the energy does not dip through: the voice went on and only its pitch was lost.
     """
     if not pieces:
         return pieces
     reach = max(1, int(round(DROPOUT_LEVEL_S / hop_s)))
     out = [pieces[0]]
-    for k0, k1, seg in pieces[1:]:
-        p0, p1, pseg = out[-1]
+    for k0, k1, seg, centre in pieces[1:]:
+        p0, p1, pseg, pcentre = out[-1]
         gap = k0 - p1
-        if 0 < gap <= DROPOUT_MAX_S / hop_s:
+        if 0 < gap <= DROPOUT_MAX_S / hop_s and abs(centre - pcentre) < merge:
             level = min(float(np.max(env[max(0, p1 - reach) : p1])), float(np.max(env[k0 : k0 + reach])))
-            dip = level - float(np.min(env[p1:k0]))
-            step = abs(note_centre(seg, hop_s=hop_s) - note_centre(pseg, hop_s=hop_s))
-            if dip < DROPOUT_DIP_DB and step < merge:
-                out[-1] = (p0, k1, np.concatenate((pseg, np.full(gap, np.nan), seg)))
+            if level - float(np.min(env[p1:k0])) < DROPOUT_DIP_DB:
+                joined = np.concatenate((pseg, np.full(gap, np.nan), seg))
+                out[-1] = (p0, k1, joined, _centre_with_trill(joined, hop_s))
                 continue
-        out.append((k0, k1, seg))
+        out.append((k0, k1, seg, centre))
     return out
 
 
